@@ -1,0 +1,528 @@
+//! The flow table: one entry per TCP connection or UDP conversation, bounded in number and
+//! idle time, each holding its reassemblers and its Modbus session.
+//!
+//! Invariants:
+//! - At most [`FlowConfig::max_flows`] flows exist; making room evicts the least recently active
+//!   flow (counted), so a scan of a million ports cannot exhaust memory.
+//! - A flow idle longer than [`FlowConfig::idle_timeout`] (capture time) is closed.
+//! - Segments without payload never create a flow (a SYN scan costs nothing) unless they are a
+//!   SYN, whose sender is then known to be the client.
+//! - A flow found not to carry Modbus keeps only its key and counters.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hashlink::LruCache;
+use otwatch_rules::Direction;
+use otwatch_rules::framing::Encapsulation;
+use otwatch_rules::reassembly::{Reassembler, ReassemblyLimits, SegmentFlags, StreamEvent};
+use otwatch_rules::session::{Event, Session, SessionHints};
+use otwatch_rules::time::Timestamp;
+use otwatch_rules::transaction::TrackerConfig;
+use rustc_hash::FxBuildHasher;
+use serde::Serialize;
+
+use crate::dissect::{Dissected, TcpFlags, Transport};
+
+/// Flow tracking settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowConfig {
+    /// Most flows tracked at once.
+    pub max_flows: usize,
+    /// Capture time after which a silent flow is closed.
+    pub idle_timeout: Duration,
+    /// Ports where Modbus is expected (a hint for orientation and probing, not a filter).
+    pub modbus_ports: Vec<u16>,
+    /// Per-direction reassembly bounds.
+    pub reassembly: ReassemblyLimits,
+    /// Request/response matching bounds.
+    pub tracker: TrackerConfig,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        Self {
+            max_flows: 65_536,
+            idle_timeout: Duration::from_secs(300),
+            modbus_ports: vec![502],
+            reassembly: ReassemblyLimits::default(),
+            tracker: TrackerConfig::default(),
+        }
+    }
+}
+
+/// The transport protocol of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// A flow's identity, independent of which side sent a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    vlan: u16,
+    protocol: Protocol,
+    low: (IpAddr, u16),
+    high: (IpAddr, u16),
+}
+
+impl FlowKey {
+    fn of(packet: &Dissected<'_>) -> Self {
+        let a = (packet.src, packet.src_port);
+        let b = (packet.dst, packet.dst_port);
+        let (low, high) = if a <= b { (a, b) } else { (b, a) };
+        Self {
+            vlan: packet.vlan,
+            protocol: protocol(packet.transport),
+            low,
+            high,
+        }
+    }
+}
+
+fn protocol(transport: Transport) -> Protocol {
+    match transport {
+        Transport::Tcp(_) => Protocol::Tcp,
+        Transport::Udp => Protocol::Udp,
+    }
+}
+
+/// What observers learn about the flow an event belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowInfo {
+    /// Sequential id, unique within one agent run.
+    pub id: u64,
+    /// Outermost VLAN id, 0 when untagged.
+    pub vlan: u16,
+    /// TCP or UDP.
+    pub protocol: Protocol,
+    /// The Modbus client (master).
+    pub client: SocketAddr,
+    /// The Modbus server (slave).
+    pub server: SocketAddr,
+    /// How PDUs are wrapped, once recognised.
+    pub encapsulation: Option<Encapsulation>,
+}
+
+/// Why a flow ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// Both sides sent FIN.
+    Fin,
+    /// A side sent RST.
+    Reset,
+    /// A new connection reused the addresses and ports.
+    Reused,
+    /// Silent for longer than the idle timeout.
+    Idle,
+    /// Evicted to make room for a new flow.
+    Evicted,
+    /// The capture ended.
+    End,
+}
+
+/// What a flow reports besides its session's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowEvent<'a> {
+    /// An event of the Modbus session.
+    Session(Event<'a>),
+    /// Stream bytes that were never captured.
+    Gap {
+        /// The side that sent them.
+        direction: Direction,
+        /// How many.
+        bytes: u64,
+    },
+    /// A retransmission of bytes already seen.
+    Retransmission {
+        /// The side that resent.
+        direction: Direction,
+        /// Bytes repeated.
+        bytes: usize,
+    },
+    /// Overlapping segments with different contents (evasion).
+    OverlapConflict {
+        /// The side that sent them.
+        direction: Direction,
+        /// Bytes in conflict.
+        bytes: usize,
+    },
+    /// The flow was created.
+    Opened,
+    /// The flow ended.
+    Closed(CloseReason),
+}
+
+#[derive(Debug)]
+struct TcpState {
+    streams: [Reassembler; 2],
+    fin: [bool; 2],
+    opening_syn: Option<u32>,
+}
+
+/// One tracked flow.
+#[derive(Debug)]
+pub struct Flow {
+    info: FlowInfo,
+    /// `info.client` as first guessed, before the session may have swapped the sides.
+    guessed_client: (IpAddr, u16),
+    last_seen: Timestamp,
+    tcp: Option<Box<TcpState>>,
+    session: Session,
+}
+
+impl Flow {
+    fn new(id: u64, packet: &Dissected<'_>, config: &FlowConfig, now: Timestamp) -> Self {
+        let src = (packet.src, packet.src_port);
+        let dst = (packet.dst, packet.dst_port);
+        let src_modbus = config.modbus_ports.contains(&packet.src_port);
+        let dst_modbus = config.modbus_ports.contains(&packet.dst_port);
+        // The Modbus port marks the server even against the handshake: crafted traffic sends
+        // SYNs from port 502, and a Modbus IDS must read its bytes as responses.
+        let (client, server, orientation_known) = match packet.transport {
+            _ if dst_modbus && !src_modbus => (src, dst, true),
+            _ if src_modbus && !dst_modbus => (dst, src, true),
+            Transport::Tcp(f) if f.syn && !f.ack => (src, dst, true),
+            Transport::Tcp(f) if f.syn && f.ack => (dst, src, true),
+            // Servers listen on the lower port far more often than clients connect from it.
+            _ if packet.dst_port <= packet.src_port => (src, dst, false),
+            _ => (dst, src, false),
+        };
+        let hints = SessionHints {
+            on_modbus_port: src_modbus || dst_modbus,
+            orientation_known,
+        };
+        let tcp = match packet.transport {
+            Transport::Tcp(f) => Some(Box::new(TcpState {
+                streams: [
+                    Reassembler::new(config.reassembly),
+                    Reassembler::new(config.reassembly),
+                ],
+                fin: [false, false],
+                opening_syn: (f.syn && !f.ack).then_some(f.seq),
+            })),
+            Transport::Udp => None,
+        };
+        Self {
+            info: FlowInfo {
+                id,
+                vlan: packet.vlan,
+                protocol: protocol(packet.transport),
+                client: SocketAddr::new(client.0, client.1),
+                server: SocketAddr::new(server.0, server.1),
+                encapsulation: None,
+            },
+            guessed_client: client,
+            last_seen: now,
+            tcp,
+            session: Session::new(hints, config.tracker),
+        }
+    }
+
+    /// What observers are told about this flow.
+    pub fn info(&self) -> &FlowInfo {
+        &self.info
+    }
+
+    fn direction_of(&self, packet: &Dissected<'_>) -> Direction {
+        if (packet.src, packet.src_port) == self.guessed_client {
+            Direction::ToServer
+        } else {
+            Direction::ToClient
+        }
+    }
+
+    /// Processes one packet of this flow. Returns why the flow ended, if it did.
+    fn packet(
+        &mut self,
+        now: Timestamp,
+        packet: &Dissected<'_>,
+        emit: &mut impl FnMut(&FlowInfo, FlowEvent<'_>),
+    ) -> Option<CloseReason> {
+        self.last_seen = now;
+        let direction = self.direction_of(packet);
+        let closed = match packet.transport {
+            Transport::Tcp(flags) => self.tcp_segment(now, direction, flags, packet.payload, emit),
+            Transport::Udp => {
+                let Self { session, info, .. } = self;
+                session.datagram(now, direction, packet.payload, &mut |e| {
+                    session_event(info, e, emit)
+                });
+                None
+            }
+        };
+        let Self { session, info, .. } = self;
+        session.expire(now, &mut |e| session_event(info, e, emit));
+        if session.is_not_modbus()
+            && let Some(tcp) = self.tcp.as_mut()
+        {
+            // Keep only what end-of-connection tracking needs.
+            tcp.streams = [Reassembler::default(), Reassembler::default()];
+        }
+        closed
+    }
+
+    fn tcp_segment(
+        &mut self,
+        now: Timestamp,
+        direction: Direction,
+        flags: TcpFlags,
+        payload: &[u8],
+        emit: &mut impl FnMut(&FlowInfo, FlowEvent<'_>),
+    ) -> Option<CloseReason> {
+        let Self {
+            session, info, tcp, ..
+        } = self;
+        let tcp = tcp.as_mut()?;
+        let i = index(direction);
+        if session.is_not_modbus() {
+            // Only the connection's end matters now.
+            if flags.rst {
+                return Some(CloseReason::Reset);
+            }
+            tcp.fin[i] |= flags.fin;
+            return (tcp.fin == [true, true]).then_some(CloseReason::Fin);
+        }
+        let TcpState { streams, fin, .. } = &mut **tcp;
+        let [to_server, to_client] = streams;
+        let (this, other) = match direction {
+            Direction::ToServer => (to_server, to_client),
+            Direction::ToClient => (to_client, to_server),
+        };
+        let segment_flags = SegmentFlags {
+            syn: flags.syn,
+            fin: flags.fin,
+        };
+        this.segment(flags.seq, segment_flags, payload, &mut |event| {
+            stream_event(session, info, now, direction, event, emit)
+        });
+        if flags.ack {
+            other.acknowledged(flags.ack_number, &mut |event| {
+                stream_event(session, info, now, direction.reverse(), event, emit)
+            });
+        }
+        if flags.rst {
+            return Some(CloseReason::Reset);
+        }
+        fin[i] |= flags.fin;
+        (*fin == [true, true]).then_some(CloseReason::Fin)
+    }
+
+    /// Ends the flow: buffered stream data is flushed, waiting requests are reported.
+    fn close(
+        &mut self,
+        now: Timestamp,
+        reason: CloseReason,
+        emit: &mut impl FnMut(&FlowInfo, FlowEvent<'_>),
+    ) {
+        let Self {
+            session, info, tcp, ..
+        } = self;
+        if let Some(tcp) = tcp.as_mut()
+            && !session.is_not_modbus()
+        {
+            for (i, stream) in tcp.streams.iter_mut().enumerate() {
+                let direction = if i == 0 {
+                    Direction::ToServer
+                } else {
+                    Direction::ToClient
+                };
+                stream.flush(&mut |event| stream_event(session, info, now, direction, event, emit));
+            }
+        }
+        session.close(now, &mut |e| session_event(info, e, emit));
+        emit(info, FlowEvent::Closed(reason));
+    }
+}
+
+/// Passes a session event on, first updating the flow's view with what the session learned.
+fn session_event(
+    info: &mut FlowInfo,
+    event: Event<'_>,
+    emit: &mut impl FnMut(&FlowInfo, FlowEvent<'_>),
+) {
+    if let Event::Recognised {
+        encapsulation,
+        reversed,
+    } = event
+    {
+        info.encapsulation = Some(encapsulation);
+        if reversed {
+            std::mem::swap(&mut info.client, &mut info.server);
+        }
+    }
+    emit(info, FlowEvent::Session(event));
+}
+
+fn stream_event(
+    session: &mut Session,
+    info: &mut FlowInfo,
+    now: Timestamp,
+    direction: Direction,
+    event: StreamEvent<'_>,
+    emit: &mut impl FnMut(&FlowInfo, FlowEvent<'_>),
+) {
+    match event {
+        StreamEvent::Data(bytes) => {
+            session.stream(now, direction, bytes, &mut |e| session_event(info, e, emit));
+        }
+        StreamEvent::Gap { bytes } => {
+            emit(info, FlowEvent::Gap { direction, bytes });
+            session.gap(direction, &mut |e| session_event(info, e, emit));
+        }
+        StreamEvent::Retransmission { bytes } => {
+            emit(info, FlowEvent::Retransmission { direction, bytes });
+        }
+        StreamEvent::OverlapConflict { bytes } => {
+            emit(info, FlowEvent::OverlapConflict { direction, bytes });
+        }
+    }
+}
+
+fn index(direction: Direction) -> usize {
+    match direction {
+        Direction::ToServer => 0,
+        Direction::ToClient => 1,
+    }
+}
+
+/// Counters the flow table keeps about itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FlowCounters {
+    /// Flows created.
+    pub created: u64,
+    /// Flows evicted to make room.
+    pub evicted: u64,
+    /// Flows closed for idleness.
+    pub expired: u64,
+    /// Most flows tracked at once.
+    pub peak: u64,
+}
+
+/// All tracked flows, least recently active first.
+pub struct FlowTable {
+    config: FlowConfig,
+    flows: LruCache<FlowKey, Flow, FxBuildHasher>,
+    next_id: u64,
+    last_sweep: Timestamp,
+    counters: FlowCounters,
+}
+
+impl FlowTable {
+    /// An empty table.
+    pub fn new(config: FlowConfig) -> Self {
+        let capacity = config.max_flows.max(1);
+        Self {
+            flows: LruCache::with_hasher(capacity.saturating_add(1), FxBuildHasher),
+            config,
+            next_id: 0,
+            last_sweep: Timestamp::default(),
+            counters: FlowCounters::default(),
+        }
+    }
+
+    /// Flows tracked now.
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Whether no flow is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// The table's counters.
+    pub fn counters(&self) -> FlowCounters {
+        self.counters
+    }
+
+    /// Routes one packet to its flow, creating, closing and evicting flows as needed.
+    pub fn packet(
+        &mut self,
+        now: Timestamp,
+        packet: &Dissected<'_>,
+        emit: &mut impl FnMut(&FlowInfo, FlowEvent<'_>),
+    ) {
+        if now.since(self.last_sweep) >= Duration::from_secs(1) {
+            self.sweep(now, emit);
+        }
+        let key = FlowKey::of(packet);
+        let syn = matches!(packet.transport, Transport::Tcp(f) if f.syn && !f.ack);
+        if let Some(flow) = self.flows.get_mut(&key) {
+            // A SYN with a new initial sequence number opens a new connection on the same ports.
+            let reused = syn
+                && flow
+                    .tcp
+                    .as_ref()
+                    .is_some_and(|t| t.opening_syn != Some(packet_seq(packet)));
+            if !reused {
+                if let Some(reason) = flow.packet(now, packet, emit) {
+                    flow.close(now, reason, emit);
+                    self.flows.remove(&key);
+                }
+                return;
+            }
+            flow.close(now, CloseReason::Reused, emit);
+            self.flows.remove(&key);
+        }
+        let creates =
+            !packet.payload.is_empty() || matches!(packet.transport, Transport::Tcp(f) if f.syn);
+        if !creates {
+            return;
+        }
+        if self.flows.len() >= self.config.max_flows.max(1)
+            && let Some((_, mut evicted)) = self.flows.remove_lru()
+        {
+            self.counters.evicted += 1;
+            evicted.close(now, CloseReason::Evicted, emit);
+        }
+        self.next_id += 1;
+        let mut flow = Flow::new(self.next_id, packet, &self.config, now);
+        self.counters.created += 1;
+        emit(&flow.info, FlowEvent::Opened);
+        let closed = flow.packet(now, packet, emit);
+        match closed {
+            Some(reason) => flow.close(now, reason, emit),
+            None => {
+                self.flows.insert(key, flow);
+            }
+        }
+        self.counters.peak = self.counters.peak.max(self.flows.len() as u64);
+    }
+
+    /// Closes flows idle for longer than the idle timeout.
+    pub fn sweep(&mut self, now: Timestamp, emit: &mut impl FnMut(&FlowInfo, FlowEvent<'_>)) {
+        self.last_sweep = now;
+        let deadline = now.saturating_sub(self.config.idle_timeout);
+        while let Some((_, oldest)) = self.flows.iter().next()
+            && oldest.last_seen < deadline
+        {
+            if let Some((_, mut flow)) = self.flows.remove_lru() {
+                self.counters.expired += 1;
+                flow.close(now, CloseReason::Idle, emit);
+            }
+        }
+    }
+
+    /// Closes every flow (end of capture or shutdown).
+    pub fn close_all(&mut self, now: Timestamp, emit: &mut impl FnMut(&FlowInfo, FlowEvent<'_>)) {
+        while let Some((_, mut flow)) = self.flows.remove_lru() {
+            flow.close(now, CloseReason::End, emit);
+        }
+    }
+}
+
+fn packet_seq(packet: &Dissected<'_>) -> u32 {
+    match packet.transport {
+        Transport::Tcp(f) => f.seq,
+        Transport::Udp => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,52 @@
+//! A JSON-lines writer that remembers its first error instead of failing mid-pipeline: the
+//! packet path must not stop because a log disk is full, and the error is reported at the end.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+/// Writes one JSON document per line.
+pub struct JsonLines<W: Write> {
+    out: W,
+    written: u64,
+    error: Option<io::Error>,
+}
+
+impl<W: Write> JsonLines<W> {
+    /// A writer over `out`.
+    pub fn new(out: W) -> Self {
+        Self {
+            out,
+            written: 0,
+            error: None,
+        }
+    }
+
+    /// Appends one record; after a write error, records are dropped until [`Self::finish`].
+    pub fn write<T: Serialize>(&mut self, record: &T) {
+        if self.error.is_some() {
+            return;
+        }
+        let result = serde_json::to_writer(&mut self.out, record)
+            .map_err(io::Error::other)
+            .and_then(|()| self.out.write_all(b"\n"));
+        match result {
+            Ok(()) => self.written += 1,
+            Err(e) => self.error = Some(e),
+        }
+    }
+
+    /// Records written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Flushes, returning the number of records or the first error.
+    pub fn finish(mut self) -> io::Result<u64> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        self.out.flush()?;
+        Ok(self.written)
+    }
+}

@@ -1,0 +1,15 @@
+//! The otwatch agent: capture, reassembly, decoding and reporting of Modbus traffic.
+//!
+//! The protocol logic lives in `otwatch-rules`; this crate adds the parts that touch the world:
+//! capture files and interfaces, packet dissection, the flow table, and outputs.
+
+pub mod capture;
+pub mod defrag;
+pub mod dissect;
+pub mod event_log;
+pub mod flow;
+pub mod jsonl;
+pub mod pipeline;
+pub mod replay;
+pub mod summary;
+pub mod transaction_log;

@@ -1,0 +1,257 @@
+//! `otwatch-agent replay`: run capture files through the pipeline as fast as possible and
+//! report what was decoded.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::capture::PacketSource;
+use crate::capture::file::{CaptureFile, CaptureFileError};
+use crate::event_log::EventLog;
+use crate::flow::{FlowConfig, FlowCounters};
+use crate::pipeline::{PacketCounters, Pipeline};
+use crate::summary::{ModbusCounters, function_table};
+use crate::transaction_log::TransactionLog;
+
+/// A validated replay request.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// Capture files, processed in order as one capture.
+    pub pcaps: Vec<PathBuf>,
+    /// Where to write the transaction log, if anywhere.
+    pub transactions: Option<PathBuf>,
+    /// Where to write the decode-event log, if anywhere.
+    pub events: Option<PathBuf>,
+    /// Flow tracking settings.
+    pub flows: FlowConfig,
+    /// Whether to draw a progress bar (only drawn on a terminal anyway).
+    pub progress: bool,
+}
+
+/// What happened to one capture file.
+#[derive(Debug, Serialize)]
+pub struct FileReport {
+    /// The file.
+    pub path: PathBuf,
+    /// Packets read from it.
+    pub packets: u64,
+    /// Why reading stopped early, if it did.
+    pub error: Option<String>,
+}
+
+/// Everything a replay found.
+#[derive(Debug, Serialize)]
+pub struct ReplayReport {
+    /// Per file.
+    pub files: Vec<FileReport>,
+    /// Packet-level counters.
+    pub packets: PacketCounters,
+    /// Flow table counters.
+    pub flows: FlowCounters,
+    /// Modbus counters.
+    pub modbus: ModbusCounters,
+    /// Transaction records written.
+    pub transactions_written: Option<u64>,
+    /// Decode-event records written.
+    pub events_written: Option<u64>,
+    /// Wall time.
+    #[serde(serialize_with = "seconds")]
+    pub elapsed: Duration,
+    /// Packets per second of wall time.
+    pub packets_per_second: f64,
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl ReplayReport {
+    /// Whether any file was damaged.
+    pub fn damaged(&self) -> bool {
+        self.files.iter().any(|f| f.error.is_some())
+    }
+
+    /// The human-readable summary.
+    pub fn render(&self) -> String {
+        let m = &self.modbus;
+        let p = &self.packets;
+        let mut out = String::new();
+        for f in &self.files {
+            out += &format!("{}: {} packets", f.path.display(), f.packets);
+            if let Some(e) = &f.error {
+                out += &format!(" (stopped: {e})");
+            }
+            out += "\n";
+        }
+        out += &format!(
+            "packets {}  bytes {}  truncated {}  fragments {} (reassembled {})\n",
+            p.packets, p.bytes, p.truncated, p.fragments, p.reassembled
+        );
+        out += &format!(
+            "flows {}  modbus/tcp+udp {}  rtu {}  non-modbus on modbus ports {}  evicted {}  idle-closed {}\n",
+            self.flows.created,
+            m.mbap_flows,
+            m.rtu_flows,
+            m.non_modbus_flows,
+            self.flows.evicted,
+            self.flows.expired
+        );
+        let outcome = |k: &str| m.transactions.get(k).copied().unwrap_or(0);
+        out += &format!(
+            "transactions: answered {}  unanswered {}  unsolicited responses {}\n",
+            outcome("answered"),
+            outcome("unanswered"),
+            outcome("unsolicited")
+        );
+        out += &function_table("requests by function", &m.requests);
+        out += &function_table("responses by function", &m.responses);
+        if !m.exceptions.is_empty() {
+            out += "exceptions (function/code):\n";
+            for (k, n) in &m.exceptions {
+                out += &format!("  {k:<10} {n:>10}\n");
+            }
+        }
+        if !m.decode_errors.is_empty() {
+            out += "decode errors:\n";
+            for (k, n) in &m.decode_errors {
+                out += &format!("  {k:<34} {n:>10}\n");
+            }
+        }
+        out += &format!(
+            "stream: gaps {} ({} bytes)  retransmissions {}  overlap conflicts {}  resync skipped {} bytes\n",
+            m.gaps, m.gap_bytes, m.retransmissions, m.overlap_conflicts, m.skipped_bytes
+        );
+        if !p.ignored.is_empty() || !p.malformed.is_empty() {
+            out += &format!(
+                "ignored packets {:?}  malformed packets {:?}\n",
+                p.ignored, p.malformed
+            );
+        }
+        out += &format!(
+            "time {:.3} s  {:.0} packets/s\n",
+            self.elapsed.as_secs_f64(),
+            self.packets_per_second
+        );
+        out
+    }
+}
+
+/// Why a replay could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// A capture file could not be opened.
+    #[error(transparent)]
+    Open(#[from] CaptureFileError),
+    /// The transaction log could not be written.
+    #[error("{path}: {source}")]
+    Output {
+        /// The log file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the replay.
+pub fn replay(options: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
+    // Open every file first: a typo in the last name should not cost a long run.
+    let mut captures = options
+        .pcaps
+        .iter()
+        .map(|p| CaptureFile::open(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let transactions = open_output(options.transactions.as_deref())?.map(TransactionLog::new);
+    let events = open_output(options.events.as_deref())?.map(EventLog::new);
+    let total: u64 = captures.iter().map(CaptureFile::size).sum();
+    let bar = if options.progress {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let observer = (ModbusCounters::default(), (transactions, events));
+    let mut pipeline = Pipeline::new(options.flows.clone(), observer);
+    let mut files = Vec::new();
+    let mut done_bytes = 0;
+    for capture in &mut captures {
+        let mut packets = 0u64;
+        let error = loop {
+            match capture.next_packet() {
+                Ok(Some(packet)) => {
+                    pipeline.packet(&packet);
+                    packets += 1;
+                    if packets.is_multiple_of(65_536) {
+                        bar.set_position(done_bytes + capture.offset());
+                    }
+                }
+                Ok(None) => break None,
+                Err(e) => break Some(e.to_string()),
+            }
+        };
+        done_bytes += capture.size();
+        bar.set_position(done_bytes);
+        files.push(FileReport {
+            path: capture.path().to_path_buf(),
+            packets,
+            error,
+        });
+    }
+    pipeline.finish();
+    bar.finish_and_clear();
+    let elapsed = started.elapsed();
+    let packets = pipeline.counters().clone();
+    let flows = pipeline.flows().counters();
+    let (modbus, (transactions, events)) = pipeline.into_observer();
+    let transactions_written = transactions
+        .map(TransactionLog::finish)
+        .transpose()
+        .map_err(output_error(options.transactions.as_deref()))?;
+    let events_written = events
+        .map(EventLog::finish)
+        .transpose()
+        .map_err(output_error(options.events.as_deref()))?;
+    let packets_per_second = packets.packets as f64 / elapsed.as_secs_f64().max(1e-9);
+    Ok(ReplayReport {
+        files,
+        packets,
+        flows,
+        modbus,
+        transactions_written,
+        events_written,
+        elapsed,
+        packets_per_second,
+    })
+}
+
+fn open_output(path: Option<&Path>) -> Result<Option<BufWriter<File>>, ReplayError> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let file = File::create(path).map_err(output_error(Some(path)))?;
+    Ok(Some(BufWriter::with_capacity(1 << 20, file)))
+}
+
+fn output_error(path: Option<&Path>) -> impl FnOnce(std::io::Error) -> ReplayError {
+    let path = path.map(Path::to_path_buf).unwrap_or_default();
+    move |source| ReplayError::Output { path, source }
+}
+
+/// Writes the report as pretty JSON to `path`.
+pub fn write_json(report: &ReplayReport, path: &std::path::Path) -> Result<(), ReplayError> {
+    let output = |source| ReplayError::Output {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = BufWriter::new(File::create(path).map_err(output)?);
+    serde_json::to_writer_pretty(&mut file, report).map_err(|e| output(e.into()))?;
+    file.write_all(b"\n").map_err(output)?;
+    file.flush().map_err(output)
+}
