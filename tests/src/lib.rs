@@ -1,5 +1,8 @@
 //! Helpers for otwatch's end-to-end tests: finding the built binaries and the shared test data.
 
+pub mod plc;
+pub mod recorder;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
