@@ -100,19 +100,16 @@ impl ReplayReport {
             self.flows.evicted,
             self.flows.expired
         );
-        let outcome = |k: &str| m.transactions.get(k).copied().unwrap_or(0);
         out += &format!(
             "transactions: answered {}  unanswered {}  unsolicited responses {}\n",
-            outcome("answered"),
-            outcome("unanswered"),
-            outcome("unsolicited")
+            m.transactions.answered, m.transactions.unanswered, m.transactions.unsolicited
         );
         out += &function_table("requests by function", &m.requests);
         out += &function_table("responses by function", &m.responses);
         if !m.exceptions.is_empty() {
             out += "exceptions (function/code):\n";
-            for (k, n) in &m.exceptions {
-                out += &format!("  {k:<10} {n:>10}\n");
+            for ((function, code), n) in &m.exceptions {
+                out += &format!("  {:<10} {n:>10}\n", format!("{function}/{code}"));
             }
         }
         if !m.decode_errors.is_empty() {

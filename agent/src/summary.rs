@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use otwatch_rules::Direction;
 use otwatch_rules::framing::Encapsulation;
 use otwatch_rules::modbus::{DecodeError, FunctionCode, Response};
 use otwatch_rules::session::Event;
@@ -70,10 +69,11 @@ pub struct ModbusCounters {
     pub requests: ByFunction,
     /// Responses decoded (exceptions included), by function code.
     pub responses: ByFunction,
-    /// Exception responses by "function/code".
-    pub exceptions: BTreeMap<String, u64>,
+    /// Exception responses by function and code, serialized as `"function/code"`.
+    #[serde(serialize_with = "exception_keys")]
+    pub exceptions: BTreeMap<(u8, u8), u64>,
     /// Transactions by outcome.
-    pub transactions: BTreeMap<&'static str, u64>,
+    pub transactions: OutcomeCounts,
     /// Answered transactions by function code.
     pub answered: ByFunction,
     /// Decode errors by kind.
@@ -117,16 +117,13 @@ impl ModbusCounters {
             Event::NotModbus { .. } => self.non_modbus_flows += 1,
             Event::Request { request, .. } => self.requests.add(request.function()),
             Event::Transaction(t) => {
-                *self
-                    .transactions
-                    .entry(outcome_name(t.outcome))
-                    .or_default() += 1;
+                self.transactions.add(t.outcome);
                 if let Some(response) = &t.response {
                     self.responses.add(response.function());
                     if let Response::Exception { function, code } = response {
                         *self
                             .exceptions
-                            .entry(format!("{}/{}", function.code(), code.code()))
+                            .entry((function.code(), code.code()))
                             .or_default() += 1;
                     }
                 }
@@ -154,12 +151,32 @@ impl ModbusCounters {
     }
 }
 
-fn outcome_name(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Answered => "answered",
-        Outcome::Unanswered => "unanswered",
-        Outcome::Unsolicited => "unsolicited",
+/// Transactions counted by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OutcomeCounts {
+    /// Request and response matched.
+    pub answered: u64,
+    /// Requests that got no response.
+    pub unanswered: u64,
+    /// Responses that matched no request.
+    pub unsolicited: u64,
+}
+
+impl OutcomeCounts {
+    fn add(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Answered => self.answered += 1,
+            Outcome::Unanswered => self.unanswered += 1,
+            Outcome::Unsolicited => self.unsolicited += 1,
+        }
     }
+}
+
+fn exception_keys<S: serde::Serializer>(
+    map: &BTreeMap<(u8, u8), u64>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(map.iter().map(|((f, c), n)| (format!("{f}/{c}"), n)))
 }
 
 /// Renders per-function counts as `name (code): n` lines.
@@ -174,12 +191,4 @@ pub fn function_table(title: &str, counts: &ByFunction) -> String {
         let _ = writeln!(out, "  {name:<34} {code:>3}  {n:>10}");
     }
     out
-}
-
-/// Which side of a transaction a direction is, for human output.
-pub fn direction_name(direction: Direction) -> &'static str {
-    match direction {
-        Direction::ToServer => "request",
-        Direction::ToClient => "response",
-    }
 }

@@ -17,7 +17,7 @@ use super::{CapturedPacket, LinkType, PacketSource};
 use otwatch_rules::time::Timestamp;
 
 /// Bytes read from the file at a time.
-const CHUNK: usize = 4 << 20;
+const CHUNK: usize = 256 << 10;
 /// The largest record accepted; anything larger is corruption, not a packet.
 const MAX_RECORD: usize = 16 << 20;
 

@@ -70,11 +70,7 @@ fn feed(p: &mut Pipeline<ModbusCounters>, ms: u64, frame: &[u8]) {
 }
 
 fn answered(p: &Pipeline<ModbusCounters>) -> u64 {
-    p.observer()
-        .transactions
-        .get("answered")
-        .copied()
-        .unwrap_or(0)
+    p.observer().transactions.answered
 }
 
 #[test]
@@ -159,7 +155,7 @@ fn idle_flows_are_closed_and_their_requests_reported_unanswered() {
         &Frame::to_server(40001, 1).build(&read_request(1)),
     );
     assert_eq!(p.flows().counters().expired, 1);
-    assert_eq!(p.observer().transactions.get("unanswered"), Some(&1));
+    assert_eq!(p.observer().transactions.unanswered, 1);
 }
 
 #[test]
@@ -177,7 +173,7 @@ fn retransmitted_request_is_one_transaction() {
     assert_eq!(p.observer().requests.total(), 1);
     assert_eq!(p.observer().retransmissions, 1);
     assert_eq!(answered(&p), 1);
-    assert_eq!(p.observer().transactions.get("unanswered"), None);
+    assert_eq!(p.observer().transactions.unanswered, 0);
 }
 
 #[test]
