@@ -416,3 +416,6 @@ fn interface(
         });
     (link, unit)
 }
+
+#[cfg(test)]
+mod tests;

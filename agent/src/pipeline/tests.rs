@@ -188,3 +188,26 @@ fn modbus_on_a_non_standard_port_is_decoded() {
     assert_eq!(p.observer().mbap_flows, 1);
     assert_eq!(answered(&p), 1);
 }
+
+#[test]
+fn modbus_udp_datagrams_are_joined_into_transactions() {
+    let udp = |to_server: bool, payload: &[u8]| {
+        let (src, dst, sport, dport) = if to_server {
+            ([10, 0, 0, 1], [10, 0, 0, 2], 40000, 502)
+        } else {
+            ([10, 0, 0, 2], [10, 0, 0, 1], 502, 40000)
+        };
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4(src, dst, 64)
+            .udp(sport, dport)
+            .write(&mut out, payload)
+            .unwrap();
+        out
+    };
+    let mut p = Pipeline::new(FlowConfig::default(), ModbusCounters::default());
+    feed(&mut p, 0, &udp(true, &read_request(3)));
+    feed(&mut p, 1, &udp(false, &read_response(3)));
+    assert_eq!(p.observer().mbap_flows, 1);
+    assert_eq!(answered(&p), 1);
+}
