@@ -10,10 +10,9 @@ use otwatch_rules::session::Event;
 use otwatch_rules::time::Timestamp;
 use serde::Serialize;
 
-use crate::flow::{FlowEvent, FlowInfo};
 use crate::jsonl::JsonLines;
 use crate::pipeline::Observer;
-use crate::transaction_log::rfc3339;
+use otwatch_rules::flow::{FlowEvent, FlowInfo};
 
 /// Most evidence bytes kept per event.
 const EVIDENCE: usize = 64;
@@ -22,7 +21,7 @@ const EVIDENCE: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EventRecord {
     /// Capture time, RFC 3339.
-    pub ts: String,
+    pub ts: Timestamp,
     /// The flow's id within this run.
     pub flow: u64,
     /// What happened: a decode error kind, or `gap`, `overlap_conflict`, `not_modbus`,
@@ -69,6 +68,18 @@ impl EventRecord {
                 unit_id,
                 raw,
             ),
+            FlowEvent::Session(Event::ResponseMismatch {
+                error,
+                transaction_id,
+                unit_id,
+            }) => (
+                error.kind(),
+                error.to_string(),
+                Direction::ToClient,
+                transaction_id,
+                Some(unit_id),
+                &[],
+            ),
             FlowEvent::Session(Event::NotModbus { direction, sample }) => (
                 "not_modbus",
                 "non-Modbus payload on a Modbus port".to_string(),
@@ -108,7 +119,7 @@ impl EventRecord {
             Direction::ToClient => (flow.server, flow.client),
         };
         Some(Self {
-            ts: rfc3339(ts),
+            ts,
             flow: flow.id,
             event: name,
             detail,

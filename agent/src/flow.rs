@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use hashlink::LruCache;
 use otwatch_rules::Direction;
-use otwatch_rules::framing::Encapsulation;
+use otwatch_rules::flow::{CloseReason, FlowEvent, FlowInfo, Protocol};
 use otwatch_rules::reassembly::{Reassembler, ReassemblyLimits, SegmentFlags, StreamEvent};
 use otwatch_rules::session::{Event, Session, SessionHints};
 use otwatch_rules::time::Timestamp;
@@ -49,16 +49,6 @@ impl Default for FlowConfig {
             tracker: TrackerConfig::default(),
         }
     }
-}
-
-/// The transport protocol of a flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Protocol {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
 }
 
 /// A flow's identity, independent of which side sent a packet.
@@ -99,73 +89,6 @@ fn protocol(transport: Transport) -> Protocol {
         Transport::Tcp(_) => Protocol::Tcp,
         Transport::Udp => Protocol::Udp,
     }
-}
-
-/// What observers learn about the flow an event belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FlowInfo {
-    /// Sequential id, unique within one agent run.
-    pub id: u64,
-    /// Outermost VLAN id, 0 when untagged.
-    pub vlan: u16,
-    /// TCP or UDP.
-    pub protocol: Protocol,
-    /// The Modbus client (master).
-    pub client: SocketAddr,
-    /// The Modbus server (slave).
-    pub server: SocketAddr,
-    /// How PDUs are wrapped, once recognised.
-    pub encapsulation: Option<Encapsulation>,
-}
-
-/// Why a flow ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CloseReason {
-    /// Both sides sent FIN.
-    Fin,
-    /// A side sent RST.
-    Reset,
-    /// A new connection reused the addresses and ports.
-    Reused,
-    /// Silent for longer than the idle timeout.
-    Idle,
-    /// Evicted to make room for a new flow.
-    Evicted,
-    /// The capture ended.
-    End,
-}
-
-/// What a flow reports besides its session's events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlowEvent<'a> {
-    /// An event of the Modbus session.
-    Session(Event<'a>),
-    /// Stream bytes that were never captured.
-    Gap {
-        /// The side that sent them.
-        direction: Direction,
-        /// How many.
-        bytes: u64,
-    },
-    /// A retransmission of bytes already seen.
-    Retransmission {
-        /// The side that resent.
-        direction: Direction,
-        /// Bytes repeated.
-        bytes: usize,
-    },
-    /// Overlapping segments with different contents (evasion).
-    OverlapConflict {
-        /// The side that sent them.
-        direction: Direction,
-        /// Bytes in conflict.
-        bytes: usize,
-    },
-    /// The flow was created.
-    Opened,
-    /// The flow ended.
-    Closed(CloseReason),
 }
 
 #[derive(Debug)]
@@ -226,6 +149,10 @@ impl Flow {
                 client: SocketAddr::new(client.0, client.1),
                 server: SocketAddr::new(server.0, server.1),
                 encapsulation: None,
+                requests: 0,
+                first_seen: now,
+                last_gap: None,
+                handshake_seen: matches!(packet.transport, Transport::Tcp(f) if f.syn),
             },
             guessed_client: client,
             last_seen: now,
@@ -367,15 +294,18 @@ fn session_event(
     event: Event<'_>,
     emit: &mut impl FnMut(&FlowInfo, FlowEvent<'_>),
 ) {
-    if let Event::Recognised {
-        encapsulation,
-        reversed,
-    } = event
-    {
-        info.encapsulation = Some(encapsulation);
-        if reversed {
-            std::mem::swap(&mut info.client, &mut info.server);
+    match event {
+        Event::Recognised {
+            encapsulation,
+            reversed,
+        } => {
+            info.encapsulation = Some(encapsulation);
+            if reversed {
+                std::mem::swap(&mut info.client, &mut info.server);
+            }
         }
+        Event::Request { .. } => info.requests += 1,
+        _ => {}
     }
     emit(info, FlowEvent::Session(event));
 }
@@ -393,6 +323,7 @@ fn stream_event(
             session.stream(now, direction, bytes, &mut |e| session_event(info, e, emit));
         }
         StreamEvent::Gap { bytes } => {
+            info.last_gap = Some(now);
             emit(info, FlowEvent::Gap { direction, bytes });
             session.gap(direction, &mut |e| session_event(info, e, emit));
         }

@@ -5,11 +5,13 @@
 
 pub mod capture;
 pub mod defrag;
+pub mod detection;
 pub mod dissect;
 pub mod event_log;
 pub mod flow;
 pub mod jsonl;
 pub mod pipeline;
+pub mod policy_file;
 pub mod replay;
 pub mod summary;
 pub mod transaction_log;

@@ -4,11 +4,14 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use otwatch_agent::flow::FlowConfig;
+use otwatch_agent::policy_file;
 use otwatch_agent::replay::{self, ReplayOptions};
+use otwatch_rules::detect::DetectionConfig;
 use otwatch_rules::transaction::TrackerConfig;
 
 /// Passive Modbus security monitor agent.
@@ -21,8 +24,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Decode capture files as fast as possible and print what they contain.
-    Replay(ReplayArgs),
+    /// Decode capture files as fast as possible, detect attacks, and print what they contain.
+    Replay(Box<ReplayArgs>),
+    /// Validate a policy file: errors name the line, the field and what was expected.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// The policy file (TOML).
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -40,6 +52,23 @@ struct ReplayArgs {
     /// Write the summary as JSON to this file as well.
     #[arg(long, value_name = "OUT.json")]
     summary_json: Option<PathBuf>,
+    /// Check traffic against this policy (TOML). Without one, only the built-in detectors run.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Write one JSON line per alert to this file.
+    #[arg(long, value_name = "OUT.jsonl")]
+    alerts: Option<PathBuf>,
+    /// Print alerts readably on standard output (the default on a terminal).
+    #[arg(long)]
+    print_alerts: bool,
+    /// This agent's name, carried in every alert.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "OTWATCH_AGENT_NAME",
+        default_value = "otwatch-agent"
+    )]
+    agent_name: String,
     #[command(flatten)]
     decoding: DecodingArgs,
     /// Never draw a progress bar.
@@ -86,12 +115,61 @@ impl DecodingArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Replay(args) => run_replay(args),
+        Command::Replay(args) => run_replay(*args),
+        Command::Check(args) => run_check(&args),
+    }
+}
+
+fn run_check(args: &CheckArgs) -> ExitCode {
+    match policy_file::load(&args.policy) {
+        Ok((policy, warnings)) => {
+            for w in &warnings {
+                eprintln!("{}: warning: {w}", args.policy.display());
+            }
+            println!(
+                "{}: ok: {} assets, {} groups, {} allow rules, {} alert rules, {} detector settings, {} warnings (hash {})",
+                args.policy.display(),
+                policy.assets.len(),
+                policy.groups.len(),
+                policy.allow.len(),
+                policy.alerts.len(),
+                policy.tuning.len(),
+                warnings.len(),
+                policy.hash
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("otwatch-agent: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
 fn run_replay(args: ReplayArgs) -> ExitCode {
+    let policy = match &args.policy {
+        Some(path) => match policy_file::load(path) {
+            Ok((policy, warnings)) => {
+                for w in &warnings {
+                    eprintln!("{}: warning: {w}", path.display());
+                }
+                Some(Arc::new(policy))
+            }
+            Err(e) => {
+                eprintln!("otwatch-agent: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let options = ReplayOptions {
+        policy,
+        alerts: args.alerts,
+        print_alerts: args.print_alerts || std::io::stdout().is_terminal(),
+        detection: DetectionConfig {
+            agent: args.agent_name,
+            ..DetectionConfig::default()
+        },
         pcaps: args.pcaps,
         transactions: args.transactions,
         events: args.events,

@@ -9,18 +9,27 @@ use serde::Serialize;
 use crate::capture::CapturedPacket;
 use crate::defrag::{Defragmenter, Reassembly};
 use crate::dissect::{self, Dissection};
-use crate::flow::{FlowConfig, FlowEvent, FlowInfo, FlowTable};
+use crate::flow::{FlowConfig, FlowTable};
+use otwatch_rules::flow::{FlowEvent, FlowInfo};
 
 /// Whatever wants to know what the pipeline saw: counters, transaction logs, detectors.
 pub trait Observer {
     /// One event of one flow, at capture time `ts`.
     fn flow_event(&mut self, ts: Timestamp, flow: &FlowInfo, event: &FlowEvent<'_>);
+
+    /// The capture ended and every flow is closed: report what is still held back.
+    fn finish(&mut self) {}
 }
 
 impl<A: Observer, B: Observer> Observer for (A, B) {
     fn flow_event(&mut self, ts: Timestamp, flow: &FlowInfo, event: &FlowEvent<'_>) {
         self.0.flow_event(ts, flow, event);
         self.1.flow_event(ts, flow, event);
+    }
+
+    fn finish(&mut self) {
+        self.0.finish();
+        self.1.finish();
     }
 }
 
@@ -30,11 +39,21 @@ impl<T: Observer> Observer for Option<T> {
             inner.flow_event(ts, flow, event);
         }
     }
+
+    fn finish(&mut self) {
+        if let Some(inner) = self {
+            inner.finish();
+        }
+    }
 }
 
 impl<T: Observer + ?Sized> Observer for &mut T {
     fn flow_event(&mut self, ts: Timestamp, flow: &FlowInfo, event: &FlowEvent<'_>) {
         (**self).flow_event(ts, flow, event);
+    }
+
+    fn finish(&mut self) {
+        (**self).finish();
     }
 }
 
@@ -129,7 +148,8 @@ impl<O: Observer> Pipeline<O> {
         }
     }
 
-    /// Closes every flow: flushes streams and reports waiting requests as unanswered.
+    /// Closes every flow (flushing streams, reporting waiting requests as unanswered), then lets
+    /// the observer report what it still holds.
     pub fn finish(&mut self) {
         let now = self.last_ts;
         let observer = &mut self.observer;

@@ -4,13 +4,17 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
+use otwatch_rules::detect::DetectionConfig;
+use otwatch_rules::policy::Policy;
 use serde::Serialize;
 
 use crate::capture::PacketSource;
 use crate::capture::file::{CaptureFile, CaptureFileError};
+use crate::detection::{AlertCounts, Detection};
 use crate::event_log::EventLog;
 use crate::flow::{FlowConfig, FlowCounters};
 use crate::pipeline::{PacketCounters, Pipeline};
@@ -30,6 +34,14 @@ pub struct ReplayOptions {
     pub flows: FlowConfig,
     /// Whether to draw a progress bar (only drawn on a terminal anyway).
     pub progress: bool,
+    /// Detection settings (the agent's name, windows).
+    pub detection: DetectionConfig,
+    /// The policy, if any: without one only the built-in detectors run.
+    pub policy: Option<Arc<Policy>>,
+    /// Where to write alerts as JSON lines, if anywhere.
+    pub alerts: Option<PathBuf>,
+    /// Whether to print alerts readably on standard output.
+    pub print_alerts: bool,
 }
 
 /// What happened to one capture file.
@@ -58,6 +70,10 @@ pub struct ReplayReport {
     pub transactions_written: Option<u64>,
     /// Decode-event records written.
     pub events_written: Option<u64>,
+    /// Alerts raised.
+    pub alerts: AlertCounts,
+    /// The policy's hash, when one was in force.
+    pub policy_hash: Option<String>,
     /// Wall time.
     #[serde(serialize_with = "seconds")]
     pub elapsed: Duration,
@@ -128,6 +144,19 @@ impl ReplayReport {
                 p.ignored, p.malformed
             );
         }
+        let a = &self.alerts;
+        out += &format!(
+            "alerts {} ({} occurrences){}\n",
+            a.total,
+            a.occurrences,
+            self.policy_hash.as_ref().map_or(
+                String::from("  (built-in detectors only, no policy)"),
+                |h| format!("  (policy {h})")
+            )
+        );
+        for (rule, n) in &a.by_rule {
+            out += &format!("  {rule:<34} {n:>10}\n");
+        }
         out += &format!(
             "time {:.3} s  {:.0} packets/s\n",
             self.elapsed.as_secs_f64(),
@@ -174,7 +203,17 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = Instant::now();
-    let observer = (ModbusCounters::default(), (transactions, events));
+    let alert_log = open_output(options.alerts.as_deref())?;
+    let detection = Detection::new(
+        options.detection.clone(),
+        options.policy.clone(),
+        alert_log,
+        options.print_alerts,
+    );
+    let observer = (
+        ModbusCounters::default(),
+        ((transactions, events), detection),
+    );
     let mut pipeline = Pipeline::new(options.flows.clone(), observer);
     let mut files = Vec::new();
     let mut done_bytes = 0;
@@ -206,7 +245,11 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
     let elapsed = started.elapsed();
     let packets = pipeline.counters().clone();
     let flows = pipeline.flows().counters();
-    let (modbus, (transactions, events)) = pipeline.into_observer();
+    let (modbus, ((transactions, events), detection)) = pipeline.into_observer();
+    let alerts = detection.counts().clone();
+    detection
+        .finish_log()
+        .map_err(output_error(options.alerts.as_deref()))?;
     let transactions_written = transactions
         .map(TransactionLog::finish)
         .transpose()
@@ -223,6 +266,8 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         modbus,
         transactions_written,
         events_written,
+        alerts,
+        policy_hash: options.policy.as_ref().map(|p| p.hash.clone()),
         elapsed,
         packets_per_second,
     })

@@ -10,8 +10,8 @@ use otwatch_rules::time::Timestamp;
 use otwatch_rules::transaction::Outcome;
 use serde::Serialize;
 
-use crate::flow::{FlowEvent, FlowInfo};
 use crate::pipeline::Observer;
+use otwatch_rules::flow::{FlowEvent, FlowInfo};
 
 /// Per function code counters, indexed by code (exception bit cleared).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,7 +136,9 @@ impl ModbusCounters {
                     }
                 }
             }
-            Event::DecodeError { error, .. } => self.decode_error(error),
+            Event::DecodeError { error, .. } | Event::ResponseMismatch { error, .. } => {
+                self.decode_error(error)
+            }
             Event::Skipped { bytes, .. } => self.skipped_bytes += *bytes as u64,
         }
     }

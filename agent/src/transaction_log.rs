@@ -12,15 +12,15 @@ use otwatch_rules::time::Timestamp;
 use otwatch_rules::transaction::{Outcome, Transaction};
 use serde::Serialize;
 
-use crate::flow::{FlowEvent, FlowInfo, Protocol};
 use crate::jsonl::JsonLines;
 use crate::pipeline::Observer;
+use otwatch_rules::flow::{FlowEvent, FlowInfo, Protocol};
 
 /// One line of the transaction log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TransactionRecord {
     /// Capture time of the request (of the response when unsolicited), RFC 3339.
-    pub ts: String,
+    pub ts: Timestamp,
     /// The flow's id within this run.
     pub flow: u64,
     /// TCP or UDP.
@@ -97,7 +97,7 @@ impl TransactionRecord {
             .map(|r| r.function())
             .or(t.response.map(|r| r.function()));
         let mut record = Self {
-            ts: rfc3339(ts),
+            ts,
             flow: flow.id,
             transport: flow.protocol,
             encapsulation: flow.encapsulation,
@@ -208,12 +208,6 @@ impl TransactionRecord {
             _ => {}
         }
     }
-}
-
-/// Formats a capture timestamp as RFC 3339 with microseconds.
-pub fn rfc3339(ts: Timestamp) -> String {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ts.as_nanos());
-    humantime::format_rfc3339_micros(time).to_string()
 }
 
 /// Writes every TransactionRecord as one JSON line.

@@ -6,8 +6,12 @@
 //! branch.
 #![forbid(unsafe_code)]
 
+pub mod alert;
+pub mod detect;
+pub mod flow;
 pub mod framing;
 pub mod modbus;
+pub mod policy;
 pub mod reassembly;
 pub mod session;
 pub mod time;

@@ -48,10 +48,22 @@ pub enum Event<'a> {
         request: Request<'a>,
         /// The whole frame.
         raw: &'a [u8],
+        /// Requests on this connection waiting for a response, this one included.
+        outstanding: usize,
     },
     /// A transaction ended.
     Transaction(Transaction<'a>),
-    /// A frame, or a response measured against its request, failed to decode.
+    /// A response disagrees with its request: another function, a count that does not fit
+    /// the quantity asked, or a write echo that does not repeat the write.
+    ResponseMismatch {
+        /// What disagrees.
+        error: DecodeError,
+        /// The transaction id.
+        transaction_id: Option<u16>,
+        /// The unit.
+        unit_id: u8,
+    },
+    /// A frame failed to decode.
     DecodeError {
         /// Which side sent it.
         direction: Direction,
@@ -230,8 +242,7 @@ impl Session {
 
     /// Reports requests that waited longer than the timeout.
     pub fn expire(&mut self, now: Timestamp, out: &mut impl FnMut(Event<'_>)) {
-        self.tracker
-            .expire(now, &mut |event| forward(Direction::ToClient, event, out));
+        self.tracker.expire(now, &mut |event| forward(event, out));
     }
 
     /// The conversation ended: incomplete frames and waiting requests are reported.
@@ -248,8 +259,7 @@ impl Session {
                 });
             }
         }
-        self.tracker
-            .close(&mut |event| forward(Direction::ToClient, event, out));
+        self.tracker.close(&mut |event| forward(event, out));
     }
 
     fn orient(&self, direction: Direction) -> Direction {
@@ -419,6 +429,11 @@ impl Session {
                 };
                 match direction {
                     Direction::ToServer => {
+                        // Malformed requests wait for their answer too, so the server's
+                        // exception is not mistaken for an unsolicited response.
+                        tracker.request(now, transaction_id, unit_id, pdu, &mut |event| {
+                            forward(event, out)
+                        });
                         match Request::decode_prefix(pdu) {
                             Ok((request, trailing)) => {
                                 if trailing > 0 {
@@ -429,15 +444,11 @@ impl Session {
                                     unit_id,
                                     request,
                                     raw,
+                                    outstanding: tracker.pending(),
                                 });
                             }
                             Err(error) => out(decode_error(error)),
                         }
-                        // Malformed requests wait for their answer too, so the server's
-                        // exception is not mistaken for an unsolicited response.
-                        tracker.request(now, transaction_id, unit_id, pdu, &mut |event| {
-                            forward(direction, event, out)
-                        });
                     }
                     Direction::ToClient => {
                         let response = match Response::decode_prefix(pdu) {
@@ -454,7 +465,7 @@ impl Session {
                         };
                         // A malformed response still answers its request.
                         tracker.response(now, transaction_id, unit_id, response, &mut |e| {
-                            forward(direction, e, out)
+                            forward(e, out)
                         });
                     }
                 }
@@ -471,19 +482,17 @@ impl Session {
     }
 }
 
-fn forward(direction: Direction, event: TrackerEvent<'_>, out: &mut impl FnMut(Event<'_>)) {
+fn forward(event: TrackerEvent<'_>, out: &mut impl FnMut(Event<'_>)) {
     match event {
         TrackerEvent::Transaction(t) => out(Event::Transaction(t)),
         TrackerEvent::Mismatch {
             error,
             transaction_id,
             unit_id,
-        } => out(Event::DecodeError {
-            direction,
+        } => out(Event::ResponseMismatch {
             error,
             transaction_id,
-            unit_id: Some(unit_id),
-            raw: &[],
+            unit_id,
         }),
     }
 }

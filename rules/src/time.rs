@@ -1,10 +1,11 @@
 //! Capture time, passed in by the caller: the core never reads a clock.
 
-use serde::Serialize;
-use std::time::Duration;
+use std::fmt;
+use std::time::{Duration, UNIX_EPOCH};
 
-/// A capture timestamp in nanoseconds since the Unix epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize)]
+/// A capture timestamp in nanoseconds since the Unix epoch. Serialized as RFC 3339 with
+/// microseconds, the precision captures carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Timestamp(u64);
 
 impl Timestamp {
@@ -47,5 +48,39 @@ impl Timestamp {
             self.0
                 .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
         )
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let time = UNIX_EPOCH + Duration::from_nanos(self.0);
+        write!(f, "{}", humantime::format_rfc3339_micros(time))
+    }
+}
+
+impl std::str::FromStr for Timestamp {
+    type Err = humantime::TimestampError;
+
+    /// Parses an RFC 3339 timestamp in UTC (`2024-01-02T03:04:05.123456Z`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let time = humantime::parse_rfc3339_weak(s)?;
+        let nanos = time
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        Ok(Self(u64::try_from(nanos).unwrap_or(u64::MAX)))
+    }
+}
+
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }

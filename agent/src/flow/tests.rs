@@ -2,6 +2,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::*;
 use crate::dissect::{Dissected, TcpFlags, Transport};
+use otwatch_rules::flow::{CloseReason, FlowEvent};
 
 fn packet(src: (u8, u16), dst: (u8, u16), flags: TcpFlags, payload: &[u8]) -> Dissected<'_> {
     Dissected {

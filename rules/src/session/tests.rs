@@ -41,7 +41,9 @@ fn seen(event: Event<'_>) -> Seen {
             request: t.request.map(|r| format!("{r:?}")),
             response: t.response.map(|r| format!("{r:?}")),
         },
-        Event::DecodeError { error, .. } => Seen::Error(error.kind()),
+        Event::DecodeError { error, .. } | Event::ResponseMismatch { error, .. } => {
+            Seen::Error(error.kind())
+        }
         Event::Skipped { bytes, .. } => Seen::Skipped(bytes),
     }
 }

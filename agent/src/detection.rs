@@ -1,0 +1,136 @@
+//! Wires the detection engine into the pipeline: every flow event goes to the engine, every
+//! alert it raises goes to the alert log, the terminal and the counters.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+
+use otwatch_rules::alert::{Alert, Severity};
+use otwatch_rules::detect::{DetectionConfig, Engine};
+use otwatch_rules::flow::{FlowEvent, FlowInfo};
+use otwatch_rules::policy::Policy;
+use otwatch_rules::time::Timestamp;
+use serde::Serialize;
+
+use crate::jsonl::JsonLines;
+use crate::pipeline::Observer;
+
+/// Alerts raised, by rule and by severity.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AlertCounts {
+    /// Alerts in all.
+    pub total: u64,
+    /// Occurrences folded into them.
+    pub occurrences: u64,
+    /// Alerts by rule id.
+    pub by_rule: BTreeMap<String, u64>,
+    /// Alerts by severity.
+    pub by_severity: BTreeMap<Severity, u64>,
+}
+
+impl AlertCounts {
+    fn add(&mut self, alert: &Alert) {
+        self.total += 1;
+        self.occurrences += alert.count;
+        *self.by_rule.entry(alert.rule.clone()).or_default() += 1;
+        *self.by_severity.entry(alert.severity).or_default() += 1;
+    }
+}
+
+/// Where alerts go: the log, the terminal, the counters.
+struct Sink<W: Write> {
+    log: Option<JsonLines<W>>,
+    print: bool,
+    counts: AlertCounts,
+}
+
+impl<W: Write> Sink<W> {
+    fn deliver(&mut self, alert: Alert) {
+        self.counts.add(&alert);
+        if self.print {
+            println!("{}", render(&alert));
+        }
+        if let Some(log) = self.log.as_mut() {
+            log.write(&alert);
+        }
+    }
+}
+
+/// The engine and where its alerts go.
+pub struct Detection<W: Write> {
+    engine: Engine,
+    sink: Sink<W>,
+}
+
+impl<W: Write> Detection<W> {
+    /// Detection with an optional policy, an optional JSON-lines log, and readable lines on
+    /// standard output when `print`.
+    pub fn new(
+        config: DetectionConfig,
+        policy: Option<Arc<Policy>>,
+        log: Option<W>,
+        print: bool,
+    ) -> Self {
+        Self {
+            engine: Engine::new(config, policy),
+            sink: Sink {
+                log: log.map(JsonLines::new),
+                print,
+                counts: AlertCounts::default(),
+            },
+        }
+    }
+
+    /// Alerts so far.
+    pub fn counts(&self) -> &AlertCounts {
+        &self.sink.counts
+    }
+
+    /// Flushes the log, returning the number of alerts written or the first write error.
+    pub fn finish_log(self) -> std::io::Result<Option<u64>> {
+        self.sink.log.map(JsonLines::finish).transpose()
+    }
+}
+
+/// Renders an alert as one readable line.
+pub fn render(alert: &Alert) -> String {
+    let mut line = format!(
+        "{} {:<8} {:<34} {}:{} -> {}:{}",
+        alert.ts,
+        alert.severity.name().to_uppercase(),
+        alert.rule,
+        alert.src_ip,
+        alert.src_port,
+        alert.dst_ip,
+        alert.dst_port
+    );
+    if let Some(unit) = alert.unit_id {
+        line += &format!(" unit {unit}");
+    }
+    if let Some(f) = &alert.function {
+        line += &format!(" {f}");
+    }
+    if let Some(a) = alert.address {
+        line += &format!(" @{a}");
+    }
+    if alert.count > 1 {
+        line += &format!(" x{}", alert.count);
+    }
+    line += &format!(" [{}]", alert.technique.join(","));
+    if let Some(m) = &alert.message {
+        line += &format!(" {m}");
+    }
+    line
+}
+
+impl<W: Write> Observer for Detection<W> {
+    fn flow_event(&mut self, ts: Timestamp, flow: &FlowInfo, event: &FlowEvent<'_>) {
+        let Self { engine, sink } = self;
+        engine.observe(ts, flow, event, &mut |alert| sink.deliver(alert));
+    }
+
+    fn finish(&mut self) {
+        let Self { engine, sink } = self;
+        engine.finish(&mut |alert| sink.deliver(alert));
+    }
+}

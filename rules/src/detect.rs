@@ -1,0 +1,477 @@
+//! The detection engine: built-in detectors and the policy, fed with flow events and capture
+//! time, producing alerts folded per (rule, source, destination, unit).
+//!
+//! The engine is pure: the agent hands it every [`FlowEvent`] with its flow and time and writes
+//! out the [`Alert`]s it returns.
+
+mod builtin;
+mod fold;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+
+use crate::alert::{Alert, RuleMeta, SCHEMA_VERSION, Severity, rule};
+use crate::flow::{FlowEvent, FlowInfo};
+use crate::modbus::{ExceptionCode, FunctionCode, Request};
+use crate::policy::matcher::RateState;
+use crate::policy::{Candidates, Policy, ViolationKind};
+use crate::session::Event;
+use crate::time::Timestamp;
+use crate::transaction::Outcome;
+use builtin::Builtins;
+use fold::Fold;
+
+/// Settings that do not come from the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetectionConfig {
+    /// The agent's name, carried in every alert.
+    pub agent: String,
+    /// Fold window when neither the rule nor the policy sets one.
+    pub default_window: Duration,
+    /// Without a policy, pairs first seen after this much capture time raise
+    /// `baseline.new_pair`.
+    pub baseline: Duration,
+}
+
+impl Default for DetectionConfig {
+    fn default() -> Self {
+        Self {
+            agent: "otwatch-agent".into(),
+            default_window: Duration::from_secs(60),
+            baseline: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Which rule a finding belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum RuleKey {
+    /// A built-in rule.
+    Builtin(&'static str),
+    /// A policy `[[alert]]` rule, by index.
+    Custom(usize),
+}
+
+/// One occurrence of something alert-worthy, before thresholds and folding.
+#[derive(Debug, Clone)]
+pub(crate) struct Finding {
+    rule: RuleKey,
+    /// Id, title, severity and techniques resolved from the rule and the policy's tuning.
+    id: Arc<str>,
+    title: Arc<str>,
+    severity: Severity,
+    technique: Arc<[String]>,
+    ts: Timestamp,
+    flow: u64,
+    src: SocketAddr,
+    dst: SocketAddr,
+    unit_id: Option<u8>,
+    function: Option<FunctionCode>,
+    address: Option<u16>,
+    quantity: Option<u16>,
+    values: Option<Vec<u16>>,
+    exception: Option<ExceptionCode>,
+    evidence: Option<String>,
+    message: Option<String>,
+}
+
+impl Finding {
+    fn into_alert(self, agent: &str, count: u64, first_ts: Timestamp, seq: u64) -> Alert {
+        Alert {
+            schema: SCHEMA_VERSION,
+            id: Alert::stable_id(
+                agent,
+                &self.id,
+                self.src.ip(),
+                self.dst.ip(),
+                self.unit_id,
+                first_ts,
+                seq,
+            ),
+            ts: self.ts,
+            agent: agent.to_string(),
+            severity: self.severity,
+            rule: self.id.to_string(),
+            title: self.title.to_string(),
+            technique: self.technique.to_vec(),
+            src_ip: self.src.ip(),
+            src_port: self.src.port(),
+            dst_ip: self.dst.ip(),
+            dst_port: self.dst.port(),
+            unit_id: self.unit_id,
+            function_code: self.function.map(|f| f.code()),
+            function: self.function.map(|f| f.name().to_string()),
+            address: self.address,
+            quantity: self.quantity,
+            values: self.values,
+            exception: self.exception.map(|e| e.name().to_string()),
+            count,
+            first_ts,
+            evidence: self.evidence,
+            flow: self.flow,
+            message: self.message,
+        }
+    }
+}
+
+/// The facts of one occurrence, filled in by detectors.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Facts {
+    /// The actor is the server (exception storms, spoofed responses) rather than the client.
+    pub from_server: bool,
+    pub unit_id: Option<u8>,
+    pub function: Option<FunctionCode>,
+    pub address: Option<u16>,
+    pub quantity: Option<u16>,
+    pub values: Option<Vec<u16>>,
+    pub exception: Option<ExceptionCode>,
+    pub evidence: Option<String>,
+    pub message: Option<String>,
+}
+
+impl Facts {
+    /// Facts of a request: unit, function, range and written values.
+    pub fn of_request(unit_id: u8, request: &Request<'_>, raw: &[u8]) -> Self {
+        let (address, quantity) = match request.write_range().or(request.read_range()) {
+            Some((_, a, q)) => (Some(a), Some(q)),
+            None => (None, None),
+        };
+        let values = match *request {
+            Request::WriteSingleRegister { value, .. } => Some(vec![value]),
+            Request::WriteSingleCoil { value, .. } => Some(vec![u16::from(value)]),
+            Request::WriteMultipleRegisters { values, .. }
+            | Request::ReadWriteMultipleRegisters { values, .. } => Some(values.iter().collect()),
+            Request::WriteMultipleCoils { values, .. } => {
+                Some(values.iter().map(u16::from).collect())
+            }
+            _ => None,
+        };
+        Self {
+            unit_id: Some(unit_id),
+            function: Some(request.function()),
+            address,
+            quantity,
+            values,
+            evidence: evidence(raw),
+            ..Self::default()
+        }
+    }
+}
+
+/// Hex of at most the first 64 bytes of a frame.
+pub(crate) fn evidence(raw: &[u8]) -> Option<String> {
+    if raw.is_empty() {
+        return None;
+    }
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(128);
+    for b in raw.iter().take(64) {
+        let _ = write!(out, "{b:02x}");
+    }
+    Some(out)
+}
+
+/// Built-in detectors plus policy evaluation, with thresholds and folding.
+pub struct Engine {
+    config: DetectionConfig,
+    policy: Option<Arc<Policy>>,
+    builtins: Builtins,
+    fold: Fold,
+    candidates: FxHashMap<(IpAddr, IpAddr), Candidates>,
+    rates: FxHashMap<(usize, IpAddr, IpAddr), RateState>,
+    last_flush: Timestamp,
+}
+
+impl Engine {
+    /// An engine with the built-in detectors and, if given, a policy.
+    pub fn new(config: DetectionConfig, policy: Option<Arc<Policy>>) -> Self {
+        Self {
+            config,
+            policy,
+            builtins: Builtins::default(),
+            fold: Fold::default(),
+            candidates: FxHashMap::default(),
+            rates: FxHashMap::default(),
+            last_flush: Timestamp::default(),
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Option<&Arc<Policy>> {
+        self.policy.as_ref()
+    }
+
+    /// Puts a new policy in force (or none). Detector state carries over; policy caches and
+    /// windows of the old policy's alert rules are dropped.
+    pub fn set_policy(&mut self, policy: Option<Arc<Policy>>, out: &mut impl FnMut(Alert)) {
+        self.fold.finish(&self.config.agent, out);
+        self.policy = policy;
+        self.candidates.clear();
+        self.rates.clear();
+    }
+
+    /// Raises an alert about the agent itself (a rejected policy reload, for instance).
+    pub fn agent_alert(
+        &mut self,
+        meta: &'static RuleMeta,
+        ts: Timestamp,
+        agent_addr: SocketAddr,
+        message: String,
+        out: &mut impl FnMut(Alert),
+    ) {
+        let finding = Finding {
+            rule: RuleKey::Builtin(meta.id),
+            id: meta.id.into(),
+            title: meta.title.into(),
+            severity: meta.severity,
+            technique: meta.technique.iter().map(|t| t.to_string()).collect(),
+            ts,
+            flow: 0,
+            src: agent_addr,
+            dst: agent_addr,
+            unit_id: None,
+            function: None,
+            address: None,
+            quantity: None,
+            values: None,
+            exception: None,
+            evidence: None,
+            message: Some(message),
+        };
+        out(finding.into_alert(&self.config.agent, 1, ts, 0));
+    }
+
+    /// Examines one flow event.
+    pub fn observe(
+        &mut self,
+        ts: Timestamp,
+        flow: &FlowInfo,
+        event: &FlowEvent<'_>,
+        out: &mut impl FnMut(Alert),
+    ) {
+        if ts.since(self.last_flush) >= Duration::from_secs(1) {
+            self.flush(ts, out);
+        }
+        let mut findings: Vec<(&'static RuleMeta, Facts)> = Vec::new();
+        self.builtins.observe(
+            ts,
+            flow,
+            event,
+            self.policy.as_deref(),
+            &self.config,
+            &mut |meta, facts| findings.push((meta, facts)),
+        );
+        if let Some(policy) = self.policy.clone() {
+            self.policy_checks(&policy, ts, flow, event, &mut findings, out);
+        }
+        for (meta, facts) in findings {
+            self.raise(meta, ts, flow, facts, out);
+        }
+    }
+
+    /// Closes fold windows that ended before `now`.
+    pub fn flush(&mut self, now: Timestamp, out: &mut impl FnMut(Alert)) {
+        self.last_flush = now;
+        self.fold.flush(now, &self.config.agent, out);
+    }
+
+    /// Closes every fold window (end of capture or shutdown).
+    pub fn finish(&mut self, out: &mut impl FnMut(Alert)) {
+        self.fold.finish(&self.config.agent, out);
+    }
+
+    fn policy_checks(
+        &mut self,
+        policy: &Policy,
+        ts: Timestamp,
+        flow: &FlowInfo,
+        event: &FlowEvent<'_>,
+        findings: &mut Vec<(&'static RuleMeta, Facts)>,
+        out: &mut impl FnMut(Alert),
+    ) {
+        let FlowEvent::Session(event) = event else {
+            return;
+        };
+        let (client, server) = (flow.client.ip(), flow.server.ip());
+        match event {
+            Event::Request {
+                unit_id,
+                request,
+                raw,
+                ..
+            } => {
+                let candidates = self
+                    .candidates
+                    .entry((client, server))
+                    .or_insert_with(|| policy.candidates(client, server));
+                let rates = &mut self.rates;
+                let violation = policy.check_request(candidates, ts, *unit_id, request, |rule| {
+                    let Some(rate) = policy.allow.get(rule).and_then(|r| r.matcher.rate) else {
+                        return true;
+                    };
+                    rates
+                        .entry((rule, client, server))
+                        .or_insert_with(|| RateState::new(rate, ts))
+                        .take(rate, ts)
+                });
+                let alert_rules: Vec<usize> = candidates
+                    .alerts
+                    .iter()
+                    .copied()
+                    .filter(|&i| policy.alert_matches(i, ts, *unit_id, request))
+                    .collect();
+                if let Some(v) = violation {
+                    let meta = match v.kind {
+                        ViolationKind::UnknownMaster => &rule::UNKNOWN_MASTER,
+                        ViolationKind::UnauthorizedRead => &rule::UNAUTHORIZED_READ,
+                        ViolationKind::UnauthorizedWrite => &rule::UNAUTHORIZED_WRITE,
+                        ViolationKind::UnauthorizedFunction => &rule::UNAUTHORIZED_FUNCTION,
+                        ViolationKind::WriteOutsideRanges => &rule::WRITE_OUTSIDE_RANGES,
+                        ViolationKind::SetpointOutOfBounds => &rule::SETPOINT_OUT_OF_BOUNDS,
+                        ViolationKind::ProcessValueOutOfBounds => {
+                            &rule::PROCESS_VALUE_OUT_OF_BOUNDS
+                        }
+                        ViolationKind::RateExceeded => &rule::RATE_EXCEEDED,
+                        ViolationKind::OutsideHours => &rule::OUTSIDE_HOURS,
+                    };
+                    let mut facts = Facts::of_request(*unit_id, request, raw);
+                    facts.message = Some(match &v.closest {
+                        Some(rule) => format!("{} (closest allow rule: {rule})", v.detail),
+                        None => v.detail.clone(),
+                    });
+                    findings.push((meta, facts));
+                }
+                for i in alert_rules {
+                    self.raise_custom(
+                        policy,
+                        i,
+                        ts,
+                        flow,
+                        Facts::of_request(*unit_id, request, raw),
+                        out,
+                    );
+                }
+            }
+            Event::Transaction(t) if t.outcome == Outcome::Answered => {
+                let (Some(request), Some(response)) = (&t.request, &t.response) else {
+                    return;
+                };
+                let candidates = self
+                    .candidates
+                    .entry((client, server))
+                    .or_insert_with(|| policy.candidates(client, server));
+                if let Some((v, values)) =
+                    policy.check_read_values(candidates, ts, t.unit_id, request, response)
+                {
+                    let mut facts = Facts::of_request(t.unit_id, request, &[]);
+                    facts.values = Some(values);
+                    facts.from_server = true;
+                    facts.message = Some(v.detail);
+                    findings.push((&rule::PROCESS_VALUE_OUT_OF_BOUNDS, facts));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn raise(
+        &mut self,
+        meta: &'static RuleMeta,
+        ts: Timestamp,
+        flow: &FlowInfo,
+        facts: Facts,
+        out: &mut impl FnMut(Alert),
+    ) {
+        let tuning = self.policy.as_ref().and_then(|p| p.tuning(meta.id));
+        if tuning.and_then(|t| t.enabled) == Some(false) {
+            return;
+        }
+        let (src, dst) = if facts.from_server {
+            (flow.server, flow.client)
+        } else {
+            (flow.client, flow.server)
+        };
+        if tuning
+            .and_then(|t| t.suppress.as_ref())
+            .is_some_and(|s| s.contains(src.ip()))
+        {
+            return;
+        }
+        let window = tuning
+            .and_then(|t| t.window)
+            .or(self.policy.as_ref().and_then(|p| p.default_window))
+            .unwrap_or(self.config.default_window);
+        let threshold = builtin::fold_threshold(meta, tuning.and_then(|t| t.threshold));
+        let finding = Finding {
+            rule: RuleKey::Builtin(meta.id),
+            id: meta.id.into(),
+            title: meta.title.into(),
+            severity: tuning.and_then(|t| t.severity).unwrap_or(meta.severity),
+            technique: meta.technique.iter().map(|t| t.to_string()).collect(),
+            ts,
+            flow: flow.id,
+            src,
+            dst,
+            unit_id: facts.unit_id,
+            function: facts.function,
+            address: facts.address,
+            quantity: facts.quantity,
+            values: facts.values,
+            exception: facts.exception,
+            evidence: facts.evidence,
+            message: facts.message,
+        };
+        self.fold
+            .add(finding, window, threshold, &self.config.agent, out);
+    }
+
+    fn raise_custom(
+        &mut self,
+        policy: &Policy,
+        index: usize,
+        ts: Timestamp,
+        flow: &FlowInfo,
+        facts: Facts,
+        out: &mut impl FnMut(Alert),
+    ) {
+        let Some(rule) = policy.alerts.get(index) else {
+            return;
+        };
+        let id = format!("policy.alert.{}", rule.name);
+        let finding = Finding {
+            rule: RuleKey::Custom(index),
+            title: rule
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("Policy alert rule {:?}", rule.name))
+                .into(),
+            id: id.into(),
+            severity: rule.severity,
+            technique: rule.technique.clone().into(),
+            ts,
+            flow: flow.id,
+            src: flow.client,
+            dst: flow.server,
+            unit_id: facts.unit_id,
+            function: facts.function,
+            address: facts.address,
+            quantity: facts.quantity,
+            values: facts.values,
+            exception: None,
+            evidence: facts.evidence,
+            message: rule.message.clone(),
+        };
+        let window = rule
+            .window
+            .or(policy.default_window)
+            .unwrap_or(self.config.default_window);
+        self.fold
+            .add(finding, window, rule.threshold, &self.config.agent, out);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,472 @@
+//! The built-in detectors: what Digital Bond's Quickdraw rules detect, and more. Each turns flow
+//! events into findings of one rule from [`crate::alert::rule`]; thresholds over time live here
+//! when they count distinct things (unit ids, address blocks, points) and in the fold otherwise.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::{DetectionConfig, Facts, evidence};
+use crate::alert::{RuleMeta, rule};
+use crate::flow::{FlowEvent, FlowInfo};
+use crate::modbus::{
+    DecodeError, DiagnosticSubFunction, ExceptionCode, FunctionClass, FunctionCode, Request,
+    Response,
+};
+use crate::policy::Policy;
+use crate::session::Event;
+use crate::time::Timestamp;
+use crate::transaction::Outcome;
+
+/// Most entries any per-pair detector map holds before it is cleared.
+const MAX_ENTRIES: usize = 100_000;
+
+/// Occurrences within the window before the fold raises an alert.
+pub(super) fn fold_threshold(meta: &RuleMeta, tuned: Option<u32>) -> u32 {
+    let internal = [
+        rule::UNIT_ID_SCAN.id,
+        rule::ADDRESS_SWEEP.id,
+        rule::BRUTE_FORCE_IO.id,
+        rule::REQUEST_FLOOD.id,
+    ];
+    if internal.contains(&meta.id) {
+        // These count distinct things themselves; every finding is already over threshold.
+        return 1;
+    }
+    let default = match meta.id {
+        id if id == rule::BUSY_STORM.id
+            || id == rule::ACKNOWLEDGE_STORM.id
+            || id == rule::POINTS_SCAN.id
+            || id == rule::FUNCTION_CODE_SCAN.id =>
+        {
+            3
+        }
+        _ => 1,
+    };
+    tuned.unwrap_or(default)
+}
+
+/// The threshold a detector that counts distinct things applies.
+fn internal_threshold(meta: &RuleMeta, policy: Option<&Policy>, default: u32) -> u32 {
+    policy
+        .and_then(|p| p.tuning(meta.id))
+        .and_then(|t| t.threshold)
+        .unwrap_or(default)
+}
+
+fn window_of(meta: &RuleMeta, policy: Option<&Policy>, config: &DetectionConfig) -> Duration {
+    policy
+        .and_then(|p| p.tuning(meta.id))
+        .and_then(|t| t.window)
+        .unwrap_or(config.default_window)
+}
+
+/// Distinct items seen in a window that starts with the first item.
+#[derive(Debug, Default)]
+struct Distinct {
+    start: Timestamp,
+    items: FxHashSet<u32>,
+    fired: bool,
+}
+
+impl Distinct {
+    /// Adds an item; true the first time the window holds `threshold` distinct items.
+    fn add(&mut self, ts: Timestamp, window: Duration, item: u32, threshold: u32) -> bool {
+        if ts.since(self.start) >= window || self.items.is_empty() {
+            self.start = ts;
+            self.items.clear();
+            self.fired = false;
+        }
+        if self.items.len() < threshold as usize {
+            self.items.insert(item);
+        }
+        if !self.fired && self.items.len() >= threshold as usize {
+            self.fired = true;
+            return true;
+        }
+        false
+    }
+}
+
+/// Occurrences in a window that starts with the first.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counter {
+    start: Timestamp,
+    count: u32,
+}
+
+impl Counter {
+    /// Counts one; true when the window reaches `threshold` (again).
+    fn add(&mut self, ts: Timestamp, window: Duration, threshold: u32) -> bool {
+        if ts.since(self.start) >= window || self.count == 0 {
+            self.start = ts;
+            self.count = 0;
+        }
+        self.count += 1;
+        self.count >= threshold && self.count.is_multiple_of(threshold)
+    }
+}
+
+type Pair = (IpAddr, IpAddr);
+
+/// One point written by a master: client, server, unit, table, address.
+type Point = (IpAddr, IpAddr, u8, u8, u16);
+
+/// Changes counted for a point, and the value last written to it.
+type PointState = (Counter, Option<u16>);
+
+/// State of the detectors that look across transactions.
+#[derive(Debug, Default)]
+pub(super) struct Builtins {
+    first_ts: Option<Timestamp>,
+    pairs: FxHashSet<Pair>,
+    units: FxHashMap<Pair, Distinct>,
+    blocks: FxHashMap<(IpAddr, IpAddr, u8, u8), Distinct>,
+    writes: FxHashMap<Point, PointState>,
+    points: FxHashMap<(IpAddr, IpAddr, u8), Distinct>,
+}
+
+impl Builtins {
+    #[allow(clippy::too_many_arguments)]
+    pub fn observe(
+        &mut self,
+        ts: Timestamp,
+        flow: &FlowInfo,
+        event: &FlowEvent<'_>,
+        policy: Option<&Policy>,
+        config: &DetectionConfig,
+        out: &mut impl FnMut(&'static RuleMeta, Facts),
+    ) {
+        let first = *self.first_ts.get_or_insert(ts);
+        match event {
+            FlowEvent::Session(e) => self.session(ts, first, flow, e, policy, config, out),
+            FlowEvent::OverlapConflict { direction, bytes } => out(
+                &rule::OVERLAP_CONFLICT,
+                Facts {
+                    from_server: *direction == crate::Direction::ToClient,
+                    message: Some(format!("{bytes} bytes resent with different contents")),
+                    ..Facts::default()
+                },
+            ),
+            _ => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn session(
+        &mut self,
+        ts: Timestamp,
+        first: Timestamp,
+        flow: &FlowInfo,
+        event: &Event<'_>,
+        policy: Option<&Policy>,
+        config: &DetectionConfig,
+        out: &mut impl FnMut(&'static RuleMeta, Facts),
+    ) {
+        match event {
+            Event::Request {
+                unit_id,
+                request,
+                raw,
+                outstanding,
+                ..
+            } => {
+                let facts = || Facts::of_request(*unit_id, request, raw);
+                if let Some(meta) = command_rule(request) {
+                    out(meta, facts());
+                }
+                if *unit_id == 0 && request.class() == FunctionClass::Write {
+                    out(&rule::BROADCAST_WRITE, facts());
+                }
+                let flood = internal_threshold(&rule::REQUEST_FLOOD, policy, 100);
+                if *outstanding >= flood as usize {
+                    let mut f = facts();
+                    f.message = Some(format!("{outstanding} requests waiting for a response"));
+                    out(&rule::REQUEST_FLOOD, f);
+                }
+                self.per_pair(ts, first, flow, *unit_id, request, raw, policy, config, out);
+            }
+            Event::Transaction(t) => {
+                if let Some(Response::Exception { function, code }) = t.response {
+                    let meta = match code {
+                        ExceptionCode::SERVER_DEVICE_BUSY => Some((&rule::BUSY_STORM, true)),
+                        ExceptionCode::ACKNOWLEDGE => Some((&rule::ACKNOWLEDGE_STORM, true)),
+                        ExceptionCode::ILLEGAL_DATA_ADDRESS => Some((&rule::POINTS_SCAN, false)),
+                        ExceptionCode::ILLEGAL_FUNCTION => Some((&rule::FUNCTION_CODE_SCAN, false)),
+                        _ => None,
+                    };
+                    if let Some((meta, from_server)) = meta {
+                        let mut facts = match &t.request {
+                            Some(r) => Facts::of_request(t.unit_id, r, &[]),
+                            None => Facts {
+                                unit_id: Some(t.unit_id),
+                                function: Some(function),
+                                ..Facts::default()
+                            },
+                        };
+                        facts.from_server = from_server;
+                        facts.exception = Some(code);
+                        out(meta, facts);
+                    }
+                }
+                if t.outcome == Outcome::Unsolicited && unexplained(ts, flow) {
+                    out(
+                        &rule::UNSOLICITED_RESPONSE,
+                        Facts {
+                            from_server: true,
+                            unit_id: Some(t.unit_id),
+                            function: t.response.map(|r| r.function()),
+                            exception: t.response.and_then(|r| r.exception()),
+                            message: t
+                                .transaction_id
+                                .map(|id| format!("transaction id {id} matches no request")),
+                            ..Facts::default()
+                        },
+                    );
+                }
+            }
+            Event::ResponseMismatch { error, unit_id, .. } => out(
+                &rule::RESPONSE_MISMATCH,
+                Facts {
+                    from_server: true,
+                    unit_id: Some(*unit_id),
+                    message: Some(error.to_string()),
+                    ..Facts::default()
+                },
+            ),
+            Event::DecodeError {
+                direction,
+                error,
+                unit_id,
+                raw,
+                ..
+            } => {
+                let meta = match error {
+                    DecodeError::LengthTooLarge(_) | DecodeError::LengthTooSmall(_) => {
+                        &rule::ILLEGAL_ADU_SIZE
+                    }
+                    DecodeError::LengthMismatch { .. } | DecodeError::TrailingBytes(_) => {
+                        &rule::LENGTH_MISMATCH
+                    }
+                    DecodeError::InvalidProtocolId(_) => &rule::INVALID_PROTOCOL_ID,
+                    _ => &rule::MALFORMED,
+                };
+                out(
+                    meta,
+                    Facts {
+                        from_server: *direction == crate::Direction::ToClient,
+                        unit_id: *unit_id,
+                        function: raw
+                            .get(7)
+                            .and_then(|fc| FunctionCode::new(fc & 0x7f).ok())
+                            .filter(|_| unit_id.is_some()),
+                        evidence: evidence(raw),
+                        message: Some(error.to_string()),
+                        ..Facts::default()
+                    },
+                );
+            }
+            Event::NotModbus { direction, sample } => out(
+                &rule::NON_MODBUS,
+                Facts {
+                    from_server: *direction == crate::Direction::ToClient,
+                    evidence: evidence(sample),
+                    ..Facts::default()
+                },
+            ),
+            Event::Recognised { .. } | Event::Skipped { .. } => {}
+        }
+    }
+
+    /// Detectors that count across a master/target pair.
+    #[allow(clippy::too_many_arguments)]
+    fn per_pair(
+        &mut self,
+        ts: Timestamp,
+        first: Timestamp,
+        flow: &FlowInfo,
+        unit: u8,
+        request: &Request<'_>,
+        raw: &[u8],
+        policy: Option<&Policy>,
+        config: &DetectionConfig,
+        out: &mut impl FnMut(&'static RuleMeta, Facts),
+    ) {
+        let pair = (flow.client.ip(), flow.server.ip());
+        for map_len in [
+            self.units.len(),
+            self.blocks.len(),
+            self.writes.len(),
+            self.points.len(),
+        ] {
+            if map_len > MAX_ENTRIES {
+                self.units.clear();
+                self.blocks.clear();
+                self.writes.clear();
+                self.points.clear();
+                break;
+            }
+        }
+        if policy.is_none() && self.pairs.insert(pair) && ts.since(first) >= config.baseline {
+            out(
+                &rule::NEW_PAIR,
+                Facts {
+                    unit_id: Some(unit),
+                    function: Some(request.function()),
+                    message: Some("first request between these hosts".into()),
+                    ..Facts::default()
+                },
+            );
+        }
+        let threshold = internal_threshold(&rule::UNIT_ID_SCAN, policy, 10);
+        let window = window_of(&rule::UNIT_ID_SCAN, policy, config);
+        if self
+            .units
+            .entry(pair)
+            .or_default()
+            .add(ts, window, u32::from(unit), threshold)
+        {
+            out(
+                &rule::UNIT_ID_SCAN,
+                Facts {
+                    message: Some(format!("{threshold} unit ids addressed within {window:?}")),
+                    ..Facts::of_request(unit, request, raw)
+                },
+            );
+        }
+        if let Some((table, address, quantity)) = request.read_range() {
+            let threshold = internal_threshold(&rule::ADDRESS_SWEEP, policy, 20);
+            let window = window_of(&rule::ADDRESS_SWEEP, policy, config);
+            let block = u32::from(address) << 16 | u32::from(quantity);
+            if self
+                .blocks
+                .entry((pair.0, pair.1, unit, table as u8))
+                .or_default()
+                .add(ts, window, block, threshold)
+            {
+                out(
+                    &rule::ADDRESS_SWEEP,
+                    Facts {
+                        message: Some(format!(
+                            "{threshold} different {} blocks read within {window:?}",
+                            table.name()
+                        )),
+                        ..Facts::of_request(unit, request, raw)
+                    },
+                );
+            }
+        }
+        if let Some((table, address, quantity)) = request.write_range() {
+            let meta = &rule::BRUTE_FORCE_IO;
+            let changes = internal_threshold(meta, policy, 30);
+            let window = window_of(meta, policy, config);
+            // Masters rewrite outputs every cycle with the same values; forcing a point means
+            // changing it over and over. Only changes count.
+            let mut forced = None;
+            for (i, value) in written(request).into_iter().enumerate() {
+                let a = address.saturating_add(u16::try_from(i).unwrap_or(u16::MAX));
+                let point = self
+                    .writes
+                    .entry((pair.0, pair.1, unit, table as u8, a))
+                    .or_default();
+                let changed = point.1.is_some_and(|last| last != value);
+                point.1 = Some(value);
+                if changed && point.0.add(ts, window, changes) {
+                    forced.get_or_insert(a);
+                }
+            }
+            if let Some(a) = forced {
+                out(
+                    meta,
+                    Facts {
+                        message: Some(format!(
+                            "{} {a} changed {changes} times within {window:?}",
+                            table.name()
+                        )),
+                        ..Facts::of_request(unit, request, raw)
+                    },
+                );
+            }
+            let many = changes.saturating_mul(4);
+            let points = self.points.entry((pair.0, pair.1, unit)).or_default();
+            let mut spread = false;
+            for a in address..address.saturating_add(quantity.min(256)) {
+                spread |= points.add(
+                    ts,
+                    window,
+                    u32::from(table as u8) << 16 | u32::from(a),
+                    many,
+                );
+            }
+            if spread {
+                out(
+                    meta,
+                    Facts {
+                        message: Some(format!("{many} different points written within {window:?}")),
+                        ..Facts::of_request(unit, request, raw)
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// How long after a capture loss, or after a flow was picked up mid-stream, a response without
+/// a request is blamed on the capture rather than on the sender.
+const CAPTURE_GRACE: Duration = Duration::from_secs(10);
+
+/// Whether an unsolicited response cannot be explained by the capture: the flow was not picked
+/// up mid-exchange moments ago (its handshake was seen, or it is older than the grace period)
+/// and no bytes were lost recently (the request may have been among them).
+fn unexplained(ts: Timestamp, flow: &FlowInfo) -> bool {
+    let fresh_pickup = !flow.handshake_seen && ts.since(flow.first_seen) < CAPTURE_GRACE;
+    let recent_loss = flow.last_gap.is_some_and(|g| ts.since(g) < CAPTURE_GRACE);
+    !fresh_pickup && !recent_loss
+}
+
+/// The values a request writes, in address order (coils as 0/1); at most 256.
+fn written(request: &Request<'_>) -> Vec<u16> {
+    let values: Vec<u16> = match *request {
+        Request::WriteSingleCoil { value, .. } => vec![u16::from(value)],
+        Request::WriteSingleRegister { value, .. } => vec![value],
+        Request::WriteMultipleRegisters { values, .. }
+        | Request::ReadWriteMultipleRegisters { values, .. } => values.iter().take(256).collect(),
+        Request::WriteMultipleCoils { values, .. } => {
+            values.iter().take(256).map(u16::from).collect()
+        }
+        _ => Vec::new(),
+    };
+    values
+}
+
+/// Rules raised by the command itself, whatever its context.
+fn command_rule(request: &Request<'_>) -> Option<&'static RuleMeta> {
+    Some(match request {
+        Request::Diagnostics { sub_function, .. } => match *sub_function {
+            DiagnosticSubFunction::FORCE_LISTEN_ONLY => &rule::FORCE_LISTEN_ONLY,
+            DiagnosticSubFunction::RESTART_COMMUNICATIONS => &rule::RESTART_COMMUNICATIONS,
+            DiagnosticSubFunction::CLEAR_COUNTERS => &rule::CLEAR_COUNTERS,
+            _ => return None,
+        },
+        Request::ReadDeviceId(_) => &rule::READ_DEVICE_ID,
+        Request::ReportServerId => &rule::REPORT_SERVER_ID,
+        Request::Umas { function, .. } if function.writes_program() => &rule::UMAS_PROGRAM_DOWNLOAD,
+        Request::Umas { function, .. } if function.reads_program() => &rule::UMAS_PROGRAM_UPLOAD,
+        Request::Umas { function, .. } if *function == crate::modbus::UmasFunction::START_PLC => {
+            &rule::UMAS_START
+        }
+        Request::Umas { function, .. } if *function == crate::modbus::UmasFunction::STOP_PLC => {
+            &rule::UMAS_STOP
+        }
+        Request::ReadFileRecord { .. } => &rule::FILE_READ,
+        Request::WriteFileRecord { .. } => &rule::FILE_WRITE,
+        Request::Opaque { function, .. }
+            if *function == FunctionCode::MODICON_PROGRAM_125
+                || *function == FunctionCode::MODICON_PROGRAM_126 =>
+        {
+            &rule::MODICON_PROGRAMMING
+        }
+        _ => return None,
+    })
+}

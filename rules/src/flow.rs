@@ -1,0 +1,98 @@
+//! What a flow is to everyone above the flow table: its identity and endpoints
+//! ([`FlowInfo`]) and the events it reports ([`FlowEvent`]): session events plus the stream
+//! anomalies reassembly finds. Detectors, logs and counters all consume these.
+
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+use crate::Direction;
+use crate::framing::Encapsulation;
+use crate::session::Event;
+use crate::time::Timestamp;
+
+/// The transport protocol of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// What observers learn about the flow an event belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowInfo {
+    /// Sequential id, unique within one agent run.
+    pub id: u64,
+    /// Outermost VLAN id, 0 when untagged.
+    pub vlan: u16,
+    /// TCP or UDP.
+    pub protocol: Protocol,
+    /// The Modbus client (master).
+    pub client: SocketAddr,
+    /// The Modbus server (slave).
+    pub server: SocketAddr,
+    /// How PDUs are wrapped, once recognised.
+    pub encapsulation: Option<Encapsulation>,
+    /// Requests decoded on this flow so far.
+    pub requests: u64,
+    /// When the flow was first seen.
+    pub first_seen: Timestamp,
+    /// When bytes of this flow were last lost (a gap in either direction).
+    pub last_gap: Option<Timestamp>,
+    /// Whether the connection's opening handshake was captured (a response before any request
+    /// is then unsolicited, not a mid-stream pickup).
+    pub handshake_seen: bool,
+}
+
+/// Why a flow ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// Both sides sent FIN.
+    Fin,
+    /// A side sent RST.
+    Reset,
+    /// A new connection reused the addresses and ports.
+    Reused,
+    /// Silent for longer than the idle timeout.
+    Idle,
+    /// Evicted to make room for a new flow.
+    Evicted,
+    /// The capture ended.
+    End,
+}
+
+/// What a flow reports besides its session's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowEvent<'a> {
+    /// An event of the Modbus session.
+    Session(Event<'a>),
+    /// Stream bytes that were never captured.
+    Gap {
+        /// The side that sent them.
+        direction: Direction,
+        /// How many.
+        bytes: u64,
+    },
+    /// A retransmission of bytes already seen.
+    Retransmission {
+        /// The side that resent.
+        direction: Direction,
+        /// Bytes repeated.
+        bytes: usize,
+    },
+    /// Overlapping segments with different contents (evasion).
+    OverlapConflict {
+        /// The side that sent them.
+        direction: Direction,
+        /// Bytes in conflict.
+        bytes: usize,
+    },
+    /// The flow was created.
+    Opened,
+    /// The flow ended.
+    Closed(CloseReason),
+}

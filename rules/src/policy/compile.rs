@@ -1,0 +1,742 @@
+//! From the policy file's text to a validated [`Policy`]: every error names the line, the field
+//! and what was expected.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use toml::Spanned;
+
+use super::matcher::{
+    AddrSet, Bounds, FunctionSet, RangeSet, Rate, TimeWindow, UnitSet, parse_duration,
+};
+use super::syntax::{
+    BoundsSyntax, FunctionItem, OneOrMany, PolicyFile, RangeItem, RuleSyntax, TuningSyntax,
+};
+use super::{
+    AlertRule, AllowRule, Asset, Criticality, Matcher, POLICY_VERSION, Policy, PolicyError, Role,
+    Tuning,
+};
+use crate::alert::{Severity, rule_by_id};
+use crate::modbus::{FunctionClass, FunctionCode};
+
+/// Where errors point: the text, for line numbers, and its name.
+struct Source<'a> {
+    text: &'a str,
+    name: &'a str,
+}
+
+impl Source<'_> {
+    fn error(&self, span: std::ops::Range<usize>, field: &str, message: String) -> PolicyError {
+        let before = self
+            .text
+            .get(..span.start.min(self.text.len()))
+            .unwrap_or_default();
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        PolicyError {
+            source_name: self.name.to_string(),
+            line,
+            column,
+            field: field.to_string(),
+            message,
+        }
+    }
+
+    fn at<T>(&self, spanned: &Spanned<T>, field: &str, message: String) -> PolicyError {
+        self.error(spanned.span(), field, message)
+    }
+
+    fn line_of(&self, span: std::ops::Range<usize>) -> usize {
+        self.text
+            .get(..span.start.min(self.text.len()))
+            .unwrap_or_default()
+            .matches('\n')
+            .count()
+            + 1
+    }
+}
+
+pub(super) fn compile(text: &str, name: &str) -> Result<Policy, PolicyError> {
+    let src = Source { text, name };
+    let file: PolicyFile = toml::from_str(text).map_err(|e| {
+        src.error(
+            e.span().unwrap_or(0..0),
+            "toml",
+            e.message().trim().to_string(),
+        )
+    })?;
+    if *file.version.get_ref() != POLICY_VERSION {
+        return Err(src.at(
+            &file.version,
+            "version",
+            format!(
+                "version {} is not supported (expected {POLICY_VERSION})",
+                file.version.get_ref()
+            ),
+        ));
+    }
+    let utc_offset_minutes = match &file.utc_offset {
+        Some(o) => parse_offset(o.get_ref()).ok_or_else(|| {
+            src.at(
+                o,
+                "utc_offset",
+                format!(
+                    "{:?} is not an offset (expected \"+HH:MM\" or \"-HH:MM\")",
+                    o.get_ref()
+                ),
+            )
+        })?,
+        None => 0,
+    };
+    let default_window = file
+        .default_window
+        .as_ref()
+        .map(|w| duration(&src, w, "default_window"))
+        .transpose()?;
+
+    let mut assets: Vec<Asset> = Vec::new();
+    for (i, a) in file.assets.iter().enumerate() {
+        let field = |f: &str| format!("asset[{i}].{f}");
+        let name = a.name.get_ref().trim().to_string();
+        if name.is_empty()
+            || name == "any"
+            || name.parse::<IpNet>().is_ok()
+            || name.parse::<IpAddr>().is_ok()
+        {
+            return Err(src.at(
+                &a.name,
+                &field("name"),
+                format!("{name:?} cannot name an asset (expected a word other than \"any\" and not an address)"),
+            ));
+        }
+        if assets.iter().any(|x| x.name == name) {
+            return Err(src.at(
+                &a.name,
+                &field("name"),
+                format!("asset {name:?} is defined twice"),
+            ));
+        }
+        let mut nets = Vec::new();
+        for addr in a.address.iter().chain(&a.addresses) {
+            nets.push(net(addr.get_ref()).ok_or_else(|| {
+                src.at(
+                    addr,
+                    &field("address"),
+                    format!("{:?} is not an IP address or CIDR network", addr.get_ref()),
+                )
+            })?);
+        }
+        if nets.is_empty() {
+            return Err(src.at(
+                &a.name,
+                &field("address"),
+                format!(
+                    "asset {name:?} has no address (expected address = \"10.0.0.5\" or a CIDR)"
+                ),
+            ));
+        }
+        let units = units(&src, &a.units, &field("units"))?.unwrap_or(UnitSet::ALL);
+        let role = a
+            .role
+            .as_ref()
+            .map(|r| match r.get_ref().as_str() {
+                "master" => Ok(Role::Master),
+                "slave" => Ok(Role::Slave),
+                "engineering" => Ok(Role::Engineering),
+                other => Err(src.at(
+                    r,
+                    &field("role"),
+                    format!("{other:?} is not a role (expected \"master\", \"slave\" or \"engineering\")"),
+                )),
+            })
+            .transpose()?;
+        let criticality = a
+            .criticality
+            .as_ref()
+            .map(|c| match c.get_ref().as_str() {
+                "low" => Ok(Criticality::Low),
+                "medium" => Ok(Criticality::Medium),
+                "high" => Ok(Criticality::High),
+                "critical" => Ok(Criticality::Critical),
+                other => Err(src.at(
+                    c,
+                    &field("criticality"),
+                    format!(
+                        "{other:?} is not a criticality (expected low, medium, high or critical)"
+                    ),
+                )),
+            })
+            .transpose()?;
+        assets.push(Asset {
+            name,
+            addresses: AddrSet::Nets(nets),
+            units,
+            role,
+            zone: a.zone.clone(),
+            criticality,
+        });
+    }
+
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (group, members) in &file.groups {
+        if assets.iter().any(|a| &a.name == group) {
+            return Err(src.at(
+                members,
+                &format!("groups.{group}"),
+                format!("{group:?} is already an asset's name"),
+            ));
+        }
+        let mut names = Vec::new();
+        for m in members.get_ref() {
+            if !assets.iter().any(|a| &a.name == m.get_ref()) {
+                return Err(src.at(
+                    m,
+                    &format!("groups.{group}"),
+                    format!(
+                        "unknown asset {:?} (expected the name of an [[asset]])",
+                        m.get_ref()
+                    ),
+                ));
+            }
+            names.push(m.get_ref().clone());
+        }
+        groups.insert(group.clone(), names);
+    }
+
+    let resolver = Resolver {
+        assets: &assets,
+        groups: &groups,
+    };
+    let mut allow = Vec::new();
+    for (i, rule) in file.allows.iter().enumerate() {
+        let field = format!("allow[{i}]");
+        let matcher = matcher(&src, &resolver, rule.get_ref(), &field)?;
+        let r = rule.get_ref();
+        for (present, f) in [
+            (r.severity.is_some(), "severity"),
+            (r.technique.is_some(), "technique"),
+            (r.window.is_some(), "window"),
+            (r.threshold.is_some(), "threshold"),
+            (r.message.is_some(), "message"),
+        ] {
+            if present {
+                return Err(src.at(
+                    rule,
+                    &format!("{field}.{f}"),
+                    format!("{f} belongs in an [[alert]] rule, not an [[allow]] rule"),
+                ));
+            }
+        }
+        allow.push(AllowRule {
+            name: r.name.clone().unwrap_or_else(|| field.clone()),
+            line: src.line_of(rule.span()),
+            matcher,
+        });
+    }
+
+    let mut alerts = Vec::new();
+    for (i, rule) in file.alerts.iter().enumerate() {
+        let field = format!("alert[{i}]");
+        let r = rule.get_ref();
+        let matcher = matcher(&src, &resolver, r, &field)?;
+        let severity = match &r.severity {
+            Some(s) => severity(&src, s, &format!("{field}.severity"))?,
+            None => Severity::Medium,
+        };
+        let mut technique = Vec::new();
+        if let Some(t) = &r.technique {
+            for item in t.get_ref().iter() {
+                let id = item.get_ref();
+                let valid = id.len() == 5
+                    && id.starts_with('T')
+                    && id
+                        .get(1..)
+                        .is_some_and(|d| d.bytes().all(|b| b.is_ascii_digit()));
+                if !valid {
+                    return Err(src.at(
+                        item,
+                        &format!("{field}.technique"),
+                        format!(
+                            "{id:?} is not an ATT&CK for ICS technique id (expected like \"T0836\")"
+                        ),
+                    ));
+                }
+                technique.push(id.clone());
+            }
+        }
+        let window = r
+            .window
+            .as_ref()
+            .map(|w| duration(&src, w, &format!("{field}.window")))
+            .transpose()?;
+        let threshold = threshold(&src, r.threshold.as_ref(), &format!("{field}.threshold"))?;
+        let name = r.name.clone().unwrap_or_else(|| format!("alert{i}"));
+        alerts.push(AlertRule {
+            name,
+            line: src.line_of(rule.span()),
+            matcher,
+            severity,
+            technique,
+            message: r.message.clone(),
+            window,
+            threshold: threshold.unwrap_or(1),
+        });
+    }
+
+    let mut tuning = BTreeMap::new();
+    for (id, t) in &file.detectors {
+        if rule_by_id(id.get_ref()).is_none() {
+            return Err(src.at(
+                id,
+                &format!("detectors.{}", id.get_ref()),
+                format!(
+                    "{:?} is not a built-in rule id (expected one of the ids listed in the README, e.g. \"recon.read_device_id\")",
+                    id.get_ref()
+                ),
+            ));
+        }
+        tuning.insert(
+            id.get_ref().clone(),
+            tune(&src, &resolver, t, &format!("detectors.{}", id.get_ref()))?,
+        );
+    }
+
+    Ok(Policy {
+        name: file.name,
+        hash: blake3::hash(text.as_bytes())
+            .to_hex()
+            .get(..16)
+            .unwrap_or_default()
+            .to_string(),
+        utc_offset_minutes,
+        default_window,
+        assets,
+        groups,
+        allow,
+        alerts,
+        tuning,
+    })
+}
+
+struct Resolver<'a> {
+    assets: &'a [Asset],
+    groups: &'a BTreeMap<String, Vec<String>>,
+}
+
+impl Resolver<'_> {
+    /// Resolves names, groups, addresses and `any` to a host set, and the units the named assets
+    /// answer for.
+    fn hosts(&self, names: &[Spanned<String>]) -> Result<(AddrSet, UnitSet), (usize, String)> {
+        let mut nets = Vec::new();
+        let mut units = UnitSet::NONE;
+        for (i, n) in names.iter().enumerate() {
+            let name = n.get_ref().trim();
+            if name == "any" {
+                return Ok((AddrSet::Any, UnitSet::ALL));
+            }
+            if let Some(a) = self.assets.iter().find(|a| a.name == name) {
+                push_asset(a, &mut nets, &mut units);
+            } else if let Some(members) = self.groups.get(name) {
+                for m in members {
+                    if let Some(a) = self.assets.iter().find(|a| &a.name == m) {
+                        push_asset(a, &mut nets, &mut units);
+                    }
+                }
+            } else if let Some(net) = net(name) {
+                nets.push(net);
+                units = UnitSet::ALL;
+            } else {
+                return Err((
+                    i,
+                    format!(
+                        "unknown asset or group {name:?} (expected an asset or group name, an IP address or CIDR, or \"any\")"
+                    ),
+                ));
+            }
+        }
+        Ok((AddrSet::Nets(nets), units))
+    }
+}
+
+fn push_asset(a: &Asset, nets: &mut Vec<IpNet>, units: &mut UnitSet) {
+    if let AddrSet::Nets(n) = &a.addresses {
+        nets.extend(n.iter().copied());
+    }
+    for u in a.units.iter() {
+        units.insert(u);
+    }
+}
+
+fn matcher(
+    src: &Source<'_>,
+    resolver: &Resolver<'_>,
+    r: &RuleSyntax,
+    field: &str,
+) -> Result<Matcher, PolicyError> {
+    let hosts = |list: &Spanned<OneOrMany<Spanned<String>>>, f: &str| {
+        let items: Vec<Spanned<String>> = match list.get_ref() {
+            OneOrMany::One(x) => vec![x.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        };
+        resolver.hosts(&items).map_err(|(i, message)| {
+            let span = items.get(i).map_or(list.span(), Spanned::span);
+            src.error(span, &format!("{field}.{f}"), message)
+        })
+    };
+    let (from, _) = hosts(&r.from, "from")?;
+    let (to, target_units) = hosts(&r.to, "to")?;
+    let units = match &r.units {
+        Some(u) => units(src, u.get_ref(), &format!("{field}.units"))?.unwrap_or(UnitSet::ALL),
+        None => target_units,
+    };
+    let mut functions = FunctionSet::new();
+    for item in r.functions.get_ref().iter() {
+        function(src, item, &mut functions, &format!("{field}.functions"))?;
+    }
+    let tables = [
+        (&r.coils, "coils"),
+        (&r.discrete_inputs, "discrete_inputs"),
+        (&r.holding_registers, "holding_registers"),
+        (&r.input_registers, "input_registers"),
+    ];
+    let ranges = if tables.iter().all(|(t, _)| t.is_none()) {
+        None
+    } else {
+        let mut out: [Option<RangeSet>; 4] = Default::default();
+        for (slot, (t, name)) in out.iter_mut().zip(tables) {
+            if let Some(list) = t {
+                *slot = Some(range_set(src, list, &format!("{field}.{name}"))?);
+            }
+        }
+        Some(out)
+    };
+    let write_values = r
+        .write_values
+        .as_ref()
+        .map(|b| bounds(src, b, &format!("{field}.write_values")))
+        .transpose()?;
+    let read_values = r
+        .read_values
+        .as_ref()
+        .map(|b| bounds(src, b, &format!("{field}.read_values")))
+        .transpose()?;
+    let rate = r
+        .rate
+        .as_ref()
+        .map(|rate| {
+            Rate::parse(rate.get_ref()).ok_or_else(|| {
+                src.at(
+                    rate,
+                    &format!("{field}.rate"),
+                    format!(
+                        "{:?} is not a rate (expected like \"20/s\", \"300/min\" or \"1000/h\")",
+                        rate.get_ref()
+                    ),
+                )
+            })
+        })
+        .transpose()?;
+    let mut days = TimeWindow::ALL_DAYS;
+    if let Some(d) = &r.days {
+        days = 0;
+        for day in d.get_ref() {
+            days |= TimeWindow::day_bit(day.get_ref()).ok_or_else(|| {
+                src.at(
+                    day,
+                    &format!("{field}.days"),
+                    format!(
+                        "{:?} is not a day (expected mon, tue, wed, thu, fri, sat or sun)",
+                        day.get_ref()
+                    ),
+                )
+            })?;
+        }
+    }
+    let hours = match (&r.hours, &r.days) {
+        (Some(h), _) => {
+            let (start, end) = TimeWindow::parse_hours(h.get_ref()).ok_or_else(|| {
+                src.at(
+                    h,
+                    &format!("{field}.hours"),
+                    format!(
+                        "{:?} is not a time window (expected like \"06:00-18:00\")",
+                        h.get_ref()
+                    ),
+                )
+            })?;
+            Some(TimeWindow { start, end, days })
+        }
+        (None, Some(_)) => Some(TimeWindow {
+            start: 0,
+            end: 24 * 60,
+            days,
+        }),
+        (None, None) => None,
+    };
+    Ok(Matcher {
+        from,
+        to,
+        units,
+        functions,
+        ranges,
+        write_values,
+        read_values,
+        rate,
+        hours,
+    })
+}
+
+fn function(
+    src: &Source<'_>,
+    item: &Spanned<FunctionItem>,
+    set: &mut FunctionSet,
+    field: &str,
+) -> Result<(), PolicyError> {
+    let expected = "expected a function code 1-127, a name like \"read_holding_registers\", a class (read, write, diagnostics, identification, programming, file, other), or \"8/4\" / \"43/14\" for a sub-function";
+    let bad = |what: String| src.at(item, field, format!("{what} ({expected})"));
+    match item.get_ref() {
+        FunctionItem::Code(code) => {
+            let code = u8::try_from(*code)
+                .ok()
+                .filter(|c| FunctionCode::new(*c).is_ok())
+                .ok_or_else(|| bad(format!("{code} is not a known function code")))?;
+            set.add_code(code);
+        }
+        FunctionItem::Name(name) => {
+            let name = name.trim();
+            let class = match name {
+                "read" => Some(FunctionClass::Read),
+                "write" => Some(FunctionClass::Write),
+                "diagnostics" => Some(FunctionClass::Diagnostics),
+                "identification" => Some(FunctionClass::Identification),
+                "programming" => Some(FunctionClass::Programming),
+                "file" => Some(FunctionClass::File),
+                "other" => Some(FunctionClass::Other),
+                _ => None,
+            };
+            if let Some(class) = class {
+                set.add_class(class);
+            } else if let Some(f) = FunctionCode::from_name(name) {
+                set.add_code(f.code());
+            } else if let Some((code, sub)) = name.split_once('/') {
+                let code: u8 = code
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|c| *c == 8 || *c == 43)
+                    .ok_or_else(|| bad(format!("{name:?}: only 8 and 43 have sub-functions")))?;
+                let sub: u16 = sub
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(format!("{name:?}: the sub-function is not a number")))?;
+                set.add_sub(code, sub);
+            } else {
+                return Err(bad(format!("{name:?} is not a function")));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn range_set(
+    src: &Source<'_>,
+    list: &Spanned<OneOrMany<Spanned<RangeItem>>>,
+    field: &str,
+) -> Result<RangeSet, PolicyError> {
+    let mut ranges = Vec::new();
+    for item in list.get_ref().iter() {
+        let bad = |text: String| {
+            src.at(
+                item,
+                field,
+                format!("{text} is not an address range (expected an address 0-65535 or \"start-end\" with start <= end)"),
+            )
+        };
+        let range = match item.get_ref() {
+            RangeItem::Address(a) => {
+                let a = u16::try_from(*a).map_err(|_| bad(a.to_string()))?;
+                (a, a)
+            }
+            RangeItem::Range(text) => {
+                let parse = |s: &str| s.trim().parse::<u16>().ok();
+                let parsed = match text.split_once('-') {
+                    Some((s, e)) => parse(s).zip(parse(e)),
+                    None => parse(text).map(|a| (a, a)),
+                };
+                parsed
+                    .filter(|(s, e)| s <= e)
+                    .ok_or_else(|| bad(format!("{text:?}")))?
+            }
+        };
+        ranges.push(range);
+    }
+    Ok(RangeSet::from_ranges(ranges))
+}
+
+fn bounds(src: &Source<'_>, b: &Spanned<BoundsSyntax>, field: &str) -> Result<Bounds, PolicyError> {
+    let v = b.get_ref();
+    let check = |x: Option<i64>, default: u16| -> Result<u16, PolicyError> {
+        match x {
+            None => Ok(default),
+            Some(x) => u16::try_from(x).map_err(|_| {
+                src.at(
+                    b,
+                    field,
+                    format!("{x} is outside 0-65535 (register values are 16-bit)"),
+                )
+            }),
+        }
+    };
+    let bounds = Bounds {
+        min: check(v.min, 0)?,
+        max: check(v.max, u16::MAX)?,
+    };
+    if bounds.min > bounds.max {
+        return Err(src.at(
+            b,
+            field,
+            format!(
+                "min {} is above max {} (expected min <= max)",
+                bounds.min, bounds.max
+            ),
+        ));
+    }
+    Ok(bounds)
+}
+
+fn units(
+    src: &Source<'_>,
+    list: &[Spanned<u16>],
+    field: &str,
+) -> Result<Option<UnitSet>, PolicyError> {
+    if list.is_empty() {
+        return Ok(None);
+    }
+    let mut set = UnitSet::NONE;
+    for u in list {
+        let unit = u8::try_from(*u.get_ref()).map_err(|_| {
+            src.at(
+                u,
+                field,
+                format!("{} is not a unit id (expected 0-255)", u.get_ref()),
+            )
+        })?;
+        set.insert(unit);
+    }
+    Ok(Some(set))
+}
+
+fn duration(
+    src: &Source<'_>,
+    text: &Spanned<String>,
+    field: &str,
+) -> Result<std::time::Duration, PolicyError> {
+    parse_duration(text.get_ref())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            src.at(
+                text,
+                field,
+                format!(
+                    "{:?} is not a duration (expected like \"60s\", \"5m\" or \"1h\")",
+                    text.get_ref()
+                ),
+            )
+        })
+}
+
+fn severity(src: &Source<'_>, s: &Spanned<String>, field: &str) -> Result<Severity, PolicyError> {
+    Severity::from_name(s.get_ref()).ok_or_else(|| {
+        src.at(
+            s,
+            field,
+            format!(
+                "{:?} is not a severity (expected info, low, medium, high or critical)",
+                s.get_ref()
+            ),
+        )
+    })
+}
+
+fn threshold(
+    src: &Source<'_>,
+    t: Option<&Spanned<u32>>,
+    field: &str,
+) -> Result<Option<u32>, PolicyError> {
+    match t {
+        Some(t) if *t.get_ref() == 0 => {
+            Err(src.at(t, field, "0 is not a threshold (expected 1 or more)".into()))
+        }
+        Some(t) => Ok(Some(*t.get_ref())),
+        None => Ok(None),
+    }
+}
+
+fn tune(
+    src: &Source<'_>,
+    resolver: &Resolver<'_>,
+    t: &TuningSyntax,
+    field: &str,
+) -> Result<Tuning, PolicyError> {
+    let suppress = match &t.suppress {
+        Some(list) => {
+            let items: Vec<Spanned<String>> = match list.get_ref() {
+                OneOrMany::One(x) => vec![x.clone()],
+                OneOrMany::Many(v) => v.clone(),
+            };
+            let (hosts, _) = resolver.hosts(&items).map_err(|(i, message)| {
+                let span = items.get(i).map_or(list.span(), Spanned::span);
+                src.error(span, &format!("{field}.suppress"), message)
+            })?;
+            Some(hosts)
+        }
+        None => None,
+    };
+    Ok(Tuning {
+        enabled: t.enabled,
+        severity: t
+            .severity
+            .as_ref()
+            .map(|s| severity(src, s, &format!("{field}.severity")))
+            .transpose()?,
+        window: t
+            .window
+            .as_ref()
+            .map(|w| duration(src, w, &format!("{field}.window")))
+            .transpose()?,
+        threshold: threshold(src, t.threshold.as_ref(), &format!("{field}.threshold"))?,
+        suppress,
+    })
+}
+
+fn net(text: &str) -> Option<IpNet> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+fn parse_offset(text: &str) -> Option<i32> {
+    let text = text.trim();
+    if text == "Z" || text == "UTC" {
+        return Some(0);
+    }
+    let (sign, rest) = match text.split_at_checked(1)? {
+        ("+", rest) => (1, rest),
+        ("-", rest) => (-1, rest),
+        _ => return None,
+    };
+    let (h, m) = rest.split_once(':')?;
+    let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
+    (h <= 14 && (0..60).contains(&m)).then_some(sign * (h * 60 + m))
+}
+
+impl<T> OneOrMany<T> {
+    fn iter(&self) -> std::slice::Iter<'_, T> {
+        match self {
+            Self::One(x) => std::slice::from_ref(x).iter(),
+            Self::Many(v) => v.iter(),
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! Evaluating requests and responses against the policy.
+//!
+//! A request is allowed when one allow rule covers all of it: master, target, unit, function,
+//! address ranges, written values, time window and rate. When none does, the closest rule (the
+//! one that matched the most, in that order) says what the violation is, so the alert names the
+//! real problem: an unknown master, a function never allowed, a write outside the configured
+//! ranges, a setpoint out of bounds, a command at the wrong hour, a rate exceeded.
+
+use std::net::IpAddr;
+
+use super::{Matcher, Policy};
+use crate::modbus::{FunctionClass, Request, Response, Table};
+use crate::time::Timestamp;
+
+/// The rules that can apply between one master and one target, computed once per pair.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Candidates {
+    /// Whether any allow rule names this master at all.
+    pub master_known: bool,
+    /// Allow rules whose `from` and `to` match, in file order.
+    pub allow: Vec<usize>,
+    /// Alert rules whose `from` and `to` match, in file order.
+    pub alerts: Vec<usize>,
+    /// Whether any candidate allow rule bounds the values read back.
+    pub checks_reads: bool,
+}
+
+/// What kind of violation a request or response is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ViolationKind {
+    /// No allow rule names the master.
+    UnknownMaster,
+    /// A read no rule allows.
+    UnauthorizedRead,
+    /// A write no rule allows.
+    UnauthorizedWrite,
+    /// Another function no rule allows.
+    UnauthorizedFunction,
+    /// A write to addresses outside every allowed range.
+    WriteOutsideRanges,
+    /// A written value outside the allowed bounds.
+    SetpointOutOfBounds,
+    /// A value read back outside the process limits.
+    ProcessValueOutOfBounds,
+    /// More requests than the rule's rate allows.
+    RateExceeded,
+    /// Outside the rule's time window.
+    OutsideHours,
+}
+
+/// A violation with the rule that came closest to allowing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// What kind.
+    pub kind: ViolationKind,
+    /// The closest allow rule, if any.
+    pub closest: Option<String>,
+    /// What exactly was wrong.
+    pub detail: String,
+}
+
+/// How far a rule got in matching a request; higher is closer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Reach {
+    Unit,
+    Function,
+    Range,
+    Values,
+    Hours,
+}
+
+impl Policy {
+    /// The rules that can apply between `client` and `server`.
+    pub fn candidates(&self, client: IpAddr, server: IpAddr) -> Candidates {
+        let allow: Vec<usize> = self
+            .allow
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.matcher.from.contains(client) && r.matcher.to.contains(server))
+            .map(|(i, _)| i)
+            .collect();
+        Candidates {
+            master_known: self.allow.iter().any(|r| r.matcher.from.contains(client)),
+            checks_reads: allow
+                .iter()
+                .filter_map(|&i| self.allow.get(i))
+                .any(|r| r.matcher.read_values.is_some()),
+            allow,
+            alerts: self
+                .alerts
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.matcher.from.contains(client) && r.matcher.to.contains(server))
+                .map(|(i, _)| i)
+                .collect(),
+        }
+    }
+
+    /// Checks a request. `take_token(rule)` consumes one unit of that allow rule's rate and
+    /// returns false when the rate is exceeded; it is called only for the rule that allows the
+    /// request.
+    pub fn check_request(
+        &self,
+        candidates: &Candidates,
+        ts: Timestamp,
+        unit: u8,
+        request: &Request<'_>,
+        mut take_token: impl FnMut(usize) -> bool,
+    ) -> Option<Violation> {
+        if !candidates.master_known {
+            return Some(Violation {
+                kind: ViolationKind::UnknownMaster,
+                closest: None,
+                detail: "no allow rule names this master".into(),
+            });
+        }
+        let mut best: Option<(Reach, usize, String)> = None;
+        for &i in &candidates.allow {
+            let Some(rule) = self.allow.get(i) else {
+                continue;
+            };
+            match self.reach(&rule.matcher, ts, unit, request) {
+                Ok(()) => {
+                    if rule.matcher.rate.is_none() || take_token(i) {
+                        return None;
+                    }
+                    return Some(Violation {
+                        kind: ViolationKind::RateExceeded,
+                        closest: Some(rule.name.clone()),
+                        detail: format!("faster than the rate of rule {:?}", rule.name),
+                    });
+                }
+                Err((reach, detail)) => {
+                    if best.as_ref().is_none_or(|(b, _, _)| reach > *b) {
+                        best = Some((reach, i, detail));
+                    }
+                }
+            }
+        }
+        let write = request.class() == FunctionClass::Write;
+        let (kind, closest, detail) = match best {
+            Some((Reach::Range, i, detail)) if write => {
+                (ViolationKind::WriteOutsideRanges, Some(i), detail)
+            }
+            Some((Reach::Values, i, detail)) => {
+                (ViolationKind::SetpointOutOfBounds, Some(i), detail)
+            }
+            Some((Reach::Hours, i, detail)) => (ViolationKind::OutsideHours, Some(i), detail),
+            other => {
+                let kind = match request.class() {
+                    FunctionClass::Read => ViolationKind::UnauthorizedRead,
+                    FunctionClass::Write => ViolationKind::UnauthorizedWrite,
+                    _ => ViolationKind::UnauthorizedFunction,
+                };
+                let detail = match &other {
+                    Some((_, _, detail)) => detail.clone(),
+                    None => "no allow rule covers this master and target".into(),
+                };
+                (kind, other.map(|(_, i, _)| i), detail)
+            }
+        };
+        Some(Violation {
+            kind,
+            closest: closest
+                .and_then(|i| self.allow.get(i))
+                .map(|r| r.name.clone()),
+            detail,
+        })
+    }
+
+    /// Checks the values of a read response against the process limits of the rule that
+    /// allows its request.
+    pub fn check_read_values(
+        &self,
+        candidates: &Candidates,
+        ts: Timestamp,
+        unit: u8,
+        request: &Request<'_>,
+        response: &Response<'_>,
+    ) -> Option<(Violation, Vec<u16>)> {
+        if !candidates.checks_reads {
+            return None;
+        }
+        let values: Vec<u16> = match response {
+            Response::ReadRegisters { values, .. } | Response::ReadFifoQueue { values } => {
+                values.iter().collect()
+            }
+            _ => return None,
+        };
+        let rule = candidates
+            .allow
+            .iter()
+            .filter_map(|&i| self.allow.get(i))
+            .find(|r| self.reach(&r.matcher, ts, unit, request).is_ok())?;
+        let bounds = rule.matcher.read_values?;
+        let outside: Vec<u16> = values
+            .iter()
+            .copied()
+            .filter(|v| !bounds.contains(*v))
+            .collect();
+        let first = *outside.first()?;
+        Some((
+            Violation {
+                kind: ViolationKind::ProcessValueOutOfBounds,
+                closest: Some(rule.name.clone()),
+                detail: format!(
+                    "value {first} read back outside {}..={} (rule {:?})",
+                    bounds.min, bounds.max, rule.name
+                ),
+            },
+            values,
+        ))
+    }
+
+    /// Whether an alert rule matches a request.
+    pub fn alert_matches(
+        &self,
+        rule: usize,
+        ts: Timestamp,
+        unit: u8,
+        request: &Request<'_>,
+    ) -> bool {
+        self.alerts
+            .get(rule)
+            .is_some_and(|r| self.reach(&r.matcher, ts, unit, request).is_ok())
+    }
+
+    /// Matches everything but master, target and rate; on failure, how far it got and why.
+    fn reach(
+        &self,
+        m: &Matcher,
+        ts: Timestamp,
+        unit: u8,
+        request: &Request<'_>,
+    ) -> Result<(), (Reach, String)> {
+        if !m.units.contains(unit) {
+            return Err((Reach::Unit, format!("unit {unit} not allowed")));
+        }
+        if !m.functions.allows(request) {
+            return Err((
+                Reach::Function,
+                format!("function {} not allowed", request.function()),
+            ));
+        }
+        if let Some(ranges) = &m.ranges {
+            for (table, address, quantity) in [request.read_range(), request.write_range()]
+                .into_iter()
+                .flatten()
+            {
+                let covered = ranges
+                    .get(table_index(table))
+                    .and_then(Option::as_ref)
+                    .is_some_and(|r| r.covers_span(address, quantity));
+                if !covered {
+                    let last = u32::from(address) + u32::from(quantity).saturating_sub(1);
+                    return Err((
+                        Reach::Range,
+                        format!(
+                            "{} {address}-{last} outside the allowed ranges",
+                            table.name()
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(bounds) = m.write_values
+            && let Some(v) = first_outside(request, bounds)
+        {
+            return Err((
+                Reach::Values,
+                format!("value {v} outside {}..={}", bounds.min, bounds.max),
+            ));
+        }
+        if let Some(hours) = &m.hours
+            && !hours.contains(ts, self.utc_offset_minutes)
+        {
+            return Err((Reach::Hours, "outside the allowed time window".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The first register value a request writes outside `bounds` (coil writes are on/off and not
+/// bounded).
+fn first_outside(request: &Request<'_>, bounds: super::matcher::Bounds) -> Option<u16> {
+    match *request {
+        Request::WriteSingleRegister { value, .. } => (!bounds.contains(value)).then_some(value),
+        Request::WriteMultipleRegisters { values, .. }
+        | Request::ReadWriteMultipleRegisters { values, .. } => {
+            values.iter().find(|v| !bounds.contains(*v))
+        }
+        _ => None,
+    }
+}
+
+fn table_index(table: Table) -> usize {
+    match table {
+        Table::Coils => 0,
+        Table::DiscreteInputs => 1,
+        Table::HoldingRegisters => 2,
+        Table::InputRegisters => 3,
+    }
+}

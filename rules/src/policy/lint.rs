@@ -1,0 +1,169 @@
+//! Warnings about a valid policy: rules that can never match, and allow rules made redundant by
+//! an earlier one (shadowed), which usually mean a typo in the later rule.
+
+use super::matcher::{AddrSet, RangeSet, UnitSet};
+use super::{Matcher, Policy};
+
+/// Something in a valid policy that is probably not what its author meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// Line of the rule in the policy file.
+    pub line: usize,
+    /// The rule's name.
+    pub rule: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "line {}: rule {:?}: {}",
+            self.line, self.rule, self.message
+        )
+    }
+}
+
+pub(super) fn lint(policy: &Policy) -> Vec<Warning> {
+    let mut warnings = Vec::new();
+    let rules = policy
+        .allow
+        .iter()
+        .map(|r| (r.line, &r.name, &r.matcher, true))
+        .chain(
+            policy
+                .alerts
+                .iter()
+                .map(|r| (r.line, &r.name, &r.matcher, false)),
+        );
+    for (line, name, m, _) in rules {
+        if let Some(why) = never_matches(policy, m) {
+            warnings.push(Warning {
+                line,
+                rule: name.clone(),
+                message: format!("can never match: {why}"),
+            });
+        }
+    }
+    for (j, later) in policy.allow.iter().enumerate() {
+        if let Some(earlier) = policy
+            .allow
+            .iter()
+            .take(j)
+            .find(|earlier| covers(&earlier.matcher, &later.matcher))
+        {
+            warnings.push(Warning {
+                line: later.line,
+                rule: later.name.clone(),
+                message: format!(
+                    "shadowed by rule {:?} (line {}), which already allows everything it allows",
+                    earlier.name, earlier.line
+                ),
+            });
+        }
+    }
+    warnings
+}
+
+fn never_matches(policy: &Policy, m: &Matcher) -> Option<String> {
+    if m.from.is_empty() {
+        return Some("`from` names no host".into());
+    }
+    if m.to.is_empty() {
+        return Some("`to` names no host".into());
+    }
+    if m.units == UnitSet::NONE {
+        return Some("no unit id".into());
+    }
+    if let AddrSet::Nets(nets) = &m.to {
+        // The units the named targets answer for must meet the rule's units.
+        let target_units = policy
+            .assets
+            .iter()
+            .filter(
+                |a| matches!(&a.addresses, AddrSet::Nets(n) if n.iter().all(|x| nets.contains(x))),
+            )
+            .fold(UnitSet::NONE, |mut acc, a| {
+                for u in a.units.iter() {
+                    acc.insert(u);
+                }
+                acc
+            });
+        if target_units != UnitSet::NONE && !target_units.intersects(&m.units) {
+            return Some("its units are not units the targets answer for".into());
+        }
+    }
+    if m.functions.is_empty() {
+        return Some("no function".into());
+    }
+    if let Some(ranges) = &m.ranges {
+        let usable = m.functions.codes().any(|code| match tables_of(code) {
+            [] => true,
+            tables => tables
+                .iter()
+                .all(|t| ranges.get(*t).is_some_and(Option::is_some)),
+        }) || !m.functions.subs().is_empty();
+        if !usable {
+            return Some("none of its functions uses a table it gives address ranges for".into());
+        }
+    }
+    if let Some(h) = &m.hours
+        && (h.days == 0 || h.start == h.end)
+    {
+        return Some("its time window is empty".into());
+    }
+    None
+}
+
+/// Tables (by index: coils, discrete inputs, holding, input registers) a function touches.
+fn tables_of(code: u8) -> &'static [usize] {
+    match code {
+        1 | 5 | 15 => &[0],
+        2 => &[1],
+        3 | 6 | 16 | 22 | 23 | 24 => &[2],
+        4 => &[3],
+        _ => &[],
+    }
+}
+
+/// Whether everything `later` allows, `earlier` allows too.
+fn covers(earlier: &Matcher, later: &Matcher) -> bool {
+    earlier.from.covers(&later.from)
+        && earlier.to.covers(&later.to)
+        && earlier.units.covers(&later.units)
+        && earlier.functions.covers(&later.functions)
+        && ranges_cover(earlier.ranges.as_ref(), later.ranges.as_ref())
+        && match (earlier.write_values, later.write_values) {
+            (None, _) => true,
+            (Some(e), Some(l)) => e.covers(&l),
+            (Some(_), None) => false,
+        }
+        && match (earlier.rate, later.rate) {
+            (None, _) => true,
+            (Some(e), Some(l)) => {
+                e.count as f64 / e.period.as_secs_f64() >= l.count as f64 / l.period.as_secs_f64()
+            }
+            (Some(_), None) => false,
+        }
+        && match (earlier.hours, later.hours) {
+            (None, _) => true,
+            (Some(e), Some(l)) => e == l,
+            (Some(_), None) => false,
+        }
+}
+
+fn ranges_cover(
+    earlier: Option<&[Option<RangeSet>; 4]>,
+    later: Option<&[Option<RangeSet>; 4]>,
+) -> bool {
+    match (earlier, later) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(e), Some(l)) => e.iter().zip(l).all(|(e, l)| match (e, l) {
+            (_, None) => true,
+            (None, Some(_)) => false,
+            (Some(e), Some(l)) => e.covers(l),
+        }),
+    }
+}
