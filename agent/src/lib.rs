@@ -10,6 +10,8 @@ pub mod dissect;
 pub mod event_log;
 pub mod flow;
 pub mod jsonl;
+pub mod learn;
+pub mod offline;
 pub mod pipeline;
 pub mod policy_file;
 pub mod replay;

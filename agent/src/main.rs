@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use otwatch_agent::flow::FlowConfig;
-use otwatch_agent::policy_file;
 use otwatch_agent::replay::{self, ReplayOptions};
+use otwatch_agent::{learn, policy_file};
 use otwatch_rules::detect::DetectionConfig;
 use otwatch_rules::transaction::TrackerConfig;
 
@@ -28,6 +28,23 @@ enum Command {
     Replay(Box<ReplayArgs>),
     /// Validate a policy file: errors name the line, the field and what was expected.
     Check(CheckArgs),
+    /// Write a reviewable allowlist policy learned from normal traffic.
+    Learn(LearnArgs),
+}
+
+#[derive(Debug, Args)]
+struct LearnArgs {
+    /// Capture files of normal traffic (pcap or pcapng).
+    #[arg(long = "pcap", value_name = "FILE", required = true, num_args = 1..)]
+    pcaps: Vec<PathBuf>,
+    /// Where to write the policy (TOML).
+    #[arg(long, value_name = "policy.toml")]
+    out: PathBuf,
+    #[command(flatten)]
+    decoding: DecodingArgs,
+    /// Never draw a progress bar.
+    #[arg(long)]
+    no_progress: bool,
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +134,39 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Replay(args) => run_replay(*args),
         Command::Check(args) => run_check(&args),
+        Command::Learn(args) => run_learn(&args),
+    }
+}
+
+fn run_learn(args: &LearnArgs) -> ExitCode {
+    let progress = !args.no_progress && std::io::stderr().is_terminal();
+    let learned = match learn::learn(&args.pcaps, args.decoding.flow_config(), progress) {
+        Ok(learned) => learned,
+        Err(e) => {
+            eprintln!("otwatch-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = std::fs::write(&args.out, &learned.policy) {
+        eprintln!("otwatch-agent: {}: {e}", args.out.display());
+        return ExitCode::from(2);
+    }
+    println!(
+        "{}: policy learned from {} requests",
+        args.out.display(),
+        learned.requests
+    );
+    let mut damaged = false;
+    for f in &learned.files {
+        if let Some(e) = &f.error {
+            eprintln!("otwatch-agent: {}: {e}", f.path.display());
+            damaged = true;
+        }
+    }
+    if damaged {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -7,16 +7,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use otwatch_rules::detect::DetectionConfig;
 use otwatch_rules::policy::Policy;
 use serde::Serialize;
 
-use crate::capture::PacketSource;
-use crate::capture::file::{CaptureFile, CaptureFileError};
+use crate::capture::file::CaptureFileError;
 use crate::detection::{AlertCounts, Detection};
 use crate::event_log::EventLog;
 use crate::flow::{FlowConfig, FlowCounters};
+use crate::offline::{self, FileReport};
 use crate::pipeline::{PacketCounters, Pipeline};
 use crate::summary::{ModbusCounters, function_table};
 use crate::transaction_log::TransactionLog;
@@ -42,17 +41,6 @@ pub struct ReplayOptions {
     pub alerts: Option<PathBuf>,
     /// Whether to print alerts readably on standard output.
     pub print_alerts: bool,
-}
-
-/// What happened to one capture file.
-#[derive(Debug, Serialize)]
-pub struct FileReport {
-    /// The file.
-    pub path: PathBuf,
-    /// Packets read from it.
-    pub packets: u64,
-    /// Why reading stopped early, if it did.
-    pub error: Option<String>,
 }
 
 /// Everything a replay found.
@@ -184,24 +172,9 @@ pub enum ReplayError {
 
 /// Runs the replay.
 pub fn replay(options: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
-    // Open every file first: a typo in the last name should not cost a long run.
-    let mut captures = options
-        .pcaps
-        .iter()
-        .map(|p| CaptureFile::open(p))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut captures = offline::open_all(&options.pcaps)?;
     let transactions = open_output(options.transactions.as_deref())?.map(TransactionLog::new);
     let events = open_output(options.events.as_deref())?.map(EventLog::new);
-    let total: u64 = captures.iter().map(CaptureFile::size).sum();
-    let bar = if options.progress {
-        ProgressBar::new(total)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
     let started = Instant::now();
     let alert_log = open_output(options.alerts.as_deref())?;
     let detection = Detection::new(
@@ -215,33 +188,8 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         ((transactions, events), detection),
     );
     let mut pipeline = Pipeline::new(options.flows.clone(), observer);
-    let mut files = Vec::new();
-    let mut done_bytes = 0;
-    for capture in &mut captures {
-        let mut packets = 0u64;
-        let error = loop {
-            match capture.next_packet() {
-                Ok(Some(packet)) => {
-                    pipeline.packet(&packet);
-                    packets += 1;
-                    if packets.is_multiple_of(65_536) {
-                        bar.set_position(done_bytes + capture.offset());
-                    }
-                }
-                Ok(None) => break None,
-                Err(e) => break Some(e.to_string()),
-            }
-        };
-        done_bytes += capture.size();
-        bar.set_position(done_bytes);
-        files.push(FileReport {
-            path: capture.path().to_path_buf(),
-            packets,
-            error,
-        });
-    }
+    let files = offline::feed(&mut captures, &mut pipeline, options.progress);
     pipeline.finish();
-    bar.finish_and_clear();
     let elapsed = started.elapsed();
     let packets = pipeline.counters().clone();
     let flows = pipeline.flows().counters();

@@ -6,23 +6,24 @@
 
 mod builtin;
 mod fold;
+mod pairs;
+mod window;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-use rustc_hash::FxHashMap;
 
 use crate::alert::{Alert, RuleMeta, SCHEMA_VERSION, Severity, rule};
 use crate::flow::{FlowEvent, FlowInfo};
 use crate::modbus::{ExceptionCode, FunctionCode, Request};
 use crate::policy::matcher::RateState;
-use crate::policy::{Candidates, Policy, ViolationKind};
+use crate::policy::{Policy, ViolationKind};
 use crate::session::Event;
 use crate::time::Timestamp;
 use crate::transaction::Outcome;
-use builtin::Builtins;
+use builtin::{Builtins, Limits};
 use fold::Fold;
+use pairs::{PairState, Pairs, slot};
 
 /// Settings that do not come from the policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,21 +181,20 @@ pub struct Engine {
     policy: Option<Arc<Policy>>,
     builtins: Builtins,
     fold: Fold,
-    candidates: FxHashMap<(IpAddr, IpAddr), Candidates>,
-    rates: FxHashMap<(usize, IpAddr, IpAddr), RateState>,
+    pairs: Pairs,
     last_flush: Timestamp,
 }
 
 impl Engine {
     /// An engine with the built-in detectors and, if given, a policy.
     pub fn new(config: DetectionConfig, policy: Option<Arc<Policy>>) -> Self {
+        let builtins = Builtins::new(Limits::resolve(policy.as_deref(), &config));
         Self {
             config,
             policy,
-            builtins: Builtins::default(),
+            builtins,
             fold: Fold::default(),
-            candidates: FxHashMap::default(),
-            rates: FxHashMap::default(),
+            pairs: Pairs::default(),
             last_flush: Timestamp::default(),
         }
     }
@@ -209,8 +209,9 @@ impl Engine {
     pub fn set_policy(&mut self, policy: Option<Arc<Policy>>, out: &mut impl FnMut(Alert)) {
         self.fold.finish(&self.config.agent, out);
         self.policy = policy;
-        self.candidates.clear();
-        self.rates.clear();
+        self.builtins
+            .configure(Limits::resolve(self.policy.as_deref(), &self.config));
+        self.pairs.reset_policy();
     }
 
     /// Raises an alert about the agent itself (a rejected policy reload, for instance).
@@ -255,20 +256,54 @@ impl Engine {
         if ts.since(self.last_flush) >= Duration::from_secs(1) {
             self.flush(ts, out);
         }
-        let mut findings: Vec<(&'static RuleMeta, Facts)> = Vec::new();
-        self.builtins.observe(
+        let Self {
+            config,
+            policy,
+            builtins,
+            fold,
+            pairs,
+            ..
+        } = self;
+        let policy = policy.as_deref();
+        // Only requests (and, when the policy bounds values read back, answered transactions)
+        // need the pair's state: everything else skips the lookup.
+        let needs_pair = match event {
+            FlowEvent::Session(Event::Request { .. }) => true,
+            FlowEvent::Session(Event::Transaction(t)) => {
+                t.outcome == Outcome::Answered && policy.is_some_and(|p| p.checks_reads)
+            }
+            _ => false,
+        };
+        let mut pair = if needs_pair {
+            let (id, new) = pairs.intern(flow);
+            pairs.get_mut(id).map(|state| (id, new, state))
+        } else {
+            None
+        };
+        let mut findings: Vec<Pending> = Vec::new();
+        builtins.observe(
             ts,
             flow,
             event,
-            self.policy.as_deref(),
-            &self.config,
-            &mut |meta, facts| findings.push((meta, facts)),
+            pair.as_mut()
+                .map(|(id, new, state)| (*id, *new, &mut **state)),
+            config,
+            &mut |meta, facts| findings.push(Pending::Builtin(meta, facts)),
         );
-        if let Some(policy) = self.policy.clone() {
-            self.policy_checks(&policy, ts, flow, event, &mut findings, out);
+        if let (Some(policy), Some((_, _, state))) = (policy, pair) {
+            policy_checks(policy, state, ts, flow, event, &mut findings);
         }
-        for (meta, facts) in findings {
-            self.raise(meta, ts, flow, facts, out);
+        for pending in findings {
+            match pending {
+                Pending::Builtin(meta, facts) => {
+                    raise(fold, config, policy, meta, ts, flow, facts, out)
+                }
+                Pending::Custom(index, facts) => {
+                    if let Some(policy) = policy {
+                        raise_custom(fold, config, policy, index, ts, flow, facts, out);
+                    }
+                }
+            }
         }
     }
 
@@ -282,195 +317,199 @@ impl Engine {
     pub fn finish(&mut self, out: &mut impl FnMut(Alert)) {
         self.fold.finish(&self.config.agent, out);
     }
+}
 
-    fn policy_checks(
-        &mut self,
-        policy: &Policy,
-        ts: Timestamp,
-        flow: &FlowInfo,
-        event: &FlowEvent<'_>,
-        findings: &mut Vec<(&'static RuleMeta, Facts)>,
-        out: &mut impl FnMut(Alert),
-    ) {
-        let FlowEvent::Session(event) = event else {
-            return;
-        };
-        let (client, server) = (flow.client.ip(), flow.server.ip());
-        match event {
-            Event::Request {
-                unit_id,
-                request,
-                raw,
-                ..
-            } => {
-                let candidates = self
-                    .candidates
-                    .entry((client, server))
-                    .or_insert_with(|| policy.candidates(client, server));
-                let rates = &mut self.rates;
-                let violation = policy.check_request(candidates, ts, *unit_id, request, |rule| {
-                    let Some(rate) = policy.allow.get(rule).and_then(|r| r.matcher.rate) else {
-                        return true;
-                    };
-                    rates
-                        .entry((rule, client, server))
-                        .or_insert_with(|| RateState::new(rate, ts))
-                        .take(rate, ts)
-                });
-                let alert_rules: Vec<usize> = candidates
-                    .alerts
-                    .iter()
-                    .copied()
-                    .filter(|&i| policy.alert_matches(i, ts, *unit_id, request))
-                    .collect();
-                if let Some(v) = violation {
-                    let meta = match v.kind {
-                        ViolationKind::UnknownMaster => &rule::UNKNOWN_MASTER,
-                        ViolationKind::UnauthorizedRead => &rule::UNAUTHORIZED_READ,
-                        ViolationKind::UnauthorizedWrite => &rule::UNAUTHORIZED_WRITE,
-                        ViolationKind::UnauthorizedFunction => &rule::UNAUTHORIZED_FUNCTION,
-                        ViolationKind::WriteOutsideRanges => &rule::WRITE_OUTSIDE_RANGES,
-                        ViolationKind::SetpointOutOfBounds => &rule::SETPOINT_OUT_OF_BOUNDS,
-                        ViolationKind::ProcessValueOutOfBounds => {
-                            &rule::PROCESS_VALUE_OUT_OF_BOUNDS
-                        }
-                        ViolationKind::RateExceeded => &rule::RATE_EXCEEDED,
-                        ViolationKind::OutsideHours => &rule::OUTSIDE_HOURS,
-                    };
-                    let mut facts = Facts::of_request(*unit_id, request, raw);
-                    facts.message = Some(match &v.closest {
-                        Some(rule) => format!("{} (closest allow rule: {rule})", v.detail),
-                        None => v.detail.clone(),
-                    });
-                    findings.push((meta, facts));
-                }
-                for i in alert_rules {
-                    self.raise_custom(
-                        policy,
-                        i,
-                        ts,
-                        flow,
-                        Facts::of_request(*unit_id, request, raw),
-                        out,
-                    );
-                }
-            }
-            Event::Transaction(t) if t.outcome == Outcome::Answered => {
-                let (Some(request), Some(response)) = (&t.request, &t.response) else {
-                    return;
+/// A finding waiting for its rule's thresholds and folding.
+enum Pending {
+    /// Of a built-in rule.
+    Builtin(&'static RuleMeta, Facts),
+    /// Of a policy alert rule, by index.
+    Custom(usize, Facts),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn policy_checks(
+    policy: &Policy,
+    pair: &mut PairState,
+    ts: Timestamp,
+    flow: &FlowInfo,
+    event: &FlowEvent<'_>,
+    findings: &mut Vec<Pending>,
+) {
+    let FlowEvent::Session(event) = event else {
+        return;
+    };
+    let (client, server) = (flow.client.ip(), flow.server.ip());
+    match event {
+        Event::Request {
+            unit_id,
+            request,
+            raw,
+            ..
+        } => {
+            let PairState {
+                candidates, rates, ..
+            } = pair;
+            let candidates = candidates.get_or_insert_with(|| policy.candidates(client, server));
+            let violation = policy.check_request(candidates, ts, *unit_id, request, |rule| {
+                let Some(rate) = policy.allow.get(rule).and_then(|r| r.matcher.rate) else {
+                    return true;
                 };
-                let candidates = self
-                    .candidates
-                    .entry((client, server))
-                    .or_insert_with(|| policy.candidates(client, server));
-                if let Some((v, values)) =
-                    policy.check_read_values(candidates, ts, t.unit_id, request, response)
-                {
-                    let mut facts = Facts::of_request(t.unit_id, request, &[]);
-                    facts.values = Some(values);
-                    facts.from_server = true;
-                    facts.message = Some(v.detail);
-                    findings.push((&rule::PROCESS_VALUE_OUT_OF_BOUNDS, facts));
+                let state = slot(rates, rule);
+                if state.is_none() {
+                    *state = Some(RateState::new(rate, ts));
                 }
+                state.as_mut().is_none_or(|s| s.take(rate, ts))
+            });
+            let alert_rules: Vec<usize> = candidates
+                .alerts
+                .iter()
+                .copied()
+                .filter(|&i| policy.alert_matches(i, ts, *unit_id, request))
+                .collect();
+            if let Some(v) = violation {
+                let meta = match v.kind {
+                    ViolationKind::UnknownMaster => &rule::UNKNOWN_MASTER,
+                    ViolationKind::UnauthorizedRead => &rule::UNAUTHORIZED_READ,
+                    ViolationKind::UnauthorizedWrite => &rule::UNAUTHORIZED_WRITE,
+                    ViolationKind::UnauthorizedFunction => &rule::UNAUTHORIZED_FUNCTION,
+                    ViolationKind::WriteOutsideRanges => &rule::WRITE_OUTSIDE_RANGES,
+                    ViolationKind::SetpointOutOfBounds => &rule::SETPOINT_OUT_OF_BOUNDS,
+                    ViolationKind::ProcessValueOutOfBounds => &rule::PROCESS_VALUE_OUT_OF_BOUNDS,
+                    ViolationKind::RateExceeded => &rule::RATE_EXCEEDED,
+                    ViolationKind::OutsideHours => &rule::OUTSIDE_HOURS,
+                };
+                let mut facts = Facts::of_request(*unit_id, request, raw);
+                facts.message = Some(match &v.closest {
+                    Some(rule) => format!("{} (closest allow rule: {rule})", v.detail),
+                    None => v.detail.clone(),
+                });
+                findings.push(Pending::Builtin(meta, facts));
             }
-            _ => {}
+            for i in alert_rules {
+                findings.push(Pending::Custom(
+                    i,
+                    Facts::of_request(*unit_id, request, raw),
+                ));
+            }
         }
+        Event::Transaction(t) if t.outcome == Outcome::Answered => {
+            let (Some(request), Some(response)) = (&t.request, &t.response) else {
+                return;
+            };
+            let candidates = pair
+                .candidates
+                .get_or_insert_with(|| policy.candidates(client, server));
+            if let Some((v, values)) =
+                policy.check_read_values(candidates, ts, t.unit_id, request, response)
+            {
+                let mut facts = Facts::of_request(t.unit_id, request, &[]);
+                facts.values = Some(values);
+                facts.from_server = true;
+                facts.message = Some(v.detail);
+                findings.push(Pending::Builtin(&rule::PROCESS_VALUE_OUT_OF_BOUNDS, facts));
+            }
+        }
+        _ => {}
     }
+}
 
-    fn raise(
-        &mut self,
-        meta: &'static RuleMeta,
-        ts: Timestamp,
-        flow: &FlowInfo,
-        facts: Facts,
-        out: &mut impl FnMut(Alert),
-    ) {
-        let tuning = self.policy.as_ref().and_then(|p| p.tuning(meta.id));
-        if tuning.and_then(|t| t.enabled) == Some(false) {
-            return;
-        }
-        let (src, dst) = if facts.from_server {
-            (flow.server, flow.client)
-        } else {
-            (flow.client, flow.server)
-        };
-        if tuning
-            .and_then(|t| t.suppress.as_ref())
-            .is_some_and(|s| s.contains(src.ip()))
-        {
-            return;
-        }
-        let window = tuning
-            .and_then(|t| t.window)
-            .or(self.policy.as_ref().and_then(|p| p.default_window))
-            .unwrap_or(self.config.default_window);
-        let threshold = builtin::fold_threshold(meta, tuning.and_then(|t| t.threshold));
-        let finding = Finding {
-            rule: RuleKey::Builtin(meta.id),
-            id: meta.id.into(),
-            title: meta.title.into(),
-            severity: tuning.and_then(|t| t.severity).unwrap_or(meta.severity),
-            technique: meta.technique.iter().map(|t| t.to_string()).collect(),
-            ts,
-            flow: flow.id,
-            src,
-            dst,
-            unit_id: facts.unit_id,
-            function: facts.function,
-            address: facts.address,
-            quantity: facts.quantity,
-            values: facts.values,
-            exception: facts.exception,
-            evidence: facts.evidence,
-            message: facts.message,
-        };
-        self.fold
-            .add(finding, window, threshold, &self.config.agent, out);
+#[allow(clippy::too_many_arguments)]
+fn raise(
+    fold: &mut Fold,
+    config: &DetectionConfig,
+    policy: Option<&Policy>,
+    meta: &'static RuleMeta,
+    ts: Timestamp,
+    flow: &FlowInfo,
+    facts: Facts,
+    out: &mut impl FnMut(Alert),
+) {
+    let tuning = policy.and_then(|p| p.tuning(meta.id));
+    if tuning.and_then(|t| t.enabled) == Some(false) {
+        return;
     }
+    let (src, dst) = if facts.from_server {
+        (flow.server, flow.client)
+    } else {
+        (flow.client, flow.server)
+    };
+    if tuning
+        .and_then(|t| t.suppress.as_ref())
+        .is_some_and(|s| s.contains(src.ip()))
+    {
+        return;
+    }
+    let window = tuning
+        .and_then(|t| t.window)
+        .or(policy.and_then(|p| p.default_window))
+        .unwrap_or(config.default_window);
+    let threshold = builtin::fold_threshold(meta, tuning.and_then(|t| t.threshold));
+    let finding = Finding {
+        rule: RuleKey::Builtin(meta.id),
+        id: meta.id.into(),
+        title: meta.title.into(),
+        severity: tuning.and_then(|t| t.severity).unwrap_or(meta.severity),
+        technique: meta.technique.iter().map(|t| t.to_string()).collect(),
+        ts,
+        flow: flow.id,
+        src,
+        dst,
+        unit_id: facts.unit_id,
+        function: facts.function,
+        address: facts.address,
+        quantity: facts.quantity,
+        values: facts.values,
+        exception: facts.exception,
+        evidence: facts.evidence,
+        message: facts.message,
+    };
+    fold.add(finding, window, threshold, &config.agent, out);
+}
 
-    fn raise_custom(
-        &mut self,
-        policy: &Policy,
-        index: usize,
-        ts: Timestamp,
-        flow: &FlowInfo,
-        facts: Facts,
-        out: &mut impl FnMut(Alert),
-    ) {
-        let Some(rule) = policy.alerts.get(index) else {
-            return;
-        };
-        let id = format!("policy.alert.{}", rule.name);
-        let finding = Finding {
-            rule: RuleKey::Custom(index),
-            title: rule
-                .message
-                .clone()
-                .unwrap_or_else(|| format!("Policy alert rule {:?}", rule.name))
-                .into(),
-            id: id.into(),
-            severity: rule.severity,
-            technique: rule.technique.clone().into(),
-            ts,
-            flow: flow.id,
-            src: flow.client,
-            dst: flow.server,
-            unit_id: facts.unit_id,
-            function: facts.function,
-            address: facts.address,
-            quantity: facts.quantity,
-            values: facts.values,
-            exception: None,
-            evidence: facts.evidence,
-            message: rule.message.clone(),
-        };
-        let window = rule
-            .window
-            .or(policy.default_window)
-            .unwrap_or(self.config.default_window);
-        self.fold
-            .add(finding, window, rule.threshold, &self.config.agent, out);
-    }
+#[allow(clippy::too_many_arguments)]
+fn raise_custom(
+    fold: &mut Fold,
+    config: &DetectionConfig,
+    policy: &Policy,
+    index: usize,
+    ts: Timestamp,
+    flow: &FlowInfo,
+    facts: Facts,
+    out: &mut impl FnMut(Alert),
+) {
+    let Some(rule) = policy.alerts.get(index) else {
+        return;
+    };
+    let id = format!("policy.alert.{}", rule.name);
+    let finding = Finding {
+        rule: RuleKey::Custom(index),
+        title: rule
+            .message
+            .clone()
+            .unwrap_or_else(|| format!("Policy alert rule {:?}", rule.name))
+            .into(),
+        id: id.into(),
+        severity: rule.severity,
+        technique: rule.technique.clone().into(),
+        ts,
+        flow: flow.id,
+        src: flow.client,
+        dst: flow.server,
+        unit_id: facts.unit_id,
+        function: facts.function,
+        address: facts.address,
+        quantity: facts.quantity,
+        values: facts.values,
+        exception: None,
+        evidence: facts.evidence,
+        message: rule.message.clone(),
+    };
+    let window = rule
+        .window
+        .or(policy.default_window)
+        .unwrap_or(config.default_window);
+    fold.add(finding, window, rule.threshold, &config.agent, out);
 }
 
 #[cfg(test)]

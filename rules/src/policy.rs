@@ -156,6 +156,8 @@ pub struct Policy {
     pub alerts: Vec<AlertRule>,
     /// Detector tuning by rule id.
     pub tuning: BTreeMap<String, Tuning>,
+    /// Whether any allow rule bounds the values read back (responses then need checking).
+    pub checks_reads: bool,
 }
 
 /// Why a policy was rejected: where and what.

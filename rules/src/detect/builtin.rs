@@ -2,11 +2,12 @@
 //! events into findings of one rule from [`crate::alert::rule`]; thresholds over time live here
 //! when they count distinct things (unit ids, address blocks, points) and in the fold otherwise.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
+use super::pairs::{PairState, slot};
+use super::window::Counter;
 use super::{DetectionConfig, Facts, evidence};
 use crate::alert::{RuleMeta, rule};
 use crate::flow::{FlowEvent, FlowInfo};
@@ -47,100 +48,84 @@ pub(super) fn fold_threshold(meta: &RuleMeta, tuned: Option<u32>) -> u32 {
     tuned.unwrap_or(default)
 }
 
-/// The threshold a detector that counts distinct things applies.
-fn internal_threshold(meta: &RuleMeta, policy: Option<&Policy>, default: u32) -> u32 {
-    policy
-        .and_then(|p| p.tuning(meta.id))
-        .and_then(|t| t.threshold)
-        .unwrap_or(default)
+/// Thresholds and windows of the detectors that count, resolved once per policy so the
+/// per-request path does no lookups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Limits {
+    /// Outstanding requests that make a flood.
+    flood: u32,
+    /// Distinct unit ids that make a unit-id scan, and the window.
+    unit_scan: (u32, Duration),
+    /// Distinct read blocks that make an address sweep, and the window.
+    sweep: (u32, Duration),
+    /// Changes of one point that make brute-force I/O, and the window.
+    brute: (u32, Duration),
+    /// Whether new pairs are reported (only without a policy: with one, unknown masters are).
+    new_pairs: bool,
 }
 
-fn window_of(meta: &RuleMeta, policy: Option<&Policy>, config: &DetectionConfig) -> Duration {
-    policy
-        .and_then(|p| p.tuning(meta.id))
-        .and_then(|t| t.window)
-        .unwrap_or(config.default_window)
-}
-
-/// Distinct items seen in a window that starts with the first item.
-#[derive(Debug, Default)]
-struct Distinct {
-    start: Timestamp,
-    items: FxHashSet<u32>,
-    fired: bool,
-}
-
-impl Distinct {
-    /// Adds an item; true the first time the window holds `threshold` distinct items.
-    fn add(&mut self, ts: Timestamp, window: Duration, item: u32, threshold: u32) -> bool {
-        if ts.since(self.start) >= window || self.items.is_empty() {
-            self.start = ts;
-            self.items.clear();
-            self.fired = false;
+impl Limits {
+    /// Defaults, overridden by the policy's `[detectors."rule.id"]` tuning.
+    pub fn resolve(policy: Option<&Policy>, config: &DetectionConfig) -> Self {
+        let tuned = |meta: &RuleMeta, default: u32| {
+            let t = policy.and_then(|p| p.tuning(meta.id));
+            (
+                t.and_then(|t| t.threshold).unwrap_or(default),
+                t.and_then(|t| t.window).unwrap_or(config.default_window),
+            )
+        };
+        Self {
+            flood: tuned(&rule::REQUEST_FLOOD, 100).0,
+            unit_scan: tuned(&rule::UNIT_ID_SCAN, 10),
+            sweep: tuned(&rule::ADDRESS_SWEEP, 20),
+            brute: tuned(&rule::BRUTE_FORCE_IO, 60),
+            new_pairs: policy.is_none(),
         }
-        if self.items.len() < threshold as usize {
-            self.items.insert(item);
-        }
-        if !self.fired && self.items.len() >= threshold as usize {
-            self.fired = true;
-            return true;
-        }
-        false
     }
 }
 
-/// Occurrences in a window that starts with the first.
-#[derive(Debug, Default, Clone, Copy)]
-struct Counter {
-    start: Timestamp,
-    count: u32,
-}
-
-impl Counter {
-    /// Counts one; true when the window reaches `threshold` (again).
-    fn add(&mut self, ts: Timestamp, window: Duration, threshold: u32) -> bool {
-        if ts.since(self.start) >= window || self.count == 0 {
-            self.start = ts;
-            self.count = 0;
-        }
-        self.count += 1;
-        self.count >= threshold && self.count.is_multiple_of(threshold)
-    }
-}
-
-type Pair = (IpAddr, IpAddr);
-
-/// One point written by a master: client, server, unit, table, address.
-type Point = (IpAddr, IpAddr, u8, u8, u16);
+/// One point written by a master: pair, unit, table, address.
+type Point = (u32, u8, u8, u16);
 
 /// Changes counted for a point, and the value last written to it.
 type PointState = (Counter, Option<u16>);
 
 /// State of the detectors that look across transactions.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Builtins {
+    limits: Limits,
     first_ts: Option<Timestamp>,
-    pairs: FxHashSet<Pair>,
-    units: FxHashMap<Pair, Distinct>,
-    blocks: FxHashMap<(IpAddr, IpAddr, u8, u8), Distinct>,
     writes: FxHashMap<Point, PointState>,
-    points: FxHashMap<(IpAddr, IpAddr, u8), Distinct>,
 }
 
 impl Builtins {
+    /// Detectors with these thresholds and no history.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            first_ts: None,
+            writes: FxHashMap::default(),
+        }
+    }
+
+    /// Sets the thresholds for a (new) policy.
+    pub fn configure(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn observe(
         &mut self,
         ts: Timestamp,
         flow: &FlowInfo,
         event: &FlowEvent<'_>,
-        policy: Option<&Policy>,
+        pair: Option<(u32, bool, &mut PairState)>,
         config: &DetectionConfig,
         out: &mut impl FnMut(&'static RuleMeta, Facts),
     ) {
         let first = *self.first_ts.get_or_insert(ts);
         match event {
-            FlowEvent::Session(e) => self.session(ts, first, flow, e, policy, config, out),
+            FlowEvent::Session(e) => self.session(ts, first, flow, e, pair, config, out),
             FlowEvent::OverlapConflict { direction, bytes } => out(
                 &rule::OVERLAP_CONFLICT,
                 Facts {
@@ -160,7 +145,7 @@ impl Builtins {
         first: Timestamp,
         flow: &FlowInfo,
         event: &Event<'_>,
-        policy: Option<&Policy>,
+        pair: Option<(u32, bool, &mut PairState)>,
         config: &DetectionConfig,
         out: &mut impl FnMut(&'static RuleMeta, Facts),
     ) {
@@ -179,13 +164,15 @@ impl Builtins {
                 if *unit_id == 0 && request.class() == FunctionClass::Write {
                     out(&rule::BROADCAST_WRITE, facts());
                 }
-                let flood = internal_threshold(&rule::REQUEST_FLOOD, policy, 100);
-                if *outstanding >= flood as usize {
+                let limits = self.limits;
+                if *outstanding >= limits.flood as usize {
                     let mut f = facts();
                     f.message = Some(format!("{outstanding} requests waiting for a response"));
                     out(&rule::REQUEST_FLOOD, f);
                 }
-                self.per_pair(ts, first, flow, *unit_id, request, raw, policy, config, out);
+                if let Some(pair) = pair {
+                    self.per_pair(ts, first, *unit_id, request, raw, pair, limits, config, out);
+                }
             }
             Event::Transaction(t) => {
                 if let Some(Response::Exception { function, code }) = t.response {
@@ -285,30 +272,18 @@ impl Builtins {
         &mut self,
         ts: Timestamp,
         first: Timestamp,
-        flow: &FlowInfo,
         unit: u8,
         request: &Request<'_>,
         raw: &[u8],
-        policy: Option<&Policy>,
+        (pair_id, new_pair, pair): (u32, bool, &mut PairState),
+        limits: Limits,
         config: &DetectionConfig,
         out: &mut impl FnMut(&'static RuleMeta, Facts),
     ) {
-        let pair = (flow.client.ip(), flow.server.ip());
-        for map_len in [
-            self.units.len(),
-            self.blocks.len(),
-            self.writes.len(),
-            self.points.len(),
-        ] {
-            if map_len > MAX_ENTRIES {
-                self.units.clear();
-                self.blocks.clear();
-                self.writes.clear();
-                self.points.clear();
-                break;
-            }
+        if self.writes.len() > MAX_ENTRIES {
+            self.writes.clear();
         }
-        if policy.is_none() && self.pairs.insert(pair) && ts.since(first) >= config.baseline {
+        if limits.new_pairs && new_pair && ts.since(first) >= config.baseline {
             out(
                 &rule::NEW_PAIR,
                 Facts {
@@ -319,14 +294,8 @@ impl Builtins {
                 },
             );
         }
-        let threshold = internal_threshold(&rule::UNIT_ID_SCAN, policy, 10);
-        let window = window_of(&rule::UNIT_ID_SCAN, policy, config);
-        if self
-            .units
-            .entry(pair)
-            .or_default()
-            .add(ts, window, u32::from(unit), threshold)
-        {
+        let (threshold, window) = limits.unit_scan;
+        if pair.units.add(ts, window, u32::from(unit), threshold) {
             out(
                 &rule::UNIT_ID_SCAN,
                 Facts {
@@ -336,15 +305,10 @@ impl Builtins {
             );
         }
         if let Some((table, address, quantity)) = request.read_range() {
-            let threshold = internal_threshold(&rule::ADDRESS_SWEEP, policy, 20);
-            let window = window_of(&rule::ADDRESS_SWEEP, policy, config);
+            let (threshold, window) = limits.sweep;
             let block = u32::from(address) << 16 | u32::from(quantity);
-            if self
-                .blocks
-                .entry((pair.0, pair.1, unit, table as u8))
-                .or_default()
-                .add(ts, window, block, threshold)
-            {
+            let key = (unit, table as u8);
+            if slot(&mut pair.blocks, key).add(ts, window, block, threshold) {
                 out(
                     &rule::ADDRESS_SWEEP,
                     Facts {
@@ -359,8 +323,7 @@ impl Builtins {
         }
         if let Some((table, address, quantity)) = request.write_range() {
             let meta = &rule::BRUTE_FORCE_IO;
-            let changes = internal_threshold(meta, policy, 30);
-            let window = window_of(meta, policy, config);
+            let (changes, window) = limits.brute;
             // Masters rewrite outputs every cycle with the same values; forcing a point means
             // changing it over and over. Only changes count.
             let mut forced = None;
@@ -368,7 +331,7 @@ impl Builtins {
                 let a = address.saturating_add(u16::try_from(i).unwrap_or(u16::MAX));
                 let point = self
                     .writes
-                    .entry((pair.0, pair.1, unit, table as u8, a))
+                    .entry((pair_id, unit, table as u8, a))
                     .or_default();
                 let changed = point.1.is_some_and(|last| last != value);
                 point.1 = Some(value);
@@ -389,7 +352,7 @@ impl Builtins {
                 );
             }
             let many = changes.saturating_mul(4);
-            let points = self.points.entry((pair.0, pair.1, unit)).or_default();
+            let points = slot(&mut pair.points, unit);
             let mut spread = false;
             for a in address..address.saturating_add(quantity.min(256)) {
                 spread |= points.add(

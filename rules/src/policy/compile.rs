@@ -246,8 +246,7 @@ pub(super) fn compile(text: &str, name: &str) -> Result<Policy, PolicyError> {
         };
         let mut technique = Vec::new();
         if let Some(t) = &r.technique {
-            for item in t.get_ref().iter() {
-                let id = item.get_ref();
+            for id in t.get_ref().iter() {
                 let valid = id.len() == 5
                     && id.starts_with('T')
                     && id
@@ -255,7 +254,7 @@ pub(super) fn compile(text: &str, name: &str) -> Result<Policy, PolicyError> {
                         .is_some_and(|d| d.bytes().all(|b| b.is_ascii_digit()));
                 if !valid {
                     return Err(src.at(
-                        item,
+                        t,
                         &format!("{field}.technique"),
                         format!(
                             "{id:?} is not an ATT&CK for ICS technique id (expected like \"T0836\")"
@@ -302,7 +301,9 @@ pub(super) fn compile(text: &str, name: &str) -> Result<Policy, PolicyError> {
         );
     }
 
+    let checks_reads = allow.iter().any(|r| r.matcher.read_values.is_some());
     Ok(Policy {
+        checks_reads,
         name: file.name,
         hash: blake3::hash(text.as_bytes())
             .to_hex()
@@ -327,11 +328,11 @@ struct Resolver<'a> {
 impl Resolver<'_> {
     /// Resolves names, groups, addresses and `any` to a host set, and the units the named assets
     /// answer for.
-    fn hosts(&self, names: &[Spanned<String>]) -> Result<(AddrSet, UnitSet), (usize, String)> {
+    fn hosts(&self, names: &[String]) -> Result<(AddrSet, UnitSet), String> {
         let mut nets = Vec::new();
         let mut units = UnitSet::NONE;
-        for (i, n) in names.iter().enumerate() {
-            let name = n.get_ref().trim();
+        for n in names {
+            let name = n.trim();
             if name == "any" {
                 return Ok((AddrSet::Any, UnitSet::ALL));
             }
@@ -347,11 +348,8 @@ impl Resolver<'_> {
                 nets.push(net);
                 units = UnitSet::ALL;
             } else {
-                return Err((
-                    i,
-                    format!(
-                        "unknown asset or group {name:?} (expected an asset or group name, an IP address or CIDR, or \"any\")"
-                    ),
+                return Err(format!(
+                    "unknown asset or group {name:?} (expected an asset or group name, an IP address or CIDR, or \"any\")"
                 ));
             }
         }
@@ -374,15 +372,11 @@ fn matcher(
     r: &RuleSyntax,
     field: &str,
 ) -> Result<Matcher, PolicyError> {
-    let hosts = |list: &Spanned<OneOrMany<Spanned<String>>>, f: &str| {
-        let items: Vec<Spanned<String>> = match list.get_ref() {
-            OneOrMany::One(x) => vec![x.clone()],
-            OneOrMany::Many(v) => v.clone(),
-        };
-        resolver.hosts(&items).map_err(|(i, message)| {
-            let span = items.get(i).map_or(list.span(), Spanned::span);
-            src.error(span, &format!("{field}.{f}"), message)
-        })
+    let hosts = |list: &Spanned<OneOrMany<String>>, f: &str| {
+        let items: Vec<String> = list.get_ref().iter().cloned().collect();
+        resolver
+            .hosts(&items)
+            .map_err(|message| src.at(list, &format!("{field}.{f}"), message))
     };
     let (from, _) = hosts(&r.from, "from")?;
     let (to, target_units) = hosts(&r.to, "to")?;
@@ -392,7 +386,13 @@ fn matcher(
     };
     let mut functions = FunctionSet::new();
     for item in r.functions.get_ref().iter() {
-        function(src, item, &mut functions, &format!("{field}.functions"))?;
+        function(
+            src,
+            &r.functions,
+            item,
+            &mut functions,
+            &format!("{field}.functions"),
+        )?;
     }
     let tables = [
         (&r.coils, "coils"),
@@ -487,15 +487,16 @@ fn matcher(
     })
 }
 
-fn function(
+fn function<T>(
     src: &Source<'_>,
-    item: &Spanned<FunctionItem>,
+    list: &Spanned<T>,
+    item: &FunctionItem,
     set: &mut FunctionSet,
     field: &str,
 ) -> Result<(), PolicyError> {
     let expected = "expected a function code 1-127, a name like \"read_holding_registers\", a class (read, write, diagnostics, identification, programming, file, other), or \"8/4\" / \"43/14\" for a sub-function";
-    let bad = |what: String| src.at(item, field, format!("{what} ({expected})"));
-    match item.get_ref() {
+    let bad = |what: String| src.at(list, field, format!("{what} ({expected})"));
+    match item {
         FunctionItem::Code(code) => {
             let code = u8::try_from(*code)
                 .ok()
@@ -541,19 +542,19 @@ fn function(
 
 fn range_set(
     src: &Source<'_>,
-    list: &Spanned<OneOrMany<Spanned<RangeItem>>>,
+    list: &Spanned<OneOrMany<RangeItem>>,
     field: &str,
 ) -> Result<RangeSet, PolicyError> {
     let mut ranges = Vec::new();
     for item in list.get_ref().iter() {
         let bad = |text: String| {
             src.at(
-                item,
+                list,
                 field,
                 format!("{text} is not an address range (expected an address 0-65535 or \"start-end\" with start <= end)"),
             )
         };
-        let range = match item.get_ref() {
+        let range = match item {
             RangeItem::Address(a) => {
                 let a = u16::try_from(*a).map_err(|_| bad(a.to_string()))?;
                 (a, a)
@@ -681,14 +682,10 @@ fn tune(
 ) -> Result<Tuning, PolicyError> {
     let suppress = match &t.suppress {
         Some(list) => {
-            let items: Vec<Spanned<String>> = match list.get_ref() {
-                OneOrMany::One(x) => vec![x.clone()],
-                OneOrMany::Many(v) => v.clone(),
-            };
-            let (hosts, _) = resolver.hosts(&items).map_err(|(i, message)| {
-                let span = items.get(i).map_or(list.span(), Spanned::span);
-                src.error(span, &format!("{field}.suppress"), message)
-            })?;
+            let items: Vec<String> = list.get_ref().iter().cloned().collect();
+            let (hosts, _) = resolver
+                .hosts(&items)
+                .map_err(|message| src.at(list, &format!("{field}.suppress"), message))?;
             Some(hosts)
         }
         None => None,

@@ -48,7 +48,8 @@ pub(super) struct AssetSyntax {
     pub criticality: Option<Spanned<String>>,
 }
 
-/// A list given as one item or many.
+/// A list given as one item or many. (Untagged enums lose inner positions, so errors about an
+/// item point at the whole field.)
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub(super) enum OneOrMany<T> {
@@ -88,19 +89,19 @@ pub(super) struct BoundsSyntax {
 pub(super) struct RuleSyntax {
     #[serde(default)]
     pub name: Option<String>,
-    pub from: Spanned<OneOrMany<Spanned<String>>>,
-    pub to: Spanned<OneOrMany<Spanned<String>>>,
+    pub from: Spanned<OneOrMany<String>>,
+    pub to: Spanned<OneOrMany<String>>,
     #[serde(default)]
     pub units: Option<Spanned<Vec<Spanned<u16>>>>,
-    pub functions: Spanned<OneOrMany<Spanned<FunctionItem>>>,
+    pub functions: Spanned<OneOrMany<FunctionItem>>,
     #[serde(default)]
-    pub coils: Option<Spanned<OneOrMany<Spanned<RangeItem>>>>,
+    pub coils: Option<Spanned<OneOrMany<RangeItem>>>,
     #[serde(default)]
-    pub discrete_inputs: Option<Spanned<OneOrMany<Spanned<RangeItem>>>>,
+    pub discrete_inputs: Option<Spanned<OneOrMany<RangeItem>>>,
     #[serde(default)]
-    pub holding_registers: Option<Spanned<OneOrMany<Spanned<RangeItem>>>>,
+    pub holding_registers: Option<Spanned<OneOrMany<RangeItem>>>,
     #[serde(default)]
-    pub input_registers: Option<Spanned<OneOrMany<Spanned<RangeItem>>>>,
+    pub input_registers: Option<Spanned<OneOrMany<RangeItem>>>,
     #[serde(default)]
     pub write_values: Option<Spanned<BoundsSyntax>>,
     #[serde(default)]
@@ -115,7 +116,7 @@ pub(super) struct RuleSyntax {
     #[serde(default)]
     pub severity: Option<Spanned<String>>,
     #[serde(default)]
-    pub technique: Option<Spanned<OneOrMany<Spanned<String>>>>,
+    pub technique: Option<Spanned<OneOrMany<String>>>,
     #[serde(default)]
     pub message: Option<String>,
     #[serde(default)]
@@ -137,5 +138,5 @@ pub(super) struct TuningSyntax {
     #[serde(default)]
     pub threshold: Option<Spanned<u32>>,
     #[serde(default)]
-    pub suppress: Option<Spanned<OneOrMany<Spanned<String>>>>,
+    pub suppress: Option<Spanned<OneOrMany<String>>>,
 }

@@ -1,0 +1,103 @@
+//! Per master/target pair state, looked up once per event.
+//!
+//! Detectors and the policy both keep state per (master, target): the policy's candidate rules
+//! and rate buckets, the scan detectors' windows. Pairs are interned to small ids with one
+//! integer-keyed lookup per event (the previous event's pair is remembered, since a request and
+//! its transaction follow each other), instead of one lookup per detector keyed by addresses.
+//!
+//! Invariant: at most [`Pairs::MAX`] pairs are held; beyond that all pair state is dropped and
+//! rebuilt, which costs a few missed windows, never memory.
+
+use std::net::IpAddr;
+
+use rustc_hash::FxHashMap;
+
+use super::window::Distinct;
+use crate::flow::FlowInfo;
+use crate::policy::Candidates;
+use crate::policy::matcher::RateState;
+
+/// State kept for one master/target pair.
+#[derive(Debug, Default)]
+pub(super) struct PairState {
+    /// The policy rules that can apply, once computed.
+    pub candidates: Option<Candidates>,
+    /// Rate buckets of allow rules, by rule index.
+    pub rates: Vec<(usize, Option<RateState>)>,
+    /// Unit ids addressed recently.
+    pub units: Distinct,
+    /// Read blocks recently, per (unit, table).
+    pub blocks: Vec<((u8, u8), Distinct)>,
+    /// Points written recently, per unit.
+    pub points: Vec<(u8, Distinct)>,
+}
+
+/// All pairs.
+#[derive(Debug, Default)]
+pub(super) struct Pairs {
+    index: FxHashMap<(u128, u128), u32>,
+    states: Vec<PairState>,
+    last: Option<((u128, u128), u32)>,
+}
+
+impl Pairs {
+    /// Most pairs held.
+    pub const MAX: usize = 100_000;
+
+    /// The id of the flow's pair, and whether the pair is new.
+    pub fn intern(&mut self, flow: &FlowInfo) -> (u32, bool) {
+        let key = (bits(flow.client.ip()), bits(flow.server.ip()));
+        if let Some((k, id)) = self.last
+            && k == key
+        {
+            return (id, false);
+        }
+        if let Some(&id) = self.index.get(&key) {
+            self.last = Some((key, id));
+            return (id, false);
+        }
+        if self.states.len() >= Self::MAX {
+            self.index.clear();
+            self.states.clear();
+        }
+        let id = u32::try_from(self.states.len()).unwrap_or(u32::MAX);
+        self.states.push(PairState::default());
+        self.index.insert(key, id);
+        self.last = Some((key, id));
+        (id, true)
+    }
+
+    /// The state of pair `id`.
+    pub fn get_mut(&mut self, id: u32) -> Option<&mut PairState> {
+        self.states.get_mut(id as usize)
+    }
+
+    /// Forgets everything the policy computed (a new policy is in force).
+    pub fn reset_policy(&mut self) {
+        for s in &mut self.states {
+            s.candidates = None;
+            s.rates.clear();
+        }
+    }
+}
+
+fn bits(addr: IpAddr) -> u128 {
+    match addr {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
+        IpAddr::V6(v6) => v6.to_bits(),
+    }
+}
+
+/// The value for `key` in a short association list, inserted if missing. Lists here hold a
+/// handful of entries (units, tables), where a scan beats hashing.
+pub(super) fn slot<K: PartialEq, V: Default>(list: &mut Vec<(K, V)>, key: K) -> &mut V {
+    let i = match list.iter().position(|(k, _)| *k == key) {
+        Some(i) => i,
+        None => {
+            list.push((key, V::default()));
+            list.len() - 1
+        }
+    };
+    // `i` is in bounds: found above, or the entry just pushed.
+    &mut list[i].1
+}

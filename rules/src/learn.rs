@@ -1,0 +1,262 @@
+//! Learning mode: from normal traffic to a reviewable allowlist policy.
+//!
+//! Per (master, target, unit) the learner records the functions used (sub-functions for
+//! diagnostics and MEI), the address ranges touched per table, the range of register values
+//! written and the peak request rate. The policy it writes allows exactly that, with some room:
+//! read ranges separated by small holes are merged, write bounds are rounded outward to two
+//! significant digits of their span, and the rate limit is three times the busiest second seen.
+//! Every rule carries a comment saying how many transactions backed it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use crate::flow::{FlowEvent, FlowInfo};
+use crate::modbus::{Request, Table};
+use crate::policy::matcher::RangeSet;
+use crate::session::Event;
+use crate::time::Timestamp;
+
+/// Holes of at most this many addresses between read ranges are allowed too: a master that
+/// polls 0-9 and 12-20 will not be flagged for reading 10.
+const READ_GAP: u16 = 8;
+
+#[derive(Debug, Default)]
+struct PairStats {
+    requests: u64,
+    first: Option<Timestamp>,
+    last: Timestamp,
+    functions: BTreeSet<u8>,
+    subs: BTreeSet<(u8, u16)>,
+    reads: [Vec<(u16, u16)>; 4],
+    writes: [Vec<(u16, u16)>; 4],
+    written: Option<(u16, u16)>,
+    second: u64,
+    in_second: u32,
+    peak_per_second: u32,
+}
+
+/// Accumulates what normal traffic does.
+#[derive(Debug, Default)]
+pub struct Learner {
+    pairs: BTreeMap<(IpAddr, IpAddr, u8), PairStats>,
+}
+
+impl Learner {
+    /// A learner that has seen nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requests seen in all.
+    pub fn requests(&self) -> u64 {
+        self.pairs.values().map(|p| p.requests).sum()
+    }
+
+    /// Learns from one flow event (only decoded requests matter).
+    pub fn observe(&mut self, ts: Timestamp, flow: &FlowInfo, event: &FlowEvent<'_>) {
+        let FlowEvent::Session(Event::Request {
+            unit_id, request, ..
+        }) = event
+        else {
+            return;
+        };
+        let key = (flow.client.ip(), flow.server.ip(), *unit_id);
+        let stats = self.pairs.entry(key).or_default();
+        stats.requests += 1;
+        stats.first.get_or_insert(ts);
+        stats.last = stats.last.max(ts);
+        let second = ts.as_nanos() / 1_000_000_000;
+        if second != stats.second {
+            stats.second = second;
+            stats.in_second = 0;
+        }
+        stats.in_second += 1;
+        stats.peak_per_second = stats.peak_per_second.max(stats.in_second);
+        match request {
+            Request::Diagnostics { sub_function, .. } => {
+                stats.subs.insert((8, sub_function.code()));
+            }
+            Request::ReadDeviceId(_) => {
+                stats.subs.insert((43, 14));
+            }
+            Request::CanOpen { .. } => {
+                stats.subs.insert((43, 13));
+            }
+            other => {
+                stats.functions.insert(other.function().code());
+            }
+        }
+        if let Some((table, address, quantity)) = request.read_range() {
+            stats.reads[table_index(table)].push(span(address, quantity));
+        }
+        if let Some((table, address, quantity)) = request.write_range() {
+            stats.writes[table_index(table)].push(span(address, quantity));
+        }
+        let values: Vec<u16> = match *request {
+            Request::WriteSingleRegister { value, .. } => vec![value],
+            Request::WriteMultipleRegisters { values, .. }
+            | Request::ReadWriteMultipleRegisters { values, .. } => values.iter().collect(),
+            _ => Vec::new(),
+        };
+        for v in values {
+            stats.written = Some(match stats.written {
+                Some((lo, hi)) => (lo.min(v), hi.max(v)),
+                None => (v, v),
+            });
+        }
+        // Keep memory flat on long captures: merge spans as they pile up.
+        for list in stats.reads.iter_mut().chain(stats.writes.iter_mut()) {
+            if list.len() > 4096 {
+                *list = RangeSet::from_ranges(std::mem::take(list))
+                    .ranges()
+                    .to_vec();
+            }
+        }
+    }
+
+    /// Writes the learned policy as TOML, with `sources` named in its header comment.
+    pub fn to_policy(&self, sources: &[String]) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# otwatch policy learned from normal traffic: {}",
+            sources.join(", ")
+        );
+        let _ = writeln!(
+            out,
+            "# {} requests between {} master/target/unit combinations. Review it before enforcing:",
+            self.requests(),
+            self.pairs.len()
+        );
+        out.push_str("# each rule allows what was seen, with a little room (see the README).\n");
+        out.push_str("version = 1\nname = \"learned\"\n");
+        let masters: BTreeSet<IpAddr> = self.pairs.keys().map(|k| k.0).collect();
+        let servers: BTreeMap<IpAddr, BTreeSet<u8>> =
+            self.pairs.keys().fold(BTreeMap::new(), |mut m, k| {
+                m.entry(k.1).or_insert_with(BTreeSet::new).insert(k.2);
+                m
+            });
+        let hosts: BTreeSet<IpAddr> = masters.iter().chain(servers.keys()).copied().collect();
+        for host in &hosts {
+            let role = match (masters.contains(host), servers.contains_key(host)) {
+                (true, false) => Some("master"),
+                (false, true) => Some("slave"),
+                _ => None,
+            };
+            let _ = writeln!(
+                out,
+                "\n[[asset]]\nname = \"{}\"\naddress = \"{host}\"",
+                asset_name(*host)
+            );
+            if let Some(units) = servers.get(host).filter(|_| role == Some("slave")) {
+                let _ = writeln!(out, "units = {}", list(units.iter()));
+            }
+            if let Some(role) = role {
+                let _ = writeln!(out, "role = \"{role}\"");
+            }
+        }
+        for ((client, server, unit), s) in &self.pairs {
+            let _ = writeln!(
+                out,
+                "\n# {} requests from {} to {}",
+                s.requests,
+                s.first.unwrap_or_default(),
+                s.last
+            );
+            let _ = writeln!(
+                out,
+                "[[allow]]\nname = \"{} -> {} unit {unit}\"\nfrom = \"{}\"\nto = \"{}\"\nunits = [{unit}]",
+                asset_name(*client),
+                asset_name(*server),
+                asset_name(*client),
+                asset_name(*server)
+            );
+            let functions: Vec<String> = s
+                .functions
+                .iter()
+                .map(|c| match crate::modbus::FunctionCode::new(*c) {
+                    Ok(f) if !matches!(f.name(), "user_defined" | "reserved") => {
+                        format!("\"{}\"", f.name())
+                    }
+                    _ => c.to_string(),
+                })
+                .chain(s.subs.iter().map(|(c, sub)| format!("\"{c}/{sub}\"")))
+                .collect();
+            let _ = writeln!(out, "functions = [{}]", functions.join(", "));
+            for (i, table) in TABLES.iter().enumerate() {
+                let reads = RangeSet::from_ranges(widen(&s.reads[i]));
+                let all = RangeSet::from_ranges(
+                    reads.ranges().iter().chain(&s.writes[i]).copied().collect(),
+                );
+                if !all.is_empty() {
+                    let ranges: Vec<String> = all
+                        .ranges()
+                        .iter()
+                        .map(|(a, b)| format!("\"{a}-{b}\""))
+                        .collect();
+                    let _ = writeln!(out, "{} = [{}]", table.name(), ranges.join(", "));
+                }
+            }
+            if let Some((lo, hi)) = s.written {
+                let (lo, hi) = round_out(lo, hi);
+                let _ = writeln!(out, "write_values = {{ min = {lo}, max = {hi} }}");
+            }
+            let rate = s.peak_per_second.saturating_mul(3).max(10);
+            let _ = writeln!(out, "rate = \"{rate}/s\"");
+        }
+        out
+    }
+}
+
+const TABLES: [Table; 4] = [
+    Table::Coils,
+    Table::DiscreteInputs,
+    Table::HoldingRegisters,
+    Table::InputRegisters,
+];
+
+fn table_index(table: Table) -> usize {
+    TABLES.iter().position(|t| *t == table).unwrap_or(0)
+}
+
+fn span(address: u16, quantity: u16) -> (u16, u16) {
+    (address, address.saturating_add(quantity.saturating_sub(1)))
+}
+
+/// Read spans with the small holes between them closed.
+fn widen(spans: &[(u16, u16)]) -> Vec<(u16, u16)> {
+    let merged = RangeSet::from_ranges(spans.to_vec());
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for &(s, e) in merged.ranges() {
+        match out.last_mut() {
+            Some(last) if s.saturating_sub(last.1) <= READ_GAP + 1 => last.1 = e,
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
+/// Rounds `[lo, hi]` outward to two significant digits of its span, so a value a little
+/// beyond what the learning capture happened to see is still allowed.
+fn round_out(lo: u16, hi: u16) -> (u16, u16) {
+    let span = u32::from(hi - lo).max(1);
+    let digits = span.ilog10();
+    let unit = 10u32.pow(digits.saturating_sub(1));
+    let lo = u32::from(lo) / unit * unit;
+    let hi = (u32::from(hi).div_ceil(unit) * unit).min(u32::from(u16::MAX));
+    (lo as u16, hi as u16)
+}
+
+fn asset_name(addr: IpAddr) -> String {
+    let text = addr.to_string().replace(['.', ':'], "-");
+    format!("host-{text}")
+}
+
+fn list<'a>(items: impl Iterator<Item = &'a u8>) -> String {
+    let items: Vec<String> = items.map(u8::to_string).collect();
+    format!("[{}]", items.join(", "))
+}
+
+#[cfg(test)]
+mod tests;
