@@ -1,1 +1,739 @@
+use std::net::SocketAddr;
 
+use super::*;
+use crate::Direction;
+use crate::flow::Protocol;
+use crate::framing::Encapsulation;
+use crate::modbus::{DecodeError, Response};
+use crate::transaction::Transaction;
+
+const CLIENT: &str = "10.0.0.9:40000";
+const SERVER: &str = "10.0.0.3:502";
+
+fn flow() -> FlowInfo {
+    FlowInfo {
+        id: 1,
+        vlan: 0,
+        protocol: Protocol::Tcp,
+        client: CLIENT.parse().unwrap(),
+        server: SERVER.parse().unwrap(),
+        encapsulation: Some(Encapsulation::Mbap),
+        requests: 1,
+        first_seen: Timestamp::from_secs(1_000),
+        last_gap: None,
+        handshake_seen: true,
+    }
+}
+
+fn at(secs: f64) -> Timestamp {
+    Timestamp::from_nanos((1_000.0e9 + secs * 1e9) as u64)
+}
+
+/// A test bench: an engine, a flow, and the alerts raised so far.
+struct Bench {
+    engine: Engine,
+    flow: FlowInfo,
+    alerts: Vec<Alert>,
+}
+
+impl Bench {
+    fn new() -> Self {
+        Self::with_policy(None)
+    }
+
+    fn with_policy(policy: Option<&str>) -> Self {
+        let policy = policy.map(|text| Arc::new(Policy::parse(text, "test.toml").unwrap().0));
+        Self {
+            engine: Engine::new(DetectionConfig::default(), policy),
+            flow: flow(),
+            alerts: Vec::new(),
+        }
+    }
+
+    fn event(&mut self, ts: Timestamp, event: FlowEvent<'_>) {
+        let alerts = &mut self.alerts;
+        self.engine
+            .observe(ts, &self.flow, &event, &mut |a| alerts.push(a));
+    }
+
+    fn request(&mut self, ts: Timestamp, unit: u8, pdu: &[u8]) {
+        self.request_outstanding(ts, unit, pdu, 1);
+    }
+
+    fn request_outstanding(&mut self, ts: Timestamp, unit: u8, pdu: &[u8], outstanding: usize) {
+        let (request, _) = Request::decode_prefix(pdu).unwrap();
+        self.event(
+            ts,
+            FlowEvent::Session(Event::Request {
+                transaction_id: Some(1),
+                unit_id: unit,
+                request,
+                raw: pdu,
+                outstanding,
+            }),
+        );
+    }
+
+    fn exchange(&mut self, ts: Timestamp, unit: u8, request: &[u8], response: &[u8]) {
+        self.request(ts, unit, request);
+        let t = Transaction {
+            outcome: Outcome::Answered,
+            transaction_id: Some(1),
+            unit_id: unit,
+            request_ts: Some(ts),
+            response_ts: Some(ts),
+            request: Request::decode(request).ok(),
+            response: Response::decode(response).ok(),
+        };
+        self.event(ts, FlowEvent::Session(Event::Transaction(t)));
+    }
+
+    fn finish(&mut self) -> &[Alert] {
+        let alerts = &mut self.alerts;
+        self.engine.finish(&mut |a| alerts.push(a));
+        &self.alerts
+    }
+
+    fn rules(&mut self) -> Vec<String> {
+        self.finish().iter().map(|a| a.rule.clone()).collect()
+    }
+
+    fn raised(&mut self, rule: &RuleMeta) -> usize {
+        self.finish().iter().filter(|a| a.rule == rule.id).count()
+    }
+}
+
+// ---- commands dangerous by themselves ----
+
+#[test]
+fn force_listen_only_raises_t0814_and_return_query_data_does_not() {
+    let mut b = Bench::new();
+    b.request(at(0.0), 10, &[8, 0, 4, 0, 0]);
+    let alert = b.finish()[0].clone();
+    assert_eq!(alert.rule, "diag.force_listen_only");
+    assert_eq!(alert.severity, Severity::High);
+    assert!(alert.technique.contains(&"T0814".to_string()));
+    assert_eq!(alert.src_ip.to_string(), "10.0.0.9");
+    assert_eq!(alert.dst_port, 502);
+    assert_eq!(alert.function.as_deref(), Some("diagnostics"));
+    assert_eq!(alert.evidence.as_deref(), Some("0800040000"));
+
+    let mut benign = Bench::new();
+    benign.request(at(0.0), 10, &[8, 0, 0, 0x12, 0x34]);
+    assert!(benign.rules().is_empty());
+}
+
+#[test]
+fn restart_communications_raises_t0816_and_a_counter_read_does_not() {
+    let mut b = Bench::new();
+    b.request(at(0.0), 1, &[8, 0, 1, 0, 0]);
+    assert_eq!(b.raised(&rule::RESTART_COMMUNICATIONS), 1);
+    let mut benign = Bench::new();
+    benign.request(at(0.0), 1, &[8, 0, 11, 0, 0]);
+    assert!(benign.rules().is_empty());
+}
+
+#[test]
+fn clear_counters_raises_and_a_counter_read_does_not() {
+    let mut b = Bench::new();
+    b.request(at(0.0), 1, &[8, 0, 10, 0, 0]);
+    assert_eq!(b.raised(&rule::CLEAR_COUNTERS), 1);
+    let mut benign = Bench::new();
+    benign.request(at(0.0), 1, &[8, 0, 12, 0, 0]);
+    assert!(benign.rules().is_empty());
+}
+
+#[test]
+fn read_device_identification_raises_t0888_and_canopen_does_not() {
+    let mut b = Bench::new();
+    b.request(at(0.0), 1, &[0x2b, 0x0e, 1, 0]);
+    assert_eq!(b.finish()[0].technique, vec!["T0888"]);
+    let mut benign = Bench::new();
+    benign.request(at(0.0), 1, &[0x2b, 0x0d, 1, 2]);
+    assert!(benign.rules().is_empty());
+}
+
+#[test]
+fn report_server_id_raises_and_read_exception_status_does_not() {
+    let mut b = Bench::new();
+    b.request(at(0.0), 1, &[0x11]);
+    assert_eq!(b.raised(&rule::REPORT_SERVER_ID), 1);
+    let mut benign = Bench::new();
+    benign.request(at(0.0), 1, &[0x07]);
+    assert!(benign.rules().is_empty());
+}
+
+#[test]
+fn umas_program_transfer_and_mode_changes_raise_and_umas_reads_do_not() {
+    for (code, meta) in [
+        (0x30, &rule::UMAS_PROGRAM_DOWNLOAD),
+        (0x31, &rule::UMAS_PROGRAM_DOWNLOAD),
+        (0x33, &rule::UMAS_PROGRAM_UPLOAD),
+        (0x40, &rule::UMAS_START),
+        (0x41, &rule::UMAS_STOP),
+    ] {
+        let mut b = Bench::new();
+        b.request(at(0.0), 0, &[0x5a, 0, code, 0xff]);
+        assert_eq!(b.raised(meta), 1, "UMAS {code:#x}");
+    }
+    let mut benign = Bench::new();
+    benign.request(at(0.0), 0, &[0x5a, 0, 0x02]);
+    assert!(benign.rules().is_empty());
+    let stop = {
+        let mut b = Bench::new();
+        b.request(at(0.0), 0, &[0x5a, 0, 0x41]);
+        b.finish()[0].clone()
+    };
+    assert_eq!(stop.severity, Severity::Critical);
+    assert_eq!(stop.technique, vec!["T0858", "T0881"]);
+}
+
+#[test]
+fn file_record_and_modicon_programming_raise_and_plain_reads_do_not() {
+    let mut b = Bench::new();
+    b.request(at(0.0), 1, &[0x14, 7, 6, 0, 4, 0, 1, 0, 2]);
+    b.request(at(0.0), 1, &[0x15, 9, 6, 0, 4, 0, 7, 0, 1, 0x12, 0x34]);
+    b.request(at(0.0), 1, &[0x7d, 1, 2, 3]);
+    assert_eq!(
+        b.rules(),
+        vec!["file.read_record", "file.write_record", "program.modicon"]
+    );
+    let mut benign = Bench::new();
+    benign.request(at(0.0), 1, &[3, 0, 0, 0, 10]);
+    assert!(benign.rules().is_empty());
+}
+
+#[test]
+fn broadcast_write_raises_and_broadcast_read_does_not() {
+    let mut b = Bench::new();
+    b.request(at(0.0), 0, &[6, 0, 1, 0, 3]);
+    assert_eq!(b.raised(&rule::BROADCAST_WRITE), 1);
+    let mut benign = Bench::new();
+    benign.request(at(0.0), 0, &[3, 0, 1, 0, 3]);
+    assert!(benign.rules().is_empty());
+}
+
+// ---- protocol anomalies ----
+
+fn decode_error(b: &mut Bench, error: DecodeError, raw: &[u8]) {
+    b.event(
+        at(0.0),
+        FlowEvent::Session(Event::DecodeError {
+            direction: Direction::ToServer,
+            error,
+            transaction_id: None,
+            unit_id: None,
+            raw,
+        }),
+    );
+}
+
+#[test]
+fn decode_errors_map_to_their_anomaly_rules() {
+    let cases = [
+        (
+            DecodeError::LengthTooLarge(0x8804),
+            "proto.illegal_adu_size",
+        ),
+        (DecodeError::LengthTooSmall(1), "proto.illegal_adu_size"),
+        (DecodeError::TrailingBytes(1), "proto.length_mismatch"),
+        (
+            DecodeError::LengthMismatch {
+                declared: 6,
+                present: 2,
+            },
+            "proto.length_mismatch",
+        ),
+        (
+            DecodeError::InvalidProtocolId(0x10),
+            "proto.invalid_protocol_id",
+        ),
+        (DecodeError::UnknownFunction(42), "proto.malformed"),
+    ];
+    for (error, id) in cases {
+        let mut b = Bench::new();
+        decode_error(&mut b, error, &[0, 1, 0, 0, 0x88, 4]);
+        assert_eq!(b.rules(), vec![id], "{error:?}");
+    }
+}
+
+#[test]
+fn non_modbus_on_the_modbus_port_raises_t0885() {
+    let mut b = Bench::new();
+    b.event(
+        at(0.0),
+        FlowEvent::Session(Event::NotModbus {
+            direction: Direction::ToServer,
+            sample: b"\x16\x03\x01",
+        }),
+    );
+    let alert = b.finish()[0].clone();
+    assert_eq!(alert.rule, "proto.non_modbus");
+    assert_eq!(alert.technique, vec!["T0885"]);
+    assert_eq!(alert.evidence.as_deref(), Some("160301"));
+}
+
+#[test]
+fn conflicting_overlap_raises_evasion() {
+    let mut b = Bench::new();
+    b.event(
+        at(0.0),
+        FlowEvent::OverlapConflict {
+            direction: Direction::ToServer,
+            bytes: 4,
+        },
+    );
+    assert_eq!(b.raised(&rule::OVERLAP_CONFLICT), 1);
+    let mut benign = Bench::new();
+    benign.event(
+        at(0.0),
+        FlowEvent::Retransmission {
+            direction: Direction::ToServer,
+            bytes: 4,
+        },
+    );
+    assert!(benign.rules().is_empty());
+}
+
+// ---- exception bursts ----
+
+fn exceptions(b: &mut Bench, code: u8, times: &[f64]) {
+    for t in times {
+        b.exchange(at(*t), 1, &[3, 0, 0, 0, 1], &[0x83, code]);
+    }
+}
+
+#[test]
+fn three_busy_exceptions_in_a_minute_are_a_storm_and_two_are_not() {
+    let mut b = Bench::new();
+    exceptions(&mut b, 6, &[0.0, 10.0, 20.0]);
+    let alerts = b.finish().to_vec();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].rule, "dos.busy_exception_storm");
+    assert_eq!(alerts[0].count, 3);
+    assert_eq!(
+        alerts[0].src_ip.to_string(),
+        "10.0.0.3",
+        "the busy server is the source"
+    );
+    assert_eq!(alerts[0].exception.as_deref(), Some("server_device_busy"));
+
+    let mut two = Bench::new();
+    exceptions(&mut two, 6, &[0.0, 10.0]);
+    assert!(two.rules().is_empty());
+    let mut spread = Bench::new();
+    exceptions(&mut spread, 6, &[0.0, 40.0, 80.0]);
+    assert!(
+        spread.rules().is_empty(),
+        "three exceptions over 80 s are not a burst"
+    );
+}
+
+#[test]
+fn acknowledge_exceptions_make_an_acknowledge_storm() {
+    let mut b = Bench::new();
+    exceptions(&mut b, 5, &[0.0, 1.0, 2.0]);
+    assert_eq!(b.raised(&rule::ACKNOWLEDGE_STORM), 1);
+}
+
+#[test]
+fn illegal_address_bursts_are_a_points_scan_and_illegal_function_bursts_a_function_scan() {
+    let mut b = Bench::new();
+    exceptions(&mut b, 2, &[0.0, 1.0, 2.0]);
+    let alert = b.finish()[0].clone();
+    assert_eq!(alert.rule, "recon.points_scan");
+    assert_eq!(
+        alert.src_ip.to_string(),
+        "10.0.0.9",
+        "the scanner is the source"
+    );
+    let mut f = Bench::new();
+    exceptions(&mut f, 1, &[0.0, 1.0, 2.0]);
+    assert_eq!(f.raised(&rule::FUNCTION_CODE_SCAN), 1);
+    let mut one = Bench::new();
+    exceptions(&mut one, 2, &[0.0]);
+    assert!(
+        one.rules().is_empty(),
+        "one bad address is a typo, not a scan"
+    );
+}
+
+// ---- scans, sweeps, floods, brute force ----
+
+#[test]
+fn ten_unit_ids_in_a_minute_are_a_unit_scan_and_a_four_unit_gateway_is_not() {
+    let mut b = Bench::new();
+    for unit in 1..=10 {
+        b.request(at(f64::from(unit)), unit, &[3, 0, 0, 0, 1]);
+    }
+    assert_eq!(b.raised(&rule::UNIT_ID_SCAN), 1);
+    let mut gateway = Bench::new();
+    for round in 0..20 {
+        for unit in [1, 2, 3, 7] {
+            gateway.request(at(f64::from(round)), unit, &[4, 0, 0, 0, 8]);
+        }
+    }
+    assert!(gateway.rules().is_empty());
+}
+
+#[test]
+fn reads_walking_through_addresses_are_a_sweep_and_polling_is_not() {
+    let mut b = Bench::new();
+    for i in 0..20u16 {
+        let addr = (i * 10).to_be_bytes();
+        b.request(at(f64::from(i)), 1, &[3, addr[0], addr[1], 0, 10]);
+    }
+    assert_eq!(b.raised(&rule::ADDRESS_SWEEP), 1);
+    let mut polling = Bench::new();
+    for i in 0..300 {
+        for (hi, lo) in [(0, 0), (0, 100), (0, 200)] {
+            polling.request(at(f64::from(i) * 0.2), 1, &[3, hi, lo, 0, 10]);
+        }
+    }
+    assert!(polling.rules().is_empty());
+}
+
+#[test]
+fn requests_piling_up_unanswered_are_a_flood() {
+    let mut b = Bench::new();
+    b.request_outstanding(at(0.0), 1, &[3, 0, 0, 0, 1], 100);
+    assert_eq!(b.raised(&rule::REQUEST_FLOOD), 1);
+    let mut benign = Bench::new();
+    benign.request_outstanding(at(0.0), 1, &[3, 0, 0, 0, 1], 99);
+    assert!(benign.rules().is_empty());
+}
+
+#[test]
+fn a_coil_toggled_sixty_times_in_a_minute_is_brute_force_and_cyclic_rewrites_are_not() {
+    let mut b = Bench::new();
+    for i in 0..61u16 {
+        let value = if i % 2 == 0 { 0xff } else { 0 };
+        b.request(at(f64::from(i) * 0.5), 1, &[5, 0, 7, value, 0]);
+    }
+    let alert = b.finish()[0].clone();
+    assert_eq!(alert.rule, "impact.brute_force_io");
+    assert_eq!(alert.technique, vec!["T0806"]);
+    assert_eq!(alert.address, Some(7));
+
+    let mut cyclic = Bench::new();
+    for i in 0..500 {
+        cyclic.request(at(f64::from(i) * 0.1), 1, &[5, 0, 7, 0xff, 0]);
+    }
+    assert!(cyclic.rules().is_empty());
+}
+
+// ---- responses ----
+
+fn unsolicited(b: &mut Bench, ts: Timestamp) {
+    let t = Transaction {
+        outcome: Outcome::Unsolicited,
+        transaction_id: Some(77),
+        unit_id: 1,
+        request_ts: None,
+        response_ts: Some(ts),
+        request: None,
+        response: Response::decode(&[3, 2, 0, 1]).ok(),
+    };
+    b.event(ts, FlowEvent::Session(Event::Transaction(t)));
+}
+
+#[test]
+fn response_without_request_after_the_handshake_is_spoofing() {
+    let mut b = Bench::new();
+    unsolicited(&mut b, at(30.0));
+    let alert = b.finish()[0].clone();
+    assert_eq!(alert.rule, "spoof.unsolicited_response");
+    assert_eq!(alert.technique, vec!["T0856"]);
+    assert_eq!(alert.src_ip.to_string(), "10.0.0.3");
+}
+
+#[test]
+fn response_without_request_right_after_a_mid_stream_pickup_is_not() {
+    let mut b = Bench::new();
+    b.flow.handshake_seen = false;
+    b.flow.requests = 0;
+    unsolicited(&mut b, at(1.0));
+    assert!(b.rules().is_empty());
+    let mut lossy = Bench::new();
+    lossy.flow.last_gap = Some(at(25.0));
+    unsolicited(&mut lossy, at(30.0));
+    assert!(
+        lossy.rules().is_empty(),
+        "the request may have been lost by the capture"
+    );
+}
+
+#[test]
+fn response_that_does_not_match_its_request_is_reported() {
+    let mut b = Bench::new();
+    b.event(
+        at(0.0),
+        FlowEvent::Session(Event::ResponseMismatch {
+            error: DecodeError::EchoMismatch,
+            transaction_id: Some(1),
+            unit_id: 1,
+        }),
+    );
+    assert_eq!(b.raised(&rule::RESPONSE_MISMATCH), 1);
+}
+
+// ---- baseline ----
+
+#[test]
+fn a_pair_first_seen_after_the_baseline_is_new_and_one_seen_during_it_is_not() {
+    let mut b = Bench::new();
+    b.request(at(0.0), 1, &[3, 0, 0, 0, 1]);
+    b.flow.client = "10.0.0.66:40000".parse::<SocketAddr>().unwrap();
+    b.request(at(601.0), 1, &[3, 0, 0, 0, 1]);
+    let alerts = b.finish().to_vec();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].rule, "baseline.new_pair");
+    assert_eq!(alerts[0].src_ip.to_string(), "10.0.0.66");
+}
+
+// ---- folding and ids ----
+
+#[test]
+fn a_three_thousand_request_flood_is_two_alerts_not_three_thousand() {
+    let mut b = Bench::new();
+    for i in 0..3000 {
+        b.request(at(f64::from(i) * 0.01), 1, &[8, 0, 4, 0, 0]);
+    }
+    let alerts = b.finish().to_vec();
+    assert_eq!(alerts.len(), 2);
+    assert_eq!(alerts[0].count, 1);
+    assert_eq!(alerts[1].count, 2999);
+    assert!(alerts[1].first_ts > alerts[0].first_ts);
+    assert_ne!(alerts[0].id, alerts[1].id);
+}
+
+#[test]
+fn repeats_after_the_window_start_a_new_alert() {
+    let mut b = Bench::new();
+    for t in [0.0, 30.0, 61.0, 62.0] {
+        b.request(at(t), 1, &[0x11]);
+    }
+    let counts: Vec<u64> = b.finish().iter().map(|a| a.count).collect();
+    assert_eq!(counts, vec![1, 1, 1, 1]);
+}
+
+#[test]
+fn alert_ids_are_stable_across_runs_and_differ_between_alerts() {
+    let run = || {
+        let mut b = Bench::new();
+        b.request(at(0.0), 1, &[8, 0, 4, 0, 0]);
+        b.request(at(1.0), 1, &[0x11]);
+        b.finish().iter().map(|a| a.id.clone()).collect::<Vec<_>>()
+    };
+    let (first, second) = (run(), run());
+    assert_eq!(first, second);
+    assert_ne!(first[0], first[1]);
+    assert_eq!(first[0].len(), 32);
+}
+
+#[test]
+fn alert_round_trips_through_json_with_rfc3339_times() {
+    let mut b = Bench::new();
+    b.request(at(0.5), 1, &[8, 0, 4, 0, 0]);
+    let alert = b.finish()[0].clone();
+    let json = serde_json::to_value(&alert).unwrap();
+    assert_eq!(json["ts"], "1970-01-01T00:16:40.500000Z");
+    assert_eq!(json["schema"], 1);
+    assert_eq!(json["severity"], "high");
+    let back: Alert = serde_json::from_value(json).unwrap();
+    assert_eq!(back, alert);
+}
+
+// ---- policy ----
+
+const POLICY: &str = r#"
+version = 1
+
+[[asset]]
+name = "scada"
+address = "10.0.0.9"
+role = "master"
+
+[[asset]]
+name = "hmi"
+address = "10.0.0.20"
+role = "master"
+
+[[asset]]
+name = "plc"
+address = "10.0.0.3"
+units = [1]
+role = "slave"
+
+[[allow]]
+name = "scada polls and sets setpoints"
+from = "scada"
+to = "plc"
+functions = ["read", "write_single_register"]
+holding_registers = ["0-99", "400-403"]
+write_values = { min = 0, max = 1500 }
+
+[[allow]]
+name = "hmi reads"
+from = "hmi"
+to = "plc"
+functions = ["read"]
+"#;
+
+#[test]
+fn allowed_traffic_raises_nothing() {
+    let mut b = Bench::with_policy(Some(POLICY));
+    b.exchange(
+        at(0.0),
+        1,
+        &[3, 0, 0, 0, 10],
+        &[
+            3, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ],
+    );
+    b.request(at(1.0), 1, &[6, 1, 0x90, 0, 100]);
+    assert!(b.rules().is_empty(), "{:?}", b.rules());
+}
+
+#[test]
+fn write_from_read_only_master_raises_t0855() {
+    let mut b = Bench::with_policy(Some(POLICY));
+    b.flow.client = "10.0.0.20:40000".parse().unwrap();
+    b.request(at(0.0), 1, &[6, 1, 0x90, 0, 100]);
+    let alert = b.finish()[0].clone();
+    assert_eq!(alert.rule, "policy.unauthorized_write");
+    assert!(alert.technique.contains(&"T0855".to_string()));
+    assert_eq!(alert.values, Some(vec![100]));
+    assert!(alert.message.unwrap().contains("hmi reads"));
+}
+
+#[test]
+fn master_the_policy_does_not_know_raises_unknown_master() {
+    let mut b = Bench::with_policy(Some(POLICY));
+    b.flow.client = "10.0.0.66:40000".parse().unwrap();
+    b.request(at(0.0), 1, &[3, 0, 0, 0, 1]);
+    assert_eq!(b.rules(), vec!["policy.unknown_master"]);
+}
+
+#[test]
+fn setpoint_outside_its_bounds_raises_t0836() {
+    let mut b = Bench::with_policy(Some(POLICY));
+    b.request(at(0.0), 1, &[6, 1, 0x90, 0x07, 0xd0]);
+    let alert = b.finish()[0].clone();
+    assert_eq!(alert.rule, "policy.setpoint_out_of_bounds");
+    assert_eq!(alert.values, Some(vec![2000]));
+}
+
+#[test]
+fn write_outside_the_covered_ranges_raises_write_outside_ranges() {
+    let mut b = Bench::with_policy(Some(POLICY));
+    b.request(at(0.0), 1, &[6, 0, 200, 0, 1]);
+    assert_eq!(b.rules(), vec!["policy.write_outside_ranges"]);
+}
+
+#[test]
+fn function_the_policy_never_allows_raises_unauthorized_function() {
+    let mut b = Bench::with_policy(Some(POLICY));
+    b.request(at(0.0), 1, &[8, 0, 0, 0, 0]);
+    assert_eq!(b.rules(), vec!["policy.unauthorized_function"]);
+}
+
+#[test]
+fn with_a_policy_built_in_detectors_still_run_and_new_pairs_are_not_baselined() {
+    let mut b = Bench::with_policy(Some(POLICY));
+    b.request(at(700.0), 1, &[8, 0, 4, 0, 0]);
+    assert_eq!(
+        b.rules(),
+        vec!["diag.force_listen_only", "policy.unauthorized_function"]
+    );
+}
+
+#[test]
+fn tuning_disables_recolours_and_suppresses_detectors() {
+    let policy = format!(
+        "{POLICY}\n[detectors.\"recon.report_server_id\"]\nenabled = false\n\n[detectors.\"diag.force_listen_only\"]\nseverity = \"critical\"\n\n[detectors.\"diag.clear_counters\"]\nsuppress = [\"scada\"]\n"
+    );
+    let mut b = Bench::with_policy(Some(&policy));
+    b.request(at(0.0), 1, &[0x11]);
+    b.request(at(1.0), 1, &[8, 0, 4, 0, 0]);
+    b.request(at(2.0), 1, &[8, 0, 10, 0, 0]);
+    let builtin: Vec<(String, Severity)> = b
+        .finish()
+        .iter()
+        .filter(|a| !a.rule.starts_with("policy."))
+        .map(|a| (a.rule.clone(), a.severity))
+        .collect();
+    assert_eq!(
+        builtin,
+        vec![("diag.force_listen_only".to_string(), Severity::Critical)]
+    );
+}
+
+#[test]
+fn explicit_alert_rule_raises_with_its_severity_technique_and_threshold() {
+    let policy = format!(
+        "{POLICY}\n[[alert]]\nname = \"setpoint-change\"\nfrom = \"any\"\nto = \"plc\"\nfunctions = [\"write\"]\nholding_registers = \"400-403\"\nseverity = \"low\"\ntechnique = [\"T0836\"]\nmessage = \"setpoint changed on the PLC\"\nthreshold = 2\n"
+    );
+    let mut b = Bench::with_policy(Some(&policy));
+    b.request(at(0.0), 1, &[6, 1, 0x90, 0, 100]);
+    assert!(b.alerts.is_empty(), "below the threshold");
+    b.request(at(1.0), 1, &[6, 1, 0x90, 0, 101]);
+    let alert = b.finish()[0].clone();
+    assert_eq!(alert.rule, "policy.alert.setpoint-change");
+    assert_eq!(alert.severity, Severity::Low);
+    assert_eq!(alert.technique, vec!["T0836"]);
+    assert_eq!(alert.count, 2);
+    assert_eq!(
+        alert.message.as_deref(),
+        Some("setpoint changed on the PLC")
+    );
+}
+
+#[test]
+fn process_value_outside_its_limits_is_reported_from_the_response() {
+    let policy = POLICY.replace(
+        "functions = [\"read\"]\n",
+        "functions = [\"read\"]\nread_values = { min = 0, max = 1000 }\n",
+    );
+    let mut b = Bench::with_policy(Some(&policy));
+    b.flow.client = "10.0.0.20:40000".parse().unwrap();
+    b.exchange(at(0.0), 1, &[3, 0, 0, 0, 2], &[3, 4, 0, 5, 0x0b, 0xb8]);
+    let alert = b.finish()[0].clone();
+    assert_eq!(alert.rule, "policy.process_value_out_of_bounds");
+    assert_eq!(alert.values, Some(vec![5, 3000]));
+    let mut ok = Bench::with_policy(Some(&policy));
+    ok.flow.client = "10.0.0.20:40000".parse().unwrap();
+    ok.exchange(at(0.0), 1, &[3, 0, 0, 0, 2], &[3, 4, 0, 5, 0, 6]);
+    assert!(ok.rules().is_empty());
+}
+
+#[test]
+fn rate_limit_is_enforced_in_capture_time() {
+    let policy = POLICY.replace(
+        "functions = [\"read\"]\n",
+        "functions = [\"read\"]\nrate = \"10/s\"\n",
+    );
+    let mut b = Bench::with_policy(Some(&policy));
+    b.flow.client = "10.0.0.20:40000".parse().unwrap();
+    for i in 0..10 {
+        b.request(at(f64::from(i) * 0.1), 1, &[3, 0, 0, 0, 1]);
+    }
+    assert!(b.alerts.is_empty(), "10 per second is within the rate");
+    for i in 0..20 {
+        b.request(at(1.0 + f64::from(i) * 0.01), 1, &[3, 0, 0, 0, 1]);
+    }
+    assert!(b.rules().contains(&"policy.rate_exceeded".to_string()));
+}
+
+#[test]
+fn command_outside_the_time_window_raises_outside_hours() {
+    let policy = POLICY.replace(
+        "functions = [\"read\"]\n",
+        "functions = [\"read\"]\nhours = \"06:00-18:00\"\n",
+    );
+    let mut b = Bench::with_policy(Some(&policy));
+    b.flow.client = "10.0.0.20:40000".parse().unwrap();
+    // 1970-01-01T00:16:40Z is outside 06:00-18:00 UTC.
+    b.request(at(0.0), 1, &[3, 0, 0, 0, 1]);
+    assert_eq!(b.rules(), vec!["policy.outside_hours"]);
+}

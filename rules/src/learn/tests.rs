@@ -1,1 +1,109 @@
+use std::net::SocketAddr;
 
+use super::*;
+use crate::flow::Protocol;
+use crate::policy::{Policy, ViolationKind};
+
+fn flow(client: &str) -> FlowInfo {
+    FlowInfo {
+        id: 1,
+        vlan: 0,
+        protocol: Protocol::Tcp,
+        client: client.parse::<SocketAddr>().unwrap(),
+        server: "10.0.1.10:502".parse().unwrap(),
+        encapsulation: None,
+        requests: 0,
+        first_seen: Timestamp::default(),
+        last_gap: None,
+        handshake_seen: true,
+    }
+}
+
+fn observe(l: &mut Learner, f: &FlowInfo, ts: f64, unit: u8, pdu: &[u8]) {
+    let request = Request::decode(pdu).unwrap();
+    l.observe(
+        Timestamp::from_nanos((ts * 1e9) as u64),
+        f,
+        &FlowEvent::Session(Event::Request {
+            transaction_id: Some(1),
+            unit_id: unit,
+            request,
+            raw: pdu,
+            outstanding: 1,
+        }),
+    );
+}
+
+fn violation(p: &Policy, f: &FlowInfo, unit: u8, pdu: &[u8]) -> Option<ViolationKind> {
+    let c = p.candidates(f.client.ip(), f.server.ip());
+    let request = Request::decode(pdu).unwrap();
+    p.check_request(&c, Timestamp::default(), unit, &request, |_| true)
+        .map(|v| v.kind)
+}
+
+#[test]
+fn learned_policy_allows_what_was_seen_and_flags_deviations() {
+    let mut l = Learner::new();
+    let scada = flow("10.0.0.5:40000");
+    let hmi = flow("10.0.0.6:40001");
+    for i in 0..100 {
+        let t = f64::from(i);
+        observe(&mut l, &scada, t, 1, &[3, 0, 0, 0, 10]);
+        observe(&mut l, &scada, t, 1, &[3, 0, 12, 0, 8]);
+        observe(&mut l, &scada, t, 1, &[6, 1, 0x90, 0, (i % 100) as u8 + 3]);
+        observe(&mut l, &hmi, t, 1, &[4, 0, 0, 0, 4]);
+        observe(&mut l, &scada, t, 1, &[8, 0, 0, 0, 0]);
+    }
+    let text = l.to_policy(&["normal.pcap".into()]);
+    assert!(text.contains("# 400 requests"), "{text}");
+    let (policy, warnings) = Policy::parse(&text, "learned.toml").unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    // Everything seen is allowed, including the hole between the two read blocks.
+    for pdu in [
+        &[3u8, 0, 0, 0, 10][..],
+        &[3, 0, 12, 0, 8],
+        &[3, 0, 10, 0, 2],
+        &[6, 1, 0x90, 0, 50],
+        &[8, 0, 0, 0, 0],
+    ] {
+        assert_eq!(violation(&policy, &scada, 1, pdu), None, "{pdu:?}");
+    }
+    assert_eq!(violation(&policy, &hmi, 1, &[4, 0, 0, 0, 4]), None);
+    // Deviations are not.
+    assert_eq!(
+        violation(&policy, &hmi, 1, &[6, 1, 0x90, 0, 50]),
+        Some(ViolationKind::UnauthorizedWrite)
+    );
+    assert_eq!(
+        violation(&policy, &scada, 1, &[8, 0, 4, 0, 0]),
+        Some(ViolationKind::UnauthorizedFunction)
+    );
+    assert_eq!(
+        violation(&policy, &scada, 1, &[6, 1, 0x90, 0x27, 0x10]),
+        Some(ViolationKind::SetpointOutOfBounds)
+    );
+    assert_eq!(
+        violation(&policy, &scada, 1, &[3, 0, 100, 0, 1]),
+        Some(ViolationKind::UnauthorizedRead)
+    );
+    assert_eq!(
+        violation(&policy, &flow("10.0.0.99:1"), 1, &[3, 0, 0, 0, 1]),
+        Some(ViolationKind::UnknownMaster)
+    );
+}
+
+#[test]
+fn write_bounds_are_rounded_out_to_two_significant_digits() {
+    assert_eq!(round_out(3, 1497), (0, 1500));
+    assert_eq!(round_out(120, 180), (120, 180));
+    assert_eq!(round_out(7, 7), (7, 7));
+    assert_eq!(round_out(0, 65_535), (0, 65_535));
+}
+
+#[test]
+fn small_holes_between_read_blocks_are_closed_and_large_ones_kept() {
+    assert_eq!(
+        widen(&[(0, 9), (12, 20), (100, 119)]),
+        vec![(0, 20), (100, 119)]
+    );
+}

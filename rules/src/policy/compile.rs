@@ -114,7 +114,7 @@ pub(super) fn compile(text: &str, name: &str) -> Result<Policy, PolicyError> {
             return Err(src.at(
                 &a.name,
                 &field("name"),
-                format!("asset {name:?} is defined twice"),
+                format!("asset {name:?} is defined twice (expected unique asset names)"),
             ));
         }
         let mut nets = Vec::new();
@@ -123,7 +123,10 @@ pub(super) fn compile(text: &str, name: &str) -> Result<Policy, PolicyError> {
                 src.at(
                     addr,
                     &field("address"),
-                    format!("{:?} is not an IP address or CIDR network", addr.get_ref()),
+                    format!(
+                        "{:?} is not an IP address or CIDR network (expected like \"10.0.0.5\" or \"10.0.0.0/24\")",
+                        addr.get_ref()
+                    ),
                 )
             })?);
         }
@@ -184,7 +187,9 @@ pub(super) fn compile(text: &str, name: &str) -> Result<Policy, PolicyError> {
             return Err(src.at(
                 members,
                 &format!("groups.{group}"),
-                format!("{group:?} is already an asset's name"),
+                format!(
+                    "{group:?} is already an asset's name (expected a group name no asset uses)"
+                ),
             ));
         }
         let mut names = Vec::new();
@@ -224,7 +229,7 @@ pub(super) fn compile(text: &str, name: &str) -> Result<Policy, PolicyError> {
                 return Err(src.at(
                     rule,
                     &format!("{field}.{f}"),
-                    format!("{f} belongs in an [[alert]] rule, not an [[allow]] rule"),
+                    format!("{f} belongs in an [[alert]] rule (expected only matching fields in [[allow]])"),
                 ));
             }
         }
@@ -584,7 +589,7 @@ fn bounds(src: &Source<'_>, b: &Spanned<BoundsSyntax>, field: &str) -> Result<Bo
                 src.at(
                     b,
                     field,
-                    format!("{x} is outside 0-65535 (register values are 16-bit)"),
+                    format!("{x} is outside 0-65535 (expected a 16-bit register value)"),
                 )
             }),
         }

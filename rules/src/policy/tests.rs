@@ -1,1 +1,262 @@
+use super::*;
 
+const GOOD: &str = r#"
+version = 1
+name = "plant"
+utc_offset = "+01:00"
+
+[[asset]]
+name = "scada"
+address = "10.0.0.9"
+role = "master"
+zone = "control"
+criticality = "high"
+
+[[asset]]
+name = "plc-1"
+address = "10.0.1.10"
+units = [1, 2]
+role = "slave"
+
+[[asset]]
+name = "cell-2"
+addresses = ["10.0.2.0/24", "fd00::/64"]
+role = "slave"
+
+[groups]
+plcs = ["plc-1", "cell-2"]
+
+[[allow]]
+from = "scada"
+to = "plcs"
+functions = ["read", 6, "8/0", "43/14"]
+holding_registers = ["0-99", 400]
+coils = "0-15"
+write_values = { min = 0, max = 100 }
+rate = "50/s"
+hours = "06:00-22:00"
+days = ["mon", "tue", "wed", "thu", "fri"]
+
+[[alert]]
+name = "setpoints"
+from = "any"
+to = "plc-1"
+functions = "write"
+severity = "medium"
+technique = "T0836"
+
+[detectors."recon.read_device_id"]
+severity = "info"
+window = "10m"
+"#;
+
+fn error(text: &str) -> PolicyError {
+    Policy::parse(text, "p.toml").unwrap_err()
+}
+
+#[test]
+fn complete_policy_parses_into_its_parts() {
+    let (p, warnings) = Policy::parse(GOOD, "p.toml").unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(p.assets.len(), 3);
+    assert_eq!(p.groups["plcs"], vec!["plc-1", "cell-2"]);
+    assert_eq!(p.allow.len(), 1);
+    assert_eq!(p.allow[0].line, 27);
+    assert_eq!(p.allow[0].name, "allow[0]");
+    assert_eq!(p.alerts[0].technique, vec!["T0836"]);
+    assert_eq!(p.utc_offset_minutes, 60);
+    assert_eq!(
+        p.tuning["recon.read_device_id"].severity,
+        Some(Severity::Info)
+    );
+    assert_eq!(p.hash.len(), 16);
+    let m = &p.allow[0].matcher;
+    assert!(m.to.contains("10.0.2.77".parse().unwrap()));
+    assert!(m.to.contains("fd00::1".parse().unwrap()));
+    assert!(!m.to.contains("10.0.3.1".parse().unwrap()));
+    assert!(
+        m.units.contains(1) && m.units.contains(200),
+        "cell-2 answers for every unit"
+    );
+}
+
+#[test]
+fn unknown_asset_in_from_names_line_field_and_what_was_expected() {
+    let text = GOOD.replace("from = \"scada\"", "from = \"scadaa\"");
+    let e = error(&text);
+    assert_eq!((e.line, e.field.as_str()), (28, "allow[0].from"));
+    assert!(e.message.contains("\"scadaa\""), "{e}");
+    assert!(e.message.contains("expected an asset or group name"), "{e}");
+    assert!(e.to_string().starts_with("p.toml:28:"), "{e}");
+}
+
+#[test]
+fn misspelt_field_is_a_toml_error_with_its_line() {
+    let text = GOOD.replace("from = \"scada\"", "form = \"scada\"");
+    let e = error(&text);
+    assert_eq!(e.field, "toml");
+    assert!(e.message.contains("form"), "{e}");
+    assert!(e.line >= 27, "{e}");
+}
+
+#[test]
+fn each_bad_value_is_refused_with_its_field() {
+    let cases = [
+        (
+            "address = \"10.0.0.9\"",
+            "address = \"10.0.0.999\"",
+            "asset[0].address",
+        ),
+        ("role = \"master\"", "role = \"boss\"", "asset[0].role"),
+        (
+            "criticality = \"high\"",
+            "criticality = \"extreme\"",
+            "asset[0].criticality",
+        ),
+        ("units = [1, 2]", "units = [1, 300]", "asset[1].units"),
+        (
+            "[\"0-99\", 400]",
+            "[\"99-0\", 400]",
+            "allow[0].holding_registers",
+        ),
+        ("\"8/0\"", "\"writ\"", "allow[0].functions"),
+        ("\"8/0\"", "\"3/1\"", "allow[0].functions"),
+        ("[\"read\", 6,", "[\"read\", 60,", "allow[0].functions"),
+        (
+            "min = 0, max = 100",
+            "min = 200, max = 100",
+            "allow[0].write_values",
+        ),
+        (
+            "min = 0, max = 100",
+            "min = 0, max = 70000",
+            "allow[0].write_values",
+        ),
+        ("\"50/s\"", "\"50/fortnight\"", "allow[0].rate"),
+        ("\"06:00-22:00\"", "\"6-22\"", "allow[0].hours"),
+        ("\"fri\"", "\"funday\"", "allow[0].days"),
+        (
+            "technique = \"T0836\"",
+            "technique = \"836\"",
+            "alert[0].technique",
+        ),
+        (
+            "severity = \"medium\"",
+            "severity = \"urgent\"",
+            "alert[0].severity",
+        ),
+        (
+            "window = \"10m\"",
+            "window = \"soon\"",
+            "detectors.recon.read_device_id.window",
+        ),
+        (
+            "utc_offset = \"+01:00\"",
+            "utc_offset = \"CET\"",
+            "utc_offset",
+        ),
+        ("version = 1", "version = 2", "version"),
+        (
+            "plcs = [\"plc-1\", \"cell-2\"]",
+            "plcs = [\"plc-1\", \"cell-3\"]",
+            "groups.plcs",
+        ),
+    ];
+    for (from, to, field) in cases {
+        assert!(GOOD.contains(from), "{from}");
+        let e = error(&GOOD.replacen(from, to, 1));
+        assert_eq!(e.field, field, "{from} -> {to}: {e}");
+        assert!(e.message.contains("expected"), "{e}");
+    }
+}
+
+#[test]
+fn unknown_detector_and_zero_threshold_are_refused() {
+    let e = error(&format!(
+        "{GOOD}\n[detectors.\"recon.nothing\"]\nenabled = false\n"
+    ));
+    assert_eq!(e.field, "detectors.recon.nothing");
+    let e = error(&format!(
+        "{GOOD}\n[detectors.\"recon.points_scan\"]\nthreshold = 0\n"
+    ));
+    assert_eq!(e.field, "detectors.recon.points_scan.threshold");
+}
+
+#[test]
+fn duplicate_asset_and_alert_fields_in_allow_rules_are_refused() {
+    let dup = GOOD.replacen("name = \"plc-1\"", "name = \"scada\"", 1);
+    assert_eq!(error(&dup).field, "asset[1].name");
+    let severity_in_allow =
+        GOOD.replacen("rate = \"50/s\"", "rate = \"50/s\"\nseverity = \"high\"", 1);
+    assert_eq!(error(&severity_in_allow).field, "allow[0].severity");
+}
+
+#[test]
+fn later_rule_covered_by_an_earlier_one_is_reported_shadowed() {
+    let text = format!(
+        "{GOOD}\n[[allow]]\nname = \"narrow\"\nfrom = \"scada\"\nto = \"plc-1\"\nfunctions = \"read_holding_registers\"\nholding_registers = \"10-20\"\nwrite_values = {{ min = 10, max = 20 }}\nrate = \"5/s\"\nhours = \"06:00-22:00\"\ndays = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\"]\n"
+    );
+    let (_, warnings) = Policy::parse(&text, "p.toml").unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].rule, "narrow");
+    assert!(
+        warnings[0]
+            .message
+            .contains("shadowed by rule \"allow[0]\"")
+    );
+}
+
+#[test]
+fn rule_whose_functions_use_no_listed_table_can_never_match() {
+    let text = format!(
+        "{GOOD}\n[[allow]]\nname = \"odd\"\nfrom = \"scada\"\nto = \"plc-1\"\nfunctions = \"read_coils\"\nholding_registers = \"0-9\"\n"
+    );
+    let (_, warnings) = Policy::parse(&text, "p.toml").unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.rule == "odd" && w.message.contains("can never match")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn rule_for_units_its_targets_do_not_answer_for_can_never_match() {
+    let text = format!(
+        "{GOOD}\n[[allow]]\nname = \"wrong unit\"\nfrom = \"scada\"\nto = \"plc-1\"\nunits = [9]\nfunctions = \"read\"\n"
+    );
+    let (_, warnings) = Policy::parse(&text, "p.toml").unwrap();
+    assert!(
+        warnings.iter().any(|w| w.rule == "wrong unit"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn time_window_wraps_midnight_and_respects_days_and_offset() {
+    let w = matcher::TimeWindow {
+        start: 22 * 60,
+        end: 6 * 60,
+        days: matcher::TimeWindow::ALL_DAYS,
+    };
+    // 1970-01-01 was a Thursday.
+    assert!(w.contains(Timestamp::from_secs(23 * 3600), 0));
+    assert!(w.contains(Timestamp::from_secs(86_400 + 3600), 0));
+    assert!(!w.contains(Timestamp::from_secs(12 * 3600), 0));
+    assert!(
+        w.contains(Timestamp::from_secs(21 * 3600), 60),
+        "21:00 UTC is 22:00 at +01:00"
+    );
+    let weekdays = matcher::TimeWindow {
+        start: 0,
+        end: 24 * 60,
+        days: 0b0011111,
+    };
+    assert!(weekdays.contains(Timestamp::from_secs(3600), 0), "Thursday");
+    assert!(
+        !weekdays.contains(Timestamp::from_secs(2 * 86_400 + 3600), 0),
+        "Saturday"
+    );
+}
+
+use crate::time::Timestamp;
