@@ -157,6 +157,7 @@ impl<O: Observer> Pipeline<O> {
             .close_all(now, &mut |info: &FlowInfo, event: FlowEvent<'_>| {
                 observer.flow_event(now, info, &event)
             });
+        self.observer.finish();
     }
 
     /// Packet-level counters so far.

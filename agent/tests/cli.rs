@@ -178,3 +178,117 @@ fn transaction_log_has_one_joined_record_per_transaction() {
     assert_eq!(first["latency_us"], 1000);
     assert_eq!(first["ts"], "1970-01-01T00:00:00.000000Z");
 }
+
+fn workspace() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn check_accepts_every_shipped_example_policy() {
+    let dir = workspace().join("deploy/policies");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = agent(&["check", "--policy", path.to_str().unwrap()]);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}: {}",
+                path.display(),
+                stderr(&out)
+            );
+            assert!(stdout(&out).contains("ok:"), "{}", stdout(&out));
+            assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no example policy in {}", dir.display());
+}
+
+#[test]
+fn check_names_line_and_field_of_a_bad_policy_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "version = 1\n\n[[allow]]\nfrom = \"nobody\"\nto = \"any\"\nfunctions = \"read\"\n",
+    )
+    .unwrap();
+    let out = agent(&["check", "--policy", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("bad.toml:4:"), "{err}");
+    assert!(err.contains("allow[0].from"), "{err}");
+    assert!(err.contains("\"nobody\""), "{err}");
+}
+
+#[test]
+fn check_warns_about_a_shadowed_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shadow.toml");
+    std::fs::write(
+        &path,
+        "version = 1\n[[allow]]\nfrom = \"any\"\nto = \"any\"\nfunctions = \"read\"\n[[allow]]\nname = \"late\"\nfrom = \"10.0.0.1\"\nto = \"any\"\nfunctions = \"read_coils\"\n",
+    )
+    .unwrap();
+    let out = agent(&["check", "--policy", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("warning: line 6: rule \"late\": shadowed"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn learned_policy_replays_its_own_capture_without_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("normal.pcap");
+    let policy = dir.path().join("learned.toml");
+    let alerts = dir.path().join("alerts.jsonl");
+    capture(&pcap, 50);
+    let out = agent(&[
+        "learn",
+        "--pcap",
+        pcap.to_str().unwrap(),
+        "--out",
+        policy.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("learned from 50 requests"),
+        "{}",
+        stdout(&out)
+    );
+    let out = agent(&[
+        "replay",
+        "--pcap",
+        pcap.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+        "--alerts",
+        alerts.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&alerts).unwrap(), "");
+    assert!(stdout(&out).contains("alerts 0"), "{}", stdout(&out));
+}
+
+#[test]
+fn replay_with_a_bad_policy_refuses_to_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("ok.pcap");
+    capture(&pcap, 1);
+    let policy = dir.path().join("p.toml");
+    std::fs::write(&policy, "version = 7\n").unwrap();
+    let out = agent(&[
+        "replay",
+        "--pcap",
+        pcap.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("p.toml:1:"), "{}", stderr(&out));
+}

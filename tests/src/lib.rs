@@ -20,8 +20,11 @@ pub fn shared_dir() -> Option<PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
-/// The path of a workspace binary (`otwatch-agent`, `otwatch-collector`), building it first if
-/// this test run has not.
+/// The path of a workspace binary (`otwatch-agent`, `otwatch-collector`).
+///
+/// `cargo test --workspace` builds every binary before running any test. Running only this
+/// package's tests does not, so a binary older than the sources it is built from is refused
+/// rather than silently tested.
 pub fn binary(name: &str) -> PathBuf {
     // Tests run from target/<profile>/deps; binaries sit one level up.
     let profile_dir = std::env::current_exe()
@@ -29,16 +32,37 @@ pub fn binary(name: &str) -> PathBuf {
         .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| workspace_root().join("target/debug"));
     let path = profile_dir.join(name);
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--bin", name])
-            .current_dir(workspace_root())
-            .status();
-        assert!(status.is_ok_and(|s| s.success()), "could not build {name}");
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let newest_source = ["rules/src", "agent/src", "collector/src"]
+        .iter()
+        .filter_map(|dir| newest(&workspace_root().join(dir)))
+        .max();
+    match (built, newest_source) {
+        (None, _) => panic!(
+            "{} is not built: run `cargo test --workspace` (or `cargo build --bins` first)",
+            path.display()
+        ),
+        (Some(built), Some(source)) if source > built => panic!(
+            "{} is older than its sources: run `cargo test --workspace` (or `cargo build --bins` first)",
+            path.display()
+        ),
+        _ => path,
     }
-    assert!(path.exists(), "{} missing after build", path.display());
-    path
+}
+
+/// The newest modification time of any file under `dir`.
+fn newest(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut latest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let time = if path.is_dir() {
+            newest(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        latest = latest.max(time);
+    }
+    latest
 }
 
 /// Runs `otwatch-agent replay` on `pcaps` and returns its JSON summary and exit code.

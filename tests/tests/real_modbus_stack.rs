@@ -279,3 +279,99 @@ async fn rtu_over_tcp_exchange_of_a_real_stack_is_decoded_on_any_port() {
     assert_eq!(summary["modbus"]["decode_errors"], json!({}));
     assert!(records.iter().all(|r| r["encapsulation"] == "rtu"));
 }
+
+/// The policy for the real-stack exchange: reads of the low addresses, and one setpoint.
+const POLICY: &str = r#"
+version = 1
+
+[[asset]]
+name = "hmi"
+address = "192.168.1.10"
+role = "master"
+
+[[asset]]
+name = "plc"
+address = "192.168.1.20"
+units = [17]
+role = "slave"
+
+[[allow]]
+name = "hmi reads and sets register 100"
+from = "hmi"
+to = "plc"
+functions = ["read", "write_single_register"]
+coils = "0-99"
+discrete_inputs = "0-99"
+holding_registers = "0-299"
+input_registers = "0-99"
+write_values = { min = 0, max = 5000 }
+"#;
+
+#[tokio::test]
+async fn policy_and_detectors_judge_a_real_stack_exchange() {
+    let server = start_tcp_server().await;
+    let (proxy, recording) = record_proxy(server).await.unwrap();
+    let mut ctx = tcp::connect_slave(proxy, Slave(17)).await.unwrap();
+    timeout(Duration::from_secs(30), script(&mut ctx, true))
+        .await
+        .expect("the client's script finishes");
+    let _ = ctx.disconnect().await;
+    drop(ctx);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("judged.pcap");
+    let policy = dir.path().join("policy.toml");
+    let alerts = dir.path().join("alerts.jsonl");
+    std::fs::write(&policy, POLICY).unwrap();
+    let chunks = recording.lock().unwrap().clone();
+    let endpoints = Endpoints {
+        client: ([192, 168, 1, 10], 50000),
+        server: ([192, 168, 1, 20], 502),
+    };
+    write_pcap(&pcap, &chunks, endpoints).unwrap();
+    let out = Command::new(binary("otwatch-agent"))
+        .args(["replay", "--no-progress", "--pcap"])
+        .arg(&pcap)
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--alerts")
+        .arg(&alerts)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut occurrences = std::collections::BTreeMap::<String, u64>::new();
+    for line in std::fs::read_to_string(&alerts).unwrap().lines() {
+        let alert: Value = serde_json::from_str(line).unwrap();
+        // The client's commands are the client's; the malformed responses are the server's.
+        let actor = if alert["rule"].as_str().unwrap().starts_with("proto.") {
+            "192.168.1.20"
+        } else {
+            "192.168.1.10"
+        };
+        assert_eq!(alert["src_ip"], actor, "{alert}");
+        *occurrences
+            .entry(alert["rule"].as_str().unwrap().to_string())
+            .or_default() += alert["count"].as_u64().unwrap();
+    }
+    let expected: std::collections::BTreeMap<String, u64> = [
+        // Coil writes (5, 15), register block writes (16, 23) and the mask write (22).
+        ("policy.unauthorized_write", 5),
+        // The read of 990-1009 lies outside 0-299.
+        ("policy.unauthorized_read", 1),
+        // User-defined 0x41 and Report Server ID.
+        ("policy.unauthorized_function", 2),
+        ("recon.report_server_id", 1),
+        // tokio-modbus's short Report Server ID response: its byte count disagrees with the
+        // framed PDU, and its stray last byte is a truncated frame when the stream ends.
+        ("proto.malformed", 2),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(occurrences, expected);
+}

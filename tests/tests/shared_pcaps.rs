@@ -282,3 +282,102 @@ fn quickdraw_attack_frames_become_decode_events() {
     // The ten exception replies from 10.0.0.8 answer nothing.
     assert_eq!(count(&summary, "transactions", "unsolicited"), 12);
 }
+
+/// (file, rules that must be raised, rules that must not)
+const DETECTIONS: &[(&str, &[&str], &[&str])] = &[
+    (
+        "quickdraw/modbus_test_data_part1.pcap",
+        &[
+            "diag.force_listen_only",
+            "diag.restart_communications",
+            "diag.clear_counters",
+            "recon.read_device_id",
+            "recon.report_server_id",
+            "dos.busy_exception_storm",
+            "dos.acknowledge_exception_storm",
+            "proto.illegal_adu_size",
+            "proto.invalid_protocol_id",
+            "proto.length_mismatch",
+        ],
+        &["impact.brute_force_io", "recon.points_scan"],
+    ),
+    (
+        "suricata-verify/modbus.pcap",
+        &[
+            "diag.force_listen_only",
+            "diag.restart_communications",
+            "diag.clear_counters",
+            "recon.read_device_id",
+            "recon.report_server_id",
+            "dos.busy_exception_storm",
+        ],
+        &["impact.brute_force_io"],
+    ),
+    (
+        "icsnpp-modbus/modbus_example.pcap",
+        &[
+            "file.read_record",
+            "file.write_record",
+            "recon.read_device_id",
+            "recon.report_server_id",
+        ],
+        &["recon.points_scan", "diag.force_listen_only"],
+    ),
+    ("zeek/modbus-eit.pcap", &["recon.read_device_id"], &[]),
+    ("malmod/modbus.pcapng", &["recon.read_device_id"], &[]),
+    (
+        "zeek/modbus-and-non-modbus-p502.pcap",
+        &["proto.non_modbus"],
+        &["proto.malformed", "proto.invalid_protocol_id"],
+    ),
+    (
+        "zeek/4SICS-GeekLounge-151022-min.pcap",
+        &["proto.malformed"],
+        &[],
+    ),
+    // Normal polling and writing: nothing at all.
+    ("zeek/modbusSmall.pcap", &[], &["*"]),
+    ("pcap-share/modbus.pcapng", &[], &["*"]),
+    ("iti/mb2.pcap", &[], &["*"]),
+    ("iti/modbus_test_2.pcap", &[], &["*"]),
+    ("s4x15/Modicon.pcap", &[], &["*"]),
+    ("s4x15/Advantech.pcap", &[], &["*"]),
+    ("zeek/modbusBig.pcap", &[], &["*"]),
+];
+
+#[test]
+fn shared_captures_raise_what_expected_md_says_and_nothing_absurd() {
+    let Some(shared) = shared_dir() else {
+        eprintln!("SKIPPED: ../shared/pcaps is not present next to the project");
+        return;
+    };
+    let mut failures = Vec::new();
+    for (file, must, must_not) in DETECTIONS {
+        let path = shared.join("pcaps").join(file);
+        let (summary, code) = replay_summary(&[&path], &[]);
+        assert_eq!(code, Some(0), "{file}");
+        let raised: Vec<String> = summary["alerts"]["by_rule"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for rule in *must {
+            if !raised.iter().any(|r| r == rule) {
+                failures.push(format!("{file}: {rule} not raised (raised {raised:?})"));
+            }
+        }
+        for rule in *must_not {
+            if raised.iter().any(|r| *rule == "*" || r == rule) {
+                failures.push(format!("{file}: must not raise {rule} (raised {raised:?})"));
+            }
+        }
+        // Nothing absurd: no capture here justifies a critical alert.
+        if summary["alerts"]["by_severity"]["critical"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+        {
+            failures.push(format!("{file}: critical alert raised"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
