@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use otwatch_rules::alert::{Alert, Severity};
+use otwatch_rules::alert::{Alert, Severity, rule};
 use otwatch_rules::detect::{DetectionConfig, Engine};
 use otwatch_rules::flow::{FlowEvent, FlowInfo};
 use otwatch_rules::policy::Policy;
@@ -14,6 +15,7 @@ use serde::Serialize;
 
 use crate::jsonl::JsonLines;
 use crate::pipeline::Observer;
+use crate::policy_reload::Reload;
 
 /// Alerts raised, by rule and by severity.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -86,6 +88,30 @@ impl<W: Write> Detection<W> {
         &self.sink.counts
     }
 
+    /// Applies the outcome of a policy reload at capture time `ts`: a new policy takes over from
+    /// the next packet; a rejected one leaves the old in force and raises
+    /// `agent.policy_reload_failed` (sent like any alert, so the collector hears of it).
+    pub fn apply_reload(&mut self, reload: Reload, ts: Timestamp, agent_addr: SocketAddr) {
+        let Self { engine, sink } = self;
+        match reload {
+            Reload::Loaded(policy, _) => {
+                engine.set_policy(Some(policy), &mut |alert| sink.deliver(alert));
+            }
+            Reload::Rejected(error) => engine.agent_alert(
+                &rule::POLICY_RELOAD_FAILED,
+                ts,
+                agent_addr,
+                format!("new policy rejected, previous one stays in force: {error}"),
+                &mut |alert| sink.deliver(alert),
+            ),
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Option<&Arc<Policy>> {
+        self.engine.policy()
+    }
+
     /// Flushes the log, returning the number of alerts written or the first write error.
     pub fn finish_log(self) -> std::io::Result<Option<u64>> {
         self.sink.log.map(JsonLines::finish).transpose()
@@ -134,3 +160,6 @@ impl<W: Write> Observer for Detection<W> {
         engine.finish(&mut |alert| sink.deliver(alert));
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -14,6 +14,7 @@ pub mod learn;
 pub mod offline;
 pub mod pipeline;
 pub mod policy_file;
+pub mod policy_reload;
 pub mod replay;
 pub mod summary;
 pub mod transaction_log;
