@@ -20,20 +20,34 @@ use super::{
 use crate::alert::{Severity, rule_by_id};
 use crate::modbus::{FunctionClass, FunctionCode};
 
-/// Where errors point: the text, for line numbers, and its name.
+/// Where errors point: the text's line starts, for line numbers, and its name.
 struct Source<'a> {
-    text: &'a str,
+    /// Byte offset where each line starts.
+    line_starts: Vec<usize>,
     name: &'a str,
 }
 
-impl Source<'_> {
+impl<'a> Source<'a> {
+    fn new(text: &str, name: &'a str) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Self { line_starts, name }
+    }
+
+    /// 1-based line and column of a byte offset.
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let start = line
+            .checked_sub(1)
+            .and_then(|i| self.line_starts.get(i))
+            .copied()
+            .unwrap_or(0);
+        (line.max(1), offset.saturating_sub(start) + 1)
+    }
+
     fn error(&self, span: std::ops::Range<usize>, field: &str, message: String) -> PolicyError {
-        let before = self
-            .text
-            .get(..span.start.min(self.text.len()))
-            .unwrap_or_default();
-        let line = before.matches('\n').count() + 1;
-        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        let (line, column) = self.position(span.start);
         PolicyError {
             source_name: self.name.to_string(),
             line,
@@ -48,17 +62,12 @@ impl Source<'_> {
     }
 
     fn line_of(&self, span: std::ops::Range<usize>) -> usize {
-        self.text
-            .get(..span.start.min(self.text.len()))
-            .unwrap_or_default()
-            .matches('\n')
-            .count()
-            + 1
+        self.position(span.start).0
     }
 }
 
 pub(super) fn compile(text: &str, name: &str) -> Result<Policy, PolicyError> {
-    let src = Source { text, name };
+    let src = Source::new(text, name);
     let file: PolicyFile = toml::from_str(text).map_err(|e| {
         src.error(
             e.span().unwrap_or(0..0),
