@@ -1,4 +1,8 @@
-//! The otwatch collector: ingest, storage, posture and the alert feed.
+//! The otwatch collector: ingest, storage, posture, the alert feed and the dashboard.
 //!
-//! Only the command skeleton exists so far; the collector is built in the "Collector and
-//! durable delivery" issue.
+//! The storage layer ([`kv`]) is always built: the agent's outbox uses it too. Everything else
+//! needs the `server` feature (on by default).
+
+pub mod kv;
+#[cfg(feature = "server")]
+pub mod store;

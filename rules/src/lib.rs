@@ -17,6 +17,7 @@ pub mod reassembly;
 pub mod session;
 pub mod time;
 pub mod transaction;
+pub mod wire;
 
 use serde::Serialize;
 

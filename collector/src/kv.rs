@@ -1,0 +1,133 @@
+//! The storage engine behind the agent's outbox and the collector's store, reached through one
+//! small trait so the engine can be swapped (PostgreSQL for several collectors, later) without
+//! touching callers.
+//!
+//! Invariants every implementation keeps:
+//! 1. **Atomic batches.** [`Kv::apply`] makes all of a batch's writes and removals visible, or
+//!    none of them, even across a crash.
+//! 2. **Durable after flush.** Once [`Kv::apply`] and then [`Kv::flush`] have returned `Ok`, the
+//!    batch survives the process being killed (`kill -9`). Callers acknowledge anything
+//!    (an ingest, a delivery) only after a flush.
+//! 3. **Ordered keys.** Keys are bytes compared lexicographically; [`Kv::range`] returns entries
+//!    in that order (or its reverse), so big-endian numbers in keys sort numerically.
+//! 4. **Bounded reads.** Every scan takes a limit: no call reads an unbounded number of entries.
+//!
+//! [`sled::SledKv`] is the engine; [`memory::MemoryKv`] is a plain model of the same contract,
+//! used to check the engine in a model-based test.
+
+pub mod memory;
+pub mod sled;
+
+use std::ops::Bound;
+
+/// Why the storage engine failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    /// The engine reported an error (I/O, corruption).
+    #[error("storage: {0}")]
+    Engine(String),
+}
+
+/// A key and its value, as scans return them.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// One write or removal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Set `key` to `value`.
+    Put(Vec<u8>, Vec<u8>),
+    /// Remove `key` (no error if absent).
+    Delete(Vec<u8>),
+}
+
+/// Writes applied together or not at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    ops: Vec<Op>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a write.
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Put(key.into(), value.into()));
+    }
+
+    /// Adds a removal.
+    pub fn delete(&mut self, key: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Delete(key.into()));
+    }
+
+    /// The operations in order.
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+
+    /// Whether the batch does nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// Which way a range scan walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Smallest key first.
+    Ascending,
+    /// Largest key first.
+    Descending,
+}
+
+/// An ordered key-value store (see the module's invariants).
+pub trait Kv: Send + Sync + 'static {
+    /// The value of `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError>;
+    /// Applies a batch atomically.
+    fn apply(&self, batch: Batch) -> Result<(), KvError>;
+    /// Makes everything applied so far durable.
+    fn flush(&self) -> Result<(), KvError>;
+    /// At most `limit` entries with keys in `(start, end)`, in `order`.
+    fn range(
+        &self,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<Entry>, KvError>;
+    /// Bytes the store occupies on disk (an estimate for in-memory stores).
+    fn size_on_disk(&self) -> Result<u64, KvError>;
+}
+
+/// The smallest key greater than every key that starts with `prefix` (for prefix ranges).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// At most `limit` entries whose keys start with `prefix`, in `order`.
+pub fn scan_prefix<K: Kv + ?Sized>(
+    kv: &K,
+    prefix: &[u8],
+    order: Order,
+    limit: usize,
+) -> Result<Vec<Entry>, KvError> {
+    let end = prefix_end(prefix);
+    let end = match &end {
+        Some(e) => Bound::Excluded(e.as_slice()),
+        None => Bound::Unbounded,
+    };
+    kv.range(Bound::Included(prefix), end, order, limit)
+}
+
+#[cfg(test)]
+mod tests;

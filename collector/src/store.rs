@@ -1,0 +1,542 @@
+//! The collector's store: alerts in time order with indexes, agents, assets, incidents and
+//! credentials, on any [`Kv`] engine.
+//!
+//! Invariants:
+//! - Ingest is idempotent by alert id: an alert already stored is counted as a duplicate and
+//!   changes nothing (a retried batch never double counts).
+//! - [`Store::ingest`] returns only after the batch is durable (applied atomically, flushed), so
+//!   an acknowledged alert survives `kill -9`.
+//! - An alert and its index entries are written and removed in the same atomic batch.
+//! - The schema version is written on first open and checked on every open.
+
+mod keys;
+pub mod model;
+mod query;
+
+use std::net::IpAddr;
+use std::ops::Bound;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use otwatch_rules::alert::Alert;
+use otwatch_rules::time::Timestamp;
+use otwatch_rules::wire::{AssetObservation, Heartbeat, IngestBatch, IngestReply};
+use sha2::{Digest, Sha256};
+
+use crate::kv::{Batch, Kv, KvError, Order, scan_prefix};
+use model::{AgentRecord, AssetRecord, Incident, IncidentState, Principal, Role, StateChange};
+pub use query::{AlertFilter, AlertPage};
+
+/// The on-disk schema this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Alerts of one rule between the same hosts join an incident while they come less than this
+/// apart.
+pub const INCIDENT_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The engine failed.
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    /// The data on disk is from another schema version.
+    #[error("store schema version {found} is not supported (expected {SCHEMA_VERSION})")]
+    Schema {
+        /// The version found.
+        found: u32,
+    },
+    /// Stored data does not decode.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// The request refers to something that does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request is not valid.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field at fault.
+        field: String,
+        /// What was wrong and what was expected.
+        message: String,
+    },
+}
+
+fn corrupt(e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Serializing our own types to JSON cannot fail (no maps with non-string keys, no I/O).
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// The collector's data.
+pub struct Store<K: Kv> {
+    kv: K,
+    /// Ingest and incident updates read, then write: one at a time.
+    writer: Mutex<()>,
+}
+
+impl<K: Kv> Store<K> {
+    /// Opens a store, writing the schema version if it is new and checking it otherwise.
+    pub fn open(kv: K) -> Result<Self, StoreError> {
+        let key = keys::named(keys::META, b"schema");
+        match kv.get(&key)? {
+            Some(v) => {
+                let found = v
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_be_bytes)
+                    .unwrap_or(0);
+                if found != SCHEMA_VERSION {
+                    return Err(StoreError::Schema { found });
+                }
+            }
+            None => {
+                let mut b = Batch::new();
+                b.put(key, SCHEMA_VERSION.to_be_bytes().to_vec());
+                kv.apply(b)?;
+                kv.flush()?;
+            }
+        }
+        Ok(Self {
+            kv,
+            writer: Mutex::new(()),
+        })
+    }
+
+    /// The engine underneath.
+    pub fn kv(&self) -> &K {
+        &self.kv
+    }
+
+    // ---- credentials ----
+
+    /// Stores a credential (only its hash is kept).
+    pub fn add_token(&self, token: &str, principal: &Principal) -> Result<(), StoreError> {
+        let mut b = Batch::new();
+        b.put(token_key(token), json(principal));
+        self.kv.apply(b)?;
+        self.kv.flush()?;
+        Ok(())
+    }
+
+    /// Who holds `token`, if anyone.
+    pub fn principal(&self, token: &str) -> Result<Option<Principal>, StoreError> {
+        self.kv
+            .get(&token_key(token))?
+            .map(|v| serde_json::from_slice(&v).map_err(corrupt))
+            .transpose()
+    }
+
+    // ---- ingest ----
+
+    /// Stores a batch from `principal` and returns once it is durable.
+    pub fn ingest(
+        &self,
+        batch: &IngestBatch,
+        now: Timestamp,
+    ) -> Result<(IngestReply, Vec<Alert>), StoreError> {
+        let _writer = self.writer.lock().map_err(|_| poisoned())?;
+        let mut reply = IngestReply::default();
+        let mut fresh = Vec::new();
+        let mut b = Batch::new();
+        let mut seen_in_batch = std::collections::HashSet::new();
+        let mut incidents: Vec<Incident> = Vec::new();
+        let mut next_incident = self.counter(b"incident")?;
+        for alert in &batch.alerts {
+            let id = keys::alert_id(&alert.id).ok_or_else(|| StoreError::Invalid {
+                field: "alerts[].id".into(),
+                message: format!("{:?} is not an alert id (expected 32 hex digits)", alert.id),
+            })?;
+            if !seen_in_batch.insert(id) || self.kv.get(&keys::named(keys::ID, &id))?.is_some() {
+                reply.duplicates += 1;
+                continue;
+            }
+            let suffix = keys::order(alert.ts.as_nanos(), &id);
+            b.put(keys::alert(&suffix), json(alert));
+            b.put(
+                keys::named(keys::ID, &id),
+                alert.ts.as_nanos().to_be_bytes().to_vec(),
+            );
+            for k in keys::index_entries(alert, &suffix) {
+                b.put(k, Vec::new());
+            }
+            self.group(alert, &mut incidents, &mut next_incident)?;
+            reply.accepted += 1;
+            fresh.push(alert.clone());
+        }
+        for incident in &incidents {
+            b.put(
+                keys::named(keys::INCIDENT, &incident.id.to_be_bytes()),
+                json(incident),
+            );
+            let k = keys::incident_key(
+                &incident.rule,
+                &incident.src_ip.to_string(),
+                &incident.dst_ip.to_string(),
+            );
+            b.put(k, incident.id.to_be_bytes().to_vec());
+        }
+        b.put(
+            keys::named(keys::COUNTER, b"incident"),
+            next_incident.to_be_bytes().to_vec(),
+        );
+        let stored = self.counter(b"alerts")? + reply.accepted as u64;
+        b.put(
+            keys::named(keys::COUNTER, b"alerts"),
+            stored.to_be_bytes().to_vec(),
+        );
+        for obs in &batch.assets {
+            let key = keys::named(keys::ASSET, obs.ip.to_string().as_bytes());
+            let merged = match self.kv.get(&key)? {
+                Some(v) => {
+                    let mut known: AssetRecord = serde_json::from_slice(&v).map_err(corrupt)?;
+                    known.merge(obs);
+                    known
+                }
+                None => obs.clone(),
+            };
+            b.put(key, json(&merged));
+            reply.assets += 1;
+        }
+        if reply.accepted > 0 {
+            let key = keys::named(keys::AGENT, batch.agent.as_bytes());
+            let mut record = self.agent(&batch.agent)?.unwrap_or_else(|| AgentRecord {
+                heartbeat: Heartbeat {
+                    agent: batch.agent.clone(),
+                    ..Heartbeat::default()
+                },
+                seen_at: now,
+                first_seen: now,
+                alerts: 0,
+            });
+            record.alerts += reply.accepted as u64;
+            b.put(key, json(&record));
+        }
+        self.kv.apply(b)?;
+        self.kv.flush()?;
+        Ok((reply, fresh))
+    }
+
+    /// Puts an alert into its incident: the open one for its (rule, source, destination) if the
+    /// last alert came within the incident window, a new one otherwise. `pending` holds the
+    /// incidents changed by this batch, not yet written.
+    fn group(
+        &self,
+        alert: &Alert,
+        pending: &mut Vec<Incident>,
+        next: &mut u64,
+    ) -> Result<(), StoreError> {
+        let (src, dst) = (alert.src_ip.to_string(), alert.dst_ip.to_string());
+        let same = |i: &Incident| {
+            i.rule == alert.rule && i.src_ip == alert.src_ip && i.dst_ip == alert.dst_ip
+        };
+        let current = match pending.iter().position(same) {
+            Some(i) => Some(pending.swap_remove(i)),
+            None => match self.kv.get(&keys::incident_key(&alert.rule, &src, &dst))? {
+                Some(id) => self.incident(u64_of(&id))?,
+                None => None,
+            },
+        };
+        let joinable = |i: &Incident| {
+            i.state != IncidentState::Resolved
+                && alert.ts.since(i.last_ts) <= INCIDENT_WINDOW
+                && i.first_ts.since(alert.ts) <= INCIDENT_WINDOW
+        };
+        let current = match current {
+            Some(i) if joinable(&i) => Some(i),
+            Some(done) => {
+                // Closed or gone quiet: it stays as it is (and is written if this batch changed
+                // it), and the alert starts a new incident.
+                pending.push(done);
+                None
+            }
+            None => None,
+        };
+        let incident = match current {
+            Some(mut i) => {
+                i.severity = i.severity.max(alert.severity);
+                i.first_ts = i.first_ts.min(alert.first_ts);
+                i.last_ts = i.last_ts.max(alert.ts);
+                i.alerts += 1;
+                i.occurrences += alert.count;
+                i.agents.insert(alert.agent.clone());
+                i
+            }
+            None => {
+                *next += 1;
+                Incident {
+                    id: *next,
+                    rule: alert.rule.clone(),
+                    title: alert.title.clone(),
+                    severity: alert.severity,
+                    technique: alert.technique.clone(),
+                    src_ip: alert.src_ip,
+                    dst_ip: alert.dst_ip,
+                    state: IncidentState::Open,
+                    first_ts: alert.first_ts,
+                    last_ts: alert.ts,
+                    alerts: 1,
+                    occurrences: alert.count,
+                    agents: [alert.agent.clone()].into(),
+                    history: Vec::new(),
+                }
+            }
+        };
+        pending.push(incident);
+        Ok(())
+    }
+
+    fn counter(&self, name: &[u8]) -> Result<u64, StoreError> {
+        Ok(self
+            .kv
+            .get(&keys::named(keys::COUNTER, name))?
+            .map_or(0, |v| u64_of(&v)))
+    }
+
+    // ---- agents ----
+
+    /// Records a heartbeat received at `now`.
+    pub fn heartbeat(&self, hb: &Heartbeat, now: Timestamp) -> Result<(), StoreError> {
+        let _writer = self.writer.lock().map_err(|_| poisoned())?;
+        let record = match self.agent(&hb.agent)? {
+            Some(mut r) => {
+                r.heartbeat = hb.clone();
+                r.seen_at = now;
+                r
+            }
+            None => AgentRecord {
+                heartbeat: hb.clone(),
+                seen_at: now,
+                first_seen: now,
+                alerts: 0,
+            },
+        };
+        let mut b = Batch::new();
+        b.put(keys::named(keys::AGENT, hb.agent.as_bytes()), json(&record));
+        self.kv.apply(b)?;
+        Ok(())
+    }
+
+    /// One agent's record.
+    pub fn agent(&self, name: &str) -> Result<Option<AgentRecord>, StoreError> {
+        self.kv
+            .get(&keys::named(keys::AGENT, name.as_bytes()))?
+            .map(|v| serde_json::from_slice(&v).map_err(corrupt))
+            .transpose()
+    }
+
+    /// Every agent's record (at most `limit`).
+    pub fn agents(&self, limit: usize) -> Result<Vec<AgentRecord>, StoreError> {
+        self.list(keys::AGENT, limit)
+    }
+
+    // ---- assets ----
+
+    /// Every asset (at most `limit`).
+    pub fn assets(&self, limit: usize) -> Result<Vec<AssetRecord>, StoreError> {
+        self.list(keys::ASSET, limit)
+    }
+
+    /// One asset.
+    pub fn asset(&self, ip: IpAddr) -> Result<Option<AssetObservation>, StoreError> {
+        self.kv
+            .get(&keys::named(keys::ASSET, ip.to_string().as_bytes()))?
+            .map(|v| serde_json::from_slice(&v).map_err(corrupt))
+            .transpose()
+    }
+
+    // ---- incidents ----
+
+    /// One incident.
+    pub fn incident(&self, id: u64) -> Result<Option<Incident>, StoreError> {
+        self.kv
+            .get(&keys::named(keys::INCIDENT, &id.to_be_bytes()))?
+            .map(|v| serde_json::from_slice(&v).map_err(corrupt))
+            .transpose()
+    }
+
+    /// Incidents, newest first, optionally only in one state (at most `limit`).
+    pub fn incidents(
+        &self,
+        state: Option<IncidentState>,
+        limit: usize,
+    ) -> Result<Vec<Incident>, StoreError> {
+        let mut out = Vec::new();
+        let mut end: Option<Vec<u8>> = None;
+        loop {
+            let upper = match &end {
+                Some(k) => Bound::Excluded(k.as_slice()),
+                None => Bound::Excluded(&[keys::INCIDENT + 1][..]),
+            };
+            let page = self.kv.range(
+                Bound::Included(&[keys::INCIDENT][..]),
+                upper,
+                Order::Descending,
+                256,
+            )?;
+            let Some((last, _)) = page.last() else {
+                return Ok(out);
+            };
+            end = Some(last.clone());
+            for (_, v) in &page {
+                let i: Incident = serde_json::from_slice(v).map_err(corrupt)?;
+                if state.is_none_or(|s| s == i.state) {
+                    out.push(i);
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Changes an incident's state, recording who and when.
+    pub fn set_incident_state(
+        &self,
+        id: u64,
+        state: IncidentState,
+        by: &str,
+        note: Option<String>,
+        now: Timestamp,
+    ) -> Result<Incident, StoreError> {
+        let _writer = self.writer.lock().map_err(|_| poisoned())?;
+        let mut incident = self
+            .incident(id)?
+            .ok_or_else(|| StoreError::NotFound(format!("incident {id}")))?;
+        incident.state = state;
+        incident.history.push(StateChange {
+            state,
+            by: by.to_string(),
+            at: now,
+            note,
+        });
+        let mut b = Batch::new();
+        b.put(
+            keys::named(keys::INCIDENT, &id.to_be_bytes()),
+            json(&incident),
+        );
+        if state == IncidentState::Resolved {
+            b.delete(keys::incident_key(
+                &incident.rule,
+                &incident.src_ip.to_string(),
+                &incident.dst_ip.to_string(),
+            ));
+        }
+        self.kv.apply(b)?;
+        self.kv.flush()?;
+        Ok(incident)
+    }
+
+    // ---- retention ----
+
+    /// Alerts stored.
+    pub fn alert_count(&self) -> Result<u64, StoreError> {
+        self.counter(b"alerts")
+    }
+
+    /// Removes the oldest alerts, with their index entries: every alert captured before
+    /// `older_than`, and, when the store is larger than `max_bytes`, the oldest tenth of the
+    /// rest (called periodically, this converges without emptying the store on an engine that
+    /// reclaims space lazily). Returns how many were removed.
+    pub fn enforce_retention(
+        &self,
+        older_than: Option<Timestamp>,
+        max_bytes: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let _writer = self.writer.lock().map_err(|_| poisoned())?;
+        let total = self.counter(b"alerts")?;
+        let over = match max_bytes {
+            Some(max) => self.kv.size_on_disk()? > max,
+            None => false,
+        };
+        let budget = if over { (total / 10).max(1) } else { 0 };
+        let mut removed = 0u64;
+        loop {
+            let page = scan_prefix(&self.kv, &[keys::ALERT], Order::Ascending, 512)?;
+            let mut b = Batch::new();
+            let mut in_page = 0u64;
+            for (k, v) in &page {
+                let alert: Alert = serde_json::from_slice(v).map_err(corrupt)?;
+                let expired = older_than.is_some_and(|t| alert.ts < t);
+                if !expired && removed + in_page >= budget {
+                    break;
+                }
+                let Some(suffix) = keys::suffix_of(k) else {
+                    continue;
+                };
+                b.delete(k.clone());
+                if let Some(id) = keys::alert_id(&alert.id) {
+                    b.delete(keys::named(keys::ID, &id));
+                }
+                for index in keys::index_entries(&alert, &suffix) {
+                    b.delete(index);
+                }
+                in_page += 1;
+            }
+            if in_page == 0 {
+                break;
+            }
+            removed += in_page;
+            b.put(
+                keys::named(keys::COUNTER, b"alerts"),
+                total.saturating_sub(removed).to_be_bytes().to_vec(),
+            );
+            self.kv.apply(b)?;
+            self.kv.flush()?;
+        }
+        Ok(removed)
+    }
+
+    fn list<T: serde::de::DeserializeOwned>(
+        &self,
+        namespace: u8,
+        limit: usize,
+    ) -> Result<Vec<T>, StoreError> {
+        scan_prefix(&self.kv, &[namespace], Order::Ascending, limit)?
+            .into_iter()
+            .map(|(_, v)| serde_json::from_slice(&v).map_err(corrupt))
+            .collect()
+    }
+}
+
+fn token_key(token: &str) -> Vec<u8> {
+    keys::named(keys::TOKEN, &Sha256::digest(token.as_bytes()))
+}
+
+fn u64_of(bytes: &[u8]) -> u64 {
+    bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Corrupt("a writer panicked while holding the store".into())
+}
+
+/// Whether a role may do an action; kept here so every entry point shares one definition.
+pub fn allowed(role: Role, action: Action) -> bool {
+    match action {
+        Action::Ingest => role == Role::Agent,
+        Action::Read => role.can_read(),
+        Action::Change => role == Role::Admin,
+    }
+}
+
+/// What a request wants to do, for [`allowed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Ingest alerts or send heartbeats.
+    Ingest,
+    /// Read alerts, incidents, assets, agents, posture.
+    Read,
+    /// Acknowledge or resolve incidents.
+    Change,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,542 @@
+use std::path::Path;
+
+use otwatch_rules::alert::{SCHEMA_VERSION as ALERT_SCHEMA, Severity};
+
+use super::*;
+use crate::kv::memory::MemoryKv;
+use crate::kv::sled::SledKv;
+
+fn alert(n: u64, rule: &str, severity: Severity, src: &str, dst: &str, agent: &str) -> Alert {
+    Alert {
+        schema: ALERT_SCHEMA,
+        id: format!("{n:032x}"),
+        ts: Timestamp::from_secs(1_000 + n),
+        agent: agent.into(),
+        severity,
+        rule: rule.into(),
+        title: rule.into(),
+        technique: vec!["T0855".into()],
+        src_ip: src.parse().unwrap(),
+        src_port: 40000,
+        dst_ip: dst.parse().unwrap(),
+        dst_port: 502,
+        unit_id: Some(1),
+        function_code: Some(6),
+        function: Some("write_single_register".into()),
+        address: Some(1),
+        quantity: Some(1),
+        values: Some(vec![5]),
+        exception: None,
+        count: 1,
+        first_ts: Timestamp::from_secs(1_000 + n),
+        evidence: None,
+        flow: 1,
+        message: None,
+    }
+}
+
+fn batch(agent: &str, alerts: Vec<Alert>) -> IngestBatch {
+    IngestBatch {
+        agent: agent.into(),
+        alerts,
+        assets: Vec::new(),
+    }
+}
+
+fn store() -> Store<MemoryKv> {
+    Store::open(MemoryKv::new()).unwrap()
+}
+
+const NOW: Timestamp = Timestamp::from_secs(5_000);
+
+#[test]
+fn a_retried_batch_is_recognised_and_counted_once() {
+    let s = store();
+    let b = batch(
+        "a1",
+        (0..10)
+            .map(|n| alert(n, "r", Severity::High, "10.0.0.1", "10.0.0.2", "a1"))
+            .collect(),
+    );
+    let (first, fresh) = s.ingest(&b, NOW).unwrap();
+    assert_eq!((first.accepted, first.duplicates, fresh.len()), (10, 0, 10));
+    let (second, fresh) = s.ingest(&b, NOW).unwrap();
+    assert_eq!(
+        (second.accepted, second.duplicates, fresh.len()),
+        (0, 10, 0)
+    );
+    assert_eq!(s.alert_count().unwrap(), 10);
+    assert_eq!(s.agent("a1").unwrap().unwrap().alerts, 10);
+    let all = s.query_alerts(&AlertFilter::default(), None, 100).unwrap();
+    assert_eq!(all.alerts.len(), 10);
+    assert_eq!(s.incidents(None, 10).unwrap()[0].alerts, 10);
+}
+
+#[test]
+fn duplicate_ids_inside_one_batch_count_once() {
+    let s = store();
+    let a = alert(1, "r", Severity::High, "10.0.0.1", "10.0.0.2", "a1");
+    let (reply, _) = s.ingest(&batch("a1", vec![a.clone(), a]), NOW).unwrap();
+    assert_eq!((reply.accepted, reply.duplicates), (1, 1));
+}
+
+#[test]
+fn malformed_alert_id_is_refused_naming_the_field_and_nothing_is_stored() {
+    let s = store();
+    let mut bad = alert(1, "r", Severity::High, "10.0.0.1", "10.0.0.2", "a1");
+    bad.id = "not-hex".into();
+    let good = alert(2, "r", Severity::High, "10.0.0.1", "10.0.0.2", "a1");
+    let e = s.ingest(&batch("a1", vec![good, bad]), NOW).unwrap_err();
+    assert!(e.to_string().contains("alerts[].id"), "{e}");
+    assert_eq!(s.alert_count().unwrap(), 0);
+}
+
+#[test]
+fn queries_filter_by_every_field_newest_first() {
+    let s = store();
+    let alerts = vec![
+        alert(
+            1,
+            "policy.unauthorized_write",
+            Severity::High,
+            "10.0.0.1",
+            "10.0.0.2",
+            "a1",
+        ),
+        alert(
+            2,
+            "recon.read_device_id",
+            Severity::Low,
+            "10.0.0.3",
+            "10.0.0.2",
+            "a2",
+        ),
+        alert(
+            3,
+            "diag.force_listen_only",
+            Severity::Critical,
+            "10.0.0.1",
+            "10.0.0.4",
+            "a1",
+        ),
+        alert(
+            4,
+            "policy.unauthorized_write",
+            Severity::Medium,
+            "10.0.0.5",
+            "10.0.0.6",
+            "a2",
+        ),
+    ];
+    s.ingest(&batch("x", alerts), NOW).unwrap();
+    let ids = |f: AlertFilter| -> Vec<String> {
+        s.query_alerts(&f, None, 100)
+            .unwrap()
+            .alerts
+            .iter()
+            .map(|a| a.id[31..].to_string())
+            .collect()
+    };
+    assert_eq!(ids(AlertFilter::default()), vec!["4", "3", "2", "1"]);
+    assert_eq!(
+        ids(AlertFilter {
+            rule: Some("policy.unauthorized_write".into()),
+            ..Default::default()
+        }),
+        vec!["4", "1"]
+    );
+    assert_eq!(
+        ids(AlertFilter {
+            agent: Some("a2".into()),
+            ..Default::default()
+        }),
+        vec!["4", "2"]
+    );
+    assert_eq!(
+        ids(AlertFilter {
+            asset: Some("10.0.0.2".parse().unwrap()),
+            ..Default::default()
+        }),
+        vec!["2", "1"]
+    );
+    assert_eq!(
+        ids(AlertFilter {
+            min_severity: Some(Severity::High),
+            ..Default::default()
+        }),
+        vec!["3", "1"]
+    );
+    assert_eq!(
+        ids(AlertFilter {
+            technique: Some("T0855".into()),
+            ..Default::default()
+        })
+        .len(),
+        4
+    );
+    assert_eq!(
+        ids(AlertFilter {
+            since: Some(Timestamp::from_secs(1_002)),
+            until: Some(Timestamp::from_secs(1_004)),
+            ..Default::default()
+        }),
+        vec!["3", "2"]
+    );
+    assert_eq!(
+        ids(AlertFilter {
+            agent: Some("a1".into()),
+            min_severity: Some(Severity::Critical),
+            ..Default::default()
+        }),
+        vec!["3"]
+    );
+}
+
+#[test]
+fn cursor_pages_through_every_alert_exactly_once() {
+    let s = store();
+    let alerts: Vec<Alert> = (0..1000)
+        .map(|n| {
+            let sev = if n % 7 == 0 {
+                Severity::Critical
+            } else {
+                Severity::Low
+            };
+            alert(n, "r", sev, "10.0.0.1", "10.0.0.2", "a1")
+        })
+        .collect();
+    s.ingest(&batch("a1", alerts), NOW).unwrap();
+    for filter in [
+        AlertFilter::default(),
+        AlertFilter {
+            min_severity: Some(Severity::Low),
+            ..Default::default()
+        },
+        AlertFilter {
+            min_severity: Some(Severity::Critical),
+            ..Default::default()
+        },
+    ] {
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = s.query_alerts(&filter, cursor.as_deref(), 37).unwrap();
+            seen.extend(page.alerts.iter().map(|a| a.ts));
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let expected = if filter.min_severity == Some(Severity::Critical) {
+            143
+        } else {
+            1000
+        };
+        assert_eq!(seen.len(), expected, "{filter:?}");
+        assert!(
+            seen.windows(2).all(|w| w[0] > w[1]),
+            "newest first, no repeats"
+        );
+    }
+}
+
+#[test]
+fn bad_cursor_is_refused_naming_the_field() {
+    let e = store()
+        .query_alerts(&AlertFilter::default(), Some("zz"), 10)
+        .unwrap_err();
+    assert!(e.to_string().starts_with("cursor:"), "{e}");
+}
+
+#[test]
+fn alerts_of_one_rule_between_the_same_hosts_group_into_an_incident_across_agents() {
+    let s = store();
+    s.ingest(
+        &batch(
+            "a1",
+            vec![alert(
+                1,
+                "r",
+                Severity::Medium,
+                "10.0.0.1",
+                "10.0.0.2",
+                "a1",
+            )],
+        ),
+        NOW,
+    )
+    .unwrap();
+    s.ingest(
+        &batch(
+            "a2",
+            vec![alert(2, "r", Severity::High, "10.0.0.1", "10.0.0.2", "a2")],
+        ),
+        NOW,
+    )
+    .unwrap();
+    s.ingest(
+        &batch(
+            "a2",
+            vec![alert(
+                3,
+                "other",
+                Severity::Low,
+                "10.0.0.1",
+                "10.0.0.2",
+                "a2",
+            )],
+        ),
+        NOW,
+    )
+    .unwrap();
+    let incidents = s.incidents(None, 10).unwrap();
+    assert_eq!(incidents.len(), 2);
+    let grouped = incidents.iter().find(|i| i.rule == "r").unwrap();
+    assert_eq!(grouped.alerts, 2);
+    assert_eq!(grouped.severity, Severity::High);
+    assert_eq!(grouped.agents.len(), 2);
+    assert_eq!(grouped.state, IncidentState::Open);
+}
+
+#[test]
+fn an_alert_long_after_the_last_starts_a_new_incident() {
+    let s = store();
+    let mut late = alert(2, "r", Severity::Medium, "10.0.0.1", "10.0.0.2", "a1");
+    late.ts = Timestamp::from_secs(1_000 + 7_200);
+    s.ingest(
+        &batch(
+            "a1",
+            vec![
+                alert(1, "r", Severity::Medium, "10.0.0.1", "10.0.0.2", "a1"),
+                late,
+            ],
+        ),
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(s.incidents(None, 10).unwrap().len(), 2);
+}
+
+#[test]
+fn acknowledging_and_resolving_record_who_and_when_and_resolved_incidents_stay_closed() {
+    let s = store();
+    s.ingest(
+        &batch(
+            "a1",
+            vec![alert(
+                1,
+                "r",
+                Severity::Medium,
+                "10.0.0.1",
+                "10.0.0.2",
+                "a1",
+            )],
+        ),
+        NOW,
+    )
+    .unwrap();
+    let id = s.incidents(None, 1).unwrap()[0].id;
+    s.set_incident_state(id, IncidentState::Acknowledged, "alice", None, NOW)
+        .unwrap();
+    let resolved = s
+        .set_incident_state(
+            id,
+            IncidentState::Resolved,
+            "bob",
+            Some("patched".into()),
+            NOW,
+        )
+        .unwrap();
+    assert_eq!(resolved.history.len(), 2);
+    assert_eq!(resolved.history[0].by, "alice");
+    assert_eq!(resolved.history[1].note.as_deref(), Some("patched"));
+    s.ingest(
+        &batch(
+            "a1",
+            vec![alert(
+                2,
+                "r",
+                Severity::Medium,
+                "10.0.0.1",
+                "10.0.0.2",
+                "a1",
+            )],
+        ),
+        NOW,
+    )
+    .unwrap();
+    let open = s.incidents(Some(IncidentState::Open), 10).unwrap();
+    assert_eq!(open.len(), 1);
+    assert_ne!(open[0].id, id);
+    assert!(matches!(
+        s.set_incident_state(999, IncidentState::Resolved, "bob", None, NOW),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[test]
+fn asset_observations_merge_across_agents() {
+    let s = store();
+    let mut seen_by_a1 =
+        AssetObservation::new("10.0.0.2".parse().unwrap(), Timestamp::from_secs(10));
+    seen_by_a1.slave = true;
+    seen_by_a1.units = vec![1];
+    let mut seen_by_a2 =
+        AssetObservation::new("10.0.0.2".parse().unwrap(), Timestamp::from_secs(20));
+    seen_by_a2.units = vec![2];
+    seen_by_a2.vendor = Some("Schneider Electric".into());
+    for (agent, obs) in [("a1", seen_by_a1), ("a2", seen_by_a2)] {
+        s.ingest(
+            &IngestBatch {
+                agent: agent.into(),
+                alerts: vec![],
+                assets: vec![obs],
+            },
+            NOW,
+        )
+        .unwrap();
+    }
+    let asset = s.asset("10.0.0.2".parse().unwrap()).unwrap().unwrap();
+    assert_eq!(asset.units, vec![1, 2]);
+    assert!(asset.slave);
+    assert_eq!(asset.vendor.as_deref(), Some("Schneider Electric"));
+    assert_eq!(
+        (asset.first_seen, asset.last_seen),
+        (Timestamp::from_secs(10), Timestamp::from_secs(20))
+    );
+}
+
+#[test]
+fn tokens_are_stored_hashed() {
+    let s = store();
+    let p = model::Principal {
+        name: "ops".into(),
+        role: Role::Admin,
+    };
+    s.add_token("secret-token-value", &p).unwrap();
+    assert_eq!(s.principal("secret-token-value").unwrap(), Some(p));
+    assert_eq!(s.principal("wrong").unwrap(), None);
+    let everything = s
+        .kv()
+        .range(Bound::Unbounded, Bound::Unbounded, Order::Ascending, 1000)
+        .unwrap();
+    assert!(everything.iter().all(|(k, v)| {
+        !k.windows(6).any(|w| w == b"secret") && !v.windows(6).any(|w| w == b"secret")
+    }));
+}
+
+#[test]
+fn retention_by_age_removes_old_alerts_and_their_index_entries() {
+    let s = store();
+    s.ingest(
+        &batch(
+            "a1",
+            (0..10)
+                .map(|n| alert(n, "r", Severity::Low, "10.0.0.1", "10.0.0.2", "a1"))
+                .collect(),
+        ),
+        NOW,
+    )
+    .unwrap();
+    let removed = s
+        .enforce_retention(Some(Timestamp::from_secs(1_005)), None)
+        .unwrap();
+    assert_eq!(removed, 5);
+    assert_eq!(s.alert_count().unwrap(), 5);
+    let by_rule = s
+        .query_alerts(
+            &AlertFilter {
+                rule: Some("r".into()),
+                ..Default::default()
+            },
+            None,
+            100,
+        )
+        .unwrap();
+    assert_eq!(by_rule.alerts.len(), 5);
+    let index_entries =
+        crate::kv::scan_prefix(s.kv(), &[keys::INDEX], Order::Ascending, 1000).unwrap();
+    assert_eq!(
+        index_entries.len(),
+        5 * 6,
+        "agent, two assets, severity, rule, technique each"
+    );
+}
+
+#[test]
+fn retention_by_size_removes_a_tenth_of_the_oldest_per_pass() {
+    let s = store();
+    s.ingest(
+        &batch(
+            "a1",
+            (0..100)
+                .map(|n| alert(n, "r", Severity::Low, "10.0.0.1", "10.0.0.2", "a1"))
+                .collect(),
+        ),
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(s.enforce_retention(None, Some(1)).unwrap(), 10);
+    let oldest = s
+        .query_alerts(&AlertFilter::default(), None, 1000)
+        .unwrap()
+        .alerts
+        .last()
+        .unwrap()
+        .ts;
+    assert_eq!(oldest, Timestamp::from_secs(1_010));
+    assert_eq!(s.enforce_retention(None, Some(u64::MAX)).unwrap(), 0);
+}
+
+#[test]
+fn another_schema_version_on_disk_is_refused() {
+    let kv = MemoryKv::new();
+    let mut b = Batch::new();
+    b.put(
+        keys::named(keys::META, b"schema"),
+        99u32.to_be_bytes().to_vec(),
+    );
+    kv.apply(b).unwrap();
+    assert!(matches!(
+        Store::open(kv),
+        Err(StoreError::Schema { found: 99 })
+    ));
+}
+
+#[test]
+fn an_acknowledged_ingest_survives_kill_dash_nine() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "store::tests::child_ingests_then_aborts",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("OTWATCH_STORE_DIR", dir.path())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child aborts");
+    let s = Store::open(SledKv::open(dir.path()).unwrap()).unwrap();
+    assert_eq!(s.alert_count().unwrap(), 50);
+    assert_eq!(
+        s.query_alerts(&AlertFilter::default(), None, 100)
+            .unwrap()
+            .alerts
+            .len(),
+        50
+    );
+}
+
+#[test]
+#[ignore = "run by an_acknowledged_ingest_survives_kill_dash_nine in a child process"]
+fn child_ingests_then_aborts() {
+    let dir = std::env::var("OTWATCH_STORE_DIR").unwrap();
+    let s = Store::open(SledKv::open(Path::new(&dir)).unwrap()).unwrap();
+    let alerts = (0..50)
+        .map(|n| alert(n, "r", Severity::Low, "10.0.0.1", "10.0.0.2", "a1"))
+        .collect();
+    s.ingest(&batch("a1", alerts), NOW).unwrap();
+    // Acknowledged: now die without closing anything.
+    std::process::abort();
+}

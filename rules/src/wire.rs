@@ -1,0 +1,174 @@
+//! What agents send the collector: batches of alerts and asset observations, and heartbeats.
+//! JSON over HTTPS; versioned with the alert schema.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::alert::Alert;
+use crate::time::Timestamp;
+
+/// `POST /api/v1/ingest`: alerts and asset observations from one agent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestBatch {
+    /// The sending agent (must match its credential).
+    pub agent: String,
+    /// Alerts, each with its stable id: a retried batch is recognised and not counted twice.
+    #[serde(default)]
+    pub alerts: Vec<Alert>,
+    /// What the agent learned about hosts since its last batch.
+    #[serde(default)]
+    pub assets: Vec<AssetObservation>,
+}
+
+/// The collector's answer to an ingest, sent once the batch is durable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestReply {
+    /// Alerts stored for the first time.
+    pub accepted: usize,
+    /// Alerts already stored (a retry).
+    pub duplicates: usize,
+    /// Asset observations merged.
+    pub assets: usize,
+}
+
+/// `POST /api/v1/heartbeat`: an agent is alive, and how it is doing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// The agent (must match its credential).
+    pub agent: String,
+    /// Its version.
+    pub version: String,
+    /// Seconds since it started.
+    pub uptime_s: u64,
+    /// The hash of the policy in force, if any.
+    #[serde(default)]
+    pub policy_hash: Option<String>,
+    /// Packets per second over the last interval.
+    #[serde(default)]
+    pub packets_per_s: f64,
+    /// Packets seen since start.
+    #[serde(default)]
+    pub packets: u64,
+    /// Packets dropped (kernel and internal) since start.
+    #[serde(default)]
+    pub drops: u64,
+    /// Flows tracked now.
+    #[serde(default)]
+    pub flows: u64,
+    /// Items waiting in the outbox.
+    #[serde(default)]
+    pub outbox_depth: u64,
+    /// Items the outbox dropped for lack of disk budget since start.
+    #[serde(default)]
+    pub outbox_dropped: u64,
+    /// The last error the agent met, if any.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// What an agent saw of one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssetObservation {
+    /// The host.
+    pub ip: IpAddr,
+    /// Its MAC addresses, `aa:bb:cc:dd:ee:ff`.
+    #[serde(default)]
+    pub macs: Vec<String>,
+    /// Unit ids it answered for (as a server) or addressed (as a client).
+    #[serde(default)]
+    pub units: Vec<u8>,
+    /// It sent requests.
+    #[serde(default)]
+    pub master: bool,
+    /// It answered requests.
+    #[serde(default)]
+    pub slave: bool,
+    /// Function codes it used or answered.
+    #[serde(default)]
+    pub functions: Vec<u8>,
+    /// Hosts it talked Modbus with.
+    #[serde(default)]
+    pub peers: Vec<IpAddr>,
+    /// Device identification (function 43/14) vendor name.
+    #[serde(default)]
+    pub vendor: Option<String>,
+    /// Device identification product code.
+    #[serde(default)]
+    pub product_code: Option<String>,
+    /// Device identification revision.
+    #[serde(default)]
+    pub revision: Option<String>,
+    /// Device identification product or model name.
+    #[serde(default)]
+    pub product_name: Option<String>,
+    /// The zone the agent's policy puts it in.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// The criticality the agent's policy gives it.
+    #[serde(default)]
+    pub criticality: Option<String>,
+    /// The policy's name for it.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// First seen.
+    pub first_seen: Timestamp,
+    /// Last seen.
+    pub last_seen: Timestamp,
+}
+
+impl AssetObservation {
+    /// A host seen once, at `ts`, with nothing known about it yet.
+    pub fn new(ip: IpAddr, ts: Timestamp) -> Self {
+        Self {
+            ip,
+            macs: Vec::new(),
+            units: Vec::new(),
+            master: false,
+            slave: false,
+            functions: Vec::new(),
+            peers: Vec::new(),
+            vendor: None,
+            product_code: None,
+            revision: None,
+            product_name: None,
+            zone: None,
+            criticality: None,
+            name: None,
+            first_seen: ts,
+            last_seen: ts,
+        }
+    }
+
+    /// Folds a newer observation of the same host into this one.
+    pub fn merge(&mut self, other: &Self) {
+        fn union<T: Ord + Clone>(a: &mut Vec<T>, b: &[T]) {
+            a.extend(b.iter().cloned());
+            a.sort();
+            a.dedup();
+        }
+        union(&mut self.macs, &other.macs);
+        union(&mut self.units, &other.units);
+        union(&mut self.functions, &other.functions);
+        union(&mut self.peers, &other.peers);
+        self.master |= other.master;
+        self.slave |= other.slave;
+        for (mine, theirs) in [
+            (&mut self.vendor, &other.vendor),
+            (&mut self.product_code, &other.product_code),
+            (&mut self.revision, &other.revision),
+            (&mut self.product_name, &other.product_name),
+            (&mut self.zone, &other.zone),
+            (&mut self.criticality, &other.criticality),
+            (&mut self.name, &other.name),
+        ] {
+            if theirs.is_some() {
+                mine.clone_from(theirs);
+            }
+        }
+        self.first_seen = self.first_seen.min(other.first_seen);
+        self.last_seen = self.last_seen.max(other.last_seen);
+    }
+}
