@@ -21,14 +21,28 @@ fn engine(e: sled::Error) -> KvError {
 
 impl SledKv {
     /// Opens (or creates) the database in `dir`.
+    ///
+    /// A database closed moments ago in the same process may still be locked by sled's
+    /// background flusher; opening retries for up to two seconds before giving up. (sled 0.34
+    /// reports a held lock as an I/O error of kind `Other`, without a source to inspect.)
     pub fn open(dir: &Path) -> Result<Self, KvError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(engine)?;
-        Ok(Self { db })
+            .mode(sled::Mode::HighThroughput);
+        let mut attempts = 0;
+        loop {
+            match config.open() {
+                Ok(db) => return Ok(Self { db }),
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::Other && attempts < 40 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(engine(e)),
+            }
+        }
     }
 }
 
