@@ -1,16 +1,259 @@
-//! `otwatch-collector`: the command line.
+//! `otwatch-collector`: the command line. `init` creates a data folder (certificate authority,
+//! server certificate, an admin credential), `enroll` adds a credential, `serve` runs the
+//! collector.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::Parser;
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use otwatch_collector::auth::Credentials;
+use otwatch_collector::config::CollectorConfig;
+use otwatch_collector::feed::{BroadcastFeed, Feed};
+use otwatch_collector::kv::Kv;
+use otwatch_collector::kv::sled::SledKv;
+use otwatch_collector::metrics::Metrics;
+use otwatch_collector::server::{AppState, now, router};
+use otwatch_collector::store::Store;
+use otwatch_collector::store::model::Role;
+use otwatch_collector::{export, pki};
 
-/// Central otwatch collector (not implemented yet: it prints what exists and exits).
+/// Central otwatch collector: ingest, store, posture, live feed and dashboard.
 #[derive(Debug, Parser)]
 #[command(name = "otwatch-collector", version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a data folder: certificate authority, server certificate, an admin credential.
+    Init(InitArgs),
+    /// Add a credential for an agent, a viewer or an admin, and print how to use it.
+    Enroll(EnrollArgs),
+    /// Run the collector.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct InitArgs {
+    /// The data folder to create.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Host names and addresses agents will use to reach the collector (certificate names).
+    #[arg(long = "name", value_name = "HOST")]
+    names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct EnrollArgs {
+    /// The collector's data folder.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Enroll an agent with this name (may only ingest and send heartbeats).
+    #[arg(long, value_name = "NAME", group = "who")]
+    agent: Option<String>,
+    /// Enroll a viewer (may read).
+    #[arg(long, value_name = "NAME", group = "who")]
+    viewer: Option<String>,
+    /// Enroll an admin (may read, acknowledge and resolve).
+    #[arg(long, value_name = "NAME", group = "who")]
+    admin: Option<String>,
+    /// The URL agents use to reach the collector, for the printed configuration.
+    #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8443")]
+    url: String,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The data folder (overrides the configuration's `data`).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Configuration file (collector.toml).
+    #[arg(long, value_name = "FILE", env = "OTWATCH_COLLECTOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides the configuration).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Serve plain HTTP: for a lab only, never on a plant network.
+    #[arg(long)]
+    insecure_http: bool,
+}
 
 fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    eprintln!("otwatch-collector: the collector is not implemented yet; see the README");
-    ExitCode::from(2)
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(a) => init(&a),
+        Command::Enroll(a) => enroll(&a),
+        Command::Serve(a) => serve(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("otwatch-collector: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init(a: &InitArgs) -> anyhow::Result<()> {
+    if a.data.join("ca.pem").exists() {
+        bail!(
+            "{}: already initialised (remove it to start over)",
+            a.data.display()
+        );
+    }
+    std::fs::create_dir_all(&a.data).with_context(|| a.data.display().to_string())?;
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    names.extend(a.names.iter().cloned());
+    let files = pki::create(&a.data, &names)?;
+    Store::open(SledKv::open(&a.data.join("store"))?)?;
+    let credentials = Credentials::open(&a.data)?;
+    let token = credentials.enroll("admin", Role::Admin)?;
+    println!("initialised {}", a.data.display());
+    println!(
+        "  certificate authority (give to agents): {}",
+        files.ca.display()
+    );
+    println!("  server certificate names: {}", names.join(", "));
+    println!("  admin token (shown once): {token}");
+    println!("run: otwatch-collector serve --data {}", a.data.display());
+    Ok(())
+}
+
+fn enroll(a: &EnrollArgs) -> anyhow::Result<()> {
+    let (name, role) = match (&a.agent, &a.viewer, &a.admin) {
+        (Some(n), _, _) => (n, Role::Agent),
+        (_, Some(n), _) => (n, Role::Viewer),
+        (_, _, Some(n)) => (n, Role::Admin),
+        _ => bail!("say who to enroll: --agent NAME, --viewer NAME or --admin NAME"),
+    };
+    if !a.data.join("ca.pem").exists() {
+        bail!(
+            "{}: not a collector data folder (run otwatch-collector init first)",
+            a.data.display()
+        );
+    }
+    let token = Credentials::open(&a.data)?.enroll(name, role)?;
+    println!(
+        "enrolled {name} as {role:?} (the token is shown once)",
+        role = role
+    );
+    if role == Role::Agent {
+        let ca = a.data.join("ca.pem");
+        println!("put these lines in the agent's agent.toml:");
+        println!("  agent_name = \"{name}\"");
+        println!("  collector_url = \"{}\"", a.url);
+        println!("  collector_token = \"{token}\"");
+        println!("  collector_ca = \"{}\"", absolute(&ca).display());
+    } else {
+        println!("token: {token}");
+    }
+    Ok(())
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let mut config = match &a.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+            CollectorConfig::parse(&text).with_context(|| path.display().to_string())?
+        }
+        None => {
+            let data = a
+                .data
+                .clone()
+                .context("--data DIR or --config FILE is required")?;
+            CollectorConfig::with_data(data)
+        }
+    };
+    if let Some(d) = a.data {
+        config.data = d;
+    }
+    if let Some(l) = a.listen {
+        config.listen = l;
+    }
+    config.insecure_http |= a.insecure_http;
+    let files = pki::Files::in_dir(&config.data);
+    if !files.ca.exists() {
+        bail!(
+            "{}: not a collector data folder (run otwatch-collector init first)",
+            config.data.display()
+        );
+    }
+    let store = Arc::new(Store::open(SledKv::open(&config.data.join("store"))?)?);
+    let credentials = Arc::new(Credentials::open(&config.data)?);
+    let feed: Arc<dyn Feed> = Arc::new(BroadcastFeed::new(4096));
+    let metrics = Arc::new(Metrics::new()?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        if let Some(s) = config.export.syslog.clone() {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            tokio::spawn(export::syslog(s, feed.subscribe(), host.trim().to_string()));
+        }
+        if let Some(j) = config.export.jsonl.clone() {
+            tokio::spawn(export::jsonl(j.path, feed.subscribe()));
+        }
+        let retention = config.retention.clone();
+        if retention.max_age.is_some() || retention.max_bytes.is_some() {
+            let store = store.clone();
+            tokio::spawn(async move {
+                loop {
+                    let cutoff = retention.max_age.map(|age| now().saturating_sub(age));
+                    let s = store.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        s.enforce_retention(cutoff, retention.max_bytes)
+                    })
+                    .await;
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+            });
+        }
+        let listen = config.listen;
+        let insecure = config.insecure_http;
+        let state = Arc::new(AppState::new(store.clone(), credentials, feed, metrics, config));
+        let app = router(state);
+        let handle = axum_server::Handle::new();
+        let shutdown = handle.clone();
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            shutdown.graceful_shutdown(Some(Duration::from_secs(5)));
+        });
+        if insecure {
+            eprintln!("otwatch-collector: serving plain HTTP on http://{listen} (lab use only)");
+            axum_server::bind(listen)
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await?;
+        } else {
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
+                .await
+                .with_context(|| files.cert.display().to_string())?;
+            eprintln!("otwatch-collector: serving https://{listen}");
+            axum_server::bind_rustls(listen, tls)
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await?;
+        }
+        store.kv().flush()?;
+        anyhow::Ok(())
+    })
 }

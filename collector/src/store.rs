@@ -8,6 +8,9 @@
 //!   an acknowledged alert survives `kill -9`.
 //! - An alert and its index entries are written and removed in the same atomic batch.
 //! - The schema version is written on first open and checked on every open.
+//!
+//! Credentials are not here: they live in a small file of their own ([`crate::auth`]), so
+//! agents can be enrolled while the collector runs.
 
 mod keys;
 pub mod model;
@@ -21,10 +24,9 @@ use std::time::Duration;
 use otwatch_rules::alert::Alert;
 use otwatch_rules::time::Timestamp;
 use otwatch_rules::wire::{AssetObservation, Heartbeat, IngestBatch, IngestReply};
-use sha2::{Digest, Sha256};
 
 use crate::kv::{Batch, Kv, KvError, Order, scan_prefix};
-use model::{AgentRecord, AssetRecord, Incident, IncidentState, Principal, Role, StateChange};
+use model::{AgentRecord, AssetRecord, Incident, IncidentState, Role, StateChange};
 pub use query::{AlertFilter, AlertPage};
 
 /// The on-disk schema this build reads and writes.
@@ -109,25 +111,6 @@ impl<K: Kv> Store<K> {
     /// The engine underneath.
     pub fn kv(&self) -> &K {
         &self.kv
-    }
-
-    // ---- credentials ----
-
-    /// Stores a credential (only its hash is kept).
-    pub fn add_token(&self, token: &str, principal: &Principal) -> Result<(), StoreError> {
-        let mut b = Batch::new();
-        b.put(token_key(token), json(principal));
-        self.kv.apply(b)?;
-        self.kv.flush()?;
-        Ok(())
-    }
-
-    /// Who holds `token`, if anyone.
-    pub fn principal(&self, token: &str) -> Result<Option<Principal>, StoreError> {
-        self.kv
-            .get(&token_key(token))?
-            .map(|v| serde_json::from_slice(&v).map_err(corrupt))
-            .transpose()
     }
 
     // ---- ingest ----
@@ -500,10 +483,6 @@ impl<K: Kv> Store<K> {
             .map(|(_, v)| serde_json::from_slice(&v).map_err(corrupt))
             .collect()
     }
-}
-
-fn token_key(token: &str) -> Vec<u8> {
-    keys::named(keys::TOKEN, &Sha256::digest(token.as_bytes()))
 }
 
 fn u64_of(bytes: &[u8]) -> u64 {

@@ -4,7 +4,6 @@
 //! | namespace | key | value |
 //! |---|---|---|
 //! | `M` | `M` + name | metadata (schema version) |
-//! | `T` | `T` + SHA-256 of the token | principal (JSON) |
 //! | `A` | `A` + capture time (8) + alert id (16) | alert (JSON) |
 //! | `I` | `I` + alert id (16) | capture time (8): idempotency and lookup |
 //! | `X` | `X` + field + value + `0` + time (8) + id (16) | empty: secondary index |
@@ -18,8 +17,6 @@ use otwatch_rules::alert::Alert;
 
 /// Namespace bytes.
 pub const META: u8 = b'M';
-/// Credentials.
-pub const TOKEN: u8 = b'T';
 /// Alerts in time order.
 pub const ALERT: u8 = b'A';
 /// Alert ids.

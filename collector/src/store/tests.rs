@@ -1,47 +1,11 @@
 use std::path::Path;
 
-use otwatch_rules::alert::{SCHEMA_VERSION as ALERT_SCHEMA, Severity};
+use otwatch_rules::alert::Severity;
 
 use super::*;
+use crate::fixtures::{alert, batch};
 use crate::kv::memory::MemoryKv;
 use crate::kv::sled::SledKv;
-
-fn alert(n: u64, rule: &str, severity: Severity, src: &str, dst: &str, agent: &str) -> Alert {
-    Alert {
-        schema: ALERT_SCHEMA,
-        id: format!("{n:032x}"),
-        ts: Timestamp::from_secs(1_000 + n),
-        agent: agent.into(),
-        severity,
-        rule: rule.into(),
-        title: rule.into(),
-        technique: vec!["T0855".into()],
-        src_ip: src.parse().unwrap(),
-        src_port: 40000,
-        dst_ip: dst.parse().unwrap(),
-        dst_port: 502,
-        unit_id: Some(1),
-        function_code: Some(6),
-        function: Some("write_single_register".into()),
-        address: Some(1),
-        quantity: Some(1),
-        values: Some(vec![5]),
-        exception: None,
-        count: 1,
-        first_ts: Timestamp::from_secs(1_000 + n),
-        evidence: None,
-        flow: 1,
-        message: None,
-    }
-}
-
-fn batch(agent: &str, alerts: Vec<Alert>) -> IngestBatch {
-    IngestBatch {
-        agent: agent.into(),
-        alerts,
-        assets: Vec::new(),
-    }
-}
 
 fn store() -> Store<MemoryKv> {
     Store::open(MemoryKv::new()).unwrap()
@@ -404,25 +368,6 @@ fn asset_observations_merge_across_agents() {
         (asset.first_seen, asset.last_seen),
         (Timestamp::from_secs(10), Timestamp::from_secs(20))
     );
-}
-
-#[test]
-fn tokens_are_stored_hashed() {
-    let s = store();
-    let p = model::Principal {
-        name: "ops".into(),
-        role: Role::Admin,
-    };
-    s.add_token("secret-token-value", &p).unwrap();
-    assert_eq!(s.principal("secret-token-value").unwrap(), Some(p));
-    assert_eq!(s.principal("wrong").unwrap(), None);
-    let everything = s
-        .kv()
-        .range(Bound::Unbounded, Bound::Unbounded, Order::Ascending, 1000)
-        .unwrap();
-    assert!(everything.iter().all(|(k, v)| {
-        !k.windows(6).any(|w| w == b"secret") && !v.windows(6).any(|w| w == b"secret")
-    }));
 }
 
 #[test]

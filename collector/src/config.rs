@@ -1,0 +1,158 @@
+//! The collector's configuration: `collector.toml`, every field also settable by a flag.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `collector.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// Where the store, the certificates and the keys live.
+    pub data: PathBuf,
+    /// Address and port to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Serve plain HTTP instead of HTTPS (a lab only).
+    #[serde(default)]
+    pub insecure_http: bool,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_body_limit")]
+    pub body_limit_bytes: usize,
+    /// Requests per second one agent may make (ingest and heartbeats).
+    #[serde(default = "default_agent_rate")]
+    pub agent_rate_per_s: u32,
+    /// An agent silent this long is offline (humantime: "30s").
+    #[serde(default = "default_offline_after", with = "humantime_serde_compat")]
+    pub agent_offline_after: Duration,
+    /// Retention of alerts.
+    #[serde(default)]
+    pub retention: Retention,
+    /// Where else alerts go.
+    #[serde(default)]
+    pub export: Export,
+}
+
+/// How long and how much to keep.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Alerts older than this (capture time) are removed ("90d").
+    #[serde(default, with = "humantime_serde_compat::option")]
+    pub max_age: Option<Duration>,
+    /// When the store grows beyond this many bytes, the oldest alerts are removed.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+}
+
+/// Forwarding alerts to other systems.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Export {
+    /// Syslog (RFC 5424) with a CEF payload.
+    #[serde(default)]
+    pub syslog: Option<Syslog>,
+    /// One JSON line per alert, appended to a file.
+    #[serde(default)]
+    pub jsonl: Option<JsonLines>,
+}
+
+/// A syslog receiver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Syslog {
+    /// Host and port.
+    pub address: String,
+    /// `udp` (default) or `tcp` (octet-counted frames, RFC 6587).
+    #[serde(default)]
+    pub transport: SyslogTransport,
+}
+
+/// How syslog messages travel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogTransport {
+    /// One datagram per message.
+    #[default]
+    Udp,
+    /// A TCP stream of octet-counted messages.
+    Tcp,
+}
+
+/// A JSON-lines file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonLines {
+    /// The file (appended to).
+    pub path: PathBuf,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8443))
+}
+
+fn default_body_limit() -> usize {
+    4 * 1024 * 1024
+}
+
+fn default_agent_rate() -> u32 {
+    50
+}
+
+fn default_offline_after() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl CollectorConfig {
+    /// Defaults for a data folder.
+    pub fn with_data(data: PathBuf) -> Self {
+        Self {
+            data,
+            listen: default_listen(),
+            insecure_http: false,
+            body_limit_bytes: default_body_limit(),
+            agent_rate_per_s: default_agent_rate(),
+            agent_offline_after: default_offline_after(),
+            retention: Retention::default(),
+            export: Export::default(),
+        }
+    }
+
+    /// Parses `collector.toml`; errors name the line and the field.
+    pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+}
+
+/// Durations written like "30s", "5m", "90d".
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration ({e}; expected like \"30s\")"
+            ))
+        })
+    }
+
+    pub mod option {
+        use std::time::Duration;
+
+        use serde::{Deserialize, Deserializer};
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            let text = String::deserialize(d)?;
+            humantime::parse_duration(&text).map(Some).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{text:?} is not a duration ({e}; expected like \"90d\")"
+                ))
+            })
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Forwarding alerts to what SIEMs ingest today: syslog (RFC 5424) carrying a CEF payload, over
+//! UDP or TCP, and a JSON-lines file. Exporters listen on the live feed: best effort, after the
+//! alert is stored (the store stays the record).
+
+use std::io::Write as _;
+use std::sync::Arc;
+
+use otwatch_rules::alert::{Alert, Severity};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::broadcast;
+
+use crate::config::{Syslog, SyslogTransport};
+
+/// CEF severity (0-10) of an alert severity.
+fn cef_severity(s: Severity) -> u8 {
+    match s {
+        Severity::Info => 1,
+        Severity::Low => 3,
+        Severity::Medium => 5,
+        Severity::High => 8,
+        Severity::Critical => 10,
+    }
+}
+
+/// Syslog severity (RFC 5424) of an alert severity.
+fn syslog_severity(s: Severity) -> u8 {
+    match s {
+        Severity::Critical => 2,
+        Severity::High => 3,
+        Severity::Medium => 4,
+        Severity::Low => 5,
+        Severity::Info => 6,
+    }
+}
+
+/// Escapes a CEF header field (`|` and `\`).
+fn header(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('|', "\\|")
+}
+
+/// Escapes a CEF extension value (`=`, `\` and newlines).
+fn value(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('=', "\\=")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+}
+
+/// The CEF line for an alert.
+pub fn cef(alert: &Alert) -> String {
+    let mut ext = format!(
+        "rt={} src={} spt={} dst={} dpt={} cnt={} externalId={} deviceExternalId={} cs1Label=technique cs1={}",
+        alert.ts.as_nanos() / 1_000_000,
+        alert.src_ip,
+        alert.src_port,
+        alert.dst_ip,
+        alert.dst_port,
+        alert.count,
+        alert.id,
+        value(&alert.agent),
+        value(&alert.technique.join(",")),
+    );
+    if let Some(f) = &alert.function {
+        ext += &format!(" cs2Label=function cs2={}", value(f));
+    }
+    if let Some(u) = alert.unit_id {
+        ext += &format!(" cn1Label=unit cn1={u}");
+    }
+    if let Some(m) = &alert.message {
+        ext += &format!(" msg={}", value(m));
+    }
+    format!(
+        "CEF:0|otwatch|otwatch|{}|{}|{}|{}|{ext}",
+        env!("CARGO_PKG_VERSION"),
+        header(&alert.rule),
+        header(&alert.title),
+        cef_severity(alert.severity),
+    )
+}
+
+/// The RFC 5424 syslog message for an alert (facility local4).
+pub fn syslog_line(alert: &Alert, hostname: &str) -> String {
+    let pri = 20 * 8 + u16::from(syslog_severity(alert.severity));
+    format!(
+        "<{pri}>1 {} {} otwatch - {} - {}",
+        alert.ts,
+        if hostname.is_empty() { "-" } else { hostname },
+        header(&alert.rule).replace(' ', "_"),
+        cef(alert)
+    )
+}
+
+/// Sends every alert of the feed to a syslog receiver until the feed closes.
+pub async fn syslog(config: Syslog, mut feed: broadcast::Receiver<Arc<Alert>>, hostname: String) {
+    let mut tcp: Option<TcpStream> = None;
+    let udp = match config.transport {
+        SyslogTransport::Udp => UdpSocket::bind("0.0.0.0:0").await.ok(),
+        SyslogTransport::Tcp => None,
+    };
+    loop {
+        let alert = match feed.recv().await {
+            Ok(a) => a,
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let line = syslog_line(&alert, &hostname);
+        match config.transport {
+            SyslogTransport::Udp => {
+                if let Some(sock) = &udp {
+                    let _ = sock.send_to(line.as_bytes(), &config.address).await;
+                }
+            }
+            SyslogTransport::Tcp => {
+                if tcp.is_none() {
+                    tcp = TcpStream::connect(&config.address).await.ok();
+                }
+                if let Some(stream) = tcp.as_mut() {
+                    let frame = format!("{} {line}", line.len());
+                    if stream.write_all(frame.as_bytes()).await.is_err() {
+                        tcp = None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Appends every alert of the feed to a JSON-lines file until the feed closes.
+pub async fn jsonl(path: std::path::PathBuf, mut feed: broadcast::Receiver<Arc<Alert>>) {
+    loop {
+        let alert = match feed.recv().await {
+            Ok(a) => a,
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let path = path.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
+            let mut line = serde_json::to_vec(&*alert).map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            f.write_all(&line)
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests;

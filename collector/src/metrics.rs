@@ -1,0 +1,97 @@
+//! The collector's Prometheus metrics, all prefixed `otwatch_collector_`.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Every metric the collector exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Alerts stored for the first time.
+    pub ingested: IntCounter,
+    /// Alerts received again (retries).
+    pub duplicates: IntCounter,
+    /// Alerts by severity and rule.
+    pub alerts: IntCounterVec,
+    /// Agents heard from within the offline threshold.
+    pub agents_online: IntGauge,
+    /// Open incidents.
+    pub incidents_open: IntGauge,
+    /// Store size on disk.
+    pub store_bytes: IntGauge,
+    /// Alerts stored.
+    pub store_alerts: IntGauge,
+    /// Requests refused, by reason.
+    pub refused: IntCounterVec,
+    /// API latency by route.
+    pub latency: HistogramVec,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| IntCounter::with_opts(Opts::new(name, help));
+        let gauge = |name: &str, help: &str| IntGauge::with_opts(Opts::new(name, help));
+        let m = Self {
+            ingested: counter(
+                "otwatch_collector_alerts_ingested_total",
+                "Alerts stored for the first time",
+            )?,
+            duplicates: counter(
+                "otwatch_collector_alerts_duplicate_total",
+                "Alerts received again (retried deliveries), not stored twice",
+            )?,
+            alerts: IntCounterVec::new(
+                Opts::new(
+                    "otwatch_collector_alerts_total",
+                    "Alerts stored, by severity and rule",
+                ),
+                &["severity", "rule"],
+            )?,
+            agents_online: gauge(
+                "otwatch_collector_agents_online",
+                "Agents heard from recently",
+            )?,
+            incidents_open: gauge("otwatch_collector_incidents_open", "Open incidents")?,
+            store_bytes: gauge("otwatch_collector_store_bytes", "Store size on disk")?,
+            store_alerts: gauge("otwatch_collector_store_alerts", "Alerts stored")?,
+            refused: IntCounterVec::new(
+                Opts::new(
+                    "otwatch_collector_requests_refused_total",
+                    "Requests refused, by reason",
+                ),
+                &["reason"],
+            )?,
+            latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "otwatch_collector_api_latency_seconds",
+                    "API request latency by route",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ]),
+                &["route"],
+            )?,
+            registry,
+        };
+        m.registry.register(Box::new(m.ingested.clone()))?;
+        m.registry.register(Box::new(m.duplicates.clone()))?;
+        m.registry.register(Box::new(m.alerts.clone()))?;
+        m.registry.register(Box::new(m.agents_online.clone()))?;
+        m.registry.register(Box::new(m.incidents_open.clone()))?;
+        m.registry.register(Box::new(m.store_bytes.clone()))?;
+        m.registry.register(Box::new(m.store_alerts.clone()))?;
+        m.registry.register(Box::new(m.refused.clone()))?;
+        m.registry.register(Box::new(m.latency.clone()))?;
+        Ok(m)
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}

@@ -1,0 +1,584 @@
+//! The collector's HTTP API (HTTPS by default), the live feed over Server-Sent Events, the
+//! dashboard and `/metrics`.
+//!
+//! Every request but `/healthz`, `/metrics`, the dashboard page and `/api/v1/login` needs a
+//! credential: 401 without a valid one (nothing is stored), 403 when its role may not do what
+//! is asked. Bodies are limited in size (413), each agent in rate (429). Malformed requests get
+//! a 4xx with a JSON body naming the problem.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::Stream;
+use otwatch_rules::alert::Severity;
+use otwatch_rules::time::Timestamp;
+use otwatch_rules::wire::{Heartbeat, IngestBatch};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::{self, Credentials};
+use crate::config::CollectorConfig;
+use crate::feed::Feed;
+use crate::kv::Kv;
+use crate::metrics::Metrics;
+use crate::posture::{self, agent_status};
+use crate::store::model::{IncidentState, Principal};
+use crate::store::{Action, AlertFilter, Store, StoreError, allowed};
+
+/// Everything a request handler needs.
+pub struct AppState<K: Kv> {
+    /// The data.
+    pub store: Arc<Store<K>>,
+    /// Who may do what.
+    pub credentials: Arc<Credentials>,
+    /// The live feed.
+    pub feed: Arc<dyn Feed>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Settings.
+    pub config: CollectorConfig,
+    /// Token buckets per agent.
+    rates: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl<K: Kv> AppState<K> {
+    /// The state for a store, feed and configuration.
+    pub fn new(
+        store: Arc<Store<K>>,
+        credentials: Arc<Credentials>,
+        feed: Arc<dyn Feed>,
+        metrics: Arc<Metrics>,
+        config: CollectorConfig,
+    ) -> Self {
+        Self {
+            store,
+            credentials,
+            feed,
+            metrics,
+            config,
+            rates: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// The collector's clock, as a capture-style timestamp.
+pub fn now() -> Timestamp {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    Timestamp::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+/// A refused request: a status and a JSON body naming the problem.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => {
+                Self::new(StatusCode::NOT_FOUND, format!("{what} not found"))
+            }
+            StoreError::Invalid { .. } => Self::bad_request(e.to_string()),
+            other => Self::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+        }
+    }
+}
+
+type Shared<K> = Arc<AppState<K>>;
+
+/// The router with every route.
+pub fn router<K: Kv>(state: Shared<K>) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics::<K>))
+        .route("/api/v1/login", post(login::<K>))
+        .route("/api/v1/ingest", post(ingest::<K>))
+        .route("/api/v1/heartbeat", post(heartbeat::<K>))
+        .route("/api/v1/alerts", get(alerts::<K>))
+        .route("/api/v1/alerts/stream", get(stream::<K>))
+        .route("/api/v1/incidents", get(incidents::<K>))
+        .route("/api/v1/incidents/{id}/ack", post(ack::<K>))
+        .route("/api/v1/incidents/{id}/resolve", post(resolve::<K>))
+        .route("/api/v1/assets", get(assets::<K>))
+        .route("/api/v1/agents", get(agents::<K>))
+        .route("/api/v1/posture", get(posture_route::<K>))
+        .route("/api/v1/openapi.json", get(openapi))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .layer(middleware::from_fn_with_state(state.clone(), timing::<K>))
+        .with_state(state)
+}
+
+/// Records each request's latency under its route.
+async fn timing<K: Kv>(State(state): State<Shared<K>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched".to_string(), |p| p.as_str().to_string());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .latency
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The caller, if its credential allows `action`.
+fn authorize<K: Kv>(
+    state: &AppState<K>,
+    headers: &HeaderMap,
+    action: Action,
+) -> Result<Principal, ApiError> {
+    let refuse = |reason: &str, status: StatusCode, message: &str| {
+        state.metrics.refused.with_label_values(&[reason]).inc();
+        ApiError::new(status, message)
+    };
+    let Some(token) = auth::token_of(headers) else {
+        return Err(refuse(
+            "no_credential",
+            StatusCode::UNAUTHORIZED,
+            "no credential (expected an Authorization: Bearer token)",
+        ));
+    };
+    let principal = state.credentials.principal(&token).ok_or_else(|| {
+        refuse(
+            "bad_credential",
+            StatusCode::UNAUTHORIZED,
+            "credential not recognised",
+        )
+    })?;
+    if !allowed(principal.role, action) {
+        return Err(refuse(
+            "forbidden",
+            StatusCode::FORBIDDEN,
+            &format!("a {:?} credential may not do this", principal.role).to_lowercase(),
+        ));
+    }
+    Ok(principal)
+}
+
+/// Takes one token from the agent's bucket; 429 when empty.
+fn rate_limit<K: Kv>(state: &AppState<K>, agent: &str) -> Result<(), ApiError> {
+    let rate = f64::from(state.config.agent_rate_per_s.max(1));
+    let mut rates = state
+        .rates
+        .lock()
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "rate limiter poisoned"))?;
+    let now = Instant::now();
+    let (tokens, last) = rates.entry(agent.to_string()).or_insert((rate, now));
+    *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(rate);
+    *last = now;
+    if *tokens < 1.0 {
+        state
+            .metrics
+            .refused
+            .with_label_values(&["rate_limited"])
+            .inc();
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("agent {agent:?} exceeds {rate} requests per second"),
+        ));
+    }
+    *tokens -= 1.0;
+    Ok(())
+}
+
+/// Reads a JSON body within the configured limit.
+async fn json_body<T: serde::de::DeserializeOwned, K: Kv>(
+    state: &AppState<K>,
+    body: Body,
+) -> Result<T, ApiError> {
+    let limit = state.config.body_limit_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        state
+            .metrics
+            .refused
+            .with_label_values(&["too_large"])
+            .inc();
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {limit} bytes"),
+        )
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        state
+            .metrics
+            .refused
+            .with_label_values(&["malformed"])
+            .inc();
+        ApiError::bad_request(format!("malformed JSON body: {e}"))
+    })
+}
+
+async fn ingest<K: Kv>(
+    State(state): State<Shared<K>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
+    let principal = authorize(&state, &headers, Action::Ingest)?;
+    rate_limit(&state, &principal.name)?;
+    let batch: IngestBatch = json_body(&state, body).await?;
+    if batch.agent != principal.name {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "agent: batch says {:?} but the credential is {:?}'s",
+                batch.agent, principal.name
+            ),
+        ));
+    }
+    let store = state.store.clone();
+    let (reply, fresh) = tokio::task::spawn_blocking(move || store.ingest(&batch, now()))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    state.metrics.ingested.inc_by(reply.accepted as u64);
+    state.metrics.duplicates.inc_by(reply.duplicates as u64);
+    for a in &fresh {
+        state
+            .metrics
+            .alerts
+            .with_label_values(&[a.severity.name(), &a.rule])
+            .inc();
+    }
+    state.feed.publish(&fresh);
+    Ok(axum::Json(reply))
+}
+
+async fn heartbeat<K: Kv>(
+    State(state): State<Shared<K>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
+    let principal = authorize(&state, &headers, Action::Ingest)?;
+    rate_limit(&state, &principal.name)?;
+    let hb: Heartbeat = json_body(&state, body).await?;
+    if hb.agent != principal.name {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "agent: heartbeat says {:?} but the credential is {:?}'s",
+                hb.agent, principal.name
+            ),
+        ));
+    }
+    state.store.heartbeat(&hb, now())?;
+    Ok(axum::Json(json!({ "ok": true })))
+}
+
+/// Turns query parameters into an alert filter, naming any bad or unknown parameter.
+fn filter_of(
+    params: &HashMap<String, String>,
+) -> Result<(AlertFilter, Option<String>, usize), ApiError> {
+    let mut f = AlertFilter::default();
+    let mut cursor = None;
+    let mut limit = 100;
+    for (k, v) in params {
+        let bad = |expected: &str| {
+            ApiError::bad_request(format!("{k}: {v:?} is not valid (expected {expected})"))
+        };
+        match k.as_str() {
+            "since" => f.since = Some(v.parse().map_err(|_| bad("an RFC 3339 time"))?),
+            "until" => f.until = Some(v.parse().map_err(|_| bad("an RFC 3339 time"))?),
+            "min_severity" => {
+                f.min_severity = Some(
+                    Severity::from_name(v)
+                        .ok_or_else(|| bad("info, low, medium, high or critical"))?,
+                )
+            }
+            "agent" => f.agent = Some(v.clone()),
+            "asset" => f.asset = Some(v.parse::<IpAddr>().map_err(|_| bad("an IP address"))?),
+            "rule" => f.rule = Some(v.clone()),
+            "technique" => f.technique = Some(v.clone()),
+            "cursor" => cursor = Some(v.clone()),
+            "limit" => {
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|l| (1..=1000).contains(l))
+                    .ok_or_else(|| bad("a number from 1 to 1000"))?
+            }
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "{k}: unknown parameter (expected since, until, min_severity, agent, asset, rule, technique, cursor, limit)"
+                )));
+            }
+        }
+    }
+    Ok((f, cursor, limit))
+}
+
+async fn alerts<K: Kv>(
+    State(state): State<Shared<K>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&state, &headers, Action::Read)?;
+    let (filter, cursor, limit) = filter_of(&params)?;
+    let store = state.store.clone();
+    let page =
+        tokio::task::spawn_blocking(move || store.query_alerts(&filter, cursor.as_deref(), limit))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(axum::Json(page))
+}
+
+async fn stream<K: Kv>(
+    State(state): State<Shared<K>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    authorize(&state, &headers, Action::Read)?;
+    let mut params = params;
+    params.remove("cursor");
+    params.remove("limit");
+    let (filter, _, _) = filter_of(&params)?;
+    let rx = state.feed.subscribe();
+    let stream = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |item| {
+        let event = match item {
+            Ok(alert) if filter.matches(&alert) => {
+                let data = serde_json::to_string(&*alert).unwrap_or_default();
+                Some(Ok(Event::default()
+                    .event("alert")
+                    .id(alert.id.clone())
+                    .data(data)))
+            }
+            Ok(_) => None,
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                Some(Ok(Event::default().event("lagged").data(n.to_string())))
+            }
+        };
+        futures::future::ready(event)
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+use futures::StreamExt as _;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncidentQuery {
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+async fn incidents<K: Kv>(
+    State(state): State<Shared<K>>,
+    headers: HeaderMap,
+    query: Result<Query<IncidentQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&state, &headers, Action::Read)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let filter = match q.state.as_deref() {
+        None => None,
+        Some("open") => Some(IncidentState::Open),
+        Some("acknowledged") => Some(IncidentState::Acknowledged),
+        Some("resolved") => Some(IncidentState::Resolved),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "state: {other:?} is not valid (expected open, acknowledged or resolved)"
+            )));
+        }
+    };
+    let limit = q.limit.unwrap_or(200).clamp(1, 1000);
+    Ok(axum::Json(state.store.incidents(filter, limit)?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Note {
+    #[serde(default)]
+    note: Option<String>,
+}
+
+async fn change<K: Kv>(
+    state: Shared<K>,
+    headers: HeaderMap,
+    id: String,
+    body: Body,
+    to: IncidentState,
+) -> Result<axum::Json<crate::store::model::Incident>, ApiError> {
+    let principal = authorize(&state, &headers, Action::Change)?;
+    let id: u64 = id.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "id: {id:?} is not an incident id (expected a number)"
+        ))
+    })?;
+    let bytes = axum::body::to_bytes(body, state.config.body_limit_bytes)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body too large"))?;
+    let note: Note = if bytes.is_empty() {
+        Note::default()
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?
+    };
+    let incident = state
+        .store
+        .set_incident_state(id, to, &principal.name, note.note, now())?;
+    Ok(axum::Json(incident))
+}
+
+async fn ack<K: Kv>(
+    State(state): State<Shared<K>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
+    change(state, headers, id, body, IncidentState::Acknowledged).await
+}
+
+async fn resolve<K: Kv>(
+    State(state): State<Shared<K>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
+    change(state, headers, id, body, IncidentState::Resolved).await
+}
+
+async fn assets<K: Kv>(
+    State(state): State<Shared<K>>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&state, &headers, Action::Read)?;
+    Ok(axum::Json(state.store.assets(100_000)?))
+}
+
+async fn agents<K: Kv>(
+    State(state): State<Shared<K>>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&state, &headers, Action::Read)?;
+    let list = agent_status(
+        state.store.agents(10_000)?,
+        now(),
+        state.config.agent_offline_after,
+    );
+    Ok(axum::Json(list))
+}
+
+async fn posture_route<K: Kv>(
+    State(state): State<Shared<K>>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&state, &headers, Action::Read)?;
+    let agents = agent_status(
+        state.store.agents(10_000)?,
+        now(),
+        state.config.agent_offline_after,
+    );
+    let incidents = state.store.incidents(None, 10_000)?;
+    let assets = state.store.assets(100_000)?;
+    Ok(axum::Json(posture::posture(&agents, &incidents, &assets)))
+}
+
+async fn metrics<K: Kv>(State(state): State<Shared<K>>) -> impl IntoResponse {
+    let m = &state.metrics;
+    let agents = agent_status(
+        state.store.agents(10_000).unwrap_or_default(),
+        now(),
+        state.config.agent_offline_after,
+    );
+    m.agents_online
+        .set(agents.iter().filter(|a| a.online).count() as i64);
+    m.incidents_open.set(
+        state
+            .store
+            .incidents(Some(IncidentState::Open), 100_000)
+            .map_or(0, |i| i.len() as i64),
+    );
+    m.store_bytes
+        .set(state.store.kv().size_on_disk().map_or(0, |b| b as i64));
+    m.store_alerts
+        .set(state.store.alert_count().map_or(0, |n| n as i64));
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        m.render(),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Login {
+    token: String,
+}
+
+/// Exchanges a token for the dashboard's session cookie.
+async fn login<K: Kv>(State(state): State<Shared<K>>, body: Body) -> Result<Response, ApiError> {
+    let Login { token } = json_body(&state, body).await?;
+    let principal = state
+        .credentials
+        .principal(&token)
+        .filter(|p| p.role.can_read())
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "credential not recognised"))?;
+    let secure = if state.config.insecure_http {
+        ""
+    } else {
+        "; Secure"
+    };
+    let cookie = format!(
+        "{}={token}; HttpOnly; SameSite=Strict; Path=/{secure}",
+        auth::COOKIE_NAME
+    );
+    let mut response =
+        axum::Json(json!({ "name": principal.name, "role": principal.role })).into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie)
+            .map_err(|_| ApiError::bad_request("token: not usable in a cookie"))?,
+    );
+    Ok(response)
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("dashboard.html"))
+}
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+}
+
+#[cfg(test)]
+mod tests;

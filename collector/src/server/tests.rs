@@ -1,0 +1,521 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use otwatch_rules::alert::{Alert, Severity};
+use otwatch_rules::wire::IngestBatch;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use super::*;
+use crate::feed::BroadcastFeed;
+use crate::fixtures::{alert, batch};
+use crate::kv::memory::MemoryKv;
+use crate::store::model::Role;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    state: Shared<MemoryKv>,
+    agent: String,
+    viewer: String,
+    admin: String,
+}
+
+fn fixture_with(config: impl FnOnce(&mut CollectorConfig)) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = Credentials::open(dir.path()).unwrap();
+    let agent = credentials.enroll("a1", Role::Agent).unwrap();
+    let viewer = credentials.enroll("soc", Role::Viewer).unwrap();
+    let admin = credentials.enroll("lead", Role::Admin).unwrap();
+    let mut c = CollectorConfig::with_data(dir.path().to_path_buf());
+    config(&mut c);
+    let state = Arc::new(AppState::new(
+        Arc::new(Store::open(MemoryKv::new()).unwrap()),
+        Arc::new(credentials),
+        Arc::new(BroadcastFeed::new(64)),
+        Arc::new(Metrics::new().unwrap()),
+        c,
+    ));
+    Fixture {
+        _dir: dir,
+        state,
+        agent,
+        viewer,
+        admin,
+    }
+}
+
+fn fixture() -> Fixture {
+    fixture_with(|_| {})
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Fixture {
+    async fn call(&self, method: Method, uri: &str, token: Option<&str>, body: Vec<u8>) -> Reply {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            request = request.header("authorization", format!("Bearer {t}"));
+        }
+        let response = router(self.state.clone())
+            .oneshot(request.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&self, uri: &str, token: &str) -> Reply {
+        self.call(Method::GET, uri, Some(token), Vec::new()).await
+    }
+
+    async fn ingest(&self, token: Option<&str>, b: &IngestBatch) -> Reply {
+        let body = serde_json::to_vec(b).unwrap();
+        self.call(Method::POST, "/api/v1/ingest", token, body).await
+    }
+
+    fn stored(&self) -> u64 {
+        self.state.store.alert_count().unwrap()
+    }
+}
+
+fn alerts(n: u64) -> Vec<Alert> {
+    (0..n)
+        .map(|i| {
+            alert(
+                i,
+                "write-denied",
+                Severity::High,
+                "10.0.0.9",
+                "10.0.1.5",
+                "a1",
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn ingest_without_a_credential_is_401_and_stores_nothing() {
+    let f = fixture();
+    let r = f.ingest(None, &batch("a1", alerts(3))).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        r.body["error"].as_str().unwrap().contains("Bearer"),
+        "{}",
+        r.body
+    );
+    assert_eq!(f.stored(), 0);
+}
+
+#[tokio::test]
+async fn ingest_with_a_wrong_credential_is_401_and_stores_nothing() {
+    let f = fixture();
+    let forged = format!("otw_{}", "0".repeat(64));
+    let r = f.ingest(Some(&forged), &batch("a1", alerts(3))).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(f.stored(), 0);
+    assert!(
+        f.state
+            .metrics
+            .render()
+            .contains("otwatch_collector_requests_refused_total{reason=\"bad_credential\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn a_viewer_or_admin_cannot_ingest() {
+    let f = fixture();
+    for token in [&f.viewer, &f.admin] {
+        let r = f.ingest(Some(token), &batch("a1", alerts(1))).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+    }
+    assert_eq!(f.stored(), 0);
+}
+
+#[tokio::test]
+async fn an_agent_credential_cannot_read_or_acknowledge() {
+    let f = fixture();
+    assert_eq!(
+        f.ingest(Some(&f.agent), &batch("a1", alerts(1)))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    for uri in [
+        "/api/v1/alerts",
+        "/api/v1/incidents",
+        "/api/v1/assets",
+        "/api/v1/agents",
+        "/api/v1/posture",
+        "/api/v1/alerts/stream",
+    ] {
+        assert_eq!(
+            f.get(uri, &f.agent).await.status,
+            StatusCode::FORBIDDEN,
+            "{uri}"
+        );
+    }
+    let id = f.state.store.incidents(None, 1).unwrap()[0].id;
+    for action in ["ack", "resolve"] {
+        let uri = format!("/api/v1/incidents/{id}/{action}");
+        let r = f.call(Method::POST, &uri, Some(&f.agent), Vec::new()).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+    }
+    let incident = &f.state.store.incidents(None, 1).unwrap()[0];
+    assert_eq!(incident.state, IncidentState::Open);
+    assert!(incident.history.is_empty());
+}
+
+#[tokio::test]
+async fn an_agent_cannot_ingest_under_another_agents_name() {
+    let f = fixture();
+    let r = f.ingest(Some(&f.agent), &batch("a2", alerts(1))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        r.body["error"].as_str().unwrap().starts_with("agent:"),
+        "{}",
+        r.body
+    );
+    assert_eq!(f.stored(), 0);
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_413_and_stores_nothing() {
+    let f = fixture_with(|c| c.body_limit_bytes = 4096);
+    let r = f.ingest(Some(&f.agent), &batch("a1", alerts(50))).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        r.body["error"].as_str().unwrap().contains("4096"),
+        "{}",
+        r.body
+    );
+    assert_eq!(f.stored(), 0);
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_naming_the_problem_and_stores_nothing() {
+    let f = fixture();
+    let r = f
+        .call(
+            Method::POST,
+            "/api/v1/ingest",
+            Some(&f.agent),
+            b"{\"agent\":\"a1\",\"alerts\":[{\"id\":3}]}".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let message = r.body["error"].as_str().unwrap();
+    assert!(
+        message.starts_with("malformed JSON body:") && message.contains("expected a string"),
+        "{message}"
+    );
+    let r = f
+        .call(
+            Method::POST,
+            "/api/v1/ingest",
+            Some(&f.agent),
+            b"not json".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(f.stored(), 0);
+}
+
+#[tokio::test]
+async fn a_retried_batch_is_acknowledged_again_without_double_counting() {
+    let f = fixture();
+    let b = batch("a1", alerts(5));
+    let first = f.ingest(Some(&f.agent), &b).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(
+        (
+            first.body["accepted"].as_u64(),
+            first.body["duplicates"].as_u64()
+        ),
+        (Some(5), Some(0))
+    );
+    let second = f.ingest(Some(&f.agent), &b).await;
+    assert_eq!(
+        (
+            second.body["accepted"].as_u64(),
+            second.body["duplicates"].as_u64()
+        ),
+        (Some(0), Some(5))
+    );
+    assert_eq!(f.stored(), 5);
+    let metrics = f.state.metrics.render();
+    assert!(
+        metrics.contains("otwatch_collector_alerts_ingested_total 5"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("otwatch_collector_alerts_duplicate_total 5"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_over_its_rate_gets_429() {
+    let f = fixture_with(|c| c.agent_rate_per_s = 2);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(
+            f.ingest(Some(&f.agent), &batch("a1", Vec::new()))
+                .await
+                .status,
+        );
+    }
+    assert_eq!(&statuses[..2], [StatusCode::OK, StatusCode::OK]);
+    assert!(
+        statuses[2..].contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn alerts_filter_by_severity_and_page_with_a_cursor() {
+    let f = fixture();
+    let mut list = alerts(5);
+    list.push(alert(
+        9,
+        "scan",
+        Severity::Low,
+        "10.0.0.9",
+        "10.0.1.6",
+        "a1",
+    ));
+    f.ingest(Some(&f.agent), &batch("a1", list)).await;
+    let r = f
+        .get("/api/v1/alerts?min_severity=high&limit=3", &f.viewer)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["alerts"].as_array().unwrap().len(), 3);
+    let cursor = r.body["next"].as_str().unwrap().to_string();
+    let r = f
+        .get(
+            &format!("/api/v1/alerts?min_severity=high&limit=3&cursor={cursor}"),
+            &f.viewer,
+        )
+        .await;
+    let rest = r.body["alerts"].as_array().unwrap();
+    assert_eq!(rest.len(), 2);
+    assert!(rest.iter().all(|a| a["severity"] == "high"));
+    assert!(r.body["next"].is_null());
+    let r = f.get("/api/v1/alerts?asset=10.0.1.6", &f.viewer).await;
+    assert_eq!(r.body["alerts"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_bad_query_parameter_is_400_naming_it_and_what_was_expected() {
+    let f = fixture();
+    for (uri, expected) in [
+        (
+            "/api/v1/alerts?min_severity=urgent",
+            "min_severity: \"urgent\" is not valid (expected info, low, medium, high or critical)",
+        ),
+        (
+            "/api/v1/alerts?since=yesterday",
+            "since: \"yesterday\" is not valid (expected an RFC 3339 time)",
+        ),
+        (
+            "/api/v1/alerts?limit=0",
+            "limit: \"0\" is not valid (expected a number from 1 to 1000)",
+        ),
+        ("/api/v1/alerts?colour=red", "colour: unknown parameter"),
+        (
+            "/api/v1/incidents?state=closed",
+            "state: \"closed\" is not valid (expected open, acknowledged or resolved)",
+        ),
+    ] {
+        let r = f.get(uri, &f.viewer).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}");
+        assert!(
+            r.body["error"].as_str().unwrap().starts_with(expected),
+            "{uri}: {}",
+            r.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_admin_acknowledges_then_resolves_and_the_history_says_who() {
+    let f = fixture();
+    f.ingest(Some(&f.agent), &batch("a1", alerts(2))).await;
+    let id = f.get("/api/v1/incidents?state=open", &f.viewer).await.body[0]["id"]
+        .as_u64()
+        .unwrap();
+    let viewer_try = f
+        .call(
+            Method::POST,
+            &format!("/api/v1/incidents/{id}/ack"),
+            Some(&f.viewer),
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(viewer_try.status, StatusCode::FORBIDDEN);
+    let r = f
+        .call(
+            Method::POST,
+            &format!("/api/v1/incidents/{id}/ack"),
+            Some(&f.admin),
+            br#"{"note":"on it"}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["state"], "acknowledged");
+    let r = f
+        .call(
+            Method::POST,
+            &format!("/api/v1/incidents/{id}/resolve"),
+            Some(&f.admin),
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(r.body["state"], "resolved");
+    let history = r.body["history"].as_array().unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(
+        (history[0]["by"].as_str(), history[0]["note"].as_str()),
+        (Some("lead"), Some("on it"))
+    );
+    assert!(
+        f.get("/api/v1/incidents?state=open", &f.viewer)
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let missing = f
+        .call(
+            Method::POST,
+            "/api/v1/incidents/999/ack",
+            Some(&f.admin),
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let bad = f
+        .call(
+            Method::POST,
+            "/api/v1/incidents/x/ack",
+            Some(&f.admin),
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body["error"].as_str().unwrap().starts_with("id:"));
+}
+
+#[tokio::test]
+async fn the_stream_delivers_newly_ingested_alerts_matching_its_filter() {
+    let f = fixture();
+    let response = router(f.state.clone())
+        .oneshot(
+            Request::builder()
+                .uri("/api/v1/alerts/stream?min_severity=high")
+                .header("authorization", format!("Bearer {}", f.viewer))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut list = vec![alert(
+        1,
+        "scan",
+        Severity::Low,
+        "10.0.0.9",
+        "10.0.1.6",
+        "a1",
+    )];
+    list.push(alert(
+        2,
+        "write-denied",
+        Severity::High,
+        "10.0.0.9",
+        "10.0.1.5",
+        "a1",
+    ));
+    f.ingest(Some(&f.agent), &batch("a1", list)).await;
+    let mut body = response.into_body();
+    let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
+    assert!(text.starts_with("event: alert\n"), "{text}");
+    assert!(text.contains(&format!("id: {:032x}", 2)), "{text}");
+    assert!(!text.contains(&format!("{:032x}", 1)), "{text}");
+}
+
+#[tokio::test]
+async fn health_metrics_dashboard_and_openapi_need_no_credential() {
+    let f = fixture();
+    for uri in ["/healthz", "/metrics", "/", "/api/v1/openapi.json"] {
+        let r = f.call(Method::GET, uri, None, Vec::new()).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}");
+    }
+    let spec = f
+        .call(Method::GET, "/api/v1/openapi.json", None, Vec::new())
+        .await;
+    assert_eq!(spec.body["openapi"].as_str().map(|v| &v[..2]), Some("3."));
+}
+
+#[tokio::test]
+async fn login_sets_an_httponly_secure_cookie_that_authenticates_reads() {
+    let f = fixture();
+    let body = serde_json::to_vec(&serde_json::json!({ "token": f.viewer })).unwrap();
+    let r = f.call(Method::POST, "/api/v1/login", None, body).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let cookie = r.headers["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("Secure")
+            && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_string();
+    let response = router(f.state.clone())
+        .oneshot(
+            Request::builder()
+                .uri("/api/v1/agents")
+                .header("cookie", pair)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let agent_login = serde_json::to_vec(&serde_json::json!({ "token": f.agent })).unwrap();
+    assert_eq!(
+        f.call(Method::POST, "/api/v1/login", None, agent_login)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_route_is_a_json_404() {
+    let f = fixture();
+    let r = f.get("/api/v1/nothing", &f.viewer).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.body["error"], "no such route");
+}
