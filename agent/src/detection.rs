@@ -14,8 +14,10 @@ use otwatch_rules::time::Timestamp;
 use serde::Serialize;
 
 use crate::jsonl::JsonLines;
+use crate::outbox::{Outbox, Record};
 use crate::pipeline::Observer;
 use crate::policy_reload::Reload;
+use crate::status::Status;
 
 /// Alerts raised, by rule and by severity.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -28,6 +30,9 @@ pub struct AlertCounts {
     pub by_rule: BTreeMap<String, u64>,
     /// Alerts by severity.
     pub by_severity: BTreeMap<Severity, u64>,
+    /// Alerts by rule and severity (for metrics).
+    #[serde(skip)]
+    pub by_rule_severity: BTreeMap<(String, Severity), u64>,
 }
 
 impl AlertCounts {
@@ -36,14 +41,19 @@ impl AlertCounts {
         self.occurrences += alert.count;
         *self.by_rule.entry(alert.rule.clone()).or_default() += 1;
         *self.by_severity.entry(alert.severity).or_default() += 1;
+        *self
+            .by_rule_severity
+            .entry((alert.rule.clone(), alert.severity))
+            .or_default() += 1;
     }
 }
 
-/// Where alerts go: the log, the terminal, the counters.
+/// Where alerts go: the log, the terminal, the counters, the outbox.
 struct Sink<W: Write> {
     log: Option<JsonLines<W>>,
     print: bool,
     counts: AlertCounts,
+    outbox: Option<(Arc<Outbox>, Arc<Status>)>,
 }
 
 impl<W: Write> Sink<W> {
@@ -54,6 +64,11 @@ impl<W: Write> Sink<W> {
         }
         if let Some(log) = self.log.as_mut() {
             log.write(&alert);
+        }
+        if let Some((outbox, status)) = &self.outbox
+            && let Err(e) = outbox.push(&[Record::Alert(alert)])
+        {
+            status.set_last_error(e.to_string());
         }
     }
 }
@@ -79,8 +94,15 @@ impl<W: Write> Detection<W> {
                 log: log.map(JsonLines::new),
                 print,
                 counts: AlertCounts::default(),
+                outbox: None,
             },
         }
+    }
+
+    /// Also queues every alert in `outbox` for the collector (errors go to `status`).
+    pub fn with_outbox(mut self, outbox: Arc<Outbox>, status: Arc<Status>) -> Self {
+        self.sink.outbox = Some((outbox, status));
+        self
     }
 
     /// Alerts so far.

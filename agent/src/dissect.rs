@@ -56,6 +56,8 @@ pub struct Dissected<'a> {
     pub transport: Transport,
     /// Transport payload.
     pub payload: &'a [u8],
+    /// Source and destination Ethernet addresses, when the link layer is Ethernet.
+    pub macs: Option<([u8; 6], [u8; 6])>,
 }
 
 /// An IPv4 fragment, to be reassembled before its transport header can be read.
@@ -101,7 +103,13 @@ pub fn dissect<'a>(packet: &CapturedPacket<'a>) -> Dissection<'a> {
     let data = packet.data;
     match packet.link {
         LinkType::Ethernet => match Ethernet2Slice::from_slice_without_fcs(data) {
-            Ok(eth) => ether_payload(eth.ether_type(), eth.payload_slice()),
+            Ok(eth) => match ether_payload(eth.ether_type(), eth.payload_slice()) {
+                Dissection::Packet(mut p) => {
+                    p.macs = Some((eth.source(), eth.destination()));
+                    Dissection::Packet(p)
+                }
+                other => other,
+            },
             Err(_) => Dissection::Malformed("ethernet_header"),
         },
         LinkType::LinuxSll => match LinuxSllSlice::from_slice(data) {
@@ -247,6 +255,7 @@ fn tcp_packet<'a>(vlan: u16, src: IpAddr, dst: IpAddr, tcp: &TcpSlice<'a>) -> Di
             rst: tcp.rst(),
         }),
         payload: tcp.payload(),
+        macs: None,
     }
 }
 
@@ -259,6 +268,7 @@ fn udp_packet<'a>(vlan: u16, src: IpAddr, dst: IpAddr, udp: &UdpSlice<'a>) -> Di
         dst_port: udp.destination_port(),
         transport: Transport::Udp,
         payload: udp.payload(),
+        macs: None,
     }
 }
 

@@ -153,6 +153,8 @@ impl Flow {
                 first_seen: now,
                 last_gap: None,
                 handshake_seen: matches!(packet.transport, Transport::Tcp(f) if f.syn),
+                client_mac: packet.macs.map(|(s, d)| if client == src { s } else { d }),
+                server_mac: packet.macs.map(|(s, d)| if client == src { d } else { s }),
             },
             guessed_client: client,
             last_seen: now,
@@ -302,6 +304,7 @@ fn session_event(
             info.encapsulation = Some(encapsulation);
             if reversed {
                 std::mem::swap(&mut info.client, &mut info.server);
+                std::mem::swap(&mut info.client_mac, &mut info.server_mac);
             }
         }
         Event::Request { .. } => info.requests += 1,

@@ -39,7 +39,7 @@ pub fn learn(
 ) -> Result<Learned, CaptureFileError> {
     let mut captures = offline::open_all(pcaps)?;
     let mut pipeline = Pipeline::new(flows, Learning(Learner::new()));
-    let files = offline::feed(&mut captures, &mut pipeline, progress);
+    let files = offline::feed(&mut captures, &mut pipeline, progress, &mut |_| {});
     pipeline.finish();
     let learner = pipeline.into_observer().0;
     let sources: Vec<String> = pcaps.iter().map(|p| p.display().to_string()).collect();

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use otwatch_agent::config::{AgentConfig, ConfigError};
 use otwatch_agent::flow::FlowConfig;
 use otwatch_agent::replay::{self, ReplayOptions};
 use otwatch_agent::{learn, policy_file};
@@ -79,18 +80,44 @@ struct ReplayArgs {
     #[arg(long)]
     print_alerts: bool,
     /// This agent's name, carried in every alert.
-    #[arg(
-        long,
-        value_name = "NAME",
-        env = "OTWATCH_AGENT_NAME",
-        default_value = "otwatch-agent"
-    )]
-    agent_name: String,
+    /// (Default: the configuration's agent_name, else "otwatch-agent".)
+    #[arg(long, value_name = "NAME", env = "OTWATCH_AGENT_NAME")]
+    agent_name: Option<String>,
     #[command(flatten)]
     decoding: DecodingArgs,
+    #[command(flatten)]
+    delivery: DeliveryArgs,
     /// Never draw a progress bar.
     #[arg(long)]
     no_progress: bool,
+}
+
+/// Where alerts go besides this machine. Each flag overrides the configuration file.
+#[derive(Debug, Args)]
+struct DeliveryArgs {
+    /// The agent's configuration (agent.toml): name, collector, token, outbox, metrics, policy.
+    #[arg(long, value_name = "FILE", env = "OTWATCH_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Deliver alerts and asset observations to this collector (https://HOST:PORT).
+    #[arg(long, value_name = "URL")]
+    collector: Option<String>,
+    /// The collector's certificate authority (ca.pem from `otwatch-collector init`).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Folder of the outbox, where undelivered records wait (kept across runs).
+    #[arg(long, value_name = "DIR")]
+    outbox: Option<PathBuf>,
+    /// Most megabytes of undelivered records kept; the oldest are dropped beyond (and
+    /// reported to the collector).
+    #[arg(long, value_name = "MB")]
+    outbox_budget_mb: Option<u64>,
+    /// Serve Prometheus metrics on this address (/metrics).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Seconds to wait at the end for every record to reach the collector (what is left waits
+    /// in the outbox for the next run).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    drain_timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -196,8 +223,55 @@ fn run_check(args: &CheckArgs) -> ExitCode {
     }
 }
 
+/// The configuration file with the flags applied over it.
+fn agent_config(args: &DeliveryArgs) -> Result<AgentConfig, ConfigError> {
+    let mut config = match &args.config {
+        Some(path) => AgentConfig::load(path)?,
+        None => AgentConfig::default(),
+    };
+    if let Some(url) = &args.collector {
+        config.collector_url = Some(url.clone());
+    }
+    if let Some(ca) = &args.ca {
+        config.collector_ca = Some(ca.clone());
+    }
+    if let Some(outbox) = &args.outbox {
+        config.outbox = Some(outbox.clone());
+    }
+    if let Some(mb) = args.outbox_budget_mb {
+        config.outbox_budget_mb = Some(mb);
+    }
+    if let Some(addr) = args.metrics_listen {
+        config.metrics_listen = Some(addr);
+    }
+    Ok(config)
+}
+
 fn run_replay(args: ReplayArgs) -> ExitCode {
-    let policy = match &args.policy {
+    let config = match agent_config(&args.delivery) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("otwatch-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let delivery = match config.delivery(
+        std::env::var("OTWATCH_COLLECTOR_TOKEN").ok(),
+        Duration::from_secs(args.delivery.drain_timeout),
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("otwatch-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let agent_name = args
+        .agent_name
+        .clone()
+        .or_else(|| config.agent_name.clone())
+        .unwrap_or_else(|| "otwatch-agent".to_string());
+    let policy_path = args.policy.clone().or_else(|| config.policy.clone());
+    let policy = match &policy_path {
         Some(path) => match policy_file::load(path) {
             Ok((policy, warnings)) => {
                 for w in &warnings {
@@ -217,9 +291,11 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
         alerts: args.alerts,
         print_alerts: args.print_alerts || std::io::stdout().is_terminal(),
         detection: DetectionConfig {
-            agent: args.agent_name,
+            agent: agent_name,
             ..DetectionConfig::default()
         },
+        delivery,
+        metrics_listen: config.metrics_listen,
         pcaps: args.pcaps,
         transactions: args.transactions,
         events: args.events,

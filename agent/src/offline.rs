@@ -27,11 +27,16 @@ pub fn open_all(paths: &[PathBuf]) -> Result<Vec<CaptureFile>, CaptureFileError>
     paths.iter().map(|p| CaptureFile::open(p)).collect()
 }
 
-/// Feeds every packet of every capture, in order, to the pipeline.
+/// Packets between calls of the `tick` callback of [`feed`].
+pub const TICK_PACKETS: u64 = 4096;
+
+/// Feeds every packet of every capture, in order, to the pipeline, calling `tick` every
+/// [`TICK_PACKETS`] packets (to publish status) and once at the end.
 pub fn feed<O: Observer>(
     captures: &mut [CaptureFile],
     pipeline: &mut Pipeline<O>,
     progress: bool,
+    tick: &mut dyn FnMut(&Pipeline<O>),
 ) -> Vec<FileReport> {
     let total: u64 = captures.iter().map(CaptureFile::size).sum();
     let bar = if progress {
@@ -52,8 +57,11 @@ pub fn feed<O: Observer>(
                 Ok(Some(packet)) => {
                     pipeline.packet(&packet);
                     packets += 1;
-                    if packets.is_multiple_of(65_536) {
-                        bar.set_position(done_bytes + capture.offset());
+                    if packets.is_multiple_of(TICK_PACKETS) {
+                        tick(pipeline);
+                        if packets.is_multiple_of(65_536) {
+                            bar.set_position(done_bytes + capture.offset());
+                        }
                     }
                 }
                 Ok(None) => break None,
@@ -69,5 +77,6 @@ pub fn feed<O: Observer>(
         });
     }
     bar.finish_and_clear();
+    tick(pipeline);
     files
 }

@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,12 +12,16 @@ use otwatch_rules::detect::DetectionConfig;
 use otwatch_rules::policy::Policy;
 use serde::Serialize;
 
+use crate::assets::AssetReporter;
 use crate::capture::file::CaptureFileError;
+use crate::delivery::{Delivery, DeliveryError, DeliveryOptions, DeliveryReport};
 use crate::detection::{AlertCounts, Detection};
 use crate::event_log::EventLog;
 use crate::flow::{FlowConfig, FlowCounters};
+use crate::metrics::{self, AgentMetrics, Render};
 use crate::offline::{self, FileReport};
 use crate::pipeline::{PacketCounters, Pipeline};
+use crate::status::{Snapshot, Status};
 use crate::summary::{ModbusCounters, function_table};
 use crate::transaction_log::TransactionLog;
 
@@ -41,6 +46,10 @@ pub struct ReplayOptions {
     pub alerts: Option<PathBuf>,
     /// Whether to print alerts readably on standard output.
     pub print_alerts: bool,
+    /// Where to deliver alerts and asset observations, if anywhere.
+    pub delivery: Option<DeliveryOptions>,
+    /// Where to serve `/metrics`, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Everything a replay found.
@@ -62,6 +71,10 @@ pub struct ReplayReport {
     pub alerts: AlertCounts,
     /// The policy's hash, when one was in force.
     pub policy_hash: Option<String>,
+    /// Hosts in the asset inventory (when delivering).
+    pub assets: Option<usize>,
+    /// What reached the collector (when delivering).
+    pub delivery: Option<DeliveryReport>,
     /// Wall time.
     #[serde(serialize_with = "seconds")]
     pub elapsed: Duration,
@@ -145,6 +158,18 @@ impl ReplayReport {
         for (rule, n) in &a.by_rule {
             out += &format!("  {rule:<34} {n:>10}\n");
         }
+        if let Some(d) = &self.delivery {
+            out += &format!(
+                "delivered {} records in {} batches ({} already there)  waiting {}  failed attempts {}  outbox dropped {}  assets {}\n",
+                d.delivered.records,
+                d.delivered.batches,
+                d.delivered.duplicates,
+                d.waiting,
+                d.delivered.failures,
+                d.outbox_dropped,
+                self.assets.unwrap_or(0)
+            );
+        }
         out += &format!(
             "time {:.3} s  {:.0} packets/s\n",
             self.elapsed.as_secs_f64(),
@@ -160,6 +185,17 @@ pub enum ReplayError {
     /// A capture file could not be opened.
     #[error(transparent)]
     Open(#[from] CaptureFileError),
+    /// Delivery to the collector could not start.
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
+    /// The metrics server could not start.
+    #[error("metrics: cannot listen on {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The transaction log could not be written.
     #[error("{path}: {source}")]
     Output {
@@ -170,30 +206,65 @@ pub enum ReplayError {
     },
 }
 
+/// The agent's address in alerts about itself, when replaying (there is no interface).
+const REPLAY_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+
 /// Runs the replay.
 pub fn replay(options: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
     let mut captures = offline::open_all(&options.pcaps)?;
     let transactions = open_output(options.transactions.as_deref())?.map(TransactionLog::new);
     let events = open_output(options.events.as_deref())?.map(EventLog::new);
+    let status = Arc::new(Status::new());
+    let delivery = options
+        .delivery
+        .as_ref()
+        .map(|d| Delivery::start(d, &options.detection.agent, REPLAY_ADDR, status.clone()))
+        .transpose()?;
+    let outbox = delivery.as_ref().map(|d| d.outbox().clone());
+    if let Some(addr) = options.metrics_listen {
+        let metrics = AgentMetrics::new().map_err(|e| ReplayError::Metrics {
+            addr,
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let (status, outbox) = (status.clone(), outbox.clone());
+        let delivered = delivery.as_ref().map(Delivery::delivered_handle);
+        let render: Render = Arc::new(move || {
+            metrics.render(&status, outbox.as_deref(), delivered.as_ref().map(|d| d()))
+        });
+        metrics::serve(addr, render).map_err(|source| ReplayError::Metrics { addr, source })?;
+    }
     let started = Instant::now();
     let alert_log = open_output(options.alerts.as_deref())?;
-    let detection = Detection::new(
+    let mut detection = Detection::new(
         options.detection.clone(),
         options.policy.clone(),
         alert_log,
         options.print_alerts,
     );
+    if let Some(outbox) = &outbox {
+        detection = detection.with_outbox(outbox.clone(), status.clone());
+    }
+    let assets = outbox
+        .as_ref()
+        .map(|o| AssetReporter::new(o.clone(), status.clone(), options.policy.clone()));
     let observer = (
         ModbusCounters::default(),
-        ((transactions, events), detection),
+        (((transactions, events), detection), assets),
     );
     let mut pipeline = Pipeline::new(options.flows.clone(), observer);
-    let files = offline::feed(&mut captures, &mut pipeline, options.progress);
+    let mut publisher = Publisher::new(
+        status.clone(),
+        options.policy.as_ref().map(|p| p.hash.clone()),
+    );
+    let files = offline::feed(&mut captures, &mut pipeline, options.progress, &mut |p| {
+        publisher.tick(p);
+    });
     pipeline.finish();
+    publisher.publish(&pipeline);
     let elapsed = started.elapsed();
     let packets = pipeline.counters().clone();
     let flows = pipeline.flows().counters();
-    let (modbus, ((transactions, events), detection)) = pipeline.into_observer();
+    let (modbus, (((transactions, events), detection), assets)) = pipeline.into_observer();
     let alerts = detection.counts().clone();
     detection
         .finish_log()
@@ -207,6 +278,7 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         .transpose()
         .map_err(output_error(options.events.as_deref()))?;
     let packets_per_second = packets.packets as f64 / elapsed.as_secs_f64().max(1e-9);
+    let delivery = delivery.map(Delivery::finish);
     Ok(ReplayReport {
         files,
         packets,
@@ -216,9 +288,71 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         events_written,
         alerts,
         policy_hash: options.policy.as_ref().map(|p| p.hash.clone()),
+        assets: assets.map(|a| a.hosts()),
+        delivery,
         elapsed,
         packets_per_second,
     })
+}
+
+type ReplayObserver<W> = (
+    ModbusCounters,
+    (
+        (
+            (Option<TransactionLog<W>>, Option<EventLog<W>>),
+            Detection<W>,
+        ),
+        Option<AssetReporter>,
+    ),
+);
+
+/// Publishes the pipeline's counters to the shared status, at most four times a second.
+struct Publisher {
+    status: Arc<Status>,
+    policy_hash: Option<String>,
+    last: Instant,
+    last_packets: u64,
+}
+
+impl Publisher {
+    fn new(status: Arc<Status>, policy_hash: Option<String>) -> Self {
+        Self {
+            status,
+            policy_hash,
+            last: Instant::now(),
+            last_packets: 0,
+        }
+    }
+
+    fn tick<W: Write>(&mut self, pipeline: &Pipeline<ReplayObserver<W>>) {
+        if self.last.elapsed() >= Duration::from_millis(250) {
+            self.publish(pipeline);
+        }
+    }
+
+    fn publish<W: Write>(&mut self, pipeline: &Pipeline<ReplayObserver<W>>) {
+        let (modbus, ((_, detection), _)) = pipeline.observer();
+        let packets = pipeline.counters();
+        let flows = pipeline.flows().counters();
+        let elapsed = self.last.elapsed().as_secs_f64().max(1e-9);
+        self.status.publish(Snapshot {
+            packets: packets.packets,
+            bytes: packets.bytes,
+            kernel_drops: 0,
+            flows_active: pipeline.flows().len() as u64,
+            flows_created: flows.created,
+            flows_evicted: flows.evicted,
+            requests: modbus.requests.clone(),
+            decode_errors: modbus.decode_errors.clone(),
+            alerts: detection.counts().by_rule_severity.clone(),
+            policy_hash: self.policy_hash.clone(),
+            policy_reloads: 0,
+            policy_reload_failures: 0,
+            packets_per_s: packets.packets.saturating_sub(self.last_packets) as f64 / elapsed,
+        });
+        self.last = Instant::now();
+        self.last_packets = packets.packets;
+    }
 }
 
 fn open_output(path: Option<&Path>) -> Result<Option<BufWriter<File>>, ReplayError> {

@@ -24,7 +24,7 @@ impl Default for ByFunction {
 }
 
 impl ByFunction {
-    fn add(&mut self, function: FunctionCode) {
+    pub(crate) fn add(&mut self, function: FunctionCode) {
         if let Some(n) = self.0.get_mut(usize::from(function.code())) {
             *n += 1;
         }

@@ -220,6 +220,7 @@ rules! {
     RATE_EXCEEDED = "policy.rate_exceeded", "Requests faster than the policy's rate limit", Medium, ["T0814", "T0806"];
     OUTSIDE_HOURS = "policy.outside_hours", "Command outside the policy's time window", Medium, ["T0855"];
     POLICY_RELOAD_FAILED = "agent.policy_reload_failed", "A new policy was rejected; the previous one stays in force", Medium, [];
+    OUTBOX_OVERFLOW = "agent.outbox_overflow", "The agent's outbox was full: its oldest undelivered records were dropped", High, [];
 }
 
 /// Looks a built-in rule up by id.

@@ -223,26 +223,13 @@ impl Engine {
         message: String,
         out: &mut impl FnMut(Alert),
     ) {
-        let finding = Finding {
-            rule: RuleKey::Builtin(meta.id),
-            id: meta.id.into(),
-            title: meta.title.into(),
-            severity: meta.severity,
-            technique: meta.technique.iter().map(|t| t.to_string()).collect(),
+        out(agent_alert(
+            &self.config.agent,
+            meta,
             ts,
-            flow: 0,
-            src: agent_addr,
-            dst: agent_addr,
-            unit_id: None,
-            function: None,
-            address: None,
-            quantity: None,
-            values: None,
-            exception: None,
-            evidence: None,
-            message: Some(message),
-        };
-        out(finding.into_alert(&self.config.agent, 1, ts, 0));
+            agent_addr,
+            message,
+        ));
     }
 
     /// Examines one flow event.
@@ -510,6 +497,37 @@ fn raise_custom(
         .or(policy.default_window)
         .unwrap_or(config.default_window);
     fold.add(finding, window, rule.threshold, &config.agent, out);
+}
+
+/// An alert about agent `agent` itself (a rejected policy reload, a full outbox), from and
+/// to its own address; its id derives from the rule and `ts`.
+pub fn agent_alert(
+    agent: &str,
+    meta: &'static RuleMeta,
+    ts: Timestamp,
+    agent_addr: SocketAddr,
+    message: String,
+) -> Alert {
+    let finding = Finding {
+        rule: RuleKey::Builtin(meta.id),
+        id: meta.id.into(),
+        title: meta.title.into(),
+        severity: meta.severity,
+        technique: meta.technique.iter().map(|t| t.to_string()).collect(),
+        ts,
+        flow: 0,
+        src: agent_addr,
+        dst: agent_addr,
+        unit_id: None,
+        function: None,
+        address: None,
+        quantity: None,
+        values: None,
+        exception: None,
+        evidence: None,
+        message: Some(message),
+    };
+    finding.into_alert(agent, 1, ts, 0)
 }
 
 #[cfg(test)]

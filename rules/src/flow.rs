@@ -45,6 +45,10 @@ pub struct FlowInfo {
     /// Whether the connection's opening handshake was captured (a response before any request
     /// is then unsolicited, not a mid-stream pickup).
     pub handshake_seen: bool,
+    /// The client's Ethernet address as first seen (the last router's, when routed).
+    pub client_mac: Option<[u8; 6]>,
+    /// The server's Ethernet address as first seen.
+    pub server_mac: Option<[u8; 6]>,
 }
 
 /// Why a flow ended.

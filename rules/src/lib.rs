@@ -10,6 +10,7 @@ pub mod alert;
 pub mod detect;
 pub mod flow;
 pub mod framing;
+pub mod inventory;
 pub mod learn;
 pub mod modbus;
 pub mod policy;

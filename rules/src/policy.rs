@@ -47,6 +47,18 @@ pub enum Criticality {
     Critical,
 }
 
+impl Criticality {
+    /// The name used in policy files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+}
+
 /// A named host or network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Asset {

@@ -13,6 +13,7 @@ fn packet(src: (u8, u16), dst: (u8, u16), flags: TcpFlags, payload: &[u8]) -> Di
         dst_port: dst.1,
         transport: Transport::Tcp(flags),
         payload,
+        macs: Some(([2, 0, 0, 0, 0, src.0], [2, 0, 0, 0, 0, dst.0])),
     }
 }
 
@@ -112,4 +113,19 @@ fn fin_from_both_sides_closes_the_flow() {
     }
     assert_eq!(closed, vec![CloseReason::Fin]);
     assert!(t.is_empty());
+}
+
+#[test]
+fn each_side_keeps_its_own_ethernet_address_when_the_server_speaks_first() {
+    let mut table = FlowTable::new(FlowConfig::default());
+    let response = [0, 1, 0, 0, 0, 5, 1, 3, 2, 0, 7];
+    let reply = packet((2, 502), (1, 40000), flags(1, false, true), &response);
+    let mut macs = None;
+    table.packet(Timestamp::from_secs(1), &reply, &mut |info, _| {
+        macs = Some((info.client_mac, info.server_mac));
+    });
+    assert_eq!(
+        macs,
+        Some((Some([2, 0, 0, 0, 0, 1]), Some([2, 0, 0, 0, 0, 2])))
+    );
 }

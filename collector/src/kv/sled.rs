@@ -6,8 +6,11 @@ use std::path::Path;
 
 use super::{Batch, Entry, Kv, KvError, Op, Order};
 
-/// sled's page cache, bounded so the agent and collector keep a predictable footprint.
+/// sled's page cache for the collector's store, bounded for a predictable footprint.
 pub const CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// sled's page cache for an agent's outbox: small, the agent is meant to be light.
+pub const AGENT_CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// A sled database used as one ordered keyspace.
 #[derive(Debug, Clone)]
@@ -26,9 +29,14 @@ impl SledKv {
     /// background flusher; opening retries for up to two seconds before giving up. (sled 0.34
     /// reports a held lock as an I/O error of kind `Other`, without a source to inspect.)
     pub fn open(dir: &Path) -> Result<Self, KvError> {
+        Self::open_with_cache(dir, CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the database in `dir` with a page cache of `cache_bytes`.
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, KvError> {
         let config = sled::Config::new()
             .path(dir)
-            .cache_capacity(CACHE_BYTES)
+            .cache_capacity(cache_bytes)
             .mode(sled::Mode::HighThroughput);
         let mut attempts = 0;
         loop {

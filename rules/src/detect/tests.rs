@@ -22,6 +22,8 @@ fn flow() -> FlowInfo {
         first_seen: Timestamp::from_secs(1_000),
         last_gap: None,
         handshake_seen: true,
+        client_mac: None,
+        server_mac: None,
     }
 }
 

@@ -16,6 +16,8 @@ fn flow(client: &str) -> FlowInfo {
         first_seen: Timestamp::default(),
         last_gap: None,
         handshake_seen: true,
+        client_mac: None,
+        server_mac: None,
     }
 }
 

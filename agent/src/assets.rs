@@ -1,0 +1,87 @@
+//! Feeds the asset inventory from the pipeline and queues what changed in the outbox for the
+//! collector: every 30 seconds of capture time, and when the capture ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use otwatch_rules::flow::{FlowEvent, FlowInfo};
+use otwatch_rules::inventory::Inventory;
+use otwatch_rules::policy::Policy;
+use otwatch_rules::time::Timestamp;
+
+use crate::outbox::{Outbox, Record};
+use crate::pipeline::Observer;
+use crate::status::Status;
+
+/// How often changed hosts are queued, in capture time.
+pub const REPORT_EVERY: Duration = Duration::from_secs(30);
+
+/// The inventory and where its changes go.
+#[derive(Debug)]
+pub struct AssetReporter {
+    inventory: Inventory,
+    outbox: Arc<Outbox>,
+    status: Arc<Status>,
+    policy: Option<Arc<Policy>>,
+    last_report: Option<Timestamp>,
+    queued: u64,
+}
+
+impl AssetReporter {
+    /// A reporter queueing into `outbox`, naming hosts from `policy`.
+    pub fn new(outbox: Arc<Outbox>, status: Arc<Status>, policy: Option<Arc<Policy>>) -> Self {
+        Self {
+            inventory: Inventory::new(),
+            outbox,
+            status,
+            policy,
+            last_report: None,
+            queued: 0,
+        }
+    }
+
+    /// Names hosts from a new policy from the next report on.
+    pub fn set_policy(&mut self, policy: Option<Arc<Policy>>) {
+        self.policy = policy;
+    }
+
+    /// Observations queued so far.
+    pub fn queued(&self) -> u64 {
+        self.queued
+    }
+
+    /// Hosts known.
+    pub fn hosts(&self) -> usize {
+        self.inventory.len()
+    }
+
+    fn report(&mut self) {
+        let changed = self.inventory.take_changed(self.policy.as_deref());
+        if changed.is_empty() {
+            return;
+        }
+        let records: Vec<Record> = changed.into_iter().map(Record::Asset).collect();
+        match self.outbox.push(&records) {
+            Ok(pushed) => self.queued += pushed.stored as u64,
+            Err(e) => self.status.set_last_error(e.to_string()),
+        }
+    }
+}
+
+impl Observer for AssetReporter {
+    fn flow_event(&mut self, ts: Timestamp, flow: &FlowInfo, event: &FlowEvent<'_>) {
+        self.inventory.observe(ts, flow, event);
+        match self.last_report {
+            None => self.last_report = Some(ts),
+            Some(last) if ts.since(last) >= REPORT_EVERY => {
+                self.last_report = Some(ts);
+                self.report();
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn finish(&mut self) {
+        self.report();
+    }
+}

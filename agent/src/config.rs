@@ -1,0 +1,171 @@
+//! The agent's configuration file, `agent.toml`: its name, its collector and credential, its
+//! outbox, its metrics address, its policy. Command-line flags override it. Errors name the
+//! line and the field.
+//!
+//! ```toml
+//! agent_name = "hall-1"
+//! collector_url = "https://collector.plant.example:8443"
+//! collector_token_file = "/etc/otwatch/agent.token"
+//! collector_ca = "/etc/otwatch/ca.pem"
+//! outbox = "/var/lib/otwatch-agent/outbox"
+//! outbox_budget_mb = 256
+//! heartbeat_interval = "5s"
+//! metrics_listen = "127.0.0.1:9102"
+//! policy = "/etc/otwatch/policy.toml"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::delivery::DeliveryOptions;
+
+/// `agent.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The agent's name (as enrolled at the collector).
+    pub agent_name: Option<String>,
+    /// The collector, `https://host:port`.
+    pub collector_url: Option<String>,
+    /// The agent's token (prefer `collector_token_file`, readable by the agent only).
+    pub collector_token: Option<String>,
+    /// A file holding the agent's token.
+    pub collector_token_file: Option<PathBuf>,
+    /// The collector's certificate authority (`ca.pem` from `otwatch-collector init`).
+    pub collector_ca: Option<PathBuf>,
+    /// The outbox's folder.
+    pub outbox: Option<PathBuf>,
+    /// Most megabytes of undelivered records kept (oldest dropped beyond).
+    pub outbox_budget_mb: Option<u64>,
+    /// Time between heartbeats ("5s").
+    #[serde(default, deserialize_with = "duration")]
+    pub heartbeat_interval: Option<Duration>,
+    /// Where to serve `/metrics`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The policy file.
+    pub policy: Option<PathBuf>,
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map(Some).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not a duration ({e}; expected e.g. \"5s\")"
+        ))
+    })
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file does not parse, or a field has the wrong type.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, with the line and the field.
+        message: String,
+    },
+    /// A field's value is unusable.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What was expected.
+        message: String,
+    },
+}
+
+/// Default outbox budget.
+pub const DEFAULT_OUTBOX_BUDGET_MB: u64 = 256;
+
+/// Default time between heartbeats.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+
+impl AgentConfig {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses the text of `agent.toml`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    }
+
+    /// The delivery settings, if a collector is configured: the token comes from
+    /// `collector_token`, `collector_token_file` or `env_token` (the environment), in that
+    /// order; a collector without a token is an error naming the fields.
+    pub fn delivery(
+        &self,
+        env_token: Option<String>,
+        drain_timeout: Duration,
+    ) -> Result<Option<DeliveryOptions>, ConfigError> {
+        let Some(url) = self.collector_url.clone() else {
+            return Ok(None);
+        };
+        let token = match (&self.collector_token, &self.collector_token_file, env_token) {
+            (Some(t), _, _) => t.clone(),
+            (None, Some(file), _) => std::fs::read_to_string(file)
+                .map_err(|e| ConfigError::Invalid {
+                    field: "collector_token_file",
+                    message: format!("{}: {e}", file.display()),
+                })?
+                .trim()
+                .to_string(),
+            (None, None, Some(t)) => t,
+            (None, None, None) => {
+                return Err(ConfigError::Invalid {
+                    field: "collector_token",
+                    message: "a collector is set but no token (expected collector_token, collector_token_file or OTWATCH_COLLECTOR_TOKEN; `otwatch-collector enroll --agent NAME` issues one)".into(),
+                });
+            }
+        };
+        if token.is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "collector_token",
+                message: "empty (expected the token `otwatch-collector enroll` printed)".into(),
+            });
+        }
+        let budget_mb = self.outbox_budget_mb.unwrap_or(DEFAULT_OUTBOX_BUDGET_MB);
+        if budget_mb == 0 {
+            return Err(ConfigError::Invalid {
+                field: "outbox_budget_mb",
+                message: "0 (expected at least 1)".into(),
+            });
+        }
+        Ok(Some(DeliveryOptions {
+            url,
+            token,
+            ca: self.collector_ca.clone(),
+            outbox: self
+                .outbox
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("otwatch-outbox")),
+            outbox_budget: budget_mb.saturating_mul(1024 * 1024),
+            heartbeat_every: self.heartbeat_interval.unwrap_or(DEFAULT_HEARTBEAT),
+            drain_timeout,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,123 @@
+//! Getting alerts and asset observations to the collector: the outbox (sled) and the shipper,
+//! set up from the agent's settings and torn down with a report of what was delivered.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use otwatch_collector::kv::sled::{AGENT_CACHE_BYTES, SledKv};
+use serde::Serialize;
+
+use crate::outbox::{Outbox, OutboxError};
+use crate::sender::{HttpsSender, SenderSetupError};
+use crate::shipper::{Delivered, Shipper, ShipperConfig};
+use crate::status::Status;
+
+/// Where and how to deliver.
+#[derive(Debug, Clone)]
+pub struct DeliveryOptions {
+    /// The collector, `https://host:port`.
+    pub url: String,
+    /// The agent's bearer token.
+    pub token: String,
+    /// The collector's certificate authority (`ca.pem`); the public roots when absent.
+    pub ca: Option<PathBuf>,
+    /// The outbox's folder.
+    pub outbox: PathBuf,
+    /// Most bytes of records the outbox holds.
+    pub outbox_budget: u64,
+    /// Time between heartbeats.
+    pub heartbeat_every: Duration,
+    /// How long a replay waits at the end for the outbox to empty.
+    pub drain_timeout: Duration,
+}
+
+/// Why delivery could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The collector settings are unusable.
+    #[error(transparent)]
+    Sender(#[from] SenderSetupError),
+    /// The outbox could not be opened.
+    #[error("outbox: {path}: {source}")]
+    Outbox {
+        /// Its folder.
+        path: PathBuf,
+        /// Why.
+        source: OutboxError,
+    },
+    /// The shipper thread could not start.
+    #[error("cannot start the shipper: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// What delivery came to.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryReport {
+    /// Delivery counters.
+    pub delivered: Delivered,
+    /// Records still in the outbox (delivered by the next run).
+    pub waiting: u64,
+    /// Records the outbox dropped for lack of room, ever.
+    pub outbox_dropped: u64,
+}
+
+/// A running outbox and shipper.
+#[derive(Debug)]
+pub struct Delivery {
+    outbox: Arc<Outbox>,
+    shipper: Shipper,
+    drain_timeout: Duration,
+}
+
+impl Delivery {
+    /// Opens the outbox and starts shipping.
+    pub fn start(
+        options: &DeliveryOptions,
+        agent: &str,
+        agent_addr: SocketAddr,
+        status: Arc<Status>,
+    ) -> Result<Self, DeliveryError> {
+        let sender = HttpsSender::new(&options.url, &options.token, options.ca.as_deref())?;
+        let outbox_error = |source| DeliveryError::Outbox {
+            path: options.outbox.clone(),
+            source,
+        };
+        let kv = SledKv::open_with_cache(&options.outbox, AGENT_CACHE_BYTES)
+            .map_err(|e| outbox_error(e.into()))?;
+        let outbox =
+            Arc::new(Outbox::open(Arc::new(kv), options.outbox_budget).map_err(outbox_error)?);
+        let mut config = ShipperConfig::new(agent.to_string(), agent_addr);
+        config.heartbeat_every = options.heartbeat_every;
+        let shipper = Shipper::spawn(outbox.clone(), Box::new(sender), status, config)?;
+        Ok(Self {
+            outbox,
+            shipper,
+            drain_timeout: options.drain_timeout,
+        })
+    }
+
+    /// The outbox, for whoever produces records.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// A function reading the delivery counters, for `/metrics`.
+    pub fn delivered_handle(&self) -> impl Fn() -> Delivered + Send + Sync + 'static {
+        self.shipper.delivered_handle()
+    }
+
+    /// Waits (up to the drain timeout) for the outbox to empty, stops shipping, and reports.
+    pub fn finish(self) -> DeliveryReport {
+        if let Err(e) = self.outbox.flush() {
+            eprintln!("otwatch-agent: {e}");
+        }
+        let (waiting, delivered) = self.shipper.drain(self.drain_timeout);
+        DeliveryReport {
+            delivered,
+            waiting,
+            outbox_dropped: self.outbox.dropped_total(),
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! The agent's Prometheus metrics, all prefixed `otwatch_agent_`, and the small HTTP server
+//! that exposes them on `/metrics` (with `/healthz`).
+//!
+//! Counters are read from the agent's [`Status`] snapshot, the outbox and the shipper when
+//! Prometheus scrapes, so the packet path never touches a metric.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use otwatch_rules::modbus::FunctionCode;
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+use crate::outbox::Outbox;
+use crate::shipper::Delivered;
+use crate::status::{Snapshot, Status};
+
+/// Every metric the agent exports.
+pub struct AgentMetrics {
+    registry: Registry,
+    packets: IntCounter,
+    bytes: IntCounter,
+    drops: IntCounterVec,
+    flows_active: IntGauge,
+    flows: IntCounterVec,
+    transactions: IntCounterVec,
+    decode_errors: IntCounterVec,
+    alerts: IntCounterVec,
+    outbox_depth: IntGauge,
+    outbox_bytes: IntGauge,
+    sent: IntCounter,
+    send_failures: IntCounter,
+    rejected: IntCounter,
+    connected: IntGauge,
+    policy_reloads: IntCounterVec,
+    uptime: IntGauge,
+    /// What was last exported, so counters advance by the difference.
+    last: Mutex<(Snapshot, Delivered, u64)>,
+}
+
+impl std::fmt::Debug for AgentMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentMetrics").finish_non_exhaustive()
+    }
+}
+
+fn advance(counter: &IntCounter, old: u64, new: u64) {
+    counter.inc_by(new.saturating_sub(old));
+}
+
+impl AgentMetrics {
+    /// Registers every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::with_opts(Opts::new(name, help))?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::with_opts(Opts::new(name, help))?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let vec =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let v = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(v.clone()))?;
+                Ok(v)
+            };
+        Ok(Self {
+            packets: counter("otwatch_agent_packets_total", "Packets seen")?,
+            bytes: counter("otwatch_agent_bytes_total", "Bytes captured")?,
+            drops: vec(
+                "otwatch_agent_drops_total",
+                "Packets or records lost: kernel (capture ring or socket) or outbox (full, oldest dropped)",
+                &["where"],
+            )?,
+            flows_active: gauge("otwatch_agent_flows_active", "Flows tracked now")?,
+            flows: vec(
+                "otwatch_agent_flows_total",
+                "Flows created, and evicted to make room",
+                &["event"],
+            )?,
+            transactions: vec(
+                "otwatch_agent_requests_total",
+                "Modbus requests decoded, by function",
+                &["function"],
+            )?,
+            decode_errors: vec(
+                "otwatch_agent_decode_errors_total",
+                "Frames that failed to decode, by kind",
+                &["kind"],
+            )?,
+            alerts: vec(
+                "otwatch_agent_alerts_total",
+                "Alerts raised, by rule and severity",
+                &["rule", "severity"],
+            )?,
+            outbox_depth: gauge("otwatch_agent_outbox_depth", "Records waiting for delivery")?,
+            outbox_bytes: gauge(
+                "otwatch_agent_outbox_bytes",
+                "Bytes of records waiting for delivery",
+            )?,
+            sent: counter(
+                "otwatch_agent_records_delivered_total",
+                "Records the collector acknowledged",
+            )?,
+            send_failures: counter(
+                "otwatch_agent_send_failures_total",
+                "Delivery attempts that failed (each is retried)",
+            )?,
+            rejected: counter(
+                "otwatch_agent_records_rejected_total",
+                "Records the collector refused as malformed, set aside",
+            )?,
+            connected: gauge(
+                "otwatch_agent_collector_connected",
+                "1 when the last attempt reached the collector",
+            )?,
+            policy_reloads: vec(
+                "otwatch_agent_policy_reloads_total",
+                "Policy reloads, by result",
+                &["result"],
+            )?,
+            uptime: gauge(
+                "otwatch_agent_uptime_seconds",
+                "Seconds since the agent started",
+            )?,
+            last: Mutex::new((Snapshot::default(), Delivered::default(), 0)),
+            registry,
+        })
+    }
+
+    /// Brings every metric up to date and renders the text exposition.
+    pub fn render(
+        &self,
+        status: &Status,
+        outbox: Option<&Outbox>,
+        delivered: Option<Delivered>,
+    ) -> String {
+        let now = status.snapshot();
+        let delivered = delivered.unwrap_or_default();
+        let dropped = outbox.map_or(0, Outbox::dropped_total);
+        if let Ok(mut last) = self.last.lock() {
+            let (old, old_delivered, old_dropped) = &*last;
+            advance(&self.packets, old.packets, now.packets);
+            advance(&self.bytes, old.bytes, now.bytes);
+            advance(
+                &self.drops.with_label_values(&["kernel"]),
+                old.kernel_drops,
+                now.kernel_drops,
+            );
+            advance(
+                &self.drops.with_label_values(&["outbox"]),
+                *old_dropped,
+                dropped,
+            );
+            advance(
+                &self.flows.with_label_values(&["created"]),
+                old.flows_created,
+                now.flows_created,
+            );
+            advance(
+                &self.flows.with_label_values(&["evicted"]),
+                old.flows_evicted,
+                now.flows_evicted,
+            );
+            for (code, n) in now.requests.nonzero() {
+                let name = FunctionCode::new(code).map_or("unknown", |f| f.name());
+                advance(
+                    &self.transactions.with_label_values(&[name]),
+                    old.requests.get(code),
+                    n,
+                );
+            }
+            for (kind, n) in &now.decode_errors {
+                let was = old.decode_errors.get(kind).copied().unwrap_or(0);
+                advance(&self.decode_errors.with_label_values(&[kind]), was, *n);
+            }
+            for ((rule, severity), n) in &now.alerts {
+                let was = old
+                    .alerts
+                    .get(&(rule.clone(), *severity))
+                    .copied()
+                    .unwrap_or(0);
+                advance(
+                    &self.alerts.with_label_values(&[rule, severity.name()]),
+                    was,
+                    *n,
+                );
+            }
+            advance(
+                &self.policy_reloads.with_label_values(&["applied"]),
+                old.policy_reloads,
+                now.policy_reloads,
+            );
+            advance(
+                &self.policy_reloads.with_label_values(&["rejected"]),
+                old.policy_reload_failures,
+                now.policy_reload_failures,
+            );
+            advance(&self.sent, old_delivered.records, delivered.records);
+            advance(
+                &self.send_failures,
+                old_delivered.failures,
+                delivered.failures,
+            );
+            advance(&self.rejected, old_delivered.rejected, delivered.rejected);
+            *last = (now.clone(), delivered.clone(), dropped);
+        }
+        self.flows_active
+            .set(i64::try_from(now.flows_active).unwrap_or(i64::MAX));
+        self.outbox_depth
+            .set(outbox.map_or(0, |o| i64::try_from(o.depth()).unwrap_or(i64::MAX)));
+        self.outbox_bytes
+            .set(outbox.map_or(0, |o| i64::try_from(o.bytes()).unwrap_or(i64::MAX)));
+        self.connected.set(i64::from(delivered.connected));
+        self.uptime
+            .set(i64::try_from(status.uptime().as_secs()).unwrap_or(i64::MAX));
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Renders the current metrics on request.
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// A running metrics server.
+#[derive(Debug)]
+pub struct MetricsServer {
+    /// Where it listens (the real port when asked for port 0).
+    pub addr: SocketAddr,
+}
+
+/// Serves `/metrics` and `/healthz` on `listen` from a background thread, for as long as the
+/// process runs.
+pub fn serve(listen: SocketAddr, render: Render) -> std::io::Result<MetricsServer> {
+    let listener = std::net::TcpListener::bind(listen)?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    std::thread::Builder::new()
+        .name("otwatch-metrics".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                let app = axum::Router::new()
+                    .route(
+                        "/metrics",
+                        axum::routing::get(move || {
+                            let render = render.clone();
+                            async move {
+                                (
+                                    [(
+                                        axum::http::header::CONTENT_TYPE,
+                                        "text/plain; version=0.0.4",
+                                    )],
+                                    render(),
+                                )
+                            }
+                        }),
+                    )
+                    .route("/healthz", axum::routing::get(|| async { "ok" }));
+                let _ = axum::serve(listener, app).await;
+            });
+        })?;
+    Ok(MetricsServer { addr })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,181 @@
+use std::net::SocketAddr;
+use std::path::Path;
+
+use otwatch_collector::kv::memory::MemoryKv;
+use otwatch_collector::kv::sled::{AGENT_CACHE_BYTES, SledKv};
+use otwatch_rules::alert::rule;
+use otwatch_rules::detect::agent_alert;
+use otwatch_rules::time::Timestamp;
+
+use super::*;
+
+fn alert(n: u64) -> Record {
+    let addr: SocketAddr = "10.0.0.1:0".parse().unwrap();
+    Record::Alert(agent_alert(
+        "a1",
+        &rule::POLICY_RELOAD_FAILED,
+        Timestamp::from_secs(n),
+        addr,
+        format!("number {n}"),
+    ))
+}
+
+fn size(record: &Record) -> u64 {
+    serde_json::to_vec(record).unwrap().len() as u64
+}
+
+fn sled(dir: &Path, budget: u64) -> Outbox {
+    let kv = SledKv::open_with_cache(dir, AGENT_CACHE_BYTES).unwrap();
+    Outbox::open(Arc::new(kv), budget).unwrap()
+}
+
+fn messages(peeked: &Peeked) -> Vec<String> {
+    peeked
+        .records
+        .iter()
+        .map(|r| match r {
+            Record::Alert(a) => a.message.clone().unwrap(),
+            Record::Asset(a) => a.ip.to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn records_survive_reopening_in_the_order_they_were_pushed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let outbox = sled(dir.path(), 1 << 20);
+        outbox.push(&[alert(1), alert(2)]).unwrap();
+        outbox.push(&[alert(3)]).unwrap();
+        outbox.flush().unwrap();
+    }
+    let outbox = sled(dir.path(), 1 << 20);
+    assert_eq!(outbox.depth(), 3);
+    let peeked = outbox.peek(10, u64::MAX).unwrap();
+    assert_eq!(messages(&peeked), ["number 1", "number 2", "number 3"]);
+    outbox.push(&[alert(4)]).unwrap();
+    let all = outbox.peek(10, u64::MAX).unwrap();
+    assert_eq!(messages(&all).last().map(String::as_str), Some("number 4"));
+}
+
+#[test]
+fn acknowledged_records_are_gone_for_good_and_the_rest_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let outbox = sled(dir.path(), 1 << 20);
+        outbox.push(&[alert(1), alert(2), alert(3)]).unwrap();
+        let first_two = outbox.peek(2, u64::MAX).unwrap();
+        assert_eq!(first_two.records.len(), 2);
+        outbox.ack_through(first_two.through.unwrap()).unwrap();
+        assert_eq!(outbox.depth(), 1);
+    }
+    let outbox = sled(dir.path(), 1 << 20);
+    assert_eq!(messages(&outbox.peek(10, u64::MAX).unwrap()), ["number 3"]);
+    assert_eq!(outbox.bytes(), size(&alert(3)));
+}
+
+#[test]
+fn peek_stops_at_the_byte_limit_but_always_returns_one() {
+    let outbox = Outbox::open(Arc::new(MemoryKv::new()), 1 << 20).unwrap();
+    outbox.push(&[alert(1), alert(2), alert(3)]).unwrap();
+    let one = size(&alert(1));
+    assert_eq!(outbox.peek(10, 1).unwrap().records.len(), 1);
+    assert_eq!(outbox.peek(10, 2 * one).unwrap().records.len(), 2);
+    assert_eq!(outbox.peek(10, u64::MAX).unwrap().records.len(), 3);
+}
+
+#[test]
+fn when_full_the_oldest_go_first_and_every_drop_is_counted_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = size(&alert(10));
+    {
+        let outbox = sled(dir.path(), 3 * one);
+        for n in 10..15 {
+            outbox.push(&[alert(n)]).unwrap();
+        }
+        assert_eq!(outbox.depth(), 3);
+        assert!(outbox.bytes() <= 3 * one);
+        assert_eq!((outbox.dropped_total(), outbox.unreported()), (2, 2));
+        outbox.flush().unwrap();
+    }
+    let outbox = sled(dir.path(), 3 * one);
+    assert_eq!(
+        messages(&outbox.peek(10, u64::MAX).unwrap()),
+        ["number 12", "number 13", "number 14"]
+    );
+    assert_eq!((outbox.dropped_total(), outbox.unreported()), (2, 2));
+}
+
+#[test]
+fn one_push_larger_than_the_budget_keeps_only_its_newest_records() {
+    let outbox = Outbox::open(Arc::new(MemoryKv::new()), 2 * size(&alert(10))).unwrap();
+    let pushed = outbox
+        .push(&[alert(10), alert(11), alert(12), alert(13)])
+        .unwrap();
+    assert_eq!(
+        pushed,
+        Pushed {
+            stored: 2,
+            dropped: 2
+        }
+    );
+    assert_eq!(
+        messages(&outbox.peek(10, u64::MAX).unwrap()),
+        ["number 12", "number 13"]
+    );
+}
+
+#[test]
+fn a_record_larger_than_the_whole_budget_is_dropped_alone() {
+    let outbox = Outbox::open(Arc::new(MemoryKv::new()), 10).unwrap();
+    let pushed = outbox.push(&[alert(1)]).unwrap();
+    assert_eq!(
+        pushed,
+        Pushed {
+            stored: 0,
+            dropped: 1
+        }
+    );
+    assert_eq!(outbox.depth(), 0);
+}
+
+#[test]
+fn reporting_drops_queues_the_alert_and_clears_the_count_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = size(&alert(10));
+    {
+        let outbox = sled(dir.path(), 2 * one + 400);
+        for n in 10..14 {
+            outbox.push(&[alert(n)]).unwrap();
+        }
+        let unreported = outbox.unreported();
+        assert_eq!(unreported, 2);
+        let Record::Alert(report) = alert(99) else {
+            unreachable!()
+        };
+        outbox.report_drops(report, unreported).unwrap();
+        outbox.flush().unwrap();
+    }
+    let outbox = sled(dir.path(), 2 * one + 400);
+    assert_eq!(outbox.unreported(), 0);
+    assert_eq!(outbox.dropped_total(), 2);
+    let queued = messages(&outbox.peek(10, u64::MAX).unwrap());
+    assert_eq!(queued.last().map(String::as_str), Some("number 99"));
+}
+
+#[test]
+fn a_record_this_build_cannot_read_is_skipped_and_acknowledged_with_its_batch() {
+    let kv = Arc::new(MemoryKv::new());
+    let outbox = Outbox::open(kv.clone(), 1 << 20).unwrap();
+    outbox.push(&[alert(1)]).unwrap();
+    let mut b = Batch::new();
+    b.put(key(1).to_vec(), b"{\"kind\":\"future\"}".to_vec());
+    kv.apply(b).unwrap();
+    let outbox = Outbox::open(kv, 1 << 20).unwrap();
+    outbox.push(&[alert(3)]).unwrap();
+    let peeked = outbox.peek(10, u64::MAX).unwrap();
+    assert_eq!(messages(&peeked), ["number 1", "number 3"]);
+    assert_eq!(peeked.unreadable, 1);
+    outbox.ack_through(peeked.through.unwrap()).unwrap();
+    assert_eq!(outbox.depth(), 0);
+}

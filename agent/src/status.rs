@@ -1,0 +1,105 @@
+//! What the agent is doing, in one place: the pipeline thread publishes a snapshot of its
+//! counters a few times a second; the heartbeat and `/metrics` read it.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use otwatch_rules::alert::Severity;
+use otwatch_rules::time::Timestamp;
+
+use crate::summary::ByFunction;
+
+/// The pipeline's counters at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Packets seen.
+    pub packets: u64,
+    /// Bytes captured.
+    pub bytes: u64,
+    /// Packets the kernel or capture ring dropped before the agent saw them.
+    pub kernel_drops: u64,
+    /// Flows tracked now.
+    pub flows_active: u64,
+    /// Flows created.
+    pub flows_created: u64,
+    /// Flows evicted to make room (their state was lost).
+    pub flows_evicted: u64,
+    /// Requests decoded, by function code.
+    pub requests: ByFunction,
+    /// Decode errors by kind.
+    pub decode_errors: BTreeMap<&'static str, u64>,
+    /// Alerts raised, by rule and severity.
+    pub alerts: BTreeMap<(String, Severity), u64>,
+    /// The policy in force.
+    pub policy_hash: Option<String>,
+    /// Policy reloads applied.
+    pub policy_reloads: u64,
+    /// Policy reloads rejected.
+    pub policy_reload_failures: u64,
+    /// Packets per second over the last publication interval.
+    pub packets_per_s: f64,
+}
+
+/// The shared status.
+#[derive(Debug)]
+pub struct Status {
+    started: Instant,
+    snapshot: Mutex<Snapshot>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Status {
+    /// A status for an agent starting now.
+    pub fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            snapshot: Mutex::new(Snapshot::default()),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// Time since the agent started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Replaces the snapshot.
+    pub fn publish(&self, snapshot: Snapshot) {
+        if let Ok(mut s) = self.snapshot.lock() {
+            *s = snapshot;
+        }
+    }
+
+    /// The latest snapshot.
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Records the latest error (reported in heartbeats until another replaces it).
+    pub fn set_last_error(&self, error: String) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(error);
+        }
+    }
+
+    /// The latest error, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+}
+
+/// The wall clock as a timestamp (for alerts about the agent itself).
+pub fn wall_clock() -> Timestamp {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    Timestamp::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
