@@ -204,6 +204,14 @@ pub fn posture(agents: &[AgentStatus], incidents: &[Incident], assets: &[AssetRe
     }
 }
 
+/// Maps points (0 to unbounded) onto 0-100 without a hard ceiling, so a critical asset under
+/// many incidents still ranks above a less critical one under the same incidents: 50 points
+/// score 39, 100 score 63, 200 score 86. One decimal.
+fn saturate(points: f64) -> f64 {
+    let score = 100.0 * (1.0 - (-points.max(0.0) / 100.0).exp());
+    (score * 10.0).round() / 10.0
+}
+
 fn risk(
     ip: IpAddr,
     name: Option<String>,
@@ -226,7 +234,7 @@ fn risk(
         ip,
         name,
         zone,
-        score: (base * m).min(100.0),
+        score: saturate(base * m),
         factors,
     }
 }

@@ -1,5 +1,7 @@
 //! Helpers for otwatch's end-to-end tests: finding the built binaries and the shared test data.
 
+pub mod attack;
+pub mod collector;
 pub mod plc;
 pub mod recorder;
 

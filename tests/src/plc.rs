@@ -113,3 +113,23 @@ impl tokio_modbus::server::Service for Plc {
         ready(self.handle(request.request))
     }
 }
+
+/// Starts a PLC serving Modbus/TCP on a free loopback port, for as long as the runtime runs.
+pub async fn serve_tcp() -> std::io::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let plc = std::sync::Arc::new(Plc::default());
+    let server = tokio_modbus::server::tcp::Server::new(listener);
+    tokio::spawn(async move {
+        let on_connected = |stream, socket_addr| {
+            let plc = plc.clone();
+            async move {
+                tokio_modbus::server::tcp::accept_tcp_connection(stream, socket_addr, |_| {
+                    Ok(Some(plc.clone()))
+                })
+            }
+        };
+        let _ = server.serve(&on_connected, |_| {}).await;
+    });
+    Ok(addr)
+}

@@ -99,12 +99,13 @@ pub fn write_pcap(path: &Path, chunks: &[Chunk], endpoints: Endpoints) -> std::i
     let mut last = Duration::ZERO;
     let mut frames: Vec<(Duration, Vec<u8>)> = Vec::new();
     let mut push = |at: Duration, to_server: bool, seq: u32, ack: u32, flags: &str, data: &[u8]| {
-        let (src, dst) = if to_server {
-            (endpoints.client, endpoints.server)
+        let (client_mac, server_mac) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let (src, dst, src_mac, dst_mac) = if to_server {
+            (endpoints.client, endpoints.server, client_mac, server_mac)
         } else {
-            (endpoints.server, endpoints.client)
+            (endpoints.server, endpoints.client, server_mac, client_mac)
         };
-        let mut tcp = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        let mut tcp = PacketBuilder::ethernet2(src_mac, dst_mac)
             .ipv4(src.0, dst.0, 64)
             .tcp(src.1, dst.1, seq, 65535);
         if flags.contains('S') {

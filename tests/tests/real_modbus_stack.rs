@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use otwatch_tests::binary;
-use otwatch_tests::plc::{Plc, discrete_input, input_register};
+use otwatch_tests::plc::{Plc, discrete_input, input_register, serve_tcp};
 use otwatch_tests::recorder::{Endpoints, record_proxy, write_pcap};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
@@ -128,22 +128,7 @@ async fn script(ctx: &mut client::Context, custom_functions: bool) -> Vec<Expect
 }
 
 async fn start_tcp_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let plc = Arc::new(Plc::default());
-    let server = tokio_modbus::server::tcp::Server::new(listener);
-    tokio::spawn(async move {
-        let on_connected = |stream, socket_addr| {
-            let plc = plc.clone();
-            async move {
-                tokio_modbus::server::tcp::accept_tcp_connection(stream, socket_addr, |_| {
-                    Ok(Some(plc.clone()))
-                })
-            }
-        };
-        let _ = server.serve(&on_connected, |_| {}).await;
-    });
-    addr
+    serve_tcp().await.unwrap()
 }
 
 async fn start_rtu_over_tcp_server() -> SocketAddr {

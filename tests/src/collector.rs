@@ -1,0 +1,240 @@
+//! Running `otwatch-collector` as a separate process for end-to-end tests: a data folder made
+//! by `init`, credentials made by `enroll`, `serve` on a free loopback port, and an HTTPS
+//! client that trusts the collector's own certificate authority.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use ureq::tls::{PemItem, RootCerts, TlsConfig};
+
+use crate::binary;
+
+/// A collector data folder and the credentials enrolled in it.
+#[derive(Debug)]
+pub struct Site {
+    /// The data folder.
+    pub data: PathBuf,
+    /// Where the collector listens.
+    pub addr: SocketAddr,
+    /// The admin token `init` printed.
+    pub admin: String,
+}
+
+/// Runs a collector subcommand and returns its standard output, panicking with its standard
+/// error when it fails.
+fn run(args: &[&str], data: &Path) -> String {
+    let out = Command::new(binary("otwatch-collector"))
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .output()
+        .unwrap_or_else(|e| panic!("otwatch-collector {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "otwatch-collector {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The token in a line like `  admin token (shown once): otw_...` or
+/// `  collector_token = "otw_..."`.
+fn token_in(output: &str) -> String {
+    output
+        .split(|c: char| c.is_whitespace() || c == '"')
+        .find(|w| w.starts_with("otw_"))
+        .unwrap_or_else(|| panic!("no token in {output}"))
+        .to_string()
+}
+
+/// A free loopback port.
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+impl Site {
+    /// Initialises a data folder in `dir` and picks a port.
+    pub fn init(dir: &Path) -> Self {
+        let data = dir.join("collector");
+        let admin = token_in(&run(&["init"], &data));
+        Self {
+            data,
+            addr: free_addr(),
+            admin,
+        }
+    }
+
+    /// Enrolls an agent, returning its token.
+    pub fn enroll_agent(&self, name: &str) -> String {
+        token_in(&run(&["enroll", "--agent", name], &self.data))
+    }
+
+    /// Enrolls a viewer, returning its token.
+    pub fn enroll_viewer(&self, name: &str) -> String {
+        token_in(&run(&["enroll", "--viewer", name], &self.data))
+    }
+
+    /// The collector's URL.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// The certificate authority agents are given.
+    pub fn ca(&self) -> PathBuf {
+        self.data.join("ca.pem")
+    }
+
+    /// Starts `serve` (its messages go to `serve.log` in the data folder) and waits until it
+    /// answers.
+    pub fn serve(&self) -> Collector {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.join("serve.log"))
+            .unwrap_or_else(|e| panic!("serve.log: {e}"));
+        let child = Command::new(binary("otwatch-collector"))
+            .arg("serve")
+            .arg("--data")
+            .arg(&self.data)
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("otwatch-collector serve: {e}"));
+        let collector = Collector {
+            child,
+            client: Client::new(&self.url(), &self.ca()),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while collector.client.get("/healthz", None).0 != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "the collector did not start on {}",
+                self.addr
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        collector
+    }
+}
+
+/// An HTTPS client trusting the collector's certificate authority.
+#[derive(Debug, Clone)]
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+}
+
+impl Client {
+    /// A client for the collector at `base`.
+    pub fn new(base: &str, ca: &Path) -> Self {
+        let pem = std::fs::read(ca).unwrap_or_else(|e| panic!("{}: {e}", ca.display()));
+        let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+            .filter_map(|i| match i {
+                Ok(PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        let tls = TlsConfig::builder()
+            .root_certs(RootCerts::Specific(std::sync::Arc::new(certs)))
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .tls_config(tls)
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .new_agent();
+        Self {
+            agent,
+            base: base.to_string(),
+        }
+    }
+
+    /// GET `path`: the status and the body (JSON when it parses, else a string; status 0 when
+    /// the collector is unreachable).
+    pub fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut request = self.agent.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            request = request.header("Authorization", format!("Bearer {t}"));
+        }
+        match request.call() {
+            Ok(mut r) => {
+                let status = r.status().as_u16();
+                let text = r.body_mut().read_to_string().unwrap_or_default();
+                (
+                    status,
+                    serde_json::from_str(&text).unwrap_or(Value::String(text)),
+                )
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    /// POST a JSON body to `path`: the status and the JSON reply (0 when unreachable).
+    pub fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+        let mut request = self.agent.post(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            request = request.header("Authorization", format!("Bearer {t}"));
+        }
+        match request.send_json(body) {
+            Ok(mut r) => {
+                let status = r.status().as_u16();
+                let value = r.body_mut().read_json().unwrap_or(Value::Null);
+                (status, value)
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    /// Opens the live feed and returns a reader of its lines.
+    pub fn stream(&self, path: &str, token: &str) -> impl std::io::BufRead + Send + 'static {
+        let agent = ureq::Agent::config_builder()
+            .tls_config(self.agent.config().tls_config().clone())
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .new_agent();
+        let response = agent
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {token}"))
+            .call()
+            .unwrap_or_else(|e| panic!("stream {path}: {e}"));
+        std::io::BufReader::new(response.into_body().into_reader())
+    }
+
+    /// The metric `name` (a full series, labels included) from `/metrics`.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics", None);
+        let text = body.as_str()?.to_string();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+}
+
+/// A running collector process, killed when dropped.
+#[derive(Debug)]
+pub struct Collector {
+    child: Child,
+    /// A client for it.
+    pub client: Client,
+}
+
+impl Collector {
+    /// Kills it with SIGKILL (no chance to flush or clean up) and waits for it to go.
+    pub fn kill_9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
