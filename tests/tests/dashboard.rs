@@ -1,0 +1,234 @@
+//! The dashboard in a real browser: headless Chromium signs in with a viewer token, the page
+//! shows an alert that was just ingested, the posture and the asset, and a screenshot is
+//! written to `target/test-data/dashboard.png`.
+//!
+//! Needs Chromium (Debian package `chromium`, which CI installs); elsewhere the test says it
+//! skips.
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::Value;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+use otwatch_rules::alert::rule;
+use otwatch_rules::detect::agent_alert;
+use otwatch_rules::time::Timestamp;
+use otwatch_rules::wire::AssetObservation;
+use otwatch_tests::collector::Site;
+use otwatch_tests::workspace_root;
+use serde_json::json;
+
+fn chromium() -> Option<PathBuf> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| {
+            let out = Command::new("which").arg(name).output().ok()?;
+            out.status
+                .success()
+                .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+        })
+}
+
+/// Headless Chromium driven over the DevTools protocol (a page that keeps a live feed open
+/// never goes idle, so `--dump-dom` cannot wait for it).
+struct Browser {
+    child: Child,
+    socket: WebSocket<MaybeTlsStream<TcpStream>>,
+    session: String,
+    next_id: u64,
+}
+
+impl Browser {
+    fn open(chromium: &Path, profile: &Path, url: &str) -> Self {
+        let child = Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                // The collector's certificate comes from its own authority, which this
+                // throwaway browser profile does not trust.
+                "--ignore-certificate-errors",
+                "--window-size=1400,1100",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let port_file = profile.join("DevToolsActivePort");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let endpoint = loop {
+            if let Ok(text) = std::fs::read_to_string(&port_file) {
+                let mut lines = text.lines();
+                if let (Some(port), Some(path)) = (lines.next(), lines.next()) {
+                    break format!("ws://127.0.0.1:{port}{path}");
+                }
+            }
+            assert!(Instant::now() < deadline, "chromium did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let (socket, _) = tungstenite::connect(endpoint).unwrap();
+        let mut browser = Self {
+            child,
+            socket,
+            session: String::new(),
+            next_id: 0,
+        };
+        let target = browser.call("Target.createTarget", json!({ "url": url }), false);
+        let attached = browser.call(
+            "Target.attachToTarget",
+            json!({ "targetId": target["targetId"], "flatten": true }),
+            false,
+        );
+        browser.session = attached["sessionId"].as_str().unwrap().to_string();
+        browser
+    }
+
+    fn call(&mut self, method: &str, params: Value, in_page: bool) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut message = json!({ "id": id, "method": method, "params": params });
+        if in_page {
+            message["sessionId"] = json!(self.session);
+        }
+        self.socket
+            .send(Message::text(message.to_string()))
+            .unwrap();
+        loop {
+            let reply = self.socket.read().unwrap();
+            let Message::Text(text) = reply else { continue };
+            let value: Value = serde_json::from_str(text.as_str()).unwrap();
+            if value["id"] == id {
+                assert!(value.get("error").is_none(), "{method}: {value}");
+                return value["result"].clone();
+            }
+        }
+    }
+
+    /// The page's visible text once it contains every one of `wanted` (or after 20 s).
+    fn text_with(&mut self, wanted: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let result = self.call(
+                "Runtime.evaluate",
+                json!({ "expression": "document.body.innerText", "returnByValue": true }),
+                true,
+            );
+            let text = result["result"]["value"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if wanted.iter().all(|w| text.contains(w)) || Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn screenshot(&mut self, path: &Path) {
+        let shot = self.call("Page.captureScreenshot", json!({ "format": "png" }), true);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap())
+            .unwrap();
+        std::fs::write(path, png).unwrap();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_dashboard_shows_an_alert_just_ingested_and_the_posture() {
+    let Some(chromium) = chromium() else {
+        eprintln!(
+            "SKIPPED the_dashboard_shows_an_alert_just_ingested_and_the_posture: chromium is not installed (apt-get install chromium; CI installs it)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::init(dir.path());
+    let agent = site.enroll_agent("hall-1");
+    let viewer = site.enroll_viewer("soc");
+    let collector = site.serve();
+    let mut alert = agent_alert(
+        "hall-1",
+        &rule::UMAS_STOP,
+        Timestamp::from_secs(1_800_000_000),
+        "192.168.1.10:50000".parse().unwrap(),
+        "stop command to the kiln PLC".into(),
+    );
+    alert.dst_ip = "192.168.1.20".parse().unwrap();
+    alert.dst_port = 502;
+    let mut plc = AssetObservation::new(
+        "192.168.1.20".parse().unwrap(),
+        Timestamp::from_secs(1_800_000_000),
+    );
+    plc.slave = true;
+    plc.name = Some("kiln-plc".into());
+    plc.zone = Some("kiln".into());
+    plc.vendor = Some("Schneider Electric".into());
+    let batch = json!({ "agent": "hall-1", "alerts": [alert], "assets": [plc] });
+    assert_eq!(
+        collector
+            .client
+            .post("/api/v1/ingest", Some(&agent), &batch)
+            .0,
+        200
+    );
+
+    let url = format!("{}/#token={viewer}", site.url());
+    let mut browser = Browser::open(&chromium, &dir.path().join("chromium"), &url);
+    let wanted = [
+        "soc (viewer)",
+        "program.umas_stop",
+        "stop command to the kiln PLC",
+        "kiln-plc",
+        "Schneider Electric",
+    ];
+    let text = browser.text_with(&wanted);
+    for w in wanted {
+        assert!(text.contains(w), "the page shows {w:?}:\n{text}");
+    }
+
+    // An alert ingested while the page is open arrives over the live feed.
+    let mut later = agent_alert(
+        "hall-1",
+        &rule::FORCE_LISTEN_ONLY,
+        Timestamp::from_secs(1_800_000_100),
+        "192.168.1.10:50000".parse().unwrap(),
+        "listen-only forced on the kiln PLC".into(),
+    );
+    later.dst_ip = "192.168.1.20".parse().unwrap();
+    let batch = json!({ "agent": "hall-1", "alerts": [later], "assets": [] });
+    assert_eq!(
+        collector
+            .client
+            .post("/api/v1/ingest", Some(&agent), &batch)
+            .0,
+        200
+    );
+    let text = browser.text_with(&["listen-only forced on the kiln PLC"]);
+    assert!(text.contains("diag.force_listen_only"), "{text}");
+
+    let out_dir = workspace_root().join("target/test-data");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let shot = out_dir.join("dashboard.png");
+    browser.screenshot(&shot);
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "a screenshot was taken"
+    );
+}
