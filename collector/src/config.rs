@@ -156,3 +156,6 @@ mod humantime_serde_compat {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

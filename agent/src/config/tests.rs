@@ -79,3 +79,11 @@ fn without_a_collector_nothing_is_delivered() {
             .is_none()
     );
 }
+
+#[test]
+fn the_example_configuration_in_deploy_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/agent.toml");
+    let config = AgentConfig::load(&path).unwrap();
+    assert_eq!(config.agent_name.as_deref(), Some("hall-1"));
+    assert_eq!(config.outbox_budget_mb, Some(256));
+}

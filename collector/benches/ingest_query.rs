@@ -1,0 +1,281 @@
+//! Collector benchmark: sustained durable ingest over HTTPS, then query latency on a store of
+//! a million alerts.
+//!
+//! A real collector (router, sled store, credentials, TLS) serves on loopback; two client
+//! threads post batches of 500 alerts as four agents, each batch acknowledged only once sled
+//! has flushed it. Then the API is queried with each filter in turn and the latency
+//! percentiles are printed.
+//!
+//! `cargo bench -p otwatch-collector --bench ingest_query [-- ALERTS]` (default 1,000,000).
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use otwatch_collector::auth::Credentials;
+use otwatch_collector::config::CollectorConfig;
+use otwatch_collector::feed::BroadcastFeed;
+use otwatch_collector::kv::Kv;
+use otwatch_collector::kv::sled::SledKv;
+use otwatch_collector::metrics::Metrics;
+use otwatch_collector::pki;
+use otwatch_collector::server::{AppState, router};
+use otwatch_collector::store::Store;
+use otwatch_collector::store::model::Role;
+use otwatch_rules::alert::{Alert, SCHEMA_VERSION, Severity};
+use otwatch_rules::time::Timestamp;
+use ureq::tls::{PemItem, RootCerts, TlsConfig};
+
+const BATCH: u64 = 500;
+const AGENTS: usize = 4;
+const RULES: [(&str, Severity, &str); 8] = [
+    ("policy.unauthorized_write", Severity::High, "T0855"),
+    ("policy.unauthorized_read", Severity::Medium, "T0801"),
+    ("recon.read_device_id", Severity::Low, "T0888"),
+    ("diag.force_listen_only", Severity::High, "T0814"),
+    ("program.umas_stop", Severity::Critical, "T0858"),
+    ("dos.request_flood", Severity::High, "T0814"),
+    ("baseline.new_pair", Severity::Low, "T0848"),
+    ("policy.setpoint_out_of_bounds", Severity::High, "T0836"),
+];
+
+fn alert(n: u64, agent: &str) -> Alert {
+    let (rule, severity, technique) = RULES[(n % RULES.len() as u64) as usize];
+    let ts = Timestamp::from_nanos(1_700_000_000_000_000_000 + n * 1_000_000);
+    Alert {
+        schema: SCHEMA_VERSION,
+        id: format!("{n:032x}"),
+        ts,
+        agent: agent.into(),
+        severity,
+        rule: rule.into(),
+        title: rule.into(),
+        technique: vec![technique.into()],
+        src_ip: format!("10.0.{}.{}", (n / 7) % 4, 10 + n % 40)
+            .parse()
+            .unwrap(),
+        src_port: 40_000,
+        dst_ip: format!("10.1.{}.{}", (n / 11) % 4, 10 + (n / 3) % 60)
+            .parse()
+            .unwrap(),
+        dst_port: 502,
+        unit_id: Some(1),
+        function_code: Some(6),
+        function: Some("write_single_register".into()),
+        address: Some((n % 1000) as u16),
+        quantity: Some(1),
+        values: Some(vec![(n % 65_535) as u16]),
+        exception: None,
+        count: 1,
+        first_ts: ts,
+        evidence: None,
+        flow: n,
+        message: Some(format!("bench alert {n}")),
+    }
+}
+
+fn client(ca: &std::path::Path) -> ureq::Agent {
+    let pem = std::fs::read(ca).unwrap();
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|i| match i {
+            Ok(PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    ureq::Agent::config_builder()
+        .tls_config(
+            TlsConfig::builder()
+                .root_certs(RootCerts::Specific(Arc::new(certs)))
+                .build(),
+        )
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+fn main() {
+    let total: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let data = dir.path();
+    let files = pki::create(data, &["127.0.0.1".to_string()]).unwrap();
+    let credentials = Credentials::open(data).unwrap();
+    let tokens: Vec<String> = (0..AGENTS)
+        .map(|i| {
+            credentials
+                .enroll(&format!("agent-{i}"), Role::Agent)
+                .unwrap()
+        })
+        .collect();
+    let viewer = credentials.enroll("viewer", Role::Viewer).unwrap();
+    let store = Arc::new(Store::open(SledKv::open(&data.join("store")).unwrap()).unwrap());
+    let mut config = CollectorConfig::with_data(data.to_path_buf());
+    config.agent_rate_per_s = 10_000;
+    let state = Arc::new(AppState::new(
+        store.clone(),
+        Arc::new(credentials),
+        Arc::new(BroadcastFeed::new(4096)),
+        Arc::new(Metrics::new().unwrap()),
+        config,
+    ));
+    let addr: SocketAddr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (cert, key) = (files.cert.clone(), files.key.clone());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .unwrap();
+            axum_server::bind_rustls(addr, tls)
+                .serve(router(state).into_make_service())
+                .await
+                .unwrap();
+        });
+    });
+    while std::net::TcpStream::connect(addr).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let base = format!("https://{addr}");
+
+    // Ingest.
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..2)
+        .map(|w| {
+            let (next, base, tokens) = (next.clone(), base.clone(), tokens.clone());
+            let http = client(&files.ca);
+            std::thread::spawn(move || {
+                let mut latencies = Vec::new();
+                loop {
+                    let first = next.fetch_add(BATCH, Ordering::SeqCst);
+                    if first >= total {
+                        return latencies;
+                    }
+                    let agent_index = ((first / BATCH) as usize + w) % AGENTS;
+                    let agent = format!("agent-{agent_index}");
+                    let alerts: Vec<Alert> = (first..(first + BATCH).min(total))
+                        .map(|n| alert(n, &agent))
+                        .collect();
+                    let body =
+                        serde_json::json!({ "agent": agent, "alerts": alerts, "assets": [] });
+                    let sent = Instant::now();
+                    let mut reply = http
+                        .post(format!("{base}/api/v1/ingest"))
+                        .header("Authorization", format!("Bearer {}", tokens[agent_index]))
+                        .send_json(&body)
+                        .unwrap();
+                    assert_eq!(
+                        reply.status(),
+                        200,
+                        "{}",
+                        reply.body_mut().read_to_string().unwrap_or_default()
+                    );
+                    latencies.push(sent.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut batch_latencies: Vec<Duration> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    let elapsed = started.elapsed();
+    batch_latencies.sort();
+    let stored = store.alert_count().unwrap();
+    assert_eq!(stored, total);
+    println!(
+        "ingest: {total} alerts in {:.1} s = {:.0} alerts/s durable (batches of {BATCH}, 2 clients, HTTPS); batch latency p50 {:.1} ms p99 {:.1} ms; store {:.0} MB",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        percentile(&batch_latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&batch_latencies, 0.99).as_secs_f64() * 1e3,
+        store.kv().size_on_disk().unwrap() as f64 / 1e6,
+    );
+
+    // Queries.
+    let http = client(&files.ca);
+    let queries = [
+        ("latest 100", "/api/v1/alerts?limit=100".to_string()),
+        (
+            "min_severity=critical",
+            "/api/v1/alerts?min_severity=critical&limit=100".to_string(),
+        ),
+        (
+            "agent",
+            "/api/v1/alerts?agent=agent-2&limit=100".to_string(),
+        ),
+        (
+            "asset",
+            "/api/v1/alerts?asset=10.1.2.33&limit=100".to_string(),
+        ),
+        (
+            "rule",
+            "/api/v1/alerts?rule=recon.read_device_id&limit=100".to_string(),
+        ),
+        (
+            "technique",
+            "/api/v1/alerts?technique=T0836&limit=100".to_string(),
+        ),
+        (
+            "time window",
+            "/api/v1/alerts?since=2023-11-14T22:13:30Z&until=2023-11-14T22:13:40Z&limit=100"
+                .to_string(),
+        ),
+        ("incidents", "/api/v1/incidents?limit=100".to_string()),
+        ("posture", "/api/v1/posture".to_string()),
+    ];
+    println!(
+        "query latency over HTTPS, {stored} alerts stored (200 runs each, first page, then pages via cursor):"
+    );
+    let mut all = Vec::new();
+    for (name, path) in &queries {
+        let mut times = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..200 {
+            let url = match &cursor {
+                Some(c) if path.contains("alerts") => format!("{base}{path}&cursor={c}"),
+                _ => format!("{base}{path}"),
+            };
+            let t = Instant::now();
+            let mut reply = http
+                .get(&url)
+                .header("Authorization", format!("Bearer {viewer}"))
+                .call()
+                .unwrap();
+            let body: serde_json::Value = reply.body_mut().read_json().unwrap();
+            times.push(t.elapsed());
+            assert_eq!(reply.status(), 200, "{body}");
+            cursor = body.get("next").and_then(|n| n.as_str()).map(String::from);
+        }
+        times.sort();
+        println!(
+            "  {name:<22} p50 {:>6.2} ms  p99 {:>6.2} ms",
+            percentile(&times, 0.5).as_secs_f64() * 1e3,
+            percentile(&times, 0.99).as_secs_f64() * 1e3
+        );
+        if *name != "posture" && *name != "incidents" {
+            all.extend(times);
+        }
+    }
+    all.sort();
+    println!(
+        "  all alert queries      p50 {:>6.2} ms  p99 {:>6.2} ms",
+        percentile(&all, 0.5).as_secs_f64() * 1e3,
+        percentile(&all, 0.99).as_secs_f64() * 1e3
+    );
+}
