@@ -1,0 +1,87 @@
+//! The `otwatch-collector` command line: `init` makes a data folder once, `enroll` needs one
+//! and prints the lines an agent needs, `serve` refuses a folder that was never initialised.
+//! (Being an integration test of this package, it also makes `cargo test --workspace` build
+//! the binary that the end-to-end tests in `tests/` run.)
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn collector(args: &[&str], data: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_otwatch-collector"))
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn init_creates_the_authority_certificate_and_an_admin_token_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let out = collector(&["init", "--name", "collector.plant.example"], &data);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("admin token (shown once): otw_"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("collector.plant.example"), "{stdout}");
+    for file in ["ca.pem", "server.pem", "credentials.json"] {
+        assert!(data.join(file).exists(), "{file}");
+    }
+    let again = collector(&["init"], &data);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        text(&again.stderr).contains("already initialised"),
+        "{}",
+        text(&again.stderr)
+    );
+}
+
+#[test]
+fn enrolling_an_agent_prints_the_lines_for_its_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    assert!(collector(&["init"], &data).status.success());
+    let out = collector(
+        &["enroll", "--agent", "hall-1", "--url", "https://c:8443"],
+        &data,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for line in [
+        "agent_name = \"hall-1\"",
+        "collector_url = \"https://c:8443\"",
+        "collector_token = \"otw_",
+        "collector_ca = \"",
+    ] {
+        assert!(stdout.contains(line), "{line} in {stdout}");
+    }
+    let twice = collector(&["enroll", "--agent", "hall-1"], &data);
+    assert_eq!(twice.status.code(), Some(2));
+    assert!(
+        text(&twice.stderr).contains("already enrolled"),
+        "{}",
+        text(&twice.stderr)
+    );
+}
+
+#[test]
+fn enroll_and_serve_refuse_a_folder_that_was_never_initialised() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["enroll", "--viewer", "soc"][..], &["serve"][..]] {
+        let out = collector(args, dir.path());
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            text(&out.stderr).contains("run otwatch-collector init first"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}
