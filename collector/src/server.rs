@@ -264,6 +264,20 @@ async fn ingest<K: Kv>(
             ),
         ));
     }
+    if let Some((i, a)) = batch
+        .alerts
+        .iter()
+        .enumerate()
+        .find(|(_, a)| a.agent != principal.name)
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "alerts[{i}].agent: {:?} is not the credential's agent {:?}",
+                a.agent, principal.name
+            ),
+        ));
+    }
     let store = state.store.clone();
     let (reply, fresh) = tokio::task::spawn_blocking(move || store.ingest(&batch, now()))
         .await

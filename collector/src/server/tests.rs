@@ -194,6 +194,24 @@ async fn an_agent_cannot_ingest_under_another_agents_name() {
 }
 
 #[tokio::test]
+async fn an_agent_cannot_slip_alerts_of_another_agent_into_its_batch() {
+    let f = fixture();
+    let mut list = alerts(2);
+    list[1].agent = "a2".into();
+    let r = f.ingest(Some(&f.agent), &batch("a1", list)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        r.body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("alerts[1].agent:"),
+        "{}",
+        r.body
+    );
+    assert_eq!(f.stored(), 0);
+}
+
+#[tokio::test]
 async fn an_oversized_body_is_413_and_stores_nothing() {
     let f = fixture_with(|c| c.body_limit_bytes = 4096);
     let r = f.ingest(Some(&f.agent), &batch("a1", alerts(50))).await;
