@@ -91,8 +91,17 @@ pub fn syslog_line(alert: &Alert, hostname: &str) -> String {
     )
 }
 
+/// Alerts an exporter could not forward, by reason (`lagged`: it fell more than the feed's
+/// capacity behind; `failed`: the send or write failed). Best effort, but never silent.
+pub type Lost = prometheus::IntCounterVec;
+
 /// Sends every alert of the feed to a syslog receiver until the feed closes.
-pub async fn syslog(config: Syslog, mut feed: broadcast::Receiver<Arc<Alert>>, hostname: String) {
+pub async fn syslog(
+    config: Syslog,
+    mut feed: broadcast::Receiver<Arc<Alert>>,
+    hostname: String,
+    lost: Lost,
+) {
     let mut tcp: Option<TcpStream> = None;
     let udp = match config.transport {
         SyslogTransport::Udp => UdpSocket::bind("0.0.0.0:0").await.ok(),
@@ -101,25 +110,32 @@ pub async fn syslog(config: Syslog, mut feed: broadcast::Receiver<Arc<Alert>>, h
     loop {
         let alert = match feed.recv().await {
             Ok(a) => a,
-            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                lost.with_label_values(&["syslog", "lagged"]).inc_by(n);
+                continue;
+            }
             Err(broadcast::error::RecvError::Closed) => return,
         };
         let line = syslog_line(&alert, &hostname);
+        let failed = || lost.with_label_values(&["syslog", "failed"]).inc();
         match config.transport {
-            SyslogTransport::Udp => {
-                if let Some(sock) = &udp {
-                    let _ = sock.send_to(line.as_bytes(), &config.address).await;
-                }
-            }
+            SyslogTransport::Udp => match &udp {
+                Some(sock) if sock.send_to(line.as_bytes(), &config.address).await.is_ok() => {}
+                _ => failed(),
+            },
             SyslogTransport::Tcp => {
                 if tcp.is_none() {
                     tcp = TcpStream::connect(&config.address).await.ok();
                 }
-                if let Some(stream) = tcp.as_mut() {
-                    let frame = format!("{} {line}", line.len());
-                    if stream.write_all(frame.as_bytes()).await.is_err() {
-                        tcp = None;
+                match tcp.as_mut() {
+                    Some(stream) => {
+                        let frame = format!("{} {line}", line.len());
+                        if stream.write_all(frame.as_bytes()).await.is_err() {
+                            tcp = None;
+                            failed();
+                        }
                     }
+                    None => failed(),
                 }
             }
         }
@@ -127,15 +143,22 @@ pub async fn syslog(config: Syslog, mut feed: broadcast::Receiver<Arc<Alert>>, h
 }
 
 /// Appends every alert of the feed to a JSON-lines file until the feed closes.
-pub async fn jsonl(path: std::path::PathBuf, mut feed: broadcast::Receiver<Arc<Alert>>) {
+pub async fn jsonl(
+    path: std::path::PathBuf,
+    mut feed: broadcast::Receiver<Arc<Alert>>,
+    lost: Lost,
+) {
     loop {
         let alert = match feed.recv().await {
             Ok(a) => a,
-            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                lost.with_label_values(&["jsonl", "lagged"]).inc_by(n);
+                continue;
+            }
             Err(broadcast::error::RecvError::Closed) => return,
         };
         let path = path.clone();
-        let _ = tokio::task::spawn_blocking(move || {
+        let written = tokio::task::spawn_blocking(move || {
             let mut f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -145,6 +168,9 @@ pub async fn jsonl(path: std::path::PathBuf, mut feed: broadcast::Receiver<Arc<A
             f.write_all(&line)
         })
         .await;
+        if !matches!(written, Ok(Ok(()))) {
+            lost.with_label_values(&["jsonl", "failed"]).inc();
+        }
     }
 }
 

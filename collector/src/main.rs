@@ -202,10 +202,19 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         if let Some(s) = config.export.syslog.clone() {
             let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-            tokio::spawn(export::syslog(s, feed.subscribe(), host.trim().to_string()));
+            tokio::spawn(export::syslog(
+                s,
+                feed.subscribe(),
+                host.trim().to_string(),
+                metrics.export_lost.clone(),
+            ));
         }
         if let Some(j) = config.export.jsonl.clone() {
-            tokio::spawn(export::jsonl(j.path, feed.subscribe()));
+            tokio::spawn(export::jsonl(
+                j.path,
+                feed.subscribe(),
+                metrics.export_lost.clone(),
+            ));
         }
         let retention = config.retention.clone();
         if retention.max_age.is_some() || retention.max_bytes.is_some() {
@@ -214,10 +223,15 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 loop {
                     let cutoff = retention.max_age.map(|age| now().saturating_sub(age));
                     let s = store.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
+                    let outcome = tokio::task::spawn_blocking(move || {
                         s.enforce_retention(cutoff, retention.max_bytes)
                     })
                     .await;
+                    match outcome {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => eprintln!("otwatch-collector: retention: {e}"),
+                        Err(e) => eprintln!("otwatch-collector: retention: {e}"),
+                    }
                     tokio::time::sleep(Duration::from_secs(60)).await;
                 }
             });

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub refused: IntCounterVec,
     /// API latency by route.
     pub latency: HistogramVec,
+    /// Alerts the exporters could not forward, by exporter and reason.
+    pub export_lost: IntCounterVec,
 }
 
 impl Metrics {
@@ -74,6 +76,13 @@ impl Metrics {
                 ]),
                 &["route"],
             )?,
+            export_lost: IntCounterVec::new(
+                Opts::new(
+                    "otwatch_collector_export_lost_total",
+                    "Alerts an exporter could not forward, by exporter and reason (lagged, failed)",
+                ),
+                &["exporter", "reason"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.ingested.clone()))?;
@@ -85,6 +94,7 @@ impl Metrics {
         m.registry.register(Box::new(m.store_alerts.clone()))?;
         m.registry.register(Box::new(m.refused.clone()))?;
         m.registry.register(Box::new(m.latency.clone()))?;
+        m.registry.register(Box::new(m.export_lost.clone()))?;
         Ok(m)
     }
 

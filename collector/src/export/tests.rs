@@ -7,6 +7,14 @@ use super::*;
 use crate::feed::{BroadcastFeed, Feed};
 use crate::fixtures::alert;
 
+fn lost() -> Lost {
+    Lost::new(
+        prometheus::Opts::new("lost", "lost"),
+        &["exporter", "reason"],
+    )
+    .unwrap()
+}
+
 fn hostile() -> Alert {
     let mut a = alert(
         7,
@@ -56,7 +64,7 @@ async fn udp_exporter_sends_one_datagram_per_alert() {
         address: receiver.local_addr().unwrap().to_string(),
         transport: SyslogTransport::Udp,
     };
-    tokio::spawn(syslog(config, feed.subscribe(), "gw1".into()));
+    tokio::spawn(syslog(config, feed.subscribe(), "gw1".into(), lost()));
     feed.publish(&[
         hostile(),
         alert(8, "scan", Severity::Low, "10.0.0.9", "10.0.1.6", "a1"),
@@ -85,7 +93,7 @@ async fn tcp_exporter_frames_messages_with_their_octet_count() {
         address: listener.local_addr().unwrap().to_string(),
         transport: SyslogTransport::Tcp,
     };
-    tokio::spawn(syslog(config, feed.subscribe(), "gw1".into()));
+    tokio::spawn(syslog(config, feed.subscribe(), "gw1".into(), lost()));
     let a = alert(3, "scan", Severity::Low, "10.0.0.9", "10.0.1.6", "a1");
     feed.publish(std::slice::from_ref(&a));
     let (mut conn, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
@@ -110,7 +118,7 @@ async fn jsonl_exporter_appends_one_parsable_line_per_alert() {
     let path = dir.path().join("alerts.jsonl");
     std::fs::write(&path, "{\"earlier\":true}\n").unwrap();
     let feed = BroadcastFeed::new(16);
-    tokio::spawn(jsonl(path.clone(), feed.subscribe()));
+    tokio::spawn(jsonl(path.clone(), feed.subscribe(), lost()));
     let alerts: Vec<Alert> = (0..3)
         .map(|n| alert(n, "scan", Severity::Low, "10.0.0.9", "10.0.1.6", "a1"))
         .collect();
@@ -130,4 +138,20 @@ async fn jsonl_exporter_appends_one_parsable_line_per_alert() {
         let back: Alert = serde_json::from_str(line).unwrap();
         assert_eq!(&back, a);
     }
+}
+
+#[tokio::test]
+async fn a_jsonl_file_that_cannot_be_written_counts_each_alert_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing-folder").join("alerts.jsonl");
+    let feed = BroadcastFeed::new(16);
+    let counter = lost();
+    tokio::spawn(jsonl(path, feed.subscribe(), counter.clone()));
+    feed.publish(&[hostile(), hostile()]);
+    let failed = counter.with_label_values(&["jsonl", "failed"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while failed.get() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(failed.get(), 2);
 }
