@@ -24,7 +24,6 @@ pub struct AssetReporter {
     status: Arc<Status>,
     policy: Option<Arc<Policy>>,
     last_report: Option<Timestamp>,
-    queued: u64,
 }
 
 impl AssetReporter {
@@ -36,18 +35,7 @@ impl AssetReporter {
             status,
             policy,
             last_report: None,
-            queued: 0,
         }
-    }
-
-    /// Names hosts from a new policy from the next report on.
-    pub fn set_policy(&mut self, policy: Option<Arc<Policy>>) {
-        self.policy = policy;
-    }
-
-    /// Observations queued so far.
-    pub fn queued(&self) -> u64 {
-        self.queued
     }
 
     /// Hosts known.
@@ -61,9 +49,8 @@ impl AssetReporter {
             return;
         }
         let records: Vec<Record> = changed.into_iter().map(Record::Asset).collect();
-        match self.outbox.push(&records) {
-            Ok(pushed) => self.queued += pushed.stored as u64,
-            Err(e) => self.status.set_last_error(e.to_string()),
+        if let Err(e) = self.outbox.push(&records) {
+            self.status.set_last_error(e.to_string());
         }
     }
 }

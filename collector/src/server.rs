@@ -247,34 +247,49 @@ async fn json_body<T: serde::de::DeserializeOwned, K: Kv>(
     })
 }
 
+/// The body of an agent's request: the credential must be an agent's, within its rate, and
+/// the body (a `what`) must carry that agent's name.
+async fn from_agent<T: serde::de::DeserializeOwned, K: Kv>(
+    state: &AppState<K>,
+    headers: &HeaderMap,
+    body: Body,
+    what: &str,
+    agent_of: impl Fn(&T) -> &str,
+) -> Result<T, ApiError> {
+    let principal = authorize(state, headers, Action::Ingest)?;
+    rate_limit(state, &principal.name)?;
+    let value: T = json_body(state, body).await?;
+    let named = agent_of(&value);
+    if named != principal.name {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "agent: {what} says {named:?} but the credential is {:?}'s",
+                principal.name
+            ),
+        ));
+    }
+    Ok(value)
+}
+
 async fn ingest<K: Kv>(
     State(state): State<Shared<K>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
-    let principal = authorize(&state, &headers, Action::Ingest)?;
-    rate_limit(&state, &principal.name)?;
-    let batch: IngestBatch = json_body(&state, body).await?;
-    if batch.agent != principal.name {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "agent: batch says {:?} but the credential is {:?}'s",
-                batch.agent, principal.name
-            ),
-        ));
-    }
+    let batch: IngestBatch =
+        from_agent(&state, &headers, body, "batch", |b: &IngestBatch| &b.agent).await?;
     if let Some((i, a)) = batch
         .alerts
         .iter()
         .enumerate()
-        .find(|(_, a)| a.agent != principal.name)
+        .find(|(_, a)| a.agent != batch.agent)
     {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
                 "alerts[{i}].agent: {:?} is not the credential's agent {:?}",
-                a.agent, principal.name
+                a.agent, batch.agent
             ),
         ));
     }
@@ -300,18 +315,10 @@ async fn heartbeat<K: Kv>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
-    let principal = authorize(&state, &headers, Action::Ingest)?;
-    rate_limit(&state, &principal.name)?;
-    let hb: Heartbeat = json_body(&state, body).await?;
-    if hb.agent != principal.name {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "agent: heartbeat says {:?} but the credential is {:?}'s",
-                hb.agent, principal.name
-            ),
-        ));
-    }
+    let hb: Heartbeat = from_agent(&state, &headers, body, "heartbeat", |h: &Heartbeat| {
+        &h.agent
+    })
+    .await?;
     state.store.heartbeat(&hb, now())?;
     Ok(axum::Json(json!({ "ok": true })))
 }
