@@ -1,5 +1,6 @@
 //! Feeds the asset inventory from the pipeline and queues what changed in the outbox for the
-//! collector: every 30 seconds of capture time, and when the capture ends.
+//! collector: 5 seconds after the first packet, then every 30 seconds of capture time, and when
+//! the capture ends.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,9 @@ use crate::status::Status;
 
 /// How often changed hosts are queued, in capture time.
 pub const REPORT_EVERY: Duration = Duration::from_secs(30);
+/// When the first report is due after the first packet: soon, so a new agent's hosts show up
+/// at the collector within seconds.
+pub const FIRST_REPORT: Duration = Duration::from_secs(5);
 
 /// The inventory and where its changes go.
 #[derive(Debug)]
@@ -38,6 +42,11 @@ impl AssetReporter {
         }
     }
 
+    /// Names hosts from `policy` from now on (after a reload).
+    pub fn set_policy(&mut self, policy: Option<Arc<Policy>>) {
+        self.policy = policy;
+    }
+
     /// Hosts known.
     pub fn hosts(&self) -> usize {
         self.inventory.len()
@@ -58,8 +67,12 @@ impl AssetReporter {
 impl Observer for AssetReporter {
     fn flow_event(&mut self, ts: Timestamp, flow: &FlowInfo, event: &FlowEvent<'_>) {
         self.inventory.observe(ts, flow, event);
+        self.tick(ts);
+    }
+
+    fn tick(&mut self, ts: Timestamp) {
         match self.last_report {
-            None => self.last_report = Some(ts),
+            None => self.last_report = Some(ts.saturating_sub(REPORT_EVERY - FIRST_REPORT)),
             Some(last) if ts.since(last) >= REPORT_EVERY => {
                 self.last_report = Some(ts);
                 self.report();

@@ -1,8 +1,15 @@
-//! Where packets come from. Every source (a capture file now; live interfaces through pnet or a
-//! TPACKET_V3 ring later) hands out [`CapturedPacket`]s through the same [`PacketSource`] trait,
-//! so the pipeline does not know or care which one is in use.
+//! Where packets come from. Capture files are read packet by packet through [`PacketSource`];
+//! live sources (an interface through pnet, a pcap stream, and a TPACKET_V3 ring next) through
+//! [`live::LiveSource`], on a thread of their own. Every source hands out the same
+//! [`CapturedPacket`]s, so the pipeline does not know or care which one is in use.
 
 pub mod file;
+pub mod live;
+pub mod pcap_stream;
+#[cfg(target_os = "linux")]
+pub mod pnet;
+#[cfg(target_os = "linux")]
+pub mod socket;
 
 use otwatch_rules::time::Timestamp;
 

@@ -12,6 +12,11 @@
 //! heartbeat_interval = "5s"
 //! metrics_listen = "127.0.0.1:9102"
 //! policy = "/etc/otwatch/policy.toml"
+//! interface = "eth1"
+//!
+//! [capture]
+//! backend = "pnet"
+//! socket_buffer_mb = 8
 //! ```
 
 use std::net::SocketAddr;
@@ -47,7 +52,41 @@ pub struct AgentConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// The policy file.
     pub policy: Option<PathBuf>,
+    /// The interface `run` captures on (a SPAN port or TAP).
+    pub interface: Option<String>,
+    /// Also append every alert to this JSON-lines file.
+    pub alerts: Option<PathBuf>,
+    /// How `run` captures.
+    #[serde(default)]
+    pub capture: CaptureConfig,
 }
+
+/// The `[capture]` section.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Which capture backend reads the interface.
+    pub backend: Option<CaptureBackend>,
+    /// Megabytes of socket receive buffer (bursts wait there while the agent is busy).
+    pub socket_buffer_mb: Option<u64>,
+    /// Whether to put the interface in promiscuous mode (default true: a SPAN port needs it).
+    pub promiscuous: Option<bool>,
+    /// Whether to ignore frames this host sends (default: only on loopback, where every frame
+    /// would be seen twice).
+    pub ignore_outgoing: Option<bool>,
+}
+
+/// A capture backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureBackend {
+    /// pnet's `AF_PACKET` channel: one system call per frame.
+    #[default]
+    Pnet,
+}
+
+/// Default socket receive buffer.
+pub const DEFAULT_SOCKET_BUFFER_MB: u64 = 8;
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;

@@ -177,6 +177,11 @@ impl<W: Write> Observer for Detection<W> {
         engine.observe(ts, flow, event, &mut |alert| sink.deliver(alert));
     }
 
+    fn tick(&mut self, now: Timestamp) {
+        let Self { engine, sink } = self;
+        engine.flush(now, &mut |alert| sink.deliver(alert));
+    }
+
     fn finish(&mut self) {
         let Self { engine, sink } = self;
         engine.finish(&mut |alert| sink.deliver(alert));

@@ -8,12 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use otwatch_agent::config::{AgentConfig, ConfigError};
+use otwatch_agent::capture::pnet::PnetOptions;
+use otwatch_agent::config::DEFAULT_SOCKET_BUFFER_MB;
+use otwatch_agent::config::{AgentConfig, CaptureBackend, ConfigError};
 use otwatch_agent::flow::FlowConfig;
 use otwatch_agent::replay::{self, ReplayOptions};
+use otwatch_agent::run;
 use otwatch_agent::{learn, policy_file};
 use otwatch_rules::detect::DetectionConfig;
 use otwatch_rules::transaction::TrackerConfig;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use std::sync::atomic::AtomicBool;
 
 /// Passive Modbus security monitor agent.
 #[derive(Debug, Parser)]
@@ -25,12 +30,56 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Watch an interface (a SPAN port or TAP) or a pcap stream until stopped: detect, deliver
+    /// to the collector, serve metrics. SIGHUP reloads the policy; SIGTERM or Ctrl-C flushes
+    /// the outbox and exits.
+    Run(Box<RunArgs>),
     /// Decode capture files as fast as possible, detect attacks, and print what they contain.
     Replay(Box<ReplayArgs>),
     /// Validate a policy file: errors name the line, the field and what was expected.
     Check(CheckArgs),
     /// Write a reviewable allowlist policy learned from normal traffic.
     Learn(LearnArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Capture on this interface (needs CAP_NET_RAW). Default: the configuration's `interface`.
+    #[arg(long, value_name = "IF", env = "OTWATCH_INTERFACE")]
+    iface: Option<String>,
+    /// Read a pcap stream instead of an interface: a FIFO, a file being written, or `-` for
+    /// standard input (`tcpdump -i eth1 -w - | otwatch-agent run --pcap-stream -`).
+    #[arg(long, value_name = "FILE|-", conflicts_with = "iface")]
+    pcap_stream: Option<PathBuf>,
+    /// Check traffic against this policy (TOML); reloaded on SIGHUP and when the file changes.
+    #[arg(long, value_name = "FILE", env = "OTWATCH_POLICY")]
+    policy: Option<PathBuf>,
+    /// Also append one JSON line per alert to this file.
+    #[arg(long, value_name = "OUT.jsonl", env = "OTWATCH_ALERTS")]
+    alerts: Option<PathBuf>,
+    /// Print alerts readably on standard output (the default on a terminal).
+    #[arg(long)]
+    print_alerts: bool,
+    /// This agent's name, carried in every alert.
+    /// (Default: the configuration's agent_name, else the host name.)
+    #[arg(long, value_name = "NAME", env = "OTWATCH_AGENT_NAME")]
+    agent_name: Option<String>,
+    /// The capture backend.
+    #[arg(long, value_enum, env = "OTWATCH_CAPTURE_BACKEND")]
+    capture_backend: Option<CaptureBackend>,
+    /// Megabytes of socket receive buffer.
+    #[arg(long, value_name = "MB", env = "OTWATCH_SOCKET_BUFFER_MB", value_parser = clap::value_parser!(u64).range(1..=2048))]
+    socket_buffer_mb: Option<u64>,
+    /// Whether to put the interface in promiscuous mode (default true).
+    #[arg(long, value_name = "BOOL", env = "OTWATCH_PROMISCUOUS")]
+    promiscuous: Option<bool>,
+    /// Whether to ignore frames this host sends (default: only on loopback).
+    #[arg(long, value_name = "BOOL", env = "OTWATCH_IGNORE_OUTGOING")]
+    ignore_outgoing: Option<bool>,
+    #[command(flatten)]
+    decoding: DecodingArgs,
+    #[command(flatten)]
+    delivery: DeliveryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -99,24 +148,35 @@ struct DeliveryArgs {
     #[arg(long, value_name = "FILE", env = "OTWATCH_AGENT_CONFIG")]
     config: Option<PathBuf>,
     /// Deliver alerts and asset observations to this collector (https://HOST:PORT).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", env = "OTWATCH_COLLECTOR_URL")]
     collector: Option<String>,
     /// The collector's certificate authority (ca.pem from `otwatch-collector init`).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "OTWATCH_COLLECTOR_CA")]
     ca: Option<PathBuf>,
+    /// A file holding the agent's token (or set OTWATCH_COLLECTOR_TOKEN).
+    #[arg(long, value_name = "FILE", env = "OTWATCH_COLLECTOR_TOKEN_FILE")]
+    collector_token_file: Option<PathBuf>,
     /// Folder of the outbox, where undelivered records wait (kept across runs).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "OTWATCH_OUTBOX")]
     outbox: Option<PathBuf>,
     /// Most megabytes of undelivered records kept; the oldest are dropped beyond (and
     /// reported to the collector).
-    #[arg(long, value_name = "MB")]
+    #[arg(long, value_name = "MB", env = "OTWATCH_OUTBOX_BUDGET_MB")]
     outbox_budget_mb: Option<u64>,
+    /// Time between heartbeats to the collector ("5s").
+    #[arg(long, value_name = "DURATION", env = "OTWATCH_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Option<Duration>,
     /// Serve Prometheus metrics on this address (/metrics).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "OTWATCH_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
     /// Seconds to wait at the end for every record to reach the collector (what is left waits
     /// in the outbox for the next run).
-    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 60,
+        env = "OTWATCH_DRAIN_TIMEOUT"
+    )]
     drain_timeout: u64,
 }
 
@@ -159,6 +219,7 @@ impl DecodingArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => run_live(&args),
         Command::Replay(args) => run_replay(*args),
         Command::Check(args) => run_check(&args),
         Command::Learn(args) => run_learn(&args),
@@ -235,6 +296,13 @@ fn agent_config(args: &DeliveryArgs) -> Result<AgentConfig, ConfigError> {
     if let Some(ca) = &args.ca {
         config.collector_ca = Some(ca.clone());
     }
+    if let Some(file) = &args.collector_token_file {
+        config.collector_token = None;
+        config.collector_token_file = Some(file.clone());
+    }
+    if let Some(every) = args.heartbeat_interval {
+        config.heartbeat_interval = Some(every);
+    }
     if let Some(outbox) = &args.outbox {
         config.outbox = Some(outbox.clone());
     }
@@ -271,20 +339,9 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
         .or_else(|| config.agent_name.clone())
         .unwrap_or_else(|| "otwatch-agent".to_string());
     let policy_path = args.policy.clone().or_else(|| config.policy.clone());
-    let policy = match &policy_path {
-        Some(path) => match policy_file::load(path) {
-            Ok((policy, warnings)) => {
-                for w in &warnings {
-                    eprintln!("{}: warning: {w}", path.display());
-                }
-                Some(Arc::new(policy))
-            }
-            Err(e) => {
-                eprintln!("otwatch-agent: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => None,
+    let policy = match policy_path.as_deref().map(load_policy).transpose() {
+        Ok(policy) => policy,
+        Err(code) => return code,
     };
     let options = ReplayOptions {
         policy,
@@ -327,4 +384,118 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS
+}
+
+/// Loads a policy, printing its warnings; on error prints it and gives the exit code.
+fn load_policy(path: &std::path::Path) -> Result<Arc<otwatch_rules::policy::Policy>, ExitCode> {
+    match policy_file::load(path) {
+        Ok((policy, warnings)) => {
+            for w in &warnings {
+                eprintln!("{}: warning: {w}", path.display());
+            }
+            Ok(Arc::new(policy))
+        }
+        Err(e) => {
+            eprintln!("otwatch-agent: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// The host's name, the default agent name for `run`.
+fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+/// Exit codes: 0 stopped cleanly (signal or end of stream), 2 could not start.
+fn run_live(args: &RunArgs) -> ExitCode {
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("otwatch-agent: {e}");
+        ExitCode::from(2)
+    };
+    let config = match agent_config(&args.delivery) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let delivery = match config.delivery(
+        std::env::var("OTWATCH_COLLECTOR_TOKEN").ok(),
+        Duration::from_secs(args.delivery.drain_timeout),
+    ) {
+        Ok(d) => d,
+        Err(e) => return fail(&e),
+    };
+    let source = match (
+        &args.pcap_stream,
+        args.iface.clone().or(config.interface.clone()),
+    ) {
+        (Some(stream), _) => run::Source::Stream(stream.clone()),
+        (None, Some(interface)) => {
+            let capture = &config.capture;
+            match args.capture_backend.or(capture.backend).unwrap_or_default() {
+                CaptureBackend::Pnet => run::Source::Interface(PnetOptions {
+                    interface,
+                    socket_buffer: usize::try_from(
+                        args.socket_buffer_mb
+                            .or(capture.socket_buffer_mb)
+                            .unwrap_or(DEFAULT_SOCKET_BUFFER_MB)
+                            .saturating_mul(1 << 20),
+                    )
+                    .unwrap_or(usize::MAX),
+                    ignore_outgoing: args.ignore_outgoing.or(capture.ignore_outgoing),
+                    promiscuous: args.promiscuous.or(capture.promiscuous).unwrap_or(true),
+                }),
+            }
+        }
+        (None, None) => {
+            return fail(
+                &"nothing to capture: give --iface IF (or `interface` in the configuration, or OTWATCH_INTERFACE), or --pcap-stream FILE|-",
+            );
+        }
+    };
+    let policy = match args.policy.clone().or_else(|| config.policy.clone()) {
+        Some(path) => match load_policy(&path) {
+            Ok(policy) => Some((path, policy)),
+            Err(code) => return code,
+        },
+        None => None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGTERM, SIGINT] {
+        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
+            return fail(&e);
+        }
+    }
+    if policy.is_none() {
+        // Without a policy there is nothing to reload: SIGHUP must not end the agent.
+        if let Err(e) = signal_hook::flag::register(SIGHUP, Arc::new(AtomicBool::new(false))) {
+            return fail(&e);
+        }
+    }
+    let options = run::RunOptions {
+        source,
+        flows: args.decoding.flow_config(),
+        detection: DetectionConfig {
+            agent: args
+                .agent_name
+                .clone()
+                .or_else(|| config.agent_name.clone())
+                .or_else(host_name)
+                .unwrap_or_else(|| "otwatch-agent".to_string()),
+            ..DetectionConfig::default()
+        },
+        policy,
+        alerts: args.alerts.clone().or_else(|| config.alerts.clone()),
+        print_alerts: args.print_alerts || std::io::stdout().is_terminal(),
+        delivery,
+        metrics_listen: config.metrics_listen,
+    };
+    match run::run(&options, &stop) {
+        Ok(report) => {
+            eprint!("{}", report.render());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
 }

@@ -20,6 +20,7 @@ pub struct AgentMetrics {
     packets: IntCounter,
     bytes: IntCounter,
     drops: IntCounterVec,
+    truncated: IntCounter,
     flows_active: IntGauge,
     flows: IntCounterVec,
     transactions: IntCounterVec,
@@ -72,8 +73,12 @@ impl AgentMetrics {
             bytes: counter("otwatch_agent_bytes_total", "Bytes captured")?,
             drops: vec(
                 "otwatch_agent_drops_total",
-                "Packets or records lost: kernel (capture ring or socket) or outbox (full, oldest dropped)",
+                "Packets or records lost: kernel (capture ring or socket), queue (pipeline behind the capture) or outbox (full, oldest dropped)",
                 &["where"],
+            )?,
+            truncated: counter(
+                "otwatch_agent_truncated_total",
+                "Frames the capture cut short (snap length or read buffer)",
             )?,
             flows_active: gauge("otwatch_agent_flows_active", "Flows tracked now")?,
             flows: vec(
@@ -151,6 +156,12 @@ impl AgentMetrics {
                 now.kernel_drops,
             );
             advance(
+                &self.drops.with_label_values(&["queue"]),
+                old.queue_drops,
+                now.queue_drops,
+            );
+            advance(&self.truncated, old.truncated, now.truncated);
+            advance(
                 &self.drops.with_label_values(&["outbox"]),
                 *old_dropped,
                 dropped,
@@ -225,6 +236,22 @@ impl AgentMetrics {
 
 /// Renders the current metrics on request.
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Serves the agent's metrics on `listen`: read from `status`, and from the outbox and the
+/// shipper when delivering.
+pub fn serve_agent(
+    listen: SocketAddr,
+    status: Arc<Status>,
+    delivery: Option<&crate::delivery::Delivery>,
+) -> std::io::Result<MetricsServer> {
+    let metrics = AgentMetrics::new().map_err(|e| std::io::Error::other(e.to_string()))?;
+    let outbox = delivery.map(|d| d.outbox().clone());
+    let delivered = delivery.map(crate::delivery::Delivery::delivered_handle);
+    let render: Render = Arc::new(move || {
+        metrics.render(&status, outbox.as_deref(), delivered.as_ref().map(|d| d()))
+    });
+    serve(listen, render)
+}
 
 /// A running metrics server.
 #[derive(Debug)]

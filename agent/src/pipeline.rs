@@ -17,6 +17,10 @@ pub trait Observer {
     /// One event of one flow, at capture time `ts`.
     fn flow_event(&mut self, ts: Timestamp, flow: &FlowInfo, event: &FlowEvent<'_>);
 
+    /// Capture time has reached `now` with no packet to say so (a quiet live capture): close
+    /// what is due (fold windows, periodic reports).
+    fn tick(&mut self, _now: Timestamp) {}
+
     /// The capture ended and every flow is closed: report what is still held back.
     fn finish(&mut self) {}
 }
@@ -25,6 +29,11 @@ impl<A: Observer, B: Observer> Observer for (A, B) {
     fn flow_event(&mut self, ts: Timestamp, flow: &FlowInfo, event: &FlowEvent<'_>) {
         self.0.flow_event(ts, flow, event);
         self.1.flow_event(ts, flow, event);
+    }
+
+    fn tick(&mut self, now: Timestamp) {
+        self.0.tick(now);
+        self.1.tick(now);
     }
 
     fn finish(&mut self) {
@@ -40,6 +49,12 @@ impl<T: Observer> Observer for Option<T> {
         }
     }
 
+    fn tick(&mut self, now: Timestamp) {
+        if let Some(inner) = self {
+            inner.tick(now);
+        }
+    }
+
     fn finish(&mut self) {
         if let Some(inner) = self {
             inner.finish();
@@ -50,6 +65,10 @@ impl<T: Observer> Observer for Option<T> {
 impl<T: Observer + ?Sized> Observer for &mut T {
     fn flow_event(&mut self, ts: Timestamp, flow: &FlowInfo, event: &FlowEvent<'_>) {
         (**self).flow_event(ts, flow, event);
+    }
+
+    fn tick(&mut self, now: Timestamp) {
+        (**self).tick(now);
     }
 
     fn finish(&mut self) {
@@ -146,6 +165,26 @@ impl<O: Observer> Pipeline<O> {
             Dissection::Ignored(why) => *self.counters.ignored.entry(why).or_default() += 1,
             Dissection::Malformed(why) => *self.counters.malformed.entry(why).or_default() += 1,
         }
+    }
+
+    /// Advances capture time to `now` without a packet (a live capture gone quiet): closes
+    /// idle flows and lets the observer close what is due. Time never goes backwards.
+    pub fn tick(&mut self, now: Timestamp) {
+        if now <= self.last_ts {
+            return;
+        }
+        self.last_ts = now;
+        let observer = &mut self.observer;
+        self.flows
+            .sweep(now, &mut |info: &FlowInfo, event: FlowEvent<'_>| {
+                observer.flow_event(now, info, &event)
+            });
+        self.observer.tick(now);
+    }
+
+    /// The latest capture time seen (packet or tick).
+    pub fn last_ts(&self) -> Timestamp {
+        self.last_ts
     }
 
     /// Closes every flow (flushing streams, reporting waiting requests as unanswered), then lets

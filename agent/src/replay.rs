@@ -18,10 +18,11 @@ use crate::delivery::{Delivery, DeliveryError, DeliveryOptions, DeliveryReport};
 use crate::detection::{AlertCounts, Detection};
 use crate::event_log::EventLog;
 use crate::flow::{FlowConfig, FlowCounters};
-use crate::metrics::{self, AgentMetrics, Render};
+use crate::metrics;
 use crate::offline::{self, FileReport};
 use crate::pipeline::{PacketCounters, Pipeline};
-use crate::status::{Snapshot, Status};
+use crate::publisher::{Publisher, View};
+use crate::status::Status;
 use crate::summary::{ModbusCounters, function_table};
 use crate::transaction_log::TransactionLog;
 
@@ -222,16 +223,8 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         .transpose()?;
     let outbox = delivery.as_ref().map(|d| d.outbox().clone());
     if let Some(addr) = options.metrics_listen {
-        let metrics = AgentMetrics::new().map_err(|e| ReplayError::Metrics {
-            addr,
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        let (status, outbox) = (status.clone(), outbox.clone());
-        let delivered = delivery.as_ref().map(Delivery::delivered_handle);
-        let render: Render = Arc::new(move || {
-            metrics.render(&status, outbox.as_deref(), delivered.as_ref().map(|d| d()))
-        });
-        metrics::serve(addr, render).map_err(|source| ReplayError::Metrics { addr, source })?;
+        metrics::serve_agent(addr, status.clone(), delivery.as_ref())
+            .map_err(|source| ReplayError::Metrics { addr, source })?;
     }
     let started = Instant::now();
     let alert_log = open_output(options.alerts.as_deref())?;
@@ -257,10 +250,10 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         options.policy.as_ref().map(|p| p.hash.clone()),
     );
     let files = offline::feed(&mut captures, &mut pipeline, options.progress, &mut |p| {
-        publisher.tick(p);
+        publisher.tick(view(p));
     });
     pipeline.finish();
-    publisher.publish(&pipeline);
+    publisher.publish(view(&pipeline));
     let elapsed = started.elapsed();
     let packets = pipeline.counters().clone();
     let flows = pipeline.flows().counters();
@@ -306,52 +299,14 @@ type ReplayObserver<W> = (
     ),
 );
 
-/// Publishes the pipeline's counters to the shared status, at most four times a second.
-struct Publisher {
-    status: Arc<Status>,
-    policy_hash: Option<String>,
-    last: Instant,
-    last_packets: u64,
-}
-
-impl Publisher {
-    fn new(status: Arc<Status>, policy_hash: Option<String>) -> Self {
-        Self {
-            status,
-            policy_hash,
-            last: Instant::now(),
-            last_packets: 0,
-        }
-    }
-
-    fn tick<W: Write>(&mut self, pipeline: &Pipeline<ReplayObserver<W>>) {
-        if self.last.elapsed() >= Duration::from_millis(250) {
-            self.publish(pipeline);
-        }
-    }
-
-    fn publish<W: Write>(&mut self, pipeline: &Pipeline<ReplayObserver<W>>) {
-        let (modbus, ((_, detection), _)) = pipeline.observer();
-        let packets = pipeline.counters();
-        let flows = pipeline.flows().counters();
-        let elapsed = self.last.elapsed().as_secs_f64().max(1e-9);
-        self.status.publish(Snapshot {
-            packets: packets.packets,
-            bytes: packets.bytes,
-            kernel_drops: 0,
-            flows_active: pipeline.flows().len() as u64,
-            flows_created: flows.created,
-            flows_evicted: flows.evicted,
-            requests: modbus.requests.clone(),
-            decode_errors: modbus.decode_errors.clone(),
-            alerts: detection.counts().by_rule_severity.clone(),
-            policy_hash: self.policy_hash.clone(),
-            policy_reloads: 0,
-            policy_reload_failures: 0,
-            packets_per_s: packets.packets.saturating_sub(self.last_packets) as f64 / elapsed,
-        });
-        self.last = Instant::now();
-        self.last_packets = packets.packets;
+/// What the publisher reads from the replay's pipeline.
+fn view<W: Write>(pipeline: &Pipeline<ReplayObserver<W>>) -> View<'_> {
+    let (modbus, ((_, detection), _)) = pipeline.observer();
+    View {
+        packets: pipeline.counters(),
+        flows: pipeline.flows(),
+        modbus,
+        alerts: detection.counts(),
     }
 }
 

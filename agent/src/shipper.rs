@@ -398,7 +398,7 @@ impl Worker {
             policy_hash: snapshot.policy_hash.clone(),
             packets_per_s: snapshot.packets_per_s,
             packets: snapshot.packets,
-            drops: snapshot.kernel_drops + self.outbox.dropped_total(),
+            drops: snapshot.kernel_drops + snapshot.queue_drops + self.outbox.dropped_total(),
             flows: snapshot.flows_active,
             outbox_depth: self.outbox.depth(),
             outbox_dropped: self.outbox.dropped_total(),

@@ -19,6 +19,10 @@ pub struct Snapshot {
     pub bytes: u64,
     /// Packets the kernel or capture ring dropped before the agent saw them.
     pub kernel_drops: u64,
+    /// Packets the capture thread dropped because the pipeline's queue was full.
+    pub queue_drops: u64,
+    /// Frames the capture cut short.
+    pub truncated: u64,
     /// Flows tracked now.
     pub flows_active: u64,
     /// Flows created.

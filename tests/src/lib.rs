@@ -4,6 +4,7 @@ pub mod attack;
 pub mod collector;
 pub mod plc;
 pub mod recorder;
+pub mod sim;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -18,6 +18,8 @@ use otwatch_rules::time::Timestamp;
 
 /// Bytes read from the file at a time.
 const CHUNK: usize = 256 << 10;
+/// The size of a classic pcap file header.
+const PCAP_HEADER: usize = 24;
 /// The largest record accepted; anything larger is corruption, not a packet.
 const MAX_RECORD: usize = 16 << 20;
 
@@ -84,7 +86,7 @@ enum Format {
 /// A capture file opened for reading, packet by packet.
 pub struct CaptureFile {
     path: PathBuf,
-    file: File,
+    reader: Box<dyn Read + Send>,
     format: Format,
     buf: Vec<u8>,
     /// Start of unread data in `buf`.
@@ -104,16 +106,45 @@ impl CaptureFile {
             path: path.to_path_buf(),
             source,
         };
-        let mut file = File::open(path).map_err(io_err)?;
+        let file = File::open(path).map_err(io_err)?;
         let size = file.metadata().map_err(io_err)?.len();
+        Self::from_reader(path, Box::new(file), size)
+    }
+
+    /// Reads a capture from `reader` (a pipe or standard input as well as a file), named
+    /// `path` in messages, `size` bytes long if known (0 otherwise). Blocks until the header
+    /// has arrived; packets are handed out as soon as they are complete.
+    pub fn from_reader(
+        path: &Path,
+        mut reader: Box<dyn Read + Send>,
+        size: u64,
+    ) -> Result<Self, CaptureFileError> {
+        let io_err = |source| CaptureFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let mut buf = vec![0; CHUNK];
         let mut len = 0;
-        while len < buf.len() {
-            match file.read(&mut buf[len..]) {
+        // Enough for the magic and a classic header; a pcapng section header is read on below.
+        while len < PCAP_HEADER {
+            match reader.read(&mut buf[len..]) {
                 Ok(0) => break,
                 Ok(n) => len += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(io_err(e)),
+            }
+        }
+        if buf.get(..4) == Some(&[0x0A, 0x0D, 0x0D, 0x0A][..]) {
+            while len < buf.len()
+                && PcapNgParser::new(&buf[..len])
+                    .is_err_and(|e| matches!(e, PcapError::IncompleteBuffer))
+            {
+                match reader.read(&mut buf[len..]) {
+                    Ok(0) => break,
+                    Ok(n) => len += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(io_err(e)),
+                }
             }
         }
         let corrupt = |e: PcapError| CaptureFileError::Corrupt {
@@ -157,7 +188,7 @@ impl CaptureFile {
         };
         Ok(Self {
             path: path.to_path_buf(),
-            file,
+            reader,
             format,
             buf,
             pos: used,
@@ -171,6 +202,11 @@ impl CaptureFile {
     /// The file's size in bytes.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Bytes read from the file but not yet handed out.
+    pub fn buffered(&self) -> usize {
+        self.len - self.pos
     }
 
     /// Bytes consumed so far.
@@ -205,7 +241,7 @@ impl CaptureFile {
             self.buf.resize(grown, 0);
         }
         let read = loop {
-            match self.file.read(&mut self.buf[self.len..]) {
+            match self.reader.read(&mut self.buf[self.len..]) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(source) => {

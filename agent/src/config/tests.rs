@@ -87,3 +87,20 @@ fn the_example_configuration_in_deploy_parses() {
     assert_eq!(config.agent_name.as_deref(), Some("hall-1"));
     assert_eq!(config.outbox_budget_mb, Some(256));
 }
+
+#[test]
+fn the_capture_section_parses_and_an_unknown_backend_names_the_choices() {
+    let config = AgentConfig::parse(
+        "interface = \"eth1\"\n[capture]\nbackend = \"pnet\"\nsocket_buffer_mb = 16\nignore_outgoing = true\n",
+    )
+    .unwrap();
+    assert_eq!(config.interface.as_deref(), Some("eth1"));
+    assert_eq!(config.capture.backend, Some(CaptureBackend::Pnet));
+    assert_eq!(config.capture.socket_buffer_mb, Some(16));
+    assert_eq!(config.capture.ignore_outgoing, Some(true));
+    let e = AgentConfig::parse("[capture]\nbackend = \"dpdk\"\n").unwrap_err();
+    assert!(
+        e.contains("line 2") && e.contains("dpdk") && e.contains("pnet"),
+        "{e}"
+    );
+}

@@ -1,0 +1,100 @@
+//! Publishes the pipeline's counters to the shared [`Status`] (read by heartbeats and
+//! `/metrics`) at most four times a second, so the packet path never takes a lock per packet.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::detection::AlertCounts;
+use crate::flow::FlowTable;
+use crate::pipeline::PacketCounters;
+use crate::status::{Snapshot, Status};
+use crate::summary::ModbusCounters;
+
+/// What the pipeline and its observers have counted, borrowed for one publication.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    /// Packet-level counters.
+    pub packets: &'a PacketCounters,
+    /// The flow table.
+    pub flows: &'a FlowTable,
+    /// Modbus counters.
+    pub modbus: &'a ModbusCounters,
+    /// Alerts raised.
+    pub alerts: &'a AlertCounts,
+}
+
+/// Counters from outside the pipeline: the capture and the policy reloader.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extra {
+    /// The policy in force.
+    pub policy_hash: Option<String>,
+    /// Policy reloads applied.
+    pub policy_reloads: u64,
+    /// Policy reloads rejected.
+    pub policy_reload_failures: u64,
+    /// Packets the kernel dropped.
+    pub kernel_drops: u64,
+    /// Packets dropped for a full pipeline queue.
+    pub queue_drops: u64,
+}
+
+/// Publishes snapshots.
+#[derive(Debug)]
+pub struct Publisher {
+    status: Arc<Status>,
+    /// Counters from outside the pipeline, set by the caller.
+    pub extra: Extra,
+    last: Instant,
+    last_packets: u64,
+}
+
+/// Least time between publications.
+const EVERY: Duration = Duration::from_millis(250);
+
+impl Publisher {
+    /// A publisher into `status`.
+    pub fn new(status: Arc<Status>, policy_hash: Option<String>) -> Self {
+        Self {
+            status,
+            extra: Extra {
+                policy_hash,
+                ..Extra::default()
+            },
+            last: Instant::now(),
+            last_packets: 0,
+        }
+    }
+
+    /// Publishes if the last publication is old enough.
+    pub fn tick(&mut self, view: View<'_>) {
+        if self.last.elapsed() >= EVERY {
+            self.publish(view);
+        }
+    }
+
+    /// Publishes now.
+    pub fn publish(&mut self, view: View<'_>) {
+        let flows = view.flows.counters();
+        let elapsed = self.last.elapsed().as_secs_f64().max(1e-9);
+        let packets = view.packets.packets;
+        self.status.publish(Snapshot {
+            packets,
+            bytes: view.packets.bytes,
+            kernel_drops: self.extra.kernel_drops,
+            queue_drops: self.extra.queue_drops,
+            truncated: view.packets.truncated,
+            flows_active: view.flows.len() as u64,
+            flows_created: flows.created,
+            flows_evicted: flows.evicted,
+            requests: view.modbus.requests.clone(),
+            decode_errors: view.modbus.decode_errors.clone(),
+            alerts: view.alerts.by_rule_severity.clone(),
+            policy_hash: self.extra.policy_hash.clone(),
+            policy_reloads: self.extra.policy_reloads,
+            policy_reload_failures: self.extra.policy_reload_failures,
+            packets_per_s: packets.saturating_sub(self.last_packets) as f64 / elapsed,
+        });
+        self.last = Instant::now();
+        self.last_packets = packets;
+    }
+}

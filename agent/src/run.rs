@@ -1,0 +1,362 @@
+//! `otwatch-agent run`: the agent on duty. Captures live (an interface through pnet, or a pcap
+//! stream), runs every packet through the pipeline and detection, queues alerts and asset
+//! observations for the collector, serves `/metrics`, reloads the policy on SIGHUP or when its
+//! file changes, and on SIGTERM or Ctrl-C stops capturing, closes every flow, and waits for the
+//! outbox to reach the collector before it exits.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use otwatch_rules::detect::DetectionConfig;
+use otwatch_rules::policy::Policy;
+use otwatch_rules::time::Timestamp;
+use serde::Serialize;
+
+use crate::assets::AssetReporter;
+use crate::capture::file::CaptureFileError;
+use crate::capture::live::{Capture, LiveSource, Next};
+use crate::capture::pcap_stream::PcapStream;
+#[cfg(target_os = "linux")]
+use crate::capture::pnet::{self, OpenError, PnetOptions, PnetSource};
+use crate::delivery::{Delivery, DeliveryError, DeliveryOptions, DeliveryReport};
+use crate::detection::{AlertCounts, Detection};
+use crate::flow::FlowConfig;
+use crate::metrics;
+use crate::pipeline::{PacketCounters, Pipeline};
+use crate::policy_reload::{Reload, Reloader};
+use crate::publisher::{Publisher, View};
+use crate::status::Status;
+use crate::summary::ModbusCounters;
+
+/// Where packets come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// An interface, through pnet.
+    #[cfg(target_os = "linux")]
+    Interface(PnetOptions),
+    /// A pcap stream: a file or FIFO being written, or standard input (`-`).
+    Stream(PathBuf),
+}
+
+/// A validated `run` request.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Where packets come from.
+    pub source: Source,
+    /// Flow tracking settings.
+    pub flows: FlowConfig,
+    /// Detection settings (the agent's name, windows).
+    pub detection: DetectionConfig,
+    /// The policy file and its contents, if any: it is reloaded when it changes.
+    pub policy: Option<(PathBuf, Arc<Policy>)>,
+    /// Where to append alerts as JSON lines, if anywhere.
+    pub alerts: Option<PathBuf>,
+    /// Whether to print alerts readably on standard output.
+    pub print_alerts: bool,
+    /// Where to deliver alerts and asset observations, if anywhere.
+    pub delivery: Option<DeliveryOptions>,
+    /// Where to serve `/metrics`, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The interface cannot be captured on.
+    #[cfg(target_os = "linux")]
+    #[error(transparent)]
+    Interface(#[from] OpenError),
+    /// The pcap stream cannot be read.
+    #[error(transparent)]
+    Stream(#[from] CaptureFileError),
+    /// Delivery to the collector could not start.
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
+    /// The metrics server could not start.
+    #[error("metrics: cannot listen on {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The alert log cannot be written.
+    #[error("{path}: {source}")]
+    Output {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A thread or signal handler could not be set up.
+    #[error("cannot start: {0}")]
+    Setup(#[from] std::io::Error),
+}
+
+/// What a run came to, printed when it ends.
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    /// What captured.
+    pub capture: String,
+    /// Packet counters.
+    pub packets: PacketCounters,
+    /// Packets the kernel dropped.
+    pub kernel_drops: u64,
+    /// Packets dropped because the pipeline fell behind.
+    pub queue_drops: u64,
+    /// Alerts raised.
+    pub alerts: AlertCounts,
+    /// Policy reloads applied and rejected.
+    pub policy_reloads: (u64, u64),
+    /// What reached the collector.
+    pub delivery: Option<DeliveryReport>,
+    /// Why the run ended: "signal" or "end of stream".
+    pub ended_by: &'static str,
+}
+
+impl RunReport {
+    /// One readable paragraph.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "{}: stopped ({}): packets {}  bytes {}  truncated {}  kernel drops {}  queue drops {}\nalerts {} ({} occurrences)  policy reloads {} applied, {} rejected\n",
+            self.capture,
+            self.ended_by,
+            self.packets.packets,
+            self.packets.bytes,
+            self.packets.truncated,
+            self.kernel_drops,
+            self.queue_drops,
+            self.alerts.total,
+            self.alerts.occurrences,
+            self.policy_reloads.0,
+            self.policy_reloads.1,
+        );
+        if let Some(d) = &self.delivery {
+            out += &format!(
+                "delivered {} records ({} already there)  waiting in the outbox {}  outbox dropped {}\n",
+                d.delivered.records, d.delivered.duplicates, d.waiting, d.outbox_dropped
+            );
+        }
+        out
+    }
+}
+
+type RunObserver = (
+    ModbusCounters,
+    (Detection<BufWriter<File>>, Option<AssetReporter>),
+);
+
+/// How long the pipeline waits for packets before doing its housekeeping.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// How often time is advanced, counters published and the policy file checked.
+const HOUSEKEEPING: Duration = Duration::from_millis(250);
+
+/// The agent's address on the interface, for alerts about itself.
+fn agent_addr(source: &Source) -> SocketAddr {
+    let ip = match source {
+        #[cfg(target_os = "linux")]
+        Source::Interface(options) => pnet::find_interface(&options.interface)
+            .ok()
+            .and_then(|i| i.ips.first().map(|n| n.ip())),
+        Source::Stream(_) => None,
+    };
+    SocketAddr::new(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), 0)
+}
+
+fn open_source(source: &Source) -> Result<Box<dyn LiveSource>, RunError> {
+    Ok(match source {
+        #[cfg(target_os = "linux")]
+        Source::Interface(options) => Box::new(PnetSource::open(options)?),
+        Source::Stream(path) => Box::new(PcapStream::open(path)?),
+    })
+}
+
+/// Runs until `stop` is set (by SIGTERM or Ctrl-C) or a pcap stream ends. Says what it captures
+/// with on standard error once capture has started.
+pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunError> {
+    let status = Arc::new(Status::new());
+    let addr = agent_addr(&options.source);
+    let policy = options.policy.as_ref().map(|(_, p)| p.clone());
+    let mut reloader = options
+        .policy
+        .as_ref()
+        .map(|(path, _)| Reloader::new(path))
+        .transpose()?;
+    let alert_log = match &options.alerts {
+        Some(path) => Some(BufWriter::new(
+            File::options()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| RunError::Output {
+                    path: path.clone(),
+                    source,
+                })?,
+        )),
+        None => None,
+    };
+    let source = open_source(&options.source)?;
+    let delivery = options
+        .delivery
+        .as_ref()
+        .map(|d| Delivery::start(d, &options.detection.agent, addr, status.clone()))
+        .transpose()?;
+    if let Some(listen) = options.metrics_listen {
+        let server =
+            metrics::serve_agent(listen, status.clone(), delivery.as_ref()).map_err(|source| {
+                RunError::Metrics {
+                    addr: listen,
+                    source,
+                }
+            })?;
+        eprintln!("otwatch-agent: metrics on http://{}/metrics", server.addr);
+    }
+    let outbox = delivery.as_ref().map(|d| d.outbox().clone());
+    let mut detection = Detection::new(
+        options.detection.clone(),
+        policy.clone(),
+        alert_log,
+        options.print_alerts,
+    );
+    if let Some(outbox) = &outbox {
+        detection = detection.with_outbox(outbox.clone(), status.clone());
+    }
+    let assets = outbox
+        .as_ref()
+        .map(|o| AssetReporter::new(o.clone(), status.clone(), policy.clone()));
+    let mut pipeline: Pipeline<RunObserver> = Pipeline::new(
+        options.flows.clone(),
+        (ModbusCounters::default(), (detection, assets)),
+    );
+    let mut publisher = Publisher::new(status.clone(), policy.as_ref().map(|p| p.hash.clone()));
+    let error_status = status.clone();
+    let capture = Capture::start(
+        source,
+        Box::new(move |e| {
+            eprintln!("otwatch-agent: capture: {e}");
+            error_status.set_last_error(format!("capture: {e}"));
+        }),
+    )?;
+    let description = capture.description().to_string();
+    eprintln!("otwatch-agent: capturing with {description}");
+
+    // Capture time follows the packets; while none come it advances with the wall clock.
+    let mut clock: Option<(Timestamp, Instant)> = None;
+    let mut last_housekeeping = Instant::now();
+    let ended_by = loop {
+        if stop.load(Ordering::Relaxed) {
+            break "signal";
+        }
+        match capture.next_batch(IDLE_WAIT) {
+            Next::Batch(batch) => {
+                for packet in batch.packets() {
+                    pipeline.packet(&packet);
+                }
+                clock = Some((pipeline.last_ts(), Instant::now()));
+            }
+            Next::Idle => {}
+            Next::Ended => break "end of stream",
+        }
+        if last_housekeeping.elapsed() >= HOUSEKEEPING {
+            last_housekeeping = Instant::now();
+            if let Some((ts, at)) = clock {
+                pipeline.tick(ts.saturating_add(at.elapsed()));
+            }
+            if let Some(reloader) = reloader.as_mut() {
+                reload(reloader, &mut pipeline, &mut publisher, addr);
+            }
+            let counters = capture.counters();
+            publisher.extra.kernel_drops = counters.kernel_drops.load(Ordering::Relaxed);
+            publisher.extra.queue_drops = counters.queue_drops.load(Ordering::Relaxed);
+            publisher.tick(view(&pipeline));
+        }
+    };
+    let counters = capture.counters().clone();
+    for batch in capture.stop() {
+        for packet in batch.packets() {
+            pipeline.packet(&packet);
+        }
+    }
+    pipeline.finish();
+    publisher.extra.kernel_drops = counters.kernel_drops.load(Ordering::Relaxed);
+    publisher.extra.queue_drops = counters.queue_drops.load(Ordering::Relaxed);
+    publisher.publish(view(&pipeline));
+    let packets = pipeline.counters().clone();
+    let (_, (detection, _)) = pipeline.into_observer();
+    let alerts = detection.counts().clone();
+    if let Err(source) = detection.finish_log() {
+        eprintln!(
+            "otwatch-agent: {}: {source}",
+            options
+                .alerts
+                .as_deref()
+                .unwrap_or(std::path::Path::new("alerts"))
+                .display()
+        );
+    }
+    if delivery.is_some() {
+        eprintln!("otwatch-agent: delivering what is left in the outbox");
+    }
+    let delivery = delivery.map(Delivery::finish);
+    Ok(RunReport {
+        capture: description,
+        packets,
+        kernel_drops: publisher.extra.kernel_drops,
+        queue_drops: publisher.extra.queue_drops,
+        alerts,
+        policy_reloads: (
+            publisher.extra.policy_reloads,
+            publisher.extra.policy_reload_failures,
+        ),
+        delivery,
+        ended_by,
+    })
+}
+
+/// Applies a changed policy (or says why the new one was refused) between two batches, so no
+/// packet is lost and none is judged by half of each policy.
+fn reload(
+    reloader: &mut Reloader,
+    pipeline: &mut Pipeline<RunObserver>,
+    publisher: &mut Publisher,
+    addr: SocketAddr,
+) {
+    let Some(outcome) = reloader.poll() else {
+        return;
+    };
+    let ts = pipeline.last_ts();
+    let (_, (detection, assets)) = pipeline.observer_mut();
+    match &outcome {
+        Reload::Loaded(policy, warnings) => {
+            for w in warnings {
+                eprintln!("otwatch-agent: policy: warning: {w}");
+            }
+            eprintln!("otwatch-agent: policy reloaded (hash {})", policy.hash);
+            publisher.extra.policy_hash = Some(policy.hash.clone());
+            if let Some(assets) = assets {
+                assets.set_policy(Some(policy.clone()));
+            }
+        }
+        Reload::Rejected(e) => {
+            eprintln!("otwatch-agent: new policy rejected, the previous one stays in force: {e}");
+        }
+    }
+    detection.apply_reload(outcome, ts, addr);
+    publisher.extra.policy_reloads = reloader.reloads();
+    publisher.extra.policy_reload_failures = reloader.failures();
+}
+
+fn view(pipeline: &Pipeline<RunObserver>) -> View<'_> {
+    let (modbus, (detection, _)) = pipeline.observer();
+    View {
+        packets: pipeline.counters(),
+        flows: pipeline.flows(),
+        modbus,
+        alerts: detection.counts(),
+    }
+}
