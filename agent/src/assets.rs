@@ -1,6 +1,6 @@
 //! Feeds the asset inventory from the pipeline and queues what changed in the outbox for the
-//! collector: 5 seconds after the first packet, then every 30 seconds of capture time, and when
-//! the capture ends.
+//! collector: 5 seconds after the first packet, then every 10 seconds of capture time (only the
+//! hosts that changed), and when the capture ends.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use crate::pipeline::Observer;
 use crate::status::Status;
 
 /// How often changed hosts are queued, in capture time.
-pub const REPORT_EVERY: Duration = Duration::from_secs(30);
+pub const REPORT_EVERY: Duration = Duration::from_secs(10);
 /// When the first report is due after the first packet: soon, so a new agent's hosts show up
 /// at the collector within seconds.
 pub const FIRST_REPORT: Duration = Duration::from_secs(5);

@@ -2,6 +2,7 @@
 
 pub mod attack;
 pub mod collector;
+pub mod netns;
 pub mod plc;
 pub mod recorder;
 pub mod sim;
@@ -36,7 +37,12 @@ pub fn binary(name: &str) -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target/debug"));
     let path = profile_dir.join(name);
     let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-    let newest_source = ["rules/src", "agent/src", "collector/src"]
+    // What each binary is built from (the agent uses the collector's storage layer).
+    let sources: &[&str] = match name {
+        "otwatch-collector" => &["rules/src", "collector/src"],
+        _ => &["rules/src", "agent/src", "collector/src"],
+    };
+    let newest_source = sources
         .iter()
         .filter_map(|dir| newest(&workspace_root().join(dir)))
         .max();

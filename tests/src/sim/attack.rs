@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{sleep, timeout};
 use tokio_modbus::client::{Client, Reader, Writer};
-use tokio_modbus::prelude::{Request, Slave, SlaveContext};
+use tokio_modbus::prelude::{ReadCode, Request, Slave, SlaveContext};
 
 use super::peers::{Link, ask, connect, connect_tcp};
 
@@ -89,7 +89,7 @@ pub async fn attack(
         step(0);
         let _ = ask(ctx.write_single_coil(0, false)).await;
         step(1);
-        let _ = ask(ctx.call(Request::Custom(0x2B, vec![0x0E, 0x01, 0x00].into()))).await;
+        let _ = ask(ctx.read_device_identification(ReadCode::Basic, 0)).await;
         step(2);
         for fc in 0x41..0x49u8 {
             let _ = ask(ctx.call(Request::Custom(fc, vec![0x00, 0x00].into()))).await;

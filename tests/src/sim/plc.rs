@@ -16,6 +16,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio_modbus::prelude::{
+    ConformityLevel, DeviceIdObject, ReadCode, ReadDeviceIdentificationResponse,
+};
 use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
 
 use super::tank::Tank;
@@ -175,8 +178,8 @@ impl ProcessPlc {
                     _ => return Err(ExceptionCode::IllegalFunction),
                 }
             }
-            Request::Custom(0x2B, data) if data.first() == Some(&0x0E) => {
-                Response::Custom(0x2B, device_identification(self.product).into())
+            Request::ReadDeviceIdentification(read_code, _) => {
+                Response::ReadDeviceIdentification(device_identification(read_code, self.product))
             }
             _ => return Err(ExceptionCode::IllegalFunction),
         };
@@ -198,15 +201,18 @@ impl State {
 }
 
 /// A basic-category 43/14 answer: vendor, product code, revision.
-fn device_identification(product: &str) -> Vec<u8> {
-    let objects: [(u8, &[u8]); 3] = [(0, b"otwatch"), (1, product.as_bytes()), (2, b"1.0")];
-    let mut out = vec![0x0E, 0x01, 0x01, 0x00, 0x00, objects.len() as u8];
-    for (id, value) in objects {
-        out.push(id);
-        out.push(value.len() as u8);
-        out.extend_from_slice(value);
+fn device_identification(read_code: ReadCode, product: &str) -> ReadDeviceIdentificationResponse {
+    let object = |id: u8, value: &str| DeviceIdObject {
+        id,
+        value: value.as_bytes().to_vec().into(),
+    };
+    ReadDeviceIdentificationResponse {
+        read_code,
+        conformity_level: ConformityLevel::BasicIdentificationStreamOnly,
+        more_follows: false,
+        next_object_id: 0,
+        device_id_objects: vec![object(0, "otwatch"), object(1, product), object(2, "1.0")],
     }
-    out
 }
 
 impl tokio_modbus::server::Service for ProcessPlc {

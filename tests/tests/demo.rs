@@ -1,0 +1,96 @@
+//! The README's first command: `otwatch-demo` starts a collector, an agent and the simulated
+//! plant; within the first minute the collector knows the agent, the plant's assets and the
+//! attack's incidents, every attack's alert is printed as the collector receives it, and the
+//! demo stops cleanly.
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use otwatch_tests::collector::{Client, free_addr};
+use otwatch_tests::sim::attack::STEPS;
+
+#[test]
+fn the_demo_shows_agents_assets_incidents_and_every_attack_then_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let listen = free_addr();
+    let stdout_path = dir.path().join("stdout");
+    let stderr_path = dir.path().join("stderr");
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_otwatch-demo"))
+        // Not under `cargo run`: use the binaries `cargo test` built, do not build.
+        .env_remove("CARGO")
+        .args(["--data", data.to_str().unwrap()])
+        .args(["--listen", &listen.to_string()])
+        .args(["--duration", "34s"])
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // 30 s in: the first attack (at 10 s) is over, the engineering station has worked (15 s),
+    // and the agent has reported the hosts it saw (every 10 s).
+    std::thread::sleep(Duration::from_secs(30));
+    let admin = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let client = Client::new(&format!("https://{listen}"), &data.join("collector/ca.pem"));
+    let token = Some(admin.trim());
+    let (_, agents) = client.get("/api/v1/agents", token);
+    assert_eq!(agents[0]["heartbeat"]["agent"], "demo-agent", "{agents}");
+    assert_eq!(agents[0]["online"], true, "{agents}");
+    let (_, assets) = client.get("/api/v1/assets", token);
+    let ips: Vec<&str> = assets
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["ip"].as_str())
+        .collect();
+    for host in [
+        "127.0.10.1",
+        "127.0.10.2",
+        "127.0.20.1",
+        "127.0.30.1",
+        "127.0.66.6",
+    ] {
+        assert!(ips.contains(&host), "{host} missing from {assets}");
+    }
+    let plc = assets
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["ip"] == "127.0.10.1")
+        .unwrap();
+    assert_eq!(
+        (&plc["vendor"], &plc["product_code"]),
+        (&"otwatch".into(), &"SIM-TANK-1".into()),
+        "{plc}"
+    );
+    let (_, incidents) = client.get("/api/v1/incidents", token);
+    assert!(
+        incidents.as_array().unwrap().len() >= STEPS.len(),
+        "{incidents}"
+    );
+
+    let status = demo.wait().unwrap();
+    let stdout = std::fs::read_to_string(&stdout_path).unwrap();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("dashboard:  https://{listen}/#token=otw_")),
+        "{stdout}"
+    );
+    for step in STEPS {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("ALERT") && l.contains(step.rule)),
+            "no alert for {}: {stdout}",
+            step.what
+        );
+    }
+    assert!(stdout.contains("stopped."), "{stdout}");
+    let agent_log = std::fs::read_to_string(data.join("agent.log")).unwrap();
+    assert!(agent_log.contains("waiting in the outbox 0"), "{agent_log}");
+    // The collector is gone: its port is free again.
+    assert!(std::net::TcpListener::bind(listen).is_ok());
+}
