@@ -121,7 +121,7 @@ impl<K: Kv> Store<K> {
         batch: &IngestBatch,
         now: Timestamp,
     ) -> Result<(IngestReply, Vec<Alert>), StoreError> {
-        let _writer = self.writer.lock().map_err(|_| poisoned())?;
+        let writer = self.writer.lock().map_err(|_| poisoned())?;
         let mut reply = IngestReply::default();
         let mut fresh = Vec::new();
         let mut b = Batch::new();
@@ -199,6 +199,11 @@ impl<K: Kv> Store<K> {
             b.put(key, json(&record));
         }
         self.kv.apply(b)?;
+        drop(writer);
+        // Flushed outside the writer lock: the next batch is applied while this one reaches
+        // the disk, and one flush makes both durable (group commit). A batch that found an id
+        // already stored by a batch not yet flushed is acknowledged only after its own flush,
+        // which covers that earlier batch too.
         self.kv.flush()?;
         Ok((reply, fresh))
     }

@@ -202,3 +202,6 @@ impl LiveSource for PnetSource {
         socket::packet_statistics(self.stats_fd.as_fd()).map_or(0, |c| c.drops)
     }
 }
+
+#[cfg(test)]
+mod tests;
