@@ -2,6 +2,11 @@
 //! server certificate, an admin credential), `enroll` adds a credential, `serve` runs the
 //! collector.
 
+/// mimalloc: ingest allocates per alert (JSON, sled's copied nodes), and glibc's malloc spent
+/// a third of it in its own bookkeeping (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
