@@ -114,7 +114,8 @@ impl Policy {
                 detail: "no allow rule names this master".into(),
             });
         }
-        let mut best: Option<(Reach, usize, String)> = None;
+        // The rule that got furthest; its message is written only if a violation is reported.
+        let mut best: Option<(Reach, usize)> = None;
         for &i in &candidates.allow {
             let Some(rule) = self.allow.get(i) else {
                 continue;
@@ -130,33 +131,37 @@ impl Policy {
                         detail: format!("faster than the rate of rule {:?}", rule.name),
                     });
                 }
-                Err((reach, detail)) => {
-                    if best.as_ref().is_none_or(|(b, _, _)| reach > *b) {
-                        best = Some((reach, i, detail));
+                Err(reach) => {
+                    if best.is_none_or(|(b, _)| reach > b) {
+                        best = Some((reach, i));
                     }
                 }
             }
         }
+        let detail = |i: usize| {
+            self.allow
+                .get(i)
+                .map(|r| self.reach_detail(&r.matcher, ts, unit, request))
+                .unwrap_or_default()
+        };
         let write = request.class() == FunctionClass::Write;
         let (kind, closest, detail) = match best {
-            Some((Reach::Range, i, detail)) if write => {
-                (ViolationKind::WriteOutsideRanges, Some(i), detail)
+            Some((Reach::Range, i)) if write => {
+                (ViolationKind::WriteOutsideRanges, Some(i), detail(i))
             }
-            Some((Reach::Values, i, detail)) => {
-                (ViolationKind::SetpointOutOfBounds, Some(i), detail)
-            }
-            Some((Reach::Hours, i, detail)) => (ViolationKind::OutsideHours, Some(i), detail),
+            Some((Reach::Values, i)) => (ViolationKind::SetpointOutOfBounds, Some(i), detail(i)),
+            Some((Reach::Hours, i)) => (ViolationKind::OutsideHours, Some(i), detail(i)),
             other => {
                 let kind = match request.class() {
                     FunctionClass::Read => ViolationKind::UnauthorizedRead,
                     FunctionClass::Write => ViolationKind::UnauthorizedWrite,
                     _ => ViolationKind::UnauthorizedFunction,
                 };
-                let detail = match &other {
-                    Some((_, _, detail)) => detail.clone(),
+                let detail = match other {
+                    Some((_, i)) => detail(i),
                     None => "no allow rule covers this master and target".into(),
                 };
-                (kind, other.map(|(_, i, _)| i), detail)
+                (kind, other.map(|(_, i)| i), detail)
             }
         };
         Some(Violation {
@@ -225,59 +230,80 @@ impl Policy {
             .is_some_and(|r| self.reach(&r.matcher, ts, unit, request).is_ok())
     }
 
-    /// Matches everything but master, target and rate; on failure, how far it got and why.
+    /// Matches everything but master, target and rate; on failure, how far it got. Runs for
+    /// every candidate rule of every request, so it allocates nothing; [`Self::reach_detail`]
+    /// says why, for the one rule a violation names.
     fn reach(
         &self,
         m: &Matcher,
         ts: Timestamp,
         unit: u8,
         request: &Request<'_>,
-    ) -> Result<(), (Reach, String)> {
+    ) -> Result<(), Reach> {
         if !m.units.contains(unit) {
-            return Err((Reach::Unit, format!("unit {unit} not allowed")));
+            return Err(Reach::Unit);
         }
         if !m.functions.allows(request) {
-            return Err((
-                Reach::Function,
-                format!("function {} not allowed", request.function()),
-            ));
+            return Err(Reach::Function);
         }
-        if let Some(ranges) = &m.ranges {
-            for (table, address, quantity) in [request.read_range(), request.write_range()]
-                .into_iter()
-                .flatten()
-            {
-                let covered = ranges
-                    .get(table_index(table))
-                    .and_then(Option::as_ref)
-                    .is_some_and(|r| r.covers_span(address, quantity));
-                if !covered {
-                    let last = u32::from(address) + u32::from(quantity).saturating_sub(1);
-                    return Err((
-                        Reach::Range,
-                        format!(
-                            "{} {address}-{last} outside the allowed ranges",
-                            table.name()
-                        ),
-                    ));
-                }
-            }
+        if uncovered(m, request).is_some() {
+            return Err(Reach::Range);
         }
         if let Some(bounds) = m.write_values
-            && let Some(v) = first_outside(request, bounds)
+            && first_outside(request, bounds).is_some()
         {
-            return Err((
-                Reach::Values,
-                format!("value {v} outside {}..={}", bounds.min, bounds.max),
-            ));
+            return Err(Reach::Values);
         }
         if let Some(hours) = &m.hours
             && !hours.contains(ts, self.utc_offset_minutes)
         {
-            return Err((Reach::Hours, "outside the allowed time window".into()));
+            return Err(Reach::Hours);
         }
         Ok(())
     }
+
+    /// Why `m` does not match the request (the step [`Self::reach`] stopped at), for messages.
+    fn reach_detail(&self, m: &Matcher, ts: Timestamp, unit: u8, request: &Request<'_>) -> String {
+        match self.reach(m, ts, unit, request) {
+            Ok(()) => String::new(),
+            Err(Reach::Unit) => format!("unit {unit} not allowed"),
+            Err(Reach::Function) => format!("function {} not allowed", request.function()),
+            Err(Reach::Range) => match uncovered(m, request) {
+                Some((table, address, quantity)) => {
+                    let last = u32::from(address) + u32::from(quantity).saturating_sub(1);
+                    format!(
+                        "{} {address}-{last} outside the allowed ranges",
+                        table.name()
+                    )
+                }
+                None => String::new(),
+            },
+            Err(Reach::Values) => match m.write_values {
+                Some(bounds) => format!(
+                    "value {} outside {}..={}",
+                    first_outside(request, bounds).unwrap_or_default(),
+                    bounds.min,
+                    bounds.max
+                ),
+                None => String::new(),
+            },
+            Err(Reach::Hours) => "outside the allowed time window".into(),
+        }
+    }
+}
+
+/// The first span the request reads or writes that `m`'s ranges do not cover.
+fn uncovered(m: &Matcher, request: &Request<'_>) -> Option<(Table, u16, u16)> {
+    let ranges = m.ranges.as_ref()?;
+    [request.read_range(), request.write_range()]
+        .into_iter()
+        .flatten()
+        .find(|&(table, address, quantity)| {
+            !ranges
+                .get(table_index(table))
+                .and_then(Option::as_ref)
+                .is_some_and(|r| r.covers_span(address, quantity))
+        })
 }
 
 /// The first register value a request writes outside `bounds` (coil writes are on/off and not
