@@ -3,11 +3,16 @@
 //! [`live::LiveSource`], on a thread of their own. Every source hands out the same
 //! [`CapturedPacket`]s, so the pipeline does not know or care which one is in use.
 
+pub mod bpf;
 pub mod file;
+#[cfg(target_os = "linux")]
+pub mod interface;
 pub mod live;
 pub mod pcap_stream;
 #[cfg(target_os = "linux")]
 pub mod pnet;
+#[cfg(target_os = "linux")]
+pub mod ring;
 #[cfg(target_os = "linux")]
 pub mod socket;
 
@@ -78,3 +83,6 @@ pub trait PacketSource {
     /// The next packet, or `None` at the end of a finite source.
     fn next_packet(&mut self) -> Result<Option<CapturedPacket<'_>>, Self::Error>;
 }
+
+#[cfg(test)]
+mod tests;

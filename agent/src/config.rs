@@ -65,10 +65,17 @@ pub struct AgentConfig {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaptureConfig {
-    /// Which capture backend reads the interface.
+    /// Which capture backend reads the interface (default: the ring).
     pub backend: Option<CaptureBackend>,
-    /// Megabytes of socket receive buffer (bursts wait there while the agent is busy).
+    /// pnet: megabytes of socket receive buffer (bursts wait there while the agent is busy).
     pub socket_buffer_mb: Option<u64>,
+    /// Ring: kilobytes per block (a power of two, at least 4; default 1024).
+    pub ring_block_kb: Option<u32>,
+    /// Ring: blocks (default 64).
+    pub ring_blocks: Option<u32>,
+    /// What the kernel passes on: "tcp-or-udp" (the default), "all", or a classic BPF program
+    /// as `tcpdump -ddd EXPRESSION` prints it (e.g. for some VLANs or hosts only).
+    pub filter: Option<String>,
     /// Whether to put the interface in promiscuous mode (default true: a SPAN port needs it).
     pub promiscuous: Option<bool>,
     /// Whether to ignore frames this host sends (default: only on loopback, where every frame
@@ -80,8 +87,10 @@ pub struct CaptureConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum CaptureBackend {
-    /// pnet's `AF_PACKET` channel: one system call per frame.
+    /// An `AF_PACKET` TPACKET_V3 ring shared with the kernel: a block of frames per wake-up.
     #[default]
+    Ring,
+    /// pnet's `AF_PACKET` channel: one system call per frame (portable, simple).
     Pnet,
 }
 

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use otwatch_agent::capture::bpf::Program;
 use otwatch_agent::capture::pnet::PnetOptions;
+use otwatch_agent::capture::ring::RingOptions;
 use otwatch_agent::config::DEFAULT_SOCKET_BUFFER_MB;
 use otwatch_agent::config::{AgentConfig, CaptureBackend, ConfigError};
 use otwatch_agent::flow::FlowConfig;
@@ -67,9 +69,18 @@ struct RunArgs {
     /// The capture backend.
     #[arg(long, value_enum, env = "OTWATCH_CAPTURE_BACKEND")]
     capture_backend: Option<CaptureBackend>,
-    /// Megabytes of socket receive buffer.
+    /// pnet backend: megabytes of socket receive buffer.
     #[arg(long, value_name = "MB", env = "OTWATCH_SOCKET_BUFFER_MB", value_parser = clap::value_parser!(u64).range(1..=2048))]
     socket_buffer_mb: Option<u64>,
+    /// Ring backend: kilobytes per block (a power of two, at least 4; default 1024).
+    #[arg(long, value_name = "KB", env = "OTWATCH_RING_BLOCK_KB")]
+    ring_block_kb: Option<u32>,
+    /// Ring backend: blocks in the ring (default 64).
+    #[arg(long, value_name = "N", env = "OTWATCH_RING_BLOCKS", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    ring_blocks: Option<u32>,
+    /// What the kernel passes on: tcp-or-udp (default), all, or `tcpdump -ddd EXPR` output.
+    #[arg(long, value_name = "FILTER", env = "OTWATCH_CAPTURE_FILTER")]
+    capture_filter: Option<String>,
     /// Whether to put the interface in promiscuous mode (default true).
     #[arg(long, value_name = "BOOL", env = "OTWATCH_PROMISCUOUS")]
     promiscuous: Option<bool>,
@@ -409,6 +420,51 @@ fn host_name() -> Option<String> {
     (!name.is_empty()).then(|| name.to_string())
 }
 
+/// How to capture on `interface`: the flags over the configuration's `[capture]` section.
+fn interface_source(
+    args: &RunArgs,
+    config: &AgentConfig,
+    interface: String,
+) -> Result<run::Source, String> {
+    let capture = &config.capture;
+    let filter = match args.capture_filter.as_ref().or(capture.filter.as_ref()) {
+        Some(setting) => Program::from_setting(setting).map_err(|e| e.to_string())?,
+        None => Program::tcp_or_udp(),
+    };
+    let ignore_outgoing = args.ignore_outgoing.or(capture.ignore_outgoing);
+    let promiscuous = args.promiscuous.or(capture.promiscuous).unwrap_or(true);
+    Ok(
+        match args.capture_backend.or(capture.backend).unwrap_or_default() {
+            CaptureBackend::Pnet => run::Source::Pnet(PnetOptions {
+                interface,
+                socket_buffer: usize::try_from(
+                    args.socket_buffer_mb
+                        .or(capture.socket_buffer_mb)
+                        .unwrap_or(DEFAULT_SOCKET_BUFFER_MB)
+                        .saturating_mul(1 << 20),
+                )
+                .unwrap_or(usize::MAX),
+                ignore_outgoing,
+                promiscuous,
+                filter,
+            }),
+            CaptureBackend::Ring => {
+                let mut ring = RingOptions::new(&interface);
+                if let Some(kb) = args.ring_block_kb.or(capture.ring_block_kb) {
+                    ring.block_size = kb.saturating_mul(1024);
+                }
+                if let Some(n) = args.ring_blocks.or(capture.ring_blocks) {
+                    ring.blocks = n;
+                }
+                ring.ignore_outgoing = ignore_outgoing;
+                ring.promiscuous = promiscuous;
+                ring.filter = filter;
+                run::Source::Ring(ring)
+            }
+        },
+    )
+}
+
 /// Exit codes: 0 stopped cleanly (signal or end of stream), 2 could not start.
 fn run_live(args: &RunArgs) -> ExitCode {
     let fail = |e: &dyn std::fmt::Display| {
@@ -431,23 +487,10 @@ fn run_live(args: &RunArgs) -> ExitCode {
         args.iface.clone().or(config.interface.clone()),
     ) {
         (Some(stream), _) => run::Source::Stream(stream.clone()),
-        (None, Some(interface)) => {
-            let capture = &config.capture;
-            match args.capture_backend.or(capture.backend).unwrap_or_default() {
-                CaptureBackend::Pnet => run::Source::Interface(PnetOptions {
-                    interface,
-                    socket_buffer: usize::try_from(
-                        args.socket_buffer_mb
-                            .or(capture.socket_buffer_mb)
-                            .unwrap_or(DEFAULT_SOCKET_BUFFER_MB)
-                            .saturating_mul(1 << 20),
-                    )
-                    .unwrap_or(usize::MAX),
-                    ignore_outgoing: args.ignore_outgoing.or(capture.ignore_outgoing),
-                    promiscuous: args.promiscuous.or(capture.promiscuous).unwrap_or(true),
-                }),
-            }
-        }
+        (None, Some(interface)) => match interface_source(args, &config, interface) {
+            Ok(source) => source,
+            Err(e) => return fail(&e),
+        },
         (None, None) => {
             return fail(
                 &"nothing to capture: give --iface IF (or `interface` in the configuration, or OTWATCH_INTERFACE), or --pcap-stream FILE|-",

@@ -19,10 +19,14 @@ use serde::Serialize;
 
 use crate::assets::AssetReporter;
 use crate::capture::file::CaptureFileError;
+#[cfg(target_os = "linux")]
+use crate::capture::interface::{self, OpenError};
 use crate::capture::live::{Capture, LiveSource, Next};
 use crate::capture::pcap_stream::PcapStream;
 #[cfg(target_os = "linux")]
-use crate::capture::pnet::{self, OpenError, PnetOptions, PnetSource};
+use crate::capture::pnet::{PnetOptions, PnetSource};
+#[cfg(target_os = "linux")]
+use crate::capture::ring::{RingOptions, RingSource};
 use crate::delivery::{Delivery, DeliveryError, DeliveryOptions, DeliveryReport};
 use crate::detection::{AlertCounts, Detection};
 use crate::flow::FlowConfig;
@@ -36,9 +40,12 @@ use crate::summary::ModbusCounters;
 /// Where packets come from.
 #[derive(Debug, Clone)]
 pub enum Source {
-    /// An interface, through pnet.
+    /// An interface, through pnet's channel.
     #[cfg(target_os = "linux")]
-    Interface(PnetOptions),
+    Pnet(PnetOptions),
+    /// An interface, through a TPACKET_V3 ring.
+    #[cfg(target_os = "linux")]
+    Ring(RingOptions),
     /// A pcap stream: a file or FIFO being written, or standard input (`-`).
     Stream(PathBuf),
 }
@@ -160,7 +167,8 @@ const HOUSEKEEPING: Duration = Duration::from_millis(250);
 fn agent_addr(source: &Source) -> SocketAddr {
     let ip = match source {
         #[cfg(target_os = "linux")]
-        Source::Interface(options) => pnet::find_interface(&options.interface)
+        Source::Pnet(PnetOptions { interface, .. })
+        | Source::Ring(RingOptions { interface, .. }) => interface::find(interface)
             .ok()
             .and_then(|i| i.ips.first().map(|n| n.ip())),
         Source::Stream(_) => None,
@@ -171,7 +179,9 @@ fn agent_addr(source: &Source) -> SocketAddr {
 fn open_source(source: &Source) -> Result<Box<dyn LiveSource>, RunError> {
     Ok(match source {
         #[cfg(target_os = "linux")]
-        Source::Interface(options) => Box::new(PnetSource::open(options)?),
+        Source::Pnet(options) => Box::new(PnetSource::open(options)?),
+        #[cfg(target_os = "linux")]
+        Source::Ring(options) => Box::new(RingSource::open(options)?),
         Source::Stream(path) => Box::new(PcapStream::open(path)?),
     })
 }

@@ -181,7 +181,7 @@ fn without_cap_net_raw_the_agent_says_what_is_missing_and_with_only_that_capabil
     let deadline = Instant::now() + Duration::from_secs(20);
     while !std::fs::read_to_string(&log)
         .unwrap()
-        .contains("capturing with pnet on lo")
+        .contains("capturing with TPACKET_V3 ring on lo")
     {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("{status}: {}", std::fs::read_to_string(&log).unwrap());

@@ -11,8 +11,10 @@
 use std::os::fd::{AsFd, IntoRawFd, OwnedFd};
 use std::time::Duration;
 
-use pnet_datalink::{Channel, DataLinkReceiver, NetworkInterface};
+use pnet_datalink::{Channel, DataLinkReceiver};
 
+use super::bpf::Program;
+use super::interface::{self, OpenError};
 use super::live::{LiveSource, Polled};
 use super::socket;
 use super::{CapturedPacket, LinkType};
@@ -33,37 +35,8 @@ pub struct PnetOptions {
     pub ignore_outgoing: Option<bool>,
     /// Whether to put the interface in promiscuous mode (a SPAN port needs it).
     pub promiscuous: bool,
-}
-
-/// Why the interface cannot be captured on. The messages say what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    /// No interface has that name.
-    #[error("interface {name:?} does not exist (interfaces here: {})", available.join(", "))]
-    NoInterface {
-        /// The name asked for.
-        name: String,
-        /// The interfaces there are.
-        available: Vec<String>,
-    },
-    /// The process may not open raw sockets.
-    #[error(
-        "capturing on {interface} needs the CAP_NET_RAW capability, which this process lacks: run as root, or grant it to the binary (`setcap cap_net_raw+ep $(command -v otwatch-agent)`), or to the service (`AmbientCapabilities=CAP_NET_RAW` in its systemd unit)"
-    )]
-    Permission {
-        /// The interface.
-        interface: String,
-    },
-    /// Anything else the kernel refused.
-    #[error("capturing on {interface}: {what}: {source}")]
-    Os {
-        /// The interface.
-        interface: String,
-        /// The step that failed.
-        what: &'static str,
-        /// The kernel's reason.
-        source: std::io::Error,
-    },
+    /// What the kernel passes on.
+    pub filter: Program,
 }
 
 /// An interface read through pnet.
@@ -82,41 +55,15 @@ impl std::fmt::Debug for PnetSource {
     }
 }
 
-/// The interface named `name`.
-pub fn find_interface(name: &str) -> Result<NetworkInterface, OpenError> {
-    let interfaces = pnet_datalink::interfaces();
-    interfaces
-        .iter()
-        .find(|i| i.name == name)
-        .cloned()
-        .ok_or_else(|| OpenError::NoInterface {
-            name: name.to_string(),
-            available: interfaces.into_iter().map(|i| i.name).collect(),
-        })
-}
-
 impl PnetSource {
     /// Opens the interface for capture.
     pub fn open(options: &PnetOptions) -> Result<Self, OpenError> {
-        let interface = find_interface(&options.interface)?;
+        let interface = interface::find(&options.interface)?;
         let name = interface.name.clone();
-        let os = |what: &'static str| {
-            let interface = name.clone();
-            move |source: std::io::Error| OpenError::Os {
-                interface,
-                what,
-                source,
-            }
-        };
-        let fd = socket::open_packet_socket().map_err(|e| {
-            if e.kind() == std::io::ErrorKind::PermissionDenied {
-                OpenError::Permission {
-                    interface: name.clone(),
-                }
-            } else {
-                os("socket")(e)
-            }
-        })?;
+        let os = |what: &'static str| interface::os_error(&name, what);
+        let fd = interface::open_socket(&name)?;
+        socket::attach_filter(fd.as_fd(), &options.filter.to_kernel())
+            .map_err(os("capture filter"))?;
         let granted = socket::set_receive_buffer(fd.as_fd(), options.socket_buffer)
             .map_err(os("receive buffer"))?;
         let ignore_outgoing = options

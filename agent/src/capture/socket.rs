@@ -53,6 +53,25 @@ fn set_int(fd: BorrowedFd<'_>, level: i32, option: i32, value: i32) -> io::Resul
     Ok(())
 }
 
+/// Sets a socket option whose value is a plain C struct.
+fn set_struct<T>(fd: BorrowedFd<'_>, level: i32, option: i32, value: &T) -> io::Result<()> {
+    // SAFETY: `value` is a live, initialised `T` (a `repr(C)` kernel struct from libc) and the
+    // length passed is its size; the kernel only reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            option,
+            std::ptr::from_ref(value).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn get_int(fd: BorrowedFd<'_>, level: i32, option: i32) -> io::Result<i32> {
     let mut value: i32 = 0;
     let mut len = size_of::<i32>() as libc::socklen_t;
@@ -87,6 +106,99 @@ pub fn set_receive_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<usize>
     }
     let granted = get_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF)?;
     Ok(usize::try_from(granted).unwrap_or(0))
+}
+
+/// Switches the socket to TPACKET_V3 (memory-mapped ring of variable-size frames in blocks).
+pub fn use_tpacket_v3(fd: BorrowedFd<'_>) -> io::Result<()> {
+    set_int(
+        fd,
+        libc::SOL_PACKET,
+        libc::PACKET_VERSION,
+        libc::tpacket_versions::TPACKET_V3 as i32,
+    )
+}
+
+/// Asks the kernel for a receive ring (`PACKET_RX_RING`) of `blocks` blocks of `block_size`
+/// bytes, each handed to the reader when full or after `retire_ms` milliseconds.
+pub fn request_rx_ring(
+    fd: BorrowedFd<'_>,
+    block_size: u32,
+    blocks: u32,
+    frame_size: u32,
+    retire_ms: u32,
+) -> io::Result<()> {
+    let req = libc::tpacket_req3 {
+        tp_block_size: block_size,
+        tp_block_nr: blocks,
+        tp_frame_size: frame_size,
+        tp_frame_nr: (block_size / frame_size).saturating_mul(blocks),
+        tp_retire_blk_tov: retire_ms,
+        tp_sizeof_priv: 0,
+        tp_feature_req_word: 0,
+    };
+    set_struct(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)
+}
+
+/// Attaches a classic BPF program: the kernel drops what it rejects before it costs a copy.
+pub fn attach_filter(fd: BorrowedFd<'_>, program: &[libc::sock_filter]) -> io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(program.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "BPF program too long"))?,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // The kernel copies the program during the call; `program` outlives it.
+    set_struct(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
+}
+
+/// Puts the interface in promiscuous mode for as long as the socket lives.
+pub fn add_promiscuous(fd: BorrowedFd<'_>, ifindex: u32) -> io::Result<()> {
+    let mreq = libc::packet_mreq {
+        mr_ifindex: i32::try_from(ifindex).unwrap_or(0),
+        mr_type: libc::PACKET_MR_PROMISC as u16,
+        mr_alen: 0,
+        mr_address: [0; 8],
+    };
+    set_struct(fd, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq)
+}
+
+/// Binds the socket to one interface, every protocol.
+pub fn bind_interface(fd: BorrowedFd<'_>, ifindex: u32) -> io::Result<()> {
+    // SAFETY: an all-zero sockaddr_ll is a valid value (plain integers and arrays).
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    addr.sll_ifindex = i32::try_from(ifindex).unwrap_or(0);
+    // SAFETY: the pointer is to a live sockaddr_ll and the length is its size.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const addr).cast(),
+            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Waits up to `timeout_ms` for the socket to become readable (or to report an error).
+pub fn wait_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {
+    let mut pollfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN | libc::POLLERR,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd, count 1.
+    let rc = unsafe { libc::poll(&raw mut pollfd, 1, timeout_ms) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        return Err(e);
+    }
+    Ok(rc > 0)
 }
 
 /// What the kernel counted since the last call (reading resets its counters).

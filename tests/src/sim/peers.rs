@@ -83,12 +83,16 @@ pub async fn hmi(link: Link, plcs: Vec<SocketAddr>, every: Duration) {
     }
 }
 
-/// The engineering workstation: every `every`, connects to each PLC, reads its setpoints and
-/// nudges the high setpoint within 750-850 (the process's safe band), then disconnects.
+/// The engineering workstation: two seconds after start and then every `every`, connects to
+/// each PLC, reads its setpoints and nudges the high setpoint within 750-850 (the process's safe
+/// band), then disconnects.
 pub async fn engineering(link: Link, plcs: Vec<SocketAddr>, every: Duration) {
     let mut round: u16 = 0;
+    sleep(Duration::from_secs(2)).await;
     loop {
-        sleep(every).await;
+        if round > 0 {
+            sleep(every).await;
+        }
         round = round.wrapping_add(1);
         for plc in &plcs {
             if let Ok(mut ctx) = connect(&link, *plc, 1).await {

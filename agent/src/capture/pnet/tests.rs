@@ -10,6 +10,7 @@ fn loopback_or_skip(test: &str) -> Option<PnetSource> {
         socket_buffer: 8 << 20,
         ignore_outgoing: None,
         promiscuous: false,
+        filter: crate::capture::bpf::Program::tcp_or_udp(),
     };
     match PnetSource::open(&options) {
         Ok(source) => Some(source),

@@ -1,0 +1,113 @@
+use super::*;
+
+/// A test oracle: runs the program on a frame as the kernel would (the subset of classic BPF
+/// these tests use; a load beyond the frame drops it, as in the kernel): the bytes kept, 0 for
+/// a drop, `None` for an instruction it does not know.
+fn run(program: &Program, frame: &[u8]) -> Option<u32> {
+    let mut a: u32 = 0;
+    let mut x: u32 = 0;
+    let mut pc = 0usize;
+    let load = |at: u32, size: usize| -> Option<u32> {
+        let at = at as usize;
+        let bytes = frame.get(at..at + size)?;
+        Some(bytes.iter().fold(0u32, |v, b| (v << 8) | u32::from(*b)))
+    };
+    macro_rules! load_or_drop {
+        ($at:expr, $size:expr) => {
+            match load($at, $size) {
+                Some(v) => v,
+                None => return Some(0),
+            }
+        };
+    }
+    for _ in 0..program.0.len() * 4 {
+        let ins = *program.0.get(pc)?;
+        pc += 1;
+        let jump = |cond: bool| if cond { ins.jt } else { ins.jf } as usize;
+        match ins.code {
+            0x20 => a = load_or_drop!(ins.k, 4),                 // ld [k]
+            0x28 => a = load_or_drop!(ins.k, 2),                 // ldh [k]
+            0x30 => a = load_or_drop!(ins.k, 1),                 // ldb [k]
+            0x48 => a = load_or_drop!(ins.k.wrapping_add(x), 2), // ldh [x+k]
+            0x50 => a = load_or_drop!(ins.k.wrapping_add(x), 1), // ldb [x+k]
+            0xb1 => x = 4 * (load_or_drop!(ins.k, 1) & 0xf),     // ldxb 4*([k]&0xf)
+            0x15 => pc += jump(a == ins.k),                      // jeq #k
+            0x25 => pc += jump(a > ins.k),                       // jgt #k
+            0x35 => pc += jump(a >= ins.k),                      // jge #k
+            0x45 => pc += jump(a & ins.k != 0),                  // jset #k
+            0x54 => a &= ins.k,                                  // and #k
+            0x05 => pc += ins.k as usize,                        // ja
+            0x06 => return Some(ins.k),                          // ret #k
+            0x16 => return Some(a),                              // ret a
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// An Ethernet frame with `ethertype`, and `payload` after the 14-byte header.
+fn frame(ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 12];
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+fn ipv4(protocol: u8) -> Vec<u8> {
+    let mut h = vec![0x45, 0, 0, 40, 0, 0, 0, 0, 64, protocol, 0, 0];
+    h.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+    h.extend_from_slice(&[0; 20]);
+    h
+}
+
+fn ipv6(next: u8) -> Vec<u8> {
+    let mut h = vec![0x60, 0, 0, 0, 0, 20, next, 64];
+    h.extend_from_slice(&[0; 52]);
+    h
+}
+
+#[test]
+fn the_default_filter_keeps_tcp_and_udp_and_tagged_frames_and_drops_the_rest() {
+    let p = Program::tcp_or_udp();
+    let kept = |f: &[u8]| run(&p, f).expect("known instructions") > 0;
+    assert!(kept(&frame(0x0800, &ipv4(6))));
+    assert!(kept(&frame(0x0800, &ipv4(17))));
+    assert!(kept(&frame(0x86dd, &ipv6(6))));
+    assert!(kept(&frame(0x86dd, &ipv6(17))));
+    assert!(kept(&frame(0x86dd, &ipv6(44))));
+    assert!(kept(&frame(0x8100, &[0, 10, 0x08, 0x00])));
+    assert!(kept(&frame(0x88a8, &[0, 10, 0x81, 0x00])));
+    assert!(!kept(&frame(0x0800, &ipv4(1))), "ICMP");
+    assert!(!kept(&frame(0x86dd, &ipv6(58))), "ICMPv6");
+    assert!(!kept(&frame(0x0806, &[0; 28])), "ARP");
+    assert!(!kept(&frame(0x88cc, &[0; 30])), "LLDP");
+    assert!(!kept(&[0u8; 10]), "runt");
+}
+
+#[test]
+fn tcpdump_ddd_output_parses_and_prints_back() {
+    // `tcpdump -ddd udp` on Ethernet.
+    let text = "12\n40 0 0 12\n21 0 5 34525\n48 0 0 20\n21 6 0 17\n21 0 6 44\n48 0 0 54\n21 3 4 17\n21 0 3 2048\n48 0 0 23\n21 0 1 17\n6 0 0 262144\n6 0 0 0\n";
+    let p = Program::parse(text).unwrap();
+    assert_eq!(p.instructions().len(), 12);
+    assert_eq!(Program::parse(&p.to_string()).unwrap(), p);
+    assert!(run(&p, &frame(0x0800, &ipv4(17))).unwrap() > 0);
+    assert_eq!(run(&p, &frame(0x0800, &ipv4(6))), Some(0));
+}
+
+#[test]
+fn a_malformed_filter_says_what_was_expected() {
+    for (text, says) in [
+        ("", "empty"),
+        ("two,1 2 3 4", "count"),
+        ("2,40 0 0 12", "1 instructions where the count says 2"),
+        ("1,40 0 0", "instruction 1"),
+        ("0", "1 to 4096"),
+    ] {
+        let e = Program::parse(text).unwrap_err().to_string();
+        assert!(
+            e.contains(says) && e.contains("tcpdump -ddd"),
+            "{text:?}: {e}"
+        );
+    }
+}
