@@ -1,5 +1,5 @@
 //! Where packets come from. Capture files are read packet by packet through [`PacketSource`];
-//! live sources (an interface through pnet, a pcap stream, and a TPACKET_V3 ring next) through
+//! live sources (an interface through a TPACKET_V3 ring or pnet, a pcap stream) through
 //! [`live::LiveSource`], on a thread of their own. Every source hands out the same
 //! [`CapturedPacket`]s, so the pipeline does not know or care which one is in use.
 

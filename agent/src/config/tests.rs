@@ -87,7 +87,8 @@ fn the_example_configuration_in_deploy_parses() {
     assert_eq!(config.agent_name.as_deref(), Some("hall-1"));
     assert_eq!(config.outbox_budget_mb, Some(256));
     assert_eq!(config.interface.as_deref(), Some("eth1"));
-    assert_eq!(config.capture.backend, Some(CaptureBackend::Pnet));
+    assert_eq!(config.capture.backend, Some(CaptureBackend::Ring));
+    assert_eq!(config.capture.filter.as_deref(), Some("tcp-or-udp"));
 }
 
 #[test]
