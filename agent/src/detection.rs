@@ -129,6 +129,13 @@ impl<W: Write> Detection<W> {
         }
     }
 
+    /// Pushes buffered alert-log lines to the file (a live agent does it after every batch).
+    pub fn flush_log(&mut self) {
+        if let Some(log) = self.sink.log.as_mut() {
+            log.flush();
+        }
+    }
+
     /// The policy in force.
     pub fn policy(&self) -> Option<&Arc<Policy>> {
         self.engine.policy()

@@ -36,6 +36,16 @@ impl<W: Write> JsonLines<W> {
         }
     }
 
+    /// Pushes what is buffered to the file, so a reader (`tail -f`) sees every record written
+    /// so far; an error is kept like a write error.
+    pub fn flush(&mut self) {
+        if self.error.is_none()
+            && let Err(e) = self.out.flush()
+        {
+            self.error = Some(e);
+        }
+    }
+
     /// Records written so far.
     pub fn written(&self) -> u64 {
         self.written

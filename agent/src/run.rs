@@ -268,6 +268,8 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunErro
                     pipeline.packet(&packet);
                 }
                 clock = Some((pipeline.last_ts(), Instant::now()));
+                // Alerts reach the log file as soon as their batch is done.
+                pipeline.observer_mut().1.0.flush_log();
             }
             Next::Idle => {}
             Next::Ended => break "end of stream",
@@ -276,6 +278,7 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunErro
             last_housekeeping = Instant::now();
             if let Some((ts, at)) = clock {
                 pipeline.tick(ts.saturating_add(at.elapsed()));
+                pipeline.observer_mut().1.0.flush_log();
             }
             if let Some(reloader) = reloader.as_mut() {
                 reload(reloader, &mut pipeline, &mut publisher, addr);

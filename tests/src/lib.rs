@@ -6,6 +6,7 @@ pub mod netns;
 pub mod plc;
 pub mod recorder;
 pub mod sim;
+pub mod wire;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

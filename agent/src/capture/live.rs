@@ -45,6 +45,12 @@ pub trait LiveSource: Send {
     fn can_wait(&self) -> bool {
         false
     }
+
+    /// Whether each poll hands out a natural batch (a ring block, what a stream had buffered),
+    /// to be passed on at once rather than held for more: latency stays the source's own.
+    fn polls_in_batches(&self) -> bool {
+        false
+    }
 }
 
 /// Where one packet sits in a batch.
@@ -214,6 +220,7 @@ fn read_loop(
     let mut last_stats = Instant::now();
     let mut ended = false;
     let can_wait = source.can_wait();
+    let batched = can_wait || source.polls_in_batches();
     while !stop.load(Ordering::Relaxed) && !ended {
         let was_empty = batch.is_empty();
         let polled = source.poll(POLL, &mut |packet| batch.push(packet));
@@ -233,7 +240,7 @@ fn read_loop(
                 true
             }
         };
-        let due = batch.len() >= BATCH_PACKETS || oldest.elapsed() >= BATCH_AGE || idle || can_wait;
+        let due = batch.len() >= BATCH_PACKETS || oldest.elapsed() >= BATCH_AGE || idle || batched;
         if due && !batch.is_empty() {
             let full = std::mem::take(&mut batch);
             if can_wait {

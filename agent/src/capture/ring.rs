@@ -354,6 +354,12 @@ impl LiveSource for RingSource {
     fn kernel_drops(&mut self) -> u64 {
         socket::packet_statistics(self.fd.as_fd()).map_or(0, |c| c.drops)
     }
+
+    /// A block is handed on as soon as it is read: the kernel already waited for it to fill
+    /// (or for the retire timeout).
+    fn polls_in_batches(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

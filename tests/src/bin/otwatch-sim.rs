@@ -41,10 +41,35 @@ enum Command {
         #[arg(long)]
         no_attack: bool,
     },
+    /// Replay a capture's frames onto an interface at a fixed rate (needs CAP_NET_RAW): the
+    /// traffic source of the capture load benchmark.
+    Wire {
+        /// The interface to send on.
+        #[arg(long, value_name = "IF")]
+        iface: String,
+        /// The frames to send (classic pcap; the first 100,000 are cycled through).
+        #[arg(long, value_name = "FILE")]
+        pcap: PathBuf,
+        /// Frames to send in all.
+        #[arg(long, value_name = "N")]
+        count: u64,
+        /// Frames per second (0: as fast as possible).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        pps: u64,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Wire {
+        iface,
+        pcap,
+        count,
+        pps,
+    } = &cli.command
+    {
+        return wire(iface, pcap, *count, *pps);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -61,6 +86,7 @@ fn main() -> ExitCode {
                 }
                 tokio::signal::ctrl_c().await
             }
+            Command::Wire { .. } => Ok(()),
             Command::Plant {
                 pcap_out,
                 attack_every,
@@ -104,6 +130,28 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("otwatch-sim: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `otwatch-sim wire`: prints `sent N failed F seconds S pps P`.
+fn wire(iface: &str, pcap: &std::path::Path, count: u64, pps: u64) -> ExitCode {
+    let result = otwatch_tests::wire::load(pcap, 100_000)
+        .and_then(|frames| otwatch_tests::wire::send(iface, &frames, count, pps));
+    match result {
+        Ok(sent) => {
+            let seconds = sent.elapsed.as_secs_f64();
+            println!(
+                "sent {} failed {} seconds {seconds:.3} pps {:.0}",
+                sent.frames,
+                sent.failed,
+                sent.frames as f64 / seconds.max(1e-9)
+            );
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("otwatch-sim: {e}");
             ExitCode::from(2)
