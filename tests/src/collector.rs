@@ -124,6 +124,20 @@ impl Site {
     }
 }
 
+/// TLS settings that trust only the certificate authority in `ca` (the collector's own).
+pub fn trusting(ca: &Path) -> std::io::Result<TlsConfig> {
+    let pem = std::fs::read(ca)?;
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|i| match i {
+            Ok(PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    Ok(TlsConfig::builder()
+        .root_certs(RootCerts::Specific(std::sync::Arc::new(certs)))
+        .build())
+}
+
 /// An HTTPS client trusting the collector's certificate authority.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -134,16 +148,7 @@ pub struct Client {
 impl Client {
     /// A client for the collector at `base`.
     pub fn new(base: &str, ca: &Path) -> Self {
-        let pem = std::fs::read(ca).unwrap_or_else(|e| panic!("{}: {e}", ca.display()));
-        let certs: Vec<_> = ureq::tls::parse_pem(&pem)
-            .filter_map(|i| match i {
-                Ok(PemItem::Certificate(c)) => Some(c),
-                _ => None,
-            })
-            .collect();
-        let tls = TlsConfig::builder()
-            .root_certs(RootCerts::Specific(std::sync::Arc::new(certs)))
-            .build();
+        let tls = trusting(ca).unwrap_or_else(|e| panic!("{}: {e}", ca.display()));
         let agent = ureq::Agent::config_builder()
             .tls_config(tls)
             .http_status_as_error(false)

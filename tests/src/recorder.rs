@@ -5,7 +5,7 @@
 //! with a handshake, correct sequence and acknowledgement numbers and a FIN at the end: what a
 //! SPAN port would have shown, without needing root to capture.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -80,6 +80,42 @@ async fn pump(
     let _ = to.shutdown().await;
 }
 
+/// An Ethernet/IP/TCP frame from `src` to `dst` (both IPv4 or both IPv6) with MACs
+/// `(source, destination)`, flags given as letters (`S`yn, `A`ck, `P`ush, `F`in) and `payload`.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_frame(
+    macs: ([u8; 6], [u8; 6]),
+    src: SocketAddr,
+    dst: SocketAddr,
+    seq: u32,
+    ack: u32,
+    flags: &str,
+    payload: &[u8],
+) -> Option<Vec<u8>> {
+    let builder = PacketBuilder::ethernet2(macs.0, macs.1);
+    let ip = match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => builder.ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => builder.ipv6(s.octets(), d.octets(), 64),
+        _ => return None,
+    };
+    let mut tcp = ip.tcp(src.port(), dst.port(), seq, 65535);
+    if flags.contains('S') {
+        tcp = tcp.syn();
+    }
+    if flags.contains('A') {
+        tcp = tcp.ack(ack);
+    }
+    if flags.contains('P') {
+        tcp = tcp.psh();
+    }
+    if flags.contains('F') {
+        tcp = tcp.fin();
+    }
+    let mut frame = Vec::with_capacity(payload.len() + 64);
+    tcp.write(&mut frame, payload).ok()?;
+    Some(frame)
+}
+
 /// Endpoints to put in the synthesized capture.
 #[derive(Debug, Clone, Copy)]
 pub struct Endpoints {
@@ -105,23 +141,9 @@ pub fn write_pcap(path: &Path, chunks: &[Chunk], endpoints: Endpoints) -> std::i
         } else {
             (endpoints.server, endpoints.client, server_mac, client_mac)
         };
-        let mut tcp = PacketBuilder::ethernet2(src_mac, dst_mac)
-            .ipv4(src.0, dst.0, 64)
-            .tcp(src.1, dst.1, seq, 65535);
-        if flags.contains('S') {
-            tcp = tcp.syn();
-        }
-        if flags.contains('A') {
-            tcp = tcp.ack(ack);
-        }
-        if flags.contains('P') {
-            tcp = tcp.psh();
-        }
-        if flags.contains('F') {
-            tcp = tcp.fin();
-        }
-        let mut frame = Vec::new();
-        if tcp.write(&mut frame, data).is_ok() {
+        let src = SocketAddr::from((src.0, src.1));
+        let dst = SocketAddr::from((dst.0, dst.1));
+        if let Some(frame) = tcp_frame((src_mac, dst_mac), src, dst, seq, ack, flags, data) {
             frames.push((base + at, frame));
         }
     };

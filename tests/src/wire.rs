@@ -22,7 +22,8 @@ pub struct Sent {
 /// Reads up to `limit` frames of a classic pcap into memory.
 pub fn load(pcap: &Path, limit: usize) -> std::io::Result<Vec<Vec<u8>>> {
     let file = std::fs::File::open(pcap)?;
-    let mut reader = PcapReader::new(std::io::BufReader::new(file)).map_err(std::io::Error::other)?;
+    let mut reader =
+        PcapReader::new(std::io::BufReader::new(file)).map_err(std::io::Error::other)?;
     let mut frames = Vec::new();
     while frames.len() < limit {
         match reader.next_packet() {

@@ -21,9 +21,9 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use otwatch_tests::collector::trusting;
 use otwatch_tests::sim::{self, Layout, Pace, tap::Tap};
 use serde_json::Value;
-use ureq::tls::{PemItem, RootCerts, TlsConfig};
 
 /// Runs a collector, an agent and a simulated plant with attacks, until Ctrl-C.
 #[derive(Debug, Parser)]
@@ -146,16 +146,7 @@ fn free_addr(wanted: SocketAddr) -> anyhow::Result<SocketAddr> {
 
 /// An HTTPS client trusting the demo's certificate authority.
 fn https_client(ca: &Path, timeout: Option<Duration>) -> anyhow::Result<ureq::Agent> {
-    let pem = std::fs::read(ca).with_context(|| ca.display().to_string())?;
-    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
-        .filter_map(|i| match i {
-            Ok(PemItem::Certificate(c)) => Some(c),
-            _ => None,
-        })
-        .collect();
-    let tls = TlsConfig::builder()
-        .root_certs(RootCerts::Specific(std::sync::Arc::new(certs)))
-        .build();
+    let tls = trusting(ca).with_context(|| ca.display().to_string())?;
     Ok(ureq::Agent::config_builder()
         .tls_config(tls)
         .http_status_as_error(false)

@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
-use etherparse::PacketBuilder;
 use pcap_file::pcap::{PcapPacket, PcapWriter};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::recorder::tcp_frame;
 
 /// The largest TCP payload per synthesized segment.
 const MSS: usize = 1460;
@@ -141,27 +142,15 @@ impl Conn {
             Dir::ToServer => (self.client, self.server, self.client_seq, self.server_seq),
             Dir::ToClient => (self.server, self.client, self.server_seq, self.client_seq),
         };
-        let builder = PacketBuilder::ethernet2(mac(src.ip()), mac(dst.ip()));
-        let ip = match (src.ip(), dst.ip()) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => builder.ipv4(s.octets(), d.octets(), 64),
-            (IpAddr::V6(s), IpAddr::V6(d)) => builder.ipv6(s.octets(), d.octets(), 64),
-            _ => return,
-        };
-        let mut tcp = ip.tcp(src.port(), dst.port(), seq, 65535);
-        if flags.contains('S') {
-            tcp = tcp.syn();
-        }
-        if flags.contains('A') {
-            tcp = tcp.ack(ack);
-        }
-        if flags.contains('P') {
-            tcp = tcp.psh();
-        }
-        if flags.contains('F') {
-            tcp = tcp.fin();
-        }
-        let mut frame = Vec::with_capacity(payload.len() + 64);
-        if tcp.write(&mut frame, payload).is_ok() {
+        if let Some(frame) = tcp_frame(
+            (mac(src.ip()), mac(dst.ip())),
+            src,
+            dst,
+            seq,
+            ack,
+            flags,
+            payload,
+        ) {
             self.tap.frame(&frame);
         }
     }
