@@ -73,6 +73,8 @@ pub struct CaptureConfig {
     pub ring_block_kb: Option<u32>,
     /// Ring: blocks (default 64).
     pub ring_blocks: Option<u32>,
+    /// Ring: pipelines in parallel, each with its own ring in one fanout group (default 1).
+    pub workers: Option<u64>,
     /// What the kernel passes on: "tcp-or-udp" (the default), "all", or a classic BPF program
     /// as `tcpdump -ddd EXPRESSION` prints it (e.g. for some VLANs or hosts only).
     pub filter: Option<String>,

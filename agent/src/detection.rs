@@ -36,6 +36,21 @@ pub struct AlertCounts {
 }
 
 impl AlertCounts {
+    /// Adds another worker's counts.
+    pub fn merge(&mut self, other: &AlertCounts) {
+        self.total += other.total;
+        self.occurrences += other.occurrences;
+        for (k, n) in &other.by_rule {
+            *self.by_rule.entry(k.clone()).or_default() += n;
+        }
+        for (k, n) in &other.by_severity {
+            *self.by_severity.entry(*k).or_default() += n;
+        }
+        for (k, n) in &other.by_rule_severity {
+            *self.by_rule_severity.entry(k.clone()).or_default() += n;
+        }
+    }
+
     fn add(&mut self, alert: &Alert) {
         self.total += 1;
         self.occurrences += alert.count;

@@ -5,9 +5,11 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-/// Writes one JSON document per line.
+/// Writes one JSON document per line, each line with a single write (so writers sharing a
+/// file through [`SharedWriter`] never interleave inside a line).
 pub struct JsonLines<W: Write> {
     out: W,
+    line: Vec<u8>,
     written: u64,
     error: Option<io::Error>,
 }
@@ -17,6 +19,7 @@ impl<W: Write> JsonLines<W> {
     pub fn new(out: W) -> Self {
         Self {
             out,
+            line: Vec::with_capacity(1024),
             written: 0,
             error: None,
         }
@@ -27,9 +30,13 @@ impl<W: Write> JsonLines<W> {
         if self.error.is_some() {
             return;
         }
-        let result = serde_json::to_writer(&mut self.out, record)
+        self.line.clear();
+        let result = serde_json::to_writer(&mut self.line, record)
             .map_err(io::Error::other)
-            .and_then(|()| self.out.write_all(b"\n"));
+            .and_then(|()| {
+                self.line.push(b'\n');
+                self.out.write_all(&self.line)
+            });
         match result {
             Ok(()) => self.written += 1,
             Err(e) => self.error = Some(e),
@@ -58,5 +65,36 @@ impl<W: Write> JsonLines<W> {
         }
         self.out.flush()?;
         Ok(self.written)
+    }
+}
+
+/// A buffered file several threads write to: each `write` call goes in whole under a lock.
+#[derive(Debug, Clone)]
+pub struct SharedWriter(std::sync::Arc<std::sync::Mutex<io::BufWriter<std::fs::File>>>);
+
+impl SharedWriter {
+    /// Shares `file`.
+    pub fn new(file: std::fs::File) -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(
+            io::BufWriter::new(file),
+        )))
+    }
+}
+
+impl Write for SharedWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut out = self
+            .0
+            .lock()
+            .map_err(|_| io::Error::other("a writer panicked"))?;
+        out.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0
+            .lock()
+            .map_err(|_| io::Error::other("a writer panicked"))?
+            .flush()
     }
 }

@@ -78,6 +78,10 @@ struct RunArgs {
     /// Ring backend: blocks in the ring (default 64).
     #[arg(long, value_name = "N", env = "OTWATCH_RING_BLOCKS", value_parser = clap::value_parser!(u32).range(1..=65536))]
     ring_blocks: Option<u32>,
+    /// Ring backend: pipelines in parallel, each with its own ring in one fanout group; a host
+    /// pair's traffic always goes to the same one (default 1).
+    #[arg(long, value_name = "N", env = "OTWATCH_WORKERS", value_parser = clap::value_parser!(u64).range(1..=64))]
+    workers: Option<u64>,
     /// What the kernel passes on: tcp-or-udp (default), all, or `tcpdump -ddd EXPR` output.
     #[arg(long, value_name = "FILTER", env = "OTWATCH_CAPTURE_FILTER")]
     capture_filter: Option<String>,
@@ -497,6 +501,22 @@ fn run_live(args: &RunArgs) -> ExitCode {
             );
         }
     };
+    let workers = args
+        .workers
+        .or(config.capture.workers)
+        .map_or(1, |n| usize::try_from(n).unwrap_or(1));
+    #[cfg(target_os = "linux")]
+    let ring = matches!(source, run::Source::Ring(_));
+    #[cfg(not(target_os = "linux"))]
+    let ring = false;
+    if !(1..=64).contains(&workers) {
+        return fail(&format!("workers: {workers} (expected 1 to 64)"));
+    }
+    if workers > 1 && !ring {
+        return fail(&format!(
+            "workers: {workers} needs the ring backend on an interface (expected 1 with pnet or a pcap stream)"
+        ));
+    }
     let policy = match args.policy.clone().or_else(|| config.policy.clone()) {
         Some(path) => match load_policy(&path) {
             Ok(policy) => Some((path, policy)),
@@ -533,6 +553,7 @@ fn run_live(args: &RunArgs) -> ExitCode {
         print_alerts: args.print_alerts || std::io::stdout().is_terminal(),
         delivery,
         metrics_listen: config.metrics_listen,
+        workers,
     };
     match run::run(&options, &stop) {
         Ok(report) => {

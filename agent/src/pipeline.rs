@@ -99,6 +99,25 @@ pub struct PacketCounters {
     pub malformed: BTreeMap<&'static str, u64>,
 }
 
+impl PacketCounters {
+    /// Adds another pipeline's counters (another worker's).
+    pub fn merge(&mut self, other: &PacketCounters) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        self.truncated += other.truncated;
+        self.fragments += other.fragments;
+        self.reassembled += other.reassembled;
+        self.fragments_invalid += other.fragments_invalid;
+        self.fragments_expired += other.fragments_expired;
+        for (k, n) in &other.ignored {
+            *self.ignored.entry(k).or_default() += n;
+        }
+        for (k, n) in &other.malformed {
+            *self.malformed.entry(k).or_default() += n;
+        }
+    }
+}
+
 /// Dissection, flow tracking and session decoding for a stream of packets.
 pub struct Pipeline<O> {
     flows: FlowTable,

@@ -42,6 +42,8 @@ pub struct Extra {
 #[derive(Debug)]
 pub struct Publisher {
     status: Arc<Status>,
+    /// The worker this publisher speaks for, when several pipelines share the status.
+    worker: Option<usize>,
     /// Counters from outside the pipeline, set by the caller.
     pub extra: Extra,
     last: Instant,
@@ -56,6 +58,7 @@ impl Publisher {
     pub fn new(status: Arc<Status>, policy_hash: Option<String>) -> Self {
         Self {
             status,
+            worker: None,
             extra: Extra {
                 policy_hash,
                 ..Extra::default()
@@ -63,6 +66,12 @@ impl Publisher {
             last: Instant::now(),
             last_packets: 0,
         }
+    }
+
+    /// Publishes only worker `index`'s part of the status (the status sums the workers).
+    pub fn for_worker(mut self, index: usize) -> Self {
+        self.worker = Some(index);
+        self
     }
 
     /// Publishes if the last publication is old enough.
@@ -77,7 +86,7 @@ impl Publisher {
         let flows = view.flows.counters();
         let elapsed = self.last.elapsed().as_secs_f64().max(1e-9);
         let packets = view.packets.packets;
-        self.status.publish(Snapshot {
+        let snapshot = Snapshot {
             packets,
             bytes: view.packets.bytes,
             kernel_drops: self.extra.kernel_drops,
@@ -93,7 +102,11 @@ impl Publisher {
             policy_reloads: self.extra.policy_reloads,
             policy_reload_failures: self.extra.policy_reload_failures,
             packets_per_s: packets.saturating_sub(self.last_packets) as f64 / elapsed,
-        });
+        };
+        match self.worker {
+            Some(index) => self.status.publish_part(index, snapshot),
+            None => self.status.publish(snapshot),
+        }
         self.last = Instant::now();
         self.last_packets = packets;
     }

@@ -5,7 +5,7 @@
 //! outbox to reach the collector before it exits.
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +30,7 @@ use crate::capture::ring::{RingOptions, RingSource};
 use crate::delivery::{Delivery, DeliveryError, DeliveryOptions, DeliveryReport};
 use crate::detection::{AlertCounts, Detection};
 use crate::flow::FlowConfig;
+use crate::jsonl::SharedWriter;
 use crate::metrics;
 use crate::pipeline::{PacketCounters, Pipeline};
 use crate::policy_reload::{Reload, Reloader};
@@ -69,6 +70,8 @@ pub struct RunOptions {
     pub delivery: Option<DeliveryOptions>,
     /// Where to serve `/metrics`, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Pipelines working in parallel (ring backend; 1 otherwise).
+    pub workers: usize,
 }
 
 /// Why the agent could not start.
@@ -155,7 +158,7 @@ impl RunReport {
 
 type RunObserver = (
     ModbusCounters,
-    (Detection<BufWriter<File>>, Option<AssetReporter>),
+    (Detection<SharedWriter>, Option<AssetReporter>),
 );
 
 /// How long the pipeline waits for packets before doing its housekeeping.
@@ -186,19 +189,58 @@ fn open_source(source: &Source) -> Result<Box<dyn LiveSource>, RunError> {
     })
 }
 
+/// Opens the source: one ring per worker, sharing the interface through a fanout group by
+/// host pair, or a single source.
+fn open_sources(source: &Source, workers: usize) -> Result<Vec<Box<dyn LiveSource>>, RunError> {
+    #[cfg(target_os = "linux")]
+    if let Source::Ring(options) = source
+        && workers > 1
+    {
+        // One group per agent process: the low bits of its pid.
+        let group = (std::process::id() & 0xffff) as u16;
+        let mut sources: Vec<Box<dyn LiveSource>> = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let mut options = options.clone();
+            options.fanout = Some((group, u32::try_from(workers).unwrap_or(u32::MAX)));
+            sources.push(Box::new(RingSource::open(&options)?));
+        }
+        return Ok(sources);
+    }
+    Ok(vec![open_source(source)?])
+}
+
+/// What every worker shares.
+struct Shared<'a> {
+    options: &'a RunOptions,
+    status: Arc<Status>,
+    policy: Option<Arc<Policy>>,
+    outbox: Option<Arc<crate::outbox::Outbox>>,
+    alert_log: Option<SharedWriter>,
+    addr: SocketAddr,
+    stop: &'a AtomicBool,
+}
+
+/// What one worker came to.
+struct WorkerReport {
+    packets: PacketCounters,
+    alerts: AlertCounts,
+    kernel_drops: u64,
+    queue_drops: u64,
+    reloads: (u64, u64),
+    ended_by: &'static str,
+}
+
 /// Runs until `stop` is set (by SIGTERM or Ctrl-C) or a pcap stream ends. Says what it captures
-/// with on standard error once capture has started.
+/// with on standard error once capture has started. With several workers (ring backend only),
+/// each has its own ring in one fanout group, its own pipeline and detection, on its own
+/// thread; a host pair's traffic always goes to the same worker, so what is detected does not
+/// depend on the number of workers.
 pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunError> {
     let status = Arc::new(Status::new());
     let addr = agent_addr(&options.source);
     let policy = options.policy.as_ref().map(|(_, p)| p.clone());
-    let mut reloader = options
-        .policy
-        .as_ref()
-        .map(|(path, _)| Reloader::new(path))
-        .transpose()?;
     let alert_log = match &options.alerts {
-        Some(path) => Some(BufWriter::new(
+        Some(path) => Some(SharedWriter::new(
             File::options()
                 .create(true)
                 .append(true)
@@ -210,7 +252,7 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunErro
         )),
         None => None,
     };
-    let source = open_source(&options.source)?;
+    let sources = open_sources(&options.source, options.workers.max(1))?;
     let delivery = options
         .delivery
         .as_ref()
@@ -226,40 +268,147 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunErro
             })?;
         eprintln!("otwatch-agent: metrics on http://{}/metrics", server.addr);
     }
-    let outbox = delivery.as_ref().map(|d| d.outbox().clone());
+    let description = match sources.len() {
+        1 => sources.first().map(|s| s.describe()).unwrap_or_default(),
+        n => format!(
+            "{} workers: {}",
+            n,
+            sources.first().map(|s| s.describe()).unwrap_or_default()
+        ),
+    };
+    let shared = Shared {
+        options,
+        status: status.clone(),
+        policy,
+        outbox: delivery.as_ref().map(|d| d.outbox().clone()),
+        alert_log,
+        addr,
+        stop,
+    };
+    let several = sources.len() > 1;
+    let mut captures = Vec::with_capacity(sources.len());
+    for source in sources {
+        let error_status = status.clone();
+        captures.push(Capture::start(
+            source,
+            Box::new(move |e| {
+                eprintln!("otwatch-agent: capture: {e}");
+                error_status.set_last_error(format!("capture: {e}"));
+            }),
+        )?);
+    }
+    eprintln!("otwatch-agent: capturing with {description}");
+    let reports = std::thread::scope(|scope| {
+        let handles: Vec<_> = captures
+            .into_iter()
+            .enumerate()
+            .map(|(index, capture)| {
+                let shared = &shared;
+                scope.spawn(move || worker(shared, capture, several.then_some(index)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(RunError::Setup(std::io::Error::other("a worker panicked")))
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    let mut report = RunReport {
+        capture: description,
+        packets: PacketCounters::default(),
+        kernel_drops: 0,
+        queue_drops: 0,
+        alerts: AlertCounts::default(),
+        policy_reloads: (0, 0),
+        delivery: None,
+        ended_by: "signal",
+    };
+    let mut first_error = None;
+    for r in reports {
+        match r {
+            Ok(w) => {
+                report.packets.merge(&w.packets);
+                report.alerts.merge(&w.alerts);
+                report.kernel_drops += w.kernel_drops;
+                report.queue_drops += w.queue_drops;
+                report.policy_reloads = (
+                    report.policy_reloads.0.max(w.reloads.0),
+                    report.policy_reloads.1.max(w.reloads.1),
+                );
+                report.ended_by = w.ended_by;
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(mut log) = shared.alert_log.clone()
+        && let Err(source) = log.flush()
+    {
+        eprintln!(
+            "otwatch-agent: {}: {source}",
+            options
+                .alerts
+                .as_deref()
+                .unwrap_or(std::path::Path::new("alerts"))
+                .display()
+        );
+    }
+    if delivery.is_some() {
+        eprintln!("otwatch-agent: delivering what is left in the outbox");
+    }
+    report.delivery = delivery.map(Delivery::finish);
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}
+
+/// One pipeline: reads its capture until stopped, then closes its flows.
+fn worker(
+    shared: &Shared<'_>,
+    capture: Capture,
+    index: Option<usize>,
+) -> Result<WorkerReport, RunError> {
+    let options = shared.options;
+    let mut reloader = options
+        .policy
+        .as_ref()
+        .map(|(path, _)| Reloader::new(path))
+        .transpose()?;
     let mut detection = Detection::new(
         options.detection.clone(),
-        policy.clone(),
-        alert_log,
+        shared.policy.clone(),
+        shared.alert_log.clone(),
         options.print_alerts,
     );
-    if let Some(outbox) = &outbox {
-        detection = detection.with_outbox(outbox.clone(), status.clone());
+    if let Some(outbox) = &shared.outbox {
+        detection = detection.with_outbox(outbox.clone(), shared.status.clone());
     }
-    let assets = outbox
+    let assets = shared
+        .outbox
         .as_ref()
-        .map(|o| AssetReporter::new(o.clone(), status.clone(), policy.clone()));
+        .map(|o| AssetReporter::new(o.clone(), shared.status.clone(), shared.policy.clone()));
     let mut pipeline: Pipeline<RunObserver> = Pipeline::new(
         options.flows.clone(),
         (ModbusCounters::default(), (detection, assets)),
     );
-    let mut publisher = Publisher::new(status.clone(), policy.as_ref().map(|p| p.hash.clone()));
-    let error_status = status.clone();
-    let capture = Capture::start(
-        source,
-        Box::new(move |e| {
-            eprintln!("otwatch-agent: capture: {e}");
-            error_status.set_last_error(format!("capture: {e}"));
-        }),
-    )?;
-    let description = capture.description().to_string();
-    eprintln!("otwatch-agent: capturing with {description}");
+    let mut publisher = Publisher::new(
+        shared.status.clone(),
+        shared.policy.as_ref().map(|p| p.hash.clone()),
+    );
+    if let Some(i) = index {
+        publisher = publisher.for_worker(i);
+    }
 
     // Capture time follows the packets; while none come it advances with the wall clock.
     let mut clock: Option<(Timestamp, Instant)> = None;
     let mut last_housekeeping = Instant::now();
     let ended_by = loop {
-        if stop.load(Ordering::Relaxed) {
+        if shared.stop.load(Ordering::Relaxed) {
             break "signal";
         }
         match capture.next_batch(IDLE_WAIT) {
@@ -281,7 +430,7 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunErro
                 pipeline.observer_mut().1.0.flush_log();
             }
             if let Some(reloader) = reloader.as_mut() {
-                reload(reloader, &mut pipeline, &mut publisher, addr);
+                reload(reloader, &mut pipeline, &mut publisher, shared.addr);
             }
             let counters = capture.counters();
             publisher.extra.kernel_drops = counters.kernel_drops.load(Ordering::Relaxed);
@@ -302,31 +451,18 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunErro
     let packets = pipeline.counters().clone();
     let (_, (detection, _)) = pipeline.into_observer();
     let alerts = detection.counts().clone();
-    if let Err(source) = detection.finish_log() {
-        eprintln!(
-            "otwatch-agent: {}: {source}",
-            options
-                .alerts
-                .as_deref()
-                .unwrap_or(std::path::Path::new("alerts"))
-                .display()
-        );
+    if let Err(e) = detection.finish_log() {
+        eprintln!("otwatch-agent: alert log: {e}");
     }
-    if delivery.is_some() {
-        eprintln!("otwatch-agent: delivering what is left in the outbox");
-    }
-    let delivery = delivery.map(Delivery::finish);
-    Ok(RunReport {
-        capture: description,
+    Ok(WorkerReport {
         packets,
+        alerts,
         kernel_drops: publisher.extra.kernel_drops,
         queue_drops: publisher.extra.queue_drops,
-        alerts,
-        policy_reloads: (
+        reloads: (
             publisher.extra.policy_reloads,
             publisher.extra.policy_reload_failures,
         ),
-        delivery,
         ended_by,
     })
 }

@@ -45,11 +45,43 @@ pub struct Snapshot {
     pub packets_per_s: f64,
 }
 
+impl Snapshot {
+    /// Adds the counters of another pipeline (a worker of the same agent).
+    fn merge(&mut self, other: &Snapshot) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        self.kernel_drops += other.kernel_drops;
+        self.queue_drops += other.queue_drops;
+        self.truncated += other.truncated;
+        self.flows_active += other.flows_active;
+        self.flows_created += other.flows_created;
+        self.flows_evicted += other.flows_evicted;
+        self.requests.merge(&other.requests);
+        for (kind, n) in &other.decode_errors {
+            *self.decode_errors.entry(kind).or_default() += n;
+        }
+        for (key, n) in &other.alerts {
+            *self.alerts.entry(key.clone()).or_default() += n;
+        }
+        if self.policy_hash.is_none() {
+            self.policy_hash.clone_from(&other.policy_hash);
+        }
+        // Every worker reloads the same file: count the reloads once.
+        self.policy_reloads = self.policy_reloads.max(other.policy_reloads);
+        self.policy_reload_failures = self
+            .policy_reload_failures
+            .max(other.policy_reload_failures);
+        self.packets_per_s += other.packets_per_s;
+    }
+}
+
 /// The shared status.
 #[derive(Debug)]
 pub struct Status {
     started: Instant,
     snapshot: Mutex<Snapshot>,
+    /// Per worker, when several pipelines publish.
+    parts: Mutex<Vec<Snapshot>>,
     last_error: Mutex<Option<String>>,
 }
 
@@ -65,6 +97,7 @@ impl Status {
         Self {
             started: Instant::now(),
             snapshot: Mutex::new(Snapshot::default()),
+            parts: Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
         }
     }
@@ -79,6 +112,22 @@ impl Status {
         if let Ok(mut s) = self.snapshot.lock() {
             *s = snapshot;
         }
+    }
+
+    /// Replaces worker `index`'s part of the snapshot; the snapshot becomes the sum of the parts.
+    pub fn publish_part(&self, index: usize, snapshot: Snapshot) {
+        let Ok(mut parts) = self.parts.lock() else {
+            return;
+        };
+        if parts.len() <= index {
+            parts.resize(index + 1, Snapshot::default());
+        }
+        parts[index] = snapshot;
+        let mut sum = Snapshot::default();
+        for part in parts.iter() {
+            sum.merge(part);
+        }
+        self.publish(sum);
     }
 
     /// The latest snapshot.

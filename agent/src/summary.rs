@@ -30,6 +30,15 @@ impl ByFunction {
         }
     }
 
+    /// Adds another set of counts (another worker's).
+    pub fn merge(&mut self, other: &ByFunction) {
+        for (code, n) in other.nonzero() {
+            if let Some(slot) = self.0.get_mut(usize::from(code)) {
+                *slot += n;
+            }
+        }
+    }
+
     /// The count for one code.
     pub fn get(&self, code: u8) -> u64 {
         self.0.get(usize::from(code)).copied().unwrap_or(0)

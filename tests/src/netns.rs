@@ -56,7 +56,9 @@ impl Plant {
     /// Makes the namespace and the pair: `outside_addrs` on the outside end, `inside_addrs` on
     /// the inside end (each "a.b.c.d/len"), both up.
     pub fn create(outside_addrs: &[&str], inside_addrs: &[&str]) -> Result<Self, String> {
-        let id = std::process::id() % 100_000;
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let made = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10;
+        let id = (std::process::id() % 10_000) * 10 + made;
         let plant = Self {
             ns: format!("otw-plant-{id}"),
             outside: format!("otwo{id}"),

@@ -385,6 +385,21 @@ fn attacks_across_namespaces_reach_the_collector_with_their_techniques_and_norma
     if !root_or_skip("attacks_across_namespaces_...") {
         return;
     }
+    // The same alerts whether one pipeline or two (two rings in a fanout group) do the work.
+    let one = attacks_across_namespaces(1);
+    let two = attacks_across_namespaces(2);
+    assert_eq!(
+        one, two,
+        "what is detected depends on the number of workers"
+    );
+}
+
+/// Plays the plant and the attack across namespaces with the agent running `workers`
+/// pipelines; checks what reached the collector and returns its (rule, source, destination,
+/// unit) set.
+fn attacks_across_namespaces(
+    workers: u32,
+) -> std::collections::BTreeSet<(String, String, String, String)> {
     let layout = Layout::namespaces();
     let plant = Plant::create(
         &[
@@ -430,9 +445,18 @@ fn attacks_across_namespaces_reach_the_collector_with_their_techniques_and_norma
             dir.path().join("outbox").to_str().unwrap(),
             "--policy",
             policy.to_str().unwrap(),
+            "--workers",
+            &workers.to_string(),
         ],
         &[("OTWATCH_COLLECTOR_TOKEN", &token)],
     );
+    if workers > 1 {
+        assert!(
+            agent.log().contains(&format!("{workers} workers")),
+            "{}",
+            agent.log()
+        );
+    }
 
     let rt = runtime();
     rt.block_on(async {
@@ -477,9 +501,12 @@ fn attacks_across_namespaces_reach_the_collector_with_their_techniques_and_norma
             .push(a);
     }
     for step in STEPS {
-        let raised = by_rule
-            .get(step.rule)
-            .unwrap_or_else(|| panic!("{} did not raise {}: {by_rule:#?}", step.what, step.rule));
+        let raised = by_rule.get(step.rule).unwrap_or_else(|| {
+            panic!(
+                "{workers} workers: {} did not raise {}: {by_rule:#?}",
+                step.what, step.rule
+            )
+        });
         let expected: Vec<&str> = rule_by_id(step.rule).unwrap().technique.to_vec();
         for a in raised {
             let techniques: Vec<&str> = a["technique"]
@@ -495,9 +522,25 @@ fn attacks_across_namespaces_reach_the_collector_with_their_techniques_and_norma
         let src = a["src_ip"].as_str().unwrap();
         let from_attack =
             src == intruder || (src == engineering && a["rule"] == "policy.setpoint_out_of_bounds");
-        assert!(from_attack, "normal traffic raised an alert: {a}");
+        assert!(
+            from_attack,
+            "{workers} workers: normal traffic raised an alert: {a}"
+        );
         assert_eq!(a["agent"], "netns-agent");
     }
     let plc: IpAddr = layout.plcs[0].ip();
     assert!(alerts.iter().all(|a| a["dst_ip"] == plc.to_string()));
+    drop(collector);
+    drop(plant);
+    alerts
+        .iter()
+        .map(|a| {
+            (
+                a["rule"].to_string(),
+                a["src_ip"].to_string(),
+                a["dst_ip"].to_string(),
+                a["unit_id"].to_string(),
+            )
+        })
+        .collect()
 }

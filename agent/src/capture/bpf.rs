@@ -42,10 +42,27 @@ pub enum FilterError {
 /// Accept: the whole frame.
 const ACCEPT: u32 = 0x0004_0000;
 
+const LD_ABS: u16 = 0x20;
 const LDH_ABS: u16 = 0x28;
 const LDB_ABS: u16 = 0x30;
 const JEQ_K: u16 = 0x15;
+const JA: u16 = 0x05;
+const TAX: u16 = 0x07;
+const XOR_X: u16 = 0xac;
+const RSH_K: u16 = 0x74;
+const MOD_K: u16 = 0x94;
 const RET_K: u16 = 0x06;
+const RET_A: u16 = 0x16;
+/// `SKF_AD_OFF + SKF_AD_PROTOCOL`: a load there reads the packet's EtherType from metadata.
+const AD_PROTOCOL: u32 = 0xffff_f000;
+/// `SKF_AD_OFF + SKF_AD_PKTTYPE`: the packet type (`PACKET_HOST`, `PACKET_OUTGOING`, ...).
+const AD_PKTTYPE: u32 = 0xffff_f004;
+/// `PACKET_OUTGOING`: a frame this host sends.
+const OUTGOING: u32 = 4;
+const LDX_IMM: u16 = 0x01;
+const LD_IND: u16 = 0x40;
+const ST: u16 = 0x02;
+const LDX_MEM: u16 = 0x61;
 
 const fn op(code: u16, jt: u8, jf: u8, k: u32) -> Instruction {
     Instruction { code, jt, jf, k }
@@ -72,6 +89,44 @@ impl Program {
             op(JEQ_K, 1, 0, 44),      // 13: fragment header -> accept
             op(RET_K, 0, 0, 0),       // 14: drop
             op(RET_K, 0, 0, ACCEPT),  // 15: accept
+        ])
+    }
+
+    /// A fanout selector for `workers` sockets: the index of the socket a frame goes to, from
+    /// its IP addresses XORed together (IPv4; the low 32 bits of each IPv6 address), so both
+    /// directions of every conversation between two hosts go to the same worker, and with
+    /// them every detector's state for that pair. Frames without IP go to worker 0.
+    ///
+    /// The kernel runs a fanout program on a received frame from its network header on (the
+    /// link header is consumed), but on a frame this host sends from its link header: the
+    /// program reads the packet type (`SKF_AD_PKTTYPE`) to know where the IP header starts,
+    /// and the EtherType from the metadata (`SKF_AD_PROTOCOL`, VLAN tags already off).
+    pub fn fanout_by_host_pair(workers: u32) -> Self {
+        let n = workers.max(1);
+        Self(vec![
+            op(LD_ABS, 0, 0, AD_PKTTYPE),   // 0: packet type
+            op(JEQ_K, 0, 2, OUTGOING),      // 1: sent by this host -> 2, else 4
+            op(LDX_IMM, 0, 0, 14),          // 2: x = 14: the IP header follows Ethernet
+            op(JA, 0, 0, 1),                // 3: -> 5
+            op(LDX_IMM, 0, 0, 0),           // 4: x = 0: the IP header comes first
+            op(LDH_ABS, 0, 0, AD_PROTOCOL), // 5: EtherType (metadata)
+            op(JEQ_K, 2, 0, 0x0800),        // 6: IPv4 -> 9
+            op(JEQ_K, 5, 0, 0x86dd),        // 7: IPv6 -> 13
+            op(RET_K, 0, 0, 0),             // 8: worker 0
+            op(LD_IND, 0, 0, 12),           // 9: IPv4 source
+            op(ST, 0, 0, 0),                // 10: M[0] = source
+            op(LD_IND, 0, 0, 16),           // 11: IPv4 destination
+            op(JA, 0, 0, 3),                // 12: -> 16
+            op(LD_IND, 0, 0, 20),           // 13: IPv6 source, low 32 bits
+            op(ST, 0, 0, 0),                // 14: M[0] = source
+            op(LD_IND, 0, 0, 36),           // 15: IPv6 destination, low 32 bits
+            op(LDX_MEM, 0, 0, 0),           // 16: x = source
+            op(XOR_X, 0, 0, 0),             // 17: a = source ^ destination
+            op(TAX, 0, 0, 0),               // 18: x = a
+            op(RSH_K, 0, 0, 16),            // 19: a >>= 16
+            op(XOR_X, 0, 0, 0),             // 20: fold the high half in
+            op(MOD_K, 0, 0, n),             // 21: a %= workers
+            op(RET_A, 0, 0, 0),             // 22: worker a
         ])
     }
 

@@ -48,6 +48,9 @@ pub struct RingOptions {
     pub promiscuous: bool,
     /// What the kernel passes on.
     pub filter: Program,
+    /// Share the interface's frames with other rings: (fanout group id, workers in the
+    /// group). Each host pair's frames go to one of them.
+    pub fanout: Option<(u16, u32)>,
 }
 
 impl RingOptions {
@@ -62,6 +65,7 @@ impl RingOptions {
             ignore_outgoing: None,
             promiscuous: true,
             filter: Program::tcp_or_udp(),
+            fanout: None,
         }
     }
 }
@@ -160,8 +164,12 @@ impl RingSource {
         if options.promiscuous {
             socket::add_promiscuous(fd.as_fd(), iface.index).map_err(os("promiscuous mode"))?;
         }
+        if let Some((group, workers)) = options.fanout {
+            let selector = Program::fanout_by_host_pair(workers).to_kernel();
+            socket::join_fanout(fd.as_fd(), group, &selector).map_err(os("PACKET_FANOUT"))?;
+        }
         let description = format!(
-            "TPACKET_V3 ring on {name} ({} x {} KiB blocks, {}{}, filter {})",
+            "TPACKET_V3 ring on {name} ({} x {} KiB blocks, {}{}, filter {}{})",
             options.blocks,
             options.block_size / 1024,
             if options.promiscuous {
@@ -178,6 +186,12 @@ impl RingSource {
                 "tcp or udp".to_string()
             } else {
                 format!("of {} instructions", options.filter.instructions().len())
+            },
+            match options.fanout {
+                Some((group, workers)) => {
+                    format!(", fanout group {group} of {workers} by host pair")
+                }
+                None => String::new(),
             }
         );
         Ok(Self {

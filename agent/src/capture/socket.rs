@@ -150,6 +150,27 @@ pub fn attach_filter(fd: BorrowedFd<'_>, program: &[libc::sock_filter]) -> io::R
     set_struct(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
 }
 
+/// Joins fanout group `group` (bound sockets of one interface sharing its frames), with the
+/// kernel choosing each frame's socket by running `selector`: it returns the socket's index.
+pub fn join_fanout(
+    fd: BorrowedFd<'_>,
+    group: u16,
+    selector: &[libc::sock_filter],
+) -> io::Result<()> {
+    // Fragments are reassembled before the choice, so every piece of a datagram goes one way.
+    let mode = libc::PACKET_FANOUT_CBPF | libc::PACKET_FANOUT_FLAG_DEFRAG;
+    // The kernel reads the option as a u32: group id in the low half, mode and flags above.
+    let arg = i32::from_ne_bytes((u32::from(group) | (mode << 16)).to_ne_bytes());
+    set_int(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, arg)?;
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(selector.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "BPF program too long"))?,
+        filter: selector.as_ptr().cast_mut(),
+    };
+    // The kernel copies the program during the call; `selector` outlives it.
+    set_struct(fd, libc::SOL_PACKET, libc::PACKET_FANOUT_DATA, &fprog)
+}
+
 /// Puts the interface in promiscuous mode for as long as the socket lives.
 pub fn add_promiscuous(fd: BorrowedFd<'_>, ifindex: u32) -> io::Result<()> {
     let mreq = libc::packet_mreq {

@@ -4,6 +4,14 @@ use super::*;
 /// these tests use; a load beyond the frame drops it, as in the kernel): the bytes kept, 0 for
 /// a drop, `None` for an instruction it does not know.
 fn run(program: &Program, frame: &[u8]) -> Option<u32> {
+    run_with(program, frame, 0, 0)
+}
+
+/// [`run`], with `protocol` and `pkttype` as what the metadata loads (`SKF_AD_PROTOCOL`,
+/// `SKF_AD_PKTTYPE`) read: how the kernel runs fanout selectors (on a received packet from its
+/// network header on, on a sent one from its link header).
+fn run_with(program: &Program, frame: &[u8], protocol: u16, pkttype: u32) -> Option<u32> {
+    let mut mem = [0u32; 16];
     let mut a: u32 = 0;
     let mut x: u32 = 0;
     let mut pc = 0usize;
@@ -25,20 +33,30 @@ fn run(program: &Program, frame: &[u8]) -> Option<u32> {
         pc += 1;
         let jump = |cond: bool| if cond { ins.jt } else { ins.jf } as usize;
         match ins.code {
-            0x20 => a = load_or_drop!(ins.k, 4),                 // ld [k]
-            0x28 => a = load_or_drop!(ins.k, 2),                 // ldh [k]
-            0x30 => a = load_or_drop!(ins.k, 1),                 // ldb [k]
+            0x20 if ins.k == 0xffff_f004 => a = pkttype, // ld #type
+            0x20 => a = load_or_drop!(ins.k, 4),         // ld [k]
+            0x28 if ins.k == 0xffff_f000 => a = u32::from(protocol), // ldh #proto
+            0x28 => a = load_or_drop!(ins.k, 2),         // ldh [k]
+            0x30 => a = load_or_drop!(ins.k, 1),         // ldb [k]
             0x48 => a = load_or_drop!(ins.k.wrapping_add(x), 2), // ldh [x+k]
             0x50 => a = load_or_drop!(ins.k.wrapping_add(x), 1), // ldb [x+k]
-            0xb1 => x = 4 * (load_or_drop!(ins.k, 1) & 0xf),     // ldxb 4*([k]&0xf)
-            0x15 => pc += jump(a == ins.k),                      // jeq #k
-            0x25 => pc += jump(a > ins.k),                       // jgt #k
-            0x35 => pc += jump(a >= ins.k),                      // jge #k
-            0x45 => pc += jump(a & ins.k != 0),                  // jset #k
-            0x54 => a &= ins.k,                                  // and #k
-            0x05 => pc += ins.k as usize,                        // ja
-            0x06 => return Some(ins.k),                          // ret #k
-            0x16 => return Some(a),                              // ret a
+            0xb1 => x = 4 * (load_or_drop!(ins.k, 1) & 0xf), // ldxb 4*([k]&0xf)
+            0x15 => pc += jump(a == ins.k),              // jeq #k
+            0x25 => pc += jump(a > ins.k),               // jgt #k
+            0x35 => pc += jump(a >= ins.k),              // jge #k
+            0x45 => pc += jump(a & ins.k != 0),          // jset #k
+            0x54 => a &= ins.k,                          // and #k
+            0x01 => x = ins.k,                           // ldx #k
+            0x40 => a = load_or_drop!(ins.k.wrapping_add(x), 4), // ld [x+k]
+            0x02 => *mem.get_mut(ins.k as usize)? = a,   // st M[k]
+            0x61 => x = *mem.get(ins.k as usize)?,       // ldx M[k]
+            0x07 => x = a,                               // tax
+            0xac => a ^= x,                              // xor x
+            0x74 => a >>= ins.k,                         // rsh #k
+            0x94 => a = a.checked_rem(ins.k)?,           // mod #k
+            0x05 => pc += ins.k as usize,                // ja
+            0x06 => return Some(ins.k),                  // ret #k
+            0x16 => return Some(a),                      // ret a
             _ => return None,
         }
     }
@@ -110,4 +128,65 @@ fn a_malformed_filter_says_what_was_expected() {
             "{text:?}: {e}"
         );
     }
+}
+
+/// An IPv4 packet (no link header: what a fanout selector sees) from `src` to `dst`.
+fn ipv4_between(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    let mut h = ipv4(6);
+    h[12..16].copy_from_slice(&src);
+    h[16..20].copy_from_slice(&dst);
+    h
+}
+
+#[test]
+fn the_fanout_selector_sends_both_directions_of_a_host_pair_to_one_worker_and_spreads_pairs() {
+    let p = Program::fanout_by_host_pair(2);
+    // Received: from the IP header on, packet type PACKET_HOST (0).
+    let received = |packet: &[u8], protocol| run_with(&p, packet, protocol, 0).unwrap();
+    // Sent by this host: from the Ethernet header on, packet type PACKET_OUTGOING (4).
+    let sent =
+        |packet: &[u8], protocol| run_with(&p, &frame(protocol, packet), protocol, 4).unwrap();
+    let mut used = [false; 2];
+    for a in 1..=20u8 {
+        for b in 100..=110u8 {
+            let (x, y) = ([10, 0, a, 1], [10, 1, 0, b]);
+            let there = received(&ipv4_between(x, y), 0x0800);
+            assert_eq!(
+                there,
+                received(&ipv4_between(y, x), 0x0800),
+                "{x:?} <-> {y:?}"
+            );
+            assert_eq!(
+                there,
+                sent(&ipv4_between(x, y), 0x0800),
+                "{x:?} -> {y:?} sent"
+            );
+            assert_eq!(
+                there,
+                sent(&ipv4_between(y, x), 0x0800),
+                "{y:?} -> {x:?} sent"
+            );
+            assert!(there < 2);
+            used[there as usize] = true;
+        }
+    }
+    assert_eq!(used, [true, true], "both workers get pairs");
+    let mut v6 = ipv6(6);
+    v6[8..24].copy_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]);
+    v6[24..40].copy_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 6, 7, 8]);
+    let mut v6_back = v6.clone();
+    v6_back[8..24].copy_from_slice(&v6[24..40]);
+    v6_back[24..40].copy_from_slice(&v6[8..24]);
+    assert_eq!(received(&v6, 0x86dd), received(&v6_back, 0x86dd));
+    assert_eq!(received(&v6, 0x86dd), sent(&v6_back, 0x86dd));
+    assert_eq!(received(&[0; 28], 0x0806), 0, "ARP to worker 0");
+    assert_eq!(
+        run_with(
+            &Program::fanout_by_host_pair(1),
+            &ipv4_between([1, 2, 3, 4], [5, 6, 7, 8]),
+            0x0800,
+            0
+        ),
+        Some(0)
+    );
 }
