@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Live capture under load: each capture backend of otwatch-agent (ring, pnet) and Suricata 7 in
+# Live capture under load: each capture backend of otwatch-agent (ring, ring with two workers
+# in a fanout group, pnet) and Suricata 7 in
 # af-packet mode (tpacket-v3), each with detection running, receive the same Modbus traffic
 # replayed onto a veth pair at rising rates. For each rate: frames sent, frames the capture
 # received, loss, and the capture process's CPU (user+system, % of one core).
@@ -54,9 +55,11 @@ run() { # kind rate
   log="$out/$kind-$rate.log"
   rm -f "$log"
   case $kind in
-    ring|pnet)
-      ip netns exec "$ns" "$agent" run --iface cap0 --capture-backend "$kind" \
-        --agent-name load 2>"$log" >/dev/null &
+    ring|pnet|ring-2)
+      local backend=${kind%-2} workers=1
+      [ "$kind" = ring-2 ] && workers=2
+      ip netns exec "$ns" "$agent" run --iface cap0 --capture-backend "$backend" \
+        --workers "$workers" --agent-name load 2>"$log" >/dev/null &
       pid=$!
       wait_for "$log" "capturing with"
       ;;
@@ -84,7 +87,7 @@ run() { # kind rate
   case $kind in
     # The agent's summary at exit: "packets N ... kernel drops K queue drops Q": N is what the
     # pipeline decoded (drops excluded).
-    ring|pnet) received=$(grep -o 'packets [0-9]*' "$log" | tail -1 | cut -d' ' -f2) ;;
+    ring|pnet|ring-2) received=$(grep -o 'packets [0-9]*' "$log" | tail -1 | cut -d' ' -f2) ;;
     # "device: cap0: packets: N, drops: D (...)" at exit: N counts what reached the socket,
     # drops included, so the received count is N - D.
     suricata) received=$(grep -h 'device: cap0: packets:' "$out/suricata/suricata.log" | tail -1 \
@@ -95,6 +98,7 @@ run() { # kind rate
 
 for rate in $rates; do
   run ring "$rate"
+  run ring-2 "$rate"
   run pnet "$rate"
   [ "$have_suricata" = yes ] && run suricata "$rate"
 done
