@@ -1,12 +1,16 @@
-//! `otwatch-agent learn`: write a reviewable allowlist policy from normal traffic.
+//! `otwatch-agent learn`: write a reviewable allowlist policy from normal traffic, read from
+//! capture files or watched live on an interface for a while.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use otwatch_rules::flow::{FlowEvent, FlowInfo};
 use otwatch_rules::learn::Learner;
 use otwatch_rules::time::Timestamp;
 
 use crate::capture::file::CaptureFileError;
+use crate::capture::live::{Capture, LiveSource, Next};
 use crate::flow::FlowConfig;
 use crate::offline::{self, FileReport};
 use crate::pipeline::{Observer, Pipeline};
@@ -47,5 +51,51 @@ pub fn learn(
         policy: learner.to_policy(&sources),
         requests: learner.requests(),
         files,
+    })
+}
+
+/// Learns a policy from live traffic: reads `source` for `duration` (or until `stop` is set,
+/// by SIGTERM or Ctrl-C), then writes what it saw. `what` names the source in the policy's
+/// header comment.
+pub fn learn_live(
+    source: Box<dyn LiveSource>,
+    what: &str,
+    flows: FlowConfig,
+    duration: Duration,
+    stop: &AtomicBool,
+) -> std::io::Result<Learned> {
+    let capture = Capture::start(
+        source,
+        Box::new(|e| eprintln!("otwatch-agent: capture: {e}")),
+    )?;
+    eprintln!(
+        "otwatch-agent: learning from {} for {}",
+        capture.description(),
+        humantime::format_duration(duration)
+    );
+    let mut pipeline = Pipeline::new(flows, Learning(Learner::new()));
+    let deadline = Instant::now() + duration;
+    while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+        match capture.next_batch(Duration::from_millis(100)) {
+            Next::Batch(batch) => {
+                for packet in batch.packets() {
+                    pipeline.packet(&packet);
+                }
+            }
+            Next::Idle => {}
+            Next::Ended => break,
+        }
+    }
+    for batch in capture.stop() {
+        for packet in batch.packets() {
+            pipeline.packet(&packet);
+        }
+    }
+    pipeline.finish();
+    let learner = pipeline.into_observer().0;
+    Ok(Learned {
+        policy: learner.to_policy(&[what.to_string()]),
+        requests: learner.requests(),
+        files: Vec::new(),
     })
 }

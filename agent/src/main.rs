@@ -98,10 +98,20 @@ struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("traffic").required(true).args(["pcaps", "iface"])))]
 struct LearnArgs {
     /// Capture files of normal traffic (pcap or pcapng).
-    #[arg(long = "pcap", value_name = "FILE", required = true, num_args = 1..)]
+    #[arg(long = "pcap", value_name = "FILE", num_args = 1..)]
     pcaps: Vec<PathBuf>,
+    /// Watch this interface instead (needs CAP_NET_RAW), for --duration or until Ctrl-C.
+    #[arg(long, value_name = "IF", conflicts_with = "pcaps")]
+    iface: Option<String>,
+    /// How long to watch the interface ("24h", "30m").
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration, requires = "iface")]
+    duration: Duration,
+    /// The capture backend for --iface.
+    #[arg(long, value_enum, requires = "iface")]
+    capture_backend: Option<CaptureBackend>,
     /// Where to write the policy (TOML).
     #[arg(long, value_name = "policy.toml")]
     out: PathBuf,
@@ -243,7 +253,12 @@ fn main() -> ExitCode {
 
 fn run_learn(args: &LearnArgs) -> ExitCode {
     let progress = !args.no_progress && std::io::stderr().is_terminal();
-    let learned = match learn::learn(&args.pcaps, args.decoding.flow_config(), progress) {
+    let learned = match &args.iface {
+        Some(iface) => learn_live(args, iface),
+        None => learn::learn(&args.pcaps, args.decoding.flow_config(), progress)
+            .map_err(|e| e.to_string()),
+    };
+    let learned = match learned {
         Ok(learned) => learned,
         Err(e) => {
             eprintln!("otwatch-agent: {e}");
@@ -415,6 +430,37 @@ fn load_policy(path: &std::path::Path) -> Result<Arc<otwatch_rules::policy::Poli
             Err(ExitCode::from(2))
         }
     }
+}
+
+/// `learn --iface`: watches the interface until the duration ends or SIGTERM/Ctrl-C.
+fn learn_live(args: &LearnArgs, iface: &str) -> Result<learn::Learned, String> {
+    let source = match args.capture_backend.unwrap_or_default() {
+        CaptureBackend::Ring => run::Source::Ring(RingOptions::new(iface)),
+        CaptureBackend::Pnet => run::Source::Pnet(PnetOptions {
+            interface: iface.to_string(),
+            socket_buffer: usize::try_from(DEFAULT_SOCKET_BUFFER_MB << 20).unwrap_or(usize::MAX),
+            ignore_outgoing: None,
+            promiscuous: true,
+            filter: Program::tcp_or_udp(),
+        }),
+    };
+    let source = run::open_source(&source).map_err(|e| e.to_string())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGTERM, SIGINT] {
+        signal_hook::flag::register(signal, stop.clone()).map_err(|e| e.to_string())?;
+    }
+    let what = format!(
+        "interface {iface}, {}",
+        humantime::format_duration(args.duration)
+    );
+    learn::learn_live(
+        source,
+        &what,
+        args.decoding.flow_config(),
+        args.duration,
+        &stop,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// The host's name, the default agent name for `run`.

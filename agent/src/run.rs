@@ -179,7 +179,8 @@ fn agent_addr(source: &Source) -> SocketAddr {
     SocketAddr::new(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), 0)
 }
 
-fn open_source(source: &Source) -> Result<Box<dyn LiveSource>, RunError> {
+/// Opens one live source (for `run`, and for `learn --iface`).
+pub fn open_source(source: &Source) -> Result<Box<dyn LiveSource>, RunError> {
     Ok(match source {
         #[cfg(target_os = "linux")]
         Source::Pnet(options) => Box::new(PnetSource::open(options)?),

@@ -24,7 +24,7 @@ fn the_demo_shows_agents_assets_incidents_and_every_attack_then_stops_cleanly() 
         .env_remove("CARGO")
         .args(["--data", data.to_str().unwrap()])
         .args(["--listen", &listen.to_string()])
-        .args(["--duration", "45s"])
+        .args(["--duration", "58s"])
         .stdout(std::fs::File::create(&stdout_path).unwrap())
         .stderr(std::fs::File::create(&stderr_path).unwrap())
         .stdin(Stdio::null())
@@ -33,7 +33,7 @@ fn the_demo_shows_agents_assets_incidents_and_every_attack_then_stops_cleanly() 
 
     // The first attack comes 10 s in; the agent reports the hosts it saw every 10 s; the README
     // promises the dashboard shows it all within a minute. Poll until it does.
-    let deadline = Instant::now() + Duration::from_secs(40);
+    let deadline = Instant::now() + Duration::from_secs(52);
     let hosts = [
         "127.0.10.1",
         "127.0.10.2",
@@ -43,15 +43,14 @@ fn the_demo_shows_agents_assets_incidents_and_every_attack_then_stops_cleanly() 
     ];
     let (client, admin, assets) = loop {
         std::thread::sleep(Duration::from_secs(2));
-        assert!(
-            Instant::now() < deadline,
-            "the demo did not start within 40 s"
-        );
         let (ca, token) = (data.join("collector/ca.pem"), data.join("admin.token"));
-        let Ok(admin) = std::fs::read_to_string(token) else {
-            continue;
-        };
-        if !ca.exists() {
+        let admin = std::fs::read_to_string(token).unwrap_or_default();
+        if admin.is_empty() || !ca.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the demo made no collector within 52 s: {}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
             continue;
         }
         let client = Client::new(&format!("https://{listen}"), &ca);
@@ -71,7 +70,8 @@ fn the_demo_shows_agents_assets_incidents_and_every_attack_then_stops_cleanly() 
         }
         assert!(
             Instant::now() < deadline,
-            "after 40 s, {incidents} incidents and hosts {assets}"
+            "after 52 s, {incidents} incidents and hosts {assets}\ndemo said: {}",
+            std::fs::read_to_string(&stdout_path).unwrap_or_default()
         );
     };
     let token = Some(admin.trim());

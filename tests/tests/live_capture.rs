@@ -544,3 +544,67 @@ fn attacks_across_namespaces(
         })
         .collect()
 }
+
+#[test]
+fn learning_on_an_interface_for_a_while_writes_a_policy_of_what_was_seen() {
+    if !root_or_skip("learning_on_an_interface_...") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("learned.toml");
+    let log = dir.path().join("learn.stderr");
+    let mut learn = Command::new(binary("otwatch-agent"))
+        .args(["learn", "--iface", "lo", "--duration", "4s", "--out"])
+        .arg(&out)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("learning from")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    runtime().block_on(async {
+        let plcs = sim::start_plcs(&["127.0.10.7:0".parse().unwrap()])
+            .await
+            .unwrap();
+        let link = peers::Link {
+            bind: Some("127.0.20.7".parse().unwrap()),
+            tap: None,
+        };
+        let mut ctx = peers::connect(&link, plcs[0], 1).await.unwrap();
+        for _ in 0..10 {
+            ctx.read_holding_registers(0, 3).await.unwrap().unwrap();
+        }
+        let _ = ctx.disconnect().await;
+    });
+    let status = learn.wait().unwrap();
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let policy = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        policy.contains("127.0.20.7") && policy.contains("127.0.10.7"),
+        "{policy}"
+    );
+    assert!(policy.contains("interface lo"), "{policy}");
+    let check = Command::new(binary("otwatch-agent"))
+        .args(["check", "--policy"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
