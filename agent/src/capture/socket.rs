@@ -12,22 +12,14 @@ use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-/// `ETH_P_ALL` in network byte order, as `socket(2)` and `bind(2)` want it: every protocol.
-fn eth_p_all() -> i32 {
-    i32::from((libc::ETH_P_ALL as u16).to_be())
-}
-
-/// Opens a raw `AF_PACKET` socket receiving every protocol. Needs `CAP_NET_RAW`.
+/// Opens a raw `AF_PACKET` socket that receives nothing until it is bound to an interface
+/// with a protocol (protocol 0 here; pnet's channel and [`bind_interface`] bind with
+/// `ETH_P_ALL`): a socket opened for every protocol would receive the frames of every
+/// interface until then, and count them as drops once its buffer filled. Needs `CAP_NET_RAW`.
 pub fn open_packet_socket() -> io::Result<OwnedFd> {
     // SAFETY: socket(2) takes no pointers; a non-negative result is a new descriptor that
     // nothing else owns, so handing it to OwnedFd (which closes it once) is sound.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            eth_p_all(),
-        )
-    };
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
