@@ -431,7 +431,9 @@ fn worker(
                 pipeline.observer_mut().1.0.flush_log();
             }
             if let Some(reloader) = reloader.as_mut() {
-                reload(reloader, &mut pipeline, &mut publisher, shared.addr);
+                // Every worker applies a new policy; only the first speaks of it.
+                let speaks = index.unwrap_or(0) == 0;
+                reload(reloader, &mut pipeline, &mut publisher, shared.addr, speaks);
             }
             let counters = capture.counters();
             publisher.extra.kernel_drops = counters.kernel_drops.load(Ordering::Relaxed);
@@ -475,6 +477,7 @@ fn reload(
     pipeline: &mut Pipeline<RunObserver>,
     publisher: &mut Publisher,
     addr: SocketAddr,
+    speaks: bool,
 ) {
     let Some(outcome) = reloader.poll() else {
         return;
@@ -483,20 +486,29 @@ fn reload(
     let (_, (detection, assets)) = pipeline.observer_mut();
     match &outcome {
         Reload::Loaded(policy, warnings) => {
-            for w in warnings {
-                eprintln!("otwatch-agent: policy: warning: {w}");
+            if speaks {
+                for w in warnings {
+                    eprintln!("otwatch-agent: policy: warning: {w}");
+                }
+                eprintln!("otwatch-agent: policy reloaded (hash {})", policy.hash);
             }
-            eprintln!("otwatch-agent: policy reloaded (hash {})", policy.hash);
             publisher.extra.policy_hash = Some(policy.hash.clone());
             if let Some(assets) = assets {
                 assets.set_policy(Some(policy.clone()));
             }
         }
         Reload::Rejected(e) => {
-            eprintln!("otwatch-agent: new policy rejected, the previous one stays in force: {e}");
+            if speaks {
+                eprintln!(
+                    "otwatch-agent: new policy rejected, the previous one stays in force: {e}"
+                );
+            }
         }
     }
-    detection.apply_reload(outcome, ts, addr);
+    // A rejected policy changes nothing; the alert that says so is raised once.
+    if speaks || matches!(outcome, Reload::Loaded(..)) {
+        detection.apply_reload(outcome, ts, addr);
+    }
     publisher.extra.policy_reloads = reloader.reloads();
     publisher.extra.policy_reload_failures = reloader.failures();
 }

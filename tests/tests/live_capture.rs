@@ -235,7 +235,7 @@ functions = "read"
 "#;
 
 #[test]
-fn on_loopback_each_transaction_and_alert_is_seen_once_the_policy_reloads_and_sigterm_stops_cleanly()
+fn on_loopback_with_two_workers_each_transaction_and_alert_is_seen_once_the_policy_reloads_and_sigterm_stops_cleanly()
  {
     if !root_or_skip("on_loopback_each_transaction_...") {
         return;
@@ -255,6 +255,9 @@ fn on_loopback_each_transaction_and_alert_is_seen_once_the_policy_reloads_and_si
             alerts.to_str().unwrap(),
             "--agent-name",
             "lo-agent",
+            // Two pipelines: counts are summed, and a rejected policy is still one alert.
+            "--workers",
+            "2",
         ],
         &[],
     );

@@ -166,7 +166,8 @@ impl RingSource {
         }
         if let Some((group, workers)) = options.fanout {
             let selector = Program::fanout_by_host_pair(workers).to_kernel();
-            socket::join_fanout(fd.as_fd(), group, &selector).map_err(os("PACKET_FANOUT"))?;
+            socket::join_fanout(fd.as_fd(), group, &selector, ignore_outgoing)
+                .map_err(os("PACKET_FANOUT"))?;
         }
         let description = format!(
             "TPACKET_V3 ring on {name} ({} x {} KiB blocks, {}{}, filter {}{})",

@@ -144,13 +144,20 @@ pub fn attach_filter(fd: BorrowedFd<'_>, program: &[libc::sock_filter]) -> io::R
 
 /// Joins fanout group `group` (bound sockets of one interface sharing its frames), with the
 /// kernel choosing each frame's socket by running `selector`: it returns the socket's index.
+///
+/// With `ignore_outgoing`, the group ignores frames this host sends: in a group the socket
+/// option `PACKET_IGNORE_OUTGOING` is not consulted, the group's own flag is (Linux 6.4).
 pub fn join_fanout(
     fd: BorrowedFd<'_>,
     group: u16,
     selector: &[libc::sock_filter],
+    ignore_outgoing: bool,
 ) -> io::Result<()> {
     // Fragments are reassembled before the choice, so every piece of a datagram goes one way.
-    let mode = libc::PACKET_FANOUT_CBPF | libc::PACKET_FANOUT_FLAG_DEFRAG;
+    let mut mode = libc::PACKET_FANOUT_CBPF | libc::PACKET_FANOUT_FLAG_DEFRAG;
+    if ignore_outgoing {
+        mode |= libc::PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
+    }
     // The kernel reads the option as a u32: group id in the low half, mode and flags above.
     let arg = i32::from_ne_bytes((u32::from(group) | (mode << 16)).to_ne_bytes());
     set_int(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, arg)?;
