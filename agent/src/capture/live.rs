@@ -25,7 +25,7 @@ pub enum Polled {
     End,
 }
 
-/// A live packet source: an interface through pnet, a pcap stream, and later a TPACKET_V3 ring.
+/// A live packet source: an interface through a TPACKET_V3 ring or pnet, or a pcap stream.
 pub trait LiveSource: Send {
     /// What is capturing, for the start-up line and the logs ("pnet on eth0, ...").
     fn describe(&self) -> String;
