@@ -6,13 +6,17 @@
 //!   changes nothing (a retried batch never double counts).
 //! - [`Store::ingest`] returns only after the batch is durable (applied atomically, flushed), so
 //!   an acknowledged alert survives `kill -9`.
-//! - An alert and its index entries are written and removed in the same atomic batch.
-//! - The schema version is written on first open and checked on every open.
+//! - An alert and its index postings are written in the same atomic batch. Retention removes
+//!   the oldest alerts and then every posting that lists only removed alerts; a posting may
+//!   briefly list alerts already removed, and queries skip those.
+//! - The schema version is written on first open and checked on every open; an older store is
+//!   upgraded in place before anything else reads it.
 //!
 //! Credentials are not here: they live in a small file of their own ([`crate::auth`]), so
 //! agents can be enrolled while the collector runs.
 
 mod keys;
+mod migrate;
 pub mod model;
 mod query;
 
@@ -29,8 +33,9 @@ use crate::kv::{Batch, Kv, KvError, Order, scan_prefix};
 use model::{AgentRecord, AssetRecord, Incident, IncidentState, Role, StateChange};
 pub use query::{AlertFilter, AlertPage};
 
-/// The on-disk schema this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The on-disk schema this build reads and writes. A store of schema 1 (one index key per
+/// alert and value, before postings) is upgraded in place when opened.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Alerts of one rule between the same hosts join an incident while they come less than this
 /// apart.
@@ -81,7 +86,8 @@ pub struct Store<K: Kv> {
 }
 
 impl<K: Kv> Store<K> {
-    /// Opens a store, writing the schema version if it is new and checking it otherwise.
+    /// Opens a store, writing the schema version if it is new, upgrading it if it is older and
+    /// refusing it if it is unknown.
     pub fn open(kv: K) -> Result<Self, StoreError> {
         let key = keys::named(keys::META, b"schema");
         match kv.get(&key)? {
@@ -91,7 +97,9 @@ impl<K: Kv> Store<K> {
                     .and_then(|b| b.try_into().ok())
                     .map(u32::from_be_bytes)
                     .unwrap_or(0);
-                if found != SCHEMA_VERSION {
+                if found == migrate::V1 {
+                    migrate::from_v1(&kv, key, SCHEMA_VERSION)?;
+                } else if found != SCHEMA_VERSION {
                     return Err(StoreError::Schema { found });
                 }
             }
@@ -121,46 +129,65 @@ impl<K: Kv> Store<K> {
         batch: &IngestBatch,
         now: Timestamp,
     ) -> Result<(IngestReply, Vec<Alert>), StoreError> {
-        let writer = self.writer.lock().map_err(|_| poisoned())?;
-        let mut reply = IngestReply::default();
-        let mut fresh = Vec::new();
-        let mut b = Batch::new();
-        let mut seen_in_batch = std::collections::HashSet::new();
-        let mut incidents: Vec<Incident> = Vec::new();
-        let mut next_incident = self.counter(b"incident")?;
+        // Work that needs no lock: ids checked, keys and records encoded, postings made as if
+        // every alert were new (a batch with duplicates makes them again below).
+        let mut prepared = Vec::with_capacity(batch.alerts.len());
         for alert in &batch.alerts {
             let id = keys::alert_id(&alert.id).ok_or_else(|| StoreError::Invalid {
                 field: "alerts[].id".into(),
                 message: format!("{:?} is not an alert id (expected 32 hex digits)", alert.id),
             })?;
+            let suffix = keys::order(alert.ts.as_nanos(), &id);
+            prepared.push((id, suffix, alert, json(alert)));
+        }
+        let mut postings = keys::postings(prepared.iter().map(|(_, s, a, _)| (s, *a)));
+
+        let writer = self.writer.lock().map_err(|_| poisoned())?;
+        let mut reply = IngestReply::default();
+        let mut b = Batch::new();
+        let mut seen_in_batch = std::collections::HashSet::new();
+        let mut incidents: Vec<Incident> = Vec::new();
+        let first_new_incident = self.counter(b"incident")?;
+        let mut next_incident = first_new_incident;
+        let mut indexed: Vec<([u8; 24], &Alert)> = Vec::new();
+        for (id, suffix, alert, encoded) in prepared {
             if !seen_in_batch.insert(id) || self.kv.get(&keys::named(keys::ID, &id))?.is_some() {
                 reply.duplicates += 1;
                 continue;
             }
-            let suffix = keys::order(alert.ts.as_nanos(), &id);
-            b.put(keys::alert(&suffix), json(alert));
+            b.put(keys::alert(&suffix), encoded);
             b.put(
                 keys::named(keys::ID, &id),
                 alert.ts.as_nanos().to_be_bytes().to_vec(),
             );
-            for k in keys::index_entries(alert, &suffix) {
-                b.put(k, Vec::new());
-            }
+            indexed.push((suffix, alert));
             self.group(alert, &mut incidents, &mut next_incident)?;
             reply.accepted += 1;
-            fresh.push(alert.clone());
+        }
+        if reply.duplicates > 0 {
+            postings = keys::postings(indexed.iter().map(|(s, a)| (s, *a)));
+        }
+        if let Some(newest) = indexed.iter().map(|(s, _)| s).max() {
+            let list = keys::posting_list(postings.iter().map(|(k, _)| k.as_slice()));
+            b.put(keys::named(keys::BATCH_POSTINGS, newest), list);
+        }
+        for (key, posting) in postings {
+            b.put(key, posting);
         }
         for incident in &incidents {
             b.put(
                 keys::named(keys::INCIDENT, &incident.id.to_be_bytes()),
                 json(incident),
             );
-            let k = keys::incident_key(
-                &incident.rule,
-                &incident.src_ip.to_string(),
-                &incident.dst_ip.to_string(),
-            );
-            b.put(k, incident.id.to_be_bytes().to_vec());
+            // An incident this batch joined is already the open one for its key.
+            if incident.id > first_new_incident {
+                let k = keys::incident_key(
+                    &incident.rule,
+                    &incident.src_ip.to_string(),
+                    &incident.dst_ip.to_string(),
+                );
+                b.put(k, incident.id.to_be_bytes().to_vec());
+            }
         }
         b.put(
             keys::named(keys::COUNTER, b"incident"),
@@ -200,6 +227,7 @@ impl<K: Kv> Store<K> {
         }
         self.kv.apply(b)?;
         drop(writer);
+        let fresh = indexed.into_iter().map(|(_, a)| a.clone()).collect();
         // Flushed outside the writer lock: the next batch is applied while this one reaches
         // the disk, and one flush makes both durable (group commit). A batch that found an id
         // already stored by a batch not yet flushed is acknowledged only after its own flush,
@@ -425,7 +453,7 @@ impl<K: Kv> Store<K> {
         self.counter(b"alerts")
     }
 
-    /// Removes the oldest alerts, with their index entries: every alert captured before
+    /// Removes the oldest alerts, with their index postings: every alert captured before
     /// `older_than`, and, when the store is larger than `max_bytes`, the oldest tenth of the
     /// rest (called periodically, this converges without emptying the store on an engine that
     /// reclaims space lazily). Returns how many were removed.
@@ -452,15 +480,9 @@ impl<K: Kv> Store<K> {
                 if !expired && removed + in_page >= budget {
                     break;
                 }
-                let Some(suffix) = keys::suffix_of(k) else {
-                    continue;
-                };
                 b.delete(k.clone());
                 if let Some(id) = keys::alert_id(&alert.id) {
                     b.delete(keys::named(keys::ID, &id));
-                }
-                for index in keys::index_entries(&alert, &suffix) {
-                    b.delete(index);
                 }
                 in_page += 1;
             }
@@ -475,7 +497,38 @@ impl<K: Kv> Store<K> {
             self.kv.apply(b)?;
             self.kv.flush()?;
         }
+        self.remove_spent_postings()?;
         Ok(removed)
+    }
+
+    /// Removes the postings of every batch whose newest alert is older than the oldest alert
+    /// left: all they list is gone. Alerts are only ever removed oldest first, so that is exact.
+    fn remove_spent_postings(&self) -> Result<(), StoreError> {
+        let oldest = scan_prefix(&self.kv, &[keys::ALERT], Order::Ascending, 1)?;
+        let end = match oldest.first().and_then(|(k, _)| keys::suffix_of(k)) {
+            Some(suffix) => keys::named(keys::BATCH_POSTINGS, &suffix),
+            None => vec![keys::BATCH_POSTINGS + 1],
+        };
+        loop {
+            let page = self.kv.range(
+                Bound::Included(&[keys::BATCH_POSTINGS][..]),
+                Bound::Excluded(end.as_slice()),
+                Order::Ascending,
+                64,
+            )?;
+            if page.is_empty() {
+                return Ok(());
+            }
+            let mut b = Batch::new();
+            for (k, list) in &page {
+                for posting in keys::posting_keys(list) {
+                    b.delete(posting.to_vec());
+                }
+                b.delete(k.clone());
+            }
+            self.kv.apply(b)?;
+            self.kv.flush()?;
+        }
     }
 
     fn list<T: serde::de::DeserializeOwned>(

@@ -6,14 +6,23 @@
 //! | `M` | `M` + name | metadata (schema version) |
 //! | `A` | `A` + capture time (8) + alert id (16) | alert (JSON) |
 //! | `I` | `I` + alert id (16) | capture time (8): idempotency and lookup |
-//! | `X` | `X` + field + value + `0` + time (8) + id (16) | empty: secondary index |
+//! | `X` | `X` + field + value + `0` + newest time (8) + id (16) | posting: the time-and-id of every alert of one batch with that value within [`POSTING_SPAN`] |
+//! | `P` | `P` + newest time (8) + id (16) of a batch (+ the posting key, for postings upgraded from schema 1) | the batch's posting keys (each a 2-byte length, then the key): for retention |
 //! | `G` | `G` + agent name | agent record (JSON) |
 //! | `S` | `S` + address | asset record (JSON) |
 //! | `N` | `N` + incident id (8) | incident (JSON) |
 //! | `K` | `K` + rule `0` source `0` destination | open incident id (8) |
 //! | `C` | `C` + counter name | counter (8) |
 
+use std::collections::BTreeMap;
+
 use otwatch_rules::alert::Alert;
+
+/// The widest capture-time span one posting covers. A posting's key carries its newest alert,
+/// so a query for alerts before time T finds every alert it needs among the postings keyed
+/// before T + span; the span bounds that overlap. One second keeps it small at any alert rate
+/// while a busy batch still shares one posting per value.
+pub const POSTING_SPAN_NANOS: u64 = 1_000_000_000;
 
 /// Namespace bytes.
 pub const META: u8 = b'M';
@@ -21,8 +30,10 @@ pub const META: u8 = b'M';
 pub const ALERT: u8 = b'A';
 /// Alert ids.
 pub const ID: u8 = b'I';
-/// Secondary indexes.
+/// Secondary indexes: postings.
 pub const INDEX: u8 = b'X';
+/// Each batch's postings by its newest alert.
+pub const BATCH_POSTINGS: u8 = b'P';
 /// Agents.
 pub const AGENT: u8 = b'G';
 /// Assets.
@@ -99,8 +110,8 @@ pub fn index_prefix(field: Field, value: &[u8]) -> Vec<u8> {
     k
 }
 
-/// Every index entry of an alert.
-pub fn index_entries(alert: &Alert, suffix: &[u8; 24]) -> Vec<Vec<u8>> {
+/// The index values of an alert: agent, source and destination, severity, rule, techniques.
+fn index_values(alert: &Alert) -> Vec<(Field, Vec<u8>)> {
     let mut values: Vec<(Field, Vec<u8>)> = vec![
         (Field::Agent, alert.agent.as_bytes().to_vec()),
         (Field::Asset, alert.src_ip.to_string().into_bytes()),
@@ -114,13 +125,83 @@ pub fn index_entries(alert: &Alert, suffix: &[u8; 24]) -> Vec<Vec<u8>> {
         values.push((Field::Technique, t.as_bytes().to_vec()));
     }
     values
-        .into_iter()
-        .map(|(field, value)| {
-            let mut k = index_prefix(field, &value);
-            k.extend_from_slice(suffix);
-            k
-        })
-        .collect()
+}
+
+/// The capture time in a time-and-id suffix.
+pub fn time_of(suffix: &[u8; 24]) -> u64 {
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(&suffix[..8]);
+    u64::from_be_bytes(ts)
+}
+
+/// The postings of a batch of alerts (each with its time-and-id suffix): per index value, the
+/// alerts' suffixes in ascending order, cut wherever a posting would span more than
+/// [`POSTING_SPAN_NANOS`]. Each posting is keyed by its index prefix and its newest suffix.
+/// One write per value and second instead of one per alert and value: the index is most of
+/// what ingest writes.
+pub fn postings<'a>(
+    alerts: impl IntoIterator<Item = (&'a [u8; 24], &'a Alert)>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut by_value: BTreeMap<Vec<u8>, Vec<[u8; 24]>> = BTreeMap::new();
+    for (suffix, alert) in alerts {
+        for (field, value) in index_values(alert) {
+            by_value
+                .entry(index_prefix(field, &value))
+                .or_default()
+                .push(*suffix);
+        }
+    }
+    let mut out = Vec::new();
+    for (prefix, mut suffixes) in by_value {
+        suffixes.sort_unstable();
+        suffixes.dedup();
+        let mut rest = suffixes.as_slice();
+        while let Some(first) = rest.first() {
+            let start = time_of(first);
+            let len = rest
+                .iter()
+                .take_while(|s| time_of(s).saturating_sub(start) <= POSTING_SPAN_NANOS)
+                .count();
+            let (run, tail) = rest.split_at(len);
+            rest = tail;
+            let Some(newest) = run.last() else { break };
+            let mut key = prefix.clone();
+            key.extend_from_slice(newest);
+            out.push((key, run.concat()));
+        }
+    }
+    out
+}
+
+/// The suffixes a posting lists.
+pub fn posting_entries(value: &[u8]) -> impl Iterator<Item = [u8; 24]> + '_ {
+    value.chunks_exact(24).filter_map(|c| c.try_into().ok())
+}
+
+/// The list of a batch's posting keys, for the record keyed by the batch's newest alert.
+pub fn posting_list<'a>(posting_keys: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for key in posting_keys {
+        // Index keys are short (a field, an agent name, a rule id or an address, and a suffix).
+        let len = u16::try_from(key.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(key.get(..usize::from(len)).unwrap_or(key));
+    }
+    out
+}
+
+/// The posting keys in a [`posting_list`].
+pub fn posting_keys(mut list: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while let Some((len, rest)) = list.split_first_chunk::<2>() {
+        let len = usize::from(u16::from_be_bytes(*len));
+        let Some((key, rest)) = rest.split_at_checked(len) else {
+            break;
+        };
+        out.push(key);
+        list = rest;
+    }
+    out
 }
 
 /// The incident grouping key of an alert.

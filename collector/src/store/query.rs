@@ -1,10 +1,15 @@
 //! Querying alerts: filters, newest first, with a cursor for the next page.
 //!
-//! A query reads one ordered source: the index of its most selective filter (rule, agent,
-//! technique, asset), the severity indexes at or above its minimum merged by time, or the time
+//! A query reads one ordered source: the postings of its most selective filter (rule, agent,
+//! technique, asset), the severity postings at or above its minimum merged by time, or the time
 //! order itself; the remaining filters are checked on each alert. Every query reads a bounded
 //! number of entries and hands back a cursor where it stopped.
+//!
+//! Postings overlap in time (each covers one batch's alerts of one value within
+//! [`keys::POSTING_SPAN_NANOS`], keyed by the newest), so a source hands out its newest pending
+//! alert only once no unread posting can list a newer one.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::ops::Bound;
 
@@ -16,9 +21,11 @@ use super::keys::{self, Field};
 use super::{Store, StoreError, corrupt};
 use crate::kv::{Kv, Order};
 
-/// Entries read per page from one source.
+/// Alert keys read per page from the time order.
 const PAGE: usize = 256;
-/// Most index entries one query reads before returning a cursor.
+/// Postings read per page from an index (each lists up to a batch's alerts).
+const POSTINGS_PAGE: usize = 8;
+/// Most alerts one query considers before returning a cursor.
 const MAX_SCAN: usize = 20_000;
 
 /// Which alerts a query wants. Every field is optional.
@@ -55,8 +62,19 @@ impl AlertFilter {
                 .is_none_or(|t| a.technique.contains(t))
     }
 
-    /// The key prefixes to read, in merged time order.
-    fn sources(&self) -> Vec<Vec<u8>> {
+    /// The key prefixes to read, in merged time order, and whether they hold postings (or
+    /// alerts themselves).
+    fn sources(&self) -> (Vec<Vec<u8>>, bool) {
+        let prefixes = self.index_prefixes();
+        if prefixes.is_empty() {
+            (vec![vec![keys::ALERT]], false)
+        } else {
+            (prefixes, true)
+        }
+    }
+
+    /// The index prefixes to read, none if no filter has an index.
+    fn index_prefixes(&self) -> Vec<Vec<u8>> {
         if let Some(r) = &self.rule {
             vec![keys::index_prefix(Field::Rule, r.as_bytes())]
         } else if let Some(g) = &self.agent {
@@ -78,7 +96,7 @@ impl AlertFilter {
             .map(|s| keys::index_prefix(Field::Severity, &[s as u8]))
             .collect()
         } else {
-            vec![vec![keys::ALERT]]
+            Vec::new()
         }
     }
 }
@@ -92,14 +110,87 @@ pub struct AlertPage {
     pub next: Option<String>,
 }
 
-/// One source being read backwards in time.
+/// One source being read backwards in time: the alerts' time order (each key one alert) or one
+/// index value's postings (each key lists several).
 struct Source {
     prefix: Vec<u8>,
-    /// Read but not yet consumed, oldest first (the newest is popped from the end).
-    buffered: Vec<[u8; 24]>,
-    /// Suffixes below this are still to read.
+    postings: bool,
+    /// Alerts read, in the query's range and not yet handed out.
+    pending: BTreeSet<[u8; 24]>,
+    /// Keys below this (by their time-and-id suffix) are still to read.
     below: [u8; 24],
     done: bool,
+}
+
+impl Source {
+    fn new(prefix: Vec<u8>, postings: bool, start: &[u8; 24]) -> Self {
+        // A posting keyed after `start` may still list alerts before it, up to the span.
+        let below = if postings {
+            keys::time_of(start)
+                .checked_add(keys::POSTING_SPAN_NANOS + 1)
+                .map_or([0xff; 24], |t| keys::order(t, &[0; 16]))
+        } else {
+            *start
+        };
+        Self {
+            prefix,
+            postings,
+            pending: BTreeSet::new(),
+            below,
+            done: false,
+        }
+    }
+
+    /// The newest alert left in this source, once no unread key can list a newer one.
+    fn head<K: Kv>(
+        &mut self,
+        kv: &K,
+        floor: &[u8; 24],
+        start: &[u8; 24],
+    ) -> Result<Option<[u8; 24]>, StoreError> {
+        loop {
+            match self.pending.last() {
+                Some(h) if self.done || *h >= self.below => return Ok(Some(*h)),
+                None if self.done => return Ok(None),
+                _ => self.refill(kv, floor, start)?,
+            }
+        }
+    }
+
+    /// Reads the next page of keys, keeping the alerts in `[floor, start)`.
+    fn refill<K: Kv>(
+        &mut self,
+        kv: &K,
+        floor: &[u8; 24],
+        start: &[u8; 24],
+    ) -> Result<(), StoreError> {
+        let mut lo = self.prefix.clone();
+        lo.extend_from_slice(floor);
+        let mut hi = self.prefix.clone();
+        hi.extend_from_slice(&self.below);
+        let page_size = if self.postings { POSTINGS_PAGE } else { PAGE };
+        let page = kv.range(
+            Bound::Included(lo.as_slice()),
+            Bound::Excluded(hi.as_slice()),
+            Order::Descending,
+            page_size,
+        )?;
+        self.done = page.len() < page_size;
+        let in_range = |e: &[u8; 24]| e >= floor && e < start;
+        for (k, v) in &page {
+            let Some(newest) = keys::suffix_of(k) else {
+                continue;
+            };
+            self.below = newest;
+            if self.postings {
+                self.pending
+                    .extend(keys::posting_entries(v).filter(|e| in_range(e)));
+            } else if in_range(&newest) {
+                self.pending.insert(newest);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<K: Kv> Store<K> {
@@ -129,37 +220,28 @@ impl<K: Kv> Store<K> {
         let floor = filter
             .since
             .map_or([0; 24], |t| keys::order(t.as_nanos(), &[0; 16]));
-        let mut sources: Vec<Source> = filter
-            .sources()
+        let (prefixes, postings) = filter.sources();
+        let mut sources: Vec<Source> = prefixes
             .into_iter()
-            .map(|prefix| Source {
-                prefix,
-                buffered: Vec::new(),
-                below: start,
-                done: false,
-            })
+            .map(|prefix| Source::new(prefix, postings, &start))
             .collect();
         let mut alerts = Vec::new();
         let mut scanned = 0;
         loop {
-            for s in sources
-                .iter_mut()
-                .filter(|s| s.buffered.is_empty() && !s.done)
-            {
-                self.refill(s, &floor)?;
-            }
             // The newest head among the sources.
-            let Some(best) = sources
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| s.buffered.last().map(|k| (i, *k)))
-                .max_by_key(|(_, k)| *k)
-            else {
+            let mut best: Option<(usize, [u8; 24])> = None;
+            for (i, s) in sources.iter_mut().enumerate() {
+                if let Some(h) = s.head(&self.kv, &floor, &start)?
+                    && best.is_none_or(|(_, b)| h > b)
+                {
+                    best = Some((i, h));
+                }
+            }
+            let Some((i, suffix)) = best else {
                 return Ok(AlertPage { alerts, next: None });
             };
-            let (i, suffix) = best;
             if let Some(s) = sources.get_mut(i) {
-                s.buffered.pop();
+                s.pending.remove(&suffix);
             }
             scanned += 1;
             if let Some(v) = self.kv.get(&keys::alert(&suffix))? {
@@ -175,28 +257,5 @@ impl<K: Kv> Store<K> {
                 });
             }
         }
-    }
-
-    fn refill(&self, s: &mut Source, floor: &[u8; 24]) -> Result<(), StoreError> {
-        let mut lo = s.prefix.clone();
-        lo.extend_from_slice(floor);
-        let mut hi = s.prefix.clone();
-        hi.extend_from_slice(&s.below);
-        let page = self.kv.range(
-            Bound::Included(lo.as_slice()),
-            Bound::Excluded(hi.as_slice()),
-            Order::Descending,
-            PAGE,
-        )?;
-        s.done = page.len() < PAGE;
-        s.buffered = page
-            .iter()
-            .rev()
-            .filter_map(|(k, _)| keys::suffix_of(k))
-            .collect();
-        if let Some(oldest) = s.buffered.first() {
-            s.below = *oldest;
-        }
-        Ok(())
     }
 }

@@ -11,6 +11,19 @@ fn store() -> Store<MemoryKv> {
     Store::open(MemoryKv::new()).unwrap()
 }
 
+/// The newest `limit` alerts of rule `r`.
+fn of_rule_r(s: &Store<MemoryKv>, limit: usize) -> AlertPage {
+    s.query_alerts(
+        &AlertFilter {
+            rule: Some("r".into()),
+            ..Default::default()
+        },
+        None,
+        limit,
+    )
+    .unwrap()
+}
+
 const NOW: Timestamp = Timestamp::from_secs(5_000);
 
 #[test]
@@ -204,6 +217,98 @@ fn cursor_pages_through_every_alert_exactly_once() {
     }
 }
 
+/// A small deterministic generator, so the test needs no dependency and always sees the same
+/// alerts.
+fn lcg(state: &mut u64) -> u64 {
+    *state = state
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    *state >> 33
+}
+
+#[test]
+fn every_query_over_overlapping_batches_matches_a_full_scan_page_by_page() {
+    let s = store();
+    let mut rng = 7u64;
+    let rules = ["r1", "r2", "r3"];
+    let severities = [Severity::Low, Severity::High, Severity::Critical];
+    let mut all = Vec::new();
+    // Four agents' batches interleave in time; some alerts within a batch are seconds apart
+    // (several postings per value), some batches arrive late with old times.
+    for b in 0..40u64 {
+        let agent = format!("a{}", b % 4);
+        let base_ms = if b % 9 == 8 { b * 200 } else { b * 1_500 };
+        let alerts: Vec<Alert> = (0..50u64)
+            .map(|i| {
+                let n = b * 50 + i;
+                let mut a = alert(
+                    n,
+                    rules[(lcg(&mut rng) % 3) as usize],
+                    severities[(lcg(&mut rng) % 3) as usize],
+                    &format!("10.0.0.{}", lcg(&mut rng) % 4),
+                    &format!("10.0.1.{}", lcg(&mut rng) % 3),
+                    &agent,
+                );
+                let ms = base_ms + lcg(&mut rng) % 4_000;
+                a.ts = Timestamp::from_nanos(1_000_000_000_000 + ms * 1_000_000);
+                a
+            })
+            .collect();
+        all.extend(alerts.clone());
+        s.ingest(&batch(&agent, alerts), NOW).unwrap();
+    }
+    let at = |ms: u64| Timestamp::from_nanos(1_000_000_000_000 + ms * 1_000_000);
+    let filters = [
+        AlertFilter::default(),
+        AlertFilter {
+            rule: Some("r2".into()),
+            ..Default::default()
+        },
+        AlertFilter {
+            agent: Some("a1".into()),
+            until: Some(at(30_000)),
+            ..Default::default()
+        },
+        AlertFilter {
+            asset: Some("10.0.1.2".parse().unwrap()),
+            since: Some(at(10_000)),
+            ..Default::default()
+        },
+        AlertFilter {
+            min_severity: Some(Severity::High),
+            ..Default::default()
+        },
+        AlertFilter {
+            technique: Some("T0855".into()),
+            min_severity: Some(Severity::Critical),
+            since: Some(at(5_000)),
+            until: Some(at(50_000)),
+            ..Default::default()
+        },
+    ];
+    for filter in &filters {
+        let mut expected: Vec<&Alert> = all.iter().filter(|a| filter.matches(a)).collect();
+        expected.sort_by_key(|a| std::cmp::Reverse((a.ts, a.id.clone())));
+        let expected: Vec<&str> = expected.iter().map(|a| a.id.as_str()).collect();
+        assert!(expected.len() > 20, "{filter:?} selects enough to page");
+        for page_size in [7, 100] {
+            let mut seen = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = s
+                    .query_alerts(filter, cursor.as_deref(), page_size)
+                    .unwrap();
+                seen.extend(page.alerts.iter().map(|a| a.id.clone()));
+                match page.next {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(seen, expected, "{filter:?}, pages of {page_size}");
+        }
+    }
+}
+
 #[test]
 fn bad_cursor_is_refused_naming_the_field() {
     let e = store()
@@ -388,23 +493,47 @@ fn retention_by_age_removes_old_alerts_and_their_index_entries() {
         .unwrap();
     assert_eq!(removed, 5);
     assert_eq!(s.alert_count().unwrap(), 5);
-    let by_rule = s
-        .query_alerts(
-            &AlertFilter {
-                rule: Some("r".into()),
-                ..Default::default()
-            },
-            None,
-            100,
-        )
-        .unwrap();
+    let by_rule = of_rule_r(&s, 100);
     assert_eq!(by_rule.alerts.len(), 5);
-    let index_entries =
-        crate::kv::scan_prefix(s.kv(), &[keys::INDEX], Order::Ascending, 1000).unwrap();
-    assert_eq!(
-        index_entries.len(),
-        5 * 6,
-        "agent, two assets, severity, rule, technique each"
+    let postings = crate::kv::scan_prefix(s.kv(), &[keys::INDEX], Order::Ascending, 1000).unwrap();
+    // One batch: its postings stay while any alert they list does.
+    assert_eq!(postings.len(), 30, "five postings for each of six values");
+    let removed = s
+        .enforce_retention(Some(Timestamp::from_secs(2_000)), None)
+        .unwrap();
+    assert_eq!(removed, 5);
+    for namespace in [keys::INDEX, keys::BATCH_POSTINGS, keys::ID, keys::ALERT] {
+        let left = crate::kv::scan_prefix(s.kv(), &[namespace], Order::Ascending, 10).unwrap();
+        assert!(left.is_empty(), "{} left: {left:?}", namespace as char);
+    }
+}
+
+#[test]
+fn retention_removes_the_postings_of_batches_whose_alerts_are_all_gone() {
+    let s = store();
+    for b in 0..4 {
+        let alerts = (b * 10..b * 10 + 10)
+            .map(|n| alert(n, "r", Severity::Low, "10.0.0.1", "10.0.0.2", "a1"))
+            .collect();
+        s.ingest(&batch("a1", alerts), NOW).unwrap();
+    }
+    let count = |namespace: u8| {
+        crate::kv::scan_prefix(s.kv(), &[namespace], Order::Ascending, 1000)
+            .unwrap()
+            .len()
+    };
+    assert_eq!((count(keys::INDEX), count(keys::BATCH_POSTINGS)), (120, 4));
+    // Alerts 0..=14 go: the first batch is spent, the second keeps its postings.
+    s.enforce_retention(Some(Timestamp::from_secs(1_015)), None)
+        .unwrap();
+    assert_eq!((count(keys::INDEX), count(keys::BATCH_POSTINGS)), (90, 3));
+    let by_rule = of_rule_r(&s, 100);
+    assert_eq!(by_rule.alerts.len(), 25);
+    assert!(
+        by_rule
+            .alerts
+            .iter()
+            .all(|a| a.ts >= Timestamp::from_secs(1_015))
     );
 }
 
@@ -431,6 +560,47 @@ fn retention_by_size_removes_a_tenth_of_the_oldest_per_pass() {
         .ts;
     assert_eq!(oldest, Timestamp::from_secs(1_010));
     assert_eq!(s.enforce_retention(None, Some(u64::MAX)).unwrap(), 0);
+}
+
+#[test]
+fn a_schema_1_store_is_upgraded_in_place_and_its_alerts_stay_queryable_and_expirable() {
+    let kv = MemoryKv::new();
+    let mut b = Batch::new();
+    b.put(
+        keys::named(keys::META, b"schema"),
+        1u32.to_be_bytes().to_vec(),
+    );
+    for n in 0..3 {
+        let a = alert(n, "r", Severity::High, "10.0.0.1", "10.0.0.2", "a1");
+        let id = keys::alert_id(&a.id).unwrap();
+        let suffix = keys::order(a.ts.as_nanos(), &id);
+        b.put(keys::alert(&suffix), json(&a));
+        b.put(
+            keys::named(keys::ID, &id),
+            a.ts.as_nanos().to_be_bytes().to_vec(),
+        );
+        // Schema 1: one empty key per alert and index value.
+        for (field, value) in [(keys::Field::Rule, &b"r"[..]), (keys::Field::Agent, b"a1")] {
+            let mut k = keys::index_prefix(field, value);
+            k.extend_from_slice(&suffix);
+            b.put(k, Vec::new());
+        }
+    }
+    kv.apply(b).unwrap();
+    let s = Store::open(kv).unwrap();
+    let by_rule = of_rule_r(&s, 10);
+    let ids: Vec<&str> = by_rule.alerts.iter().map(|a| &a.id[29..]).collect();
+    assert_eq!(ids, ["002", "001", "000"]);
+    let version = s.kv().get(&keys::named(keys::META, b"schema")).unwrap();
+    assert_eq!(version, Some(SCHEMA_VERSION.to_be_bytes().to_vec()));
+    s.enforce_retention(Some(Timestamp::from_secs(1_002)), None)
+        .unwrap();
+    let left = |namespace: u8| {
+        crate::kv::scan_prefix(s.kv(), &[namespace], Order::Ascending, 100)
+            .unwrap()
+            .len()
+    };
+    assert_eq!((left(keys::INDEX), left(keys::BATCH_POSTINGS)), (2, 2));
 }
 
 #[test]
