@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use otwatch_rules::detect::DetectionConfig;
@@ -227,8 +228,16 @@ struct WorkerReport {
     alerts: AlertCounts,
     kernel_drops: u64,
     queue_drops: u64,
-    reloads: (u64, u64),
     ended_by: &'static str,
+}
+
+/// A policy change the agent's one [`Reloader`] passes to a worker.
+struct PolicyChange {
+    /// What to apply: a new policy (every worker), a rejection to report (the first worker
+    /// only, so the collector hears of it once), or nothing (only the counts changed).
+    reload: Option<Reload>,
+    /// Reloads applied and rejected so far, for the worker's metrics.
+    counts: (u64, u64),
 }
 
 /// Runs until `stop` is set (by SIGTERM or Ctrl-C) or a pcap stream ends. Says what it captures
@@ -240,6 +249,11 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunErro
     let status = Arc::new(Status::new());
     let addr = agent_addr(&options.source);
     let policy = options.policy.as_ref().map(|(_, p)| p.clone());
+    let mut reloader = options
+        .policy
+        .as_ref()
+        .map(|(path, _)| Reloader::new(path))
+        .transpose()?;
     let alert_log = match &options.alerts {
         Some(path) => Some(SharedWriter::new(
             File::options()
@@ -300,14 +314,25 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunErro
     }
     eprintln!("otwatch-agent: capturing with {description}");
     let reports = std::thread::scope(|scope| {
+        let mut changes = Vec::with_capacity(captures.len());
         let handles: Vec<_> = captures
             .into_iter()
             .enumerate()
             .map(|(index, capture)| {
                 let shared = &shared;
-                scope.spawn(move || worker(shared, capture, several.then_some(index)))
+                let (tx, rx) = std::sync::mpsc::channel();
+                changes.push(tx);
+                scope.spawn(move || worker(shared, capture, several.then_some(index), &rx))
             })
             .collect();
+        // This thread watches the policy for all workers, so each change is seen (and
+        // reported) once, in order.
+        while !handles.iter().all(|h| h.is_finished()) {
+            std::thread::sleep(IDLE_WAIT);
+            if let Some(reloader) = reloader.as_mut() {
+                dispatch_reload(reloader, &changes);
+            }
+        }
         handles
             .into_iter()
             .map(|h| {
@@ -323,7 +348,9 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunErro
         kernel_drops: 0,
         queue_drops: 0,
         alerts: AlertCounts::default(),
-        policy_reloads: (0, 0),
+        policy_reloads: reloader
+            .as_ref()
+            .map_or((0, 0), |r| (r.reloads(), r.failures())),
         delivery: None,
         ended_by: "signal",
     };
@@ -335,10 +362,6 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunErro
                 report.alerts.merge(&w.alerts);
                 report.kernel_drops += w.kernel_drops;
                 report.queue_drops += w.queue_drops;
-                report.policy_reloads = (
-                    report.policy_reloads.0.max(w.reloads.0),
-                    report.policy_reloads.1.max(w.reloads.1),
-                );
                 report.ended_by = w.ended_by;
             }
             Err(e) => {
@@ -373,13 +396,9 @@ fn worker(
     shared: &Shared<'_>,
     capture: Capture,
     index: Option<usize>,
+    changes: &Receiver<PolicyChange>,
 ) -> Result<WorkerReport, RunError> {
     let options = shared.options;
-    let mut reloader = options
-        .policy
-        .as_ref()
-        .map(|(path, _)| Reloader::new(path))
-        .transpose()?;
     let mut detection = Detection::new(
         options.detection.clone(),
         shared.policy.clone(),
@@ -430,10 +449,8 @@ fn worker(
                 pipeline.tick(ts.saturating_add(at.elapsed()));
                 pipeline.observer_mut().1.0.flush_log();
             }
-            if let Some(reloader) = reloader.as_mut() {
-                // Every worker applies a new policy; only the first speaks of it.
-                let speaks = index.unwrap_or(0) == 0;
-                reload(reloader, &mut pipeline, &mut publisher, shared.addr, speaks);
+            while let Ok(change) = changes.try_recv() {
+                apply(change, &mut pipeline, &mut publisher, shared.addr);
             }
             let counters = capture.counters();
             publisher.extra.kernel_drops = counters.kernel_drops.load(Ordering::Relaxed);
@@ -462,55 +479,67 @@ fn worker(
         alerts,
         kernel_drops: publisher.extra.kernel_drops,
         queue_drops: publisher.extra.queue_drops,
-        reloads: (
-            publisher.extra.policy_reloads,
-            publisher.extra.policy_reload_failures,
-        ),
         ended_by,
     })
 }
 
-/// Applies a changed policy (or says why the new one was refused) between two batches, so no
-/// packet is lost and none is judged by half of each policy.
-fn reload(
-    reloader: &mut Reloader,
+/// Checks the policy file (and SIGHUP) and passes what changed to the workers: a new policy to
+/// every one, a rejection to the first only, which raises the alert the collector hears of.
+fn dispatch_reload(reloader: &mut Reloader, workers: &[Sender<PolicyChange>]) {
+    let Some(outcome) = reloader.poll() else {
+        return;
+    };
+    let counts = (reloader.reloads(), reloader.failures());
+    let mut rejected = None;
+    let policy = match outcome {
+        Reload::Loaded(policy, warnings) => {
+            for w in &warnings {
+                eprintln!("otwatch-agent: policy: warning: {w}");
+            }
+            eprintln!("otwatch-agent: policy reloaded (hash {})", policy.hash);
+            Some(policy)
+        }
+        Reload::Rejected(e) => {
+            eprintln!("otwatch-agent: new policy rejected, the previous one stays in force: {e}");
+            rejected = Some(Reload::Rejected(e));
+            None
+        }
+    };
+    for (i, worker) in workers.iter().enumerate() {
+        let reload = match &policy {
+            Some(p) => Some(Reload::Loaded(p.clone(), Vec::new())),
+            None if i == 0 => rejected.take(),
+            None => None,
+        };
+        // A worker that has stopped needs no policy.
+        let _ = worker.send(PolicyChange { reload, counts });
+    }
+}
+
+/// Applies a policy change between two batches, so no packet is lost and none is judged by
+/// half of each policy.
+fn apply(
+    change: PolicyChange,
     pipeline: &mut Pipeline<RunObserver>,
     publisher: &mut Publisher,
     addr: SocketAddr,
-    speaks: bool,
 ) {
-    let Some(outcome) = reloader.poll() else {
+    (
+        publisher.extra.policy_reloads,
+        publisher.extra.policy_reload_failures,
+    ) = change.counts;
+    let Some(reload) = change.reload else {
         return;
     };
     let ts = pipeline.last_ts();
     let (_, (detection, assets)) = pipeline.observer_mut();
-    match &outcome {
-        Reload::Loaded(policy, warnings) => {
-            if speaks {
-                for w in warnings {
-                    eprintln!("otwatch-agent: policy: warning: {w}");
-                }
-                eprintln!("otwatch-agent: policy reloaded (hash {})", policy.hash);
-            }
-            publisher.extra.policy_hash = Some(policy.hash.clone());
-            if let Some(assets) = assets {
-                assets.set_policy(Some(policy.clone()));
-            }
-        }
-        Reload::Rejected(e) => {
-            if speaks {
-                eprintln!(
-                    "otwatch-agent: new policy rejected, the previous one stays in force: {e}"
-                );
-            }
+    if let Reload::Loaded(policy, _) = &reload {
+        publisher.extra.policy_hash = Some(policy.hash.clone());
+        if let Some(assets) = assets {
+            assets.set_policy(Some(policy.clone()));
         }
     }
-    // A rejected policy changes nothing; the alert that says so is raised once.
-    if speaks || matches!(outcome, Reload::Loaded(..)) {
-        detection.apply_reload(outcome, ts, addr);
-    }
-    publisher.extra.policy_reloads = reloader.reloads();
-    publisher.extra.policy_reload_failures = reloader.failures();
+    detection.apply_reload(reload, ts, addr);
 }
 
 fn view(pipeline: &Pipeline<RunObserver>) -> View<'_> {

@@ -66,7 +66,7 @@ impl Snapshot {
         if self.policy_hash.is_none() {
             self.policy_hash.clone_from(&other.policy_hash);
         }
-        // Every worker reloads the same file: count the reloads once.
+        // Every worker carries the agent's one reload count: count it once.
         self.policy_reloads = self.policy_reloads.max(other.policy_reloads);
         self.policy_reload_failures = self
             .policy_reload_failures

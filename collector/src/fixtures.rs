@@ -1,4 +1,5 @@
-//! Alerts and batches for the collector's unit tests.
+//! Alerts and batches for the collector's unit tests (compiled only for them).
+// The addresses parsed here are literals written in the tests: a typo is a failed test.
 #![allow(clippy::unwrap_used)]
 
 use otwatch_rules::alert::{Alert, SCHEMA_VERSION as ALERT_SCHEMA, Severity};

@@ -324,7 +324,7 @@ fn on_loopback_with_two_workers_each_transaction_and_alert_is_seen_once_the_poli
         1.0,
         Duration::from_secs(10),
     );
-    // Each worker reloads on its own; the first one says so.
+    // The agent watches the file once for all workers and says so.
     agent.wait_for_log("new policy rejected", Duration::from_secs(10));
     std::fs::write(&policy, LOOPBACK_POLICY).unwrap();
     agent.wait_metric(

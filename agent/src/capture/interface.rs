@@ -5,6 +5,7 @@ use std::os::fd::OwnedFd;
 
 use pnet_datalink::NetworkInterface;
 
+use super::bpf::Program;
 use super::socket;
 
 /// Why the interface cannot be captured on. The messages say what to do.
@@ -72,4 +73,33 @@ pub fn os_error(interface: &str, what: &'static str) -> impl FnOnce(std::io::Err
         what,
         source,
     }
+}
+
+/// Whether to ignore frames this host sends: as configured, else only on loopback (where every
+/// frame is both sent and received, and would be seen twice).
+pub fn ignores_outgoing(setting: Option<bool>, interface: &NetworkInterface) -> bool {
+    setting.unwrap_or_else(|| interface.is_loopback())
+}
+
+/// How a socket captures, for the start-up line: "promiscuous, ignoring outgoing frames,
+/// filter tcp or udp".
+pub fn describe_mode(promiscuous: bool, ignore_outgoing: bool, filter: &Program) -> String {
+    format!(
+        "{}{}, filter {}",
+        if promiscuous {
+            "promiscuous"
+        } else {
+            "not promiscuous"
+        },
+        if ignore_outgoing {
+            ", ignoring outgoing frames"
+        } else {
+            ""
+        },
+        if *filter == Program::tcp_or_udp() {
+            "tcp or udp".to_string()
+        } else {
+            format!("of {} instructions", filter.instructions().len())
+        }
+    )
 }

@@ -66,9 +66,7 @@ impl PnetSource {
             .map_err(os("capture filter"))?;
         let granted = socket::set_receive_buffer(fd.as_fd(), options.socket_buffer)
             .map_err(os("receive buffer"))?;
-        let ignore_outgoing = options
-            .ignore_outgoing
-            .unwrap_or_else(|| interface.is_loopback());
+        let ignore_outgoing = interface::ignores_outgoing(options.ignore_outgoing, &interface);
         if ignore_outgoing {
             socket::ignore_outgoing(fd.as_fd()).map_err(os("PACKET_IGNORE_OUTGOING"))?;
         }
@@ -89,17 +87,8 @@ impl PnetSource {
             }
         };
         let description = format!(
-            "pnet on {name} ({}{}, socket buffer {} KiB)",
-            if options.promiscuous {
-                "promiscuous"
-            } else {
-                "not promiscuous"
-            },
-            if ignore_outgoing {
-                ", ignoring outgoing frames"
-            } else {
-                ""
-            },
+            "pnet on {name} ({}, socket buffer {} KiB)",
+            interface::describe_mode(options.promiscuous, ignore_outgoing, &options.filter),
             granted / 1024
         );
         Ok(Self {

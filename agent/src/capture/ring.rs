@@ -141,9 +141,7 @@ impl RingSource {
         socket::use_tpacket_v3(fd.as_fd()).map_err(os("PACKET_VERSION"))?;
         socket::attach_filter(fd.as_fd(), &options.filter.to_kernel())
             .map_err(os("capture filter"))?;
-        let ignore_outgoing = options
-            .ignore_outgoing
-            .unwrap_or_else(|| iface.is_loopback());
+        let ignore_outgoing = interface::ignores_outgoing(options.ignore_outgoing, &iface);
         if ignore_outgoing {
             socket::ignore_outgoing(fd.as_fd()).map_err(os("PACKET_IGNORE_OUTGOING"))?;
         }
@@ -170,24 +168,10 @@ impl RingSource {
                 .map_err(os("PACKET_FANOUT"))?;
         }
         let description = format!(
-            "TPACKET_V3 ring on {name} ({} x {} KiB blocks, {}{}, filter {}{})",
+            "TPACKET_V3 ring on {name} ({} x {} KiB blocks, {}{})",
             options.blocks,
             options.block_size / 1024,
-            if options.promiscuous {
-                "promiscuous"
-            } else {
-                "not promiscuous"
-            },
-            if ignore_outgoing {
-                ", ignoring outgoing frames"
-            } else {
-                ""
-            },
-            if options.filter == Program::tcp_or_udp() {
-                "tcp or udp".to_string()
-            } else {
-                format!("of {} instructions", options.filter.instructions().len())
-            },
+            interface::describe_mode(options.promiscuous, ignore_outgoing, &options.filter),
             match options.fanout {
                 Some((group, workers)) => {
                     format!(", fanout group {group} of {workers} by host pair")
