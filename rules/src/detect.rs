@@ -240,7 +240,8 @@ impl Engine {
         event: &FlowEvent<'_>,
         out: &mut impl FnMut(Alert),
     ) {
-        if ts.since(self.last_flush) >= Duration::from_secs(1) {
+        // In nanoseconds: this runs for every event.
+        if ts.as_nanos().saturating_sub(self.last_flush.as_nanos()) >= 1_000_000_000 {
             self.flush(ts, out);
         }
         let Self {

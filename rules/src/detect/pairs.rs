@@ -1,9 +1,9 @@
 //! Per master/target pair state, looked up once per event.
 //!
 //! Detectors and the policy both keep state per (master, target): the policy's candidate rules
-//! and rate buckets, the scan detectors' windows. Pairs are interned to small ids with one
-//! integer-keyed lookup per event (the previous event's pair is remembered, since a request and
-//! its transaction follow each other), instead of one lookup per detector keyed by addresses.
+//! and rate buckets, the scan detectors' windows. Pairs are interned to small ids, found first
+//! in a small table indexed by flow id (a flow's pair never changes), then by one
+//! integer-keyed lookup, instead of one lookup per detector keyed by addresses.
 //!
 //! Invariant: at most [`Pairs::MAX`] pairs are held; beyond that all pair state is dropped and
 //! rebuilt, which costs a few missed windows, never memory.
@@ -32,12 +32,28 @@ pub(super) struct PairState {
     pub points: Vec<(u8, Distinct)>,
 }
 
+/// Slots of the flow-id table.
+const RECENT: usize = 256;
+
+/// A flow's pair as remembered in the flow-id table: flow id, pair key, pair id.
+type Recent = (u64, (u128, u128), u32);
+
 /// All pairs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Pairs {
     index: FxHashMap<(u128, u128), u32>,
     states: Vec<PairState>,
-    last: Option<((u128, u128), u32)>,
+    recent: Vec<Option<Recent>>,
+}
+
+impl Default for Pairs {
+    fn default() -> Self {
+        Self {
+            index: FxHashMap::default(),
+            states: Vec::new(),
+            recent: vec![None; RECENT],
+        }
+    }
 }
 
 impl Pairs {
@@ -47,24 +63,33 @@ impl Pairs {
     /// The id of the flow's pair, and whether the pair is new.
     pub fn intern(&mut self, flow: &FlowInfo) -> (u32, bool) {
         let key = (bits(flow.client.ip()), bits(flow.server.ip()));
-        if let Some((k, id)) = self.last
-            && k == key
+        let slot = (flow.id % RECENT as u64) as usize;
+        // The key is compared too: flow ids are only unique within one capture.
+        if let Some(Some((f, k, id))) = self.recent.get(slot)
+            && *f == flow.id
+            && *k == key
         {
-            return (id, false);
+            return (*id, false);
         }
-        if let Some(&id) = self.index.get(&key) {
-            self.last = Some((key, id));
-            return (id, false);
+        let found = self.index.get(&key).copied();
+        let (id, new) = match found {
+            Some(id) => (id, false),
+            None => {
+                if self.states.len() >= Self::MAX {
+                    self.index.clear();
+                    self.states.clear();
+                    self.recent.fill(None);
+                }
+                let id = u32::try_from(self.states.len()).unwrap_or(u32::MAX);
+                self.states.push(PairState::default());
+                self.index.insert(key, id);
+                (id, true)
+            }
+        };
+        if let Some(r) = self.recent.get_mut(slot) {
+            *r = Some((flow.id, key, id));
         }
-        if self.states.len() >= Self::MAX {
-            self.index.clear();
-            self.states.clear();
-        }
-        let id = u32::try_from(self.states.len()).unwrap_or(u32::MAX);
-        self.states.push(PairState::default());
-        self.index.insert(key, id);
-        self.last = Some((key, id));
-        (id, true)
+        (id, new)
     }
 
     /// The state of pair `id`.
@@ -101,3 +126,6 @@ pub(super) fn slot<K: PartialEq, V: Default>(list: &mut Vec<(K, V)>, key: K) -> 
     // `i` is in bounds: found above, or the entry just pushed.
     &mut list[i].1
 }
+
+#[cfg(test)]
+mod tests;

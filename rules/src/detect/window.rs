@@ -5,24 +5,38 @@ use std::time::Duration;
 use crate::time::Timestamp;
 
 /// Distinct items seen in a window that starts with the first item. Thresholds are small, so
-/// a vector beats a hash set.
+/// a vector beats a hash set; and since masters poll the same items in the same order, the
+/// item after the last one found is checked first.
 #[derive(Debug, Default)]
 pub(super) struct Distinct {
     start: Timestamp,
     items: Vec<u32>,
+    /// Where the next item is expected.
+    next: usize,
     fired: bool,
 }
 
 impl Distinct {
     /// Adds an item; true the first time the window holds `threshold` distinct items.
     pub fn add(&mut self, ts: Timestamp, window: Duration, item: u32, threshold: u32) -> bool {
-        if ts.since(self.start) >= window || self.items.is_empty() {
+        if expired(self.start, ts, window) || self.items.is_empty() {
             self.start = ts;
             self.items.clear();
+            self.next = 0;
             self.fired = false;
         }
-        if self.items.len() < threshold as usize && !self.items.contains(&item) {
-            self.items.push(item);
+        let found = if self.items.get(self.next) == Some(&item) {
+            Some(self.next)
+        } else {
+            self.items.iter().position(|&i| i == item)
+        };
+        match found {
+            Some(i) => self.next = (i + 1) % self.items.len(),
+            None if self.items.len() < threshold as usize => {
+                self.items.push(item);
+                self.next = 0;
+            }
+            None => {}
         }
         if !self.fired && self.items.len() >= threshold as usize {
             self.fired = true;
@@ -42,7 +56,7 @@ pub(super) struct Counter {
 impl Counter {
     /// Counts one; true when the window reaches `threshold` (again).
     pub fn add(&mut self, ts: Timestamp, window: Duration, threshold: u32) -> bool {
-        if ts.since(self.start) >= window || self.count == 0 {
+        if expired(self.start, ts, window) || self.count == 0 {
             self.start = ts;
             self.count = 0;
         }
@@ -50,3 +64,12 @@ impl Counter {
         self.count >= threshold && self.count.is_multiple_of(threshold)
     }
 }
+
+/// Whether a window opened at `start` has ended by `now` (a capture stepping back counts as no
+/// time passing). In nanoseconds: this runs for every request.
+fn expired(start: Timestamp, now: Timestamp, window: Duration) -> bool {
+    u128::from(now.as_nanos().saturating_sub(start.as_nanos())) >= window.as_nanos()
+}
+
+#[cfg(test)]
+mod tests;

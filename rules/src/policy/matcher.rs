@@ -224,9 +224,12 @@ impl RangeSet {
             return true;
         }
         let last = u32::from(address) + u32::from(quantity) - 1;
-        self.0
-            .iter()
-            .any(|&(s, e)| s <= address && last <= u32::from(e))
+        // Ranges are sorted and merged, so only the last one starting at or before `address`
+        // can hold it; a binary search finds it without a data-dependent loop exit.
+        let i = self.0.partition_point(|&(s, _)| s <= address);
+        i.checked_sub(1)
+            .and_then(|i| self.0.get(i))
+            .is_some_and(|&(_, e)| last <= u32::from(e))
     }
 
     /// Whether every address of `other` is in `self`.
@@ -294,9 +297,11 @@ impl Rate {
 }
 
 /// A token bucket enforcing a [`Rate`] in capture time.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateState {
-    tokens: f64,
+    /// Tokens, in units of 1/period-in-nanoseconds of a token: whole integers, so refilling
+    /// is exact and costs no division.
+    scaled: u128,
     last: Timestamp,
 }
 
@@ -304,24 +309,36 @@ impl RateState {
     /// A full bucket.
     pub fn new(rate: Rate, now: Timestamp) -> Self {
         Self {
-            tokens: f64::from(rate.count),
+            scaled: capacity(rate),
             last: now,
         }
     }
 
-    /// Takes one token; false when the rate is exceeded.
+    /// Takes one token; false when the rate is exceeded. The bucket holds `count` tokens and
+    /// refills `count` per `period`.
     pub fn take(&mut self, rate: Rate, now: Timestamp) -> bool {
-        let elapsed = now.since(self.last).as_secs_f64();
+        let elapsed = u128::from(now.as_nanos().saturating_sub(self.last.as_nanos()));
         self.last = self.last.max(now);
-        let per_second = f64::from(rate.count) / rate.period.as_secs_f64().max(1e-9);
-        self.tokens = (self.tokens + elapsed * per_second).min(f64::from(rate.count));
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let refill = elapsed.saturating_mul(u128::from(rate.count));
+        self.scaled = self.scaled.saturating_add(refill).min(capacity(rate));
+        let one = period_nanos(rate);
+        if self.scaled >= one {
+            self.scaled -= one;
             true
         } else {
             false
         }
     }
+}
+
+/// One token in [`RateState`]'s units.
+fn period_nanos(rate: Rate) -> u128 {
+    rate.period.as_nanos().max(1)
+}
+
+/// A full bucket in [`RateState`]'s units.
+fn capacity(rate: Rate) -> u128 {
+    period_nanos(rate).saturating_mul(u128::from(rate.count))
 }
 
 /// Hours of the day (and optionally days of the week) when a rule applies, in plant time.

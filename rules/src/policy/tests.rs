@@ -260,3 +260,41 @@ fn time_window_wraps_midnight_and_respects_days_and_offset() {
 }
 
 use crate::time::Timestamp;
+
+#[test]
+fn a_rate_bucket_holds_its_count_and_refills_count_per_period() {
+    use crate::policy::matcher::{Rate, RateState};
+    use crate::time::Timestamp;
+    let rate = Rate::parse("3/s").unwrap();
+    let t = |ms: u64| Timestamp::from_nanos(5_000_000_000 + ms * 1_000_000);
+    let mut bucket = RateState::new(rate, t(0));
+    let burst: Vec<bool> = (0..4).map(|_| bucket.take(rate, t(0))).collect();
+    assert_eq!(
+        burst,
+        [true, true, true, false],
+        "a full bucket holds three"
+    );
+    assert!(
+        !bucket.take(rate, t(300)),
+        "a third of a second less a little: no token yet"
+    );
+    assert!(bucket.take(rate, t(334)), "a third of a second refills one");
+    assert!(!bucket.take(rate, t(334)));
+    // A long silence refills the bucket to its count, no more.
+    let later: Vec<bool> = (0..4).map(|_| bucket.take(rate, t(60_000))).collect();
+    assert_eq!(later, [true, true, true, false]);
+    // A capture stepping back in time neither refills nor breaks the bucket.
+    assert!(!bucket.take(rate, t(59_000)));
+}
+
+#[test]
+fn a_span_is_covered_only_when_one_merged_range_holds_all_of_it() {
+    use crate::policy::matcher::RangeSet;
+    let set = RangeSet::from_ranges(vec![(100, 100), (20, 29), (0, 9), (10, 12)]);
+    assert_eq!(set.ranges(), &[(0, 12), (20, 29), (100, 100)]);
+    let covered = |a, q| set.covers_span(a, q);
+    assert!(covered(0, 13) && covered(20, 10) && covered(100, 1) && covered(50, 0));
+    assert!(!covered(5, 10), "runs past 12");
+    assert!(!covered(13, 1) && !covered(19, 2) && !covered(30, 1) && !covered(101, 1));
+    assert!(!covered(65_535, 1) && !RangeSet::default().covers_span(0, 1));
+}
