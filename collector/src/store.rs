@@ -7,8 +7,9 @@
 //! - [`Store::ingest`] returns only after the batch is durable (applied atomically, flushed), so
 //!   an acknowledged alert survives `kill -9`.
 //! - An alert and its index postings are written in the same atomic batch. Retention removes
-//!   the oldest alerts and then every posting that lists only removed alerts; a posting may
-//!   briefly list alerts already removed, and queries skip those.
+//!   the oldest alerts, then every group of postings (those whose newest alert falls in one
+//!   second) whose newest alert is gone. A posting may still list removed alerts until its
+//!   group goes; queries skip those.
 //! - The schema version is written on first open and checked on every open; an older store is
 //!   upgraded in place before anything else reads it.
 //!
@@ -110,10 +111,12 @@ impl<K: Kv> Store<K> {
                 kv.flush()?;
             }
         }
-        Ok(Self {
+        let store = Self {
             kv,
             writer: Mutex::new(()),
-        })
+        };
+        store.remove_spent_postings()?;
+        Ok(store)
     }
 
     /// The engine underneath.
@@ -167,9 +170,10 @@ impl<K: Kv> Store<K> {
         if reply.duplicates > 0 {
             postings = keys::postings(indexed.iter().map(|(s, a)| (s, *a)));
         }
-        if let Some(newest) = indexed.iter().map(|(s, _)| s).max() {
-            let list = keys::posting_list(postings.iter().map(|(k, _)| k.as_slice()));
-            b.put(keys::named(keys::BATCH_POSTINGS, newest), list);
+        for (record, list) in
+            keys::posting_records(postings.iter().map(|(k, _)| k.as_slice()), false)
+        {
+            b.put(record, list);
         }
         for (key, posting) in postings {
             b.put(key, posting);
@@ -249,7 +253,14 @@ impl<K: Kv> Store<K> {
         let same = |i: &Incident| {
             i.rule == alert.rule && i.src_ip == alert.src_ip && i.dst_ip == alert.dst_ip
         };
-        let current = match pending.iter().position(same) {
+        // The newest for this key: a batch may hold a closed one and the one that replaced it.
+        let newest = pending
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| same(i))
+            .max_by_key(|(_, i)| i.id)
+            .map(|(index, _)| index);
+        let current = match newest {
             Some(i) => Some(pending.swap_remove(i)),
             None => match self.kv.get(&keys::incident_key(&alert.rule, &src, &dst))? {
                 Some(id) => self.incident(u64_of(&id))?,
@@ -501,22 +512,25 @@ impl<K: Kv> Store<K> {
         Ok(removed)
     }
 
-    /// Removes the postings of every batch whose newest alert is older than the oldest alert
-    /// left: all they list is gone. Alerts are only ever removed oldest first, so that is exact.
+    /// Removes every group of postings whose newest alert is older than the oldest alert left:
+    /// all they list is gone. Runs under the writer lock (a batch ingested meanwhile could list
+    /// older alerts) and at open (a crash may have come between removing alerts and this).
     fn remove_spent_postings(&self) -> Result<(), StoreError> {
         let oldest = scan_prefix(&self.kv, &[keys::ALERT], Order::Ascending, 1)?;
         let end = match oldest.first().and_then(|(k, _)| keys::suffix_of(k)) {
-            Some(suffix) => keys::named(keys::BATCH_POSTINGS, &suffix),
-            None => vec![keys::BATCH_POSTINGS + 1],
+            Some(suffix) => keys::named(keys::POSTING_RECORDS, &suffix),
+            None => vec![keys::POSTING_RECORDS + 1],
         };
         loop {
             let page = self.kv.range(
-                Bound::Included(&[keys::BATCH_POSTINGS][..]),
+                Bound::Included(&[keys::POSTING_RECORDS][..]),
                 Bound::Excluded(end.as_slice()),
                 Order::Ascending,
-                64,
+                256,
             )?;
             if page.is_empty() {
+                // Stale postings are harmless to queries; one flush at the end is enough.
+                self.kv.flush()?;
                 return Ok(());
             }
             let mut b = Batch::new();
@@ -527,7 +541,6 @@ impl<K: Kv> Store<K> {
                 b.delete(k.clone());
             }
             self.kv.apply(b)?;
-            self.kv.flush()?;
         }
     }
 

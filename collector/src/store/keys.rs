@@ -6,8 +6,8 @@
 //! | `M` | `M` + name | metadata (schema version) |
 //! | `A` | `A` + capture time (8) + alert id (16) | alert (JSON) |
 //! | `I` | `I` + alert id (16) | capture time (8): idempotency and lookup |
-//! | `X` | `X` + field + value + `0` + newest time (8) + id (16) | posting: the time-and-id of every alert of one batch with that value within [`POSTING_SPAN`] |
-//! | `P` | `P` + newest time (8) + id (16) of a batch (+ the posting key, for postings upgraded from schema 1) | the batch's posting keys (each a 2-byte length, then the key): for retention |
+//! | `X` | `X` + field + value + `0` + newest time (8) + id (16) | posting: the time-and-id of every alert of one batch with that value within [`POSTING_SPAN_NANOS`] |
+//! | `P` | `P` + newest time (8) + id (16) of a group of postings (+ the first posting key, for postings upgraded from schema 1) | the group's posting keys (each a 4-byte length, then the key): for retention |
 //! | `G` | `G` + agent name | agent record (JSON) |
 //! | `S` | `S` + address | asset record (JSON) |
 //! | `N` | `N` + incident id (8) | incident (JSON) |
@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 use otwatch_rules::alert::Alert;
 
 /// The widest capture-time span one posting covers. A posting's key carries its newest alert,
-/// so a query for alerts before time T finds every alert it needs among the postings keyed
-/// before T + span; the span bounds that overlap. One second keeps it small at any alert rate
+/// so a query for alerts before time T finds every alert it needs among the postings keyed at
+/// or before T + span; the span bounds that overlap. One second keeps it small at any alert rate
 /// while a busy batch still shares one posting per value.
 pub const POSTING_SPAN_NANOS: u64 = 1_000_000_000;
 
@@ -32,8 +32,8 @@ pub const ALERT: u8 = b'A';
 pub const ID: u8 = b'I';
 /// Secondary indexes: postings.
 pub const INDEX: u8 = b'X';
-/// Each batch's postings by its newest alert.
-pub const BATCH_POSTINGS: u8 = b'P';
+/// Postings listed by group, under the group's newest alert.
+pub const POSTING_RECORDS: u8 = b'P';
 /// Agents.
 pub const AGENT: u8 = b'G';
 /// Assets.
@@ -111,7 +111,7 @@ pub fn index_prefix(field: Field, value: &[u8]) -> Vec<u8> {
 }
 
 /// The index values of an alert: agent, source and destination, severity, rule, techniques.
-fn index_values(alert: &Alert) -> Vec<(Field, Vec<u8>)> {
+pub(super) fn index_values(alert: &Alert) -> Vec<(Field, Vec<u8>)> {
     let mut values: Vec<(Field, Vec<u8>)> = vec![
         (Field::Agent, alert.agent.as_bytes().to_vec()),
         (Field::Asset, alert.src_ip.to_string().into_bytes()),
@@ -178,23 +178,57 @@ pub fn posting_entries(value: &[u8]) -> impl Iterator<Item = [u8; 24]> + '_ {
     value.chunks_exact(24).filter_map(|c| c.try_into().ok())
 }
 
-/// The list of a batch's posting keys, for the record keyed by the batch's newest alert.
-pub fn posting_list<'a>(posting_keys: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+/// The records that list postings for retention: postings grouped by the second their newest
+/// alert falls in, each group under `P` + its newest suffix (+ `unique`'s first posting key, when
+/// groups made separately may share a newest alert). A group is removed once its newest alert
+/// is gone, so grouping by second keeps one far-off alert (a skewed clock) from holding the
+/// postings of a whole batch.
+pub fn posting_records<'a>(
+    posting_keys: impl IntoIterator<Item = &'a [u8]>,
+    unique: bool,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut groups: BTreeMap<u64, ([u8; 24], Vec<&[u8]>)> = BTreeMap::new();
+    for key in posting_keys {
+        let Some(newest) = suffix_of(key) else {
+            continue;
+        };
+        let group = groups
+            .entry(time_of(&newest) / POSTING_SPAN_NANOS)
+            .or_insert((newest, Vec::new()));
+        group.0 = group.0.max(newest);
+        group.1.push(key);
+    }
+    groups
+        .into_values()
+        .map(|(newest, keys)| {
+            let mut record = named(POSTING_RECORDS, &newest);
+            if unique && let Some(first) = keys.first() {
+                record.extend_from_slice(first);
+            }
+            (record, posting_list(keys))
+        })
+        .collect()
+}
+
+/// Posting keys, each as a 4-byte length and the key.
+fn posting_list(posting_keys: Vec<&[u8]>) -> Vec<u8> {
     let mut out = Vec::new();
     for key in posting_keys {
-        // Index keys are short (a field, an agent name, a rule id or an address, and a suffix).
-        let len = u16::try_from(key.len()).unwrap_or(u16::MAX);
+        // Keys are far below 4 GiB: a request body is limited to a few megabytes.
+        let len = u32::try_from(key.len()).unwrap_or(u32::MAX);
         out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(key.get(..usize::from(len)).unwrap_or(key));
+        out.extend_from_slice(key);
     }
     out
 }
 
-/// The posting keys in a [`posting_list`].
+/// The posting keys in a record of [`posting_records`].
 pub fn posting_keys(mut list: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
-    while let Some((len, rest)) = list.split_first_chunk::<2>() {
-        let len = usize::from(u16::from_be_bytes(*len));
+    while let Some((len, rest)) = list.split_first_chunk::<4>() {
+        let Ok(len) = usize::try_from(u32::from_be_bytes(*len)) else {
+            break;
+        };
         let Some((key, rest)) = rest.split_at_checked(len) else {
             break;
         };

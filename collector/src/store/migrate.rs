@@ -10,9 +10,17 @@ use crate::kv::{Batch, Kv, Order};
 /// The schema before postings.
 pub(super) const V1: u32 = 1;
 
+/// Old index keys read per page.
+const PAGE: usize = 4096;
+
+/// Old index keys being gathered into one posting: their value's prefix, the first one's
+/// capture time, and the keys.
+type Run<'a> = (Vec<u8>, u64, Vec<&'a [u8]>);
+
 /// Schema 1 kept one empty index key per alert and value (`X` + field + value + `0` + time and
-/// id). Each becomes a posting that lists its one alert, under the same key, with a `P` record
-/// (its alert's suffix, then the posting key) so that retention removes it with its alert.
+/// id). Runs of them with the same value within [`keys::POSTING_SPAN_NANOS`] become one posting
+/// under the run's newest key (the others are deleted), listed by posting records as ingest
+/// lists its own: the store ends up the size schema 2 would have made it.
 pub(super) fn from_v1<K: Kv>(kv: &K, version_key: Vec<u8>, to: u32) -> Result<(), StoreError> {
     let (first, end) = ([keys::INDEX], [keys::INDEX + 1]);
     let mut after: Option<Vec<u8>> = None;
@@ -21,21 +29,39 @@ pub(super) fn from_v1<K: Kv>(kv: &K, version_key: Vec<u8>, to: u32) -> Result<()
             Some(k) => Bound::Excluded(k.as_slice()),
             None => Bound::Included(&first[..]),
         };
-        let page = kv.range(start, Bound::Excluded(&end[..]), Order::Ascending, 512)?;
+        let page = kv.range(start, Bound::Excluded(&end[..]), Order::Ascending, PAGE)?;
         let Some((last, _)) = page.last() else {
             break;
         };
         after = Some(last.clone());
         let mut b = Batch::new();
+        let mut postings: Vec<Vec<u8>> = Vec::new();
+        let mut run: Option<Run<'_>> = None;
         for (key, value) in &page {
             // A key with a value is a posting already: this page was upgraded before a crash.
-            let Some(suffix) = keys::suffix_of(key).filter(|_| value.is_empty()) else {
-                continue;
+            let old = keys::suffix_of(key)
+                .filter(|_| value.is_empty())
+                .and_then(|s| Some((key.get(..key.len() - 24)?.to_vec(), keys::time_of(&s))));
+            let joins = match (&run, &old) {
+                (Some((prefix, start, _)), Some((p, t))) => {
+                    prefix == p && t.saturating_sub(*start) <= keys::POSTING_SPAN_NANOS
+                }
+                _ => false,
             };
-            let mut record = keys::named(keys::BATCH_POSTINGS, &suffix);
-            record.extend_from_slice(key);
-            b.put(record, keys::posting_list([key.as_slice()]));
-            b.put(key.clone(), suffix.to_vec());
+            if !joins && let Some((_, _, members)) = run.take() {
+                postings.push(close(&mut b, &members));
+            }
+            if let Some((prefix, t)) = old {
+                run.get_or_insert_with(|| (prefix, t, Vec::new()))
+                    .2
+                    .push(key.as_slice());
+            }
+        }
+        if let Some((_, _, members)) = run.take() {
+            postings.push(close(&mut b, &members));
+        }
+        for (record, list) in keys::posting_records(postings.iter().map(Vec::as_slice), true) {
+            b.put(record, list);
         }
         kv.apply(b)?;
         kv.flush()?;
@@ -45,4 +71,20 @@ pub(super) fn from_v1<K: Kv>(kv: &K, version_key: Vec<u8>, to: u32) -> Result<()
     kv.apply(b)?;
     kv.flush()?;
     Ok(())
+}
+
+/// Turns a run of old index keys (same value, ascending) into one posting under its newest key;
+/// returns that key.
+fn close(b: &mut Batch, members: &[&[u8]]) -> Vec<u8> {
+    let suffixes: Vec<u8> = members
+        .iter()
+        .filter_map(|k| keys::suffix_of(k))
+        .flatten()
+        .collect();
+    let newest = members.last().map(|k| k.to_vec()).unwrap_or_default();
+    for k in members.iter().take(members.len().saturating_sub(1)) {
+        b.delete(k.to_vec());
+    }
+    b.put(newest.clone(), suffixes);
+    newest
 }

@@ -2,8 +2,10 @@
 //!
 //! A query reads one ordered source: the postings of its most selective filter (rule, agent,
 //! technique, asset), the severity postings at or above its minimum merged by time, or the time
-//! order itself; the remaining filters are checked on each alert. Every query reads a bounded
-//! number of entries and hands back a cursor where it stopped.
+//! order itself; the remaining filters are checked on each alert. Every query considers at
+//! most [`MAX_SCAN`] alerts and hands back a cursor where it stopped; besides those, a query
+//! with an upper bound (`until` or a cursor) rereads the postings keyed up to one second past
+//! it.
 //!
 //! Postings overlap in time (each covers one batch's alerts of one value within
 //! [`keys::POSTING_SPAN_NANOS`], keyed by the newest), so a source hands out its newest pending

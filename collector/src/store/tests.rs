@@ -287,26 +287,36 @@ fn every_query_over_overlapping_batches_matches_a_full_scan_page_by_page() {
         },
     ];
     for filter in &filters {
-        let mut expected: Vec<&Alert> = all.iter().filter(|a| filter.matches(a)).collect();
-        expected.sort_by_key(|a| std::cmp::Reverse((a.ts, a.id.clone())));
-        let expected: Vec<&str> = expected.iter().map(|a| a.id.as_str()).collect();
-        assert!(expected.len() > 20, "{filter:?} selects enough to page");
         for page_size in [7, 100] {
-            let mut seen = Vec::new();
-            let mut cursor = None;
-            loop {
-                let page = s
-                    .query_alerts(filter, cursor.as_deref(), page_size)
-                    .unwrap();
-                seen.extend(page.alerts.iter().map(|a| a.id.clone()));
-                match page.next {
-                    Some(next) => cursor = Some(next),
-                    None => break,
-                }
-            }
-            assert_eq!(seen, expected, "{filter:?}, pages of {page_size}");
+            assert_pages_match_a_full_scan(&s, &all, filter, page_size);
         }
     }
+}
+
+/// Pages through `filter`'s alerts and checks they are exactly `all`'s matches, newest first.
+fn assert_pages_match_a_full_scan<K: Kv>(
+    s: &Store<K>,
+    all: &[Alert],
+    filter: &AlertFilter,
+    page_size: usize,
+) {
+    let mut expected: Vec<&Alert> = all.iter().filter(|a| filter.matches(a)).collect();
+    expected.sort_by_key(|a| std::cmp::Reverse((a.ts, a.id.clone())));
+    let expected: Vec<&str> = expected.iter().map(|a| a.id.as_str()).collect();
+    assert!(expected.len() > 20, "{filter:?} selects enough to page");
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = s
+            .query_alerts(filter, cursor.as_deref(), page_size)
+            .unwrap();
+        seen.extend(page.alerts.iter().map(|a| a.id.clone()));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, expected, "{filter:?}, pages of {page_size}");
 }
 
 #[test]
@@ -384,6 +394,29 @@ fn an_alert_long_after_the_last_starts_a_new_incident() {
     )
     .unwrap();
     assert_eq!(s.incidents(None, 10).unwrap().len(), 2);
+}
+
+#[test]
+fn alerts_after_a_quiet_spell_in_one_batch_all_join_the_one_new_incident() {
+    let s = store();
+    let at = |n: u64, secs: u64| {
+        let mut a = alert(n, "r", Severity::Medium, "10.0.0.1", "10.0.0.2", "a1");
+        a.ts = Timestamp::from_secs(secs);
+        a
+    };
+    s.ingest(&batch("a1", vec![at(1, 1_000)]), NOW).unwrap();
+    // Two hours later: the first of these opens a new incident, the others join it.
+    let later = (2..6).map(|n| at(n, 8_200 + n)).collect();
+    s.ingest(&batch("a1", later), NOW).unwrap();
+    let incidents = s.incidents(None, 10).unwrap();
+    let counts: Vec<u64> = incidents.iter().map(|i| i.alerts).collect();
+    assert_eq!(counts, [4, 1], "newest first");
+    s.ingest(&batch("a1", vec![at(9, 8_300)]), NOW).unwrap();
+    assert_eq!(
+        s.incidents(None, 10).unwrap()[0].alerts,
+        5,
+        "the open one stays the key's"
+    );
 }
 
 #[test]
@@ -496,20 +529,43 @@ fn retention_by_age_removes_old_alerts_and_their_index_entries() {
     let by_rule = of_rule_r(&s, 100);
     assert_eq!(by_rule.alerts.len(), 5);
     let postings = crate::kv::scan_prefix(s.kv(), &[keys::INDEX], Order::Ascending, 1000).unwrap();
-    // One batch: its postings stay while any alert they list does.
-    assert_eq!(postings.len(), 30, "five postings for each of six values");
+    // Alerts one second apart pair up in postings; of the five per value, the two whose alerts
+    // are all gone went, [1004 s, 1005 s] stays with 1005.
+    assert_eq!(postings.len(), 18, "three postings for each of six values");
     let removed = s
         .enforce_retention(Some(Timestamp::from_secs(2_000)), None)
         .unwrap();
     assert_eq!(removed, 5);
-    for namespace in [keys::INDEX, keys::BATCH_POSTINGS, keys::ID, keys::ALERT] {
+    for namespace in [keys::INDEX, keys::POSTING_RECORDS, keys::ID, keys::ALERT] {
         let left = crate::kv::scan_prefix(s.kv(), &[namespace], Order::Ascending, 10).unwrap();
         assert!(left.is_empty(), "{} left: {left:?}", namespace as char);
     }
 }
 
 #[test]
-fn retention_removes_the_postings_of_batches_whose_alerts_are_all_gone() {
+fn an_alert_from_a_skewed_clock_keeps_only_its_own_postings() {
+    let s = store();
+    let mut alerts: Vec<Alert> = (0..5)
+        .map(|n| alert(n, "r", Severity::Low, "10.0.0.1", "10.0.0.2", "a1"))
+        .collect();
+    let mut future = alert(5, "r", Severity::Low, "10.0.0.1", "10.0.0.2", "a1");
+    future.ts = Timestamp::from_secs(10_000_000);
+    alerts.push(future);
+    s.ingest(&batch("a1", alerts), NOW).unwrap();
+    s.enforce_retention(Some(Timestamp::from_secs(1_005)), None)
+        .unwrap();
+    let left = |namespace: u8| {
+        crate::kv::scan_prefix(s.kv(), &[namespace], Order::Ascending, 100)
+            .unwrap()
+            .len()
+    };
+    // The far-off alert's six postings (one per value) and their record; nothing of the rest.
+    assert_eq!((left(keys::INDEX), left(keys::POSTING_RECORDS)), (6, 1));
+    assert_eq!(of_rule_r(&s, 10).alerts.len(), 1);
+}
+
+#[test]
+fn retention_removes_every_posting_whose_alerts_are_all_gone() {
     let s = store();
     for b in 0..4 {
         let alerts = (b * 10..b * 10 + 10)
@@ -522,11 +578,17 @@ fn retention_removes_the_postings_of_batches_whose_alerts_are_all_gone() {
             .unwrap()
             .len()
     };
-    assert_eq!((count(keys::INDEX), count(keys::BATCH_POSTINGS)), (120, 4));
-    // Alerts 0..=14 go: the first batch is spent, the second keeps its postings.
+    // Alerts one second apart pair up: five postings per value and batch, six values; one
+    // record per second that ends a posting.
+    assert_eq!(
+        (count(keys::INDEX), count(keys::POSTING_RECORDS)),
+        (120, 20)
+    );
+    // Alerts 0..=14 go: the first batch's postings, and the second's two first per value; the
+    // posting of alerts 14 and 15 stays with 15.
     s.enforce_retention(Some(Timestamp::from_secs(1_015)), None)
         .unwrap();
-    assert_eq!((count(keys::INDEX), count(keys::BATCH_POSTINGS)), (90, 3));
+    assert_eq!((count(keys::INDEX), count(keys::POSTING_RECORDS)), (78, 13));
     let by_rule = of_rule_r(&s, 100);
     assert_eq!(by_rule.alerts.len(), 25);
     assert!(
@@ -588,6 +650,14 @@ fn a_schema_1_store_is_upgraded_in_place_and_its_alerts_stay_queryable_and_expir
     }
     kv.apply(b).unwrap();
     let s = Store::open(kv).unwrap();
+    let left = |namespace: u8| {
+        crate::kv::scan_prefix(s.kv(), &[namespace], Order::Ascending, 100)
+            .unwrap()
+            .len()
+    };
+    // Per value, alerts 0 and 1 (a second apart) share a posting, alert 2 has its own; one
+    // record for the postings ending at second 1001, one for 1002.
+    assert_eq!((left(keys::INDEX), left(keys::POSTING_RECORDS)), (4, 2));
     let by_rule = of_rule_r(&s, 10);
     let ids: Vec<&str> = by_rule.alerts.iter().map(|a| &a.id[29..]).collect();
     assert_eq!(ids, ["002", "001", "000"]);
@@ -595,12 +665,76 @@ fn a_schema_1_store_is_upgraded_in_place_and_its_alerts_stay_queryable_and_expir
     assert_eq!(version, Some(SCHEMA_VERSION.to_be_bytes().to_vec()));
     s.enforce_retention(Some(Timestamp::from_secs(1_002)), None)
         .unwrap();
-    let left = |namespace: u8| {
-        crate::kv::scan_prefix(s.kv(), &[namespace], Order::Ascending, 100)
-            .unwrap()
-            .len()
-    };
-    assert_eq!((left(keys::INDEX), left(keys::BATCH_POSTINGS)), (2, 2));
+    assert_eq!((left(keys::INDEX), left(keys::POSTING_RECORDS)), (2, 1));
+}
+
+#[test]
+fn a_large_schema_1_store_upgrades_across_pages_into_postings_that_answer_like_a_full_scan() {
+    let kv = MemoryKv::new();
+    let mut b = Batch::new();
+    b.put(
+        keys::named(keys::META, b"schema"),
+        1u32.to_be_bytes().to_vec(),
+    );
+    let severities = [Severity::Low, Severity::High, Severity::Critical];
+    let mut all = Vec::new();
+    // 800 alerts a quarter second apart with six index values each: more old keys than one
+    // page of the upgrade reads.
+    for n in 0..800u64 {
+        let mut a = alert(
+            n,
+            ["r1", "r2"][(n % 2) as usize],
+            severities[(n % 3) as usize],
+            &format!("10.0.0.{}", n % 3),
+            &format!("10.0.1.{}", n % 2),
+            ["a0", "a1"][(n / 7 % 2) as usize],
+        );
+        a.ts = Timestamp::from_nanos(1_000_000_000_000 + n * 250_000_000);
+        let id = keys::alert_id(&a.id).unwrap();
+        let suffix = keys::order(a.ts.as_nanos(), &id);
+        b.put(keys::alert(&suffix), json(&a));
+        b.put(
+            keys::named(keys::ID, &id),
+            a.ts.as_nanos().to_be_bytes().to_vec(),
+        );
+        for (field, value) in keys::index_values(&a) {
+            let mut k = keys::index_prefix(field, &value);
+            k.extend_from_slice(&suffix);
+            b.put(k, Vec::new());
+        }
+        all.push(a);
+    }
+    kv.apply(b).unwrap();
+    let s = Store::open(kv).unwrap();
+    let postings = crate::kv::scan_prefix(s.kv(), &[keys::INDEX], Order::Ascending, 10_000)
+        .unwrap()
+        .len();
+    assert!(
+        postings < 4_800 / 2,
+        "{postings} postings for 4,800 old keys"
+    );
+    let filters = [
+        AlertFilter::default(),
+        AlertFilter {
+            rule: Some("r2".into()),
+            ..Default::default()
+        },
+        AlertFilter {
+            agent: Some("a1".into()),
+            ..Default::default()
+        },
+        AlertFilter {
+            asset: Some("10.0.0.2".parse().unwrap()),
+            ..Default::default()
+        },
+        AlertFilter {
+            min_severity: Some(Severity::High),
+            ..Default::default()
+        },
+    ];
+    for filter in &filters {
+        assert_pages_match_a_full_scan(&s, &all, filter, 50);
+    }
 }
 
 #[test]

@@ -224,9 +224,14 @@ impl RangeSet {
             return true;
         }
         let last = u32::from(address) + u32::from(quantity) - 1;
-        // Ranges are sorted and merged, so only the last one starting at or before `address`
-        // can hold it; a binary search finds it without a data-dependent loop exit.
-        let i = self.0.partition_point(|&(s, _)| s <= address);
+        self.holds(address, last)
+    }
+
+    /// Whether one range holds `first..=last`. Ranges are sorted and merged, so only the last
+    /// one starting at or before `first` can; a binary search finds it without a data-dependent
+    /// loop exit.
+    fn holds(&self, first: u16, last: u32) -> bool {
+        let i = self.0.partition_point(|&(s, _)| s <= first);
         i.checked_sub(1)
             .and_then(|i| self.0.get(i))
             .is_some_and(|&(_, e)| last <= u32::from(e))
@@ -234,10 +239,7 @@ impl RangeSet {
 
     /// Whether every address of `other` is in `self`.
     pub fn covers(&self, other: &Self) -> bool {
-        other
-            .0
-            .iter()
-            .all(|&(s, e)| self.covers_span(s, e.saturating_sub(s).saturating_add(1)))
+        other.0.iter().all(|&(s, e)| self.holds(s, u32::from(e)))
     }
 
     /// The merged ranges.

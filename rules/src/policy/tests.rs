@@ -297,4 +297,8 @@ fn a_span_is_covered_only_when_one_merged_range_holds_all_of_it() {
     assert!(!covered(5, 10), "runs past 12");
     assert!(!covered(13, 1) && !covered(19, 2) && !covered(30, 1) && !covered(101, 1));
     assert!(!covered(65_535, 1) && !RangeSet::default().covers_span(0, 1));
+    // Covering a whole set: the last address counts too.
+    let all = RangeSet::from_ranges(vec![(0, 65_535)]);
+    let but_one = RangeSet::from_ranges(vec![(0, 65_534)]);
+    assert!(all.covers(&but_one) && !but_one.covers(&all) && set.covers(&set));
 }
