@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::{Receiver, SendError, Sender};
 use std::time::{Duration, Instant};
 
 use otwatch_rules::detect::DetectionConfig;
@@ -233,11 +233,13 @@ struct WorkerReport {
 
 /// A policy change the agent's one [`Reloader`] passes to a worker.
 struct PolicyChange {
-    /// What to apply: a new policy (every worker), a rejection to report (the first worker
-    /// only, so the collector hears of it once), or nothing (only the counts changed).
+    /// What to apply: a new policy (every worker), a rejection to report (one worker only, so
+    /// the collector hears of it once), or nothing (only the counts changed).
     reload: Option<Reload>,
     /// Reloads applied and rejected so far, for the worker's metrics.
     counts: (u64, u64),
+    /// Whether this worker says what happened on standard error (one does, once it applies).
+    announce: bool,
 }
 
 /// Runs until `stop` is set (by SIGTERM or Ctrl-C) or a pcap stream ends. Says what it captures
@@ -326,10 +328,13 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunErro
             })
             .collect();
         // This thread watches the policy for all workers, so each change is seen (and
-        // reported) once, in order.
+        // reported) once, in order. Once stopping, nothing new is dispatched: the workers
+        // apply what they already have before they finish.
         while !handles.iter().all(|h| h.is_finished()) {
             std::thread::sleep(IDLE_WAIT);
-            if let Some(reloader) = reloader.as_mut() {
+            if let Some(reloader) = reloader.as_mut()
+                && !stop.load(Ordering::Relaxed)
+            {
                 dispatch_reload(reloader, &changes);
             }
         }
@@ -449,15 +454,15 @@ fn worker(
                 pipeline.tick(ts.saturating_add(at.elapsed()));
                 pipeline.observer_mut().1.0.flush_log();
             }
-            while let Ok(change) = changes.try_recv() {
-                apply(change, &mut pipeline, &mut publisher, shared.addr);
-            }
+            apply_all(changes, &mut pipeline, &mut publisher, shared.addr);
             let counters = capture.counters();
             publisher.extra.kernel_drops = counters.kernel_drops.load(Ordering::Relaxed);
             publisher.extra.queue_drops = counters.queue_drops.load(Ordering::Relaxed);
             publisher.tick(view(&pipeline));
         }
     };
+    // A change dispatched while this worker was stopping still counts and is still reported.
+    apply_all(changes, &mut pipeline, &mut publisher, shared.addr);
     let counters = capture.counters().clone();
     for batch in capture.stop() {
         for packet in batch.packets() {
@@ -484,35 +489,49 @@ fn worker(
 }
 
 /// Checks the policy file (and SIGHUP) and passes what changed to the workers: a new policy to
-/// every one, a rejection to the first only, which raises the alert the collector hears of.
+/// every one, a rejection to one only, which raises the alert the collector hears of. The first
+/// worker still running announces the change once it has applied it.
 fn dispatch_reload(reloader: &mut Reloader, workers: &[Sender<PolicyChange>]) {
     let Some(outcome) = reloader.poll() else {
         return;
     };
     let counts = (reloader.reloads(), reloader.failures());
-    let mut rejected = None;
-    let policy = match outcome {
-        Reload::Loaded(policy, warnings) => {
-            for w in &warnings {
-                eprintln!("otwatch-agent: policy: warning: {w}");
-            }
-            eprintln!("otwatch-agent: policy reloaded (hash {})", policy.hash);
-            Some(policy)
-        }
-        Reload::Rejected(e) => {
-            eprintln!("otwatch-agent: new policy rejected, the previous one stays in force: {e}");
-            rejected = Some(Reload::Rejected(e));
-            None
-        }
+    let policy = match &outcome {
+        Reload::Loaded(policy, _) => Some(policy.clone()),
+        Reload::Rejected(_) => None,
     };
-    for (i, worker) in workers.iter().enumerate() {
-        let reload = match &policy {
-            Some(p) => Some(Reload::Loaded(p.clone(), Vec::new())),
-            None if i == 0 => rejected.take(),
-            None => None,
+    let mut announcement = Some(outcome);
+    for worker in workers {
+        let change = match announcement.take() {
+            Some(outcome) => PolicyChange {
+                reload: Some(outcome),
+                counts,
+                announce: true,
+            },
+            None => PolicyChange {
+                reload: policy.clone().map(|p| Reload::Loaded(p, Vec::new())),
+                counts,
+                announce: false,
+            },
         };
-        // A worker that has stopped needs no policy.
-        let _ = worker.send(PolicyChange { reload, counts });
+        if let Err(SendError(refused)) = worker.send(change)
+            && refused.announce
+        {
+            // That worker has stopped: the next one announces instead.
+            announcement = refused.reload;
+        }
+    }
+}
+
+/// Applies every policy change waiting for this worker.
+fn apply_all(
+    changes: &Receiver<PolicyChange>,
+    pipeline: &mut Pipeline<RunObserver>,
+    publisher: &mut Publisher,
+    addr: SocketAddr,
+) {
+    while let Ok(change) = changes.try_recv() {
+        apply(change, pipeline, publisher, addr);
     }
 }
 
@@ -533,13 +552,32 @@ fn apply(
     };
     let ts = pipeline.last_ts();
     let (_, (detection, assets)) = pipeline.observer_mut();
-    if let Reload::Loaded(policy, _) = &reload {
-        publisher.extra.policy_hash = Some(policy.hash.clone());
-        if let Some(assets) = assets {
-            assets.set_policy(Some(policy.clone()));
+    let announcement = match &reload {
+        Reload::Loaded(policy, warnings) => {
+            publisher.extra.policy_hash = Some(policy.hash.clone());
+            if let Some(assets) = assets {
+                assets.set_policy(Some(policy.clone()));
+            }
+            let mut lines: Vec<String> = warnings
+                .iter()
+                .map(|w| format!("otwatch-agent: policy: warning: {w}"))
+                .collect();
+            lines.push(format!(
+                "otwatch-agent: policy reloaded (hash {})",
+                policy.hash
+            ));
+            lines
+        }
+        Reload::Rejected(e) => vec![format!(
+            "otwatch-agent: new policy rejected, the previous one stays in force: {e}"
+        )],
+    };
+    detection.apply_reload(reload, ts, addr);
+    if change.announce {
+        for line in announcement {
+            eprintln!("{line}");
         }
     }
-    detection.apply_reload(reload, ts, addr);
 }
 
 fn view(pipeline: &Pipeline<RunObserver>) -> View<'_> {

@@ -178,6 +178,9 @@ impl<K: Kv> Store<K> {
         for (key, posting) in postings {
             b.put(key, posting);
         }
+        // Oldest first, so that where a batch closed one incident and opened the next for the
+        // same key, the key is left pointing at the newer.
+        incidents.sort_unstable_by_key(|i| i.id);
         for incident in &incidents {
             b.put(
                 keys::named(keys::INCIDENT, &incident.id.to_be_bytes()),

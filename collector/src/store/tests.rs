@@ -420,6 +420,43 @@ fn alerts_after_a_quiet_spell_in_one_batch_all_join_the_one_new_incident() {
 }
 
 #[test]
+fn a_backlog_spanning_quiet_spells_of_two_keys_leaves_each_key_on_its_newest_incident() {
+    let s = store();
+    let at = |n: u64, rule: &str, secs: u64| {
+        let mut a = alert(n, rule, Severity::Medium, "10.0.0.1", "10.0.0.2", "a1");
+        a.ts = Timestamp::from_secs(secs);
+        a
+    };
+    // One batch: k and m, then both again two hours later.
+    let backlog = vec![
+        at(1, "k", 1_000),
+        at(2, "m", 1_000),
+        at(3, "k", 8_200),
+        at(4, "m", 8_201),
+    ];
+    s.ingest(&batch("a1", backlog), NOW).unwrap();
+    s.ingest(
+        &batch("a1", vec![at(5, "k", 8_300), at(6, "m", 8_300)]),
+        NOW,
+    )
+    .unwrap();
+    let mut per_rule: Vec<(String, u64)> = s
+        .incidents(None, 10)
+        .unwrap()
+        .iter()
+        .map(|i| (i.rule.clone(), i.alerts))
+        .collect();
+    per_rule.sort();
+    let expected: Vec<(String, u64)> = [("k", 1), ("k", 2), ("m", 1), ("m", 2)]
+        .map(|(r, n)| (r.to_string(), n))
+        .into();
+    assert_eq!(
+        per_rule, expected,
+        "the later alerts joined the incidents opened after the quiet spell"
+    );
+}
+
+#[test]
 fn acknowledging_and_resolving_record_who_and_when_and_resolved_incidents_stay_closed() {
     let s = store();
     s.ingest(
