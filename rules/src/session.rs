@@ -429,12 +429,14 @@ impl Session {
                 };
                 match direction {
                     Direction::ToServer => {
+                        let decoded = Request::decode_prefix(pdu);
                         // Malformed requests wait for their answer too, so the server's
                         // exception is not mistaken for an unsolicited response.
-                        tracker.request(now, transaction_id, unit_id, pdu, &mut |event| {
+                        let request = decoded.as_ref().ok().map(|(r, _)| r);
+                        tracker.request(now, transaction_id, unit_id, pdu, request, &mut |event| {
                             forward(event, out)
                         });
-                        match Request::decode_prefix(pdu) {
+                        match decoded {
                             Ok((request, trailing)) => {
                                 if trailing > 0 {
                                     out(decode_error(DecodeError::TrailingBytes(trailing)));

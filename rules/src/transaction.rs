@@ -88,13 +88,16 @@ pub enum TrackerEvent<'a> {
     },
 }
 
-/// A request waiting for its response; keeps its PDU bytes, which decode again unchanged.
+/// A request waiting for its response; keeps its PDU bytes, which decode again unchanged, and
+/// the decoded request itself where it borrows nothing (most requests: decoding them again
+/// when their answer comes would be wasted work).
 #[derive(Debug, Clone)]
 struct Pending {
     ts: Timestamp,
     transaction_id: Option<u16>,
     unit_id: u8,
     pdu: SmallVec<[u8; 16]>,
+    request: Option<Request<'static>>,
 }
 
 impl Pending {
@@ -105,7 +108,9 @@ impl Pending {
             unit_id: self.unit_id,
             request_ts: Some(self.ts),
             response_ts: None,
-            request: Request::decode_prefix(&self.pdu).ok().map(|(r, _)| r),
+            request: self
+                .request
+                .or_else(|| Request::decode_prefix(&self.pdu).ok().map(|(r, _)| r)),
             response: None,
         }
     }
@@ -133,13 +138,14 @@ impl TransactionTracker {
         self.pending.len()
     }
 
-    /// Records a request (already decoded, so `pdu` is well-formed).
+    /// Records a request: its PDU and, when it decoded, the request `pdu` decodes to.
     pub fn request(
         &mut self,
         ts: Timestamp,
         transaction_id: Option<u16>,
         unit_id: u8,
         pdu: &[u8],
+        decoded: Option<&Request<'_>>,
         out: &mut impl FnMut(TrackerEvent<'_>),
     ) {
         if transaction_id.is_some()
@@ -163,6 +169,7 @@ impl TransactionTracker {
             transaction_id,
             unit_id,
             pdu: SmallVec::from_slice(pdu),
+            request: decoded.and_then(Request::detached),
         });
     }
 

@@ -282,6 +282,42 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// The same request, if it borrows nothing from its frame (reads, single writes, and the
+    /// other fixed-size requests): it can then be kept without keeping the bytes.
+    pub fn detached(&self) -> Option<Request<'static>> {
+        Some(match *self {
+            Self::Read {
+                table,
+                address,
+                quantity,
+            } => Request::Read {
+                table,
+                address,
+                quantity,
+            },
+            Self::WriteSingleCoil { address, value } => Request::WriteSingleCoil { address, value },
+            Self::WriteSingleRegister { address, value } => {
+                Request::WriteSingleRegister { address, value }
+            }
+            Self::ReadExceptionStatus => Request::ReadExceptionStatus,
+            Self::GetCommEventCounter => Request::GetCommEventCounter,
+            Self::GetCommEventLog => Request::GetCommEventLog,
+            Self::ReportServerId => Request::ReportServerId,
+            Self::MaskWriteRegister {
+                address,
+                and_mask,
+                or_mask,
+            } => Request::MaskWriteRegister {
+                address,
+                and_mask,
+                or_mask,
+            },
+            Self::ReadFifoQueue { address } => Request::ReadFifoQueue { address },
+            Self::ReadDeviceId(r) => Request::ReadDeviceId(r),
+            _ => return None,
+        })
+    }
+
     /// The access class, refined past the function code where the body says more (43/14 is
     /// identification, 43/13 is other).
     pub fn class(&self) -> FunctionClass {

@@ -37,7 +37,14 @@ fn read_response() -> Response<'static> {
 fn response_joins_request_by_transaction_id_and_unit_with_latency() {
     let (mut log, mut mm) = (Vec::new(), Vec::new());
     let mut t = TransactionTracker::new(TrackerConfig::default());
-    t.request(ts(0), Some(7), 1, &READ_3, &mut record(&mut log, &mut mm));
+    t.request(
+        ts(0),
+        Some(7),
+        1,
+        &READ_3,
+        None,
+        &mut record(&mut log, &mut mm),
+    );
     t.response(
         ts(5),
         Some(7),
@@ -63,7 +70,14 @@ fn response_joins_request_by_transaction_id_and_unit_with_latency() {
 fn response_for_another_unit_is_unsolicited() {
     let (mut log, mut mm) = (Vec::new(), Vec::new());
     let mut t = TransactionTracker::new(TrackerConfig::default());
-    t.request(ts(0), Some(7), 1, &READ_3, &mut record(&mut log, &mut mm));
+    t.request(
+        ts(0),
+        Some(7),
+        1,
+        &READ_3,
+        None,
+        &mut record(&mut log, &mut mm),
+    );
     t.response(
         ts(5),
         Some(7),
@@ -83,7 +97,14 @@ fn unanswered_request_expires_after_the_timeout() {
         max_pending: 8,
     };
     let mut t = TransactionTracker::new(config);
-    t.request(ts(0), Some(1), 1, &READ_3, &mut record(&mut log, &mut mm));
+    t.request(
+        ts(0),
+        Some(1),
+        1,
+        &READ_3,
+        None,
+        &mut record(&mut log, &mut mm),
+    );
     t.expire(ts(100), &mut record(&mut log, &mut mm));
     assert!(log.is_empty(), "not before the timeout has passed");
     t.expire(ts(101), &mut record(&mut log, &mut mm));
@@ -99,7 +120,14 @@ fn pending_requests_are_bounded() {
     };
     let mut t = TransactionTracker::new(config);
     for tid in 0..10u16 {
-        t.request(ts(0), Some(tid), 1, &READ_3, &mut record(&mut log, &mut mm));
+        t.request(
+            ts(0),
+            Some(tid),
+            1,
+            &READ_3,
+            None,
+            &mut record(&mut log, &mut mm),
+        );
     }
     assert_eq!(t.pending(), 4);
     assert_eq!(log.len(), 6);
@@ -111,8 +139,22 @@ fn pending_requests_are_bounded() {
 fn reused_transaction_id_reports_the_earlier_request_unanswered() {
     let (mut log, mut mm) = (Vec::new(), Vec::new());
     let mut t = TransactionTracker::new(TrackerConfig::default());
-    t.request(ts(0), Some(1), 1, &READ_3, &mut record(&mut log, &mut mm));
-    t.request(ts(1), Some(1), 1, &READ_3, &mut record(&mut log, &mut mm));
+    t.request(
+        ts(0),
+        Some(1),
+        1,
+        &READ_3,
+        None,
+        &mut record(&mut log, &mut mm),
+    );
+    t.request(
+        ts(1),
+        Some(1),
+        1,
+        &READ_3,
+        None,
+        &mut record(&mut log, &mut mm),
+    );
     assert_eq!(log.len(), 1);
     assert_eq!(t.pending(), 1);
 }
@@ -121,7 +163,14 @@ fn reused_transaction_id_reports_the_earlier_request_unanswered() {
 fn rtu_requests_match_by_unit_in_order() {
     let (mut log, mut mm) = (Vec::new(), Vec::new());
     let mut t = TransactionTracker::new(TrackerConfig::default());
-    t.request(ts(0), None, 3, &READ_3, &mut record(&mut log, &mut mm));
+    t.request(
+        ts(0),
+        None,
+        3,
+        &READ_3,
+        None,
+        &mut record(&mut log, &mut mm),
+    );
     t.response(
         ts(2),
         None,
@@ -136,8 +185,22 @@ fn rtu_requests_match_by_unit_in_order() {
 fn close_reports_every_waiting_request() {
     let (mut log, mut mm) = (Vec::new(), Vec::new());
     let mut t = TransactionTracker::new(TrackerConfig::default());
-    t.request(ts(0), Some(1), 1, &READ_3, &mut record(&mut log, &mut mm));
-    t.request(ts(0), Some(2), 1, &READ_3, &mut record(&mut log, &mut mm));
+    t.request(
+        ts(0),
+        Some(1),
+        1,
+        &READ_3,
+        None,
+        &mut record(&mut log, &mut mm),
+    );
+    t.request(
+        ts(0),
+        Some(2),
+        1,
+        &READ_3,
+        None,
+        &mut record(&mut log, &mut mm),
+    );
     t.close(&mut record(&mut log, &mut mm));
     assert_eq!(log.len(), 2);
     assert_eq!(t.pending(), 0);
@@ -147,7 +210,14 @@ fn close_reports_every_waiting_request() {
 fn malformed_response_still_answers_its_request() {
     let (mut log, mut mm) = (Vec::new(), Vec::new());
     let mut t = TransactionTracker::new(TrackerConfig::default());
-    t.request(ts(0), Some(1), 1, &READ_3, &mut record(&mut log, &mut mm));
+    t.request(
+        ts(0),
+        Some(1),
+        1,
+        &READ_3,
+        None,
+        &mut record(&mut log, &mut mm),
+    );
     t.response(ts(1), Some(1), 1, None, &mut record(&mut log, &mut mm));
     assert_eq!(log[0].outcome, Outcome::Answered);
     assert!(!log[0].has_response);
@@ -157,7 +227,14 @@ fn malformed_response_still_answers_its_request() {
 fn response_with_wrong_register_count_is_a_byte_count_mismatch() {
     let (mut log, mut mm) = (Vec::new(), Vec::new());
     let mut t = TransactionTracker::new(TrackerConfig::default());
-    t.request(ts(0), Some(1), 1, &READ_3, &mut record(&mut log, &mut mm));
+    t.request(
+        ts(0),
+        Some(1),
+        1,
+        &READ_3,
+        None,
+        &mut record(&mut log, &mut mm),
+    );
     let three = Response::decode(&[3, 6, 0, 1, 0, 2, 0, 3]).unwrap();
     t.response(
         ts(1),
@@ -214,7 +291,7 @@ fn exception_for_the_same_function_is_consistent() {
 fn read_bits_are_narrowed_to_the_quantity_asked() {
     let mut t = TransactionTracker::new(TrackerConfig::default());
     let mut counts = Vec::new();
-    t.request(ts(0), Some(1), 1, &[1, 0, 0, 0, 10], &mut |_| {});
+    t.request(ts(0), Some(1), 1, &[1, 0, 0, 0, 10], None, &mut |_| {});
     let response = Response::decode(&[1, 2, 0xff, 0x03]).unwrap();
     t.response(ts(1), Some(1), 1, Some(response), &mut |e| {
         if let TrackerEvent::Transaction(Transaction {
@@ -226,4 +303,31 @@ fn read_bits_are_narrowed_to_the_quantity_asked() {
         }
     });
     assert_eq!(counts, vec![10]);
+}
+
+#[test]
+fn a_request_kept_decoded_joins_its_transaction_exactly_as_one_decoded_again() {
+    // A read borrows nothing and is kept decoded; a multiple-register write borrows its values
+    // and is decoded again from the kept bytes; a malformed request has no request either way.
+    let write = [16u8, 0, 10, 0, 2, 4, 0, 7, 0, 9];
+    let malformed = [3u8, 0, 0];
+    for pdu in [&READ_3[..], &write[..], &malformed[..]] {
+        let decoded = Request::decode_prefix(pdu).ok().map(|(r, _)| r);
+        let mut joined = Vec::new();
+        for given in [None, decoded.as_ref()] {
+            let mut t = TransactionTracker::new(TrackerConfig::default());
+            t.request(ts(0), Some(1), 1, pdu, given, &mut |_| {});
+            t.close(&mut |e| {
+                if let TrackerEvent::Transaction(t) = e {
+                    // Compared by their text: the request borrows the tracker's bytes.
+                    joined.push((t.outcome, format!("{:?}", t.request)));
+                }
+            });
+        }
+        assert_eq!(joined.len(), 2);
+        assert_eq!(joined[0], joined[1], "{pdu:?}");
+        assert_eq!(joined[0].1, format!("{decoded:?}"), "{pdu:?}");
+    }
+    assert!(Request::decode(&READ_3).unwrap().detached().is_some());
+    assert!(Request::decode(&write).unwrap().detached().is_none());
 }
