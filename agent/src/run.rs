@@ -341,9 +341,8 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunErro
         handles
             .into_iter()
             .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(RunError::Setup(std::io::Error::other("a worker panicked")))
-                })
+                h.join()
+                    .map_err(|_| RunError::Setup(std::io::Error::other("a worker panicked")))
             })
             .collect::<Vec<_>>()
     });
@@ -402,7 +401,7 @@ fn worker(
     capture: Capture,
     index: Option<usize>,
     changes: &Receiver<PolicyChange>,
-) -> Result<WorkerReport, RunError> {
+) -> WorkerReport {
     let options = shared.options;
     let mut detection = Detection::new(
         options.detection.clone(),
@@ -479,13 +478,13 @@ fn worker(
     if let Err(e) = detection.finish_log() {
         eprintln!("otwatch-agent: alert log: {e}");
     }
-    Ok(WorkerReport {
+    WorkerReport {
         packets,
         alerts,
         kernel_drops: publisher.extra.kernel_drops,
         queue_drops: publisher.extra.queue_drops,
         ended_by,
-    })
+    }
 }
 
 /// Checks the policy file (and SIGHUP) and passes what changed to the workers: a new policy to

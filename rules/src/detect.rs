@@ -240,8 +240,7 @@ impl Engine {
         event: &FlowEvent<'_>,
         out: &mut impl FnMut(Alert),
     ) {
-        // In nanoseconds: this runs for every event.
-        if ts.as_nanos().saturating_sub(self.last_flush.as_nanos()) >= 1_000_000_000 {
+        if ts.passed(self.last_flush, Duration::from_secs(1)) {
             self.flush(ts, out);
         }
         let Self {

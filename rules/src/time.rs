@@ -34,6 +34,12 @@ impl Timestamp {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))
     }
 
+    /// Whether at least `d` has passed from `earlier` to `self`: `self.since(earlier) >= d`,
+    /// compared in nanoseconds without building a `Duration` (detectors ask it per request).
+    pub fn passed(self, earlier: Self, d: Duration) -> bool {
+        u128::from(self.0.saturating_sub(earlier.0)) >= d.as_nanos()
+    }
+
     /// `self` moved back by `d`, saturating at the epoch.
     pub fn saturating_sub(self, d: Duration) -> Self {
         Self(

@@ -1,7 +1,7 @@
 //! Finding the interface to capture on, and what can go wrong opening it: the messages say
 //! what to do.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use pnet_datalink::NetworkInterface;
 
@@ -75,10 +75,19 @@ pub fn os_error(interface: &str, what: &'static str) -> impl FnOnce(std::io::Err
     }
 }
 
-/// Whether to ignore frames this host sends: as configured, else only on loopback (where every
-/// frame is both sent and received, and would be seen twice).
-pub fn ignores_outgoing(setting: Option<bool>, interface: &NetworkInterface) -> bool {
-    setting.unwrap_or_else(|| interface.is_loopback())
+/// Makes the socket ignore frames this host sends when so configured, else only on loopback
+/// (where every frame is both sent and received, and would be seen twice); says whether it does.
+pub fn ignore_outgoing(
+    fd: &OwnedFd,
+    setting: Option<bool>,
+    interface: &NetworkInterface,
+) -> Result<bool, OpenError> {
+    let ignore = setting.unwrap_or_else(|| interface.is_loopback());
+    if ignore {
+        socket::ignore_outgoing(fd.as_fd())
+            .map_err(os_error(&interface.name, "PACKET_IGNORE_OUTGOING"))?;
+    }
+    Ok(ignore)
 }
 
 /// How a socket captures, for the start-up line: "promiscuous, ignoring outgoing frames,

@@ -66,10 +66,7 @@ impl PnetSource {
             .map_err(os("capture filter"))?;
         let granted = socket::set_receive_buffer(fd.as_fd(), options.socket_buffer)
             .map_err(os("receive buffer"))?;
-        let ignore_outgoing = interface::ignores_outgoing(options.ignore_outgoing, &interface);
-        if ignore_outgoing {
-            socket::ignore_outgoing(fd.as_fd()).map_err(os("PACKET_IGNORE_OUTGOING"))?;
-        }
+        let ignore_outgoing = interface::ignore_outgoing(&fd, options.ignore_outgoing, &interface)?;
         let stats_fd = fd.try_clone().map_err(os("dup"))?;
         let config = pnet_datalink::Config {
             read_buffer_size: READ_BUFFER,

@@ -141,10 +141,7 @@ impl RingSource {
         socket::use_tpacket_v3(fd.as_fd()).map_err(os("PACKET_VERSION"))?;
         socket::attach_filter(fd.as_fd(), &options.filter.to_kernel())
             .map_err(os("capture filter"))?;
-        let ignore_outgoing = interface::ignores_outgoing(options.ignore_outgoing, &iface);
-        if ignore_outgoing {
-            socket::ignore_outgoing(fd.as_fd()).map_err(os("PACKET_IGNORE_OUTGOING"))?;
-        }
+        let ignore_outgoing = interface::ignore_outgoing(&fd, options.ignore_outgoing, &iface)?;
         let retire_ms = u32::try_from(options.retire.as_millis())
             .unwrap_or(u32::MAX)
             .max(1);

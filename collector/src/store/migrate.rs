@@ -81,10 +81,12 @@ fn close(b: &mut Batch, members: &[&[u8]]) -> Vec<u8> {
         .filter_map(|k| keys::suffix_of(k))
         .flatten()
         .collect();
-    let newest = members.last().map(|k| k.to_vec()).unwrap_or_default();
-    for k in members.iter().take(members.len().saturating_sub(1)) {
+    let Some((newest, older)) = members.split_last() else {
+        return Vec::new();
+    };
+    for k in older {
         b.delete(k.to_vec());
     }
-    b.put(newest.clone(), suffixes);
-    newest
+    b.put(newest.to_vec(), suffixes);
+    newest.to_vec()
 }

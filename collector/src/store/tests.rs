@@ -11,6 +11,13 @@ fn store() -> Store<MemoryKv> {
     Store::open(MemoryKv::new()).unwrap()
 }
 
+/// How many keys of one namespace the store holds.
+fn keys_in<K: Kv>(s: &Store<K>, namespace: u8) -> usize {
+    crate::kv::scan_prefix(s.kv(), &[namespace], Order::Ascending, usize::MAX)
+        .unwrap()
+        .len()
+}
+
 /// The newest `limit` alerts of rule `r`.
 fn of_rule_r(s: &Store<MemoryKv>, limit: usize) -> AlertPage {
     s.query_alerts(
@@ -565,10 +572,13 @@ fn retention_by_age_removes_old_alerts_and_their_index_entries() {
     assert_eq!(s.alert_count().unwrap(), 5);
     let by_rule = of_rule_r(&s, 100);
     assert_eq!(by_rule.alerts.len(), 5);
-    let postings = crate::kv::scan_prefix(s.kv(), &[keys::INDEX], Order::Ascending, 1000).unwrap();
     // Alerts one second apart pair up in postings; of the five per value, the two whose alerts
     // are all gone went, [1004 s, 1005 s] stays with 1005.
-    assert_eq!(postings.len(), 18, "three postings for each of six values");
+    assert_eq!(
+        keys_in(&s, keys::INDEX),
+        18,
+        "three postings for each of six values"
+    );
     let removed = s
         .enforce_retention(Some(Timestamp::from_secs(2_000)), None)
         .unwrap();
@@ -591,13 +601,11 @@ fn an_alert_from_a_skewed_clock_keeps_only_its_own_postings() {
     s.ingest(&batch("a1", alerts), NOW).unwrap();
     s.enforce_retention(Some(Timestamp::from_secs(1_005)), None)
         .unwrap();
-    let left = |namespace: u8| {
-        crate::kv::scan_prefix(s.kv(), &[namespace], Order::Ascending, 100)
-            .unwrap()
-            .len()
-    };
     // The far-off alert's six postings (one per value) and their record; nothing of the rest.
-    assert_eq!((left(keys::INDEX), left(keys::POSTING_RECORDS)), (6, 1));
+    assert_eq!(
+        (keys_in(&s, keys::INDEX), keys_in(&s, keys::POSTING_RECORDS)),
+        (6, 1)
+    );
     assert_eq!(of_rule_r(&s, 10).alerts.len(), 1);
 }
 
@@ -610,22 +618,20 @@ fn retention_removes_every_posting_whose_alerts_are_all_gone() {
             .collect();
         s.ingest(&batch("a1", alerts), NOW).unwrap();
     }
-    let count = |namespace: u8| {
-        crate::kv::scan_prefix(s.kv(), &[namespace], Order::Ascending, 1000)
-            .unwrap()
-            .len()
-    };
     // Alerts one second apart pair up: five postings per value and batch, six values; one
     // record per second that ends a posting.
     assert_eq!(
-        (count(keys::INDEX), count(keys::POSTING_RECORDS)),
+        (keys_in(&s, keys::INDEX), keys_in(&s, keys::POSTING_RECORDS)),
         (120, 20)
     );
     // Alerts 0..=14 go: the first batch's postings, and the second's two first per value; the
     // posting of alerts 14 and 15 stays with 15.
     s.enforce_retention(Some(Timestamp::from_secs(1_015)), None)
         .unwrap();
-    assert_eq!((count(keys::INDEX), count(keys::POSTING_RECORDS)), (78, 13));
+    assert_eq!(
+        (keys_in(&s, keys::INDEX), keys_in(&s, keys::POSTING_RECORDS)),
+        (78, 13)
+    );
     let by_rule = of_rule_r(&s, 100);
     assert_eq!(by_rule.alerts.len(), 25);
     assert!(
@@ -687,14 +693,12 @@ fn a_schema_1_store_is_upgraded_in_place_and_its_alerts_stay_queryable_and_expir
     }
     kv.apply(b).unwrap();
     let s = Store::open(kv).unwrap();
-    let left = |namespace: u8| {
-        crate::kv::scan_prefix(s.kv(), &[namespace], Order::Ascending, 100)
-            .unwrap()
-            .len()
-    };
     // Per value, alerts 0 and 1 (a second apart) share a posting, alert 2 has its own; one
     // record for the postings ending at second 1001, one for 1002.
-    assert_eq!((left(keys::INDEX), left(keys::POSTING_RECORDS)), (4, 2));
+    assert_eq!(
+        (keys_in(&s, keys::INDEX), keys_in(&s, keys::POSTING_RECORDS)),
+        (4, 2)
+    );
     let by_rule = of_rule_r(&s, 10);
     let ids: Vec<&str> = by_rule.alerts.iter().map(|a| &a.id[29..]).collect();
     assert_eq!(ids, ["002", "001", "000"]);
@@ -702,7 +706,10 @@ fn a_schema_1_store_is_upgraded_in_place_and_its_alerts_stay_queryable_and_expir
     assert_eq!(version, Some(SCHEMA_VERSION.to_be_bytes().to_vec()));
     s.enforce_retention(Some(Timestamp::from_secs(1_002)), None)
         .unwrap();
-    assert_eq!((left(keys::INDEX), left(keys::POSTING_RECORDS)), (2, 1));
+    assert_eq!(
+        (keys_in(&s, keys::INDEX), keys_in(&s, keys::POSTING_RECORDS)),
+        (2, 1)
+    );
 }
 
 #[test]
@@ -743,9 +750,7 @@ fn a_large_schema_1_store_upgrades_across_pages_into_postings_that_answer_like_a
     }
     kv.apply(b).unwrap();
     let s = Store::open(kv).unwrap();
-    let postings = crate::kv::scan_prefix(s.kv(), &[keys::INDEX], Order::Ascending, 10_000)
-        .unwrap()
-        .len();
+    let postings = keys_in(&s, keys::INDEX);
     assert!(
         postings < 4_800 / 2,
         "{postings} postings for 4,800 old keys"

@@ -19,7 +19,7 @@ pub(super) struct Distinct {
 impl Distinct {
     /// Adds an item; true the first time the window holds `threshold` distinct items.
     pub fn add(&mut self, ts: Timestamp, window: Duration, item: u32, threshold: u32) -> bool {
-        if expired(self.start, ts, window) || self.items.is_empty() {
+        if ts.passed(self.start, window) || self.items.is_empty() {
             self.start = ts;
             self.items.clear();
             self.next = 0;
@@ -56,19 +56,13 @@ pub(super) struct Counter {
 impl Counter {
     /// Counts one; true when the window reaches `threshold` (again).
     pub fn add(&mut self, ts: Timestamp, window: Duration, threshold: u32) -> bool {
-        if expired(self.start, ts, window) || self.count == 0 {
+        if ts.passed(self.start, window) || self.count == 0 {
             self.start = ts;
             self.count = 0;
         }
         self.count += 1;
         self.count >= threshold && self.count.is_multiple_of(threshold)
     }
-}
-
-/// Whether a window opened at `start` has ended by `now` (a capture stepping back counts as no
-/// time passing). In nanoseconds: this runs for every request.
-fn expired(start: Timestamp, now: Timestamp, window: Duration) -> bool {
-    u128::from(now.as_nanos().saturating_sub(start.as_nanos())) >= window.as_nanos()
 }
 
 #[cfg(test)]
