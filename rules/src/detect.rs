@@ -326,7 +326,7 @@ fn policy_checks(
     let FlowEvent::Session(event) = event else {
         return;
     };
-    let (client, server) = (flow.client.ip(), flow.server.ip());
+    let candidates_of = |policy: &Policy| policy.candidates(flow.client.ip(), flow.server.ip());
     match event {
         Event::Request {
             unit_id,
@@ -337,23 +337,13 @@ fn policy_checks(
             let PairState {
                 candidates, rates, ..
             } = pair;
-            let candidates = candidates.get_or_insert_with(|| policy.candidates(client, server));
-            let violation = policy.check_request(candidates, ts, *unit_id, request, |rule| {
-                let Some(rate) = policy.allow.get(rule).and_then(|r| r.matcher.rate) else {
-                    return true;
-                };
-                let state = slot(rates, rule);
-                if state.is_none() {
-                    *state = Some(RateState::new(rate, ts));
-                }
-                state.as_mut().is_none_or(|s| s.take(rate, ts))
-            });
-            let alert_rules: Vec<usize> = candidates
-                .alerts
-                .iter()
-                .copied()
-                .filter(|&i| policy.alert_matches(i, ts, *unit_id, request))
-                .collect();
+            let candidates = candidates.get_or_insert_with(|| candidates_of(policy));
+            let violation =
+                policy.check_request(candidates, ts, *unit_id, request, |rule, rate| {
+                    slot(rates, rule)
+                        .get_or_insert_with(|| RateState::new(rate, ts))
+                        .take(rate, ts)
+                });
             if let Some(v) = violation {
                 let meta = match v.kind {
                     ViolationKind::UnknownMaster => &rule::UNKNOWN_MASTER,
@@ -373,20 +363,20 @@ fn policy_checks(
                 });
                 findings.push(Pending::Builtin(meta, facts));
             }
-            for i in alert_rules {
-                findings.push(Pending::Custom(
-                    i,
-                    Facts::of_request(*unit_id, request, raw),
-                ));
+            for &i in &candidates.alerts {
+                if policy.alert_matches(i, ts, *unit_id, request) {
+                    findings.push(Pending::Custom(
+                        i,
+                        Facts::of_request(*unit_id, request, raw),
+                    ));
+                }
             }
         }
         Event::Transaction(t) if t.outcome == Outcome::Answered => {
             let (Some(request), Some(response)) = (&t.request, &t.response) else {
                 return;
             };
-            let candidates = pair
-                .candidates
-                .get_or_insert_with(|| policy.candidates(client, server));
+            let candidates = pair.candidates.get_or_insert_with(|| candidates_of(policy));
             if let Some((v, values)) =
                 policy.check_read_values(candidates, ts, t.unit_id, request, response)
             {

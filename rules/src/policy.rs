@@ -77,27 +77,32 @@ pub struct Asset {
 }
 
 /// Which traffic a rule covers.
+///
+/// Laid out in declaration order, what every request is checked against first (units,
+/// functions, rate, value bounds, hours, ranges), so that check reads two or three neighbouring
+/// cache lines; the addresses, used once per master/target pair, come last.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[repr(C)]
 pub struct Matcher {
-    /// Masters.
-    pub from: AddrSet,
-    /// Targets.
-    pub to: AddrSet,
     /// Units at the targets.
     pub units: UnitSet,
     /// Functions.
     pub functions: FunctionSet,
+    /// Rate limit per master and target.
+    pub rate: Option<Rate>,
+    /// Bounds on values written.
+    pub write_values: Option<Bounds>,
+    /// When the rule applies.
+    pub hours: Option<TimeWindow>,
     /// Address ranges per table (coils, discrete inputs, holding registers, input registers);
     /// `None` for all tables means any address.
     pub ranges: Option<[Option<RangeSet>; 4]>,
-    /// Bounds on values written.
-    pub write_values: Option<Bounds>,
     /// Bounds on values read back (process-variable limits).
     pub read_values: Option<Bounds>,
-    /// Rate limit per master and target.
-    pub rate: Option<Rate>,
-    /// When the rule applies.
-    pub hours: Option<TimeWindow>,
+    /// Masters.
+    pub from: AddrSet,
+    /// Targets.
+    pub to: AddrSet,
 }
 
 /// An `[[allow]]` rule.

@@ -11,32 +11,38 @@
 use std::net::IpAddr;
 
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use super::window::Distinct;
 use crate::flow::FlowInfo;
 use crate::policy::Candidates;
 use crate::policy::matcher::RateState;
 
-/// State kept for one master/target pair.
+/// State kept for one master/target pair. What a request touches is held inline (a pair
+/// usually addresses one unit, a few tables and one rule), so checking a request reads a few
+/// neighbouring cache lines of one record instead of an allocation per window and list.
 #[derive(Debug, Default)]
 pub(super) struct PairState {
+    /// The pair: client and server addresses as integers.
+    key: (u128, u128),
     /// The policy rules that can apply, once computed.
     pub candidates: Option<Candidates>,
     /// Rate buckets of allow rules, by rule index.
-    pub rates: Vec<(usize, Option<RateState>)>,
+    pub rates: SmallVec<[(usize, Option<RateState>); 1]>,
     /// Unit ids addressed recently.
     pub units: Distinct,
-    /// Read blocks recently, per (unit, table).
-    pub blocks: Vec<((u8, u8), Distinct)>,
+    /// Read blocks recently, per unit and then per table (in [`crate::modbus::Table`] order).
+    pub blocks: SmallVec<[(u8, [Distinct; 4]); 1]>,
     /// Points written recently, per unit.
-    pub points: Vec<(u8, Distinct)>,
+    pub points: SmallVec<[(u8, Distinct); 1]>,
 }
 
 /// Slots of the flow-id table.
 const RECENT: usize = 256;
 
-/// A flow's pair as remembered in the flow-id table: flow id, pair key, pair id.
-type Recent = (u64, (u128, u128), u32);
+/// A flow's pair as remembered in the flow-id table: flow id and pair id (the pair's key is
+/// checked against its state, which is read next anyway).
+type Recent = (u64, u32);
 
 /// All pairs.
 #[derive(Debug)]
@@ -65,9 +71,9 @@ impl Pairs {
         let key = (bits(flow.client.ip()), bits(flow.server.ip()));
         let slot = (flow.id % RECENT as u64) as usize;
         // The key is compared too: flow ids are only unique within one capture.
-        if let Some(Some((f, k, id))) = self.recent.get(slot)
+        if let Some(Some((f, id))) = self.recent.get(slot)
             && *f == flow.id
-            && *k == key
+            && self.states.get(*id as usize).is_some_and(|s| s.key == key)
         {
             return (*id, false);
         }
@@ -81,13 +87,16 @@ impl Pairs {
                     self.recent.fill(None);
                 }
                 let id = u32::try_from(self.states.len()).unwrap_or(u32::MAX);
-                self.states.push(PairState::default());
+                self.states.push(PairState {
+                    key,
+                    ..PairState::default()
+                });
                 self.index.insert(key, id);
                 (id, true)
             }
         };
         if let Some(r) = self.recent.get_mut(slot) {
-            *r = Some((flow.id, key, id));
+            *r = Some((flow.id, id));
         }
         (id, new)
     }
@@ -115,7 +124,10 @@ fn bits(addr: IpAddr) -> u128 {
 
 /// The value for `key` in a short association list, inserted if missing. Lists here hold a
 /// handful of entries (units, tables), where a scan beats hashing.
-pub(super) fn slot<K: PartialEq, V: Default>(list: &mut Vec<(K, V)>, key: K) -> &mut V {
+pub(super) fn slot<K: PartialEq, V: Default, const N: usize>(
+    list: &mut SmallVec<[(K, V); N]>,
+    key: K,
+) -> &mut V {
     let i = match list.iter().position(|(k, _)| *k == key) {
         Some(i) => i,
         None => {

@@ -2,17 +2,20 @@
 
 use std::time::Duration;
 
+use smallvec::SmallVec;
+
 use crate::time::Timestamp;
 
 /// Distinct items seen in a window that starts with the first item. Thresholds are small, so
 /// a vector beats a hash set; and since masters poll the same items in the same order, the
-/// item after the last one found is checked first.
+/// item after the last one found is checked first. The first few items are kept inline, so a
+/// pair's windows sit in its own state rather than in allocations of their own.
 #[derive(Debug, Default)]
 pub(super) struct Distinct {
     start: Timestamp,
-    items: Vec<u32>,
+    items: SmallVec<[u32; 4]>,
     /// Where the next item is expected.
-    next: usize,
+    next: u32,
     fired: bool,
 }
 
@@ -25,13 +28,14 @@ impl Distinct {
             self.next = 0;
             self.fired = false;
         }
-        let found = if self.items.get(self.next) == Some(&item) {
-            Some(self.next)
+        let next = self.next as usize;
+        let found = if self.items.get(next) == Some(&item) {
+            Some(next)
         } else {
             self.items.iter().position(|&i| i == item)
         };
         match found {
-            Some(i) => self.next = (i + 1) % self.items.len(),
+            Some(i) => self.next = u32::try_from((i + 1) % self.items.len()).unwrap_or(0),
             None if self.items.len() < threshold as usize => {
                 self.items.push(item);
                 self.next = 0;

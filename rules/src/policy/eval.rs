@@ -8,19 +8,23 @@
 
 use std::net::IpAddr;
 
+use smallvec::SmallVec;
+
+use super::matcher::Rate;
 use super::{Matcher, Policy};
 use crate::modbus::{FunctionClass, Request, Response, Table};
 use crate::time::Timestamp;
 
-/// The rules that can apply between one master and one target, computed once per pair.
+/// The rules that can apply between one master and one target, computed once per pair. A pair
+/// usually has one or two, held inline.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Candidates {
     /// Whether any allow rule names this master at all.
     pub master_known: bool,
     /// Allow rules whose `from` and `to` match, in file order.
-    pub allow: Vec<usize>,
+    pub allow: SmallVec<[usize; 2]>,
     /// Alert rules whose `from` and `to` match, in file order.
-    pub alerts: Vec<usize>,
+    pub alerts: SmallVec<[usize; 1]>,
     /// Whether any candidate allow rule bounds the values read back.
     pub checks_reads: bool,
 }
@@ -72,7 +76,7 @@ enum Reach {
 impl Policy {
     /// The rules that can apply between `client` and `server`.
     pub fn candidates(&self, client: IpAddr, server: IpAddr) -> Candidates {
-        let allow: Vec<usize> = self
+        let allow: SmallVec<[usize; 2]> = self
             .allow
             .iter()
             .enumerate()
@@ -96,16 +100,16 @@ impl Policy {
         }
     }
 
-    /// Checks a request. `take_token(rule)` consumes one unit of that allow rule's rate and
-    /// returns false when the rate is exceeded; it is called only for the rule that allows the
-    /// request.
+    /// Checks a request. `take_token(rule, rate)` consumes one unit of that allow rule's rate
+    /// and returns false when the rate is exceeded; it is called only for the rule that allows
+    /// the request, and only when that rule has a rate.
     pub fn check_request(
         &self,
         candidates: &Candidates,
         ts: Timestamp,
         unit: u8,
         request: &Request<'_>,
-        mut take_token: impl FnMut(usize) -> bool,
+        mut take_token: impl FnMut(usize, Rate) -> bool,
     ) -> Option<Violation> {
         if !candidates.master_known {
             return Some(Violation {
@@ -122,7 +126,7 @@ impl Policy {
             };
             match self.reach(&rule.matcher, ts, unit, request) {
                 Ok(()) => {
-                    if rule.matcher.rate.is_none() || take_token(i) {
+                    if rule.matcher.rate.is_none_or(|rate| take_token(i, rate)) {
                         return None;
                     }
                     return Some(Violation {
@@ -295,15 +299,18 @@ impl Policy {
 /// The first span the request reads or writes that `m`'s ranges do not cover.
 fn uncovered(m: &Matcher, request: &Request<'_>) -> Option<(Table, u16, u16)> {
     let ranges = m.ranges.as_ref()?;
-    [request.read_range(), request.write_range()]
-        .into_iter()
-        .flatten()
-        .find(|&(table, address, quantity)| {
-            !ranges
-                .get(table_index(table))
-                .and_then(Option::as_ref)
-                .is_some_and(|r| r.covers_span(address, quantity))
-        })
+    let covered = |&(table, address, quantity): &(Table, u16, u16)| {
+        ranges
+            .get(table_index(table))
+            .and_then(Option::as_ref)
+            .is_some_and(|r| r.covers_span(address, quantity))
+    };
+    if let Some(span) = request.read_range()
+        && !covered(&span)
+    {
+        return Some(span);
+    }
+    request.write_range().filter(|span| !covered(span))
 }
 
 /// The first register value a request writes outside `bounds` (coil writes are on/off and not

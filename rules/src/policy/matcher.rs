@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use smallvec::SmallVec;
 
 use crate::modbus::{FunctionClass, FunctionCode, Request};
 use crate::time::Timestamp;
@@ -198,15 +199,16 @@ impl Default for FunctionSet {
     }
 }
 
-/// Sorted, merged inclusive address ranges of one table.
+/// Sorted, merged inclusive address ranges of one table (a few, usually: kept inline in the
+/// rule, next to the rest of what a request is checked against).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RangeSet(Vec<(u16, u16)>);
+pub struct RangeSet(SmallVec<[(u16, u16); 4]>);
 
 impl RangeSet {
     /// Builds a set from inclusive ranges, merging overlaps and neighbours.
     pub fn from_ranges(mut ranges: Vec<(u16, u16)>) -> Self {
         ranges.sort_unstable();
-        let mut merged: Vec<(u16, u16)> = Vec::with_capacity(ranges.len());
+        let mut merged: SmallVec<[(u16, u16); 4]> = SmallVec::with_capacity(ranges.len());
         for (start, end) in ranges {
             match merged.last_mut() {
                 Some(last) if u32::from(start) <= u32::from(last.1) + 1 => {
@@ -319,11 +321,13 @@ impl RateState {
     /// Takes one token; false when the rate is exceeded. The bucket holds `count` tokens and
     /// refills `count` per `period`.
     pub fn take(&mut self, rate: Rate, now: Timestamp) -> bool {
-        let elapsed = u128::from(now.as_nanos().saturating_sub(self.last.as_nanos()));
+        let elapsed = now.as_nanos().saturating_sub(self.last.as_nanos());
         self.last = self.last.max(now);
-        let refill = elapsed.saturating_mul(u128::from(rate.count));
-        self.scaled = self.scaled.saturating_add(refill).min(capacity(rate));
         let one = period_nanos(rate);
+        // Every term is below 2^97 (nanoseconds and periods fit 64 bits, counts 32), so plain
+        // arithmetic cannot overflow.
+        let refill = u128::from(elapsed) * u128::from(rate.count);
+        self.scaled = (self.scaled + refill).min(capacity(rate));
         if self.scaled >= one {
             self.scaled -= one;
             true
@@ -333,14 +337,19 @@ impl RateState {
     }
 }
 
-/// One token in [`RateState`]'s units.
+/// One token in [`RateState`]'s units: the period in nanoseconds (at least 1).
 fn period_nanos(rate: Rate) -> u128 {
-    rate.period.as_nanos().max(1)
+    let nanos = rate
+        .period
+        .as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(rate.period.subsec_nanos()));
+    u128::from(nanos.max(1))
 }
 
 /// A full bucket in [`RateState`]'s units.
 fn capacity(rate: Rate) -> u128 {
-    period_nanos(rate).saturating_mul(u128::from(rate.count))
+    period_nanos(rate) * u128::from(rate.count)
 }
 
 /// Hours of the day (and optionally days of the week) when a rule applies, in plant time.

@@ -288,6 +288,22 @@ fn a_rate_bucket_holds_its_count_and_refills_count_per_period() {
 }
 
 #[test]
+fn a_rate_bucket_at_the_largest_count_and_period_survives_the_longest_silence() {
+    use crate::policy::matcher::{Rate, RateState};
+    let rate = Rate {
+        count: u32::MAX,
+        period: std::time::Duration::from_secs(3600),
+    };
+    let mut bucket = RateState::new(rate, Timestamp::from_nanos(0));
+    assert!(bucket.take(rate, Timestamp::from_nanos(0)));
+    // Nearly 585 years of capture time later: the refill must saturate at the bucket's
+    // capacity, not overflow (tests run with overflow checks).
+    let end = Timestamp::from_nanos(u64::MAX);
+    let burst = (0..3).filter(|_| bucket.take(rate, end)).count();
+    assert_eq!(burst, 3);
+}
+
+#[test]
 fn a_span_is_covered_only_when_one_merged_range_holds_all_of_it() {
     use crate::policy::matcher::RangeSet;
     let set = RangeSet::from_ranges(vec![(100, 100), (20, 29), (0, 9), (10, 12)]);
