@@ -77,6 +77,22 @@ impl FlowKey {
     }
 }
 
+impl FlowKey {
+    /// This key's slot in the table of recently seen flows: each address half and the ports
+    /// multiplied by their own odd constant (so neighbouring addresses and ports do not cancel
+    /// out), then mixed by one more multiplication (Fibonacci hashing).
+    fn recent_index(&self) -> usize {
+        let ports =
+            u64::from(self.low.1) | u64::from(self.high.1) << 16 | u64::from(self.vlan) << 32;
+        let mixed = (self.low.0 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ (self.high.0 as u64).wrapping_mul(0xc2b2_ae3d_27d4_eb4f)
+            ^ ((self.low.0 >> 64) as u64 ^ (self.high.0 >> 64) as u64)
+                .wrapping_mul(0x1656_67b1_9e37_79f9)
+            ^ ports.wrapping_mul(0x27d4_eb2f_1656_67c5);
+        (mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - RECENT.trailing_zeros())) as usize
+    }
+}
+
 fn bits(addr: IpAddr) -> u128 {
     match addr {
         IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
@@ -359,17 +375,31 @@ pub struct FlowCounters {
     pub peak: u64,
 }
 
+/// Slots of the table of recently seen flows (a power of two).
+const RECENT: usize = 1024;
+
+/// Where a flow sits in the LRU order: its slot, and the capture time at which it was last
+/// moved to the back of the order.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    slot: usize,
+    touched: Timestamp,
+}
+
 /// All tracked flows.
 ///
-/// Flows live in slots; an LRU map from key to slot keeps them least recently active first.
-/// The previous packet's flow is remembered, so the packets of one exchange (request, response,
-/// acknowledgement) skip the hash lookup.
+/// Flows live in slots; an LRU map from key to slot orders them by activity. Most packets find
+/// their flow in a small direct-mapped table of recently seen flows instead, without hashing
+/// into the map or moving the flow in the order: the order is brought up to date lazily, when
+/// idle flows are swept or one is evicted, by moving to the back every flow found to have been
+/// active since it was last placed (each flow at most once per such move, so the work is
+/// bounded by the packets that skipped the map).
 pub struct FlowTable {
     config: FlowConfig,
     slots: Vec<Option<Flow>>,
     free: Vec<usize>,
-    order: LruCache<FlowKey, usize, FxBuildHasher>,
-    last: Option<(FlowKey, usize)>,
+    order: LruCache<FlowKey, Place, FxBuildHasher>,
+    recent: Vec<Option<(FlowKey, usize)>>,
     next_id: u64,
     last_sweep: Timestamp,
     counters: FlowCounters,
@@ -383,7 +413,7 @@ impl FlowTable {
             order: LruCache::with_hasher(capacity.saturating_add(1), FxBuildHasher),
             slots: Vec::new(),
             free: Vec::new(),
-            last: None,
+            recent: vec![None; RECENT],
             config,
             next_id: 0,
             last_sweep: Timestamp::default(),
@@ -418,7 +448,7 @@ impl FlowTable {
         }
         let key = FlowKey::of(packet);
         let syn = matches!(packet.transport, Transport::Tcp(f) if f.syn && !f.ack);
-        if let Some(slot) = self.lookup(&key)
+        if let Some(slot) = self.lookup(&key, now)
             && let Some(flow) = self.slots.get_mut(slot).and_then(Option::as_mut)
         {
             // A SYN with a new initial sequence number opens a new connection on the same ports.
@@ -454,7 +484,7 @@ impl FlowTable {
         emit(&flow.info, FlowEvent::Opened);
         match flow.packet(now, packet, emit) {
             Some(reason) => flow.close(now, reason, emit),
-            None => self.insert(key, flow),
+            None => self.insert(key, flow, now),
         }
         self.counters.peak = self.counters.peak.max(self.order.len() as u64);
     }
@@ -463,16 +493,34 @@ impl FlowTable {
     pub fn sweep(&mut self, now: Timestamp, emit: &mut impl FnMut(&FlowInfo, FlowEvent<'_>)) {
         self.last_sweep = now;
         let deadline = now.saturating_sub(self.config.idle_timeout);
-        while let Some((_, &slot)) = self.order.iter().next()
-            && self
-                .slots
-                .get(slot)
-                .and_then(Option::as_ref)
-                .is_none_or(|flow| flow.last_seen < deadline)
+        while let Some(last_seen) = self.least_recent()
+            && last_seen.is_none_or(|seen| seen < deadline)
         {
             if let Some(mut flow) = self.remove_lru() {
                 self.counters.expired += 1;
                 flow.close(now, CloseReason::Idle, emit);
+            }
+        }
+    }
+
+    /// When the least recently active flow was last seen (`Some(None)` for a slot found empty,
+    /// which is removed like an idle flow), after moving to the back of the order every flow
+    /// at its front that was active since it was placed there. `None` when no flow is tracked.
+    fn least_recent(&mut self) -> Option<Option<Timestamp>> {
+        loop {
+            let (&key, &place) = self.order.iter().next()?;
+            let seen = self
+                .slots
+                .get(place.slot)
+                .and_then(Option::as_ref)
+                .map(|flow| flow.last_seen);
+            match seen {
+                Some(seen) if seen > place.touched => {
+                    if let Some(p) = self.order.get_mut(&key) {
+                        p.touched = seen;
+                    }
+                }
+                _ => return Some(seen),
             }
         }
     }
@@ -484,20 +532,24 @@ impl FlowTable {
         }
     }
 
-    /// The slot of `key`'s flow, marking it most recently active.
-    fn lookup(&mut self, key: &FlowKey) -> Option<usize> {
-        if let Some((last, slot)) = self.last
-            && last == *key
+    /// The slot of `key`'s flow.
+    fn lookup(&mut self, key: &FlowKey, now: Timestamp) -> Option<usize> {
+        let recent = key.recent_index();
+        if let Some(Some((k, slot))) = self.recent.get(recent)
+            && k == key
         {
-            // Already the most recently active: no need to touch the LRU order.
-            return Some(slot);
+            return Some(*slot);
         }
-        let slot = *self.order.get(key)?;
-        self.last = Some((*key, slot));
+        let place = self.order.get_mut(key)?;
+        place.touched = now;
+        let slot = place.slot;
+        if let Some(r) = self.recent.get_mut(recent) {
+            *r = Some((*key, slot));
+        }
         Some(slot)
     }
 
-    fn insert(&mut self, key: FlowKey, flow: Flow) {
+    fn insert(&mut self, key: FlowKey, flow: Flow, now: Timestamp) {
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
@@ -508,23 +560,29 @@ impl FlowTable {
         if let Some(entry) = self.slots.get_mut(slot) {
             *entry = Some(flow);
         }
-        self.order.insert(key, slot);
-        self.last = Some((key, slot));
+        self.order.insert(key, Place { slot, touched: now });
+        if let Some(r) = self.recent.get_mut(key.recent_index()) {
+            *r = Some((key, slot));
+        }
     }
 
     fn remove(&mut self, key: &FlowKey) -> Option<Flow> {
-        let slot = self.order.remove(key)?;
-        self.release(key, slot)
+        let place = self.order.remove(key)?;
+        self.release(key, place.slot)
     }
 
+    /// Removes the least recently active flow.
     fn remove_lru(&mut self) -> Option<Flow> {
-        let (key, slot) = self.order.remove_lru()?;
-        self.release(&key, slot)
+        self.least_recent()?;
+        let (key, place) = self.order.remove_lru()?;
+        self.release(&key, place.slot)
     }
 
     fn release(&mut self, key: &FlowKey, slot: usize) -> Option<Flow> {
-        if self.last.is_some_and(|(last, _)| last == *key) {
-            self.last = None;
+        if let Some(r) = self.recent.get_mut(key.recent_index())
+            && r.is_some_and(|(k, _)| k == *key)
+        {
+            *r = None;
         }
         self.free.push(slot);
         self.slots.get_mut(slot).and_then(Option::take)

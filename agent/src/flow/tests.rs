@@ -129,3 +129,77 @@ fn each_side_keeps_its_own_ethernet_address_when_the_server_speaks_first() {
         Some((Some([2, 0, 0, 0, 0, 1]), Some([2, 0, 0, 0, 0, 2])))
     );
 }
+
+const REQUEST: &[u8] = b"\x00\x01\x00\x00\x00\x06\x01\x03\x00\x00\x00\x01";
+
+fn client_segment(client: (u8, u16), seq: u32) -> Dissected<'static> {
+    packet(client, (1, 502), flags(seq, false, true), REQUEST)
+}
+
+/// Whether two clients' flows sit in different slots of the table of recent flows (else both
+/// go through the map and the order stays exact, which these tests would not notice).
+fn apart(a: (u8, u16), b: (u8, u16)) -> bool {
+    FlowKey::of(&client_segment(a, 0)).recent_index()
+        != FlowKey::of(&client_segment(b, 0)).recent_index()
+}
+
+/// Feeds one request-sized segment from `client` (host, port) to the Modbus server 10.0.0.1:502
+/// at `secs`, and returns the clients of the flows closed meanwhile, with why.
+fn segment_at(
+    table: &mut FlowTable,
+    secs: u64,
+    client: (u8, u16),
+    seq: u32,
+) -> Vec<(SocketAddr, CloseReason)> {
+    let p = packet(
+        client,
+        (1, 502),
+        flags(seq, false, true),
+        b"\x00\x01\x00\x00\x00\x06\x01\x03\x00\x00\x00\x01",
+    );
+    let mut closed = Vec::new();
+    table.packet(Timestamp::from_secs(secs), &p, &mut |info, event| {
+        if let FlowEvent::Closed(reason) = event {
+            closed.push((info.client, reason));
+        }
+    });
+    closed
+}
+
+#[test]
+fn a_flow_kept_busy_without_map_lookups_does_not_shield_an_idle_flow_behind_it() {
+    let mut t = FlowTable::new(FlowConfig {
+        idle_timeout: Duration::from_secs(60),
+        ..FlowConfig::default()
+    });
+    // A opens first (front of the order), B second; then only A talks, always found in the
+    // table of recent flows, so the order is not touched.
+    assert!(apart((2, 40000), (3, 40001)));
+    assert!(segment_at(&mut t, 0, (2, 40000), 1).is_empty());
+    assert!(segment_at(&mut t, 1, (3, 40001), 1).is_empty());
+    let mut closed = Vec::new();
+    for s in 2..=70 {
+        closed.extend(segment_at(&mut t, s, (2, 40000), 1 + 12 * s as u32));
+    }
+    assert_eq!(closed, [(addr(3, 40001), CloseReason::Idle)]);
+    assert_eq!(t.len(), 1, "the busy flow stays");
+}
+
+#[test]
+fn eviction_takes_the_least_recently_active_flow_even_when_the_order_is_stale() {
+    let mut t = FlowTable::new(FlowConfig {
+        max_flows: 2,
+        ..FlowConfig::default()
+    });
+    assert!(apart((2, 40000), (3, 40001)));
+    assert!(segment_at(&mut t, 0, (2, 40000), 1).is_empty());
+    assert!(segment_at(&mut t, 1, (3, 40001), 1).is_empty());
+    // A, first in the order, stays active (found without touching the order); B goes quiet.
+    assert!(segment_at(&mut t, 2, (2, 40000), 13).is_empty());
+    let closed = segment_at(&mut t, 3, (4, 40002), 1);
+    assert_eq!(closed, [(addr(3, 40001), CloseReason::Evicted)]);
+    // The busy flow is still tracked: its next segment opens nothing new.
+    let before = t.counters().created;
+    assert!(segment_at(&mut t, 4, (2, 40000), 25).is_empty());
+    assert_eq!(t.counters().created, before);
+}
