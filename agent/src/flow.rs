@@ -376,7 +376,7 @@ pub struct FlowCounters {
 }
 
 /// Slots of the table of recently seen flows (a power of two).
-const RECENT: usize = 1024;
+const RECENT: usize = 256;
 
 /// Where a flow sits in the LRU order: its slot, and the capture time at which it was last
 /// moved to the back of the order.
@@ -389,8 +389,10 @@ struct Place {
 /// All tracked flows.
 ///
 /// Flows live in slots; an LRU map from key to slot orders them by activity. Most packets find
-/// their flow in a small direct-mapped table of recently seen flows instead, without hashing
-/// into the map or moving the flow in the order: the order is brought up to date lazily, when
+/// their flow without hashing into the map or moving the flow in the order: the previous
+/// packet's flow is remembered (the three packets of an exchange need no lookup at all), and
+/// a small direct-mapped table holds recently seen flows. Skipping the map leaves the order
+/// stale: the order is brought up to date lazily, when
 /// idle flows are swept or one is evicted, by moving to the back every flow found to have been
 /// active since it was last placed (each flow at most once per such move, so the work is
 /// bounded by the packets that skipped the map).
@@ -400,6 +402,7 @@ pub struct FlowTable {
     free: Vec<usize>,
     order: LruCache<FlowKey, Place, FxBuildHasher>,
     recent: Vec<Option<(FlowKey, usize)>>,
+    last: Option<(FlowKey, usize)>,
     next_id: u64,
     last_sweep: Timestamp,
     counters: FlowCounters,
@@ -414,6 +417,7 @@ impl FlowTable {
             slots: Vec::new(),
             free: Vec::new(),
             recent: vec![None; RECENT],
+            last: None,
             config,
             next_id: 0,
             last_sweep: Timestamp::default(),
@@ -534,18 +538,25 @@ impl FlowTable {
 
     /// The slot of `key`'s flow.
     fn lookup(&mut self, key: &FlowKey, now: Timestamp) -> Option<usize> {
-        let recent = key.recent_index();
-        if let Some(Some((k, slot))) = self.recent.get(recent)
-            && k == key
+        if let Some((last, slot)) = self.last
+            && last == *key
         {
-            return Some(*slot);
+            return Some(slot);
         }
-        let place = self.order.get_mut(key)?;
-        place.touched = now;
-        let slot = place.slot;
-        if let Some(r) = self.recent.get_mut(recent) {
-            *r = Some((*key, slot));
-        }
+        let recent = key.recent_index();
+        let slot = match self.recent.get(recent) {
+            Some(Some((k, slot))) if k == key => *slot,
+            _ => {
+                let place = self.order.get_mut(key)?;
+                place.touched = now;
+                let slot = place.slot;
+                if let Some(r) = self.recent.get_mut(recent) {
+                    *r = Some((*key, slot));
+                }
+                slot
+            }
+        };
+        self.last = Some((*key, slot));
         Some(slot)
     }
 
@@ -564,6 +575,7 @@ impl FlowTable {
         if let Some(r) = self.recent.get_mut(key.recent_index()) {
             *r = Some((key, slot));
         }
+        self.last = Some((key, slot));
     }
 
     fn remove(&mut self, key: &FlowKey) -> Option<Flow> {
@@ -579,6 +591,9 @@ impl FlowTable {
     }
 
     fn release(&mut self, key: &FlowKey, slot: usize) -> Option<Flow> {
+        if self.last.is_some_and(|(last, _)| last == *key) {
+            self.last = None;
+        }
         if let Some(r) = self.recent.get_mut(key.recent_index())
             && r.is_some_and(|(k, _)| k == *key)
         {
