@@ -75,9 +75,7 @@ impl FlowKey {
             protocol: protocol(packet.transport),
         }
     }
-}
 
-impl FlowKey {
     /// This key's slot in the table of recently seen flows: each address half and the ports
     /// multiplied by their own odd constant (so neighbouring addresses and ports do not cancel
     /// out), then mixed by one more multiplication (Fibonacci hashing).
@@ -392,10 +390,10 @@ struct Place {
 /// their flow without hashing into the map or moving the flow in the order: the previous
 /// packet's flow is remembered (the three packets of an exchange need no lookup at all), and
 /// a small direct-mapped table holds recently seen flows. Skipping the map leaves the order
-/// stale: the order is brought up to date lazily, when
-/// idle flows are swept or one is evicted, by moving to the back every flow found to have been
-/// active since it was last placed (each flow at most once per such move, so the work is
-/// bounded by the packets that skipped the map).
+/// stale: it is brought up to date lazily, when idle flows are swept or one is evicted, by
+/// moving to the back every flow found to have been active since it was last placed (each
+/// flow at most once per such move, so the work is bounded by the packets that skipped the
+/// map).
 pub struct FlowTable {
     config: FlowConfig,
     slots: Vec<Option<Flow>>,

@@ -151,12 +151,7 @@ fn segment_at(
     client: (u8, u16),
     seq: u32,
 ) -> Vec<(SocketAddr, CloseReason)> {
-    let p = packet(
-        client,
-        (1, 502),
-        flags(seq, false, true),
-        b"\x00\x01\x00\x00\x00\x06\x01\x03\x00\x00\x00\x01",
-    );
+    let p = client_segment(client, seq);
     let mut closed = Vec::new();
     table.packet(Timestamp::from_secs(secs), &p, &mut |info, event| {
         if let FlowEvent::Closed(reason) = event {
