@@ -7,6 +7,7 @@
 mod builtin;
 mod fold;
 mod pairs;
+mod verdicts;
 mod window;
 
 use std::net::SocketAddr;
@@ -335,15 +336,45 @@ fn policy_checks(
             ..
         } => {
             let PairState {
-                candidates, rates, ..
+                candidates,
+                rates,
+                verdicts,
+                ..
             } = pair;
-            let candidates = candidates.get_or_insert_with(|| candidates_of(policy));
-            let violation =
-                policy.check_request(candidates, ts, *unit_id, request, |rule, rate| {
-                    slot(rates, rule)
-                        .get_or_insert_with(|| RateState::new(rate, ts))
-                        .take(rate, ts)
+            let shape = verdicts::shape(*unit_id, request);
+            let remembered = shape
+                .and_then(|s| verdicts.get(s))
+                .is_some_and(|(rule, rated)| {
+                    !rated
+                        || rates
+                            .iter_mut()
+                            .find(|(r, _)| *r == rule)
+                            .and_then(|(_, bucket)| bucket.as_mut())
+                            .is_some_and(|(rate, state)| state.take(*rate, ts))
                 });
+            let candidates = candidates.get_or_insert_with(|| candidates_of(policy));
+            let violation = if remembered {
+                None
+            } else {
+                let mut rated = false;
+                let verdict =
+                    policy.allowing_rule(candidates, ts, *unit_id, request, |rule, rate| {
+                        rated = true;
+                        slot(rates, rule)
+                            .get_or_insert_with(|| (rate, RateState::new(rate, ts)))
+                            .1
+                            .take(rate, ts)
+                    });
+                match verdict {
+                    Ok(rule) => {
+                        if let Some(s) = shape.filter(|_| candidates.timeless) {
+                            verdicts.insert(s, rule, rated);
+                        }
+                        None
+                    }
+                    Err(v) => Some(v),
+                }
+            };
             if let Some(v) = violation {
                 let meta = match v.kind {
                     ViolationKind::UnknownMaster => &rule::UNKNOWN_MASTER,

@@ -13,29 +13,38 @@ use std::net::IpAddr;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
+use super::verdicts::Verdicts;
 use super::window::Distinct;
 use crate::flow::FlowInfo;
 use crate::policy::Candidates;
-use crate::policy::matcher::RateState;
+use crate::policy::matcher::{Rate, RateState};
 
 /// State kept for one master/target pair. What a request touches is held inline (a pair
 /// usually addresses one unit, a few tables and one rule), so checking a request reads a few
-/// neighbouring cache lines of one record instead of an allocation per window and list.
+/// neighbouring cache lines of one record instead of an allocation per window and list. The
+/// fields a read request needs come first, in declaration order, starting on a cache line:
+/// remembered verdicts (one line), then the pair's key and unit window (the next).
 #[derive(Debug, Default)]
+#[repr(C, align(64))]
 pub(super) struct PairState {
+    /// Which rule allowed each request shape lately.
+    pub verdicts: Verdicts,
     /// The pair: client and server addresses as integers.
     key: (u128, u128),
-    /// The policy rules that can apply, once computed.
-    pub candidates: Option<Candidates>,
-    /// Rate buckets of allow rules, by rule index.
-    pub rates: SmallVec<[(usize, Option<RateState>); 1]>,
     /// Unit ids addressed recently.
     pub units: Distinct,
+    /// Rate buckets of allow rules, by rule index.
+    pub rates: SmallVec<[(usize, Option<Bucket>); 1]>,
+    /// The policy rules that can apply, once computed.
+    pub candidates: Option<Candidates>,
     /// Read blocks recently, per unit and then per table (in [`crate::modbus::Table`] order).
     pub blocks: SmallVec<[(u8, [Distinct; 4]); 1]>,
     /// Points written recently, per unit.
     pub points: SmallVec<[(u8, Distinct); 1]>,
 }
+
+/// A rule's rate and its bucket (a remembered verdict takes a token without reading the rule).
+pub(super) type Bucket = (Rate, RateState);
 
 /// Slots of the flow-id table.
 const RECENT: usize = 256;
@@ -111,6 +120,7 @@ impl Pairs {
         for s in &mut self.states {
             s.candidates = None;
             s.rates.clear();
+            s.verdicts.clear();
         }
     }
 }

@@ -739,3 +739,147 @@ fn command_outside_the_time_window_raises_outside_hours() {
     b.request(at(0.0), 1, &[3, 0, 0, 0, 1]);
     assert_eq!(b.rules(), vec!["policy.outside_hours"]);
 }
+
+/// The rule a violation of `kind` is reported under.
+fn violation_rule(kind: ViolationKind) -> &'static str {
+    match kind {
+        ViolationKind::UnknownMaster => rule::UNKNOWN_MASTER.id,
+        ViolationKind::UnauthorizedRead => rule::UNAUTHORIZED_READ.id,
+        ViolationKind::UnauthorizedWrite => rule::UNAUTHORIZED_WRITE.id,
+        ViolationKind::UnauthorizedFunction => rule::UNAUTHORIZED_FUNCTION.id,
+        ViolationKind::WriteOutsideRanges => rule::WRITE_OUTSIDE_RANGES.id,
+        ViolationKind::SetpointOutOfBounds => rule::SETPOINT_OUT_OF_BOUNDS.id,
+        ViolationKind::ProcessValueOutOfBounds => rule::PROCESS_VALUE_OUT_OF_BOUNDS.id,
+        ViolationKind::RateExceeded => rule::RATE_EXCEEDED.id,
+        ViolationKind::OutsideHours => rule::OUTSIDE_HOURS.id,
+    }
+}
+
+/// The value for `key` in an association list, inserted if missing (the reference model's
+/// rate buckets).
+fn entry<V: Default>(list: &mut Vec<(usize, V)>, key: usize) -> &mut V {
+    let i = match list.iter().position(|(k, _)| *k == key) {
+        Some(i) => i,
+        None => {
+            list.push((key, V::default()));
+            list.len() - 1
+        }
+    };
+    &mut list[i].1
+}
+
+#[test]
+fn remembered_verdicts_agree_with_checking_every_request_afresh() {
+    let text = POLICY.replace(
+        "write_values = { min = 0, max = 1500 }\n",
+        "write_values = { min = 0, max = 1500 }\nrate = \"10/s\"\n",
+    );
+    let policy = Policy::parse(&text, "test.toml").unwrap().0;
+    let flow = flow();
+    let candidates = policy.candidates(flow.client.ip(), flow.server.ip());
+    assert!(candidates.timeless);
+    let mut pair = PairState::default();
+    let mut fresh_rates: Vec<(usize, Option<RateState>)> = Vec::new();
+    // A master polling a few registers, now and then writing a setpoint (some out of bounds)
+    // or reading outside its ranges, at a pace that crosses the rate limit in bursts.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut nanos = 5_000_000_000u64;
+    let (mut remembered, mut violations, mut rate_exceeded) = (0, 0, 0);
+    for _ in 0..3_000 {
+        let r = next();
+        nanos += if r % 7 == 0 { 1_000_000 } else { 40_000_000 };
+        let ts = Timestamp::from_nanos(nanos);
+        let pdu: Vec<u8> = match r % 10 {
+            0 => vec![
+                6,
+                1,
+                0x90 + (r >> 8) as u8 % 4,
+                (r >> 16) as u8 % 8,
+                (r >> 24) as u8,
+            ],
+            1 => vec![3, 0, 150, 0, 1],
+            2 => vec![4, 0, (r >> 8) as u8 % 3, 0, 2],
+            _ => vec![3, 0, 10 * ((r >> 8) as u8 % 4), 0, 10],
+        };
+        let unit = 1 + (r >> 32) as u8 % 2;
+        let request = Request::decode(&pdu).unwrap();
+        let expected = policy
+            .check_request(&candidates, ts, unit, &request, |rule, rate| {
+                entry(&mut fresh_rates, rule)
+                    .get_or_insert_with(|| RateState::new(rate, ts))
+                    .take(rate, ts)
+            })
+            .map(|v| violation_rule(v.kind));
+        if let Some(s) = verdicts::shape(unit, &request)
+            && pair.verdicts.get(s).is_some()
+        {
+            remembered += 1;
+        }
+        let mut findings = Vec::new();
+        let event = FlowEvent::Session(Event::Request {
+            transaction_id: Some(1),
+            unit_id: unit,
+            request,
+            raw: &pdu,
+            outstanding: 1,
+        });
+        policy_checks(&policy, &mut pair, ts, &flow, &event, &mut findings);
+        let got: Vec<&str> = findings
+            .iter()
+            .map(|f| match f {
+                Pending::Builtin(meta, _) => meta.id,
+                Pending::Custom(..) => "custom",
+            })
+            .collect();
+        assert_eq!(got, Vec::from_iter(expected), "{pdu:?} at {ts:?}");
+        violations += usize::from(expected.is_some());
+        rate_exceeded += usize::from(expected == Some(rule::RATE_EXCEEDED.id));
+    }
+    assert!(
+        remembered > 1_000,
+        "the memory answered often ({remembered})"
+    );
+    assert!(
+        violations > 300,
+        "violations were checked too ({violations})"
+    );
+    assert!(rate_exceeded > 10, "and rates exceeded ({rate_exceeded})");
+}
+
+#[test]
+fn a_new_policy_forgets_which_rule_allowed_what() {
+    let mut b = Bench::with_policy(Some(POLICY));
+    b.request(at(0.0), 1, &[3, 0, 0, 0, 1]);
+    b.request(at(0.1), 1, &[3, 0, 0, 0, 1]);
+    assert!(b.rules().is_empty());
+    let stricter = POLICY.replace(
+        "holding_registers = [\"0-99\", \"400-403\"]",
+        "holding_registers = [\"400-403\"]",
+    );
+    let policy = Arc::new(Policy::parse(&stricter, "test.toml").unwrap().0);
+    let alerts = &mut b.alerts;
+    b.engine.set_policy(Some(policy), &mut |a| alerts.push(a));
+    b.request(at(0.2), 1, &[3, 0, 0, 0, 1]);
+    assert_eq!(b.rules(), vec!["policy.unauthorized_read"]);
+}
+
+#[test]
+fn a_rule_with_hours_is_matched_afresh_at_every_request() {
+    let policy = POLICY.replace(
+        "write_values = { min = 0, max = 1500 }\n",
+        "write_values = { min = 0, max = 1500 }\nhours = \"06:00-18:00\"\n",
+    );
+    let mut b = Bench::with_policy(Some(&policy));
+    let t = |h: u64, m: u64| Timestamp::from_secs(h * 3600 + m * 60);
+    b.request(t(12, 0), 1, &[3, 0, 0, 0, 1]);
+    b.request(t(12, 1), 1, &[3, 0, 0, 0, 1]);
+    assert!(b.rules().is_empty());
+    b.request(t(19, 0), 1, &[3, 0, 0, 0, 1]);
+    assert_eq!(b.rules(), vec!["policy.outside_hours"]);
+}

@@ -27,6 +27,9 @@ pub struct Candidates {
     pub alerts: SmallVec<[usize; 1]>,
     /// Whether any candidate allow rule bounds the values read back.
     pub checks_reads: bool,
+    /// Whether no candidate allow rule has a time window: then which rule allows a request
+    /// depends on the request alone (its rate aside).
+    pub timeless: bool,
 }
 
 /// What kind of violation a request or response is.
@@ -89,6 +92,10 @@ impl Policy {
                 .iter()
                 .filter_map(|&i| self.allow.get(i))
                 .any(|r| r.matcher.read_values.is_some()),
+            timeless: allow
+                .iter()
+                .filter_map(|&i| self.allow.get(i))
+                .all(|r| r.matcher.hours.is_none()),
             allow,
             alerts: self
                 .alerts
@@ -109,10 +116,23 @@ impl Policy {
         ts: Timestamp,
         unit: u8,
         request: &Request<'_>,
-        mut take_token: impl FnMut(usize, Rate) -> bool,
+        take_token: impl FnMut(usize, Rate) -> bool,
     ) -> Option<Violation> {
+        self.allowing_rule(candidates, ts, unit, request, take_token)
+            .err()
+    }
+
+    /// Like [`Self::check_request`], but says which allow rule (by index) allowed the request.
+    pub fn allowing_rule(
+        &self,
+        candidates: &Candidates,
+        ts: Timestamp,
+        unit: u8,
+        request: &Request<'_>,
+        mut take_token: impl FnMut(usize, Rate) -> bool,
+    ) -> Result<usize, Violation> {
         if !candidates.master_known {
-            return Some(Violation {
+            return Err(Violation {
                 kind: ViolationKind::UnknownMaster,
                 closest: None,
                 detail: "no allow rule names this master".into(),
@@ -127,9 +147,9 @@ impl Policy {
             match self.reach(&rule.matcher, ts, unit, request) {
                 Ok(()) => {
                     if rule.matcher.rate.is_none_or(|rate| take_token(i, rate)) {
-                        return None;
+                        return Ok(i);
                     }
-                    return Some(Violation {
+                    return Err(Violation {
                         kind: ViolationKind::RateExceeded,
                         closest: Some(rule.name.clone()),
                         detail: format!("faster than the rate of rule {:?}", rule.name),
@@ -168,7 +188,7 @@ impl Policy {
                 (kind, other.map(|(_, i)| i), detail)
             }
         };
-        Some(Violation {
+        Err(Violation {
             kind,
             closest: closest
                 .and_then(|i| self.allow.get(i))
