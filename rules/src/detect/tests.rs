@@ -1,5 +1,7 @@
 use std::net::SocketAddr;
 
+use smallvec::SmallVec;
+
 use super::*;
 use crate::Direction;
 use crate::flow::Protocol;
@@ -755,19 +757,6 @@ fn violation_rule(kind: ViolationKind) -> &'static str {
     }
 }
 
-/// The value for `key` in an association list, inserted if missing (the reference model's
-/// rate buckets).
-fn entry<V: Default>(list: &mut Vec<(usize, V)>, key: usize) -> &mut V {
-    let i = match list.iter().position(|(k, _)| *k == key) {
-        Some(i) => i,
-        None => {
-            list.push((key, V::default()));
-            list.len() - 1
-        }
-    };
-    &mut list[i].1
-}
-
 #[test]
 fn remembered_verdicts_agree_with_checking_every_request_afresh() {
     let text = POLICY.replace(
@@ -779,7 +768,7 @@ fn remembered_verdicts_agree_with_checking_every_request_afresh() {
     let candidates = policy.candidates(flow.client.ip(), flow.server.ip());
     assert!(candidates.timeless);
     let mut pair = PairState::default();
-    let mut fresh_rates: Vec<(usize, Option<RateState>)> = Vec::new();
+    let mut fresh_rates: SmallVec<[(usize, Option<RateState>); 1]> = SmallVec::new();
     // A master polling a few registers, now and then writing a setpoint (some out of bounds)
     // or reading outside its ranges, at a pace that crosses the rate limit in bursts.
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -811,7 +800,7 @@ fn remembered_verdicts_agree_with_checking_every_request_afresh() {
         let request = Request::decode(&pdu).unwrap();
         let expected = policy
             .check_request(&candidates, ts, unit, &request, |rule, rate| {
-                entry(&mut fresh_rates, rule)
+                slot(&mut fresh_rates, rule)
                     .get_or_insert_with(|| RateState::new(rate, ts))
                     .take(rate, ts)
             })
