@@ -23,7 +23,8 @@ use crate::policy::matcher::{Rate, RateState};
 /// usually addresses one unit, a few tables and one rule), so checking a request reads a few
 /// neighbouring cache lines of one record instead of an allocation per window and list. The
 /// fields a read request needs come first, in declaration order, starting on a cache line:
-/// remembered verdicts (one line), then the pair's key and unit window (the next).
+/// remembered verdicts (two lines, a lookup reads one), then the pair's key and unit window
+/// (the next line), then the rate buckets.
 #[derive(Debug, Default)]
 #[repr(C, align(64))]
 pub(super) struct PairState {

@@ -4,8 +4,8 @@
 //! pair's candidate rule read two or three cache lines of the rule that the rest of the path
 //! did not need. When which rule allows a request depends on the request alone (its unit and a
 //! request whose every field is in its shape: reads of functions 1 to 4, single writes) and
-//! none of the pair's candidate rules has a time window, the answer is remembered, in the
-//! first cache line of the pair's state. A remembered answer still takes the rule's rate token
+//! none of the pair's candidate rules has a time window, the answer is remembered, at the
+//! start of the pair's state (a lookup reads one cache line of it). A remembered answer still takes the rule's rate token
 //! on every request; when the rate is exceeded, the full check runs to report it.
 //!
 //! Invariant: an entry holds the rule the full check found allowing exactly that shape, and
@@ -13,8 +13,8 @@
 
 use crate::modbus::Request;
 
-/// Sets of two entries; eight sets fill one cache line and hold a master's usual polls of one
-/// target (a handful of blocks per table) without evicting each other.
+/// Sets of two entries (16 bytes); eight sets, two cache lines, hold a master's usual polls of
+/// one target (a handful of blocks per table) without evicting each other.
 const SETS: usize = 8;
 
 /// Bits of an entry below its shape: the rule index (16 bits) and whether the rule has a rate.
