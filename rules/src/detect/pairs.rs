@@ -73,8 +73,9 @@ impl Default for Pairs {
 }
 
 impl Pairs {
-    /// Most pairs held.
-    pub const MAX: usize = 100_000;
+    /// Most pairs held: a plant has hundreds, a sweep of a large subnet tens of thousands. A
+    /// pair's state is one inline record (640 bytes), so this bounds it to about 32 MB.
+    pub const MAX: usize = 50_000;
 
     /// The id of the flow's pair, and whether the pair is new.
     pub fn intern(&mut self, flow: &FlowInfo) -> (u32, bool) {

@@ -35,3 +35,13 @@ fn a_pair_keeps_its_id_across_flows_and_a_reused_flow_id_does_not_mislead() {
     assert_eq!(pairs.intern(&hmi_plc1), (0, false));
     assert_eq!(pairs.intern(&other), (1, false));
 }
+
+#[test]
+fn all_pairs_together_stay_within_32_mib() {
+    let record = std::mem::size_of::<PairState>();
+    assert!(
+        record * Pairs::MAX <= 32 << 20,
+        "{record} bytes per pair x {} pairs",
+        Pairs::MAX
+    );
+}
