@@ -498,7 +498,7 @@ impl FlowTable {
         while let Some(last_seen) = self.least_recent()
             && last_seen.is_none_or(|seen| seen < deadline)
         {
-            if let Some(mut flow) = self.remove_lru() {
+            if let Some(mut flow) = self.pop_front() {
                 self.counters.expired += 1;
                 flow.close(now, CloseReason::Idle, emit);
             }
@@ -584,6 +584,12 @@ impl FlowTable {
     /// Removes the least recently active flow.
     fn remove_lru(&mut self) -> Option<Flow> {
         self.least_recent()?;
+        self.pop_front()
+    }
+
+    /// Removes the flow at the front of the order, which [`Self::least_recent`] has just
+    /// brought up to date.
+    fn pop_front(&mut self) -> Option<Flow> {
         let (key, place) = self.order.remove_lru()?;
         self.release(&key, place.slot)
     }
