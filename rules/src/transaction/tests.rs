@@ -29,6 +29,26 @@ fn record(log: &mut Vec<Seen>, mismatches: &mut Vec<DecodeError>) -> impl FnMut(
 
 const READ_3: [u8; 5] = [3, 0, 0, 0, 2];
 
+/// Records the read of [`READ_3`] at `ms`, not kept decoded (as for a request that borrows
+/// its frame), logging what the tracker reports.
+fn request_read_3(
+    t: &mut TransactionTracker,
+    ms: u64,
+    tid: Option<u16>,
+    unit: u8,
+    log: &mut Vec<Seen>,
+    mismatches: &mut Vec<DecodeError>,
+) {
+    t.request(
+        ts(ms),
+        tid,
+        unit,
+        &READ_3,
+        None,
+        &mut record(log, mismatches),
+    );
+}
+
 fn read_response() -> Response<'static> {
     Response::decode(&[3, 4, 0, 1, 0, 2]).unwrap()
 }
@@ -37,14 +57,7 @@ fn read_response() -> Response<'static> {
 fn response_joins_request_by_transaction_id_and_unit_with_latency() {
     let (mut log, mut mm) = (Vec::new(), Vec::new());
     let mut t = TransactionTracker::new(TrackerConfig::default());
-    t.request(
-        ts(0),
-        Some(7),
-        1,
-        &READ_3,
-        None,
-        &mut record(&mut log, &mut mm),
-    );
+    request_read_3(&mut t, 0, Some(7), 1, &mut log, &mut mm);
     t.response(
         ts(5),
         Some(7),
@@ -70,14 +83,7 @@ fn response_joins_request_by_transaction_id_and_unit_with_latency() {
 fn response_for_another_unit_is_unsolicited() {
     let (mut log, mut mm) = (Vec::new(), Vec::new());
     let mut t = TransactionTracker::new(TrackerConfig::default());
-    t.request(
-        ts(0),
-        Some(7),
-        1,
-        &READ_3,
-        None,
-        &mut record(&mut log, &mut mm),
-    );
+    request_read_3(&mut t, 0, Some(7), 1, &mut log, &mut mm);
     t.response(
         ts(5),
         Some(7),
@@ -97,14 +103,7 @@ fn unanswered_request_expires_after_the_timeout() {
         max_pending: 8,
     };
     let mut t = TransactionTracker::new(config);
-    t.request(
-        ts(0),
-        Some(1),
-        1,
-        &READ_3,
-        None,
-        &mut record(&mut log, &mut mm),
-    );
+    request_read_3(&mut t, 0, Some(1), 1, &mut log, &mut mm);
     t.expire(ts(100), &mut record(&mut log, &mut mm));
     assert!(log.is_empty(), "not before the timeout has passed");
     t.expire(ts(101), &mut record(&mut log, &mut mm));
@@ -120,14 +119,7 @@ fn pending_requests_are_bounded() {
     };
     let mut t = TransactionTracker::new(config);
     for tid in 0..10u16 {
-        t.request(
-            ts(0),
-            Some(tid),
-            1,
-            &READ_3,
-            None,
-            &mut record(&mut log, &mut mm),
-        );
+        request_read_3(&mut t, 0, Some(tid), 1, &mut log, &mut mm);
     }
     assert_eq!(t.pending(), 4);
     assert_eq!(log.len(), 6);
@@ -139,22 +131,8 @@ fn pending_requests_are_bounded() {
 fn reused_transaction_id_reports_the_earlier_request_unanswered() {
     let (mut log, mut mm) = (Vec::new(), Vec::new());
     let mut t = TransactionTracker::new(TrackerConfig::default());
-    t.request(
-        ts(0),
-        Some(1),
-        1,
-        &READ_3,
-        None,
-        &mut record(&mut log, &mut mm),
-    );
-    t.request(
-        ts(1),
-        Some(1),
-        1,
-        &READ_3,
-        None,
-        &mut record(&mut log, &mut mm),
-    );
+    request_read_3(&mut t, 0, Some(1), 1, &mut log, &mut mm);
+    request_read_3(&mut t, 1, Some(1), 1, &mut log, &mut mm);
     assert_eq!(log.len(), 1);
     assert_eq!(t.pending(), 1);
 }
@@ -163,14 +141,7 @@ fn reused_transaction_id_reports_the_earlier_request_unanswered() {
 fn rtu_requests_match_by_unit_in_order() {
     let (mut log, mut mm) = (Vec::new(), Vec::new());
     let mut t = TransactionTracker::new(TrackerConfig::default());
-    t.request(
-        ts(0),
-        None,
-        3,
-        &READ_3,
-        None,
-        &mut record(&mut log, &mut mm),
-    );
+    request_read_3(&mut t, 0, None, 3, &mut log, &mut mm);
     t.response(
         ts(2),
         None,
@@ -185,22 +156,8 @@ fn rtu_requests_match_by_unit_in_order() {
 fn close_reports_every_waiting_request() {
     let (mut log, mut mm) = (Vec::new(), Vec::new());
     let mut t = TransactionTracker::new(TrackerConfig::default());
-    t.request(
-        ts(0),
-        Some(1),
-        1,
-        &READ_3,
-        None,
-        &mut record(&mut log, &mut mm),
-    );
-    t.request(
-        ts(0),
-        Some(2),
-        1,
-        &READ_3,
-        None,
-        &mut record(&mut log, &mut mm),
-    );
+    request_read_3(&mut t, 0, Some(1), 1, &mut log, &mut mm);
+    request_read_3(&mut t, 0, Some(2), 1, &mut log, &mut mm);
     t.close(&mut record(&mut log, &mut mm));
     assert_eq!(log.len(), 2);
     assert_eq!(t.pending(), 0);
@@ -210,14 +167,7 @@ fn close_reports_every_waiting_request() {
 fn malformed_response_still_answers_its_request() {
     let (mut log, mut mm) = (Vec::new(), Vec::new());
     let mut t = TransactionTracker::new(TrackerConfig::default());
-    t.request(
-        ts(0),
-        Some(1),
-        1,
-        &READ_3,
-        None,
-        &mut record(&mut log, &mut mm),
-    );
+    request_read_3(&mut t, 0, Some(1), 1, &mut log, &mut mm);
     t.response(ts(1), Some(1), 1, None, &mut record(&mut log, &mut mm));
     assert_eq!(log[0].outcome, Outcome::Answered);
     assert!(!log[0].has_response);
@@ -227,14 +177,7 @@ fn malformed_response_still_answers_its_request() {
 fn response_with_wrong_register_count_is_a_byte_count_mismatch() {
     let (mut log, mut mm) = (Vec::new(), Vec::new());
     let mut t = TransactionTracker::new(TrackerConfig::default());
-    t.request(
-        ts(0),
-        Some(1),
-        1,
-        &READ_3,
-        None,
-        &mut record(&mut log, &mut mm),
-    );
+    request_read_3(&mut t, 0, Some(1), 1, &mut log, &mut mm);
     let three = Response::decode(&[3, 6, 0, 1, 0, 2, 0, 3]).unwrap();
     t.response(
         ts(1),
