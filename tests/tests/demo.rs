@@ -70,8 +70,12 @@ fn the_demo_shows_agents_assets_incidents_and_every_attack_then_stops_cleanly() 
         }
         assert!(
             Instant::now() < deadline,
-            "after 52 s, {incidents} incidents and hosts {assets}\ndemo said: {}",
-            std::fs::read_to_string(&stdout_path).unwrap_or_default()
+            "after 52 s, {incidents} incidents and hosts {assets}\ndemo said: {}\n{}{}",
+            std::fs::read_to_string(&stdout_path).unwrap_or_default(),
+            log_tail(&stderr_path),
+            ["agent.log", "collector.log"]
+                .map(|name| log_tail(&data.join(name)))
+                .concat()
         );
     };
     let token = Some(admin.trim());
@@ -112,4 +116,15 @@ fn the_demo_shows_agents_assets_incidents_and_every_attack_then_stops_cleanly() 
     assert!(agent_log.contains("waiting in the outbox 0"), "{agent_log}");
     // The collector is gone: its port is free again.
     assert!(std::net::TcpListener::bind(listen).is_ok());
+}
+
+/// The last lines of a log, headed by its path, for a failure's message: what the demo's
+/// processes said is all there is to go on when the demo fails on a CI machine.
+fn log_tail(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines
+        .get(lines.len().saturating_sub(40)..)
+        .unwrap_or_default();
+    format!("--- {} ---\n{}\n", path.display(), tail.join("\n"))
 }

@@ -74,10 +74,9 @@ impl Tap {
         let ts = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
-        if writer
-            .write_packet(&PcapPacket::new(ts, bytes.len() as u32, bytes))
-            .is_err()
-        {
+        if let Err(e) = writer.write_packet(&PcapPacket::new(ts, bytes.len() as u32, bytes)) {
+            // Said once, as the tap goes off: a reader that went away explains missing traffic.
+            eprintln!("tap: writing the capture failed ({e}); the tap is off");
             *guard = None;
         }
     }
