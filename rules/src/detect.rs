@@ -339,6 +339,7 @@ fn policy_checks(
                 candidates,
                 rates,
                 verdicts,
+                quiet,
                 ..
             } = pair;
             let shape = verdicts::shape(*unit_id, request);
@@ -347,12 +348,19 @@ fn policy_checks(
                 .is_some_and(|(rule, rated)| {
                     !rated
                         || rates
+                            .0
                             .iter_mut()
                             .find(|(r, _)| *r == rule)
                             .and_then(|(_, bucket)| bucket.as_mut())
                             .is_some_and(|(rate, state)| state.take(*rate, ts))
                 });
+            // A remembered verdict of a pair without alert rules is the whole check: the
+            // candidate rules are not read.
+            if remembered && *quiet {
+                return;
+            }
             let candidates = candidates.get_or_insert_with(|| candidates_of(policy));
+            *quiet = candidates.alerts.is_empty();
             let violation = if remembered {
                 None
             } else {
@@ -360,7 +368,7 @@ fn policy_checks(
                 let verdict =
                     policy.allowing_rule(candidates, ts, *unit_id, request, |rule, rate| {
                         rated = true;
-                        slot(rates, rule)
+                        slot(&mut rates.0, rule)
                             .get_or_insert_with(|| (rate, RateState::new(rate, ts)))
                             .1
                             .take(rate, ts)

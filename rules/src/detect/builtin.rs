@@ -307,8 +307,8 @@ impl Builtins {
         if let Some((table, address, quantity)) = request.read_range() {
             let (threshold, window) = limits.sweep;
             let block = u32::from(address) << 16 | u32::from(quantity);
-            let tables = slot(&mut pair.blocks, unit);
-            if tables
+            if pair
+                .tables(unit)
                 .get_mut(usize::from(table as u8))
                 .is_some_and(|blocks| blocks.add(ts, window, block, threshold))
             {

@@ -694,6 +694,23 @@ fn explicit_alert_rule_raises_with_its_severity_technique_and_threshold() {
 }
 
 #[test]
+fn an_alert_rule_still_matches_a_poll_whose_verdict_is_remembered() {
+    let policy = format!(
+        "{POLICY}\n[[alert]]\nname = \"setpoint-read\"\nfrom = \"any\"\nto = \"plc\"\nfunctions = [\"read\"]\nholding_registers = \"400-403\"\nseverity = \"low\"\nthreshold = 3\n"
+    );
+    let mut b = Bench::with_policy(Some(&policy));
+    // The same allowed read three times: the second and third are answered from the pair's
+    // verdict memory, and the alert rule must see them all.
+    for t in [0.0, 1.0, 2.0] {
+        b.request(at(t), 1, &[3, 1, 0x90, 0, 4]);
+    }
+    let alerts = b.finish();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].rule, "policy.alert.setpoint-read");
+    assert_eq!(alerts[0].count, 3);
+}
+
+#[test]
 fn process_value_outside_its_limits_is_reported_from_the_response() {
     let policy = POLICY.replace(
         "functions = [\"read\"]\n",

@@ -7,16 +7,17 @@ use smallvec::SmallVec;
 use crate::time::Timestamp;
 
 /// Distinct items seen in a window that starts with the first item. Thresholds are small, so
-/// a vector beats a hash set; and since masters poll the same items in the same order, the
-/// item after the last one found is checked first. The first few items are kept inline, so a
-/// pair's windows sit in its own state rather than in allocations of their own.
+/// a vector beats a hash set. The first few items are kept inline, and the window is 32 bytes,
+/// so a pair's windows sit in its own state, each within one cache line, rather than in
+/// allocations of their own.
+///
+/// The window fires when the item that brings it to the threshold is added, so at most once:
+/// it never holds more items than the threshold. (A threshold lowered below the items already
+/// held takes effect from the next window.)
 #[derive(Debug, Default)]
 pub(super) struct Distinct {
     start: Timestamp,
     items: SmallVec<[u32; 4]>,
-    /// Where the next item is expected.
-    next: u32,
-    fired: bool,
 }
 
 impl Distinct {
@@ -25,28 +26,13 @@ impl Distinct {
         if ts.passed(self.start, window) || self.items.is_empty() {
             self.start = ts;
             self.items.clear();
-            self.next = 0;
-            self.fired = false;
         }
-        let next = self.next as usize;
-        let found = if self.items.get(next) == Some(&item) {
-            Some(next)
-        } else {
-            self.items.iter().position(|&i| i == item)
-        };
-        match found {
-            Some(i) => self.next = u32::try_from((i + 1) % self.items.len()).unwrap_or(0),
-            None if self.items.len() < threshold as usize => {
-                self.items.push(item);
-                self.next = 0;
-            }
-            None => {}
+        let threshold = threshold.max(1) as usize;
+        if self.items.len() >= threshold || self.items.contains(&item) {
+            return false;
         }
-        if !self.fired && self.items.len() >= threshold as usize {
-            self.fired = true;
-            return true;
-        }
-        false
+        self.items.push(item);
+        self.items.len() == threshold
     }
 }
 

@@ -45,3 +45,44 @@ fn all_pairs_together_stay_within_32_mib() {
         Pairs::MAX
     );
 }
+
+#[test]
+fn what_a_request_reads_sits_on_four_cache_lines() {
+    use std::mem::offset_of;
+    // Verdicts: lines 0 and 1 (a lookup reads one set, within one line).
+    assert_eq!(offset_of!(PairState, verdicts), 0);
+    assert_eq!(std::mem::size_of::<Verdicts>(), 128);
+    // Fingerprint, unit window and flags: line 2.
+    for end in [
+        offset_of!(PairState, fingerprint) + 8,
+        offset_of!(PairState, units) + std::mem::size_of::<Distinct>(),
+        offset_of!(PairState, quiet) + 1,
+        offset_of!(PairState, blocks_unit) + 2,
+    ] {
+        assert!((129..=192).contains(&end), "{end}");
+    }
+    // Rate buckets: line 3; read-block windows: lines 4 and 5, two windows each.
+    assert_eq!(offset_of!(PairState, rates), 192);
+    assert_eq!(std::mem::size_of::<Rates>(), 64);
+    assert_eq!(offset_of!(PairState, blocks), 256);
+    assert_eq!(std::mem::size_of::<Tables>(), 128);
+    assert_eq!(std::mem::size_of::<Distinct>(), 32);
+}
+
+#[test]
+fn each_unit_read_has_its_own_block_windows() {
+    let mut pair = PairState::default();
+    let window = std::time::Duration::from_secs(60);
+    let t = Timestamp::from_secs(10);
+    // Unit 1 reads three blocks of holding registers, units 2 and 3 another block each: were
+    // the windows shared, unit 2's block would be the fourth.
+    for block in 0..3 {
+        assert!(!pair.tables(1)[2].add(t, window, block, 4));
+    }
+    assert!(!pair.tables(2)[2].add(t, window, 10, 4));
+    assert!(!pair.tables(3)[2].add(t, window, 20, 4));
+    // Input registers are counted apart from holding registers.
+    assert!(!pair.tables(1)[3].add(t, window, 30, 4));
+    // The fourth block of unit 1 reaches its threshold.
+    assert!(pair.tables(1)[2].add(t, window, 3, 4));
+}

@@ -50,3 +50,16 @@ fn counter_fires_at_each_multiple_of_the_threshold_within_its_window() {
     assert_eq!(fired, [false, false, true, false, false, true]);
     assert!(!c.add(at(60), WINDOW, 3), "a new window starts from one");
 }
+
+#[test]
+fn a_threshold_of_one_fires_at_the_first_item_and_not_again_in_its_window() {
+    let mut d = Distinct::default();
+    assert!(d.add(at(0), WINDOW, 5, 1));
+    assert!(!d.add(at(1), WINDOW, 6, 1), "once per window");
+    assert!(d.add(at(60), WINDOW, 6, 1), "and again in the next");
+}
+
+#[test]
+fn a_window_is_half_a_cache_line() {
+    assert_eq!(std::mem::size_of::<Distinct>(), 32);
+}
