@@ -119,7 +119,7 @@ pub struct Flow {
     /// `info.client` as first guessed, before the session may have swapped the sides.
     guessed_client: (IpAddr, u16),
     last_seen: Timestamp,
-    tcp: Option<Box<TcpState>>,
+    tcp: Option<TcpState>,
     session: Session,
 }
 
@@ -145,14 +145,14 @@ impl Flow {
             orientation_known,
         };
         let tcp = match packet.transport {
-            Transport::Tcp(f) => Some(Box::new(TcpState {
+            Transport::Tcp(f) => Some(TcpState {
                 streams: [
                     Reassembler::new(config.reassembly),
                     Reassembler::new(config.reassembly),
                 ],
                 fin: [false, false],
                 opening_syn: (f.syn && !f.ack).then_some(f.seq),
-            })),
+            }),
             Transport::Udp => None,
         };
         Self {
@@ -240,7 +240,7 @@ impl Flow {
             }
             return fin_seen(&mut tcp.fin, i, flags.fin);
         }
-        let TcpState { streams, fin, .. } = &mut **tcp;
+        let TcpState { streams, fin, .. } = tcp;
         let [to_server, to_client] = streams;
         let (this, other) = match direction {
             Direction::ToServer => (to_server, to_client),

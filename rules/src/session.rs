@@ -88,7 +88,7 @@ pub enum Event<'a> {
 #[derive(Debug, Clone)]
 enum State {
     Probing { buffered: [Vec<u8>; 2] },
-    Modbus { framers: Box<[Framer; 2]> },
+    Modbus { framers: [Framer; 2] },
     NotModbus,
 }
 
@@ -369,10 +369,10 @@ impl Session {
 
     fn recognise(&mut self, encapsulation: Encapsulation, out: &mut impl FnMut(Event<'_>)) {
         self.state = State::Modbus {
-            framers: Box::new([
+            framers: [
                 Framer::new(encapsulation, Direction::ToServer),
                 Framer::new(encapsulation, Direction::ToClient),
-            ]),
+            ],
         };
         out(Event::Recognised {
             encapsulation,
