@@ -164,14 +164,13 @@ impl Builtins {
                 if *unit_id == 0 && request.class() == FunctionClass::Write {
                     out(&rule::BROADCAST_WRITE, facts());
                 }
-                let limits = self.limits;
-                if *outstanding >= limits.flood as usize {
+                if *outstanding >= self.limits.flood as usize {
                     let mut f = facts();
                     f.message = Some(format!("{outstanding} requests waiting for a response"));
                     out(&rule::REQUEST_FLOOD, f);
                 }
                 if let Some(pair) = pair {
-                    self.per_pair(ts, first, *unit_id, request, raw, pair, limits, config, out);
+                    self.per_pair(ts, first, *unit_id, request, raw, pair, config, out);
                 }
             }
             Event::Transaction(t) => {
@@ -276,12 +275,12 @@ impl Builtins {
         request: &Request<'_>,
         raw: &[u8],
         (pair_id, new_pair, pair): (u32, bool, &mut PairState),
-        limits: Limits,
         config: &DetectionConfig,
         out: &mut impl FnMut(&'static RuleMeta, Facts),
     ) {
-        if self.writes.len() > MAX_ENTRIES {
-            self.writes.clear();
+        let Self { limits, writes, .. } = self;
+        if writes.len() > MAX_ENTRIES {
+            writes.clear();
         }
         if limits.new_pairs && new_pair && ts.since(first) >= config.baseline {
             out(
@@ -332,10 +331,7 @@ impl Builtins {
             let mut forced = None;
             for (i, value) in written(request).into_iter().enumerate() {
                 let a = address.saturating_add(u16::try_from(i).unwrap_or(u16::MAX));
-                let point = self
-                    .writes
-                    .entry((pair_id, unit, table as u8, a))
-                    .or_default();
+                let point = writes.entry((pair_id, unit, table as u8, a)).or_default();
                 let changed = point.1.is_some_and(|last| last != value);
                 point.1 = Some(value);
                 if changed && point.0.add(ts, window, changes) {
