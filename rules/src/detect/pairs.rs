@@ -111,7 +111,7 @@ impl Default for Pairs {
 
 impl Pairs {
     /// Most pairs held: a plant has hundreds, a sweep of a large subnet tens of thousands. A
-    /// pair's state is one inline record (576 bytes), so this bounds it to about 32 MB.
+    /// pair's state is one inline record (576 bytes), so this bounds it to about 29 MB.
     pub const MAX: usize = 50_000;
 
     /// The id of the flow's pair, and whether the pair is new.

@@ -58,8 +58,3 @@ fn a_threshold_of_one_fires_at_the_first_item_and_not_again_in_its_window() {
     assert!(!d.add(at(1), WINDOW, 6, 1), "once per window");
     assert!(d.add(at(60), WINDOW, 6, 1), "and again in the next");
 }
-
-#[test]
-fn a_window_is_half_a_cache_line() {
-    assert_eq!(std::mem::size_of::<Distinct>(), 32);
-}
