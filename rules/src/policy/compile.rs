@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use rustc_hash::FxHashMap;
 use toml::Spanned;
 
 use super::matcher::{
@@ -218,10 +219,7 @@ pub(super) fn compile(text: &str, name: &str) -> Result<Policy, PolicyError> {
         groups.insert(group.clone(), names);
     }
 
-    let resolver = Resolver {
-        assets: &assets,
-        groups: &groups,
-    };
+    let resolver = Resolver::new(&assets, &groups);
     let mut allow = Vec::new();
     for (i, rule) in file.allows.iter().enumerate() {
         let field = format!("allow[{i}]");
@@ -335,11 +333,25 @@ pub(super) fn compile(text: &str, name: &str) -> Result<Policy, PolicyError> {
 }
 
 struct Resolver<'a> {
-    assets: &'a [Asset],
+    /// Assets by name (the first of a name, as file order decides elsewhere too).
+    assets: FxHashMap<&'a str, &'a Asset>,
     groups: &'a BTreeMap<String, Vec<String>>,
 }
 
-impl Resolver<'_> {
+impl<'a> Resolver<'a> {
+    /// A resolver over the policy's assets and groups: each rule names hosts, and looking them
+    /// up by scanning every asset made compiling a policy quadratic in its size.
+    fn new(assets: &'a [Asset], groups: &'a BTreeMap<String, Vec<String>>) -> Self {
+        let mut by_name = FxHashMap::default();
+        for a in assets {
+            by_name.entry(a.name.as_str()).or_insert(a);
+        }
+        Self {
+            assets: by_name,
+            groups,
+        }
+    }
+
     /// Resolves names, groups, addresses and `any` to a host set, and the units the named assets
     /// answer for.
     fn hosts(&self, names: &[String]) -> Result<(AddrSet, UnitSet), String> {
@@ -350,11 +362,11 @@ impl Resolver<'_> {
             if name == "any" {
                 return Ok((AddrSet::Any, UnitSet::ALL));
             }
-            if let Some(a) = self.assets.iter().find(|a| a.name == name) {
+            if let Some(a) = self.assets.get(name) {
                 push_asset(a, &mut nets, &mut units);
             } else if let Some(members) = self.groups.get(name) {
                 for m in members {
-                    if let Some(a) = self.assets.iter().find(|a| &a.name == m) {
+                    if let Some(a) = self.assets.get(m.as_str()) {
                         push_asset(a, &mut nets, &mut units);
                     }
                 }

@@ -1,8 +1,11 @@
 //! Warnings about a valid policy: rules that can never match, and allow rules made redundant by
 //! an earlier one (shadowed), which usually mean a typo in the later rule.
 
+use ipnet::IpNet;
+use rustc_hash::FxHashMap;
+
 use super::matcher::{AddrSet, RangeSet, UnitSet};
-use super::{Matcher, Policy};
+use super::{Asset, Matcher, Policy};
 
 /// Something in a valid policy that is probably not what its author meant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,8 +40,9 @@ pub(super) fn lint(policy: &Policy) -> Vec<Warning> {
                 .iter()
                 .map(|r| (r.line, &r.name, &r.matcher, false)),
         );
+    let targets = Targets::of(policy);
     for (line, name, m, _) in rules {
-        if let Some(why) = never_matches(policy, m) {
+        if let Some(why) = never_matches(&targets, m) {
             warnings.push(Warning {
                 line,
                 rule: name.clone(),
@@ -66,7 +70,55 @@ pub(super) fn lint(policy: &Policy) -> Vec<Warning> {
     warnings
 }
 
-fn never_matches(policy: &Policy, m: &Matcher) -> Option<String> {
+/// The assets that answer for units, found by the first of their networks: a rule's targets
+/// are looked up through the networks it names instead of by scanning every asset for every
+/// rule (quadratic in the policy's size).
+struct Targets<'a> {
+    by_first_net: FxHashMap<IpNet, Vec<&'a Asset>>,
+    /// Assets with units but no network: every rule's targets include them.
+    without_nets: Vec<&'a Asset>,
+}
+
+impl<'a> Targets<'a> {
+    fn of(policy: &'a Policy) -> Self {
+        let mut targets = Self {
+            by_first_net: FxHashMap::default(),
+            without_nets: Vec::new(),
+        };
+        for a in &policy.assets {
+            if let AddrSet::Nets(nets) = &a.addresses
+                && a.units != UnitSet::NONE
+            {
+                match nets.first() {
+                    Some(first) => targets.by_first_net.entry(*first).or_default().push(a),
+                    None => targets.without_nets.push(a),
+                }
+            }
+        }
+        targets
+    }
+
+    /// The units the assets whose networks all lie among `nets` answer for.
+    fn units_within(&self, nets: &[IpNet]) -> UnitSet {
+        let found = nets
+            .iter()
+            .filter_map(|n| self.by_first_net.get(n))
+            .flatten()
+            .chain(&self.without_nets)
+            .filter(
+                |a| matches!(&a.addresses, AddrSet::Nets(n) if n.iter().all(|x| nets.contains(x))),
+            );
+        let mut units = UnitSet::NONE;
+        for a in found {
+            for u in a.units.iter() {
+                units.insert(u);
+            }
+        }
+        units
+    }
+}
+
+fn never_matches(targets: &Targets<'_>, m: &Matcher) -> Option<String> {
     if m.from.is_empty() {
         return Some("`from` names no host".into());
     }
@@ -78,18 +130,7 @@ fn never_matches(policy: &Policy, m: &Matcher) -> Option<String> {
     }
     if let AddrSet::Nets(nets) = &m.to {
         // The units the named targets answer for must meet the rule's units.
-        let target_units = policy
-            .assets
-            .iter()
-            .filter(
-                |a| matches!(&a.addresses, AddrSet::Nets(n) if n.iter().all(|x| nets.contains(x))),
-            )
-            .fold(UnitSet::NONE, |mut acc, a| {
-                for u in a.units.iter() {
-                    acc.insert(u);
-                }
-                acc
-            });
+        let target_units = targets.units_within(nets);
         if target_units != UnitSet::NONE && !target_units.intersects(&m.units) {
             return Some("its units are not units the targets answer for".into());
         }

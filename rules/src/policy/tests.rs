@@ -233,6 +233,29 @@ fn rule_for_units_its_targets_do_not_answer_for_can_never_match() {
 }
 
 #[test]
+fn a_target_with_several_addresses_answers_for_its_units_in_the_unit_check() {
+    // A redundant PLC pair with two addresses, answering for unit 5. A rule reaching both of
+    // its addresses (listed in another order) for unit 6 can never match; a rule reaching only
+    // one of them says nothing about the pair's units, so it is not warned about.
+    let text = format!(
+        "{GOOD}\n[[asset]]\nname = \"plc-pair\"\naddresses = [\"10.0.3.1\", \"10.0.3.2\"]\nunits = [5]\nrole = \"slave\"\n\n[[allow]]\nname = \"pair, wrong unit\"\nfrom = \"scada\"\nto = [\"10.0.3.2\", \"10.0.3.1\"]\nunits = [6]\nfunctions = \"read\"\n\n[[allow]]\nname = \"half the pair\"\nfrom = \"scada\"\nto = \"10.0.3.2\"\nunits = [6]\nfunctions = \"read\"\n"
+    );
+    let (_, warnings) = Policy::parse(&text, "p.toml").unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.rule == "pair, wrong unit" && w.message.contains("units")),
+        "{warnings:?}"
+    );
+    assert!(
+        !warnings
+            .iter()
+            .any(|w| w.rule == "half the pair" && w.message.contains("never")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
 fn time_window_wraps_midnight_and_respects_days_and_offset() {
     let w = matcher::TimeWindow {
         start: 22 * 60,
