@@ -584,6 +584,18 @@ to = "plc"
 functions = ["read"]
 "#;
 
+/// `POLICY` with `line` added to its rule for the scada master.
+fn with_scada_rule(line: &str) -> String {
+    let last = "write_values = { min = 0, max = 1500 }\n";
+    POLICY.replace(last, &format!("{last}{line}\n"))
+}
+
+/// `POLICY` with `line` added to its rule for the hmi.
+fn with_hmi_rule(line: &str) -> String {
+    let last = "functions = [\"read\"]\n";
+    POLICY.replace(last, &format!("{last}{line}\n"))
+}
+
 #[test]
 fn allowed_traffic_raises_nothing() {
     let mut b = Bench::with_policy(Some(POLICY));
@@ -712,10 +724,7 @@ fn an_alert_rule_still_matches_a_poll_whose_verdict_is_remembered() {
 
 #[test]
 fn process_value_outside_its_limits_is_reported_from_the_response() {
-    let policy = POLICY.replace(
-        "functions = [\"read\"]\n",
-        "functions = [\"read\"]\nread_values = { min = 0, max = 1000 }\n",
-    );
+    let policy = with_hmi_rule("read_values = { min = 0, max = 1000 }");
     let mut b = Bench::with_policy(Some(&policy));
     b.flow.client = "10.0.0.20:40000".parse().unwrap();
     b.exchange(at(0.0), 1, &[3, 0, 0, 0, 2], &[3, 4, 0, 5, 0x0b, 0xb8]);
@@ -730,10 +739,7 @@ fn process_value_outside_its_limits_is_reported_from_the_response() {
 
 #[test]
 fn rate_limit_is_enforced_in_capture_time() {
-    let policy = POLICY.replace(
-        "functions = [\"read\"]\n",
-        "functions = [\"read\"]\nrate = \"10/s\"\n",
-    );
+    let policy = with_hmi_rule("rate = \"10/s\"");
     let mut b = Bench::with_policy(Some(&policy));
     b.flow.client = "10.0.0.20:40000".parse().unwrap();
     for i in 0..10 {
@@ -748,10 +754,7 @@ fn rate_limit_is_enforced_in_capture_time() {
 
 #[test]
 fn command_outside_the_time_window_raises_outside_hours() {
-    let policy = POLICY.replace(
-        "functions = [\"read\"]\n",
-        "functions = [\"read\"]\nhours = \"06:00-18:00\"\n",
-    );
+    let policy = with_hmi_rule("hours = \"06:00-18:00\"");
     let mut b = Bench::with_policy(Some(&policy));
     b.flow.client = "10.0.0.20:40000".parse().unwrap();
     // 1970-01-01T00:16:40Z is outside 06:00-18:00 UTC.
@@ -776,10 +779,7 @@ fn violation_rule(kind: ViolationKind) -> &'static str {
 
 #[test]
 fn remembered_verdicts_agree_with_checking_every_request_afresh() {
-    let text = POLICY.replace(
-        "write_values = { min = 0, max = 1500 }\n",
-        "write_values = { min = 0, max = 1500 }\nrate = \"10/s\"\n",
-    );
+    let text = with_scada_rule("rate = \"10/s\"");
     let policy = Policy::parse(&text, "test.toml").unwrap().0;
     let flow = flow();
     let candidates = policy.candidates(flow.client.ip(), flow.server.ip());
@@ -877,10 +877,7 @@ fn a_new_policy_forgets_which_rule_allowed_what() {
 
 #[test]
 fn a_rule_with_hours_is_matched_afresh_at_every_request() {
-    let policy = POLICY.replace(
-        "write_values = { min = 0, max = 1500 }\n",
-        "write_values = { min = 0, max = 1500 }\nhours = \"06:00-18:00\"\n",
-    );
+    let policy = with_scada_rule("hours = \"06:00-18:00\"");
     let mut b = Bench::with_policy(Some(&policy));
     let t = |h: u64, m: u64| Timestamp::from_secs(h * 3600 + m * 60);
     b.request(t(12, 0), 1, &[3, 0, 0, 0, 1]);
