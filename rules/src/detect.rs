@@ -6,8 +6,8 @@
 
 mod builtin;
 mod fold;
+mod memo;
 mod pairs;
-mod verdicts;
 mod window;
 
 use std::net::SocketAddr;
@@ -24,7 +24,8 @@ use crate::time::Timestamp;
 use crate::transaction::Outcome;
 use builtin::{Builtins, Limits};
 use fold::Fold;
-use pairs::{PairState, Pairs, slot};
+use memo::Verdict;
+use pairs::{PairRef, PairState, Pairs, slot};
 
 /// Settings that do not come from the policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,7 +265,15 @@ impl Engine {
         };
         let mut pair = if needs_pair {
             let (id, new) = pairs.intern(flow);
-            pairs.get_mut(id).map(|state| (id, new, state))
+            let shape = match event {
+                FlowEvent::Session(Event::Request {
+                    unit_id, request, ..
+                }) => memo::shape(*unit_id, request),
+                _ => None,
+            };
+            pairs
+                .get_mut(id)
+                .map(|state| PairRef::new(id, new, state, shape))
         } else {
             None
         };
@@ -273,13 +282,15 @@ impl Engine {
             ts,
             flow,
             event,
-            pair.as_mut()
-                .map(|(id, new, state)| (*id, *new, &mut **state)),
+            pair.as_mut(),
             config,
             &mut |meta, facts| findings.push(Pending::Builtin(meta, facts)),
         );
-        if let (Some(policy), Some((_, _, state))) = (policy, pair) {
-            policy_checks(policy, state, ts, flow, event, &mut findings);
+        if let Some(mut pair) = pair {
+            if let Some(policy) = policy {
+                policy_checks(policy, &mut pair, ts, flow, event, &mut findings);
+            }
+            pair.remember();
         }
         for pending in findings {
             match pending {
@@ -318,7 +329,7 @@ enum Pending {
 #[allow(clippy::too_many_arguments)]
 fn policy_checks(
     policy: &Policy,
-    pair: &mut PairState,
+    pair: &mut PairRef<'_>,
     ts: Timestamp,
     flow: &FlowInfo,
     event: &FlowEvent<'_>,
@@ -335,33 +346,29 @@ fn policy_checks(
             raw,
             ..
         } => {
-            let PairState {
-                candidates,
-                rates,
-                verdicts,
-                quiet,
+            let PairRef {
+                state: PairState {
+                    candidates, rates, ..
+                },
+                recall,
                 ..
             } = pair;
-            let shape = verdicts::shape(*unit_id, request);
-            let remembered = shape
-                .and_then(|s| verdicts.get(s))
-                .is_some_and(|(rule, rated)| {
-                    !rated
-                        || rates
-                            .0
-                            .iter_mut()
-                            .find(|(r, _)| *r == rule)
-                            .and_then(|(_, bucket)| bucket.as_mut())
-                            .is_some_and(|(rate, state)| state.take(*rate, ts))
-                });
+            let remembered = recall.verdict().filter(|v| {
+                !v.rated
+                    || rates
+                        .0
+                        .iter_mut()
+                        .find(|(r, _)| *r == v.rule)
+                        .and_then(|(_, bucket)| bucket.as_mut())
+                        .is_some_and(|(rate, state)| state.take(*rate, ts))
+            });
             // A remembered verdict of a pair without alert rules is the whole check: the
             // candidate rules are not read.
-            if remembered && *quiet {
+            if remembered.is_some_and(|v| v.whole) {
                 return;
             }
             let candidates = candidates.get_or_insert_with(|| candidates_of(policy));
-            *quiet = candidates.alerts.is_empty();
-            let violation = if remembered {
+            let violation = if remembered.is_some() {
                 None
             } else {
                 let mut rated = false;
@@ -375,8 +382,12 @@ fn policy_checks(
                     });
                 match verdict {
                     Ok(rule) => {
-                        if let Some(s) = shape.filter(|_| candidates.timeless) {
-                            verdicts.insert(s, rule, rated);
+                        if candidates.timeless {
+                            recall.set_verdict(Verdict {
+                                rule,
+                                rated,
+                                whole: candidates.alerts.is_empty(),
+                            });
                         }
                         None
                     }
@@ -415,7 +426,10 @@ fn policy_checks(
             let (Some(request), Some(response)) = (&t.request, &t.response) else {
                 return;
             };
-            let candidates = pair.candidates.get_or_insert_with(|| candidates_of(policy));
+            let candidates = pair
+                .state
+                .candidates
+                .get_or_insert_with(|| candidates_of(policy));
             if let Some((v, values)) =
                 policy.check_read_values(candidates, ts, t.unit_id, request, response)
             {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
-use super::pairs::{PairState, slot};
+use super::pairs::{PairRef, slot};
 use super::window::Counter;
 use super::{DetectionConfig, Facts, evidence};
 use crate::alert::{RuleMeta, rule};
@@ -119,7 +119,7 @@ impl Builtins {
         ts: Timestamp,
         flow: &FlowInfo,
         event: &FlowEvent<'_>,
-        pair: Option<(u32, bool, &mut PairState)>,
+        pair: Option<&mut PairRef<'_>>,
         config: &DetectionConfig,
         out: &mut impl FnMut(&'static RuleMeta, Facts),
     ) {
@@ -145,7 +145,7 @@ impl Builtins {
         first: Timestamp,
         flow: &FlowInfo,
         event: &Event<'_>,
-        pair: Option<(u32, bool, &mut PairState)>,
+        pair: Option<&mut PairRef<'_>>,
         config: &DetectionConfig,
         out: &mut impl FnMut(&'static RuleMeta, Facts),
     ) {
@@ -265,7 +265,8 @@ impl Builtins {
         }
     }
 
-    /// Detectors that count across a master/target pair.
+    /// Detectors that count across a master/target pair. A read whose unit and block the
+    /// pair's windows hold (as its memo says) changes none of them and is skipped.
     #[allow(clippy::too_many_arguments)]
     fn per_pair(
         &mut self,
@@ -274,11 +275,22 @@ impl Builtins {
         unit: u8,
         request: &Request<'_>,
         raw: &[u8],
-        (pair_id, new_pair, pair): (u32, bool, &mut PairState),
+        pair: &mut PairRef<'_>,
         config: &DetectionConfig,
         out: &mut impl FnMut(&'static RuleMeta, Facts),
     ) {
+        if ts < pair.recall.windows_until {
+            return;
+        }
         let Self { limits, writes, .. } = self;
+        let PairRef {
+            id: pair_id,
+            new: new_pair,
+            state: pair,
+            recall,
+            ..
+        } = pair;
+        let (pair_id, new_pair) = (*pair_id, *new_pair);
         if writes.len() > MAX_ENTRIES {
             writes.clear();
         }
@@ -294,6 +306,7 @@ impl Builtins {
             );
         }
         let (threshold, window) = limits.unit_scan;
+        let unit_window = window;
         if pair.units.add(ts, window, u32::from(unit), threshold) {
             out(
                 &rule::UNIT_ID_SCAN,
@@ -306,11 +319,20 @@ impl Builtins {
         if let Some((table, address, quantity)) = request.read_range() {
             let (threshold, window) = limits.sweep;
             let block = u32::from(address) << 16 | u32::from(quantity);
-            if pair
+            let mut held = None;
+            let swept = pair
                 .tables(unit)
                 .get_mut(usize::from(table as u8))
-                .is_some_and(|blocks| blocks.add(ts, window, block, threshold))
-            {
+                .is_some_and(|blocks| {
+                    let swept = blocks.add(ts, window, block, threshold);
+                    held = blocks.holds_until(block, window);
+                    swept
+                });
+            // Until both windows end, the same read changes neither.
+            recall.windows_until = held
+                .zip(pair.units.holds_until(u32::from(unit), unit_window))
+                .map_or_else(Timestamp::default, |(b, u)| b.min(u));
+            if swept {
                 out(
                     &rule::ADDRESS_SWEEP,
                     Facts {

@@ -14,40 +14,36 @@ use std::net::IpAddr;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
-use super::verdicts::Verdicts;
+use super::memo::{Memo, Recall};
 use super::window::Distinct;
 use crate::flow::FlowInfo;
 use crate::policy::Candidates;
 use crate::policy::matcher::{Rate, RateState};
 
 /// State kept for one master/target pair, laid out by cache line so that the requests masters
-/// send all day touch four lines of it: the set of remembered verdicts the request falls in
-/// (one of two lines), the pair's fingerprint, unit window and flags (one line), the rate
-/// buckets (one line), and the read-block windows of the table read (each window within one
-/// line of two). What rarer requests need (candidate rules, other units' windows, written
-/// points) follows. Offsets are pinned by a test.
+/// send all day touch two lines of it: the set of the memo the request falls in (one of four
+/// lines) and, for a rule with a rate, the rate buckets. What the built-in detectors count
+/// when the memo does not answer (the unit window, the read-block windows of the table read,
+/// each within one line) follows, then what rarer requests need (candidate rules, other
+/// units' windows, written points). Offsets are pinned by a test.
 #[derive(Debug, Default)]
 #[repr(C, align(64))]
 pub(super) struct PairState {
-    /// Which rule allowed each request shape lately.
-    pub verdicts: Verdicts,
-    /// A hash of the pair's addresses, to check a flow-id table hit (see [`Pairs::intern`]).
-    fingerprint: u64,
-    /// Unit ids addressed recently.
-    pub units: Distinct,
-    /// Whether the pair's candidate rules are computed and include no alert rule: then a
-    /// remembered verdict is the whole policy check of a request.
-    pub quiet: bool,
-    /// The unit whose read-block windows are `blocks`, once the pair read any.
-    blocks_unit: Option<u8>,
+    /// Which rule allowed each request shape lately, and until when the windows hold it.
+    pub memo: Memo,
     /// Rate buckets of allow rules, by rule index.
     pub rates: Rates,
+    /// Unit ids addressed recently.
+    pub units: Distinct,
+    /// The unit whose read-block windows are `blocks`, once the pair read any.
+    blocks_unit: Option<u8>,
     /// Read-block windows of `blocks_unit`, per table.
     blocks: Tables,
     /// The policy rules that can apply, once computed.
     pub candidates: Option<Candidates>,
-    /// Read-block windows of the other units the pair read.
-    more_blocks: SmallVec<[(u8, Tables); 0]>,
+    /// Read-block windows of the other units the pair read (boxed: inline, their alignment
+    /// would pad the record by a line).
+    more_blocks: SmallVec<[(u8, Box<Tables>); 0]>,
     /// Points written recently, per unit.
     pub points: SmallVec<[(u8, Distinct); 1]>,
 }
@@ -65,9 +61,48 @@ impl PairState {
     /// Forgets what the policy computed.
     fn forget_policy(&mut self) {
         self.candidates = None;
-        self.quiet = false;
         self.rates.0.clear();
-        self.verdicts.clear();
+        self.memo.clear();
+    }
+}
+
+/// A request's pair as the detectors see it: its id, whether it is new, its state, and what
+/// its memo holds of the request's shape, which the detectors update and [`PairRef::remember`]
+/// writes back (one memo lookup per request, however many detectors ask).
+pub(super) struct PairRef<'a> {
+    /// The pair's id.
+    pub id: u32,
+    /// Whether this request made the pair.
+    pub new: bool,
+    /// The pair's state.
+    pub state: &'a mut PairState,
+    /// What is known of the request's shape: read from the memo, updated by the detectors.
+    pub recall: Recall,
+    shape: Option<u64>,
+    recalled: Recall,
+}
+
+impl<'a> PairRef<'a> {
+    /// Pair `id`'s state, with what its memo holds of `shape` (a request's, if it has one).
+    pub fn new(id: u32, new: bool, state: &'a mut PairState, shape: Option<u64>) -> Self {
+        let recalled = shape.and_then(|s| state.memo.get(s)).unwrap_or_default();
+        Self {
+            id,
+            new,
+            state,
+            recall: recalled,
+            shape,
+            recalled,
+        }
+    }
+
+    /// Writes what the detectors learnt of the shape into the memo.
+    pub fn remember(self) {
+        if let Some(shape) = self.shape
+            && self.recall != self.recalled
+        {
+            self.state.memo.insert(shape, self.recall);
+        }
     }
 }
 
@@ -87,9 +122,9 @@ pub(super) type Bucket = (Rate, RateState);
 /// Slots of the flow-id table.
 const RECENT: usize = 256;
 
-/// A flow's pair as remembered in the flow-id table: flow id and pair id (checked against the
-/// pair's fingerprint, which is read next anyway).
-type Recent = (u64, u32);
+/// A flow's pair as remembered in the flow-id table: flow id, a hash of the pair's addresses
+/// (to check a hit, see [`Pairs::intern`]) and pair id.
+type Recent = (u64, u64, u32);
 
 /// All pairs.
 #[derive(Debug)]
@@ -111,25 +146,22 @@ impl Default for Pairs {
 
 impl Pairs {
     /// Most pairs held: a plant has hundreds, a sweep of a large subnet tens of thousands. A
-    /// pair's state is one inline record (576 bytes), so this bounds it to about 29 MB.
+    /// pair's state is one inline record (640 bytes), so this bounds it to about 32 MB.
     pub const MAX: usize = 50_000;
 
     /// The id of the flow's pair, and whether the pair is new.
     ///
     /// A flow's pair is found first in a small table indexed by flow id. Flow ids are only
     /// unique within one flow table, so a hit is checked against a 64-bit hash of the pair's
-    /// addresses kept in its state: a wrong pair would need a reused flow id in the same slot
-    /// and a hash collision of different addresses.
+    /// addresses kept with it: a wrong pair would need a reused flow id in the same slot and a
+    /// hash collision of different addresses.
     pub fn intern(&mut self, flow: &FlowInfo) -> (u32, bool) {
         let key = (bits(flow.client.ip()), bits(flow.server.ip()));
         let fingerprint = fingerprint(key);
         let slot = (flow.id % RECENT as u64) as usize;
-        if let Some(Some((f, id))) = self.recent.get(slot)
+        if let Some(Some((f, h, id))) = self.recent.get(slot)
             && *f == flow.id
-            && self
-                .states
-                .get(*id as usize)
-                .is_some_and(|s| s.fingerprint == fingerprint)
+            && *h == fingerprint
         {
             return (*id, false);
         }
@@ -143,16 +175,13 @@ impl Pairs {
                     self.recent.fill(None);
                 }
                 let id = u32::try_from(self.states.len()).unwrap_or(u32::MAX);
-                self.states.push(PairState {
-                    fingerprint,
-                    ..PairState::default()
-                });
+                self.states.push(PairState::default());
                 self.index.insert(key, id);
                 (id, true)
             }
         };
         if let Some(r) = self.recent.get_mut(slot) {
-            *r = Some((flow.id, id));
+            *r = Some((flow.id, fingerprint, id));
         }
         (id, new)
     }

@@ -784,7 +784,7 @@ fn remembered_verdicts_agree_with_checking_every_request_afresh() {
     let flow = flow();
     let candidates = policy.candidates(flow.client.ip(), flow.server.ip());
     assert!(candidates.timeless);
-    let mut pair = PairState::default();
+    let mut pair_state = PairState::default();
     let mut fresh_rates: SmallVec<[(usize, Option<RateState>); 1]> = SmallVec::new();
     // A master polling a few registers, now and then writing a setpoint (some out of bounds)
     // or reading outside its ranges, at a pace that crosses the rate limit in bursts.
@@ -822,12 +822,7 @@ fn remembered_verdicts_agree_with_checking_every_request_afresh() {
                     .take(rate, ts)
             })
             .map(|v| violation_rule(v.kind));
-        if let Some(s) = verdicts::shape(unit, &request)
-            && pair.verdicts.get(s).is_some()
-        {
-            remembered += 1;
-        }
-        let mut findings = Vec::new();
+        let shape = memo::shape(unit, &request);
         let event = FlowEvent::Session(Event::Request {
             transaction_id: Some(1),
             unit_id: unit,
@@ -835,7 +830,13 @@ fn remembered_verdicts_agree_with_checking_every_request_afresh() {
             raw: &pdu,
             outstanding: 1,
         });
+        let mut findings = Vec::new();
+        let mut pair = PairRef::new(0, false, &mut pair_state, shape);
+        if pair.recall.verdict().is_some() {
+            remembered += 1;
+        }
         policy_checks(&policy, &mut pair, ts, &flow, &event, &mut findings);
+        pair.remember();
         let got: Vec<&str> = findings
             .iter()
             .map(|f| match f {
@@ -885,4 +886,90 @@ fn a_rule_with_hours_is_matched_afresh_at_every_request() {
     assert!(b.rules().is_empty());
     b.request(t(19, 0), 1, &[3, 0, 0, 0, 1]);
     assert_eq!(b.rules(), vec!["policy.outside_hours"]);
+}
+
+#[test]
+fn remembered_windows_agree_with_adding_every_read_afresh() {
+    // A unit-id scan of 3 units within 5 s, a sweep of 4 blocks within 3 s: windows of
+    // different lengths, so a remembered window end must be the earlier of the two.
+    let text = format!(
+        "{POLICY}\n[detectors.\"recon.unit_id_scan\"]\nthreshold = 3\nwindow = \"5s\"\n\n\
+         [detectors.\"recon.address_sweep\"]\nthreshold = 4\nwindow = \"3s\"\n"
+    );
+    let policy = Policy::parse(&text, "test.toml").unwrap().0;
+    let config = DetectionConfig::default();
+    let mut builtins = Builtins::new(Limits::resolve(Some(&policy), &config));
+    let flow = flow();
+    let mut state = PairState::default();
+    let mut units = window::Distinct::default();
+    let mut blocks: std::collections::HashMap<(u8, u8), window::Distinct> = Default::default();
+    // A master polling a few blocks of unit 1, now and then reading other blocks or units,
+    // at paces around the windows' lengths.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut nanos = 5_000_000_000u64;
+    let (mut remembered, mut scans, mut sweeps) = (0, 0, 0);
+    for _ in 0..5_000 {
+        let r = next();
+        nanos += [20_000_000, 200_000_000, 700_000_000][(r % 3) as usize];
+        let ts = Timestamp::from_nanos(nanos);
+        let function = 1 + (r >> 8) as u8 % 4;
+        let address = if r >> 16 & 7 == 0 {
+            (r >> 24) as u8
+        } else {
+            10 * ((r >> 24) as u8 % 3)
+        };
+        let unit = if r >> 32 & 15 == 0 {
+            (r >> 40) as u8 % 8
+        } else {
+            1
+        };
+        let pdu = [function, 0, address, 0, 4];
+        let request = Request::decode(&pdu).unwrap();
+        let shape = memo::shape(unit, &request);
+        let event = FlowEvent::Session(Event::Request {
+            transaction_id: Some(1),
+            unit_id: unit,
+            request,
+            raw: &pdu,
+            outstanding: 1,
+        });
+        let mut pair = PairRef::new(0, false, &mut state, shape);
+        remembered += usize::from(ts < pair.recall.windows_until);
+        let mut got = Vec::new();
+        builtins.observe(
+            ts,
+            &flow,
+            &event,
+            Some(&mut pair),
+            &config,
+            &mut |meta, _| got.push(meta.id),
+        );
+        pair.remember();
+        let mut expected = Vec::new();
+        if units.add(ts, Duration::from_secs(5), u32::from(unit), 3) {
+            expected.push(rule::UNIT_ID_SCAN.id);
+            scans += 1;
+        }
+        let block = u32::from(address) << 16 | 4;
+        if blocks
+            .entry((unit, function))
+            .or_default()
+            .add(ts, Duration::from_secs(3), block, 4)
+        {
+            expected.push(rule::ADDRESS_SWEEP.id);
+            sweeps += 1;
+        }
+        assert_eq!(got, expected, "{pdu:?} to unit {unit} at {ts:?}");
+    }
+    assert!(remembered > 800, "the memory answered often ({remembered})");
+    assert!(
+        scans > 20 && sweeps > 20,
+        "and windows fired ({scans}, {sweeps})"
+    );
 }

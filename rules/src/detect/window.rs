@@ -34,6 +34,14 @@ impl Distinct {
         self.items.push(item);
         self.items.len() == threshold
     }
+
+    /// When the window that holds `item` ends, if one does: until then, adding `item` again
+    /// changes nothing.
+    pub fn holds_until(&self, item: u32, window: Duration) -> Option<Timestamp> {
+        self.items
+            .contains(&item)
+            .then(|| self.start.saturating_add(window))
+    }
 }
 
 /// Occurrences in a window that starts with the first.

@@ -47,24 +47,23 @@ fn all_pairs_together_stay_within_32_mib() {
 }
 
 #[test]
-fn what_a_request_reads_sits_on_four_cache_lines() {
+fn what_a_request_reads_sits_on_two_cache_lines_and_the_windows_on_two_more() {
     use std::mem::offset_of;
-    // Verdicts: lines 0 and 1 (a lookup reads one set, within one line).
-    assert_eq!(offset_of!(PairState, verdicts), 0);
-    assert_eq!(std::mem::size_of::<Verdicts>(), 128);
-    // Fingerprint, unit window and flags: line 2.
+    // Memo: lines 0 to 3 (a lookup reads one set, within one line).
+    assert_eq!(offset_of!(PairState, memo), 0);
+    assert_eq!(std::mem::size_of::<Memo>(), 256);
+    // Rate buckets: line 4.
+    assert_eq!(offset_of!(PairState, rates), 256);
+    assert_eq!(std::mem::size_of::<Rates>(), 64);
+    // Unit window and the unit of the read-block windows: line 5.
     for end in [
-        offset_of!(PairState, fingerprint) + 8,
         offset_of!(PairState, units) + std::mem::size_of::<Distinct>(),
-        offset_of!(PairState, quiet) + 1,
         offset_of!(PairState, blocks_unit) + 2,
     ] {
-        assert!((129..=192).contains(&end), "{end}");
+        assert!((321..=384).contains(&end), "{end}");
     }
-    // Rate buckets: line 3; read-block windows: lines 4 and 5, two windows each.
-    assert_eq!(offset_of!(PairState, rates), 192);
-    assert_eq!(std::mem::size_of::<Rates>(), 64);
-    assert_eq!(offset_of!(PairState, blocks), 256);
+    // Read-block windows: lines 6 and 7, two windows each.
+    assert_eq!(offset_of!(PairState, blocks), 384);
     assert_eq!(std::mem::size_of::<Tables>(), 128);
     assert_eq!(std::mem::size_of::<Distinct>(), 32);
 }
