@@ -326,7 +326,9 @@ enum Pending {
     Custom(usize, Facts),
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The policy's checks of one event. Most requests are polls whose remembered verdict is the
+/// whole check: that path is kept small enough to inline, the rest is a call away.
+#[inline]
 fn policy_checks(
     policy: &Policy,
     pair: &mut PairRef<'_>,
@@ -338,6 +340,47 @@ fn policy_checks(
     let FlowEvent::Session(event) = event else {
         return;
     };
+    let remembered = match event {
+        Event::Request { .. } => {
+            let remembered = remembered_verdict(pair, ts);
+            // A remembered verdict of a pair without alert rules is the whole check: the
+            // candidate rules are not read.
+            if remembered.is_some_and(|v| v.whole) {
+                return;
+            }
+            remembered
+        }
+        _ => None,
+    };
+    full_policy_checks(policy, pair, ts, flow, event, remembered, findings);
+}
+
+/// The verdict remembered for the request, if it still holds: its rule has no rate, or a token
+/// of the rate was taken.
+fn remembered_verdict(pair: &mut PairRef<'_>, ts: Timestamp) -> Option<Verdict> {
+    let rates = &mut pair.state.rates.0;
+    pair.recall.verdict().filter(|v| {
+        !v.rated
+            || rates
+                .iter_mut()
+                .find(|(r, _)| *r == v.rule)
+                .and_then(|(_, bucket)| bucket.as_mut())
+                .is_some_and(|(rate, state)| state.take(*rate, ts))
+    })
+}
+
+/// The policy's checks of one event, past a remembered verdict (`remembered`, for a request).
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn full_policy_checks(
+    policy: &Policy,
+    pair: &mut PairRef<'_>,
+    ts: Timestamp,
+    flow: &FlowInfo,
+    event: &Event<'_>,
+    remembered: Option<Verdict>,
+    findings: &mut Vec<Pending>,
+) {
     let candidates_of = |policy: &Policy| policy.candidates(flow.client.ip(), flow.server.ip());
     match event {
         Event::Request {
@@ -353,20 +396,6 @@ fn policy_checks(
                 recall,
                 ..
             } = pair;
-            let remembered = recall.verdict().filter(|v| {
-                !v.rated
-                    || rates
-                        .0
-                        .iter_mut()
-                        .find(|(r, _)| *r == v.rule)
-                        .and_then(|(_, bucket)| bucket.as_mut())
-                        .is_some_and(|(rate, state)| state.take(*rate, ts))
-            });
-            // A remembered verdict of a pair without alert rules is the whole check: the
-            // candidate rules are not read.
-            if remembered.is_some_and(|v| v.whole) {
-                return;
-            }
             let candidates = candidates.get_or_insert_with(|| candidates_of(policy));
             let violation = if remembered.is_some() {
                 None

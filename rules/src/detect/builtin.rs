@@ -305,13 +305,17 @@ impl Builtins {
                 },
             );
         }
-        let (threshold, window) = limits.unit_scan;
-        let unit_window = window;
-        if pair.units.add(ts, window, u32::from(unit), threshold) {
+        let (unit_threshold, unit_window) = limits.unit_scan;
+        if pair
+            .units
+            .add(ts, unit_window, u32::from(unit), unit_threshold)
+        {
             out(
                 &rule::UNIT_ID_SCAN,
                 Facts {
-                    message: Some(format!("{threshold} unit ids addressed within {window:?}")),
+                    message: Some(format!(
+                        "{unit_threshold} unit ids addressed within {unit_window:?}"
+                    )),
                     ..Facts::of_request(unit, request, raw)
                 },
             );

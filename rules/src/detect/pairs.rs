@@ -122,8 +122,8 @@ pub(super) type Bucket = (Rate, RateState);
 /// Slots of the flow-id table.
 const RECENT: usize = 256;
 
-/// A flow's pair as remembered in the flow-id table: flow id, a hash of the pair's addresses
-/// (to check a hit, see [`Pairs::intern`]) and pair id.
+/// A flow's pair as remembered in the flow-id table: flow id, a fingerprint of the pair's
+/// addresses (to check a hit, see [`Pairs::intern`]) and pair id.
 type Recent = (u64, u64, u32);
 
 /// All pairs.
@@ -152,12 +152,11 @@ impl Pairs {
     /// The id of the flow's pair, and whether the pair is new.
     ///
     /// A flow's pair is found first in a small table indexed by flow id. Flow ids are only
-    /// unique within one flow table, so a hit is checked against a 64-bit hash of the pair's
-    /// addresses kept with it: a wrong pair would need a reused flow id in the same slot and a
-    /// hash collision of different addresses.
+    /// unique within one flow table, so a hit is checked against a fingerprint of the pair's
+    /// addresses kept with it: exact for IPv4, so a wrong pair would need a reused flow id in
+    /// the same slot and, with IPv6, a hash collision of different addresses.
     pub fn intern(&mut self, flow: &FlowInfo) -> (u32, bool) {
-        let key = (bits(flow.client.ip()), bits(flow.server.ip()));
-        let fingerprint = fingerprint(key);
+        let fingerprint = fingerprint(flow.client.ip(), flow.server.ip());
         let slot = (flow.id % RECENT as u64) as usize;
         if let Some(Some((f, h, id))) = self.recent.get(slot)
             && *f == flow.id
@@ -165,6 +164,7 @@ impl Pairs {
         {
             return (*id, false);
         }
+        let key = (bits(flow.client.ip()), bits(flow.server.ip()));
         let found = self.index.get(&key).copied();
         let (id, new) = match found {
             Some(id) => (id, false),
@@ -197,11 +197,16 @@ impl Pairs {
     }
 }
 
-/// A 64-bit hash of a pair's addresses (FxHash of their four halves).
-fn fingerprint((client, server): (u128, u128)) -> u64 {
+/// 64 bits that tell a pair's addresses apart: both IPv4 addresses exactly, or a hash (FxHash
+/// of their halves) when either is IPv6.
+fn fingerprint(client: IpAddr, server: IpAddr) -> u64 {
+    if let (IpAddr::V4(c), IpAddr::V4(s)) = (client, server) {
+        return u64::from(c.to_bits()) << 32 | u64::from(s.to_bits());
+    }
     let mut h = rustc_hash::FxHasher::default();
-    for half in [client >> 64, client, server >> 64, server] {
-        h.write_u64(half as u64);
+    for addr in [bits(client), bits(server)] {
+        h.write_u64((addr >> 64) as u64);
+        h.write_u64(addr as u64);
     }
     h.finish()
 }

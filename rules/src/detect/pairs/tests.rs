@@ -37,6 +37,22 @@ fn a_pair_keeps_its_id_across_flows_and_a_reused_flow_id_does_not_mislead() {
 }
 
 #[test]
+fn a_reused_flow_id_between_ipv6_hosts_does_not_mislead() {
+    let mut pairs = Pairs::default();
+    let hmi_plc1 = flow(7, "[fd00::9]:40000", "[fd00::3]:502");
+    assert_eq!(pairs.intern(&hmi_plc1), (0, true));
+    assert_eq!(pairs.intern(&hmi_plc1), (0, false));
+    let other = flow(7, "[fd00::9]:40000", "[fd00::4]:502");
+    assert_eq!(pairs.intern(&other), (1, true));
+    // The IPv4 hosts of the same flow id, and the same hosts written as IPv4-mapped IPv6.
+    let v4 = flow(7, "10.0.0.9:40000", "10.0.0.3:502");
+    assert_eq!(pairs.intern(&v4), (2, true));
+    let mapped = flow(7, "[::ffff:10.0.0.9]:40000", "[::ffff:10.0.0.3]:502");
+    assert_eq!(pairs.intern(&mapped), (2, false));
+    assert_eq!(pairs.intern(&hmi_plc1), (0, false));
+}
+
+#[test]
 fn all_pairs_together_stay_within_32_mib() {
     let record = std::mem::size_of::<PairState>();
     assert!(
