@@ -54,7 +54,7 @@ impl EventRecord {
     /// The record of one anomaly, or `None` for events that are not anomalies.
     pub fn new(ts: Timestamp, flow: &FlowInfo, event: &FlowEvent<'_>) -> Option<Self> {
         let (name, detail, direction, tid, unit, raw): (_, _, _, _, _, &[u8]) = match *event {
-            FlowEvent::Session(Event::DecodeError {
+            FlowEvent::Session(&Event::DecodeError {
                 direction,
                 error,
                 transaction_id,
@@ -68,7 +68,7 @@ impl EventRecord {
                 unit_id,
                 raw,
             ),
-            FlowEvent::Session(Event::ResponseMismatch {
+            FlowEvent::Session(&Event::ResponseMismatch {
                 error,
                 transaction_id,
                 unit_id,
@@ -80,7 +80,7 @@ impl EventRecord {
                 Some(unit_id),
                 &[],
             ),
-            FlowEvent::Session(Event::NotModbus { direction, sample }) => (
+            FlowEvent::Session(&Event::NotModbus { direction, sample }) => (
                 "not_modbus",
                 "non-Modbus payload on a Modbus port".to_string(),
                 direction,
@@ -88,7 +88,7 @@ impl EventRecord {
                 None,
                 sample,
             ),
-            FlowEvent::Session(Event::Skipped { direction, bytes }) => (
+            FlowEvent::Session(&Event::Skipped { direction, bytes }) => (
                 "skipped",
                 format!("{bytes} bytes skipped to the next frame boundary"),
                 direction,

@@ -324,7 +324,7 @@ fn session_event(
         Event::Request { .. } => info.requests += 1,
         _ => {}
     }
-    emit(info, FlowEvent::Session(event));
+    emit(info, FlowEvent::Session(&event));
 }
 
 fn stream_event(

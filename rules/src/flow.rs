@@ -72,8 +72,8 @@ pub enum CloseReason {
 /// What a flow reports besides its session's events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlowEvent<'a> {
-    /// An event of the Modbus session.
-    Session(Event<'a>),
+    /// An event of the Modbus session (lent, not copied: the session builds it just before).
+    Session(&'a Event<'a>),
     /// Stream bytes that were never captured.
     Gap {
         /// The side that sent them.

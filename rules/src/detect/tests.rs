@@ -68,7 +68,7 @@ impl Bench {
         let (request, _) = Request::decode_prefix(pdu).unwrap();
         self.event(
             ts,
-            FlowEvent::Session(Event::Request {
+            FlowEvent::Session(&Event::Request {
                 transaction_id: Some(1),
                 unit_id: unit,
                 request,
@@ -89,7 +89,7 @@ impl Bench {
             request: Request::decode(request).ok(),
             response: Response::decode(response).ok(),
         };
-        self.event(ts, FlowEvent::Session(Event::Transaction(t)));
+        self.event(ts, FlowEvent::Session(&Event::Transaction(t)));
     }
 
     fn finish(&mut self) -> &[Alert] {
@@ -222,7 +222,7 @@ fn broadcast_write_raises_and_broadcast_read_does_not() {
 fn decode_error(b: &mut Bench, error: DecodeError, raw: &[u8]) {
     b.event(
         at(0.0),
-        FlowEvent::Session(Event::DecodeError {
+        FlowEvent::Session(&Event::DecodeError {
             direction: Direction::ToServer,
             error,
             transaction_id: None,
@@ -266,7 +266,7 @@ fn non_modbus_on_the_modbus_port_raises_t0885() {
     let mut b = Bench::new();
     b.event(
         at(0.0),
-        FlowEvent::Session(Event::NotModbus {
+        FlowEvent::Session(&Event::NotModbus {
             direction: Direction::ToServer,
             sample: b"\x16\x03\x01",
         }),
@@ -438,7 +438,7 @@ fn unsolicited(b: &mut Bench, ts: Timestamp) {
         request: None,
         response: Response::decode(&[3, 2, 0, 1]).ok(),
     };
-    b.event(ts, FlowEvent::Session(Event::Transaction(t)));
+    b.event(ts, FlowEvent::Session(&Event::Transaction(t)));
 }
 
 #[test]
@@ -472,7 +472,7 @@ fn response_that_does_not_match_its_request_is_reported() {
     let mut b = Bench::new();
     b.event(
         at(0.0),
-        FlowEvent::Session(Event::ResponseMismatch {
+        FlowEvent::Session(&Event::ResponseMismatch {
             error: DecodeError::EchoMismatch,
             transaction_id: Some(1),
             unit_id: 1,
@@ -823,7 +823,7 @@ fn remembered_verdicts_agree_with_checking_every_request_afresh() {
             })
             .map(|v| violation_rule(v.kind));
         let shape = memo::shape(unit, &request);
-        let event = FlowEvent::Session(Event::Request {
+        let event = FlowEvent::Session(&Event::Request {
             transaction_id: Some(1),
             unit_id: unit,
             request,
@@ -932,7 +932,7 @@ fn remembered_windows_agree_with_adding_every_read_afresh() {
         let pdu = [function, 0, address, 0, 4];
         let request = Request::decode(&pdu).unwrap();
         let shape = memo::shape(unit, &request);
-        let event = FlowEvent::Session(Event::Request {
+        let event = FlowEvent::Session(&Event::Request {
             transaction_id: Some(1),
             unit_id: unit,
             request,

@@ -32,7 +32,7 @@ fn request(inv: &mut Inventory, ts: u64, flow: &FlowInfo, unit: u8, pdu: &[u8]) 
         raw: pdu,
         outstanding: 1,
     };
-    inv.observe(Timestamp::from_secs(ts), flow, &FlowEvent::Session(event));
+    inv.observe(Timestamp::from_secs(ts), flow, &FlowEvent::Session(&event));
 }
 
 fn ip(text: &str) -> IpAddr {
@@ -112,7 +112,7 @@ fn a_device_identification_response_names_the_servers_vendor_product_and_revisio
     inv.observe(
         Timestamp::from_secs(10),
         &f,
-        &FlowEvent::Session(Event::Transaction(t)),
+        &FlowEvent::Session(&Event::Transaction(t)),
     );
     let seen = inv.take_changed(None);
     let plc = seen.iter().find(|a| a.ip == ip("10.0.1.5")).unwrap();

@@ -26,7 +26,7 @@ fn observe(l: &mut Learner, f: &FlowInfo, ts: f64, unit: u8, pdu: &[u8]) {
     l.observe(
         Timestamp::from_nanos((ts * 1e9) as u64),
         f,
-        &FlowEvent::Session(Event::Request {
+        &FlowEvent::Session(&Event::Request {
             transaction_id: Some(1),
             unit_id: unit,
             request,
