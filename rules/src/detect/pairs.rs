@@ -155,6 +155,7 @@ impl Pairs {
     /// unique within one flow table, so a hit is checked against a fingerprint of the pair's
     /// addresses kept with it: exact for IPv4, so a wrong pair would need a reused flow id in
     /// the same slot and, with IPv6, a hash collision of different addresses.
+    #[inline]
     pub fn intern(&mut self, flow: &FlowInfo) -> (u32, bool) {
         let fingerprint = fingerprint(flow.client.ip(), flow.server.ip());
         let slot = (flow.id % RECENT as u64) as usize;
@@ -164,6 +165,14 @@ impl Pairs {
         {
             return (*id, false);
         }
+        self.intern_afresh(flow, slot, fingerprint)
+    }
+
+    /// [`Pairs::intern`] past the flow-id table: the pair by its addresses, made if new. Apart,
+    /// so the table hit of every request does not set up room for a new pair's state.
+    #[cold]
+    #[inline(never)]
+    fn intern_afresh(&mut self, flow: &FlowInfo, slot: usize, fingerprint: u64) -> (u32, bool) {
         let key = (bits(flow.client.ip()), bits(flow.server.ip()));
         let found = self.index.get(&key).copied();
         let (id, new) = match found {
