@@ -88,9 +88,10 @@ impl Recall {
     /// Remembers `verdict`; a rule past index 32,766 is not remembered (the verdict is then
     /// forgotten).
     pub fn set_verdict(&mut self, verdict: Verdict) {
-        self.verdict = match u32::try_from(verdict.rule + 1) {
-            Ok(rule) if rule <= RULE_BITS => {
-                rule | if verdict.whole { WHOLE_BIT } else { 0 }
+        self.verdict = match u32::try_from(verdict.rule) {
+            Ok(rule) if rule < RULE_BITS => {
+                (rule + 1)
+                    | if verdict.whole { WHOLE_BIT } else { 0 }
                     | if verdict.rated { RATED_BIT } else { 0 }
             }
             _ => 0,

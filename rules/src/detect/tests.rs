@@ -777,6 +777,16 @@ fn violation_rule(kind: ViolationKind) -> &'static str {
     }
 }
 
+/// A small deterministic random sequence (xorshift64) for the tests that replay mixed traffic.
+fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
 #[test]
 fn remembered_verdicts_agree_with_checking_every_request_afresh() {
     let text = with_scada_rule("rate = \"10/s\"");
@@ -788,18 +798,12 @@ fn remembered_verdicts_agree_with_checking_every_request_afresh() {
     let mut fresh_rates: SmallVec<[(usize, Option<RateState>); 1]> = SmallVec::new();
     // A master polling a few registers, now and then writing a setpoint (some out of bounds)
     // or reading outside its ranges, at a pace that crosses the rate limit in bursts.
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
     let mut nanos = 5_000_000_000u64;
     let (mut remembered, mut violations, mut rate_exceeded) = (0, 0, 0);
     for _ in 0..3_000 {
         let r = next();
-        nanos += if r % 7 == 0 { 1_000_000 } else { 40_000_000 };
+        nanos += if r.is_multiple_of(7) { 1_000_000 } else { 40_000_000 };
         let ts = Timestamp::from_nanos(nanos);
         let pdu: Vec<u8> = match r % 10 {
             0 => vec![
@@ -905,13 +909,7 @@ fn remembered_windows_agree_with_adding_every_read_afresh() {
     let mut blocks: std::collections::HashMap<(u8, u8), window::Distinct> = Default::default();
     // A master polling a few blocks of unit 1, now and then reading other blocks or units,
     // at paces around the windows' lengths.
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
     let mut nanos = 5_000_000_000u64;
     let (mut remembered, mut scans, mut sweeps) = (0, 0, 0);
     for _ in 0..5_000 {

@@ -109,7 +109,7 @@ fn a_shape_without_a_verdict_keeps_its_window_end_and_rules_past_15_bits_are_not
     };
     m.insert(a, windows_only);
     assert_eq!(m.get(a), Some(windows_only));
-    for rule in [32_767, 32_768, 65_536] {
+    for rule in [32_767, 32_768, 65_536, usize::MAX] {
         m.insert(b, verdict(rule, true));
         assert_eq!(m.get(b), Some(Recall::default()), "rule {rule}");
     }

@@ -63,7 +63,7 @@ fn all_pairs_together_stay_within_32_mib() {
 }
 
 #[test]
-fn what_a_request_reads_sits_on_two_cache_lines_and_the_windows_on_two_more() {
+fn what_a_request_reads_sits_on_two_cache_lines_and_the_windows_follow() {
     use std::mem::offset_of;
     // Memo: lines 0 to 3 (a lookup reads one set, within one line).
     assert_eq!(offset_of!(PairState, memo), 0);
