@@ -803,7 +803,11 @@ fn remembered_verdicts_agree_with_checking_every_request_afresh() {
     let (mut remembered, mut violations, mut rate_exceeded) = (0, 0, 0);
     for _ in 0..3_000 {
         let r = next();
-        nanos += if r.is_multiple_of(7) { 1_000_000 } else { 40_000_000 };
+        nanos += if r.is_multiple_of(7) {
+            1_000_000
+        } else {
+            40_000_000
+        };
         let ts = Timestamp::from_nanos(nanos);
         let pdu: Vec<u8> = match r % 10 {
             0 => vec![
