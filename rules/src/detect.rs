@@ -255,22 +255,20 @@ impl Engine {
         } = self;
         let policy = policy.as_deref();
         // Only requests (and, when the policy bounds values read back, answered transactions)
-        // need the pair's state: everything else skips the lookup.
-        let needs_pair = match event {
-            FlowEvent::Session(Event::Request { .. }) => true,
-            FlowEvent::Session(Event::Transaction(t)) => {
-                t.outcome == Outcome::Answered && policy.is_some_and(|p| p.checks_reads)
-            }
-            _ => false,
+        // need the pair's state: everything else skips the lookup. A request's shape is what
+        // the pair's memo knows it by.
+        let (needs_pair, shape) = match event {
+            FlowEvent::Session(Event::Request {
+                unit_id, request, ..
+            }) => (true, memo::shape(*unit_id, request)),
+            FlowEvent::Session(Event::Transaction(t)) => (
+                t.outcome == Outcome::Answered && policy.is_some_and(|p| p.checks_reads),
+                None,
+            ),
+            _ => (false, None),
         };
         let mut pair = if needs_pair {
             let (id, new) = pairs.intern(flow);
-            let shape = match event {
-                FlowEvent::Session(Event::Request {
-                    unit_id, request, ..
-                }) => memo::shape(*unit_id, request),
-                _ => None,
-            };
             pairs
                 .get_mut(id)
                 .map(|state| PairRef::new(id, new, state, shape))

@@ -29,6 +29,22 @@ fn flow() -> FlowInfo {
     }
 }
 
+/// The session's event for a request (transaction id 1) to `unit`.
+fn request_event<'a>(
+    unit: u8,
+    request: Request<'a>,
+    raw: &'a [u8],
+    outstanding: usize,
+) -> Event<'a> {
+    Event::Request {
+        transaction_id: Some(1),
+        unit_id: unit,
+        request,
+        raw,
+        outstanding,
+    }
+}
+
 fn at(secs: f64) -> Timestamp {
     Timestamp::from_nanos((1_000.0e9 + secs * 1e9) as u64)
 }
@@ -68,13 +84,7 @@ impl Bench {
         let (request, _) = Request::decode_prefix(pdu).unwrap();
         self.event(
             ts,
-            FlowEvent::Session(&Event::Request {
-                transaction_id: Some(1),
-                unit_id: unit,
-                request,
-                raw: pdu,
-                outstanding,
-            }),
+            FlowEvent::Session(&request_event(unit, request, pdu, outstanding)),
         );
     }
 
@@ -824,20 +834,15 @@ fn remembered_verdicts_agree_with_checking_every_request_afresh() {
         let unit = 1 + (r >> 32) as u8 % 2;
         let request = Request::decode(&pdu).unwrap();
         let expected = policy
-            .check_request(&candidates, ts, unit, &request, |rule, rate| {
+            .allowing_rule(&candidates, ts, unit, &request, |rule, rate| {
                 slot(&mut fresh_rates, rule)
                     .get_or_insert_with(|| RateState::new(rate, ts))
                     .take(rate, ts)
             })
+            .err()
             .map(|v| violation_rule(v.kind));
         let shape = memo::shape(unit, &request);
-        let event = FlowEvent::Session(&Event::Request {
-            transaction_id: Some(1),
-            unit_id: unit,
-            request,
-            raw: &pdu,
-            outstanding: 1,
-        });
+        let event = FlowEvent::Session(&request_event(unit, request, &pdu, 1));
         let mut findings = Vec::new();
         let mut pair = PairRef::new(0, false, &mut pair_state, shape);
         if pair.recall.verdict().is_some() {
@@ -934,13 +939,7 @@ fn remembered_windows_agree_with_adding_every_read_afresh() {
         let pdu = [function, 0, address, 0, 4];
         let request = Request::decode(&pdu).unwrap();
         let shape = memo::shape(unit, &request);
-        let event = FlowEvent::Session(&Event::Request {
-            transaction_id: Some(1),
-            unit_id: unit,
-            request,
-            raw: &pdu,
-            outstanding: 1,
-        });
+        let event = FlowEvent::Session(&request_event(unit, request, &pdu, 1));
         let mut pair = PairRef::new(0, false, &mut state, shape);
         remembered += usize::from(ts < pair.recall.windows_until);
         let mut got = Vec::new();

@@ -39,7 +39,8 @@ fn observe(l: &mut Learner, f: &FlowInfo, ts: f64, unit: u8, pdu: &[u8]) {
 fn violation(p: &Policy, f: &FlowInfo, unit: u8, pdu: &[u8]) -> Option<ViolationKind> {
     let c = p.candidates(f.client.ip(), f.server.ip());
     let request = Request::decode(pdu).unwrap();
-    p.check_request(&c, Timestamp::default(), unit, &request, |_, _| true)
+    p.allowing_rule(&c, Timestamp::default(), unit, &request, |_, _| true)
+        .err()
         .map(|v| v.kind)
 }
 

@@ -107,22 +107,10 @@ impl Policy {
         }
     }
 
-    /// Checks a request. `take_token(rule, rate)` consumes one unit of that allow rule's rate
-    /// and returns false when the rate is exceeded; it is called only for the rule that allows
-    /// the request, and only when that rule has a rate.
-    pub fn check_request(
-        &self,
-        candidates: &Candidates,
-        ts: Timestamp,
-        unit: u8,
-        request: &Request<'_>,
-        take_token: impl FnMut(usize, Rate) -> bool,
-    ) -> Option<Violation> {
-        self.allowing_rule(candidates, ts, unit, request, take_token)
-            .err()
-    }
-
-    /// Like [`Self::check_request`], but says which allow rule (by index) allowed the request.
+    /// Checks a request: the index of the allow rule that allows it, or the violation.
+    /// `take_token(rule, rate)` consumes one unit of that allow rule's rate and returns false
+    /// when the rate is exceeded; it is called only for the rule that allows the request, and
+    /// only when that rule has a rate.
     pub fn allowing_rule(
         &self,
         candidates: &Candidates,
