@@ -257,9 +257,11 @@ impl CaptureFile {
         Ok(read > 0)
     }
 
-    /// The length the record at the read position announces, header included.
+    /// The length the record at the read position announces, header included; `None` until
+    /// the length field has arrived (the buffer past `len` holds stale bytes of earlier reads).
     fn announced_len(&self) -> Option<usize> {
-        let at = |i: usize| self.buf.get(self.pos + i..self.pos + i + 4);
+        let arrived = self.buf.get(self.pos..self.len)?;
+        let at = |i: usize| arrived.get(i..i + 4);
         let (field, big_endian, extra) = match &self.format {
             Format::Pcap { big_endian, .. } => (at(8)?, *big_endian, 16),
             Format::PcapNg { big_endian, .. } => (at(4)?, *big_endian, 0),

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
+use pcap_file::PcapError;
 use pcap_file::pcap::{PcapPacket, PcapWriter};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -76,7 +77,12 @@ impl Tap {
             .unwrap_or_default();
         if let Err(e) = writer.write_packet(&PcapPacket::new(ts, bytes.len() as u32, bytes)) {
             // Said once, as the tap goes off: a reader that went away explains missing traffic.
-            eprintln!("tap: writing the capture failed ({e}); the tap is off");
+            // pcap-file calls every I/O error "Error reading bytes": say the system's reason.
+            let reason = match e {
+                PcapError::IoError(io) => io.to_string(),
+                other => other.to_string(),
+            };
+            eprintln!("tap: writing the capture failed ({reason}); the tap is off");
             *guard = None;
         }
     }

@@ -186,3 +186,51 @@ fn header_only_capture_has_no_packets() {
     let (packets, error) = read_all(&path);
     assert!(packets.is_empty() && error.is_none());
 }
+
+/// Hands out its bytes in pieces of every size from 1 to 997, cut anywhere, the way a pipe
+/// delivers a stream its writer writes field by field.
+struct Dribble {
+    bytes: Vec<u8>,
+    at: usize,
+    step: usize,
+}
+
+impl io::Read for Dribble {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.step = self
+            .step
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let rest = self.bytes.get(self.at..).unwrap_or_default();
+        let n = rest.len().min((self.step >> 33) % 997 + 1).min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_record_header_arriving_in_pieces_is_waited_for_not_judged_on_stale_bytes() {
+    // Frames full of 0xff leave bytes in the read buffer that, taken for a record's length,
+    // claim far more than any record may; a header half arrived must not be read past its end.
+    let frame = vec![0xffu8; 500];
+    let size = |i: usize| 60 + i * 37 % 440;
+    let mut w = PcapWriter::new(Vec::new()).unwrap();
+    for i in 0..200 {
+        let data = &frame[..size(i)];
+        w.write_packet(&PcapPacket::new(Duration::ZERO, data.len() as u32, data))
+            .unwrap();
+    }
+    let dribble = Dribble {
+        bytes: w.into_writer(),
+        at: 0,
+        step: 0,
+    };
+    let mut file = CaptureFile::from_reader(Path::new("pipe"), Box::new(dribble), 0).unwrap();
+    let mut count = 0;
+    while let Some(p) = file.next_packet().unwrap() {
+        assert_eq!(p.data.len(), size(count));
+        count += 1;
+    }
+    assert_eq!(count, 200);
+}
