@@ -1,17 +1,22 @@
 //! Reloading the policy while the agent runs: on SIGHUP and when the file changes.
 //!
 //! The check is cheap (an atomic flag and a metadata call) and is made between packets, so the
-//! new policy takes over from one packet to the next and none is lost. A policy that fails to
-//! load leaves the one in force untouched; the caller reports why (log, metric and an alert).
+//! new policy takes over from one packet to the next and none is lost. A changed file is loaded
+//! once it has stopped changing for [`SETTLE`], so an editor that truncates the file and then
+//! writes it is not caught halfway; SIGHUP loads at once. A policy that fails to load leaves the
+//! one in force untouched; the caller reports why (log, metric and an alert).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use otwatch_rules::policy::{Policy, Warning};
 
 use crate::policy_file::{self, PolicyLoadError};
+
+/// How long a changed policy file must stay unchanged before it is loaded.
+pub const SETTLE: Duration = Duration::from_millis(300);
 
 /// What the file looked like when last loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +47,8 @@ pub enum Reload {
 pub struct Reloader {
     path: PathBuf,
     last: Option<Stamp>,
+    /// A change seen but not yet loaded: how the file looked and since when it has.
+    settling: Option<(Option<Stamp>, Instant)>,
     hangup: Arc<AtomicBool>,
     reloads: u64,
     failures: u64,
@@ -56,6 +63,7 @@ impl Reloader {
         Ok(Self {
             path: path.to_path_buf(),
             last: stamp(path),
+            settling: None,
             hangup,
             reloads: 0,
             failures: 0,
@@ -72,13 +80,29 @@ impl Reloader {
         self.failures
     }
 
-    /// Reloads if SIGHUP arrived or the file changed since the last load; `None` otherwise.
+    /// Reloads if SIGHUP arrived, or if the file changed since the last load and has since
+    /// stayed unchanged for [`SETTLE`]; `None` otherwise.
     pub fn poll(&mut self) -> Option<Reload> {
         let hangup = self.hangup.swap(false, Ordering::Relaxed);
         let now = stamp(&self.path);
-        if !hangup && now == self.last {
-            return None;
+        if !hangup {
+            if now == self.last {
+                self.settling = None;
+                return None;
+            }
+            match self.settling {
+                Some((seen, since)) if seen == now => {
+                    if since.elapsed() < SETTLE {
+                        return None;
+                    }
+                }
+                _ => {
+                    self.settling = Some((now, Instant::now()));
+                    return None;
+                }
+            }
         }
+        self.settling = None;
         self.last = now;
         Some(match policy_file::load(&self.path) {
             Ok((policy, warnings)) => {

@@ -1,8 +1,22 @@
+use std::time::Instant;
+
 use super::*;
 
 const V1: &str =
     "version = 1\nname = \"one\"\n[[allow]]\nfrom = \"any\"\nto = \"any\"\nfunctions = \"read\"\n";
 const V2: &str = "version = 1\nname = \"two\"\n[[allow]]\nfrom = \"any\"\nto = \"any\"\nfunctions = [\"read\", \"write\"]\n";
+
+/// Polls until the reloader acts or twice [`SETTLE`] has passed.
+fn settled(r: &mut Reloader) -> Option<Reload> {
+    let deadline = Instant::now() + 2 * SETTLE;
+    loop {
+        let polled = r.poll();
+        if polled.is_some() || Instant::now() > deadline {
+            return polled;
+        }
+        std::thread::sleep(SETTLE / 10);
+    }
+}
 
 fn name(reload: Option<Reload>) -> String {
     match reload {
@@ -20,9 +34,27 @@ fn unchanged_file_is_not_reloaded_and_a_changed_one_is() {
     let mut r = Reloader::new(&path).unwrap();
     assert_eq!(name(r.poll()), "none");
     std::fs::write(&path, V2).unwrap();
-    assert_eq!(name(r.poll()), "two");
+    assert_eq!(name(settled(&mut r)), "two");
     assert_eq!(name(r.poll()), "none");
     assert_eq!(r.reloads(), 1);
+}
+
+#[test]
+fn a_file_being_rewritten_is_loaded_once_it_stops_changing_not_halfway() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    std::fs::write(&path, V1).unwrap();
+    let mut r = Reloader::new(&path).unwrap();
+    // An editor saving in place: truncate, then write the new contents in two parts.
+    let started = Instant::now();
+    std::fs::write(&path, "").unwrap();
+    assert_eq!(name(r.poll()), "none");
+    std::fs::write(&path, &V2[..20]).unwrap();
+    assert_eq!(name(r.poll()), "none");
+    std::fs::write(&path, V2).unwrap();
+    assert_eq!(name(settled(&mut r)), "two");
+    assert!(started.elapsed() >= SETTLE);
+    assert_eq!((r.reloads(), r.failures()), (1, 0));
 }
 
 #[test]
@@ -36,7 +68,7 @@ fn bad_new_policy_is_rejected_with_its_reason_and_counted() {
         "version = 1\n[[allow]]\nfrom = \"ghost\"\nto = \"any\"\nfunctions = \"read\"\n",
     )
     .unwrap();
-    let outcome = name(r.poll());
+    let outcome = name(settled(&mut r));
     assert!(
         outcome.starts_with("rejected:") && outcome.contains("ghost"),
         "{outcome}"
