@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -12,8 +13,13 @@ use serde_json::Value;
 use otwatch_tests::collector::{Client, free_addr};
 use otwatch_tests::sim::attack::STEPS;
 
+/// One demo at a time: each takes the agent's metrics port 9102 when it looks free, so two
+/// starting together could both pick it.
+static ONE_DEMO: Mutex<()> = Mutex::new(());
+
 #[test]
 fn the_demo_shows_agents_assets_incidents_and_every_attack_then_stops_cleanly() {
+    let _one = ONE_DEMO.lock().unwrap_or_else(PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
     let listen = free_addr();
@@ -116,6 +122,78 @@ fn the_demo_shows_agents_assets_incidents_and_every_attack_then_stops_cleanly() 
     assert!(agent_log.contains("waiting in the outbox 0"), "{agent_log}");
     // The collector is gone: its port is free again.
     assert!(std::net::TcpListener::bind(listen).is_ok());
+}
+
+#[test]
+fn a_demo_whose_agent_dies_stops_says_where_to_look_and_leaves_nothing_running() {
+    let _one = ONE_DEMO.lock().unwrap_or_else(PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let listen = free_addr();
+    let stderr_path = dir.path().join("stderr");
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_otwatch-demo"))
+        .env_remove("CARGO")
+        .args(["--data", data.to_str().unwrap()])
+        .args(["--listen", &listen.to_string()])
+        .args(["--duration", "120s"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let config = data.join("agent.toml");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let agent = loop {
+        let capturing = std::fs::read_to_string(data.join("agent.log"))
+            .is_ok_and(|log| log.contains("capturing with"));
+        if capturing && let Some(pid) = process_with_args(&["run", config.to_str().unwrap()]) {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo's agent did not start within 40 s: {}",
+            log_tail(&stderr_path)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    nix::sys::signal::kill(agent, nix::sys::signal::Signal::SIGKILL).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = demo.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo ran on for 30 s without its agent: {}",
+            log_tail(&stderr_path)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the agent stopped (signal: 9")
+            && stderr.contains(&data.join("agent.log").display().to_string()),
+        "{stderr}"
+    );
+    // The collector was stopped too: its port is free again.
+    assert!(std::net::TcpListener::bind(listen).is_ok());
+}
+
+/// The process whose command line holds every one of `args`, if one is running.
+fn process_with_args(args: &[&str]) -> Option<nix::unistd::Pid> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let words: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            args.iter()
+                .all(|a| words.contains(&a.as_bytes()))
+                .then_some(nix::unistd::Pid::from_raw(pid))
+        })
 }
 
 /// The last lines of a log, headed by its path, for a failure's message: what the demo's

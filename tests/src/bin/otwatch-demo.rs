@@ -136,10 +136,10 @@ fn kept_token(
     Ok(token)
 }
 
-/// `wanted` if free, else any free loopback port.
+/// `wanted` if free, else any free loopback port; port 0 also means any free port.
 fn free_addr(wanted: SocketAddr) -> anyhow::Result<SocketAddr> {
-    if TcpListener::bind(wanted).is_ok() {
-        return Ok(wanted);
+    if let Ok(listener) = TcpListener::bind(wanted) {
+        return Ok(listener.local_addr()?);
     }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
@@ -334,7 +334,8 @@ fn demo(cli: &Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let attack_every = cli.attack_every;
     let stop_after = cli.duration;
-    runtime.block_on(async move {
+    let (agent_watched, collector_watched) = (&mut agent, &mut collector);
+    let ran = runtime.block_on(async move {
         let tap = Tap::new(Box::new(agent_stdin))?;
         let layout = Layout::loopback();
         let plcs = sim::start_plcs(&layout.plcs).await?;
@@ -356,21 +357,41 @@ fn demo(cli: &Cli) -> anyhow::Result<()> {
                 None => std::future::pending().await,
             }
         };
+        // A demo whose agent or collector died would go on showing nothing: it stops and says
+        // where to look instead.
+        let died = async {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                for (name, child) in [
+                    ("agent", &mut *agent_watched),
+                    ("collector", &mut *collector_watched),
+                ] {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        return (name, status);
+                    }
+                }
+            }
+        };
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
             () = attacks => {}
             () = limit => {}
+            (name, status) = died => bail!(
+                "the {name} stopped ({status}) while the demo ran; see {}",
+                data.join(format!("{name}.log")).display()
+            ),
         }
         anyhow::Ok(())
-    })?;
+    });
     // Dropping the runtime ends the plant and closes the agent's stream: it finishes, delivers
     // what it holds, and exits.
     drop(runtime);
     println!("stopping: the agent delivers what it still holds, then the collector stops");
     terminate(&mut agent, Duration::from_secs(70));
     terminate(&mut collector, Duration::from_secs(10));
+    ran?;
     println!(
         "stopped. The collector's data stays in {}; run the demo again to continue.",
         store.display()
