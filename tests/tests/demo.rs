@@ -4,7 +4,9 @@
 //! demo stops cleanly.
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
-use std::process::{Command, Stdio};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -21,21 +23,13 @@ static ONE_DEMO: Mutex<()> = Mutex::new(());
 fn the_demo_shows_agents_assets_incidents_and_every_attack_then_stops_cleanly() {
     let _one = ONE_DEMO.lock().unwrap_or_else(PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("demo");
-    let listen = free_addr();
-    let stdout_path = dir.path().join("stdout");
-    let stderr_path = dir.path().join("stderr");
-    let mut demo = Command::new(env!("CARGO_BIN_EXE_otwatch-demo"))
-        // Not under `cargo run`: use the binaries `cargo test` built, do not build.
-        .env_remove("CARGO")
-        .args(["--data", data.to_str().unwrap()])
-        .args(["--listen", &listen.to_string()])
-        .args(["--duration", "58s"])
-        .stdout(std::fs::File::create(&stdout_path).unwrap())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let Demo {
+        mut demo,
+        data,
+        listen,
+        stdout_path,
+        stderr_path,
+    } = Demo::start(dir.path(), "58s");
 
     // The first attack comes 10 s in; the agent reports the hosts it saw every 10 s; the README
     // promises the dashboard shows it all within a minute. Poll until it does.
@@ -128,19 +122,13 @@ fn the_demo_shows_agents_assets_incidents_and_every_attack_then_stops_cleanly() 
 fn a_demo_whose_agent_dies_stops_says_where_to_look_and_leaves_nothing_running() {
     let _one = ONE_DEMO.lock().unwrap_or_else(PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("demo");
-    let listen = free_addr();
-    let stderr_path = dir.path().join("stderr");
-    let mut demo = Command::new(env!("CARGO_BIN_EXE_otwatch-demo"))
-        .env_remove("CARGO")
-        .args(["--data", data.to_str().unwrap()])
-        .args(["--listen", &listen.to_string()])
-        .args(["--duration", "120s"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let Demo {
+        mut demo,
+        data,
+        listen,
+        stderr_path,
+        ..
+    } = Demo::start(dir.path(), "120s");
     let config = data.join("agent.toml");
     let deadline = Instant::now() + Duration::from_secs(40);
     let agent = loop {
@@ -181,6 +169,43 @@ fn a_demo_whose_agent_dies_stops_says_where_to_look_and_leaves_nothing_running()
     assert!(std::net::TcpListener::bind(listen).is_ok());
 }
 
+/// A running `otwatch-demo` and where it keeps what it says.
+struct Demo {
+    demo: Child,
+    data: PathBuf,
+    listen: SocketAddr,
+    stdout_path: PathBuf,
+    stderr_path: PathBuf,
+}
+
+impl Demo {
+    /// Starts the demo with its state and output under `dir`, to stop by itself after `duration`.
+    fn start(dir: &Path, duration: &str) -> Self {
+        let data = dir.join("demo");
+        let listen = free_addr();
+        let stdout_path = dir.join("stdout");
+        let stderr_path = dir.join("stderr");
+        let demo = Command::new(env!("CARGO_BIN_EXE_otwatch-demo"))
+            // Not under `cargo run`: use the binaries `cargo test` built, do not build.
+            .env_remove("CARGO")
+            .args(["--data", data.to_str().unwrap()])
+            .args(["--listen", &listen.to_string()])
+            .args(["--duration", duration])
+            .stdout(std::fs::File::create(&stdout_path).unwrap())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self {
+            demo,
+            data,
+            listen,
+            stdout_path,
+            stderr_path,
+        }
+    }
+}
+
 /// The process whose command line holds every one of `args`, if one is running.
 fn process_with_args(args: &[&str]) -> Option<nix::unistd::Pid> {
     std::fs::read_dir("/proc")
@@ -198,7 +223,7 @@ fn process_with_args(args: &[&str]) -> Option<nix::unistd::Pid> {
 
 /// The last lines of a log, headed by its path, for a failure's message: what the demo's
 /// processes said is all there is to go on when the demo fails on a CI machine.
-fn log_tail(path: &std::path::Path) -> String {
+fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let tail = lines
