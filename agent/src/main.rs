@@ -154,7 +154,7 @@ struct ReplayArgs {
     #[arg(long)]
     print_alerts: bool,
     /// This agent's name, carried in every alert.
-    /// (Default: the configuration's agent_name, else "otwatch-agent".)
+    /// (Default: the configuration's agent_name, else the host name.)
     #[arg(long, value_name = "NAME", env = "OTWATCH_AGENT_NAME")]
     agent_name: Option<String>,
     #[command(flatten)]
@@ -363,11 +363,7 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let agent_name = args
-        .agent_name
-        .clone()
-        .or_else(|| config.agent_name.clone())
-        .unwrap_or_else(|| "otwatch-agent".to_string());
+    let agent_name = agent_name(args.agent_name.as_ref(), &config);
     let policy_path = args.policy.clone().or_else(|| config.policy.clone());
     let policy = match policy_path.as_deref().map(load_policy).transpose() {
         Ok(policy) => policy,
@@ -463,7 +459,17 @@ fn learn_live(args: &LearnArgs, iface: &str) -> Result<learn::Learned, String> {
     .map_err(|e| e.to_string())
 }
 
-/// The host's name, the default agent name for `run`.
+/// The agent's name: the flag, else the configuration's, else the host's name. `run` and
+/// `replay` share it: the outbox they share must not hold alerts under a name the agent's
+/// collector credential does not cover.
+fn agent_name(flag: Option<&String>, config: &AgentConfig) -> String {
+    flag.cloned()
+        .or_else(|| config.agent_name.clone())
+        .or_else(host_name)
+        .unwrap_or_else(|| "otwatch-agent".to_string())
+}
+
+/// The host's name, the default agent name.
 fn host_name() -> Option<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
     let name = name.trim();
@@ -586,12 +592,7 @@ fn run_live(args: &RunArgs) -> ExitCode {
         source,
         flows: args.decoding.flow_config(),
         detection: DetectionConfig {
-            agent: args
-                .agent_name
-                .clone()
-                .or_else(|| config.agent_name.clone())
-                .or_else(host_name)
-                .unwrap_or_else(|| "otwatch-agent".to_string()),
+            agent: agent_name(args.agent_name.as_ref(), &config),
             ..DetectionConfig::default()
         },
         policy,

@@ -347,7 +347,8 @@ impl Worker {
             }
             Err(
                 e @ SendError::Refused {
-                    status: 400 | 413, ..
+                    status: 400 | 413 | 422,
+                    ..
                 },
             ) if count <= 1 => {
                 // The collector will never take this record: set it aside, keep the rest moving.
@@ -359,7 +360,11 @@ impl Worker {
                 self.update(|d| d.rejected += 1);
                 Attempt::Sent
             }
-            Err(e @ SendError::Refused { status: 400, .. }) => {
+            Err(
+                e @ SendError::Refused {
+                    status: 400 | 422, ..
+                },
+            ) => {
                 self.status.set_last_error(e.to_string());
                 self.batch_limit = (count / 2).max(1);
                 Attempt::Sent

@@ -4,7 +4,8 @@
 //! Every request but `/healthz`, `/metrics`, the dashboard page and `/api/v1/login` needs a
 //! credential: 401 without a valid one (nothing is stored), 403 when its role may not do what
 //! is asked. Bodies are limited in size (413), each agent in rate (429). Malformed requests get
-//! a 4xx with a JSON body naming the problem.
+//! a 4xx with a JSON body naming the problem; a batch holding a record the collector will never
+//! take from this agent (an alert under another agent's name) gets 422 naming the record.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -285,8 +286,10 @@ async fn ingest<K: Kv>(
         .enumerate()
         .find(|(_, a)| a.agent != batch.agent)
     {
+        // The credential is fine, this record is not: 422 tells the agent to set the record
+        // aside and deliver the rest, where a 403 would hold its whole outbox back.
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
+            StatusCode::UNPROCESSABLE_ENTITY,
             format!(
                 "alerts[{i}].agent: {:?} is not the credential's agent {:?}",
                 a.agent, batch.agent

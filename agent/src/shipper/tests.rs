@@ -241,6 +241,42 @@ fn drops_while_the_collector_is_away_are_reported_as_an_alert_when_it_returns() 
 }
 
 #[test]
+fn an_alert_under_another_agents_name_is_set_aside_and_the_rest_delivered() {
+    let site = Site::new();
+    let collector = site.collector();
+    let outbox = outbox(1 << 20);
+    // Written under an earlier name: this agent's credential will never deliver it.
+    let Record::Alert(mut renamed) = alerts(0..1).remove(0) else {
+        unreachable!()
+    };
+    renamed.agent = "old-name".into();
+    outbox.push(&alerts(1..4)).unwrap();
+    outbox.push(&[Record::Alert(renamed)]).unwrap();
+    outbox.push(&alerts(4..10)).unwrap();
+    let status = Arc::new(Status::new());
+    let shipper = Shipper::spawn(
+        outbox.clone(),
+        site.sender(&site.token),
+        status.clone(),
+        config(),
+    )
+    .unwrap();
+    wait_for("the outbox to empty", || outbox.depth() == 0);
+    let (_, delivered) = shipper.drain(Duration::from_secs(5));
+    assert_eq!(
+        (delivered.records, delivered.rejected),
+        (9, 1),
+        "{delivered:?}"
+    );
+    assert_eq!(collector.alerts().len(), 9);
+    let error = status.last_error().unwrap();
+    assert!(
+        error.contains("set aside") && error.contains("old-name"),
+        "{error}"
+    );
+}
+
+#[test]
 fn a_refused_credential_keeps_everything_and_says_why() {
     let site = Site::new();
     let _collector = site.collector();

@@ -199,7 +199,7 @@ async fn an_agent_cannot_slip_alerts_of_another_agent_into_its_batch() {
     let mut list = alerts(2);
     list[1].agent = "a2".into();
     let r = f.ingest(Some(&f.agent), &batch("a1", list)).await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
         r.body["error"]
             .as_str()
