@@ -49,7 +49,7 @@ pub fn probe(bytes: &[u8], direction: Direction, on_modbus_port: bool) -> Probe 
     // RTU first: a matching CRC-16 over a PDU that decodes and exactly fills the bytes is
     // stronger evidence than an MBAP header, which RTU frames addressing register 0 resemble.
     if let Some(frame) = RtuFrame::find(bytes, direction)
-        && frame_chain_ends(bytes, frame.len, direction)
+        && Chains::new(bytes, Encapsulation::Rtu, direction).tile_from(frame.len)
     {
         return Probe::Modbus {
             encapsulation: Encapsulation::Rtu,
@@ -62,10 +62,11 @@ pub fn probe(bytes: &[u8], direction: Direction, on_modbus_port: bool) -> Probe 
     }
     if on_modbus_port {
         // Picked up mid-stream: look for a frame boundary further in.
+        let mut chains = Chains::new(bytes, Encapsulation::Mbap, direction);
         for skip in 1..bytes.len().saturating_sub(MBAP_LEN) {
             let rest = bytes.get(skip..).unwrap_or_default();
             if let Some(len) = mbap_frame(rest, direction, false)
-                && exactly_fills(rest, len)
+                && chains.tile_from(skip + len)
             {
                 return Probe::Modbus {
                     encapsulation: Encapsulation::Mbap,
@@ -112,7 +113,7 @@ fn probe_mbap_at(bytes: &[u8], direction: Direction, on_modbus_port: bool) -> Pr
         return modbus;
     }
     match mbap_frame(bytes, direction, true) {
-        Some(len) if exactly_fills(bytes, len) => modbus,
+        Some(len) if Chains::new(bytes, Encapsulation::Mbap, direction).tile_from(len) => modbus,
         _ => Probe::NotModbus,
     }
 }
@@ -149,31 +150,84 @@ fn pdu_decodes(pdu: &[u8], direction: Direction) -> bool {
     }
 }
 
-/// Whether the frames starting at `bytes` (the first being `first_len` long) tile the bytes
-/// exactly, as pipelined ADUs in one segment do.
-fn exactly_fills(bytes: &[u8], first_len: usize) -> bool {
-    let mut at = first_len;
-    while at < bytes.len() {
-        let rest = bytes.get(at..).unwrap_or_default();
-        match MbapHeader::decode(rest) {
-            Ok(h) if rest.len() >= h.adu_len() => at += h.adu_len(),
-            // A partial frame at the end is fine: it continues in the next segment.
-            Ok(_) | Err(DecodeError::Truncated { .. }) => return true,
-            Err(_) => return false,
-        }
-    }
-    at == bytes.len()
+/// Whether the frames from an offset of a delivery run on to its end, frame after frame, as
+/// pipelined ADUs in one segment do (a partial MBAP frame at the end is fine: it continues in
+/// the next segment).
+///
+/// Each offset's answer is kept, so asking for every offset of a delivery costs one walk over
+/// it: walking each offset's chain afresh is quadratic, and a hostile delivery of many small
+/// frames ending in garbage would make every search for a frame boundary pay it.
+struct Chains<'a> {
+    bytes: &'a [u8],
+    encapsulation: Encapsulation,
+    direction: Direction,
+    /// Per offset: not yet known, or whether its chain runs to the end.
+    known: Vec<Option<bool>>,
+    /// Frames judged so far (each offset at most once).
+    judged: usize,
 }
 
-fn frame_chain_ends(bytes: &[u8], first_len: usize, direction: Direction) -> bool {
-    let mut at = first_len;
-    while at < bytes.len() {
-        match RtuFrame::find(bytes.get(at..).unwrap_or_default(), direction) {
-            Some(frame) => at += frame.len,
-            None => return false,
+/// Where a frame at some offset leads.
+enum Link {
+    /// A whole frame, this long.
+    Frame(usize),
+    /// The chain ends here: well (a partial frame) or not (no frame).
+    Ends(bool),
+}
+
+impl<'a> Chains<'a> {
+    fn new(bytes: &'a [u8], encapsulation: Encapsulation, direction: Direction) -> Self {
+        Self {
+            bytes,
+            encapsulation,
+            direction,
+            known: Vec::new(),
+            judged: 0,
         }
     }
-    true
+
+    /// Whether frames from `start` tile the rest of the bytes.
+    fn tile_from(&mut self, start: usize) -> bool {
+        if self.known.is_empty() {
+            self.known = vec![None; self.bytes.len()];
+        }
+        let mut walked = Vec::new();
+        let mut at = start;
+        let tiles = loop {
+            let Some(&known) = self.known.get(at) else {
+                break at == self.bytes.len();
+            };
+            if let Some(tiles) = known {
+                break tiles;
+            }
+            walked.push(at);
+            self.judged += 1;
+            match self.link(self.bytes.get(at..).unwrap_or_default()) {
+                Link::Frame(len) => at += len,
+                Link::Ends(tiles) => break tiles,
+            }
+        };
+        for at in walked {
+            if let Some(slot) = self.known.get_mut(at) {
+                *slot = Some(tiles);
+            }
+        }
+        tiles
+    }
+
+    fn link(&self, rest: &[u8]) -> Link {
+        match self.encapsulation {
+            Encapsulation::Mbap => match MbapHeader::decode(rest) {
+                Ok(h) if rest.len() >= h.adu_len() => Link::Frame(h.adu_len()),
+                Ok(_) | Err(DecodeError::Truncated { .. }) => Link::Ends(true),
+                Err(_) => Link::Ends(false),
+            },
+            Encapsulation::Rtu => match RtuFrame::find(rest, self.direction) {
+                Some(frame) => Link::Frame(frame.len),
+                None => Link::Ends(false),
+            },
+        }
+    }
 }
 
 /// One frame cut from the stream.
@@ -392,14 +446,14 @@ impl Framer {
     /// An MBAP start must have a valid header and known function, and its frame must end
     /// exactly at the end of the bytes or where another valid header starts.
     fn find_boundary(&self, bytes: &[u8]) -> Option<usize> {
+        let mut chains = Chains::new(bytes, self.encapsulation, self.direction);
         (0..bytes.len()).find(|&skip| {
             let rest = bytes.get(skip..).unwrap_or_default();
-            match self.encapsulation {
-                Encapsulation::Mbap => mbap_frame(rest, self.direction, false)
-                    .is_some_and(|len| exactly_fills(rest, len)),
-                Encapsulation::Rtu => RtuFrame::find(rest, self.direction)
-                    .is_some_and(|f| frame_chain_ends(rest, f.len, self.direction)),
-            }
+            let first = match self.encapsulation {
+                Encapsulation::Mbap => mbap_frame(rest, self.direction, false),
+                Encapsulation::Rtu => RtuFrame::find(rest, self.direction).map(|f| f.len),
+            };
+            first.is_some_and(|len| chains.tile_from(skip + len))
         })
     }
 }

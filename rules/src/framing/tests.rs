@@ -213,3 +213,60 @@ fn probe_on_the_modbus_port_treats_a_bad_length_as_an_attack_on_modbus() {
         Probe::Modbus { .. }
     ));
 }
+
+/// 8,192 minimal MBAP frames (8 bytes each) and then a header that is not one: every offset
+/// starts a chain of frames that runs almost to the end before failing.
+fn frames_ending_in_garbage() -> Vec<u8> {
+    let mut bytes = b("0000 0000 0002 01 03").repeat(8192);
+    bytes.extend_from_slice(&b("ffff ffff ffff ff"));
+    bytes
+}
+
+#[test]
+fn every_offset_of_a_hostile_delivery_is_judged_once_not_once_per_chain_through_it() {
+    let bytes = frames_ending_in_garbage();
+    let mut chains = Chains::new(&bytes, Encapsulation::Mbap, Direction::ToServer);
+    // Up to the garbage, no offset tiles (past it, fewer bytes than a header are left).
+    assert!((0..=bytes.len() - 7).all(|at| !chains.tile_from(at)));
+    assert!(
+        chains.judged <= bytes.len(),
+        "{} frames judged for {} bytes",
+        chains.judged,
+        bytes.len()
+    );
+    // Without the garbage, with a partial header at the end instead, every frame start tiles.
+    let mut bytes = bytes;
+    bytes.truncate(bytes.len() - 7);
+    bytes.extend_from_slice(&b("0000 00"));
+    let mut chains = Chains::new(&bytes, Encapsulation::Mbap, Direction::ToServer);
+    assert!((0..bytes.len()).step_by(8).all(|at| chains.tile_from(at)));
+    assert!(chains.tile_from(bytes.len()));
+    assert!(!chains.tile_from(4), "inside a frame");
+}
+
+#[test]
+fn a_hostile_delivery_after_a_gap_is_skipped_but_for_a_possible_header_start() {
+    let bytes = frames_ending_in_garbage();
+    let mut framer = Framer::new(Encapsulation::Mbap, Direction::ToServer);
+    framer.gap(&mut |_| {});
+    let keep = MAX_ADU_LEN + MBAP_LEN - 1;
+    assert_eq!(
+        cut(&mut framer, std::slice::from_ref(&bytes)),
+        vec![Cut::Skipped(bytes.len() - keep)]
+    );
+    assert_eq!(framer.pending(), keep);
+}
+
+#[test]
+fn a_bad_header_before_a_hostile_delivery_skips_all_of_it() {
+    let mut bytes = b("0000 0001 0002 01 03");
+    bytes.extend_from_slice(&frames_ending_in_garbage());
+    let mut framer = Framer::new(Encapsulation::Mbap, Direction::ToServer);
+    assert_eq!(
+        cut(&mut framer, std::slice::from_ref(&bytes)),
+        vec![
+            Cut::Invalid("invalid_protocol_id"),
+            Cut::Skipped(bytes.len())
+        ]
+    );
+}
