@@ -209,6 +209,13 @@ impl CaptureFile {
         self.len - self.pos
     }
 
+    /// Whether a whole record is buffered, so the next packet can be handed out without
+    /// reading (which, on a pipe, waits for the writer).
+    pub fn holds_whole_record(&self) -> bool {
+        self.announced_len()
+            .is_some_and(|len| len <= self.buffered())
+    }
+
     /// Bytes consumed so far.
     pub fn offset(&self) -> u64 {
         self.base + self.pos as u64

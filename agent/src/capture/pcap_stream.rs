@@ -59,7 +59,8 @@ impl LiveSource for PcapStream {
         if self.ended {
             return Ok(Polled::End);
         }
-        // Hand out what is already buffered; the next read may block until the writer writes.
+        // Hand out what is already buffered; only the first read may block until the writer
+        // writes, so packets read are never held back waiting for the rest of a record.
         let mut count = 0;
         loop {
             match self.capture.next_packet() {
@@ -81,7 +82,7 @@ impl LiveSource for PcapStream {
                     return Err(std::io::Error::other(e));
                 }
             }
-            if self.capture.buffered() == 0 {
+            if !self.capture.holds_whole_record() {
                 return Ok(Polled::Packets(count));
             }
         }
