@@ -21,6 +21,8 @@ mod migrate;
 pub mod model;
 mod query;
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 use std::ops::Bound;
 use std::sync::Mutex;
@@ -205,18 +207,30 @@ impl<K: Kv> Store<K> {
             keys::named(keys::COUNTER, b"alerts"),
             stored.to_be_bytes().to_vec(),
         );
+        // Merged into what this batch already merged for the host (several workers each report
+        // their view of it), else into what is stored.
+        let mut assets: HashMap<Vec<u8>, AssetRecord> = HashMap::new();
         for obs in &batch.assets {
             let key = keys::named(keys::ASSET, obs.ip.to_string().as_bytes());
-            let merged = match self.kv.get(&key)? {
-                Some(v) => {
-                    let mut known: AssetRecord = serde_json::from_slice(&v).map_err(corrupt)?;
-                    known.merge(obs);
-                    known
+            match assets.entry(key) {
+                Entry::Occupied(mut merged) => merged.get_mut().merge(obs),
+                Entry::Vacant(slot) => {
+                    let merged = match self.kv.get(slot.key())? {
+                        Some(v) => {
+                            let mut known: AssetRecord =
+                                serde_json::from_slice(&v).map_err(corrupt)?;
+                            known.merge(obs);
+                            known
+                        }
+                        None => obs.clone(),
+                    };
+                    slot.insert(merged);
                 }
-                None => obs.clone(),
-            };
-            b.put(key, json(&merged));
+            }
             reply.assets += 1;
+        }
+        for (key, merged) in assets {
+            b.put(key, json(&merged));
         }
         if reply.accepted > 0 {
             let key = keys::named(keys::AGENT, batch.agent.as_bytes());

@@ -553,6 +553,33 @@ fn asset_observations_merge_across_agents() {
 }
 
 #[test]
+fn two_views_of_one_host_in_one_batch_are_both_kept() {
+    // Two workers of one agent each saw part of a PLC's traffic, reported in one batch.
+    let s = store();
+    let mut one = AssetObservation::new("10.0.0.2".parse().unwrap(), Timestamp::from_secs(10));
+    one.units = vec![1];
+    one.peers = vec!["10.0.0.5".parse().unwrap()];
+    let mut other = AssetObservation::new("10.0.0.2".parse().unwrap(), Timestamp::from_secs(11));
+    other.units = vec![2];
+    other.peers = vec!["10.0.0.6".parse().unwrap()];
+    let reply = s
+        .ingest(
+            &IngestBatch {
+                agent: "a1".into(),
+                alerts: vec![],
+                assets: vec![one, other],
+            },
+            NOW,
+        )
+        .unwrap()
+        .0;
+    assert_eq!(reply.assets, 2);
+    let asset = s.asset("10.0.0.2".parse().unwrap()).unwrap().unwrap();
+    assert_eq!(asset.units, vec![1, 2]);
+    assert_eq!(asset.peers.len(), 2, "{:?}", asset.peers);
+}
+
+#[test]
 fn retention_by_age_removes_old_alerts_and_their_index_entries() {
     let s = store();
     s.ingest(
