@@ -297,9 +297,7 @@ async fn ingest<K: Kv>(
         ));
     }
     let store = state.store.clone();
-    let (reply, fresh) = tokio::task::spawn_blocking(move || store.ingest(&batch, now()))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let (reply, fresh) = blocking(move || store.ingest(&batch, now())).await?;
     state.metrics.ingested.inc_by(reply.accepted as u64);
     state.metrics.duplicates.inc_by(reply.duplicates as u64);
     for a in &fresh {
@@ -313,6 +311,17 @@ async fn ingest<K: Kv>(
     Ok(axum::Json(reply))
 }
 
+/// Runs a store write off the async workers: it waits for the store's writer lock (held by
+/// ingest and, a page at a time, by retention) and for the disk.
+async fn blocking<T: Send + 'static>(
+    write: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(write)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(ApiError::from)
+}
+
 async fn heartbeat<K: Kv>(
     State(state): State<Shared<K>>,
     headers: HeaderMap,
@@ -322,7 +331,8 @@ async fn heartbeat<K: Kv>(
         &h.agent
     })
     .await?;
-    state.store.heartbeat(&hb, now())?;
+    let store = state.store.clone();
+    blocking(move || store.heartbeat(&hb, now())).await?;
     Ok(axum::Json(json!({ "ok": true })))
 }
 
@@ -475,9 +485,10 @@ async fn change<K: Kv>(
         serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?
     };
-    let incident = state
-        .store
-        .set_incident_state(id, to, &principal.name, note.note, now())?;
+    let store = state.store.clone();
+    let by = principal.name.clone();
+    let incident =
+        blocking(move || store.set_incident_state(id, to, &by, note.note, now())).await?;
     Ok(axum::Json(incident))
 }
 

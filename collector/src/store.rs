@@ -485,20 +485,26 @@ impl<K: Kv> Store<K> {
     /// `older_than`, and, when the store is larger than `max_bytes`, the oldest tenth of the
     /// rest (called periodically, this converges without emptying the store on an engine that
     /// reclaims space lazily). Returns how many were removed.
+    ///
+    /// The writer lock is held for one page of 512 alerts at a time, so ingest and heartbeats
+    /// go on while a long pass (a first age cut over a large backlog) works through the store.
     pub fn enforce_retention(
         &self,
         older_than: Option<Timestamp>,
         max_bytes: Option<u64>,
     ) -> Result<u64, StoreError> {
-        let _writer = self.writer.lock().map_err(|_| poisoned())?;
-        let total = self.counter(b"alerts")?;
         let over = match max_bytes {
             Some(max) => self.kv.size_on_disk()? > max,
             None => false,
         };
-        let budget = if over { (total / 10).max(1) } else { 0 };
+        let budget = if over {
+            (self.counter(b"alerts")? / 10).max(1)
+        } else {
+            0
+        };
         let mut removed = 0u64;
         loop {
+            let writer = self.writer.lock().map_err(|_| poisoned())?;
             let page = scan_prefix(&self.kv, &[keys::ALERT], Order::Ascending, 512)?;
             let mut b = Batch::new();
             let mut in_page = 0u64;
@@ -518,11 +524,13 @@ impl<K: Kv> Store<K> {
                 break;
             }
             removed += in_page;
+            let left = self.counter(b"alerts")?.saturating_sub(in_page);
             b.put(
                 keys::named(keys::COUNTER, b"alerts"),
-                total.saturating_sub(removed).to_be_bytes().to_vec(),
+                left.to_be_bytes().to_vec(),
             );
             self.kv.apply(b)?;
+            drop(writer);
             self.kv.flush()?;
         }
         self.remove_spent_postings()?;
@@ -530,15 +538,17 @@ impl<K: Kv> Store<K> {
     }
 
     /// Removes every group of postings whose newest alert is older than the oldest alert left:
-    /// all they list is gone. Runs under the writer lock (a batch ingested meanwhile could list
-    /// older alerts) and at open (a crash may have come between removing alerts and this).
+    /// all they list is gone. Each page is judged under the writer lock against the oldest
+    /// alert at that moment (a batch ingested meanwhile could list older alerts). Also run at
+    /// open (a crash may have come between removing alerts and this).
     fn remove_spent_postings(&self) -> Result<(), StoreError> {
-        let oldest = scan_prefix(&self.kv, &[keys::ALERT], Order::Ascending, 1)?;
-        let end = match oldest.first().and_then(|(k, _)| keys::suffix_of(k)) {
-            Some(suffix) => keys::named(keys::POSTING_RECORDS, &suffix),
-            None => vec![keys::POSTING_RECORDS + 1],
-        };
         loop {
+            let writer = self.writer.lock().map_err(|_| poisoned())?;
+            let oldest = scan_prefix(&self.kv, &[keys::ALERT], Order::Ascending, 1)?;
+            let end = match oldest.first().and_then(|(k, _)| keys::suffix_of(k)) {
+                Some(suffix) => keys::named(keys::POSTING_RECORDS, &suffix),
+                None => vec![keys::POSTING_RECORDS + 1],
+            };
             let page = self.kv.range(
                 Bound::Included(&[keys::POSTING_RECORDS][..]),
                 Bound::Excluded(end.as_slice()),
@@ -546,6 +556,7 @@ impl<K: Kv> Store<K> {
                 256,
             )?;
             if page.is_empty() {
+                drop(writer);
                 // Stale postings are harmless to queries; one flush at the end is enough.
                 self.kv.flush()?;
                 return Ok(());

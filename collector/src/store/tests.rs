@@ -858,3 +858,34 @@ fn child_ingests_then_aborts() {
     // Acknowledged: now die without closing anything.
     std::process::abort();
 }
+
+#[test]
+fn ingest_goes_on_between_the_pages_of_a_long_retention_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(Store::open(SledKv::open(dir.path()).unwrap()).unwrap());
+    let old = |n| alert(n, "r", Severity::Low, "10.0.0.1", "10.0.0.2", "a1");
+    for chunk in 0..20 {
+        let alerts = (chunk * 500..(chunk + 1) * 500).map(old).collect();
+        s.ingest(&batch("a1", alerts), NOW).unwrap();
+    }
+    let cutoff = Timestamp::from_secs(1_000_000);
+    let pass = std::thread::spawn({
+        let s = s.clone();
+        move || s.enforce_retention(Some(cutoff), None).unwrap()
+    });
+    // Once the pass has removed its first page of 512, a batch gets in before it is over
+    // (when the pass held the store for its whole length, the batch waited for all 20 pages).
+    while s.alert_count().unwrap() == 10_000 {
+        std::thread::yield_now();
+    }
+    let fresh = alert(2_000_000, "r", Severity::Low, "10.0.0.1", "10.0.0.2", "a1");
+    s.ingest(&batch("a1", vec![fresh]), NOW).unwrap();
+    let removed_meanwhile = 10_000 - (s.alert_count().unwrap() - 1);
+    assert!(
+        removed_meanwhile < 10_000,
+        "the batch got in only after the whole pass"
+    );
+    assert_eq!(pass.join().unwrap(), 10_000);
+    assert_eq!(s.alert_count().unwrap(), 1, "the new alert stays");
+    assert_eq!(keys_in(&s, keys::ALERT), 1);
+}
