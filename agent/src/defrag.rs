@@ -4,7 +4,12 @@
 //! not completed within [`Defragmenter::TIMEOUT`] of capture time is dropped; each buffer is at
 //! most 64 KiB (the IPv4 limit, enforced by `IpDefragBuf`). A fragment flood therefore costs at
 //! most a few MiB, and every drop is counted.
+//!
+//! Fragments that overlap drop their datagram, as Linux does: `IpDefragBuf` would let the later
+//! bytes win, and a sender could then show the agent other bytes than a device that keeps the
+//! earlier ones (or drops the datagram) acts on.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -29,10 +34,31 @@ pub enum Reassembly {
     Invalid,
 }
 
+/// One datagram being reassembled.
+#[derive(Debug)]
+struct Partial {
+    buf: IpDefragBuf,
+    started: Timestamp,
+    /// The byte ranges received, start to end (exclusive); they never overlap.
+    received: BTreeMap<u32, u32>,
+}
+
+impl Partial {
+    /// Records `start..end`, unless it overlaps a range already received.
+    fn receive(&mut self, start: u32, end: u32) -> bool {
+        let before = self.received.range(..end).next_back();
+        if before.is_some_and(|(_, &before_end)| before_end > start) {
+            return false;
+        }
+        self.received.insert(start, end);
+        true
+    }
+}
+
 /// IPv4 datagrams being reassembled.
 #[derive(Debug, Default)]
 pub struct Defragmenter {
-    pending: FxHashMap<Key, (IpDefragBuf, Timestamp)>,
+    pending: FxHashMap<Key, Partial>,
     /// Datagrams dropped for lack of room or time.
     pub dropped: u64,
 }
@@ -58,26 +84,28 @@ impl Defragmenter {
                 self.evict_oldest();
             }
         }
-        let entry = self.pending.entry(key).or_insert_with(|| {
-            (
-                IpDefragBuf::new(IpNumber(fragment.protocol), Vec::new(), Vec::new()),
-                now,
-            )
+        let entry = self.pending.entry(key).or_insert_with(|| Partial {
+            buf: IpDefragBuf::new(IpNumber(fragment.protocol), Vec::new(), Vec::new()),
+            started: now,
+            received: BTreeMap::new(),
         });
         let offset = etherparse::IpFragOffset::try_new(fragment.offset).unwrap_or_default();
-        if entry
-            .0
-            .add(offset, fragment.more, fragment.payload)
-            .is_err()
+        let start = u32::from(offset.byte_offset());
+        let end = start.saturating_add(u32::try_from(fragment.payload.len()).unwrap_or(u32::MAX));
+        if !entry.receive(start, end)
+            || entry
+                .buf
+                .add(offset, fragment.more, fragment.payload)
+                .is_err()
         {
             self.pending.remove(&key);
             return Reassembly::Invalid;
         }
-        if !entry.0.is_complete() {
+        if !entry.buf.is_complete() {
             return Reassembly::Incomplete;
         }
         match self.pending.remove(&key) {
-            Some((buf, _)) => Reassembly::Complete(buf.take_bufs().0),
+            Some(done) => Reassembly::Complete(done.buf.take_bufs().0),
             None => Reassembly::Incomplete,
         }
     }
@@ -85,7 +113,7 @@ impl Defragmenter {
     fn expire(&mut self, now: Timestamp) {
         let before = self.pending.len();
         let deadline = now.saturating_sub(Self::TIMEOUT);
-        self.pending.retain(|_, (_, started)| *started >= deadline);
+        self.pending.retain(|_, p| p.started >= deadline);
         self.dropped += (before - self.pending.len()) as u64;
     }
 
@@ -93,7 +121,7 @@ impl Defragmenter {
         let oldest = self
             .pending
             .iter()
-            .min_by_key(|(_, (_, started))| *started)
+            .min_by_key(|(_, p)| p.started)
             .map(|(k, _)| *k);
         if let Some(k) = oldest {
             self.pending.remove(&k);
@@ -101,3 +129,6 @@ impl Defragmenter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
