@@ -21,6 +21,7 @@ pub struct AgentMetrics {
     bytes: IntCounter,
     drops: IntCounterVec,
     truncated: IntCounter,
+    datagrams: IntCounterVec,
     flows_active: IntGauge,
     flows: IntCounterVec,
     transactions: IntCounterVec,
@@ -79,6 +80,11 @@ impl AgentMetrics {
             truncated: counter(
                 "otwatch_agent_truncated_total",
                 "Frames the capture cut short (snap length or read buffer)",
+            )?,
+            datagrams: vec(
+                "otwatch_agent_fragmented_datagrams_total",
+                "Fragmented IPv4 datagrams: reassembled, invalid (overlapping or contradicting fragments: dropped) or expired (no room or time)",
+                &["result"],
             )?,
             flows_active: gauge("otwatch_agent_flows_active", "Flows tracked now")?,
             flows: vec(
@@ -161,6 +167,17 @@ impl AgentMetrics {
                 now.queue_drops,
             );
             advance(&self.truncated, old.truncated, now.truncated);
+            for (result, was, is) in [
+                (
+                    "reassembled",
+                    old.datagrams.reassembled,
+                    now.datagrams.reassembled,
+                ),
+                ("invalid", old.datagrams.invalid, now.datagrams.invalid),
+                ("expired", old.datagrams.expired, now.datagrams.expired),
+            ] {
+                advance(&self.datagrams.with_label_values(&[result]), was, is);
+            }
             advance(
                 &self.drops.with_label_values(&["outbox"]),
                 *old_dropped,

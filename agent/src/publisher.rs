@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::detection::AlertCounts;
 use crate::flow::FlowTable;
 use crate::pipeline::PacketCounters;
-use crate::status::{Snapshot, Status};
+use crate::status::{Datagrams, Snapshot, Status};
 use crate::summary::ModbusCounters;
 
 /// What the pipeline and its observers have counted, borrowed for one publication.
@@ -92,6 +92,11 @@ impl Publisher {
             kernel_drops: self.extra.kernel_drops,
             queue_drops: self.extra.queue_drops,
             truncated: view.packets.truncated,
+            datagrams: Datagrams {
+                reassembled: view.packets.reassembled,
+                invalid: view.packets.fragments_invalid,
+                expired: view.packets.fragments_expired,
+            },
             flows_active: view.flows.len() as u64,
             flows_created: flows.created,
             flows_evicted: flows.evicted,

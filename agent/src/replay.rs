@@ -106,8 +106,14 @@ impl ReplayReport {
             out += "\n";
         }
         out += &format!(
-            "packets {}  bytes {}  truncated {}  fragments {} (reassembled {})\n",
-            p.packets, p.bytes, p.truncated, p.fragments, p.reassembled
+            "packets {}  bytes {}  truncated {}  fragments {} (datagrams reassembled {}, invalid {}, expired {})\n",
+            p.packets,
+            p.bytes,
+            p.truncated,
+            p.fragments,
+            p.reassembled,
+            p.fragments_invalid,
+            p.fragments_expired
         );
         out += &format!(
             "flows {}  modbus/tcp+udp {}  rtu {}  non-modbus on modbus ports {}  evicted {}  idle-closed {}\n",

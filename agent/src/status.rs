@@ -23,6 +23,9 @@ pub struct Snapshot {
     pub queue_drops: u64,
     /// Frames the capture cut short.
     pub truncated: u64,
+    /// Fragmented IPv4 datagrams: rebuilt, dropped because fragments overlapped or
+    /// contradicted each other, and given up for lack of room or time.
+    pub datagrams: Datagrams,
     /// Flows tracked now.
     pub flows_active: u64,
     /// Flows created.
@@ -45,6 +48,17 @@ pub struct Snapshot {
     pub packets_per_s: f64,
 }
 
+/// What became of fragmented IPv4 datagrams.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Datagrams {
+    /// Rebuilt and decoded.
+    pub reassembled: u64,
+    /// Dropped: fragments overlapped or contradicted each other.
+    pub invalid: u64,
+    /// Given up for lack of room or time.
+    pub expired: u64,
+}
+
 impl Snapshot {
     /// Adds the counters of another pipeline (a worker of the same agent).
     fn merge(&mut self, other: &Snapshot) {
@@ -53,6 +67,9 @@ impl Snapshot {
         self.kernel_drops += other.kernel_drops;
         self.queue_drops += other.queue_drops;
         self.truncated += other.truncated;
+        self.datagrams.reassembled += other.datagrams.reassembled;
+        self.datagrams.invalid += other.datagrams.invalid;
+        self.datagrams.expired += other.datagrams.expired;
         self.flows_active += other.flows_active;
         self.flows_created += other.flows_created;
         self.flows_evicted += other.flows_evicted;

@@ -74,7 +74,7 @@ fn answered(p: &Pipeline<ModbusCounters>) -> u64 {
 }
 
 #[test]
-fn fragmented_request_is_reassembled_and_decoded() {
+fn fragmented_request_is_reassembled_and_decoded_and_overlapping_fragments_drop_it() {
     let whole = Frame::to_server(40000, 1).build(&read_request(1));
     // Split the IPv4 payload (TCP header + Modbus) into two fragments at 16 bytes.
     let (eth, ip) = whole.split_at(14);
@@ -103,6 +103,19 @@ fn fragmented_request_is_reassembled_and_decoded() {
     assert_eq!(p.counters().fragments, 2);
     assert_eq!(p.counters().reassembled, 1);
     assert_eq!(answered(&p), 1);
+
+    // Again, with a third fragment rewriting the request's last bytes before the datagram is
+    // whole: the datagram is dropped and counted, nothing of it decoded.
+    let mut p = Pipeline::new(FlowConfig::default(), ModbusCounters::default());
+    feed(&mut p, 0, &fragment(0, &body[..16], true));
+    feed(&mut p, 1, &fragment(8, &[0xff; 8], true));
+    feed(&mut p, 2, &fragment(16, &body[16..], false));
+    assert_eq!(p.counters().fragments, 3);
+    assert_eq!(
+        (p.counters().reassembled, p.counters().fragments_invalid),
+        (0, 1)
+    );
+    assert_eq!(p.observer().requests.total(), 0);
 }
 
 #[test]
