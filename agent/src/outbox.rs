@@ -161,7 +161,9 @@ impl Outbox {
 
     /// Stores records, dropping the oldest held ones when the budget would be exceeded.
     /// Durable once [`Outbox::flush`] returns (the shipper flushes before every delivery).
-    /// When the write fails nothing changes: no record is stored and none is dropped.
+    /// When the write fails (a full or failing disk) the held records stay as they were and
+    /// the new ones are lost: they are counted as drops (in memory, as the disk is failing)
+    /// and reported with the others.
     pub fn push(&self, records: &[Record]) -> Result<Pushed, OutboxError> {
         let encoded = records
             .iter()
@@ -209,7 +211,12 @@ impl Outbox {
                 (state.unreported + dropped).to_be_bytes().to_vec(),
             );
         }
-        self.kv.apply(batch)?;
+        if let Err(e) = self.kv.apply(batch) {
+            let lost = records.len() as u64;
+            state.dropped_total += lost;
+            state.unreported += lost;
+            return Err(e.into());
+        }
         state.held.drain(..old_dropped);
         let stored = new.len();
         state.held.extend(new);

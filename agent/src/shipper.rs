@@ -4,8 +4,9 @@
 //! Failures back off exponentially (from half a second up to a minute) with jitter, so a
 //! plant's agents do not all reconnect in the same instant after a collector outage. A batch
 //! the collector finds too large is split; a single record it refuses as malformed is set
-//! aside (counted, with the collector's reason as the last error), so one bad record cannot
-//! block everything behind it. Drops the outbox made for lack of room are reported to the
+//! aside (counted, with the collector's reason as the last error) once the collector has taken
+//! the record after it, so one bad record cannot block everything behind it, and a collector
+//! that refuses every record (an older one than the agent) cannot empty the outbox. Drops the outbox made for lack of room are reported to the
 //! collector as an `agent.outbox_overflow` alert once it is reachable.
 
 use std::net::SocketAddr;
@@ -313,18 +314,8 @@ impl Worker {
             return Attempt::Idle;
         };
         let count = peeked.records.len();
-        let mut batch = IngestBatch {
-            agent: self.config.agent.clone(),
-            alerts: Vec::new(),
-            assets: Vec::new(),
-        };
-        for record in peeked.records {
-            match record {
-                Record::Alert(a) => batch.alerts.push(a),
-                Record::Asset(a) => batch.assets.push(a),
-            }
-        }
-        match self.sender.ingest(&batch) {
+        let unreadable = peeked.unreadable;
+        match self.sender.ingest(&self.batch(peeked.records)) {
             Ok(reply) => {
                 if let Err(e) = self.outbox.ack_through(through) {
                     self.status.set_last_error(e.to_string());
@@ -332,10 +323,16 @@ impl Worker {
                 }
                 self.backoff.reset();
                 self.batch_limit = self.config.batch_records.max(1);
+                if unreadable > 0 {
+                    self.status.set_last_error(format!(
+                        "{unreadable} outbox records this build cannot read (left by another version) were set aside"
+                    ));
+                }
                 self.update(|d| {
                     d.records += count as u64;
                     d.duplicates += reply.duplicates as u64;
                     d.batches += 1;
+                    d.rejected += unreadable;
                     d.connected = true;
                 });
                 self.report_drops();
@@ -350,16 +347,7 @@ impl Worker {
                     status: 400 | 413 | 422,
                     ..
                 },
-            ) if count <= 1 => {
-                // The collector will never take this record: set it aside, keep the rest moving.
-                self.status
-                    .set_last_error(format!("a record was set aside: {e}"));
-                if self.outbox.ack_through(through).is_err() {
-                    return Attempt::Failed(self.backoff.next());
-                }
-                self.update(|d| d.rejected += 1);
-                Attempt::Sent
-            }
+            ) if count <= 1 => self.set_aside_oldest(&e),
             Err(
                 e @ SendError::Refused {
                     status: 400 | 422, ..
@@ -371,6 +359,79 @@ impl Worker {
             }
             Err(e) => Attempt::Failed(self.failed(&e)),
         }
+    }
+
+    fn batch(&self, records: Vec<Record>) -> IngestBatch {
+        let mut batch = IngestBatch {
+            agent: self.config.agent.clone(),
+            alerts: Vec::new(),
+            assets: Vec::new(),
+        };
+        for record in records {
+            match record {
+                Record::Alert(a) => batch.alerts.push(a),
+                Record::Asset(a) => batch.assets.push(a),
+            }
+        }
+        batch
+    }
+
+    /// The collector refused the oldest record alone (`refusal`). It is set aside once the
+    /// collector takes the record after it, which shows the fault is that record's. A
+    /// collector that refuses every record (an older collector that cannot read a newer
+    /// agent's records) has them all kept until it takes them, not discarded one by one; so is
+    /// a refused record with nothing after it yet.
+    fn set_aside_oldest(&mut self, refusal: &SendError) -> Attempt {
+        let peeked = match self.outbox.peek(2, u64::MAX) {
+            Ok(p) => p,
+            Err(e) => {
+                self.status.set_last_error(e.to_string());
+                return Attempt::Failed(self.backoff.next());
+            }
+        };
+        let (Some(through), [_, next]) = (peeked.through, peeked.records.as_slice()) else {
+            return Attempt::Failed(self.refused_all(format!(
+                "the collector refuses the oldest record ({refusal}); it is kept until the collector takes a record after it"
+            )));
+        };
+        match self.sender.ingest(&self.batch(vec![next.clone()])) {
+            Ok(reply) => {
+                if self.outbox.ack_through(through).is_err() {
+                    return Attempt::Failed(self.backoff.next());
+                }
+                self.status
+                    .set_last_error(format!("a record was set aside: {refusal}"));
+                self.backoff.reset();
+                self.batch_limit = self.config.batch_records.max(1);
+                self.update(|d| {
+                    d.records += 1;
+                    d.duplicates += reply.duplicates as u64;
+                    d.batches += 1;
+                    d.rejected += 1 + peeked.unreadable;
+                    d.connected = true;
+                });
+                Attempt::Sent
+            }
+            Err(
+                e @ SendError::Refused {
+                    status: 400 | 413 | 422,
+                    ..
+                },
+            ) => Attempt::Failed(self.refused_all(format!(
+                "the collector refuses every record ({e}); all are kept until it takes them (is it older than this agent?)"
+            ))),
+            Err(e) => Attempt::Failed(self.failed(&e)),
+        }
+    }
+
+    /// The collector answered but took nothing: says why and backs off, keeping everything.
+    fn refused_all(&mut self, why: String) -> Duration {
+        self.status.set_last_error(why);
+        self.update(|d| {
+            d.failures += 1;
+            d.connected = true;
+        });
+        self.backoff.next()
     }
 
     /// Queues an `agent.outbox_overflow` alert for drops not yet reported.
@@ -385,7 +446,7 @@ impl Worker {
             wall_clock(),
             self.config.agent_addr,
             format!(
-                "{unreported} undelivered records (alerts or asset observations) were dropped because the outbox was full; {} dropped since the outbox was created",
+                "{unreported} undelivered records (alerts or asset observations) were dropped because the outbox was full or its disk refused the write; {} dropped since the outbox was created",
                 self.outbox.dropped_total()
             ),
         );

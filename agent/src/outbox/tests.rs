@@ -1,6 +1,8 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use otwatch_collector::kv::memory::MemoryKv;
 use otwatch_collector::kv::sled::{AGENT_CACHE_BYTES, SledKv};
 use otwatch_rules::alert::rule;
@@ -178,4 +180,61 @@ fn a_record_this_build_cannot_read_is_skipped_and_acknowledged_with_its_batch() 
     assert_eq!(peeked.unreadable, 1);
     outbox.ack_through(peeked.through.unwrap()).unwrap();
     assert_eq!(outbox.depth(), 0);
+}
+
+/// A store whose writes fail while `failing` is set: a full or broken disk.
+struct FailingDisk {
+    kv: MemoryKv,
+    failing: AtomicBool,
+}
+
+impl Kv for FailingDisk {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        self.kv.get(key)
+    }
+
+    fn apply(&self, batch: Batch) -> Result<(), KvError> {
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(KvError::Engine("No space left on device".into()));
+        }
+        self.kv.apply(batch)
+    }
+
+    fn flush(&self) -> Result<(), KvError> {
+        self.kv.flush()
+    }
+
+    fn range(
+        &self,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError> {
+        self.kv.range(from, to, order, limit)
+    }
+
+    fn size_on_disk(&self) -> Result<u64, KvError> {
+        self.kv.size_on_disk()
+    }
+}
+
+#[test]
+fn records_a_failing_disk_could_not_take_are_counted_as_drops_and_the_rest_stay() {
+    let disk = Arc::new(FailingDisk {
+        kv: MemoryKv::new(),
+        failing: AtomicBool::new(false),
+    });
+    let outbox = Outbox::open(disk.clone(), 1 << 20).unwrap();
+    outbox.push(&[alert(1), alert(2)]).unwrap();
+    disk.failing.store(true, Ordering::Relaxed);
+    assert!(outbox.push(&[alert(3), alert(4), alert(5)]).is_err());
+    assert_eq!((outbox.dropped_total(), outbox.unreported()), (3, 3));
+    assert_eq!(outbox.depth(), 2);
+    disk.failing.store(false, Ordering::Relaxed);
+    outbox.push(&[alert(6)]).unwrap();
+    assert_eq!(
+        messages(&outbox.peek(10, u64::MAX).unwrap()),
+        ["number 1", "number 2", "number 6"]
+    );
 }

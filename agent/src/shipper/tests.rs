@@ -146,6 +146,11 @@ fn outbox(budget: u64) -> Arc<Outbox> {
     Arc::new(Outbox::open(Arc::new(MemoryKv::new()), budget).unwrap())
 }
 
+/// A shipper with the tests' pacing, moving `outbox` through `sender`.
+fn spawn(outbox: &Arc<Outbox>, sender: Box<dyn Sender>, status: Arc<Status>) -> Shipper {
+    Shipper::spawn(outbox.clone(), sender, status, config()).unwrap()
+}
+
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !done() {
@@ -160,13 +165,7 @@ fn records_reach_the_collector_once_and_leave_the_outbox() {
     let collector = site.collector();
     let outbox = outbox(1 << 20);
     outbox.push(&alerts(0..30)).unwrap();
-    let shipper = Shipper::spawn(
-        outbox.clone(),
-        site.sender(&site.token),
-        Arc::new(Status::new()),
-        config(),
-    )
-    .unwrap();
+    let shipper = spawn(&outbox, site.sender(&site.token), Arc::new(Status::new()));
     wait_for("the outbox to empty", || outbox.depth() == 0);
     let (waiting, delivered) = shipper.drain(Duration::from_secs(5));
     assert_eq!(waiting, 0);
@@ -179,13 +178,7 @@ fn records_reach_the_collector_once_and_leave_the_outbox() {
 fn a_collector_down_then_up_gets_everything_once() {
     let site = Site::new();
     let outbox = outbox(1 << 20);
-    let shipper = Shipper::spawn(
-        outbox.clone(),
-        site.sender(&site.token),
-        Arc::new(Status::new()),
-        config(),
-    )
-    .unwrap();
+    let shipper = spawn(&outbox, site.sender(&site.token), Arc::new(Status::new()));
     outbox.push(&alerts(0..20)).unwrap();
     wait_for("failed attempts", || shipper.delivered().failures >= 3);
     assert_eq!(outbox.depth(), 20);
@@ -203,13 +196,7 @@ fn drops_while_the_collector_is_away_are_reported_as_an_alert_when_it_returns() 
     let site = Site::new();
     let one = serde_json::to_vec(&alerts(0..1)[0]).unwrap().len() as u64;
     let outbox = outbox(5 * one + one / 2);
-    let shipper = Shipper::spawn(
-        outbox.clone(),
-        site.sender(&site.token),
-        Arc::new(Status::new()),
-        config(),
-    )
-    .unwrap();
+    let shipper = spawn(&outbox, site.sender(&site.token), Arc::new(Status::new()));
     for record in alerts(0..12) {
         outbox.push(&[record]).unwrap();
     }
@@ -246,21 +233,11 @@ fn an_alert_under_another_agents_name_is_set_aside_and_the_rest_delivered() {
     let collector = site.collector();
     let outbox = outbox(1 << 20);
     // Written under an earlier name: this agent's credential will never deliver it.
-    let Record::Alert(mut renamed) = alerts(0..1).remove(0) else {
-        unreachable!()
-    };
-    renamed.agent = "old-name".into();
     outbox.push(&alerts(1..4)).unwrap();
-    outbox.push(&[Record::Alert(renamed)]).unwrap();
+    outbox.push(&renamed(0..1)).unwrap();
     outbox.push(&alerts(4..10)).unwrap();
     let status = Arc::new(Status::new());
-    let shipper = Shipper::spawn(
-        outbox.clone(),
-        site.sender(&site.token),
-        status.clone(),
-        config(),
-    )
-    .unwrap();
+    let shipper = spawn(&outbox, site.sender(&site.token), status.clone());
     wait_for("the outbox to empty", || outbox.depth() == 0);
     let (_, delivered) = shipper.drain(Duration::from_secs(5));
     assert_eq!(
@@ -276,6 +253,51 @@ fn an_alert_under_another_agents_name_is_set_aside_and_the_rest_delivered() {
     );
 }
 
+/// Alerts `range` as written under an earlier agent name, which the collector never takes.
+fn renamed(range: std::ops::Range<u64>) -> Vec<Record> {
+    alerts(range)
+        .into_iter()
+        .map(|r| match r {
+            Record::Alert(mut a) => {
+                a.agent = "old-name".into();
+                Record::Alert(a)
+            }
+            other => other,
+        })
+        .collect()
+}
+
+#[test]
+fn a_collector_that_refuses_every_record_gets_them_all_kept_not_set_aside_one_by_one() {
+    let site = Site::new();
+    let collector = site.collector();
+    let outbox = outbox(1 << 20);
+    outbox.push(&renamed(0..5)).unwrap();
+    let status = Arc::new(Status::new());
+    let shipper = spawn(&outbox, site.sender(&site.token), status.clone());
+    wait_for("refusals", || shipper.delivered().failures >= 4);
+    assert_eq!(outbox.depth(), 5);
+    assert_eq!(shipper.delivered().rejected, 0);
+    let error = status.last_error().unwrap();
+    assert!(error.contains("refuses every record"), "{error}");
+
+    // A lone refused record waits for the next: once that one is taken, it is set aside.
+    let outbox = self::outbox(1 << 20);
+    outbox.push(&renamed(10..11)).unwrap();
+    let shipper = spawn(&outbox, site.sender(&site.token), status.clone());
+    wait_for("refusals", || shipper.delivered().failures >= 2);
+    assert_eq!(outbox.depth(), 1);
+    outbox.push(&alerts(11..12)).unwrap();
+    wait_for("the outbox to empty", || outbox.depth() == 0);
+    let (_, delivered) = shipper.drain(Duration::from_secs(5));
+    assert_eq!(
+        (delivered.records, delivered.rejected),
+        (1, 1),
+        "{delivered:?}"
+    );
+    assert_eq!(collector.alerts().len(), 1);
+}
+
 #[test]
 fn a_refused_credential_keeps_everything_and_says_why() {
     let site = Site::new();
@@ -283,13 +305,7 @@ fn a_refused_credential_keeps_everything_and_says_why() {
     let outbox = outbox(1 << 20);
     outbox.push(&alerts(0..3)).unwrap();
     let status = Arc::new(Status::new());
-    let shipper = Shipper::spawn(
-        outbox.clone(),
-        site.sender("otw_not_enrolled"),
-        status.clone(),
-        config(),
-    )
-    .unwrap();
+    let shipper = spawn(&outbox, site.sender("otw_not_enrolled"), status.clone());
     wait_for("failed attempts", || shipper.delivered().failures >= 2);
     assert_eq!(outbox.depth(), 3);
     let error = status.last_error().unwrap();
@@ -302,8 +318,7 @@ fn heartbeats_tell_the_collector_the_outbox_depth_and_version() {
     let collector = site.collector();
     let outbox = outbox(1 << 20);
     let status = Arc::new(Status::new());
-    let shipper =
-        Shipper::spawn(outbox.clone(), site.sender(&site.token), status, config()).unwrap();
+    let shipper = spawn(&outbox, site.sender(&site.token), status);
     wait_for("a heartbeat", || shipper.delivered().heartbeats >= 1);
     let agent = collector.store.agent("a1").unwrap().unwrap();
     assert_eq!(agent.heartbeat.version, env!("CARGO_PKG_VERSION"));
