@@ -61,8 +61,11 @@ pub fn probe(bytes: &[u8], direction: Direction, on_modbus_port: bool) -> Probe 
         decided => return decided,
     }
     if on_modbus_port {
-        // Picked up mid-stream: look for a frame boundary further in.
+        // Picked up mid-stream: look for a frame boundary further in. Failing a run of whole
+        // frames, a plausible header whose frame runs past the bytes will do: the tail of a
+        // frame then a large one (a 253-byte read) do not fit in what a probe holds.
         let mut chains = Chains::new(bytes, Encapsulation::Mbap, direction);
+        let mut runs_past = None;
         for skip in 1..bytes.len().saturating_sub(MBAP_LEN) {
             let rest = bytes.get(skip..).unwrap_or_default();
             if let Some(len) = mbap_frame(rest, direction, false)
@@ -73,6 +76,22 @@ pub fn probe(bytes: &[u8], direction: Direction, on_modbus_port: bool) -> Probe 
                     skip,
                 };
             }
+            if runs_past.is_none()
+                && MbapHeader::decode(rest).is_ok_and(|h| h.adu_len() > rest.len())
+                && function_plausible(rest, direction)
+            {
+                runs_past = Some(skip);
+            }
+        }
+        if let Some(skip) = runs_past {
+            return if bytes.len() < PROBE_LIMIT {
+                Probe::NeedMore
+            } else {
+                Probe::Modbus {
+                    encapsulation: Encapsulation::Mbap,
+                    skip,
+                }
+            };
         }
     }
     if bytes.len() <= MBAP_LEN {

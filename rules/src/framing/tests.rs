@@ -196,6 +196,32 @@ fn probe_finds_a_frame_boundary_in_a_mid_stream_pickup_on_the_modbus_port() {
 }
 
 #[test]
+fn probe_picks_up_mid_stream_before_a_frame_too_large_for_the_probe_to_hold() {
+    // The last 20 bytes of one response, then a read of 125 registers (259 bytes), cut where a
+    // probe stops holding bytes: no run of whole frames, yet plainly Modbus.
+    let mut large = b("0007 0000 00fd 01 03 fa");
+    large.extend_from_slice(&[0x11; 250]);
+    let mut stream = vec![0x22; 20];
+    stream.extend_from_slice(&large);
+    assert_eq!(
+        probe(&stream[..PROBE_LIMIT], Direction::ToClient, true),
+        Probe::Modbus {
+            encapsulation: Encapsulation::Mbap,
+            skip: 20
+        }
+    );
+    // With fewer bytes, the probe waits for more; off the Modbus port it never guesses.
+    assert_eq!(
+        probe(&stream[..120], Direction::ToClient, true),
+        Probe::NeedMore
+    );
+    assert_eq!(
+        probe(&stream[..PROBE_LIMIT], Direction::ToClient, false),
+        Probe::NotModbus
+    );
+}
+
+#[test]
 fn probe_recognises_rtu_over_tcp() {
     assert_eq!(
         probe(&b("01 03 0000 000a c5cd"), Direction::ToServer, false),
