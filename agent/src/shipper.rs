@@ -6,8 +6,9 @@
 //! the collector finds too large is split; a single record it refuses as malformed is set
 //! aside (counted, with the collector's reason as the last error) once the collector has taken
 //! the record after it, so one bad record cannot block everything behind it, and a collector
-//! that refuses every record (an older one than the agent) cannot empty the outbox. Drops the outbox made for lack of room are reported to the
-//! collector as an `agent.outbox_overflow` alert once it is reachable.
+//! that refuses every record (an older one than the agent) cannot empty the outbox. Drops the
+//! outbox made for lack of room are reported to the collector as an `agent.outbox_overflow`
+//! alert once it is reachable.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
