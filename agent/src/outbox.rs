@@ -91,6 +91,9 @@ pub struct Pushed {
 pub struct Peeked {
     /// The records, oldest first.
     pub records: Vec<Record>,
+    /// Each record's sequence number. Held records are numbered without gaps, so the numbers
+    /// between two of these are records that could not be read.
+    pub seqs: Vec<u64>,
     /// The sequence number of the last record read: acknowledge through it.
     pub through: Option<u64>,
     /// Records that could not be read (they are acknowledged with the rest).
@@ -256,7 +259,10 @@ impl Outbox {
             let Some(seq) = seq_of(&k) else { continue };
             peeked.through = Some(seq);
             match serde_json::from_slice(&v) {
-                Ok(record) => peeked.records.push(record),
+                Ok(record) => {
+                    peeked.records.push(record);
+                    peeked.seqs.push(seq);
+                }
                 // A record this build cannot read (left by another version): it goes with the
                 // records around it, counted.
                 Err(_) => peeked.unreadable += 1,

@@ -316,6 +316,7 @@ impl Worker {
         };
         let count = peeked.records.len();
         let unreadable = peeked.unreadable;
+        let oldest = peeked.seqs.first().copied();
         match self.sender.ingest(&self.batch(peeked.records)) {
             Ok(reply) => {
                 if let Err(e) = self.outbox.ack_through(through) {
@@ -343,12 +344,18 @@ impl Worker {
                 self.batch_limit = (count / 2).max(1);
                 Attempt::Sent
             }
+            // 422 names a record the collector will never take from this agent: set it aside.
+            Err(e @ SendError::Refused { status: 422, .. }) if count <= 1 => {
+                self.set_aside(through, 1 + unreadable, &e)
+            }
             Err(
                 e @ SendError::Refused {
-                    status: 400 | 413 | 422,
-                    ..
+                    status: 400 | 413, ..
                 },
-            ) if count <= 1 => self.set_aside_oldest(&e),
+            ) if count <= 1 => match oldest {
+                Some(oldest) => self.set_aside_if_next_taken(oldest, &e),
+                None => self.set_aside(through, unreadable, &e),
+            },
             Err(
                 e @ SendError::Refused {
                     status: 400 | 422, ..
@@ -377,39 +384,57 @@ impl Worker {
         batch
     }
 
-    /// The collector refused the oldest record alone (`refusal`). It is set aside once the
-    /// collector takes the record after it, which shows the fault is that record's. A
-    /// collector that refuses every record (an older collector that cannot read a newer
-    /// agent's records) has them all kept until it takes them, not discarded one by one; so is
-    /// a refused record with nothing after it yet.
-    fn set_aside_oldest(&mut self, refusal: &SendError) -> Attempt {
-        let peeked = match self.outbox.peek(2, u64::MAX) {
+    /// Removes the records through `through` from the outbox: `count` records the collector
+    /// will never take (`refusal` says why), counted as set aside.
+    fn set_aside(&mut self, through: u64, count: u64, refusal: &SendError) -> Attempt {
+        if self.outbox.ack_through(through).is_err() {
+            return Attempt::Failed(self.backoff.next());
+        }
+        self.status
+            .set_last_error(format!("a record was set aside: {refusal}"));
+        self.update(|d| {
+            d.rejected += count;
+            d.connected = true;
+        });
+        Attempt::Sent
+    }
+
+    /// The collector refused the oldest record, `oldest`, alone as malformed (`refusal`). It
+    /// is set aside once the collector takes the next readable record, which shows the fault
+    /// is that record's. A collector that refuses every record (an older collector that cannot
+    /// read a newer agent's records) has them all kept until it takes them, not discarded one
+    /// by one; so is a refused record with nothing after it yet.
+    fn set_aside_if_next_taken(&mut self, oldest: u64, refusal: &SendError) -> Attempt {
+        let peeked = match self.outbox.peek(16, u64::MAX) {
             Ok(p) => p,
             Err(e) => {
                 self.status.set_last_error(e.to_string());
                 return Attempt::Failed(self.backoff.next());
             }
         };
-        let (Some(through), [_, next]) = (peeked.through, peeked.records.as_slice()) else {
+        match peeked.seqs.first() {
+            Some(&first) if first == oldest => {}
+            // The outbox dropped the refused record meanwhile (it was full): start afresh.
+            _ => return Attempt::Sent,
+        }
+        let (Some(&next_seq), Some(next)) = (peeked.seqs.get(1), peeked.records.get(1)) else {
             return Attempt::Failed(self.refused_all(format!(
                 "the collector refuses the oldest record ({refusal}); it is kept until the collector takes a record after it"
             )));
         };
         match self.sender.ingest(&self.batch(vec![next.clone()])) {
             Ok(reply) => {
-                if self.outbox.ack_through(through).is_err() {
-                    return Attempt::Failed(self.backoff.next());
+                // The refused record and any unreadable ones between it and the next.
+                let set_aside = next_seq.saturating_sub(oldest);
+                if let Attempt::Failed(wait) = self.set_aside(next_seq, set_aside, refusal) {
+                    return Attempt::Failed(wait);
                 }
-                self.status
-                    .set_last_error(format!("a record was set aside: {refusal}"));
                 self.backoff.reset();
                 self.batch_limit = self.config.batch_records.max(1);
                 self.update(|d| {
                     d.records += 1;
                     d.duplicates += reply.duplicates as u64;
                     d.batches += 1;
-                    d.rejected += 1 + peeked.unreadable;
-                    d.connected = true;
                 });
                 Attempt::Sent
             }

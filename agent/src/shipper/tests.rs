@@ -14,6 +14,7 @@ use otwatch_collector::pki;
 use otwatch_collector::server::{AppState, router};
 use otwatch_collector::store::model::Role;
 use otwatch_collector::store::{AlertFilter, Store};
+use otwatch_rules::alert::Alert;
 use otwatch_rules::time::Timestamp;
 
 use super::*;
@@ -253,13 +254,13 @@ fn an_alert_under_another_agents_name_is_set_aside_and_the_rest_delivered() {
     );
 }
 
-/// Alerts `range` as written under an earlier agent name, which the collector never takes.
-fn renamed(range: std::ops::Range<u64>) -> Vec<Record> {
+/// Alerts `range` changed by `change`: records the collector refuses.
+fn refused(range: std::ops::Range<u64>, change: fn(&mut Alert)) -> Vec<Record> {
     alerts(range)
         .into_iter()
         .map(|r| match r {
             Record::Alert(mut a) => {
-                a.agent = "old-name".into();
+                change(&mut a);
                 Record::Alert(a)
             }
             other => other,
@@ -267,12 +268,41 @@ fn renamed(range: std::ops::Range<u64>) -> Vec<Record> {
         .collect()
 }
 
+/// Written under an earlier agent name: the collector never takes them from this agent (422).
+fn renamed(range: std::ops::Range<u64>) -> Vec<Record> {
+    refused(range, |a| a.agent = "old-name".into())
+}
+
+/// Malformed to this collector (400), as a newer agent's records can be to an older one.
+fn unreadable_to_the_collector(range: std::ops::Range<u64>) -> Vec<Record> {
+    refused(range, |a| a.id = "not an id".into())
+}
+
+#[test]
+fn alerts_under_another_agents_name_are_all_set_aside_however_many_in_a_row() {
+    let site = Site::new();
+    let collector = site.collector();
+    let outbox = outbox(1 << 20);
+    outbox.push(&renamed(0..3)).unwrap();
+    outbox.push(&alerts(3..5)).unwrap();
+    let status = Arc::new(Status::new());
+    let shipper = spawn(&outbox, site.sender(&site.token), status);
+    wait_for("the outbox to empty", || outbox.depth() == 0);
+    let (_, delivered) = shipper.drain(Duration::from_secs(5));
+    assert_eq!(
+        (delivered.records, delivered.rejected),
+        (2, 3),
+        "{delivered:?}"
+    );
+    assert_eq!(collector.alerts().len(), 2);
+}
+
 #[test]
 fn a_collector_that_refuses_every_record_gets_them_all_kept_not_set_aside_one_by_one() {
     let site = Site::new();
     let collector = site.collector();
     let outbox = outbox(1 << 20);
-    outbox.push(&renamed(0..5)).unwrap();
+    outbox.push(&unreadable_to_the_collector(0..5)).unwrap();
     let status = Arc::new(Status::new());
     let shipper = spawn(&outbox, site.sender(&site.token), status.clone());
     wait_for("refusals", || shipper.delivered().failures >= 4);
@@ -281,12 +311,17 @@ fn a_collector_that_refuses_every_record_gets_them_all_kept_not_set_aside_one_by
     let error = status.last_error().unwrap();
     assert!(error.contains("refuses every record"), "{error}");
 
-    // A lone refused record waits for the next: once that one is taken, it is set aside.
+    // A lone malformed record waits for the next: once that one is taken, it is set aside.
     let outbox = self::outbox(1 << 20);
-    outbox.push(&renamed(10..11)).unwrap();
+    outbox.push(&unreadable_to_the_collector(10..11)).unwrap();
     let shipper = spawn(&outbox, site.sender(&site.token), status.clone());
     wait_for("refusals", || shipper.delivered().failures >= 2);
     assert_eq!(outbox.depth(), 1);
+    let error = status.last_error().unwrap();
+    assert!(
+        error.contains("kept until the collector takes a record after it"),
+        "{error}"
+    );
     outbox.push(&alerts(11..12)).unwrap();
     wait_for("the outbox to empty", || outbox.depth() == 0);
     let (_, delivered) = shipper.drain(Duration::from_secs(5));
