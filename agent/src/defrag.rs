@@ -5,9 +5,10 @@
 //! most 64 KiB (the IPv4 limit, enforced by `IpDefragBuf`). A fragment flood therefore costs at
 //! most a few MiB, and every drop is counted.
 //!
-//! Fragments that overlap drop their datagram, as Linux does: `IpDefragBuf` would let the later
-//! bytes win, and a sender could then show the agent other bytes than a device that keeps the
-//! earlier ones (or drops the datagram) acts on.
+//! Overlaps are judged as Linux judges them: a fragment wholly inside what was already received
+//! is a duplicate and ignored (the first bytes stay); one that partly overlaps drops its
+//! datagram. `IpDefragBuf` alone would let the later bytes win, and a sender could then show
+//! the agent other bytes than the device acts on.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -39,19 +40,51 @@ pub enum Reassembly {
 struct Partial {
     buf: IpDefragBuf,
     started: Timestamp,
-    /// The byte ranges received, start to end (exclusive); they never overlap.
-    received: BTreeMap<u32, u32>,
+    /// The runs of contiguous bytes received, start to end (exclusive): disjoint, and apart.
+    runs: BTreeMap<u32, u32>,
+}
+
+/// How a fragment's bytes relate to what was received before.
+#[derive(Debug, PartialEq, Eq)]
+enum Fit {
+    /// New bytes only.
+    New,
+    /// Bytes already received, all of them: a duplicate.
+    Duplicate,
+    /// Partly received already (an overlap), or empty.
+    Overlap,
 }
 
 impl Partial {
-    /// Records `start..end`, unless it overlaps a range already received.
-    fn receive(&mut self, start: u32, end: u32) -> bool {
-        let before = self.received.range(..end).next_back();
-        if before.is_some_and(|(_, &before_end)| before_end > start) {
-            return false;
+    /// Judges `start..end` against the runs received and, when new, records it. An empty
+    /// fragment is refused like an overlap, as Linux refuses it.
+    fn receive(&mut self, start: u32, end: u32) -> Fit {
+        if start >= end {
+            return Fit::Overlap;
         }
-        self.received.insert(start, end);
-        true
+        // Runs are disjoint: only the last one starting before `end` can overlap.
+        if let Some((&run_start, &run_end)) = self.runs.range(..end).next_back()
+            && run_end > start
+        {
+            return if run_start <= start && end <= run_end {
+                Fit::Duplicate
+            } else {
+                Fit::Overlap
+            };
+        }
+        // Joined with the runs it touches.
+        let mut run = (start, end);
+        if let Some((&before, &before_end)) = self.runs.range(..start).next_back()
+            && before_end == start
+        {
+            self.runs.remove(&before);
+            run.0 = before;
+        }
+        if let Some(after_end) = self.runs.remove(&end) {
+            run.1 = after_end;
+        }
+        self.runs.insert(run.0, run.1);
+        Fit::New
     }
 }
 
@@ -87,12 +120,16 @@ impl Defragmenter {
         let entry = self.pending.entry(key).or_insert_with(|| Partial {
             buf: IpDefragBuf::new(IpNumber(fragment.protocol), Vec::new(), Vec::new()),
             started: now,
-            received: BTreeMap::new(),
+            runs: BTreeMap::new(),
         });
         let offset = etherparse::IpFragOffset::try_new(fragment.offset).unwrap_or_default();
         let start = u32::from(offset.byte_offset());
         let end = start.saturating_add(u32::try_from(fragment.payload.len()).unwrap_or(u32::MAX));
-        if !entry.receive(start, end)
+        let fit = entry.receive(start, end);
+        if fit == Fit::Duplicate {
+            return Reassembly::Incomplete;
+        }
+        if fit == Fit::Overlap
             || entry
                 .buf
                 .add(offset, fragment.more, fragment.payload)

@@ -62,7 +62,8 @@ fn a_fragment_overlapping_a_later_one_drops_the_datagram_too() {
 }
 
 #[test]
-fn a_repeated_fragment_is_an_overlap() {
+fn a_repeated_fragment_is_ignored_and_the_first_bytes_stay() {
+    // Mirror ports duplicate packets; Linux keeps the first copy of a fragment's bytes.
     let mut d = Defragmenter::default();
     assert_eq!(
         d.add(NOW, &fragment(0, true, b"head....")),
@@ -70,6 +71,46 @@ fn a_repeated_fragment_is_an_overlap() {
     );
     assert_eq!(
         d.add(NOW, &fragment(0, true, b"HEAD....")),
-        Reassembly::Invalid
+        Reassembly::Incomplete
+    );
+    assert_eq!(
+        d.add(NOW, &fragment(8, false, b"tail")),
+        Reassembly::Complete(b"head....tail".to_vec())
+    );
+}
+
+#[test]
+fn a_fragment_inside_two_received_ones_is_a_duplicate_and_one_across_their_end_an_overlap() {
+    let mut d = Defragmenter::default();
+    d.add(NOW, &fragment(0, true, b"aaaaaaaa"));
+    d.add(NOW, &fragment(8, true, b"bbbbbbbb"));
+    assert_eq!(
+        d.add(NOW, &fragment(0, true, b"XXXXXXXXYYYYYYYY")),
+        Reassembly::Incomplete,
+        "inside the run 0..16: ignored"
+    );
+    assert_eq!(
+        d.add(NOW, &fragment(8, false, b"ZZZZZZZZzz")),
+        Reassembly::Invalid,
+        "8..18 runs past 16: an overlap"
+    );
+}
+
+#[test]
+fn an_empty_fragment_drops_the_datagram_and_cannot_hide_an_overlap() {
+    let mut d = Defragmenter::default();
+    assert_eq!(
+        d.add(NOW, &fragment(0, true, b"benign..benign..")),
+        Reassembly::Incomplete
+    );
+    assert_eq!(d.add(NOW, &fragment(0, true, b"")), Reassembly::Invalid);
+    // What follows starts a datagram of its own, which the rewrite alone does not complete.
+    assert_eq!(
+        d.add(NOW, &fragment(8, true, b"EVIL....")),
+        Reassembly::Incomplete
+    );
+    assert_eq!(
+        d.add(NOW, &fragment(16, false, b"tail")),
+        Reassembly::Incomplete
     );
 }

@@ -104,11 +104,11 @@ fn fragmented_request_is_reassembled_and_decoded_and_overlapping_fragments_drop_
     assert_eq!(p.counters().reassembled, 1);
     assert_eq!(answered(&p), 1);
 
-    // Again, with a third fragment rewriting the request's last bytes before the datagram is
-    // whole: the datagram is dropped and counted, nothing of it decoded.
+    // Again, with a fragment that partly rewrites the first one's bytes before the datagram
+    // is whole: the datagram is dropped and counted, nothing of it decoded.
     let mut p = Pipeline::new(FlowConfig::default(), ModbusCounters::default());
     feed(&mut p, 0, &fragment(0, &body[..16], true));
-    feed(&mut p, 1, &fragment(8, &[0xff; 8], true));
+    feed(&mut p, 1, &fragment(8, &[0xff; 16], true));
     feed(&mut p, 2, &fragment(16, &body[16..], false));
     assert_eq!(p.counters().fragments, 3);
     assert_eq!(
