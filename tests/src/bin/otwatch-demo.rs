@@ -171,7 +171,44 @@ fn spawn(command: &mut Command, log: &Path) -> anyhow::Result<Child> {
         .with_context(|| format!("starting {command:?}"))
 }
 
+/// A child process that is stopped when dropped, so no way out of the demo, error or not,
+/// leaves it running. Declared after the collector, the agent is stopped first.
+struct Running {
+    child: Child,
+    /// How long it may take to stop before it is killed.
+    wait: Duration,
+    stopped: bool,
+}
+
+impl Running {
+    fn new(child: Child, wait: Duration) -> Self {
+        Self {
+            child,
+            wait,
+            stopped: false,
+        }
+    }
+
+    /// Stops it (once): SIGTERM, then SIGKILL after the wait.
+    fn stop(&mut self) {
+        if !self.stopped {
+            self.stopped = true;
+            terminate(&mut self.child, self.wait);
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 fn terminate(child: &mut Child, wait: Duration) {
+    if let Ok(Some(_)) = child.try_wait() {
+        // Already gone (and reaped): its pid may belong to another process by now.
+        return;
+    }
     if let Ok(pid) = i32::try_from(child.id()) {
         let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
     }
@@ -264,15 +301,18 @@ fn demo(cli: &Cli) -> anyhow::Result<()> {
         ),
     )?;
 
-    let mut collector = spawn(
-        Command::new(&collector_bin)
-            .arg("serve")
-            .arg("--data")
-            .arg(&store)
-            .arg("--listen")
-            .arg(listen.to_string()),
-        &data.join("collector.log"),
-    )?;
+    let mut collector = Running::new(
+        spawn(
+            Command::new(&collector_bin)
+                .arg("serve")
+                .arg("--data")
+                .arg(&store)
+                .arg("--listen")
+                .arg(listen.to_string()),
+            &data.join("collector.log"),
+        )?,
+        Duration::from_secs(10),
+    );
     let client = https_client(&ca, Some(Duration::from_secs(5)))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -281,7 +321,7 @@ fn demo(cli: &Cli) -> anyhow::Result<()> {
         {
             break;
         }
-        if let Ok(Some(status)) = collector.try_wait() {
+        if let Ok(Some(status)) = collector.child.try_wait() {
             bail!(
                 "the collector stopped ({status}); see {} (is an earlier demo still running on {}?)",
                 data.join("collector.log").display(),
@@ -289,23 +329,26 @@ fn demo(cli: &Cli) -> anyhow::Result<()> {
             );
         }
         if Instant::now() > deadline {
-            terminate(&mut collector, Duration::from_secs(5));
             bail!("the collector did not answer on {url} within 30 s");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     print_feed(https_client(&ca, None)?, url.clone(), admin.clone());
 
-    let mut agent = spawn(
-        Command::new(&agent_bin)
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .args(["--pcap-stream", "-"])
-            .stdin(Stdio::piped()),
-        &data.join("agent.log"),
-    )?;
-    let Some(agent_stdin) = agent.stdin.take() else {
+    // Given time to deliver what it holds when stopped.
+    let mut agent = Running::new(
+        spawn(
+            Command::new(&agent_bin)
+                .arg("run")
+                .arg("--config")
+                .arg(&config)
+                .args(["--pcap-stream", "-"])
+                .stdin(Stdio::piped()),
+            &data.join("agent.log"),
+        )?,
+        Duration::from_secs(70),
+    );
+    let Some(agent_stdin) = agent.child.stdin.take() else {
         bail!("the agent's standard input is not a pipe");
     };
 
@@ -334,7 +377,7 @@ fn demo(cli: &Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let attack_every = cli.attack_every;
     let stop_after = cli.duration;
-    let (agent_watched, collector_watched) = (&mut agent, &mut collector);
+    let (agent_watched, collector_watched) = (&mut agent.child, &mut collector.child);
     let ran = runtime.block_on(async move {
         let tap = Tap::new(Box::new(agent_stdin))?;
         let layout = Layout::loopback();
@@ -389,8 +432,8 @@ fn demo(cli: &Cli) -> anyhow::Result<()> {
     // what it holds, and exits.
     drop(runtime);
     println!("stopping: the agent delivers what it still holds, then the collector stops");
-    terminate(&mut agent, Duration::from_secs(70));
-    terminate(&mut collector, Duration::from_secs(10));
+    agent.stop();
+    collector.stop();
     ran?;
     println!(
         "stopped. The collector's data stays in {}; run the demo again to continue.",
