@@ -84,4 +84,9 @@ impl Observer for AssetReporter {
     fn finish(&mut self) {
         self.report();
     }
+
+    fn clock_stepped(&mut self, _now: Timestamp) {
+        // The next tick reports soon and restarts the cadence from the new time.
+        self.last_report = None;
+    }
 }

@@ -208,6 +208,11 @@ impl<W: Write> Observer for Detection<W> {
         let Self { engine, sink } = self;
         engine.finish(&mut |alert| sink.deliver(alert));
     }
+
+    fn clock_stepped(&mut self, now: Timestamp) {
+        let Self { engine, sink } = self;
+        engine.clock_stepped(now, &mut |alert| sink.deliver(alert));
+    }
 }
 
 #[cfg(test)]

@@ -527,6 +527,20 @@ impl FlowTable {
         }
     }
 
+    /// Capture time went back from `before` to `now` (a corrected clock): closes every flow at
+    /// `before`, its own time, and sweeps from `now` on.
+    pub fn restart_clock(
+        &mut self,
+        before: Timestamp,
+        now: Timestamp,
+        emit: &mut impl FnMut(&FlowInfo, FlowEvent<'_>),
+    ) {
+        while let Some(mut flow) = self.remove_lru() {
+            flow.close(before, CloseReason::ClockStep, emit);
+        }
+        self.last_sweep = now;
+    }
+
     /// Closes every flow (end of capture or shutdown).
     pub fn close_all(&mut self, now: Timestamp, emit: &mut impl FnMut(&FlowInfo, FlowEvent<'_>)) {
         while let Some(mut flow) = self.remove_lru() {

@@ -22,6 +22,7 @@ pub struct AgentMetrics {
     drops: IntCounterVec,
     truncated: IntCounter,
     datagrams: IntCounterVec,
+    clock_steps: IntCounter,
     flows_active: IntGauge,
     flows: IntCounterVec,
     transactions: IntCounterVec,
@@ -85,6 +86,10 @@ impl AgentMetrics {
                 "otwatch_agent_fragmented_datagrams_total",
                 "Fragmented IPv4 datagrams: reassembled, invalid (overlapping or contradicting fragments: dropped) or expired (no room or time)",
                 &["result"],
+            )?,
+            clock_steps: counter(
+                "otwatch_agent_clock_steps_total",
+                "Times capture time went back by more than a minute (a corrected clock): flows were closed and detection windows restarted",
             )?,
             flows_active: gauge("otwatch_agent_flows_active", "Flows tracked now")?,
             flows: vec(
@@ -167,6 +172,7 @@ impl AgentMetrics {
                 now.queue_drops,
             );
             advance(&self.truncated, old.truncated, now.truncated);
+            advance(&self.clock_steps, old.clock_steps, now.clock_steps);
             for (result, was, is) in [
                 (
                     "reassembled",

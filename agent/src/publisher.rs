@@ -21,6 +21,8 @@ pub struct View<'a> {
     pub modbus: &'a ModbusCounters,
     /// Alerts raised.
     pub alerts: &'a AlertCounts,
+    /// Times the capture's clock stepped back.
+    pub clock_steps: u64,
 }
 
 /// Counters from outside the pipeline: the capture and the policy reloader.
@@ -97,6 +99,7 @@ impl Publisher {
                 invalid: view.packets.fragments_invalid,
                 expired: view.packets.fragments_expired,
             },
+            clock_steps: view.clock_steps,
             flows_active: view.flows.len() as u64,
             flows_created: flows.created,
             flows_evicted: flows.evicted,

@@ -313,6 +313,7 @@ fn view<W: Write>(pipeline: &Pipeline<ReplayObserver<W>>) -> View<'_> {
         flows: pipeline.flows(),
         modbus,
         alerts: detection.counts(),
+        clock_steps: pipeline.clock_steps(),
     }
 }
 

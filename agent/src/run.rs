@@ -586,5 +586,6 @@ fn view(pipeline: &Pipeline<RunObserver>) -> View<'_> {
         flows: pipeline.flows(),
         modbus,
         alerts: detection.counts(),
+        clock_steps: pipeline.clock_steps(),
     }
 }

@@ -67,6 +67,8 @@ pub enum CloseReason {
     Evicted,
     /// The capture ended.
     End,
+    /// The capture's clock stepped back: the flow's times would lie in the future.
+    ClockStep,
 }
 
 /// What a flow reports besides its session's events.

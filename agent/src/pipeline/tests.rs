@@ -224,3 +224,37 @@ fn modbus_udp_datagrams_are_joined_into_transactions() {
     assert_eq!(p.observer().mbap_flows, 1);
     assert_eq!(answered(&p), 1);
 }
+
+#[test]
+fn a_clock_stepped_back_closes_the_flows_and_time_goes_on_from_the_new_clock() {
+    let mut p = Pipeline::new(FlowConfig::default(), ModbusCounters::default());
+    let hour = 3_600_000;
+    feed(
+        &mut p,
+        2 * hour,
+        &Frame::to_server(40000, 1).build(&read_request(1)),
+    );
+    // NTP corrects the sensor's clock an hour back: the waiting request's flow closes (the
+    // request unanswered), and the connection's next packets open a flow on the new time.
+    feed(
+        &mut p,
+        hour,
+        &Frame::to_server(40000, 1).build(&read_request(2)),
+    );
+    assert_eq!(p.clock_steps(), 1);
+    assert_eq!(p.observer().transactions.unanswered, 1);
+    assert_eq!(p.flows().counters().created, 2);
+    assert_eq!(p.last_ts(), Timestamp::from_nanos(hour * 1_000_000));
+    feed(
+        &mut p,
+        hour + 1,
+        &Frame::to_client(40000, 1).build(&read_response(2)),
+    );
+    assert_eq!(answered(&p), 1);
+    // Time then runs on: a tick a little later is no step; one far back from a quiet wire is.
+    p.tick(Timestamp::from_nanos((hour + 5_000) * 1_000_000));
+    assert_eq!(p.clock_steps(), 1);
+    p.tick(Timestamp::from_nanos((hour / 2) * 1_000_000));
+    assert_eq!(p.clock_steps(), 2);
+    assert_eq!(p.flows().len(), 0);
+}

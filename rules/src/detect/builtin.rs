@@ -108,6 +108,17 @@ impl Builtins {
         }
     }
 
+    /// The clock stepped back from `before` to `now`: the write counters restart, and the
+    /// baseline keeps the time it has already run.
+    pub fn clock_stepped(&mut self, before: Timestamp, now: Timestamp) {
+        if let Some(first) = self.first_ts.as_mut() {
+            *first = first.saturating_sub(before.since(now));
+        }
+        for (counter, _) in self.writes.values_mut() {
+            *counter = Counter::default();
+        }
+    }
+
     /// Sets the thresholds for a (new) policy.
     pub fn configure(&mut self, limits: Limits) {
         self.limits = limits;

@@ -58,6 +58,15 @@ impl PairState {
         }
     }
 
+    /// Restarts every window (the clock stepped back); keeps the policy's candidate rules.
+    fn restart_windows(&mut self) {
+        let candidates = self.candidates.take();
+        *self = Self {
+            candidates,
+            ..Self::default()
+        };
+    }
+
     /// Forgets what the policy computed.
     fn forget_policy(&mut self) {
         self.candidates = None;
@@ -203,6 +212,12 @@ impl Pairs {
     /// Forgets everything the policy computed (a new policy is in force).
     pub fn reset_policy(&mut self) {
         self.states.iter_mut().for_each(PairState::forget_policy);
+    }
+
+    /// Restarts every pair's windows and memo (the clock stepped back); the pairs themselves
+    /// stay known.
+    pub fn restart_windows(&mut self) {
+        self.states.iter_mut().for_each(PairState::restart_windows);
     }
 }
 

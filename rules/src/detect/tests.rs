@@ -102,6 +102,11 @@ impl Bench {
         self.event(ts, FlowEvent::Session(&Event::Transaction(t)));
     }
 
+    fn clock_stepped(&mut self, now: Timestamp) {
+        let alerts = &mut self.alerts;
+        self.engine.clock_stepped(now, &mut |a| alerts.push(a));
+    }
+
     fn finish(&mut self) -> &[Alert] {
         let alerts = &mut self.alerts;
         self.engine.finish(&mut |a| alerts.push(a));
@@ -388,6 +393,31 @@ fn ten_unit_ids_in_a_minute_are_a_unit_scan_and_a_four_unit_gateway_is_not() {
         }
     }
     assert!(gateway.rules().is_empty());
+}
+
+#[test]
+fn after_the_clock_steps_back_windows_restart_and_folded_repeats_are_reported_at_once() {
+    // Six unit ids, the clock corrected an hour back, six more: two windows of six, no scan
+    // (one window of twelve, dated an hour ahead, would be one).
+    let mut b = Bench::new();
+    for unit in 1..=6 {
+        b.request(at(f64::from(unit)), unit, &[3, 0, 0, 0, 1]);
+    }
+    b.clock_stepped(at(-3_600.0));
+    for unit in 7..=12 {
+        b.request(at(f64::from(unit) - 3_600.0), unit, &[3, 0, 0, 0, 1]);
+    }
+    assert_eq!(b.raised(&rule::UNIT_ID_SCAN), 0);
+
+    // Repeats folded before the step are reported by it, not an hour later.
+    let mut b = Bench::new();
+    for n in 0..3 {
+        b.request(at(f64::from(n)), 10, &[8, 0, 4, 0, 0]);
+    }
+    assert_eq!(b.alerts.len(), 1);
+    b.clock_stepped(at(-3_600.0));
+    assert_eq!(b.alerts.len(), 2);
+    assert_eq!(b.alerts[1].count, 2);
 }
 
 #[test]
