@@ -109,53 +109,7 @@ fn protocol(transport: Transport) -> Protocol {
 struct TcpState {
     streams: [Reassembler; 2],
     fin: [bool; 2],
-    /// Whether `claimed_syn` holds a claim (a flag beside `fin` rather than an `Option`: the
-    /// state keeps its size, and replay its speed).
-    claimed: bool,
     opening_syn: Option<u32>,
-    /// The sequence number of a SYN that claimed to open a new connection on these ports
-    /// while this one was live; the server's SYN-ACK to it makes it so.
-    claimed_syn: u32,
-}
-
-/// What a SYN or SYN-ACK on a tracked connection means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reopen {
-    /// Nothing new: a retransmitted opening SYN, or a SYN-ACK to it.
-    No,
-    /// A new connection on the same ports: the tracked one is over.
-    Yes,
-    /// A SYN on a live connection, held until the server accepts it.
-    Claimed,
-}
-
-impl TcpState {
-    /// Judges a SYN or SYN-ACK (`flags`) on this connection. On a live connection a SYN alone
-    /// proves nothing (anyone can send one, and a server answers it with a challenge ACK, RFC
-    /// 5961); taken at its word, a forged SYN would end the connection's tracking and leave its
-    /// real bytes behind the forged sequence number. It opens a new connection once the
-    /// server's SYN-ACK acknowledges it, or at once when this one was not yet (or no longer)
-    /// live: no data both ways, or a FIN seen.
-    #[cold]
-    fn reopening(&mut self, flags: TcpFlags) -> Reopen {
-        if flags.ack {
-            return if self.claimed && flags.ack_number == self.claimed_syn.wrapping_add(1) {
-                Reopen::Yes
-            } else {
-                Reopen::No
-            };
-        }
-        if self.opening_syn == Some(flags.seq) {
-            return Reopen::No;
-        }
-        let live = self.streams.iter().all(|s| s.delivered() > 0) && !self.fin.contains(&true);
-        if !live {
-            return Reopen::Yes;
-        }
-        self.claimed = true;
-        self.claimed_syn = flags.seq;
-        Reopen::Claimed
-    }
 }
 
 /// One tracked flow.
@@ -197,9 +151,7 @@ impl Flow {
                     Reassembler::new(config.reassembly),
                 ],
                 fin: [false, false],
-                claimed: false,
                 opening_syn: (f.syn && !f.ack).then_some(f.seq),
-                claimed_syn: 0,
             }),
             Transport::Udp => None,
         };
@@ -497,36 +449,28 @@ impl FlowTable {
             self.sweep(now, emit);
         }
         let key = FlowKey::of(packet);
-        let syn = matches!(packet.transport, Transport::Tcp(f) if f.syn);
-        // The SYN a SYN-ACK reopening the connection answers: the new flow's opening SYN.
-        let mut opening = None;
+        let syn = matches!(packet.transport, Transport::Tcp(f) if f.syn && !f.ack);
         if let Some(slot) = self.lookup(&key, now)
             && let Some(flow) = self.slots.get_mut(slot).and_then(Option::as_mut)
         {
-            // Non-SYN packets first: how this reads moved replay time by 3% (timed).
-            let reopen = match (packet.transport, flow.tcp.as_mut()) {
-                _ if !syn => Reopen::No,
-                (Transport::Tcp(f), Some(tcp)) => tcp.reopening(f),
-                _ => Reopen::No,
-            };
-            if reopen == Reopen::No {
+            // A SYN with a new initial sequence number opens a new connection on the same ports.
+            let reused = syn
+                && flow
+                    .tcp
+                    .as_ref()
+                    .is_some_and(|t| t.opening_syn != Some(packet_seq(packet)));
+            if !reused {
                 if let Some(reason) = flow.packet(now, packet, emit) {
                     flow.close(now, reason, emit);
                     self.remove(&key);
                 }
                 return;
             }
-            if reopen == Reopen::Claimed {
-                return;
-            }
-            opening = flow
-                .tcp
-                .as_ref()
-                .and_then(|t| t.claimed.then_some(t.claimed_syn));
             flow.close(now, CloseReason::Reused, emit);
             self.remove(&key);
         }
-        let creates = !packet.payload.is_empty() || syn;
+        let creates =
+            !packet.payload.is_empty() || matches!(packet.transport, Transport::Tcp(f) if f.syn);
         if !creates {
             return;
         }
@@ -538,11 +482,6 @@ impl FlowTable {
         }
         self.next_id += 1;
         let mut flow = Flow::new(self.next_id, packet, &self.config, now);
-        if let (Some(isn), Some(tcp)) = (opening, flow.tcp.as_mut())
-            && matches!(packet.transport, Transport::Tcp(f) if f.ack)
-        {
-            tcp.opening_syn = Some(isn);
-        }
         self.counters.created += 1;
         emit(&flow.info, FlowEvent::Opened);
         match flow.packet(now, packet, emit) {
@@ -680,6 +619,13 @@ impl FlowTable {
         }
         self.free.push(slot);
         self.slots.get_mut(slot).and_then(Option::take)
+    }
+}
+
+fn packet_seq(packet: &Dissected<'_>) -> u32 {
+    match packet.transport {
+        Transport::Tcp(f) => f.seq,
+        Transport::Udp => 0,
     }
 }
 

@@ -3,7 +3,6 @@ use std::net::{IpAddr, SocketAddr};
 use super::*;
 use crate::dissect::{Dissected, TcpFlags, Transport};
 use otwatch_rules::flow::{CloseReason, FlowEvent};
-use otwatch_rules::session::Event;
 
 fn packet(src: (u8, u16), dst: (u8, u16), flags: TcpFlags, payload: &[u8]) -> Dissected<'_> {
     Dissected {
@@ -198,82 +197,4 @@ fn eviction_takes_the_least_recently_active_flow_even_when_the_order_is_stale() 
     let before = t.counters().created;
     assert!(segment_at(&mut t, 4, (2, 40000), 25).is_empty());
     assert_eq!(t.counters().created, before);
-}
-
-/// A TCP segment of the connection 10.0.0.1:40000 -> 10.0.0.2:502 (`to_server`) or back.
-fn segment(
-    to_server: bool,
-    seq: u32,
-    ack: Option<u32>,
-    syn: bool,
-    payload: &[u8],
-) -> Dissected<'_> {
-    let flags = TcpFlags {
-        seq,
-        ack_number: ack.unwrap_or(0),
-        syn,
-        ack: ack.is_some(),
-        fin: false,
-        rst: false,
-    };
-    if to_server {
-        packet((1, 40000), (2, 502), flags, payload)
-    } else {
-        packet((2, 502), (1, 40000), flags, payload)
-    }
-}
-
-#[test]
-fn a_syn_on_a_live_connection_is_held_until_the_server_accepts_it() {
-    const READ: &[u8] = &[0, 1, 0, 0, 0, 6, 1, 3, 0, 0, 0, 1];
-    const ANSWER: &[u8] = &[0, 1, 0, 0, 0, 5, 1, 3, 2, 0, 7];
-    let mut t = FlowTable::new(FlowConfig::default());
-    // Requests decoded, and the flows opened and closed.
-    let mut seen: (usize, Vec<String>) = (0, Vec::new());
-    let feed = |t: &mut FlowTable, p: &Dissected<'_>, seen: &mut (usize, Vec<String>)| {
-        t.packet(Timestamp::default(), p, &mut |_, e| match e {
-            FlowEvent::Session(Event::Request { .. }) => seen.0 += 1,
-            FlowEvent::Opened | FlowEvent::Closed(_) => seen.1.push(format!("{e:?}")),
-            _ => {}
-        });
-    };
-    feed(&mut t, &segment(true, 100, None, true, &[]), &mut seen);
-    feed(
-        &mut t,
-        &segment(false, 500, Some(101), true, &[]),
-        &mut seen,
-    );
-    feed(
-        &mut t,
-        &segment(true, 101, Some(501), false, READ),
-        &mut seen,
-    );
-    feed(
-        &mut t,
-        &segment(false, 501, Some(113), false, ANSWER),
-        &mut seen,
-    );
-    // Anyone can send a SYN: alone, it changes nothing, and the connection's bytes go on.
-    feed(&mut t, &segment(true, 77_777, None, true, &[]), &mut seen);
-    feed(
-        &mut t,
-        &segment(true, 113, Some(512), false, READ),
-        &mut seen,
-    );
-    // The server's SYN-ACK to it shows a new connection on the same ports: the old one ends.
-    feed(
-        &mut t,
-        &segment(false, 9_000, Some(77_778), true, &[]),
-        &mut seen,
-    );
-    feed(
-        &mut t,
-        &segment(true, 77_778, Some(9_001), false, READ),
-        &mut seen,
-    );
-    assert_eq!(seen.0, 3);
-    assert_eq!(seen.1, ["Opened", "Closed(Reused)", "Opened"]);
-    // Its opening SYN retransmitted is not yet another connection.
-    feed(&mut t, &segment(true, 77_777, None, true, &[]), &mut seen);
-    assert_eq!(t.counters().created, 2);
 }
