@@ -85,7 +85,7 @@ impl Observer for AssetReporter {
         self.report();
     }
 
-    fn clock_stepped(&mut self, _now: Timestamp) {
+    fn clock_stepped(&mut self, _before: Timestamp, _now: Timestamp) {
         // The next tick reports soon and restarts the cadence from the new time.
         self.last_report = None;
     }

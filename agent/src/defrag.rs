@@ -147,6 +147,13 @@ impl Defragmenter {
         }
     }
 
+    /// Drops every datagram in progress, counted (the clock stepped back: their start times
+    /// lie in the future, so they would neither expire nor make room).
+    pub fn give_up_all(&mut self) {
+        self.dropped += self.pending.len() as u64;
+        self.pending.clear();
+    }
+
     fn expire(&mut self, now: Timestamp) {
         let before = self.pending.len();
         let deadline = now.saturating_sub(Self::TIMEOUT);

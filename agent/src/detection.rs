@@ -209,9 +209,9 @@ impl<W: Write> Observer for Detection<W> {
         engine.finish(&mut |alert| sink.deliver(alert));
     }
 
-    fn clock_stepped(&mut self, now: Timestamp) {
+    fn clock_stepped(&mut self, before: Timestamp, now: Timestamp) {
         let Self { engine, sink } = self;
-        engine.clock_stepped(now, &mut |alert| sink.deliver(alert));
+        engine.clock_stepped(before, now, &mut |alert| sink.deliver(alert));
     }
 }
 

@@ -89,7 +89,7 @@ impl AgentMetrics {
             )?,
             clock_steps: counter(
                 "otwatch_agent_clock_steps_total",
-                "Times capture time went back by more than a minute (a corrected clock): flows were closed and detection windows restarted",
+                "Times capture time went back by a minute or more (a corrected clock): flows were closed and detection windows restarted",
             )?,
             flows_active: gauge("otwatch_agent_flows_active", "Flows tracked now")?,
             flows: vec(

@@ -26,7 +26,7 @@ pub struct Snapshot {
     /// Fragmented IPv4 datagrams: rebuilt, dropped because fragments overlapped or
     /// contradicted each other, and given up for lack of room or time.
     pub datagrams: Datagrams,
-    /// Times capture time went back by more than a minute (a corrected clock).
+    /// Times capture time went back by a minute or more (a corrected clock).
     pub clock_steps: u64,
     /// Flows tracked now.
     pub flows_active: u64,
@@ -72,7 +72,8 @@ impl Snapshot {
         self.datagrams.reassembled += other.datagrams.reassembled;
         self.datagrams.invalid += other.datagrams.invalid;
         self.datagrams.expired += other.datagrams.expired;
-        self.clock_steps += other.clock_steps;
+        // Every worker sees the agent's one clock step: count it once.
+        self.clock_steps = self.clock_steps.max(other.clock_steps);
         self.flows_active += other.flows_active;
         self.flows_created += other.flows_created;
         self.flows_evicted += other.flows_evicted;

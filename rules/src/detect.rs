@@ -310,14 +310,20 @@ impl Engine {
         self.fold.flush(now, &self.config.agent, out);
     }
 
-    /// Capture time stepped back to `now` (the capture's clock was corrected). Windows opened
+    /// Capture time stepped back from `before` to `now` (the capture's clock was corrected).
+    /// Windows opened
     /// in what is now the future would otherwise hold for as long as the step: every fold
     /// window closes (its folded occurrences reported) and every detector window restarts.
     /// What the detectors learnt stays: the pairs seen, the time the baseline has run.
-    pub fn clock_stepped(&mut self, now: Timestamp, out: &mut impl FnMut(Alert)) {
+    pub fn clock_stepped(
+        &mut self,
+        before: Timestamp,
+        now: Timestamp,
+        out: &mut impl FnMut(Alert),
+    ) {
         self.fold.finish(&self.config.agent, out);
         self.pairs.restart_windows();
-        self.builtins.clock_stepped(self.last_flush, now);
+        self.builtins.clock_stepped(before, now);
         self.last_flush = now;
     }
 

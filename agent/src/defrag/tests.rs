@@ -114,3 +114,15 @@ fn an_empty_fragment_drops_the_datagram_and_cannot_hide_an_overlap() {
         Reassembly::Incomplete
     );
 }
+
+#[test]
+fn giving_up_on_every_datagram_counts_them_and_forgets_their_fragments() {
+    let mut d = Defragmenter::default();
+    d.add(NOW, &fragment(0, true, b"head...."));
+    d.give_up_all();
+    assert_eq!(d.dropped, 1);
+    assert_eq!(
+        d.add(NOW, &fragment(8, false, b"tail")),
+        Reassembly::Incomplete
+    );
+}

@@ -102,9 +102,10 @@ impl Bench {
         self.event(ts, FlowEvent::Session(&Event::Transaction(t)));
     }
 
-    fn clock_stepped(&mut self, now: Timestamp) {
+    fn clock_stepped(&mut self, before: Timestamp, now: Timestamp) {
         let alerts = &mut self.alerts;
-        self.engine.clock_stepped(now, &mut |a| alerts.push(a));
+        self.engine
+            .clock_stepped(before, now, &mut |a| alerts.push(a));
     }
 
     fn finish(&mut self) -> &[Alert] {
@@ -403,7 +404,7 @@ fn after_the_clock_steps_back_windows_restart_and_folded_repeats_are_reported_at
     for unit in 1..=6 {
         b.request(at(f64::from(unit)), unit, &[3, 0, 0, 0, 1]);
     }
-    b.clock_stepped(at(-3_600.0));
+    b.clock_stepped(at(6.0), at(-3_600.0));
     for unit in 7..=12 {
         b.request(at(f64::from(unit) - 3_600.0), unit, &[3, 0, 0, 0, 1]);
     }
@@ -415,7 +416,7 @@ fn after_the_clock_steps_back_windows_restart_and_folded_repeats_are_reported_at
         b.request(at(f64::from(n)), 10, &[8, 0, 4, 0, 0]);
     }
     assert_eq!(b.alerts.len(), 1);
-    b.clock_stepped(at(-3_600.0));
+    b.clock_stepped(at(2.0), at(-3_600.0));
     assert_eq!(b.alerts.len(), 2);
     assert_eq!(b.alerts[1].count, 2);
 }
