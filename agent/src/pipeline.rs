@@ -239,10 +239,6 @@ impl<O: Observer> Pipeline<O> {
         self.observer.tick(now);
     }
 
-    /// Capture time went back from `last_ts` to `now` by [`CLOCK_STEP`] or more: the clock
-    /// was corrected. Every flow closes (its times, and its waiting requests', lie in the
-    /// future now), and the observer restarts its time windows. Otherwise idle flows would not
-    /// expire, windows would not close and folded alerts would wait for as long as the step.
     /// A packet older than the latest: jitter, or a clock step if by [`CLOCK_STEP`] or more.
     #[cold]
     #[inline(never)]
@@ -252,6 +248,11 @@ impl<O: Observer> Pipeline<O> {
         }
     }
 
+    /// Capture time went back from `last_ts` to `now` by [`CLOCK_STEP`] or more: the clock
+    /// was corrected. Every flow closes (its times, and its waiting requests', lie in the
+    /// future now), fragments in progress are given up, and the observer restarts its time
+    /// windows. Otherwise idle flows would not expire, windows would not close and folded
+    /// alerts would wait for as long as the step.
     fn clock_stepped(&mut self, now: Timestamp) {
         let before = self.last_ts;
         let observer = &mut self.observer;
