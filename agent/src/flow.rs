@@ -535,16 +535,23 @@ impl FlowTable {
         now: Timestamp,
         emit: &mut impl FnMut(&FlowInfo, FlowEvent<'_>),
     ) {
-        while let Some(mut flow) = self.remove_lru() {
-            flow.close(before, CloseReason::ClockStep, emit);
-        }
+        self.close_every(before, CloseReason::ClockStep, emit);
         self.last_sweep = now;
     }
 
     /// Closes every flow (end of capture or shutdown).
     pub fn close_all(&mut self, now: Timestamp, emit: &mut impl FnMut(&FlowInfo, FlowEvent<'_>)) {
+        self.close_every(now, CloseReason::End, emit);
+    }
+
+    fn close_every(
+        &mut self,
+        at: Timestamp,
+        reason: CloseReason,
+        emit: &mut impl FnMut(&FlowInfo, FlowEvent<'_>),
+    ) {
         while let Some(mut flow) = self.remove_lru() {
-            flow.close(now, CloseReason::End, emit);
+            flow.close(at, reason, emit);
         }
     }
 

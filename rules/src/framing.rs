@@ -182,6 +182,8 @@ struct Chains<'a> {
     direction: Direction,
     /// Per offset: not yet known, or whether its chain runs to the end.
     known: Vec<Option<bool>>,
+    /// The offsets one query walked, to record its answer at (kept to reuse its allocation).
+    walked: Vec<usize>,
     /// Frames judged so far (each offset at most once), which the tests check.
     #[cfg(test)]
     judged: usize,
@@ -202,6 +204,7 @@ impl<'a> Chains<'a> {
             encapsulation,
             direction,
             known: Vec::new(),
+            walked: Vec::new(),
             #[cfg(test)]
             judged: 0,
         }
@@ -212,7 +215,7 @@ impl<'a> Chains<'a> {
         if self.known.is_empty() {
             self.known = vec![None; self.bytes.len()];
         }
-        let mut walked = Vec::new();
+        self.walked.clear();
         let mut at = start;
         let tiles = loop {
             let Some(&known) = self.known.get(at) else {
@@ -221,7 +224,7 @@ impl<'a> Chains<'a> {
             if let Some(tiles) = known {
                 break tiles;
             }
-            walked.push(at);
+            self.walked.push(at);
             #[cfg(test)]
             {
                 self.judged += 1;
@@ -231,7 +234,7 @@ impl<'a> Chains<'a> {
                 Link::Ends(tiles) => break tiles,
             }
         };
-        for at in walked {
+        for &at in &self.walked {
             if let Some(slot) = self.known.get_mut(at) {
                 *slot = Some(tiles);
             }

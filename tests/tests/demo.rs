@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -21,9 +21,10 @@ static ONE_DEMO: Mutex<()> = Mutex::new(());
 
 #[test]
 fn the_demo_shows_agents_assets_incidents_and_every_attack_then_stops_cleanly() {
-    let _one = ONE_DEMO.lock().unwrap_or_else(PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
+    // Bound, not left to `..`: the guard must live as long as the test's demo does.
     let Demo {
+        _one: _only_demo,
         mut demo,
         data,
         listen,
@@ -120,9 +121,10 @@ fn the_demo_shows_agents_assets_incidents_and_every_attack_then_stops_cleanly() 
 
 #[test]
 fn a_demo_whose_agent_dies_stops_says_where_to_look_and_leaves_nothing_running() {
-    let _one = ONE_DEMO.lock().unwrap_or_else(PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
+    // Bound, not left to `..`: the guard must live as long as the test's demo does.
     let Demo {
+        _one: _only_demo,
         mut demo,
         data,
         listen,
@@ -171,6 +173,8 @@ fn a_demo_whose_agent_dies_stops_says_where_to_look_and_leaves_nothing_running()
 
 /// A running `otwatch-demo` and where it keeps what it says.
 struct Demo {
+    /// Held while the demo runs (see [`ONE_DEMO`]).
+    _one: MutexGuard<'static, ()>,
     demo: Child,
     data: PathBuf,
     listen: SocketAddr,
@@ -181,6 +185,7 @@ struct Demo {
 impl Demo {
     /// Starts the demo with its state and output under `dir`, to stop by itself after `duration`.
     fn start(dir: &Path, duration: &str) -> Self {
+        let one = ONE_DEMO.lock().unwrap_or_else(PoisonError::into_inner);
         let data = dir.join("demo");
         let listen = free_addr();
         let stdout_path = dir.join("stdout");
@@ -197,6 +202,7 @@ impl Demo {
             .spawn()
             .unwrap();
         Self {
+            _one: one,
             demo,
             data,
             listen,

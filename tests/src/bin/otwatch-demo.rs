@@ -177,24 +177,32 @@ struct Running {
     child: Child,
     /// How long it may take to stop before it is killed.
     wait: Duration,
-    stopped: bool,
 }
 
 impl Running {
     fn new(child: Child, wait: Duration) -> Self {
-        Self {
-            child,
-            wait,
-            stopped: false,
-        }
+        Self { child, wait }
     }
 
-    /// Stops it (once): SIGTERM, then SIGKILL after the wait.
+    /// Stops it: SIGTERM, then SIGKILL after the wait. Once it is gone (and reaped) this does
+    /// nothing: `try_wait` keeps answering with its status, and its pid may be another
+    /// process's by then, so it is not signalled.
     fn stop(&mut self) {
-        if !self.stopped {
-            self.stopped = true;
-            terminate(&mut self.child, self.wait);
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
         }
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + self.wait;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -202,25 +210,6 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn terminate(child: &mut Child, wait: Duration) {
-    if let Ok(Some(_)) = child.try_wait() {
-        // Already gone (and reaped): its pid may belong to another process by now.
-        return;
-    }
-    if let Ok(pid) = i32::try_from(child.id()) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-    }
-    let deadline = Instant::now() + wait;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Prints every alert the collector's live feed carries, as it arrives.
