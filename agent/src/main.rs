@@ -363,7 +363,10 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let agent_name = agent_name(args.agent_name.as_ref(), &config);
+    let agent_name = match agent_name(args.agent_name.as_ref(), &config) {
+        Ok(name) => name,
+        Err(code) => return code,
+    };
     let policy_path = args.policy.clone().or_else(|| config.policy.clone());
     let policy = match policy_path.as_deref().map(load_policy).transpose() {
         Ok(policy) => policy,
@@ -462,11 +465,21 @@ fn learn_live(args: &LearnArgs, iface: &str) -> Result<learn::Learned, String> {
 /// The agent's name: the flag, else the configuration's, else the host's name. `run` and
 /// `replay` share it: the outbox they share must not hold alerts under a name the agent's
 /// collector credential does not cover.
-fn agent_name(flag: Option<&String>, config: &AgentConfig) -> String {
-    flag.cloned()
+/// The name must pass the collector's check of every alert's `agent` field, or every alert
+/// would be refused.
+fn agent_name(flag: Option<&String>, config: &AgentConfig) -> Result<String, ExitCode> {
+    let name = flag
+        .cloned()
         .or_else(|| config.agent_name.clone())
         .or_else(host_name)
-        .unwrap_or_else(|| "otwatch-agent".to_string())
+        .unwrap_or_else(|| "otwatch-agent".to_string());
+    match otwatch_rules::validate::agent_name("agent_name", &name) {
+        Ok(()) => Ok(name),
+        Err(e) => {
+            eprintln!("otwatch-agent: {e} (set --agent-name or agent_name in agent.toml)");
+            Err(ExitCode::from(2))
+        }
+    }
 }
 
 /// The host's name, the default agent name.
@@ -588,11 +601,15 @@ fn run_live(args: &RunArgs) -> ExitCode {
             return fail(&e);
         }
     }
+    let agent = match agent_name(args.agent_name.as_ref(), &config) {
+        Ok(name) => name,
+        Err(code) => return code,
+    };
     let options = run::RunOptions {
         source,
         flows: args.decoding.flow_config(),
         detection: DetectionConfig {
-            agent: agent_name(args.agent_name.as_ref(), &config),
+            agent,
             ..DetectionConfig::default()
         },
         policy,

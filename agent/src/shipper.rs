@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use otwatch_rules::alert::rule;
 use otwatch_rules::detect::agent_alert;
+use otwatch_rules::validate;
 use otwatch_rules::wire::{Heartbeat, IngestBatch};
 
 use crate::outbox::{Outbox, Record};
@@ -390,8 +391,9 @@ impl Worker {
         if self.outbox.ack_through(through).is_err() {
             return Attempt::Failed(self.backoff.next());
         }
-        self.status
-            .set_last_error(format!("a record was set aside: {refusal}"));
+        let why = format!("{count} record(s) set aside: {refusal}");
+        eprintln!("otwatch-agent: {why}");
+        self.status.set_last_error(why);
         self.update(|d| {
             d.rejected += count;
             d.connected = true;
@@ -494,7 +496,10 @@ impl Worker {
             flows: snapshot.flows_active,
             outbox_depth: self.outbox.depth(),
             outbox_dropped: self.outbox.dropped_total(),
-            last_error: self.status.last_error(),
+            last_error: self.status.last_error().map(|mut e| {
+                validate::truncate(&mut e, validate::MAX_MESSAGE);
+                e
+            }),
         };
         match self.sender.heartbeat(&heartbeat) {
             Ok(()) => self.update(|d| {

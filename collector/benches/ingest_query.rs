@@ -49,9 +49,9 @@ const RULES: [(&str, Severity, &str); 8] = [
 fn alert(n: u64, agent: &str) -> Alert {
     let (rule, severity, technique) = RULES[(n % RULES.len() as u64) as usize];
     let ts = Timestamp::from_nanos(1_700_000_000_000_000_000 + n * 1_000_000);
-    Alert {
+    let mut alert = Alert {
         schema: SCHEMA_VERSION,
-        id: format!("{n:032x}"),
+        id: String::new(),
         ts,
         agent: agent.into(),
         severity,
@@ -78,7 +78,18 @@ fn alert(n: u64, agent: &str) -> Alert {
         evidence: None,
         flow: n,
         message: Some(format!("bench alert {n}")),
-    }
+    };
+    // The id an agent derives, which ingest checks.
+    alert.id = Alert::stable_id(
+        agent,
+        rule,
+        alert.src_ip,
+        alert.dst_ip,
+        alert.unit_id,
+        ts,
+        0,
+    );
+    alert
 }
 
 fn client(ca: &std::path::Path) -> ureq::Agent {

@@ -27,12 +27,75 @@ pub struct CollectorConfig {
     /// An agent silent this long is offline (humantime: "30s").
     #[serde(default = "default_offline_after", with = "humantime_serde_compat")]
     pub agent_offline_after: Duration,
+    /// Connection limits and timeouts.
+    #[serde(default)]
+    pub connections: Connections,
     /// Retention of alerts.
     #[serde(default)]
     pub retention: Retention,
     /// Where else alerts go.
     #[serde(default)]
     pub export: Export,
+}
+
+/// How many connections the collector holds and for how long, so that no peer can use them
+/// up (see `listener.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Connections {
+    /// Most connections at once (also kept below the process's open-file limit).
+    #[serde(default = "default_max_connections")]
+    pub max: usize,
+    /// Most connections at once from one address: room for a NAT'ed SOC's browsers and their
+    /// live feeds, not for one host to take every connection.
+    #[serde(default = "default_max_per_source")]
+    pub max_per_source: usize,
+    /// Longest TLS handshake ("10s").
+    #[serde(default = "default_ten_seconds", with = "humantime_serde_compat")]
+    pub handshake_timeout: Duration,
+    /// Longest wait for a request's headers ("10s").
+    #[serde(default = "default_ten_seconds", with = "humantime_serde_compat")]
+    pub header_timeout: Duration,
+    /// Longest a connection stays open with no request in flight ("60s"); the live feed's
+    /// stream is a request in flight and keeps itself alive.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde_compat")]
+    pub idle_timeout: Duration,
+    /// Longest time to receive a request's body ("30s").
+    #[serde(default = "default_body_timeout", with = "humantime_serde_compat")]
+    pub body_timeout: Duration,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Self {
+            max: default_max_connections(),
+            max_per_source: default_max_per_source(),
+            handshake_timeout: default_ten_seconds(),
+            header_timeout: default_ten_seconds(),
+            idle_timeout: default_idle_timeout(),
+            body_timeout: default_body_timeout(),
+        }
+    }
+}
+
+fn default_max_connections() -> usize {
+    4096
+}
+
+fn default_max_per_source() -> usize {
+    256
+}
+
+fn default_ten_seconds() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// How long and how much to keep.
@@ -115,6 +178,7 @@ impl CollectorConfig {
             body_limit_bytes: default_body_limit(),
             agent_rate_per_s: default_agent_rate(),
             agent_offline_after: default_offline_after(),
+            connections: Connections::default(),
             retention: Retention::default(),
             export: Export::default(),
         }

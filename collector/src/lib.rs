@@ -15,6 +15,8 @@ pub mod feed;
 mod fixtures;
 pub mod kv;
 #[cfg(feature = "server")]
+pub mod listener;
+#[cfg(feature = "server")]
 pub mod metrics;
 #[cfg(feature = "server")]
 pub mod pki;

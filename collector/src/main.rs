@@ -20,6 +20,7 @@ use otwatch_collector::config::CollectorConfig;
 use otwatch_collector::feed::{BroadcastFeed, Feed};
 use otwatch_collector::kv::Kv;
 use otwatch_collector::kv::sled::SledKv;
+use otwatch_collector::listener::{self, Limits, raise_descriptor_limit, tls_acceptor};
 use otwatch_collector::metrics::Metrics;
 use otwatch_collector::server::{AppState, now, router};
 use otwatch_collector::store::Store;
@@ -243,35 +244,41 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         }
         let listen = config.listen;
         let insecure = config.insecure_http;
+        let limits = Limits::new(&config.connections, raise_descriptor_limit());
+        let metrics_for_listener = metrics.clone();
         let state = Arc::new(AppState::new(store.clone(), credentials, feed, metrics, config));
         let app = router(state);
-        let handle = axum_server::Handle::new();
-        let shutdown = handle.clone();
-        tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .ok();
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
             }
-            shutdown.graceful_shutdown(Some(Duration::from_secs(5)));
-        });
+        };
+        let tls = if insecure {
+            None
+        } else {
+            Some(tls_acceptor(&files.cert, &files.key).with_context(|| files.cert.display().to_string())?)
+        };
+        let tcp = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listen on {listen}"))?;
+        let listen = tcp.local_addr().unwrap_or(listen);
         if insecure {
             eprintln!("otwatch-collector: serving plain HTTP on http://{listen} (lab use only)");
-            axum_server::bind(listen)
-                .handle(handle)
-                .serve(app.into_make_service())
-                .await?;
         } else {
-            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
-                .await
-                .with_context(|| files.cert.display().to_string())?;
             eprintln!("otwatch-collector: serving https://{listen}");
-            axum_server::bind_rustls(listen, tls)
-                .handle(handle)
-                .serve(app.into_make_service())
-                .await?;
         }
+        eprintln!(
+            "otwatch-collector: at most {} connections ({} per source); TLS handshake within {:?}, headers within {:?}, idle connections closed after {:?}",
+            limits.max_connections,
+            limits.max_per_source,
+            limits.handshake_timeout,
+            limits.header_timeout,
+            limits.idle_timeout
+        );
+        listener::serve(tcp, tls, app, limits, metrics_for_listener, shutdown).await;
         store.kv().flush()?;
         anyhow::Ok(())
     })

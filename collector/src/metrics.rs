@@ -28,6 +28,10 @@ pub struct Metrics {
     pub latency: HistogramVec,
     /// Alerts the exporters could not forward, by exporter and reason.
     pub export_lost: IntCounterVec,
+    /// Connections open.
+    pub connections_open: IntGauge,
+    /// Idle connections closed to make room for a new one.
+    pub connections_evicted: IntCounter,
 }
 
 impl Metrics {
@@ -83,6 +87,11 @@ impl Metrics {
                 ),
                 &["exporter", "reason"],
             )?,
+            connections_open: gauge("otwatch_collector_connections_open", "Connections open")?,
+            connections_evicted: counter(
+                "otwatch_collector_connections_evicted_total",
+                "Idle connections closed to make room for a new one (all connections were in use)",
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.ingested.clone()))?;
@@ -95,6 +104,9 @@ impl Metrics {
         m.registry.register(Box::new(m.refused.clone()))?;
         m.registry.register(Box::new(m.latency.clone()))?;
         m.registry.register(Box::new(m.export_lost.clone()))?;
+        m.registry.register(Box::new(m.connections_open.clone()))?;
+        m.registry
+            .register(Box::new(m.connections_evicted.clone()))?;
         Ok(m)
     }
 

@@ -22,8 +22,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::Stream;
-use otwatch_rules::alert::Severity;
+use otwatch_rules::alert::{Severity, rule_by_id};
 use otwatch_rules::time::Timestamp;
+use otwatch_rules::validate;
 use otwatch_rules::wire::{Heartbeat, IngestBatch};
 use serde::Deserialize;
 use serde_json::json;
@@ -221,23 +222,36 @@ fn rate_limit<K: Kv>(state: &AppState<K>, agent: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Reads a body within the configured size and time: a peer that trickles its body holds a
+/// connection busy, so it gets the body timeout, not the idle one.
+async fn body_bytes<K: Kv>(state: &AppState<K>, body: Body) -> Result<axum::body::Bytes, ApiError> {
+    let limit = state.config.body_limit_bytes;
+    let within = state.config.connections.body_timeout;
+    let refuse = |reason: &str, status: StatusCode, message: String| {
+        state.metrics.refused.with_label_values(&[reason]).inc();
+        ApiError::new(status, message)
+    };
+    match tokio::time::timeout(within, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(refuse(
+            "too_large",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {limit} bytes"),
+        )),
+        Err(_) => Err(refuse(
+            "body_timeout",
+            StatusCode::REQUEST_TIMEOUT,
+            format!("body not received within {within:?}"),
+        )),
+    }
+}
+
 /// Reads a JSON body within the configured limit.
 async fn json_body<T: serde::de::DeserializeOwned, K: Kv>(
     state: &AppState<K>,
     body: Body,
 ) -> Result<T, ApiError> {
-    let limit = state.config.body_limit_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        state
-            .metrics
-            .refused
-            .with_label_values(&["too_large"])
-            .inc();
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body larger than {limit} bytes"),
-        )
-    })?;
+    let bytes = body_bytes(state, body).await?;
     serde_json::from_slice(&bytes).map_err(|e| {
         state
             .metrics
@@ -280,21 +294,14 @@ async fn ingest<K: Kv>(
 ) -> Result<impl IntoResponse, ApiError> {
     let batch: IngestBatch =
         from_agent(&state, &headers, body, "batch", |b: &IngestBatch| &b.agent).await?;
-    if let Some((i, a)) = batch
-        .alerts
-        .iter()
-        .enumerate()
-        .find(|(_, a)| a.agent != batch.agent)
-    {
-        // The credential is fine, this record is not: 422 tells the agent to set the record
-        // aside and deliver the rest, where a 403 would hold its whole outbox back.
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!(
-                "alerts[{i}].agent: {:?} is not the credential's agent {:?}",
-                a.agent, batch.agent
-            ),
-        ));
+    // The credential is fine; a record that is not (under another agent's name, an id its
+    // fields do not derive, a field out of syntax or bounds) gets 422 naming it, which tells
+    // the agent to set that record aside and deliver the rest (a 403 would hold its whole
+    // outbox back).
+    validate::batch(&batch).map_err(|e| invalid(&state, e))?;
+    let mut batch = batch;
+    for alert in &mut batch.alerts {
+        validate::bind_id(alert);
     }
     let store = state.store.clone();
     let (reply, fresh) = blocking(move || store.ingest(&batch, now())).await?;
@@ -304,11 +311,36 @@ async fn ingest<K: Kv>(
         state
             .metrics
             .alerts
-            .with_label_values(&[a.severity.name(), &a.rule])
+            .with_label_values(&[a.severity.name(), metric_rule(&a.rule)])
             .inc();
     }
     state.feed.publish(&fresh);
     Ok(axum::Json(reply))
+}
+
+/// The `rule` label of an alert's metrics, from a bounded set: the catalogue's rule ids,
+/// `policy.alert` for every policy alert rule, `other` for the rest (a later release's rules,
+/// or whatever an agent makes up). A label per rule string an agent sends would let one agent
+/// grow the collector's memory and `/metrics` without bound.
+fn metric_rule(rule: &str) -> &str {
+    match rule_by_id(rule) {
+        Some(meta) => meta.id,
+        None if rule.starts_with("policy.alert.") => "policy.alert",
+        None => "other",
+    }
+}
+
+/// The refusal of a record that fails validation, counted: 422 (set it aside) for a record
+/// this collector will never take, 400 (keep it) for one of a schema version it does not know,
+/// which a newer collector may take.
+fn invalid<K: Kv>(state: &AppState<K>, e: validate::Invalid) -> ApiError {
+    let (reason, status) = if e.unknown_version {
+        ("unknown_version", StatusCode::BAD_REQUEST)
+    } else {
+        ("invalid", StatusCode::UNPROCESSABLE_ENTITY)
+    };
+    state.metrics.refused.with_label_values(&[reason]).inc();
+    ApiError::new(status, e.to_string())
 }
 
 /// Runs a store write off the async workers: it waits for the store's writer lock (held by
@@ -331,6 +363,7 @@ async fn heartbeat<K: Kv>(
         &h.agent
     })
     .await?;
+    validate::heartbeat(&hb).map_err(|e| invalid(&state, e))?;
     let store = state.store.clone();
     blocking(move || store.heartbeat(&hb, now())).await?;
     Ok(axum::Json(json!({ "ok": true })))
@@ -476,9 +509,7 @@ async fn change<K: Kv>(
             "id: {id:?} is not an incident id (expected a number)"
         ))
     })?;
-    let bytes = axum::body::to_bytes(body, state.config.body_limit_bytes)
-        .await
-        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body too large"))?;
+    let bytes = body_bytes(&state, body).await?;
     let note: Note = if bytes.is_empty() {
         Note::default()
     } else {
@@ -546,29 +577,30 @@ async fn posture_route<K: Kv>(
     Ok(axum::Json(posture::posture(&agents, &incidents, &assets)))
 }
 
+/// The metrics, read from counters the store keeps, off the async workers (the agents' records,
+/// one per enrolled agent, and the store's size are read from disk).
 async fn metrics<K: Kv>(State(state): State<Shared<K>>) -> impl IntoResponse {
-    let m = &state.metrics;
-    let agents = agent_status(
-        state.store.agents(10_000).unwrap_or_default(),
-        now(),
-        state.config.agent_offline_after,
-    );
-    m.agents_online
-        .set(agents.iter().filter(|a| a.online).count() as i64);
-    m.incidents_open.set(
-        state
-            .store
-            .incidents(Some(IncidentState::Open), 100_000)
-            .map_or(0, |i| i.len() as i64),
-    );
-    m.store_bytes
-        .set(state.store.kv().size_on_disk().map_or(0, |b| b as i64));
-    m.store_alerts
-        .set(state.store.alert_count().map_or(0, |n| n as i64));
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        m.render(),
-    )
+    let s = state.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        let m = &s.metrics;
+        let agents = agent_status(
+            s.store.agents(10_000).unwrap_or_default(),
+            now(),
+            s.config.agent_offline_after,
+        );
+        m.agents_online
+            .set(agents.iter().filter(|a| a.online).count() as i64);
+        m.incidents_open
+            .set(s.store.open_incident_count().map_or(0, |n| n as i64));
+        m.store_bytes
+            .set(s.store.kv().size_on_disk().map_or(0, |b| b as i64));
+        m.store_alerts
+            .set(s.store.alert_count().map_or(0, |n| n as i64));
+        m.render()
+    })
+    .await
+    .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 #[derive(Debug, Deserialize)]

@@ -37,8 +37,12 @@ use model::{AgentRecord, AssetRecord, Incident, IncidentState, Role, StateChange
 pub use query::{AlertFilter, AlertPage};
 
 /// The on-disk schema this build reads and writes. A store of schema 1 (one index key per
-/// alert and value, before postings) is upgraded in place when opened.
-pub const SCHEMA_VERSION: u32 = 2;
+/// alert and value, before postings) or 2 (index keys not prefix-free) is upgraded in place
+/// when opened.
+pub const SCHEMA_VERSION: u32 = 3;
+
+/// The counter of open incidents.
+const OPEN_INCIDENTS: &[u8] = b"incidents_open";
 
 /// Alerts of one rule between the same hosts join an incident while they come less than this
 /// apart.
@@ -101,7 +105,10 @@ impl<K: Kv> Store<K> {
                     .map(u32::from_be_bytes)
                     .unwrap_or(0);
                 if found == migrate::V1 {
-                    migrate::from_v1(&kv, key, SCHEMA_VERSION)?;
+                    migrate::from_v1(&kv, key.clone(), migrate::V2)?;
+                }
+                if found == migrate::V1 || found == migrate::V2 {
+                    migrate::from_v2(&kv, key, SCHEMA_VERSION)?;
                 } else if found != SCHEMA_VERSION {
                     return Err(StoreError::Schema { found });
                 }
@@ -118,6 +125,7 @@ impl<K: Kv> Store<K> {
             writer: Mutex::new(()),
         };
         store.remove_spent_postings()?;
+        store.count_open_incidents()?;
         Ok(store)
     }
 
@@ -202,6 +210,14 @@ impl<K: Kv> Store<K> {
             keys::named(keys::COUNTER, b"incident"),
             next_incident.to_be_bytes().to_vec(),
         );
+        // Every incident this batch opened is open.
+        if next_incident > first_new_incident {
+            let open = self.counter(OPEN_INCIDENTS)? + (next_incident - first_new_incident);
+            b.put(
+                keys::named(keys::COUNTER, OPEN_INCIDENTS),
+                open.to_be_bytes().to_vec(),
+            );
+        }
         let stored = self.counter(b"alerts")? + reply.accepted as u64;
         b.put(
             keys::named(keys::COUNTER, b"alerts"),
@@ -450,6 +466,7 @@ impl<K: Kv> Store<K> {
         let mut incident = self
             .incident(id)?
             .ok_or_else(|| StoreError::NotFound(format!("incident {id}")))?;
+        let was_open = incident.state == IncidentState::Open;
         incident.state = state;
         incident.history.push(StateChange {
             state,
@@ -462,6 +479,19 @@ impl<K: Kv> Store<K> {
             keys::named(keys::INCIDENT, &id.to_be_bytes()),
             json(&incident),
         );
+        let is_open = state == IncidentState::Open;
+        if was_open != is_open {
+            let open = self.counter(OPEN_INCIDENTS)?;
+            let open = if is_open {
+                open.saturating_add(1)
+            } else {
+                open.saturating_sub(1)
+            };
+            b.put(
+                keys::named(keys::COUNTER, OPEN_INCIDENTS),
+                open.to_be_bytes().to_vec(),
+            );
+        }
         if state == IncidentState::Resolved {
             b.delete(keys::incident_key(
                 &incident.rule,
@@ -479,6 +509,27 @@ impl<K: Kv> Store<K> {
     /// Alerts stored.
     pub fn alert_count(&self) -> Result<u64, StoreError> {
         self.counter(b"alerts")
+    }
+
+    /// Incidents open (neither acknowledged nor resolved): a counter kept with every change, so
+    /// `/metrics` never scans the incidents.
+    pub fn open_incident_count(&self) -> Result<u64, StoreError> {
+        self.counter(OPEN_INCIDENTS)
+    }
+
+    /// Counts the open incidents once, for a store written before the counter was kept.
+    fn count_open_incidents(&self) -> Result<(), StoreError> {
+        let key = keys::named(keys::COUNTER, OPEN_INCIDENTS);
+        if self.kv.get(&key)?.is_some() {
+            return Ok(());
+        }
+        let _writer = self.writer.lock().map_err(|_| poisoned())?;
+        let open = self.incidents(Some(IncidentState::Open), usize::MAX)?.len() as u64;
+        let mut b = Batch::new();
+        b.put(key, open.to_be_bytes().to_vec());
+        self.kv.apply(b)?;
+        self.kv.flush()?;
+        Ok(())
     }
 
     /// Removes the oldest alerts, with their index postings: every alert captured before

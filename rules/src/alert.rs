@@ -8,8 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::time::Timestamp;
 
-/// Version of the alert JSON schema; bumped on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the alert JSON schema this build writes; bumped on any change of fields or of the
+/// id derivation. 2: the id derives from `first_ts` as the alert carries it (microseconds), so
+/// the collector can check every id against the alert's own fields. 1: the id derived from the
+/// capture's nanoseconds, which the alert does not carry.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// How urgent an alert is, in increasing order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -123,7 +126,11 @@ pub struct Alert {
 }
 
 impl Alert {
-    /// A stable id for an alert from its identifying fields.
+    /// A stable id for an alert from its identifying fields and `seq` (0 for the alert a fold
+    /// window raises at once, 1 for the totals it reports when it closes). `first` counts to
+    /// the microsecond, the precision an alert carries, so the id can be derived again from the
+    /// alert itself (schema 2; schema 1 hashed nanoseconds, the same for captures in
+    /// microseconds).
     pub fn stable_id(
         agent: &str,
         rule: &str,
@@ -139,7 +146,8 @@ impl Alert {
             hasher.update(&[0]);
         }
         hasher.update(&unit.map_or(256u16, u16::from).to_le_bytes());
-        hasher.update(&first.as_nanos().to_le_bytes());
+        let micros = first.as_nanos() / 1_000 * 1_000;
+        hasher.update(&micros.to_le_bytes());
         hasher.update(&seq.to_le_bytes());
         let hash = hasher.finalize();
         hash.to_hex().get(..32).unwrap_or_default().to_string()

@@ -18,10 +18,11 @@ use crate::alert::{Alert, RuleMeta, SCHEMA_VERSION, Severity, rule};
 use crate::flow::{FlowEvent, FlowInfo};
 use crate::modbus::{ExceptionCode, FunctionCode, Request};
 use crate::policy::matcher::RateState;
-use crate::policy::{Policy, ViolationKind};
+use crate::policy::{AlertRule, Policy, ViolationKind};
 use crate::session::Event;
 use crate::time::Timestamp;
 use crate::transaction::Outcome;
+use crate::validate;
 use builtin::{Builtins, Limits};
 use fold::Fold;
 use memo::Verdict;
@@ -83,6 +84,13 @@ pub(crate) struct Finding {
 
 impl Finding {
     fn into_alert(self, agent: &str, count: u64, first_ts: Timestamp, seq: u64) -> Alert {
+        // Within the bounds the collector takes (a policy's message, an error's text).
+        let mut title = self.title.to_string();
+        validate::truncate(&mut title, validate::MAX_TITLE);
+        let message = self.message.map(|mut m| {
+            validate::truncate(&mut m, validate::MAX_MESSAGE);
+            m
+        });
         Alert {
             schema: SCHEMA_VERSION,
             id: Alert::stable_id(
@@ -98,7 +106,7 @@ impl Finding {
             agent: agent.to_string(),
             severity: self.severity,
             rule: self.id.to_string(),
-            title: self.title.to_string(),
+            title,
             technique: self.technique.to_vec(),
             src_ip: self.src.ip(),
             src_port: self.src.port(),
@@ -115,7 +123,7 @@ impl Finding {
             first_ts,
             evidence: self.evidence,
             flow: self.flow,
-            message: self.message,
+            message,
         }
     }
 }
@@ -555,7 +563,7 @@ fn raise_custom(
     let Some(rule) = policy.alerts.get(index) else {
         return;
     };
-    let id = format!("policy.alert.{}", rule.name);
+    let id = AlertRule::rule_id_of(&rule.name);
     let finding = Finding {
         rule: RuleKey::Custom(index),
         title: rule

@@ -16,6 +16,7 @@ use crate::modbus::{ObjectId, Response};
 use crate::policy::Policy;
 use crate::session::Event;
 use crate::time::Timestamp;
+use crate::validate;
 use crate::wire::AssetObservation;
 
 /// Most hosts tracked at once.
@@ -24,8 +25,9 @@ pub const MAX_HOSTS: usize = 65_536;
 /// Most peers recorded per host.
 pub const MAX_PEERS: usize = 256;
 
-/// Most Ethernet addresses recorded per host (more means spoofing or a routed host).
-pub const MAX_MACS: usize = 16;
+/// Most Ethernet addresses recorded per host (more means spoofing or a routed host): as many as
+/// the collector takes in one observation.
+pub const MAX_MACS: usize = crate::validate::MAX_MACS;
 
 /// Hosts seen in traffic, with what changed since the last [`Inventory::take_changed`].
 #[derive(Debug, Default)]
@@ -121,7 +123,12 @@ impl Inventory {
                 };
                 let text = |object: u8| {
                     id.object(ObjectId(object))
-                        .map(|v| String::from_utf8_lossy(v).trim().to_string())
+                        .map(|v| {
+                            let mut text = String::from_utf8_lossy(v).trim().to_string();
+                            // Invalid bytes become three-byte replacement characters.
+                            validate::truncate(&mut text, validate::MAX_LABEL);
+                            text
+                        })
                         .filter(|v| !v.is_empty())
                 };
                 let s = &mut server.seen;

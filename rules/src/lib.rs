@@ -18,6 +18,7 @@ pub mod reassembly;
 pub mod session;
 pub mod time;
 pub mod transaction;
+pub mod validate;
 pub mod wire;
 
 use serde::Serialize;

@@ -137,6 +137,13 @@ pub struct AlertRule {
     pub threshold: u32,
 }
 
+impl AlertRule {
+    /// The rule id the alerts of a rule named `name` carry.
+    pub fn rule_id_of(name: &str) -> String {
+        format!("policy.alert.{name}")
+    }
+}
+
 /// Tuning of one built-in detector.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Tuning {

@@ -92,24 +92,58 @@ impl Site {
     /// Starts `serve` (its messages go to `serve.log` in the data folder) and waits until it
     /// answers.
     pub fn serve(&self) -> Collector {
+        self.serve_with(None, &[])
+    }
+
+    /// Starts `serve` with `settings` (lines of `collector.toml` besides `data`, written to a
+    /// configuration file) and extra `args`, and, with `max_open_files`, under that limit on
+    /// open files (as a plant's host or a unit's `LimitNOFILE` may set it).
+    pub fn serve_limited(&self, max_open_files: u64, settings: &str, args: &[&str]) -> Collector {
+        let config = self.data.join("collector.toml");
+        let text = format!("data = {:?}\n{settings}\n", self.data.display().to_string());
+        std::fs::write(&config, text).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
+        let mut all = vec!["--config".to_string(), config.display().to_string()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        self.serve_with(Some(max_open_files), &all)
+    }
+
+    fn serve_with(&self, max_open_files: Option<u64>, args: &[&str]) -> Collector {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.data.join("serve.log"))
             .unwrap_or_else(|e| panic!("serve.log: {e}"));
-        let child = Command::new(binary("otwatch-collector"))
+        let mut command = match max_open_files {
+            // The shell sets both limits, so the collector cannot raise its soft limit past it.
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(binary("otwatch-collector"));
+                c
+            }
+            None => Command::new(binary("otwatch-collector")),
+        };
+        let child = command
             .arg("serve")
             .arg("--data")
             .arg(&self.data)
             .arg("--listen")
             .arg(self.addr.to_string())
+            .args(args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("otwatch-collector serve: {e}"));
+        let base = if args.contains(&"--insecure-http") {
+            format!("http://{}", self.addr)
+        } else {
+            self.url()
+        };
         let collector = Collector {
             child,
-            client: Client::new(&self.url(), &self.ca()),
+            client: Client::new(&base, &self.ca()),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while collector.client.get("/healthz", None).0 != 200 {

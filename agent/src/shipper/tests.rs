@@ -275,7 +275,8 @@ fn renamed(range: std::ops::Range<u64>) -> Vec<Record> {
 
 /// Malformed to this collector (400), as a newer agent's records can be to an older one.
 fn unreadable_to_the_collector(range: std::ops::Range<u64>) -> Vec<Record> {
-    refused(range, |a| a.id = "not an id".into())
+    // A newer agent's schema: an older collector cannot read it, a newer one may.
+    refused(range, |a| a.schema = 99)
 }
 
 #[test]

@@ -11,7 +11,12 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::feed::BroadcastFeed;
-use crate::fixtures::{alert, batch};
+use crate::fixtures::{self, batch};
+
+/// Alert number `n`, with the id its fields derive (ingest checks it).
+fn alert(n: u64, rule: &str, severity: Severity, src: &str, dst: &str, agent: &str) -> Alert {
+    fixtures::verified(fixtures::alert(n, rule, severity, src, dst, agent))
+}
 use crate::kv::memory::MemoryKv;
 use crate::store::model::Role;
 
@@ -209,6 +214,117 @@ async fn an_agent_cannot_slip_alerts_of_another_agent_into_its_batch() {
         r.body
     );
     assert_eq!(f.stored(), 0);
+}
+
+#[tokio::test]
+async fn a_rule_or_technique_hiding_a_nul_suffix_is_422_naming_the_record_and_field() {
+    let f = fixture();
+    for (field, change) in [
+        (
+            "rule",
+            (|a: &mut Alert| a.rule = "write-denied\u{0}\u{7f}".into()) as fn(&mut Alert),
+        ),
+        ("technique[0]", |a| {
+            a.technique = vec!["T0855\u{0}\u{7f}".into()]
+        }),
+        ("rule", |a| a.rule = "r".repeat(10_000)),
+    ] {
+        let mut list = alerts(3);
+        change(&mut list[2]);
+        list[2] = fixtures::verified(list[2].clone());
+        let r = f.ingest(Some(&f.agent), &batch("a1", list)).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+        let error = r.body["error"].as_str().unwrap();
+        assert!(
+            error.starts_with(&format!("alerts[2].{field}: ")) && error.contains("expected"),
+            "{error}"
+        );
+    }
+    assert_eq!(f.stored(), 0);
+    let metrics = f.state.metrics.render();
+    assert!(
+        metrics.contains("otwatch_collector_requests_refused_total{reason=\"invalid\"} 3"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn an_id_another_agent_stored_cannot_make_this_agents_alert_a_duplicate() {
+    let f = fixture();
+    let other = f.state.credentials.enroll("a2", Role::Agent).unwrap();
+    let theirs = alerts(1);
+    let r = f.ingest(Some(&f.agent), &batch("a1", theirs.clone())).await;
+    assert_eq!(r.body["accepted"], 1);
+    // a2 sends an alert of its own under the id of a1's: refused, it names no alert of a2's.
+    let mut mine = theirs[0].clone();
+    mine.agent = "a2".into();
+    let r = f
+        .ingest(Some(&other), &batch("a2", vec![mine.clone()]))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r.body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("alerts[0].id: "),
+        "{}",
+        r.body
+    );
+    // With the id its own fields derive, it is a new alert, not a duplicate of a1's.
+    let r = f
+        .ingest(Some(&other), &batch("a2", vec![fixtures::verified(mine)]))
+        .await;
+    assert_eq!(
+        (r.body["accepted"].as_u64(), r.body["duplicates"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(f.stored(), 2);
+}
+
+#[tokio::test]
+async fn rule_labels_come_from_a_bounded_set_whatever_rule_ids_agents_send() {
+    let f = fixture();
+    let made_up: Vec<Alert> = (0..300)
+        .map(|n| {
+            let rule = format!("vendor.rule_{n}_{}", "x".repeat(100));
+            alert(n, &rule, Severity::High, "10.0.0.9", "10.0.1.5", "a1")
+        })
+        .collect();
+    for chunk in made_up.chunks(50) {
+        let r = f.ingest(Some(&f.agent), &batch("a1", chunk.to_vec())).await;
+        assert_eq!(r.body["accepted"], 50, "{}", r.body);
+    }
+    let known = alert(
+        1_000,
+        "recon.read_device_id",
+        Severity::Low,
+        "10.0.0.9",
+        "10.0.1.5",
+        "a1",
+    );
+    let custom = alert(
+        1_001,
+        "policy.alert.setpoints",
+        Severity::Low,
+        "10.0.0.9",
+        "10.0.1.5",
+        "a1",
+    );
+    f.ingest(Some(&f.agent), &batch("a1", vec![known, custom]))
+        .await;
+    let metrics = f.call(Method::GET, "/metrics", None, Vec::new()).await;
+    let text = metrics.body.as_str().unwrap();
+    assert!(!text.contains("vendor.rule_"), "{text}");
+    for line in [
+        "otwatch_collector_alerts_total{rule=\"other\",severity=\"high\"} 300",
+        "otwatch_collector_alerts_total{rule=\"recon.read_device_id\",severity=\"low\"} 1",
+        "otwatch_collector_alerts_total{rule=\"policy.alert\",severity=\"low\"} 1",
+        "otwatch_collector_incidents_open 302",
+        "otwatch_collector_store_alerts 302",
+    ] {
+        assert!(text.contains(line), "{line} not in {text}");
+    }
+    assert!(text.len() < 16_384, "{} bytes of metrics", text.len());
 }
 
 #[tokio::test]
@@ -470,6 +586,7 @@ async fn the_stream_delivers_newly_ingested_alerts_matching_its_filter() {
         "10.0.1.5",
         "a1",
     ));
+    let ids: Vec<String> = list.iter().map(|a| a.id.clone()).collect();
     f.ingest(Some(&f.agent), &batch("a1", list)).await;
     let mut body = response.into_body();
     let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
@@ -479,8 +596,8 @@ async fn the_stream_delivers_newly_ingested_alerts_matching_its_filter() {
         .unwrap();
     let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
     assert!(text.starts_with("event: alert\n"), "{text}");
-    assert!(text.contains(&format!("id: {:032x}", 2)), "{text}");
-    assert!(!text.contains(&format!("{:032x}", 1)), "{text}");
+    assert!(text.contains(&format!("id: {}", ids[1])), "{text}");
+    assert!(!text.contains(&ids[0]), "{text}");
 }
 
 #[tokio::test]

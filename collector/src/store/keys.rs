@@ -6,14 +6,18 @@
 //! | `M` | `M` + name | metadata (schema version) |
 //! | `A` | `A` + capture time (8) + alert id (16) | alert (JSON) |
 //! | `I` | `I` + alert id (16) | capture time (8): idempotency and lookup |
-//! | `X` | `X` + field + value + `0` + newest time (8) + id (16) | posting: the time-and-id of every alert of one batch with that value within [`POSTING_SPAN_NANOS`] |
+//! | `Y` | `Y` + field + value length (4) + value + newest time (8) + id (16) | posting: the time-and-id of every alert of one batch with that value within [`POSTING_SPAN_NANOS`] |
 //! | `P` | `P` + newest time (8) + id (16) of a group of postings (+ the first posting key, for postings upgraded from schema 1) | the group's posting keys (each a 4-byte length, then the key): for retention |
 //! | `G` | `G` + agent name | agent record (JSON) |
 //! | `S` | `S` + address | asset record (JSON) |
 //! | `N` | `N` + incident id (8) | incident (JSON) |
 //! | `K` | `K` + rule `0` source `0` destination | open incident id (8) |
 //! | `C` | `C` + counter name | counter (8) |
-
+//!
+//! Index keys are prefix-free: the value's length comes before it, so no value's postings sort
+//! among another's, whatever bytes either holds (schema 2 ended a value with a `0` byte, and an
+//! agent could make a value that was another one followed by `0`). Schema 2's `X` postings are
+//! moved to `Y` when such a store is opened.
 use std::collections::BTreeMap;
 
 use otwatch_rules::alert::Alert;
@@ -31,7 +35,7 @@ pub const ALERT: u8 = b'A';
 /// Alert ids.
 pub const ID: u8 = b'I';
 /// Secondary indexes: postings.
-pub const INDEX: u8 = b'X';
+pub const INDEX: u8 = b'Y';
 /// Postings listed by group, under the group's newest alert.
 pub const POSTING_RECORDS: u8 = b'P';
 /// Agents.
@@ -61,7 +65,8 @@ pub enum Field {
 }
 
 impl Field {
-    fn byte(self) -> u8 {
+    /// The byte that names the field in an index key.
+    pub(super) fn byte(self) -> u8 {
         match self {
             Self::Agent => b'g',
             Self::Asset => b's',
@@ -100,13 +105,21 @@ pub fn alert(suffix: &[u8; 24]) -> Vec<u8> {
     named(ALERT, suffix)
 }
 
-/// The prefix of one index value's entries.
+/// The prefix of one index value's entries: no other value's prefix starts with it.
 pub fn index_prefix(field: Field, value: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(3 + value.len() + 24);
+    index_prefix_of(field.byte(), value)
+}
+
+/// [`index_prefix`] by field byte (the upgrade from schema 2 reads field bytes off old keys).
+pub(super) fn index_prefix_of(field: u8, value: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(6 + value.len() + 24);
     k.push(INDEX);
-    k.push(field.byte());
+    k.push(field);
+    // Index values are an agent name, a rule id, a technique, an address or a severity byte,
+    // bounded by ingest's validation and, in any case, by the request body limit (a few MiB).
+    let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
+    k.extend_from_slice(&len.to_be_bytes());
     k.extend_from_slice(value);
-    k.push(0);
     k
 }
 
@@ -211,7 +224,7 @@ pub fn posting_records<'a>(
 }
 
 /// Posting keys, each as a 4-byte length and the key.
-fn posting_list(posting_keys: Vec<&[u8]>) -> Vec<u8> {
+pub(super) fn posting_list<'a>(posting_keys: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
     let mut out = Vec::new();
     for key in posting_keys {
         // Keys are far below 4 GiB: a request body is limited to a few megabytes.

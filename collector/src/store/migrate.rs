@@ -9,6 +9,11 @@ use crate::kv::{Batch, Kv, Order};
 
 /// The schema before postings.
 pub(super) const V1: u32 = 1;
+/// The schema whose index keys ended a value with a `0` byte (not prefix-free).
+pub(super) const V2: u32 = 2;
+
+/// Schema 1 and 2's index namespace.
+pub(super) const V2_INDEX: u8 = b'X';
 
 /// Old index keys read per page.
 const PAGE: usize = 4096;
@@ -22,7 +27,7 @@ type Run<'a> = (Vec<u8>, u64, Vec<&'a [u8]>);
 /// under the run's newest key (the others are deleted), listed by posting records as ingest
 /// lists its own: the store ends up the size schema 2 would have made it.
 pub(super) fn from_v1<K: Kv>(kv: &K, version_key: Vec<u8>, to: u32) -> Result<(), StoreError> {
-    let (first, end) = ([keys::INDEX], [keys::INDEX + 1]);
+    let (first, end) = ([V2_INDEX], [V2_INDEX + 1]);
     let mut after: Option<Vec<u8>> = None;
     loop {
         let start = match &after {
@@ -62,6 +67,96 @@ pub(super) fn from_v1<K: Kv>(kv: &K, version_key: Vec<u8>, to: u32) -> Result<()
         }
         for (record, list) in keys::posting_records(postings.iter().map(Vec::as_slice), true) {
             b.put(record, list);
+        }
+        kv.apply(b)?;
+        kv.flush()?;
+    }
+    let mut b = Batch::new();
+    b.put(version_key, to.to_be_bytes().to_vec());
+    kv.apply(b)?;
+    kv.flush()?;
+    Ok(())
+}
+
+/// A schema 2 index key: `X` + field + value + `0` + time and id (tests write old stores).
+#[cfg(test)]
+pub(super) fn v2_index_key(field: u8, value: &[u8], suffix: &[u8; 24]) -> Vec<u8> {
+    let mut k = vec![V2_INDEX, field];
+    k.extend_from_slice(value);
+    k.push(0);
+    k.extend_from_slice(suffix);
+    k
+}
+
+/// The schema 3 key of a schema 2 index key, if it is one. Read from both ends (the time and id
+/// are the last 24 bytes, the `0` before them ends the value), so a value holding `0` bytes of
+/// its own is still told apart.
+fn v3_of_v2(key: &[u8]) -> Option<Vec<u8>> {
+    let (&namespace, rest) = key.split_first()?;
+    let (&field, rest) = rest.split_first()?;
+    let (rest, suffix) = rest.split_at_checked(rest.len().checked_sub(24)?)?;
+    let (&end, value) = rest.split_last()?;
+    if namespace != V2_INDEX || end != 0 {
+        return None;
+    }
+    let mut k = keys::index_prefix_of(field, value);
+    k.extend_from_slice(suffix);
+    Some(k)
+}
+
+/// Schema 2 kept postings under `X` + field + value + `0`, which one value followed by `0` and
+/// more bytes could sort into. Each posting moves to its prefix-free key under `Y`, then every
+/// posting record's list is rewritten to name the moved keys. A key under `X` that is not a
+/// schema 2 posting is dropped (nothing reads it). Each page is one atomic, flushed batch and
+/// both passes carry on from what is left, so a crash mid-way resumes at the next start.
+pub(super) fn from_v2<K: Kv>(kv: &K, version_key: Vec<u8>, to: u32) -> Result<(), StoreError> {
+    let (first, end) = ([V2_INDEX], [V2_INDEX + 1]);
+    loop {
+        let page = kv.range(
+            Bound::Included(&first[..]),
+            Bound::Excluded(&end[..]),
+            Order::Ascending,
+            PAGE,
+        )?;
+        if page.is_empty() {
+            break;
+        }
+        let mut b = Batch::new();
+        for (key, value) in page {
+            if let Some(moved) = v3_of_v2(&key) {
+                b.put(moved, value);
+            }
+            b.delete(key);
+        }
+        kv.apply(b)?;
+        kv.flush()?;
+    }
+    let (first, end) = ([keys::POSTING_RECORDS], [keys::POSTING_RECORDS + 1]);
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let start = match &after {
+            Some(k) => Bound::Excluded(k.as_slice()),
+            None => Bound::Included(&first[..]),
+        };
+        let page = kv.range(start, Bound::Excluded(&end[..]), Order::Ascending, PAGE)?;
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        after = Some(last.clone());
+        let mut b = Batch::new();
+        for (record, list) in &page {
+            let old = keys::posting_keys(list);
+            if !old.iter().any(|k| k.first() == Some(&V2_INDEX)) {
+                continue;
+            }
+            let moved: Vec<Vec<u8>> = old
+                .iter()
+                .map(|k| v3_of_v2(k).unwrap_or_else(|| k.to_vec()))
+                .collect();
+            b.put(
+                record.clone(),
+                keys::posting_list(moved.iter().map(Vec::as_slice)),
+            );
         }
         kv.apply(b)?;
         kv.flush()?;

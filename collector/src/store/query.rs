@@ -179,10 +179,17 @@ impl Source {
         )?;
         self.done = page.len() < page_size;
         let in_range = |e: &[u8; 24]| e >= floor && e < start;
+        let mut own = false;
         for (k, v) in &page {
-            let Some(newest) = keys::suffix_of(k) else {
+            // Index keys are prefix-free, so every key in the range is this source's own; the
+            // position to resume from is only ever taken from one that is.
+            let Some(newest) = k
+                .strip_prefix(self.prefix.as_slice())
+                .and_then(|rest| <[u8; 24]>::try_from(rest).ok())
+            else {
                 continue;
             };
+            own = true;
             self.below = newest;
             if self.postings {
                 self.pending
@@ -191,6 +198,8 @@ impl Source {
                 self.pending.insert(newest);
             }
         }
+        // A page with no key of this source's could only be read again: nothing is left.
+        self.done |= !own;
         Ok(())
     }
 }

@@ -713,9 +713,10 @@ fn a_schema_1_store_is_upgraded_in_place_and_its_alerts_stay_queryable_and_expir
         );
         // Schema 1: one empty key per alert and index value.
         for (field, value) in [(keys::Field::Rule, &b"r"[..]), (keys::Field::Agent, b"a1")] {
-            let mut k = keys::index_prefix(field, value);
-            k.extend_from_slice(&suffix);
-            b.put(k, Vec::new());
+            b.put(
+                migrate::v2_index_key(field.byte(), value, &suffix),
+                Vec::new(),
+            );
         }
     }
     kv.apply(b).unwrap();
@@ -769,9 +770,10 @@ fn a_large_schema_1_store_upgrades_across_pages_into_postings_that_answer_like_a
             a.ts.as_nanos().to_be_bytes().to_vec(),
         );
         for (field, value) in keys::index_values(&a) {
-            let mut k = keys::index_prefix(field, &value);
-            k.extend_from_slice(&suffix);
-            b.put(k, Vec::new());
+            b.put(
+                migrate::v2_index_key(field.byte(), &value, &suffix),
+                Vec::new(),
+            );
         }
         all.push(a);
     }
@@ -888,4 +890,186 @@ fn ingest_goes_on_between_the_pages_of_a_long_retention_pass() {
     assert_eq!(pass.join().unwrap(), 10_000);
     assert_eq!(s.alert_count().unwrap(), 1, "the new alert stays");
     assert_eq!(keys_in(&s, keys::ALERT), 1);
+}
+
+/// A store written by the release before prefix-free index keys (schema 2), dumped key by key:
+/// agent a1's 30 alerts of rule `policy.unauthorized_write` (techniques T0855, T0836), and
+/// agent a2's 30 alerts whose rule and technique are a1's followed by NUL and 0x7f, which sorted
+/// into a1's postings and blinded its queries.
+fn schema_2_store() -> MemoryKv {
+    let kv = MemoryKv::new();
+    let mut b = Batch::new();
+    for line in include_str!("fixtures/schema-2-store.kv").lines() {
+        let (k, v) = line.split_once(' ').unwrap();
+        b.put(hex::decode(k).unwrap(), hex::decode(v).unwrap());
+    }
+    kv.apply(b).unwrap();
+    kv
+}
+
+/// The ids of every alert a filter returns, page by page.
+fn ids_of<K: Kv>(s: &Store<K>, filter: &AlertFilter) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = s.query_alerts(filter, cursor.as_deref(), 7).unwrap();
+        ids.extend(page.alerts.iter().map(|a| a.id.clone()));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return ids,
+        }
+    }
+}
+
+#[test]
+fn a_schema_2_store_is_upgraded_and_a_value_with_a_nul_suffix_no_longer_blinds_another() {
+    let s = Store::open(schema_2_store()).unwrap();
+    let version = s.kv().get(&keys::named(keys::META, b"schema")).unwrap();
+    assert_eq!(version, Some(SCHEMA_VERSION.to_be_bytes().to_vec()));
+    let everything = ids_of(&s, &AlertFilter::default());
+    assert_eq!(everything.len(), 60);
+    let of = |field: &dyn Fn(&mut AlertFilter)| {
+        let mut f = AlertFilter::default();
+        field(&mut f);
+        ids_of(&s, &f)
+    };
+    let a1 = of(&|f| f.agent = Some("a1".into()));
+    let a2 = of(&|f| f.agent = Some("a2".into()));
+    assert_eq!((a1.len(), a2.len()), (30, 30));
+    assert_eq!(
+        of(&|f| f.rule = Some("policy.unauthorized_write".into())),
+        a1
+    );
+    assert_eq!(of(&|f| f.technique = Some("T0855".into())), a1);
+    assert_eq!(of(&|f| f.technique = Some("T0836".into())), a1);
+    assert_eq!(
+        of(&|f| f.rule = Some("policy.unauthorized_write\u{0}\u{7f}".into())),
+        a2
+    );
+    assert_eq!(
+        of(&|f| f.technique = Some("T0855\u{0}\u{7f}\u{7f}".into())),
+        a2
+    );
+    // Incidents, assets and counters come through as they were.
+    assert_eq!(s.alert_count().unwrap(), 60);
+    assert_eq!(
+        s.incident(1).unwrap().unwrap().state,
+        IncidentState::Acknowledged
+    );
+    assert!(s.asset("10.0.0.9".parse().unwrap()).unwrap().is_some());
+    // The open-incident counter, which schema 2 did not keep, is counted once at open.
+    assert_eq!(s.open_incident_count().unwrap(), 1);
+    // Retention still finds every posting through the upgraded records.
+    s.enforce_retention(Some(Timestamp::from_secs(10_000)), None)
+        .unwrap();
+    assert_eq!(
+        (keys_in(&s, keys::INDEX), keys_in(&s, keys::POSTING_RECORDS)),
+        (0, 0)
+    );
+}
+
+/// Which field the property below puts its two values in.
+#[derive(Debug, Clone, Copy)]
+enum IndexedField {
+    Rule,
+    Technique,
+    Agent,
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// For any two distinct values of an indexed field (the second often the first with bytes
+    /// after it, as a hostile agent would make it) and any interleaving of their alerts across
+    /// batches and times, a query for either returns exactly its own alerts.
+    #[test]
+    fn a_query_for_one_value_returns_exactly_its_own_alerts_whatever_the_other_holds(
+        first in "[\\x00-\\x7f\\u{80}-\\u{10ffff}]{0,5}",
+        tail in proptest::prop_oneof![
+            "\\x00[\\x00-\\x7f\\xff]{0,3}",
+            "[\\x00\\x01\\x7f\\xff a-z]{0,4}",
+        ],
+        extends in proptest::bool::ANY,
+        field in proptest::sample::select(vec![
+            IndexedField::Rule,
+            IndexedField::Technique,
+            IndexedField::Agent,
+        ]),
+        alerts in proptest::collection::vec(
+            (proptest::bool::ANY, 0u64..4_000, proptest::bool::ANY),
+            1..60,
+        ),
+    ) {
+        let second = if extends { format!("{first}{tail}") } else { tail.clone() };
+        proptest::prop_assume!(first != second);
+        let s = store();
+        let mut pending = Vec::new();
+        let mut expected: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+        for (n, (which, millis, cut)) in alerts.into_iter().enumerate() {
+            let value = if which { &second } else { &first };
+            let mut a = alert(n as u64, "r", Severity::High, "10.0.0.1", "10.0.0.2", "a1");
+            a.ts = Timestamp::from_nanos(1_000_000_000_000 + millis * 1_000_000);
+            match field {
+                IndexedField::Rule => a.rule = value.clone(),
+                IndexedField::Technique => a.technique = vec![value.clone()],
+                IndexedField::Agent => a.agent = value.clone(),
+            }
+            expected[usize::from(which)].push(a.id.clone());
+            pending.push(a);
+            if cut {
+                s.ingest(&batch("a1", std::mem::take(&mut pending)), NOW).unwrap();
+            }
+        }
+        s.ingest(&batch("a1", pending), NOW).unwrap();
+        for (value, expected) in [&first, &second].into_iter().zip(expected) {
+            let mut filter = AlertFilter::default();
+            match field {
+                IndexedField::Rule => filter.rule = Some(value.clone()),
+                IndexedField::Technique => filter.technique = Some(value.clone()),
+                IndexedField::Agent => filter.agent = Some(value.clone()),
+            }
+            let mut got = ids_of(&s, &filter);
+            let mut expected = expected;
+            got.sort();
+            expected.sort();
+            proptest::prop_assert_eq!(got, expected, "query for {:?}", value);
+        }
+    }
+}
+
+#[test]
+fn the_open_incident_count_follows_every_ingest_and_state_change() {
+    let s = store();
+    let b = batch(
+        "a1",
+        vec![
+            alert(1, "r1", Severity::High, "10.0.0.1", "10.0.0.2", "a1"),
+            alert(2, "r2", Severity::High, "10.0.0.1", "10.0.0.2", "a1"),
+            alert(3, "r2", Severity::High, "10.0.0.1", "10.0.0.2", "a1"),
+        ],
+    );
+    s.ingest(&b, NOW).unwrap();
+    assert_eq!(s.open_incident_count().unwrap(), 2);
+    s.set_incident_state(1, IncidentState::Acknowledged, "lead", None, NOW)
+        .unwrap();
+    assert_eq!(s.open_incident_count().unwrap(), 1);
+    s.set_incident_state(1, IncidentState::Resolved, "lead", None, NOW)
+        .unwrap();
+    s.set_incident_state(2, IncidentState::Resolved, "lead", None, NOW)
+        .unwrap();
+    assert_eq!(s.open_incident_count().unwrap(), 0);
+    // Resolved incidents stay closed: the next alert opens a new one.
+    s.ingest(
+        &batch(
+            "a1",
+            vec![alert(4, "r1", Severity::High, "10.0.0.1", "10.0.0.2", "a1")],
+        ),
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(s.open_incident_count().unwrap(), 1);
+    assert_eq!(
+        s.open_incident_count().unwrap(),
+        s.incidents(Some(IncidentState::Open), 100).unwrap().len() as u64
+    );
 }

@@ -57,4 +57,10 @@ fn stable_id_depends_on_every_identifying_field() {
     ] {
         assert_ne!(base, other);
     }
+    // Below the microsecond an alert carries, first_ts does not change the id.
+    let later = Timestamp::from_nanos(t.as_nanos() + 999);
+    assert_eq!(
+        base,
+        Alert::stable_id("agent", "r", a, b, Some(1), later, 0)
+    );
 }

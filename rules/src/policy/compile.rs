@@ -20,6 +20,7 @@ use super::{
 };
 use crate::alert::{Severity, rule_by_id};
 use crate::modbus::{FunctionClass, FunctionCode};
+use crate::validate;
 
 /// Where errors point: the text's line starts, for line numbers, and its name.
 struct Source<'a> {
@@ -119,6 +120,21 @@ pub(super) fn compile(text: &str, name: &str) -> Result<Policy, PolicyError> {
                 &field("name"),
                 format!("{name:?} cannot name an asset (expected a word other than \"any\" and not an address)"),
             ));
+        }
+        for (f, text) in [("name", Some(&name)), ("zone", a.zone.as_ref())] {
+            if let Some(text) = text
+                && text.len() > validate::MAX_LABEL
+            {
+                return Err(src.at(
+                    &a.name,
+                    &field(f),
+                    format!(
+                        "{} bytes is too long (expected at most {}: the collector takes no longer label)",
+                        text.len(),
+                        validate::MAX_LABEL
+                    ),
+                ));
+            }
         }
         if assets.iter().any(|x| x.name == name) {
             return Err(src.at(
@@ -259,22 +275,42 @@ pub(super) fn compile(text: &str, name: &str) -> Result<Policy, PolicyError> {
         let mut technique = Vec::new();
         if let Some(t) = &r.technique {
             for id in t.get_ref().iter() {
-                let valid = id.len() == 5
-                    && id.starts_with('T')
-                    && id
-                        .get(1..)
-                        .is_some_and(|d| d.bytes().all(|b| b.is_ascii_digit()));
-                if !valid {
+                if !validate::is_technique(id) {
                     return Err(src.at(
                         t,
                         &format!("{field}.technique"),
                         format!(
-                            "{id:?} is not an ATT&CK for ICS technique id (expected like \"T0836\")"
+                            "{id:?} is not valid (expected {})",
+                            validate::TECHNIQUE_SYNTAX
                         ),
                     ));
                 }
                 technique.push(id.clone());
             }
+            if technique.len() > validate::MAX_TECHNIQUES {
+                return Err(src.at(
+                    t,
+                    &format!("{field}.technique"),
+                    format!(
+                        "{} techniques is too many (expected at most {})",
+                        technique.len(),
+                        validate::MAX_TECHNIQUES
+                    ),
+                ));
+            }
+        }
+        if let Some(m) = &r.message
+            && m.len() > validate::MAX_MESSAGE
+        {
+            return Err(src.at(
+                rule,
+                &format!("{field}.message"),
+                format!(
+                    "{} bytes is too long (expected at most {})",
+                    m.len(),
+                    validate::MAX_MESSAGE
+                ),
+            ));
         }
         let window = r
             .window
@@ -283,6 +319,18 @@ pub(super) fn compile(text: &str, name: &str) -> Result<Policy, PolicyError> {
             .transpose()?;
         let threshold = threshold(&src, r.threshold.as_ref(), &format!("{field}.threshold"))?;
         let name = r.name.clone().unwrap_or_else(|| format!("alert{i}"));
+        // The same syntax the collector checks every alert's rule id against.
+        let id = AlertRule::rule_id_of(&name);
+        if !validate::is_rule_id(&id) {
+            return Err(src.at(
+                rule,
+                &format!("{field}.name"),
+                format!(
+                    "{name:?} makes the rule id {id:?}, which is not valid (expected {})",
+                    validate::RULE_ID_SYNTAX
+                ),
+            ));
+        }
         alerts.push(AlertRule {
             name,
             line: src.line_of(rule.span()),

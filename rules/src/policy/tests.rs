@@ -146,6 +146,16 @@ fn each_bad_value_is_refused_with_its_field() {
             "alert[0].severity",
         ),
         (
+            "technique = \"T0836\"",
+            "technique = \"T0836\\u0000\"",
+            "alert[0].technique",
+        ),
+        (
+            "name = \"setpoints\"",
+            "name = \"set\\npoints\"",
+            "alert[0].name",
+        ),
+        (
             "window = \"10m\"",
             "window = \"soon\"",
             "detectors.recon.read_device_id.window",

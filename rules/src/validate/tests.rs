@@ -1,0 +1,288 @@
+use std::net::IpAddr;
+
+use super::*;
+use crate::alert::{Severity, rule};
+use crate::time::Timestamp;
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))
+}
+
+/// A valid alert of agent `a1`, its id derived as an agent derives it.
+fn valid() -> Alert {
+    let first = Timestamp::from_secs(1_700_000_000);
+    let mut a = Alert {
+        schema: SCHEMA_VERSION,
+        id: String::new(),
+        ts: first,
+        agent: "a1".into(),
+        severity: Severity::High,
+        rule: rule::UNAUTHORIZED_WRITE.id.into(),
+        title: rule::UNAUTHORIZED_WRITE.title.into(),
+        technique: vec!["T0855".into(), "T0836".into()],
+        src_ip: ip("10.0.0.5"),
+        src_port: 40_000,
+        dst_ip: ip("10.0.0.9"),
+        dst_port: 502,
+        unit_id: Some(1),
+        function_code: Some(6),
+        function: Some("write_single_register".into()),
+        address: Some(100),
+        quantity: Some(1),
+        values: Some(vec![7]),
+        exception: None,
+        count: 1,
+        first_ts: first,
+        evidence: Some("000100000006010600640007".into()),
+        flow: 1,
+        message: None,
+    };
+    reid(&mut a, 0);
+    a
+}
+
+fn reid(a: &mut Alert, seq: u64) {
+    a.id = Alert::stable_id(
+        &a.agent, &a.rule, a.src_ip, a.dst_ip, a.unit_id, a.first_ts, seq,
+    );
+}
+
+fn field_of(a: &Alert) -> Option<String> {
+    alert(a).err().map(|e| e.field)
+}
+
+#[test]
+fn an_alert_as_an_agent_raises_it_passes_with_either_sequence() {
+    let mut a = valid();
+    assert_eq!(alert(&a), Ok(()));
+    reid(&mut a, 1);
+    assert_eq!(alert(&a), Ok(()));
+    reid(&mut a, 2);
+    assert_eq!(field_of(&a).as_deref(), Some("id"));
+}
+
+#[test]
+fn an_id_that_its_fields_do_not_derive_is_refused_naming_the_id() {
+    // Another agent's id, copied: the id binds the agent's name.
+    let theirs = valid();
+    let mut mine = valid();
+    mine.agent = "a2".into();
+    mine.id = theirs.id.clone();
+    assert_eq!(field_of(&mine).as_deref(), Some("id"));
+    reid(&mut mine, 0);
+    assert_eq!(alert(&mine), Ok(()));
+    // Any identifying field changed after the id was derived.
+    for change in [
+        (|a: &mut Alert| a.rule = "policy.unauthorized_read".into()) as fn(&mut Alert),
+        |a| a.src_ip = ip("10.0.0.6"),
+        |a| a.dst_ip = ip("10.0.0.6"),
+        |a| a.unit_id = None,
+        |a| a.first_ts = Timestamp::from_secs(1),
+        |a| a.id = a.id.to_uppercase(),
+    ] {
+        let mut a = valid();
+        change(&mut a);
+        assert_eq!(field_of(&a).as_deref(), Some("id"), "{a:?}");
+    }
+}
+
+#[test]
+fn rule_ids_are_checked_by_syntax_so_a_later_releases_rules_pass() {
+    for ok in [
+        "recon.read_device_id",
+        "evasion.overlapping_fragments",
+        "policy.alert.setpoint change",
+        "x",
+        &"r".repeat(MAX_RULE_ID),
+    ] {
+        assert!(is_rule_id(ok), "{ok:?}");
+    }
+    for bad in [
+        "",
+        "policy.unauthorized_write\u{0}\u{7f}",
+        "a\nb",
+        " leading",
+        "trailing ",
+        "caf\u{e9}",
+        &"r".repeat(MAX_RULE_ID + 1),
+    ] {
+        assert!(!is_rule_id(bad), "{bad:?}");
+        let mut a = valid();
+        a.rule = bad.to_string();
+        reid(&mut a, 0);
+        assert_eq!(field_of(&a).as_deref(), Some("rule"), "{bad:?}");
+    }
+}
+
+#[test]
+fn techniques_are_t_and_four_digits_with_an_optional_sub_technique() {
+    for ok in ["T0855", "T1059.001"] {
+        assert!(is_technique(ok), "{ok:?}");
+    }
+    for bad in [
+        "",
+        "T085",
+        "T08555",
+        "t0855",
+        "T0855.1",
+        "T0855.0001",
+        "T0855\u{0}",
+        "0855",
+    ] {
+        assert!(!is_technique(bad), "{bad:?}");
+    }
+    let mut a = valid();
+    a.technique = vec!["T0855".into(), "T0855\u{0}\u{7f}".into()];
+    assert_eq!(field_of(&a).as_deref(), Some("technique[1]"));
+    a.technique = vec!["T0855".into(); MAX_TECHNIQUES + 1];
+    assert_eq!(field_of(&a).as_deref(), Some("technique"));
+}
+
+/// A change to make to a valid alert.
+type Change = fn(&mut Alert);
+
+#[test]
+fn every_string_and_list_of_an_alert_is_bounded() {
+    let cases: [(&str, Change); 8] = [
+        ("title", |a| a.title = "t".repeat(MAX_TITLE + 1)),
+        ("message", |a| a.message = Some("m".repeat(MAX_MESSAGE + 1))),
+        ("function", |a| a.function = Some("f".repeat(MAX_NAME + 1))),
+        ("exception", |a| {
+            a.exception = Some("e".repeat(MAX_NAME + 1))
+        }),
+        ("values", |a| a.values = Some(vec![1; MAX_VALUES + 1])),
+        ("evidence", |a| {
+            a.evidence = Some("0".repeat(MAX_EVIDENCE + 2))
+        }),
+        ("evidence", |a| a.evidence = Some("zz".into())),
+        ("count", |a| a.count = 0),
+    ];
+    for (field, change) in cases {
+        let mut a = valid();
+        change(&mut a);
+        assert_eq!(field_of(&a).as_deref(), Some(field));
+    }
+    let mut a = valid();
+    a.schema = 99;
+    assert_eq!(field_of(&a).as_deref(), Some("schema"));
+}
+
+#[test]
+fn agent_names_are_letters_digits_dots_dashes_and_underscores() {
+    for ok in ["a1", "plant-1.line_2", &"a".repeat(MAX_AGENT_NAME)] {
+        assert!(is_agent_name(ok), "{ok:?}");
+    }
+    for bad in [
+        "",
+        "a b",
+        "a\"b",
+        "a\nb",
+        "a/b",
+        "\u{e9}",
+        &"a".repeat(MAX_AGENT_NAME + 1),
+    ] {
+        assert!(!is_agent_name(bad), "{bad:?}");
+    }
+}
+
+#[test]
+fn a_batch_names_the_record_and_field_at_fault() {
+    let mut other = valid();
+    other.agent = "a2".into();
+    reid(&mut other, 0);
+    let mut bad_rule = valid();
+    bad_rule.rule = "r\u{0}".into();
+    reid(&mut bad_rule, 0);
+    let mut b = IngestBatch {
+        agent: "a1".into(),
+        alerts: vec![valid(), bad_rule],
+        assets: Vec::new(),
+    };
+    let e = batch(&b).unwrap_err();
+    assert_eq!(e.field, "alerts[1].rule");
+    assert!(e.to_string().contains("expected a rule id"), "{e}");
+    b.alerts = vec![valid(), valid(), other];
+    assert_eq!(batch(&b).unwrap_err().field, "alerts[2].agent");
+    b.alerts = vec![valid()];
+    let mut asset = AssetObservation::new(ip("10.0.0.9"), Timestamp::from_secs(1));
+    asset.macs = vec!["00:1d:9c:c7:b0:70".into()];
+    b.assets = vec![asset.clone(), asset.clone()];
+    assert_eq!(batch(&b), Ok(()));
+    b.assets[1].macs = (0..=MAX_MACS)
+        .map(|i| format!("00:00:00:00:00:{i:02x}"))
+        .collect();
+    assert_eq!(batch(&b).unwrap_err().field, "assets[1].macs");
+    b.assets[1].macs = vec!["00:1D:9C:C7:B0:70".into()];
+    assert_eq!(batch(&b).unwrap_err().field, "assets[1].macs[0]");
+    b.assets[1] = asset;
+    b.assets[1].peers = vec![ip("10.0.0.1"); MAX_PEERS + 1];
+    assert_eq!(batch(&b).unwrap_err().field, "assets[1].peers");
+    b.assets[1].peers.clear();
+    b.assets[1].zone = Some("z".repeat(MAX_LABEL + 1));
+    assert_eq!(batch(&b).unwrap_err().field, "assets[1].zone");
+}
+
+#[test]
+fn a_heartbeat_is_bounded_and_its_rate_is_a_number() {
+    let mut h = Heartbeat {
+        agent: "a1".into(),
+        version: "0.1.0".into(),
+        ..Heartbeat::default()
+    };
+    assert_eq!(heartbeat(&h), Ok(()));
+    h.last_error = Some("e".repeat(MAX_MESSAGE + 1));
+    assert_eq!(heartbeat(&h).unwrap_err().field, "last_error");
+    h.last_error = None;
+    h.packets_per_s = f64::NAN;
+    assert_eq!(heartbeat(&h).unwrap_err().field, "packets_per_s");
+}
+
+#[test]
+fn truncation_keeps_a_character_whole() {
+    let mut text = "ab\u{e9}".to_string();
+    truncate(&mut text, 3);
+    assert_eq!(text, "ab");
+}
+
+#[test]
+fn a_schema_1_alert_keeps_an_id_it_derives_and_is_bound_to_its_agent_where_not() {
+    // Captured in microseconds: schema 1 derived the same id, which is kept.
+    let mut a = valid();
+    a.schema = 1;
+    assert_eq!(alert(&a), Ok(()));
+    assert!(!bind_id(&mut a));
+    // Captured in nanoseconds: schema 1's id hashed digits the alert does not carry.
+    let mut b = valid();
+    b.schema = 1;
+    b.id = "0123456789abcdef0123456789abcdef".into();
+    assert_eq!(alert(&b), Ok(()));
+    let mut retried = b.clone();
+    assert!(bind_id(&mut b));
+    assert!(bind_id(&mut retried));
+    assert_eq!(b.id, retried.id, "a retry is stored under the same id");
+    assert_eq!(alert(&b), Ok(()));
+    let mut other = valid();
+    other.schema = 1;
+    other.agent = "a2".into();
+    other.id = "0123456789abcdef0123456789abcdef".into();
+    bind_id(&mut other);
+    assert_ne!(
+        b.id, other.id,
+        "the same id from another agent names another alert"
+    );
+    // A schema 2 alert is never rebound: its id must derive.
+    let mut c = valid();
+    c.id = "0123456789abcdef0123456789abcdef".into();
+    assert_eq!(field_of(&c).as_deref(), Some("id"));
+}
+
+#[test]
+fn an_alert_of_an_unknown_schema_is_told_apart_from_an_invalid_one() {
+    let mut a = valid();
+    a.schema = 3;
+    let e = alert(&a).unwrap_err();
+    assert_eq!((e.field.as_str(), e.unknown_version), ("schema", true));
+    a.schema = SCHEMA_VERSION;
+    a.rule = String::new();
+    assert!(!alert(&a).unwrap_err().unknown_version);
+}
