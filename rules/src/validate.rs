@@ -87,15 +87,29 @@ pub const RULE_ID_SYNTAX: &str = "a rule id: 1 to 128 bytes of printable ASCII, 
 /// What a technique must be.
 pub const TECHNIQUE_SYNTAX: &str =
     "an ATT&CK technique id: T and four digits, optionally . and three more, like \"T0836\"";
-/// What an agent name must be.
+/// What a new agent name must be.
 pub const AGENT_NAME_SYNTAX: &str =
     "an agent name: 1 to 64 ASCII letters, digits, '.', '-' or '_', like \"plant-1.line-2\"";
+/// What an agent name already in use must be.
+pub const REPORTED_NAME_SYNTAX: &str = "an agent name: 1 to 64 bytes without control characters";
+/// What a schema 1 rule id must be.
+pub const V1_RULE_ID_SYNTAX: &str =
+    "a rule id: 1 to 128 bytes without control characters or a space at either end";
 
 /// Whether `id` is a rule id: built-in (`recon.read_device_id`), from a policy
 /// (`policy.alert.<name>`) or from a later release.
 pub fn is_rule_id(id: &str) -> bool {
     (1..=MAX_RULE_ID).contains(&id.len())
         && id.bytes().all(|b| (0x20..=0x7e).contains(&b))
+        && !id.starts_with(' ')
+        && !id.ends_with(' ')
+}
+
+/// Whether `id` is a rule id as schema 1 agents (earlier releases) made them: their `check`
+/// let a policy name an alert rule in any language, so only control characters are out.
+fn is_v1_rule_id(id: &str) -> bool {
+    (1..=MAX_RULE_ID).contains(&id.len())
+        && !id.chars().any(char::is_control)
         && !id.starts_with(' ')
         && !id.ends_with(' ')
 }
@@ -112,8 +126,9 @@ pub fn is_technique(id: &str) -> bool {
     }
 }
 
-/// Whether `name` is an agent name: it names the agent's credential, its index entries and its
-/// configuration line, so it is kept to characters no output needs to escape.
+/// Whether `name` may name a new agent (`otwatch-collector enroll`): it names the agent's
+/// credential, its index entries and its configuration line, so it is kept to characters no
+/// output needs to escape.
 pub fn is_agent_name(name: &str) -> bool {
     (1..=MAX_AGENT_NAME).contains(&name.len())
         && name
@@ -121,12 +136,14 @@ pub fn is_agent_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
-/// Checks an agent name, naming `field` if it is not one.
+/// Checks the name an agent reports under: a credential enrolled by an earlier release may
+/// hold any name, and refusing it would set aside every record of that agent, so only empty,
+/// overlong and control-character names are refused here. New names meet [`is_agent_name`].
 pub fn agent_name(field: &str, name: &str) -> Result<(), Invalid> {
-    if is_agent_name(name) {
+    if (1..=MAX_AGENT_NAME).contains(&name.len()) && !name.chars().any(char::is_control) {
         Ok(())
     } else {
-        Err(Invalid::new(field, name, AGENT_NAME_SYNTAX))
+        Err(Invalid::new(field, name, REPORTED_NAME_SYNTAX))
     }
 }
 
@@ -176,8 +193,11 @@ pub fn alert(a: &Alert) -> Result<(), Invalid> {
         return Err(e);
     }
     agent_name("agent", &a.agent)?;
-    if !is_rule_id(&a.rule) {
+    if a.schema >= 2 && !is_rule_id(&a.rule) {
         return Err(Invalid::new("rule", &a.rule, RULE_ID_SYNTAX));
+    }
+    if !is_v1_rule_id(&a.rule) {
+        return Err(Invalid::new("rule", &a.rule, V1_RULE_ID_SYNTAX));
     }
     bounded("title", &a.title, MAX_TITLE)?;
     at_most("technique", &a.technique, MAX_TECHNIQUES)?;

@@ -168,7 +168,7 @@ fn every_string_and_list_of_an_alert_is_bounded() {
 }
 
 #[test]
-fn agent_names_are_letters_digits_dots_dashes_and_underscores() {
+fn new_agent_names_are_letters_digits_dots_dashes_and_underscores() {
     for ok in ["a1", "plant-1.line_2", &"a".repeat(MAX_AGENT_NAME)] {
         assert!(is_agent_name(ok), "{ok:?}");
     }
@@ -285,4 +285,28 @@ fn an_alert_of_an_unknown_schema_is_told_apart_from_an_invalid_one() {
     a.schema = SCHEMA_VERSION;
     a.rule = String::new();
     assert!(!alert(&a).unwrap_err().unknown_version);
+}
+
+#[test]
+fn a_name_enrolled_by_an_earlier_release_still_reports_unless_it_holds_controls() {
+    for ok in ["Halle 1", "Pumpenhaus \u{e4}"] {
+        assert_eq!(agent_name("agent", ok), Ok(()), "{ok:?}");
+    }
+    for bad in ["", "a\nb", "a\u{0}", &"a".repeat(MAX_AGENT_NAME + 1)] {
+        assert!(agent_name("agent", bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn a_schema_1_rule_may_be_named_in_any_language_but_not_with_controls() {
+    let mut a = valid();
+    a.schema = 1;
+    a.rule = "policy.alert.Sollwert \u{e4}ndern".into();
+    reid(&mut a, 0);
+    assert_eq!(alert(&a), Ok(()));
+    a.schema = SCHEMA_VERSION;
+    assert_eq!(field_of(&a).as_deref(), Some("rule"));
+    a.schema = 1;
+    a.rule = "r\u{0}".into();
+    assert_eq!(field_of(&a).as_deref(), Some("rule"));
 }
