@@ -65,12 +65,14 @@ impl Limits {
         let room = usize::try_from(descriptors.saturating_sub(DESCRIPTOR_RESERVE))
             .unwrap_or(usize::MAX)
             .max(1);
+        // A zero timeout would fail every handshake or spin the idle watchdog.
+        let at_least = |d: Duration| d.max(Duration::from_millis(100));
         Self {
             max_connections: config.max.min(room).max(1),
             max_per_source: config.max_per_source.max(1),
-            handshake_timeout: config.handshake_timeout,
-            header_timeout: config.header_timeout,
-            idle_timeout: config.idle_timeout,
+            handshake_timeout: at_least(config.handshake_timeout),
+            header_timeout: at_least(config.header_timeout),
+            idle_timeout: at_least(config.idle_timeout),
         }
     }
 }

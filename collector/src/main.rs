@@ -142,6 +142,14 @@ fn enroll(a: &EnrollArgs) -> anyhow::Result<()> {
         (_, _, Some(n)) => (n, Role::Admin),
         _ => bail!("say who to enroll: --agent NAME, --viewer NAME or --admin NAME"),
     };
+    // The name goes into the credential, the agent's index entries and the printed agent.toml
+    // line: kept to characters nothing needs to escape.
+    if !otwatch_rules::validate::is_agent_name(name) {
+        bail!(
+            "{name:?} is not valid (expected {})",
+            otwatch_rules::validate::AGENT_NAME_SYNTAX
+        );
+    }
     if !a.data.join("ca.pem").exists() {
         bail!(
             "{}: not a collector data folder (run otwatch-collector init first)",

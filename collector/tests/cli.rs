@@ -85,3 +85,21 @@ fn enroll_and_serve_refuse_a_folder_that_was_never_initialised() {
         );
     }
 }
+
+#[test]
+fn enroll_refuses_a_name_with_quotes_newlines_or_nothing_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    assert!(collector(&["init"], &data).status.success());
+    for bad in ["", "hall\"1", "hall\n1", "hall 1"] {
+        let out = collector(&["enroll", "--agent", bad], &data);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(
+            text(&out.stderr).contains("expected an agent name"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    let out = collector(&["enroll", "--agent", "hall-1.line_2"], &data);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
