@@ -80,15 +80,7 @@ fn alert(n: u64, agent: &str) -> Alert {
         message: Some(format!("bench alert {n}")),
     };
     // The id an agent derives, which ingest checks.
-    alert.id = Alert::stable_id(
-        agent,
-        rule,
-        alert.src_ip,
-        alert.dst_ip,
-        alert.unit_id,
-        ts,
-        0,
-    );
+    alert.id = alert.derived_id(0);
     alert
 }
 

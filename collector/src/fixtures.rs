@@ -45,9 +45,7 @@ pub(crate) fn alert(
 
 /// `a` with the id its fields derive, as an agent makes it (what ingest checks).
 pub(crate) fn verified(mut a: Alert) -> Alert {
-    a.id = Alert::stable_id(
-        &a.agent, &a.rule, a.src_ip, a.dst_ip, a.unit_id, a.first_ts, 0,
-    );
+    a.id = a.derived_id(0);
     a
 }
 

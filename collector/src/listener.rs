@@ -258,17 +258,8 @@ impl Table {
         if state.per_source.get(&source).copied().unwrap_or(0) >= self.limits.max_per_source {
             return Err("connections_per_source");
         }
-        if state.conns.len() >= self.limits.max_connections {
-            let victim = state
-                .conns
-                .values()
-                .find(|c| c.in_flight.load(Ordering::Acquire) == 0)
-                .map(|c| c.id);
-            let Some(victim) = victim.and_then(|id| state.remove(id)) else {
-                return Err("connections_total");
-            };
-            victim.close.notify_one();
-            self.metrics.connections_evicted.inc();
+        if state.conns.len() >= self.limits.max_connections && !self.evict(&mut state) {
+            return Err("connections_total");
         }
         state.next_id += 1;
         let conn = Arc::new(Conn {
@@ -289,16 +280,22 @@ impl Table {
 
     /// Closes the oldest connection with no request in flight, if any.
     fn evict_oldest_idle(&self) {
-        let mut state = self.lock();
+        self.evict(&mut self.lock());
+    }
+
+    /// Closes the oldest connection with no request in flight; false when every one is busy.
+    fn evict(&self, state: &mut TableState) -> bool {
         let victim = state
             .conns
             .values()
             .find(|c| c.in_flight.load(Ordering::Acquire) == 0)
             .map(|c| c.id);
-        if let Some(conn) = victim.and_then(|id| state.remove(id)) {
-            conn.close.notify_one();
-            self.metrics.connections_evicted.inc();
-        }
+        let Some(conn) = victim.and_then(|id| state.remove(id)) else {
+            return false;
+        };
+        conn.close.notify_one();
+        self.metrics.connections_evicted.inc();
+        true
     }
 
     /// Closes every connection with no request in flight (shutting down).

@@ -126,6 +126,20 @@ pub struct Alert {
 }
 
 impl Alert {
+    /// The id this alert's own identifying fields derive with `seq` ([`Alert::stable_id`]): what
+    /// an agent gives it, and what the collector checks it against.
+    pub fn derived_id(&self, seq: u64) -> String {
+        Self::stable_id(
+            &self.agent,
+            &self.rule,
+            self.src_ip,
+            self.dst_ip,
+            self.unit_id,
+            self.first_ts,
+            seq,
+        )
+    }
+
     /// A stable id for an alert from its identifying fields and `seq` (0 for the alert a fold
     /// window raises at once, 1 for the totals it reports when it closes). `first` counts to
     /// the microsecond, the precision an alert carries, so the id can be derived again from the

@@ -91,17 +91,9 @@ impl Finding {
             validate::truncate(&mut m, validate::MAX_MESSAGE);
             m
         });
-        Alert {
+        let mut alert = Alert {
             schema: SCHEMA_VERSION,
-            id: Alert::stable_id(
-                agent,
-                &self.id,
-                self.src.ip(),
-                self.dst.ip(),
-                self.unit_id,
-                first_ts,
-                seq,
-            ),
+            id: String::new(),
             ts: self.ts,
             agent: agent.to_string(),
             severity: self.severity,
@@ -124,7 +116,10 @@ impl Finding {
             evidence: self.evidence,
             flow: self.flow,
             message,
-        }
+        };
+        // From the alert's own fields, as the collector derives it again.
+        alert.id = alert.derived_id(seq);
+        alert
     }
 }
 

@@ -60,11 +60,7 @@ impl Invalid {
     fn new(field: impl fmt::Display, found: impl fmt::Debug, expected: impl Into<String>) -> Self {
         let mut found = format!("{found:?}");
         if found.len() > 80 {
-            let mut cut = 77;
-            while !found.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            found.truncate(cut);
+            truncate(&mut found, 77);
             found.push_str("...");
         }
         Self {
@@ -247,12 +243,7 @@ pub fn alert(a: &Alert) -> Result<(), Invalid> {
 
 /// Whether the alert's id is the one its fields derive.
 fn id_derives(a: &Alert) -> bool {
-    let derived = |seq| {
-        Alert::stable_id(
-            &a.agent, &a.rule, a.src_ip, a.dst_ip, a.unit_id, a.first_ts, seq,
-        )
-    };
-    a.id == derived(0) || a.id == derived(1)
+    a.id == a.derived_id(0) || a.id == a.derived_id(1)
 }
 
 /// Makes a checked alert's id name this agent's alert alone. A schema 1 alert whose id its

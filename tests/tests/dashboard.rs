@@ -16,7 +16,7 @@ use serde_json::Value;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
-use otwatch_rules::alert::{Alert, rule};
+use otwatch_rules::alert::rule;
 use otwatch_rules::detect::agent_alert;
 use otwatch_rules::time::Timestamp;
 use otwatch_rules::wire::AssetObservation;
@@ -150,13 +150,6 @@ impl Drop for Browser {
     }
 }
 
-/// The id an agent would have derived for the alert as changed (ingest checks it).
-fn rederive(a: &mut Alert) {
-    a.id = Alert::stable_id(
-        &a.agent, &a.rule, a.src_ip, a.dst_ip, a.unit_id, a.first_ts, 0,
-    );
-}
-
 #[test]
 fn the_dashboard_shows_an_alert_just_ingested_and_the_posture() {
     let Some(chromium) = chromium() else {
@@ -179,7 +172,7 @@ fn the_dashboard_shows_an_alert_just_ingested_and_the_posture() {
     );
     alert.dst_ip = "192.168.1.20".parse().unwrap();
     alert.dst_port = 502;
-    rederive(&mut alert);
+    alert.id = alert.derived_id(0);
     let mut plc = AssetObservation::new(
         "192.168.1.20".parse().unwrap(),
         Timestamp::from_secs(1_800_000_000),
@@ -220,7 +213,7 @@ fn the_dashboard_shows_an_alert_just_ingested_and_the_posture() {
         "listen-only forced on the kiln PLC".into(),
     );
     later.dst_ip = "192.168.1.20".parse().unwrap();
-    rederive(&mut later);
+    later.id = later.derived_id(0);
     let batch = json!({ "agent": "hall-1", "alerts": [later], "assets": [] });
     assert_eq!(
         collector

@@ -5,7 +5,7 @@
 use std::ops::Bound;
 
 use super::{StoreError, keys};
-use crate::kv::{Batch, Kv, Order};
+use crate::kv::{Batch, Entry, Kv, Order};
 
 /// The schema before postings.
 pub(super) const V1: u32 = 1;
@@ -17,6 +17,8 @@ pub(super) const V2_INDEX: u8 = b'X';
 
 /// Old index keys read per page.
 const PAGE: usize = 4096;
+/// Postings or posting records read per page.
+const POSTINGS_PAGE: usize = 256;
 
 /// Old index keys being gathered into one posting: their value's prefix, the first one's
 /// capture time, and the keys.
@@ -27,22 +29,10 @@ type Run<'a> = (Vec<u8>, u64, Vec<&'a [u8]>);
 /// under the run's newest key (the others are deleted), listed by posting records as ingest
 /// lists its own: the store ends up the size schema 2 would have made it.
 pub(super) fn from_v1<K: Kv>(kv: &K, version_key: Vec<u8>, to: u32) -> Result<(), StoreError> {
-    let (first, end) = ([V2_INDEX], [V2_INDEX + 1]);
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let start = match &after {
-            Some(k) => Bound::Excluded(k.as_slice()),
-            None => Bound::Included(&first[..]),
-        };
-        let page = kv.range(start, Bound::Excluded(&end[..]), Order::Ascending, PAGE)?;
-        let Some((last, _)) = page.last() else {
-            break;
-        };
-        after = Some(last.clone());
-        let mut b = Batch::new();
+    each_page(kv, V2_INDEX, PAGE, |page, b| {
         let mut postings: Vec<Vec<u8>> = Vec::new();
         let mut run: Option<Run<'_>> = None;
-        for (key, value) in &page {
+        for (key, value) in page {
             // A key with a value is a posting already: this page was upgraded before a crash.
             let old = keys::suffix_of(key)
                 .filter(|_| value.is_empty())
@@ -54,7 +44,7 @@ pub(super) fn from_v1<K: Kv>(kv: &K, version_key: Vec<u8>, to: u32) -> Result<()
                 _ => false,
             };
             if !joins && let Some((_, _, members)) = run.take() {
-                postings.push(close(&mut b, &members));
+                postings.push(close(b, &members));
             }
             if let Some((prefix, t)) = old {
                 run.get_or_insert_with(|| (prefix, t, Vec::new()))
@@ -63,14 +53,50 @@ pub(super) fn from_v1<K: Kv>(kv: &K, version_key: Vec<u8>, to: u32) -> Result<()
             }
         }
         if let Some((_, _, members)) = run.take() {
-            postings.push(close(&mut b, &members));
+            postings.push(close(b, &members));
         }
         for (record, list) in keys::posting_records(postings.iter().map(Vec::as_slice), true) {
             b.put(record, list);
         }
+    })?;
+    set_version(kv, version_key, to)
+}
+
+/// Reads one namespace page by page in key order, from where the last page ended, and writes
+/// each page's changes (`each` puts them in the batch) as one atomic, flushed batch: an upgrade
+/// cut short carries on from what is left.
+fn each_page<K: Kv>(
+    kv: &K,
+    namespace: u8,
+    page_size: usize,
+    mut each: impl FnMut(&[Entry], &mut Batch),
+) -> Result<(), StoreError> {
+    let (first, end) = ([namespace], [namespace + 1]);
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let start = match &after {
+            Some(k) => Bound::Excluded(k.as_slice()),
+            None => Bound::Included(&first[..]),
+        };
+        let page = kv.range(
+            start,
+            Bound::Excluded(&end[..]),
+            Order::Ascending,
+            page_size,
+        )?;
+        let Some((last, _)) = page.last() else {
+            return Ok(());
+        };
+        after = Some(last.clone());
+        let mut b = Batch::new();
+        each(&page, &mut b);
         kv.apply(b)?;
         kv.flush()?;
     }
+}
+
+/// Writes the schema version, last: the upgrade is done.
+fn set_version<K: Kv>(kv: &K, version_key: Vec<u8>, to: u32) -> Result<(), StoreError> {
     let mut b = Batch::new();
     b.put(version_key, to.to_be_bytes().to_vec());
     kv.apply(b)?;
@@ -110,41 +136,17 @@ fn v3_of_v2(key: &[u8]) -> Option<Vec<u8>> {
 /// schema 2 posting is dropped (nothing reads it). Each page is one atomic, flushed batch and
 /// both passes carry on from what is left, so a crash mid-way resumes at the next start.
 pub(super) fn from_v2<K: Kv>(kv: &K, version_key: Vec<u8>, to: u32) -> Result<(), StoreError> {
-    let (first, end) = ([V2_INDEX], [V2_INDEX + 1]);
-    loop {
-        let page = kv.range(
-            Bound::Included(&first[..]),
-            Bound::Excluded(&end[..]),
-            Order::Ascending,
-            PAGE,
-        )?;
-        if page.is_empty() {
-            break;
-        }
-        let mut b = Batch::new();
+    // Postings list up to a batch's alerts (24 bytes each): pages of a few megabytes.
+    each_page(kv, V2_INDEX, POSTINGS_PAGE, |page, b| {
         for (key, value) in page {
-            if let Some(moved) = v3_of_v2(&key) {
-                b.put(moved, value);
+            if let Some(moved) = v3_of_v2(key) {
+                b.put(moved, value.clone());
             }
-            b.delete(key);
+            b.delete(key.clone());
         }
-        kv.apply(b)?;
-        kv.flush()?;
-    }
-    let (first, end) = ([keys::POSTING_RECORDS], [keys::POSTING_RECORDS + 1]);
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let start = match &after {
-            Some(k) => Bound::Excluded(k.as_slice()),
-            None => Bound::Included(&first[..]),
-        };
-        let page = kv.range(start, Bound::Excluded(&end[..]), Order::Ascending, PAGE)?;
-        let Some((last, _)) = page.last() else {
-            break;
-        };
-        after = Some(last.clone());
-        let mut b = Batch::new();
-        for (record, list) in &page {
+    })?;
+    each_page(kv, keys::POSTING_RECORDS, POSTINGS_PAGE, |page, b| {
+        for (record, list) in page {
             let old = keys::posting_keys(list);
             if !old.iter().any(|k| k.first() == Some(&V2_INDEX)) {
                 continue;
@@ -158,14 +160,8 @@ pub(super) fn from_v2<K: Kv>(kv: &K, version_key: Vec<u8>, to: u32) -> Result<()
                 keys::posting_list(moved.iter().map(Vec::as_slice)),
             );
         }
-        kv.apply(b)?;
-        kv.flush()?;
-    }
-    let mut b = Batch::new();
-    b.put(version_key, to.to_be_bytes().to_vec());
-    kv.apply(b)?;
-    kv.flush()?;
-    Ok(())
+    })?;
+    set_version(kv, version_key, to)
 }
 
 /// Turns a run of old index keys (same value, ascending) into one posting under its newest key;

@@ -42,9 +42,7 @@ fn valid() -> Alert {
 }
 
 fn reid(a: &mut Alert, seq: u64) {
-    a.id = Alert::stable_id(
-        &a.agent, &a.rule, a.src_ip, a.dst_ip, a.unit_id, a.first_ts, seq,
-    );
+    a.id = a.derived_id(seq);
 }
 
 fn field_of(a: &Alert) -> Option<String> {
