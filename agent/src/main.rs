@@ -242,6 +242,11 @@ impl DecodingArgs {
 /// Exit codes: 0 success, 1 a capture was damaged (what came before is reported), 2 nothing
 /// could run (bad arguments, missing files, unwritable outputs).
 fn main() -> ExitCode {
+    // Log lines (tracing) on standard error, at info and above.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run_live(&args),
@@ -476,7 +481,7 @@ fn agent_name(flag: Option<&String>, config: &AgentConfig) -> Result<String, Exi
     match otwatch_rules::validate::agent_name("agent_name", &name) {
         Ok(()) => Ok(name),
         Err(e) => {
-            eprintln!("otwatch-agent: {e} (set --agent-name or agent_name in agent.toml)");
+            tracing::error!("{e} (set --agent-name or agent_name in agent.toml)");
             Err(ExitCode::from(2))
         }
     }

@@ -392,7 +392,7 @@ impl Worker {
             return Attempt::Failed(self.backoff.next());
         }
         let why = format!("{count} record(s) set aside: {refusal}");
-        eprintln!("otwatch-agent: {why}");
+        tracing::warn!("{why}");
         self.status.set_last_error(why);
         self.update(|d| {
             d.rejected += count;

@@ -130,6 +130,7 @@ pub async fn serve(
 ) {
     let table = Arc::new(Table::new(limits, metrics.clone()));
     tokio::pin!(shutdown);
+    let mut last_warned = None;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -138,6 +139,11 @@ pub async fn serve(
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
+                // At most a line a second: out of descriptors, this comes every 20 ms.
+                if last_warned.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!("accepting a connection: {e}");
+                    last_warned = Some(Instant::now());
+                }
                 // Out of descriptors (or another passing failure): free one if an idle
                 // connection holds it, and do not spin.
                 if matches!(e.raw_os_error(), Some(code) if code == rustix::io::Errno::MFILE.raw_os_error() || code == rustix::io::Errno::NFILE.raw_os_error())

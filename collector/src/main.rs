@@ -91,6 +91,11 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
+    // Log lines (tracing) on standard error, at info and above.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Init(a) => init(&a),
@@ -278,8 +283,8 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         } else {
             eprintln!("otwatch-collector: serving https://{listen}");
         }
-        eprintln!(
-            "otwatch-collector: at most {} connections ({} per source); TLS handshake within {:?}, headers within {:?}, idle connections closed after {:?}",
+        tracing::info!(
+            "at most {} connections ({} per source); TLS handshake within {:?}, headers within {:?}, idle connections closed after {:?}",
             limits.max_connections,
             limits.max_per_source,
             limits.handshake_timeout,
