@@ -15,10 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use otwatch_collector::auth::Credentials;
-use otwatch_collector::config::CollectorConfig;
+use otwatch_collector::config::{CollectorConfig, Connections};
 use otwatch_collector::feed::BroadcastFeed;
 use otwatch_collector::kv::Kv;
 use otwatch_collector::kv::sled::SledKv;
+use otwatch_collector::listener;
 use otwatch_collector::metrics::Metrics;
 use otwatch_collector::pki;
 use otwatch_collector::server::{AppState, router};
@@ -146,13 +147,21 @@ fn main() {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                .await
-                .unwrap();
-            axum_server::bind_rustls(addr, tls)
-                .serve(router(state).into_make_service())
-                .await
-                .unwrap();
+            // The collector's own listener, as `serve` runs it.
+            let tls = listener::tls_acceptor(&cert, &key).unwrap();
+            let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+            let limits =
+                listener::Limits::new(&Connections::default(), listener::raise_descriptor_limit());
+            let metrics = state.metrics.clone();
+            listener::serve(
+                tcp,
+                Some(tls),
+                router(state),
+                limits,
+                metrics,
+                std::future::pending(),
+            )
+            .await;
         });
     });
     while std::net::TcpStream::connect(addr).is_err() {

@@ -3,16 +3,20 @@
 //!
 //! Invariants:
 //! 1. No connection lives long without work: the TLS handshake must finish within
-//!    [`Limits::handshake_timeout`], a request's headers within [`Limits::header_timeout`], and a
-//!    connection with no request in flight is closed after [`Limits::idle_timeout`]. A
-//!    response in progress (the live feed's stream keeps itself alive with comments) is work.
-//! 2. At most [`Limits::max_per_source`] connections from one address; one more is closed at
-//!    once, before any TLS, and counted (`requests_refused_total{reason="connections_per_source"}`).
+//!    [`Limits::handshake_timeout`], a request's headers within [`Limits::header_timeout`], a
+//!    connection with no request in flight is closed after [`Limits::idle_timeout`], and one
+//!    whose response has not moved for [`Limits::stall_timeout`] (a peer that stopped reading)
+//!    is closed too. The live feed's stream moves at least every [`FEED_KEEP_ALIVE`].
+//! 2. At most [`Limits::max_per_source`] connections from one source (an IPv4 address, an IPv6
+//!    /64: one host holds a whole /64); one more is closed at once, before any TLS, and counted
+//!    (`requests_refused_total{reason="connections_per_source"}`).
 //! 3. At most [`Limits::max_connections`] in all (never more than the process's descriptor
 //!    limit allows, less a reserve for the store and exporters). A new connection past the cap
-//!    closes the oldest connection with no request in flight, so idle connections, however
-//!    many sources open them, cannot lock a client out; only when every connection is busy is
-//!    the new one refused (`reason="connections_total"`).
+//!    closes the oldest connection with no request in flight of the source holding the most,
+//!    so idle connections, however many sources open them, cannot lock a client out, and a
+//!    flooding source loses its own first; only when every connection is busy is the new one
+//!    refused (`reason="connections_total"`). A connection told to close finishes the request
+//!    it may have just begun (HTTP graceful shutdown) and takes no more.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -39,6 +43,7 @@ use tower::ServiceExt as _;
 
 use crate::config::Connections;
 use crate::metrics::Metrics;
+use crate::server::FEED_KEEP_ALIVE;
 
 /// Descriptors kept back from connections for the store, the exporters and the process itself.
 pub const DESCRIPTOR_RESERVE: u64 = 64;
@@ -56,6 +61,9 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Longest a connection stays open with no request in flight.
     pub idle_timeout: Duration,
+    /// Longest a response may go without moving before its connection is closed: the idle
+    /// timeout, and never less than twice the live feed's keep-alive.
+    pub stall_timeout: Duration,
 }
 
 impl Limits {
@@ -73,6 +81,7 @@ impl Limits {
             handshake_timeout: at_least(config.handshake_timeout),
             header_timeout: at_least(config.header_timeout),
             idle_timeout: at_least(config.idle_timeout),
+            stall_timeout: config.idle_timeout.max(2 * FEED_KEEP_ALIVE),
         }
     }
 }
@@ -172,17 +181,24 @@ pub async fn serve(
             limits,
         ));
     }
-    table.evict_idle();
+    drop(listener);
+    table.close_all();
     let deadline = Instant::now() + Duration::from_secs(5);
     while table.open() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// The address a connection counts against: an IPv4 peer on an IPv6 socket as itself.
+/// The source a connection counts against: an IPv4 address (also when mapped into IPv6), or an
+/// IPv6 address's /64, which one host or LAN gets whole.
 fn source_of(peer: SocketAddr) -> IpAddr {
     match peer.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                v6.to_bits() & !u128::from(u64::MAX),
+            )),
+        },
         v4 => v4,
     }
 }
@@ -194,22 +210,38 @@ struct Conn {
     source: IpAddr,
     /// Requests whose response is not yet fully written.
     in_flight: AtomicUsize,
-    /// When the last request ended (or the connection opened).
-    idle_since: Mutex<Instant>,
+    /// When the connection last did work: opened, a request came or ended, a response frame
+    /// went out.
+    last_work: Mutex<Instant>,
     /// Told to close (evicted to make room, or shutting down).
     close: Notify,
 }
 
 impl Conn {
-    fn idle_for(&self) -> Option<Duration> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
-        }
-        let since = *self
-            .idle_since
+    fn worked(&self) {
+        *self
+            .last_work
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        Some(since.elapsed())
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+    }
+
+    fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0
+    }
+
+    /// Whether it has been quiet too long: idle with no request in flight, or stalled with one.
+    fn overdue(&self, limits: &Limits) -> bool {
+        let quiet = self
+            .last_work
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed();
+        let limit = if self.busy() {
+            limits.stall_timeout
+        } else {
+            limits.idle_timeout
+        };
+        quiet >= limit
     }
 }
 
@@ -272,7 +304,7 @@ impl Table {
             id: state.next_id,
             source,
             in_flight: AtomicUsize::new(0),
-            idle_since: Mutex::new(Instant::now()),
+            last_work: Mutex::new(Instant::now()),
             close: Notify::new(),
         });
         state.conns.insert(conn.id, conn.clone());
@@ -289,12 +321,20 @@ impl Table {
         self.evict(&mut self.lock());
     }
 
-    /// Closes the oldest connection with no request in flight; false when every one is busy.
+    /// Closes the oldest connection with no request in flight of the source that holds the
+    /// most such connections; false when every connection is busy.
     fn evict(&self, state: &mut TableState) -> bool {
+        let mut idle_per_source: HashMap<IpAddr, usize> = HashMap::new();
+        for conn in state.conns.values().filter(|c| !c.busy()) {
+            *idle_per_source.entry(conn.source).or_default() += 1;
+        }
+        let Some(most) = idle_per_source.values().max().copied() else {
+            return false;
+        };
         let victim = state
             .conns
             .values()
-            .find(|c| c.in_flight.load(Ordering::Acquire) == 0)
+            .find(|c| !c.busy() && idle_per_source.get(&c.source) == Some(&most))
             .map(|c| c.id);
         let Some(conn) = victim.and_then(|id| state.remove(id)) else {
             return false;
@@ -304,12 +344,11 @@ impl Table {
         true
     }
 
-    /// Closes every connection with no request in flight (shutting down).
-    fn evict_idle(&self) {
+    /// Tells every connection to close (shutting down): idle ones at once, busy ones once
+    /// their request is answered.
+    fn close_all(&self) {
         for conn in self.lock().conns.values() {
-            if conn.in_flight.load(Ordering::Acquire) == 0 {
-                conn.close.notify_one();
-            }
+            conn.close.notify_one();
         }
     }
 }
@@ -342,22 +381,19 @@ async fn connection(
     limits: Limits,
 ) {
     let conn = admitted.conn.clone();
-    let run = async {
-        match tls {
-            Some(acceptor) => {
-                let Ok(Ok(stream)) =
-                    tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await
-                else {
-                    return;
-                };
-                http(stream, peer, &conn, app, limits).await;
-            }
-            None => http(stream, peer, &conn, app, limits).await,
+    match tls {
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream));
+            let stream = tokio::select! {
+                done = handshake => match done {
+                    Ok(Ok(stream)) => stream,
+                    _ => return,
+                },
+                () = conn.close.notified() => return,
+            };
+            http(stream, peer, &conn, app, limits).await;
         }
-    };
-    tokio::select! {
-        () = run => {}
-        () = conn.close.notified() => {}
+        None => http(stream, peer, &conn, app, limits).await,
     }
     drop(admitted);
 }
@@ -377,7 +413,7 @@ where
                 Ok(r) => r,
                 Err(never) => match never {},
             };
-            Ok::<_, Infallible>(response.map(|body| Body::new(Tracked { body, _busy: busy })))
+            Ok::<_, Infallible>(response.map(|body| Body::new(Tracked { body, busy })))
         }
     });
     let served = hyper::server::conn::http1::Builder::new()
@@ -386,11 +422,18 @@ where
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(served);
     let tick = limits.idle_timeout.min(Duration::from_secs(1));
+    let mut closing = false;
     loop {
         tokio::select! {
             _ = &mut served => return,
+            // Told to close: a request that has just begun is answered, then the connection
+            // ends (hyper's graceful shutdown closes an idle one at once).
+            () = conn.close.notified(), if !closing => {
+                closing = true;
+                served.as_mut().graceful_shutdown();
+            }
             () = tokio::time::sleep(tick) => {
-                if conn.idle_for().is_some_and(|idle| idle >= limits.idle_timeout) {
+                if conn.overdue(&limits) {
                     return;
                 }
             }
@@ -403,6 +446,7 @@ struct Busy(Arc<Conn>);
 
 impl Busy {
     fn start(conn: Arc<Conn>) -> Self {
+        conn.worked();
         conn.in_flight.fetch_add(1, Ordering::AcqRel);
         Self(conn)
     }
@@ -410,19 +454,16 @@ impl Busy {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        *self
-            .0
-            .idle_since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        self.0.worked();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-/// A response body that keeps its request counted as in flight until it is written or dropped.
+/// A response body that keeps its request counted as in flight until it is written or dropped,
+/// and marks its connection as working whenever a frame goes out.
 struct Tracked {
     body: Body,
-    _busy: Busy,
+    busy: Busy,
 }
 
 impl http_body::Body for Tracked {
@@ -433,7 +474,13 @@ impl http_body::Body for Tracked {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            // The response moved: the peer is reading.
+            this.busy.0.worked();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

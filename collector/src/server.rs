@@ -38,6 +38,10 @@ use crate::posture::{self, agent_status};
 use crate::store::model::{IncidentState, Principal};
 use crate::store::{Action, AlertFilter, Store, StoreError, allowed};
 
+/// How often the live feed sends a comment when it has no alert to send: it keeps the stream
+/// moving, which is what tells the listener it is alive (see `listener.rs`).
+pub const FEED_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
 /// Everything a request handler needs.
 pub struct AppState<K: Kv> {
     /// The data.
@@ -453,7 +457,7 @@ async fn stream<K: Kv>(
         };
         futures::future::ready(event)
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(FEED_KEEP_ALIVE)))
 }
 
 use futures::StreamExt as _;
