@@ -131,6 +131,22 @@ pub struct Syslog {
     /// `udp` (default) or `tcp` (octet-counted frames, RFC 6587).
     #[serde(default)]
     pub transport: SyslogTransport,
+    /// Longest message sent, in bytes; a longer one is cut and ends with ` [truncated]`.
+    /// Default: 2048 over UDP (what every receiver takes, RFC 5426), 65536 over TCP.
+    #[serde(default)]
+    pub max_message_bytes: Option<usize>,
+}
+
+impl Syslog {
+    /// The longest message to send over this transport.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+            .unwrap_or(match self.transport {
+                SyslogTransport::Udp => 2048,
+                SyslogTransport::Tcp => 65_536,
+            })
+            .max(480)
+    }
 }
 
 /// How syslog messages travel.

@@ -34,17 +34,70 @@ fn syslog_severity(s: Severity) -> u8 {
     }
 }
 
-/// Escapes a CEF header field (`|` and `\`).
+/// Escapes a CEF header field as the CEF specification asks (`\\` and `|` with a backslash); a
+/// header cannot hold a line break, so any control character becomes a space. Whatever bytes an
+/// alert carries, the message stays one line with its fields where they belong.
 fn header(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('|', "\\|")
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '|' => out.push_str("\\|"),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
-/// Escapes a CEF extension value (`=`, `\` and newlines).
+/// Escapes a CEF extension value as the CEF specification asks (`\\` and `=` with a backslash,
+/// CR and LF as `\\r` and `\\n`); any other control character becomes a space.
 fn value(text: &str) -> String {
-    text.replace('\\', "\\\\")
-        .replace('=', "\\=")
-        .replace('\n', "\\n")
-        .replace('\r', "\\r")
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '=' => out.push_str("\\="),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// An RFC 5424 header field (HOSTNAME, MSGID): printable US-ASCII without spaces (33-126), at
+/// most `max` characters, `-` (the nil value) when nothing is left.
+fn header_field(text: &str, max: usize) -> String {
+    let out: String = text
+        .chars()
+        .map(|c| if ('!'..='~').contains(&c) { c } else { '_' })
+        .take(max)
+        .collect();
+    if out.is_empty() { "-".into() } else { out }
+}
+
+/// What ends a message cut to the receiver's size.
+pub const TRUNCATED: &str = " [truncated]";
+
+/// Cuts `line` to at most `max` bytes, ending it with [`TRUNCATED`]: at a character boundary,
+/// and never inside an escape (a cut after a lone backslash would escape the marker).
+fn fit(mut line: String, max: usize) -> String {
+    if line.len() <= max {
+        return line;
+    }
+    let mut cut = max.saturating_sub(TRUNCATED.len());
+    while !line.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    line.truncate(cut);
+    let backslashes = line.bytes().rev().take_while(|b| *b == b'\\').count();
+    if backslashes % 2 == 1 {
+        line.pop();
+    }
+    line.push_str(TRUNCATED);
+    line
 }
 
 /// The CEF line for an alert.
@@ -79,16 +132,18 @@ pub fn cef(alert: &Alert) -> String {
     )
 }
 
-/// The RFC 5424 syslog message for an alert (facility local4).
-pub fn syslog_line(alert: &Alert, hostname: &str) -> String {
+/// The RFC 5424 syslog message for an alert (facility local4), at most `max` bytes (cut with
+/// [`TRUNCATED`]). HOSTNAME and MSGID (the rule id) keep to what RFC 5424 allows them.
+pub fn syslog_line(alert: &Alert, hostname: &str, max: usize) -> String {
     let pri = 20 * 8 + u16::from(syslog_severity(alert.severity));
-    format!(
+    let line = format!(
         "<{pri}>1 {} {} otwatch - {} - {}",
         alert.ts,
-        if hostname.is_empty() { "-" } else { hostname },
-        header(&alert.rule).replace(' ', "_"),
+        header_field(hostname, 255),
+        header_field(&alert.rule, 32),
         cef(alert)
-    )
+    );
+    fit(line, max)
 }
 
 /// Alerts an exporter could not forward, by reason (`lagged`: it fell more than the feed's
@@ -116,7 +171,7 @@ pub async fn syslog(
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        let line = syslog_line(&alert, &hostname);
+        let line = syslog_line(&alert, &hostname, config.max_message_bytes());
         let failed = || lost.with_label_values(&["syslog", "failed"]).inc();
         match config.transport {
             SyslogTransport::Udp => match &udp {

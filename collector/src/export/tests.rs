@@ -49,11 +49,52 @@ fn cef_escapes_pipes_in_the_header_and_equals_and_newlines_in_extensions() {
 #[test]
 fn syslog_line_carries_local4_priority_from_severity_and_an_rfc3339_time() {
     let mut a = alert(1, "scan", Severity::Critical, "10.0.0.9", "10.0.1.5", "a1");
-    assert!(syslog_line(&a, "gw1").starts_with("<162>1 1970-01-01T00:16:41"));
+    assert!(syslog_line(&a, "gw1", 65_536).starts_with("<162>1 1970-01-01T00:16:41"));
     a.severity = Severity::Info;
-    let line = syslog_line(&a, "");
+    let line = syslog_line(&a, "", 2048);
     assert!(line.starts_with("<166>1 "), "{line}");
     assert!(line.contains(" - otwatch - scan - CEF:0|"), "{line}");
+}
+
+#[test]
+fn line_breaks_and_controls_anywhere_in_an_alert_stay_inside_one_message() {
+    let mut a = hostile();
+    a.rule = "forged\r\n<14>1 2026-01-01T00:00:00Z host app - - fake".into();
+    a.title = "title\nCEF:0|x|y|1|2|3|10|".into();
+    a.agent = "hall\u{0}3".into();
+    a.message = Some("m\r\nn\u{7}".into());
+    let line = syslog_line(&a, "gw 1\n", 65_536);
+    assert!(!line.contains(['\r', '\n', '\u{0}', '\u{7}']), "{line:?}");
+    let fields: Vec<&str> = line.splitn(8, ' ').collect();
+    // HOSTNAME and MSGID: printable US-ASCII, no spaces; MSGID at most 32.
+    assert_eq!(fields[2], "gw_1_");
+    assert_eq!(fields[5], "forged__<14>1_2026-01-01T00:00:0");
+    assert!(
+        line.contains("|forged  <14>1 2026-01-01T00:00:00Z host app - - fake|title CEF:0\\|x\\|y"),
+        "{line}"
+    );
+    assert!(line.contains("msg=m\\r\\nn "), "{line}");
+}
+
+#[test]
+fn a_message_over_the_receivers_size_is_cut_with_a_marker_not_lost() {
+    let mut a = hostile();
+    a.message = Some("\\".repeat(3000));
+    let line = syslog_line(&a, "gw1", 2048);
+    assert!(line.len() <= 2048, "{}", line.len());
+    assert!(line.ends_with(TRUNCATED), "{line}");
+    // The cut never leaves a lone backslash escaping the marker.
+    let body = line.strip_suffix(TRUNCATED).unwrap();
+    assert_eq!(
+        body.bytes().rev().take_while(|b| *b == b'\\').count() % 2,
+        0
+    );
+    let short = syslog_line(
+        &alert(1, "scan", Severity::Low, "10.0.0.9", "10.0.1.5", "a1"),
+        "gw1",
+        2048,
+    );
+    assert!(!short.ends_with(TRUNCATED));
 }
 
 #[tokio::test]
@@ -63,6 +104,7 @@ async fn udp_exporter_sends_one_datagram_per_alert() {
     let config = Syslog {
         address: receiver.local_addr().unwrap().to_string(),
         transport: SyslogTransport::Udp,
+        max_message_bytes: None,
     };
     tokio::spawn(syslog(config, feed.subscribe(), "gw1".into(), lost()));
     feed.publish(&[
@@ -92,6 +134,7 @@ async fn tcp_exporter_frames_messages_with_their_octet_count() {
     let config = Syslog {
         address: listener.local_addr().unwrap().to_string(),
         transport: SyslogTransport::Tcp,
+        max_message_bytes: None,
     };
     tokio::spawn(syslog(config, feed.subscribe(), "gw1".into(), lost()));
     let a = alert(3, "scan", Severity::Low, "10.0.0.9", "10.0.1.6", "a1");
@@ -100,7 +143,7 @@ async fn tcp_exporter_frames_messages_with_their_octet_count() {
         .await
         .unwrap()
         .unwrap();
-    let expected = syslog_line(&a, "gw1");
+    let expected = syslog_line(&a, "gw1", 65_536);
     let mut buf = vec![0u8; format!("{} {expected}", expected.len()).len()];
     tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut buf))
         .await
