@@ -1,5 +1,10 @@
 //! Wires the detection engine into the pipeline: every flow event goes to the engine, every
-//! alert it raises goes to the alert log, the terminal and the counters.
+//! alert it raises goes to the outbox, then to the alert log, the terminal and the counters.
+//!
+//! An alert reported anywhere is already durable: with an outbox, alerts are queued as they are
+//! raised and reported only at the end of their batch ([`Detection::flush_log`]), once one
+//! flush has made the whole batch durable (group commit). A `kill -9` can then lose only
+//! alerts that were never reported, which the traffic after a restart raises again.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -63,27 +68,51 @@ impl AlertCounts {
     }
 }
 
-/// Where alerts go: the log, the terminal, the counters, the outbox.
+/// Where alerts go: the outbox, then the log, the terminal, the counters.
 struct Sink<W: Write> {
     log: Option<JsonLines<W>>,
     print: bool,
     counts: AlertCounts,
     outbox: Option<(Arc<Outbox>, Arc<Status>)>,
+    /// Alerts queued in the outbox, not yet durable and so not yet reported.
+    unreported: Vec<Alert>,
 }
 
 impl<W: Write> Sink<W> {
     fn deliver(&mut self, alert: Alert) {
-        self.counts.add(&alert);
-        if self.print {
-            println!("{}", render(&alert));
+        match &self.outbox {
+            Some((outbox, status)) => {
+                if let Err(e) = outbox.push(&[Record::Alert(alert.clone())]) {
+                    status.set_last_error(e.to_string());
+                }
+                self.unreported.push(alert);
+            }
+            None => self.report(&alert),
         }
-        if let Some(log) = self.log.as_mut() {
-            log.write(&alert);
+    }
+
+    /// Makes the queued alerts durable with one flush, then reports them.
+    fn commit(&mut self) {
+        if self.unreported.is_empty() {
+            return;
         }
         if let Some((outbox, status)) = &self.outbox
-            && let Err(e) = outbox.push(&[Record::Alert(alert)])
+            && let Err(e) = outbox.flush()
         {
             status.set_last_error(e.to_string());
+        }
+        for alert in std::mem::take(&mut self.unreported) {
+            self.report(&alert);
+        }
+    }
+
+    fn report(&mut self, alert: &Alert) {
+        self.counts.add(alert);
+        if self.print {
+            println!("{}", render(alert));
+        }
+        if let Some(log) = self.log.as_mut() {
+            log.write(alert);
         }
     }
 }
@@ -110,6 +139,7 @@ impl<W: Write> Detection<W> {
                 print,
                 counts: AlertCounts::default(),
                 outbox: None,
+                unreported: Vec::new(),
             },
         }
     }
@@ -120,7 +150,7 @@ impl<W: Write> Detection<W> {
         self
     }
 
-    /// Alerts so far.
+    /// Alerts reported so far ([`Detection::flush_log`] reports those of the last batch).
     pub fn counts(&self) -> &AlertCounts {
         &self.sink.counts
     }
@@ -144,8 +174,11 @@ impl<W: Write> Detection<W> {
         }
     }
 
-    /// Pushes buffered alert-log lines to the file (a live agent does it after every batch).
+    /// Ends a batch: makes its alerts durable in the outbox with one flush, then reports them
+    /// (log, terminal, counters) and pushes the log's lines to the file. The agent calls it
+    /// after every batch of packets.
     pub fn flush_log(&mut self) {
+        self.sink.commit();
         if let Some(log) = self.sink.log.as_mut() {
             log.flush();
         }
@@ -156,8 +189,10 @@ impl<W: Write> Detection<W> {
         self.engine.policy()
     }
 
-    /// Flushes the log, returning the number of alerts written or the first write error.
-    pub fn finish_log(self) -> std::io::Result<Option<u64>> {
+    /// Reports what is left, flushes the log, and returns the number of alerts written or the
+    /// first write error.
+    pub fn finish_log(mut self) -> std::io::Result<Option<u64>> {
+        self.sink.commit();
         self.sink.log.map(JsonLines::finish).transpose()
     }
 }

@@ -36,7 +36,7 @@ pub fn feed<O: Observer>(
     captures: &mut [CaptureFile],
     pipeline: &mut Pipeline<O>,
     progress: bool,
-    tick: &mut dyn FnMut(&Pipeline<O>),
+    tick: &mut dyn FnMut(&mut Pipeline<O>),
 ) -> Vec<FileReport> {
     let total: u64 = captures.iter().map(CaptureFile::size).sum();
     let bar = if progress {

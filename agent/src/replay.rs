@@ -256,9 +256,12 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         options.policy.as_ref().map(|p| p.hash.clone()),
     );
     let files = offline::feed(&mut captures, &mut pipeline, options.progress, &mut |p| {
+        // Alerts are reported once their batch is durable in the outbox.
+        p.observer_mut().1.0.1.flush_log();
         publisher.tick(view(p));
     });
     pipeline.finish();
+    pipeline.observer_mut().1.0.1.flush_log();
     publisher.publish(view(&pipeline));
     let elapsed = started.elapsed();
     let packets = pipeline.counters().clone();

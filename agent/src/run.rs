@@ -469,6 +469,7 @@ fn worker(
         }
     }
     pipeline.finish();
+    pipeline.observer_mut().1.0.flush_log();
     publisher.extra.kernel_drops = counters.kernel_drops.load(Ordering::Relaxed);
     publisher.extra.queue_drops = counters.queue_drops.load(Ordering::Relaxed);
     publisher.publish(view(&pipeline));
@@ -572,6 +573,7 @@ fn apply(
         )],
     };
     detection.apply_reload(reload, ts, addr);
+    detection.flush_log();
     if change.announce {
         for line in announcement {
             eprintln!("{line}");

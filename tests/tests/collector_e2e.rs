@@ -471,3 +471,112 @@ fn requests_without_the_right_credential_are_refused_over_https_and_store_nothin
         "plain HTTP is not served"
     );
 }
+
+/// The packets of a capture, with its header.
+fn packets_of(
+    pcap: &Path,
+) -> (
+    pcap_file::pcap::PcapHeader,
+    Vec<pcap_file::pcap::PcapPacket<'static>>,
+) {
+    let mut reader = pcap_file::pcap::PcapReader::new(std::fs::File::open(pcap).unwrap()).unwrap();
+    let header = reader.header();
+    let mut packets = Vec::new();
+    while let Some(packet) = reader.next_packet() {
+        packets.push(packet.unwrap().into_owned());
+    }
+    (header, packets)
+}
+
+fn size_of(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+#[test]
+fn an_agent_killed_with_kill_9_again_and_again_mid_stream_delivers_every_alert_it_logged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pcap, policy) = attack_capture(dir.path());
+    let (header, packets) = packets_of(&pcap);
+    let site = Site::init(dir.path());
+    let token = site.enroll_agent("hall-1");
+    let viewer = site.enroll_viewer("soc");
+    let collector = site.serve();
+    let outbox = dir.path().join("outbox");
+    let mut logs = Vec::new();
+    let mut kills = 0;
+    let mut next = 0;
+    // Each run reads the rest of the traffic as a live stream and is killed the moment it
+    // reports a new alert (the moment a lost alert would show); the last run reads to the end.
+    while next < packets.len() {
+        let log = dir.path().join(format!("alerts-{}.jsonl", logs.len()));
+        let mut agent = Command::new(binary("otwatch-agent"))
+            .args([
+                "run",
+                "--pcap-stream",
+                "-",
+                "--agent-name",
+                "hall-1",
+                "--policy",
+            ])
+            .arg(&policy)
+            .arg("--alerts")
+            .arg(&log)
+            .args(["--collector", &site.url(), "--ca"])
+            .arg(site.ca())
+            .arg("--outbox")
+            .arg(&outbox)
+            .env("OTWATCH_COLLECTOR_TOKEN", &token)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stream =
+            pcap_file::pcap::PcapWriter::with_header(agent.stdin.take().unwrap(), header).unwrap();
+        let killing = kills < 3;
+        let mut killed = false;
+        while next < packets.len() {
+            stream.write_packet(&packets[next]).unwrap();
+            next += 1;
+            // Give the agent the time to judge the packet: a new alert line shows within it.
+            let waited = Instant::now();
+            while killing && size_of(&log) == 0 && waited.elapsed() < Duration::from_millis(30) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if killing && size_of(&log) > 0 {
+                agent.kill().unwrap();
+                killed = true;
+                break;
+            }
+        }
+        if killed {
+            kills += 1;
+            agent.wait().unwrap();
+        } else {
+            drop(stream);
+            let status = wait_exit(&mut agent, Duration::from_secs(120));
+            assert!(status.success(), "the last run ended with {status}");
+        }
+        logs.push(log);
+    }
+    assert!(
+        kills >= 2,
+        "the agent was killed {kills} times over {} packets",
+        packets.len()
+    );
+    let mut logged = Vec::new();
+    for log in &logs {
+        if size_of(log) > 0 {
+            logged.extend(ids_in(log));
+        }
+    }
+    let produced: BTreeSet<String> = logged.iter().cloned().collect();
+    assert_eq!(produced.len(), logged.len(), "an id logged twice");
+    wait_for("every logged alert", Duration::from_secs(60), || {
+        let stored: BTreeSet<String> = stored_ids(&collector.client, &viewer).into_iter().collect();
+        produced.is_subset(&stored)
+    });
+    let stored = stored_ids(&collector.client, &viewer);
+    let distinct: BTreeSet<&String> = stored.iter().collect();
+    assert_eq!(distinct.len(), stored.len(), "an alert stored twice");
+}
