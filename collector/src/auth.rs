@@ -103,7 +103,22 @@ impl Credentials {
     }
 
     /// Enrolls `name` with `role` and returns its new token (shown once, never stored).
+    /// Enrolls in other processes wait: the file is read, changed and replaced under an
+    /// exclusive lock on `credentials.lock`, through a temporary file of this call's own, so no
+    /// concurrent enroll can lose another's entry.
     pub fn enroll(&self, name: &str, role: Role) -> Result<String, CredentialError> {
+        let io = |source| CredentialError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.path.with_extension("lock"))
+            .map_err(io)?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io(e.into()))?;
         let mut entries = self.read()?;
         if entries.iter().any(|e| e.name == name) {
             return Err(CredentialError::Taken(name.to_string()));
@@ -114,11 +129,9 @@ impl Credentials {
             name: name.to_string(),
             role,
         });
-        let io = |source| CredentialError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        let tmp = self.path.with_extension("json.tmp");
+        let tmp =
+            self.path
+                .with_extension(format!("json.{}.{}.tmp", std::process::id(), &token[4..20]));
         {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
@@ -138,6 +151,7 @@ impl Credentials {
             f.sync_all().map_err(io)?;
         }
         std::fs::rename(&tmp, &self.path).map_err(io)?;
+        // The lock goes with `lock` when it is dropped, after the file is replaced.
         self.reload()?;
         Ok(token)
     }

@@ -119,6 +119,12 @@ fn init(a: &InitArgs) -> anyhow::Result<()> {
         );
     }
     std::fs::create_dir_all(&a.data).with_context(|| a.data.display().to_string())?;
+    // The store, keys and credentials are the owner's alone, whatever the umask.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&a.data, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| a.data.display().to_string())?;
+    }
     let mut names = vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),

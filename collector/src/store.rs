@@ -41,6 +41,12 @@ pub use query::{AlertFilter, AlertPage};
 /// when opened.
 pub const SCHEMA_VERSION: u32 = 3;
 
+/// Longest note on an incident change, in bytes.
+pub const MAX_NOTE: usize = 4096;
+
+/// Most state changes an incident keeps (the newest).
+pub const MAX_HISTORY: usize = 100;
+
 /// The counter of open incidents.
 const OPEN_INCIDENTS: &[u8] = b"incidents_open";
 
@@ -320,8 +326,9 @@ impl<K: Kv> Store<K> {
                 i.severity = i.severity.max(alert.severity);
                 i.first_ts = i.first_ts.min(alert.first_ts);
                 i.last_ts = i.last_ts.max(alert.ts);
-                i.alerts += 1;
-                i.occurrences += alert.count;
+                // A hostile agent's counts cannot wrap the incident's totals.
+                i.alerts = i.alerts.saturating_add(1);
+                i.occurrences = i.occurrences.saturating_add(alert.count);
                 i.agents.insert(alert.agent.clone());
                 i
             }
@@ -342,6 +349,7 @@ impl<K: Kv> Store<K> {
                     occurrences: alert.count,
                     agents: [alert.agent.clone()].into(),
                     history: Vec::new(),
+                    earlier_changes: 0,
                 }
             }
         };
@@ -462,6 +470,17 @@ impl<K: Kv> Store<K> {
         note: Option<String>,
         now: Timestamp,
     ) -> Result<Incident, StoreError> {
+        if let Some(n) = &note
+            && n.len() > MAX_NOTE
+        {
+            return Err(StoreError::Invalid {
+                field: "note".into(),
+                message: format!(
+                    "{} bytes is too long (expected at most {MAX_NOTE})",
+                    n.len()
+                ),
+            });
+        }
         let _writer = self.writer.lock().map_err(|_| poisoned())?;
         let mut incident = self
             .incident(id)?
@@ -474,6 +493,12 @@ impl<K: Kv> Store<K> {
             at: now,
             note,
         });
+        // The newest changes are kept; the oldest go, counted.
+        let over = incident.history.len().saturating_sub(MAX_HISTORY);
+        if over > 0 {
+            incident.history.drain(..over);
+            incident.earlier_changes = incident.earlier_changes.saturating_add(over as u64);
+        }
         let mut b = Batch::new();
         b.put(
             keys::named(keys::INCIDENT, &id.to_be_bytes()),

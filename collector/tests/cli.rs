@@ -103,3 +103,13 @@ fn enroll_refuses_a_name_with_quotes_newlines_or_nothing_in_it() {
     let out = collector(&["enroll", "--agent", "hall-1.line_2"], &data);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn init_makes_the_data_folder_its_owners_alone_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    assert!(collector(&["init"], &data).status.success());
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{mode:o}");
+}

@@ -55,3 +55,29 @@ fn bearer_header_and_cookie_both_carry_the_token() {
     assert_eq!(token_of(&c).as_deref(), Some("otw_xyz"));
     assert_eq!(token_of(&HeaderMap::new()), None);
 }
+
+#[test]
+fn concurrent_enrolls_each_keep_their_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let path = dir.path().to_path_buf();
+            std::thread::spawn(move || {
+                // Each its own handle on the folder, as separate `enroll` processes are.
+                let c = Credentials::open(&path).unwrap();
+                (0..5)
+                    .map(|j| c.enroll(&format!("agent-{i}-{j}"), Role::Agent).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let tokens: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let c = Credentials::open(dir.path()).unwrap();
+    assert_eq!(tokens.len(), 40);
+    for token in &tokens {
+        assert!(c.principal(token).is_some(), "an enroll was lost");
+    }
+}

@@ -115,8 +115,15 @@ pub struct Incident {
     pub occurrences: u64,
     /// Agents that reported it.
     pub agents: BTreeSet<String>,
-    /// State changes, oldest first.
+    /// State changes, oldest first: the newest [`crate::store::MAX_HISTORY`].
     pub history: Vec<StateChange>,
+    /// State changes older than those kept in `history`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub earlier_changes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// An asset as merged from every agent's observations.

@@ -1073,3 +1073,32 @@ fn the_open_incident_count_follows_every_ingest_and_state_change() {
         s.incidents(Some(IncidentState::Open), 100).unwrap().len() as u64
     );
 }
+
+#[test]
+fn incident_totals_saturate_and_notes_and_history_are_capped() {
+    let s = store();
+    let mut a = alert(1, "r", Severity::High, "10.0.0.1", "10.0.0.2", "a1");
+    a.count = u64::MAX;
+    let mut b = alert(2, "r", Severity::High, "10.0.0.1", "10.0.0.2", "a1");
+    b.count = u64::MAX;
+    s.ingest(&batch("a1", vec![a, b]), NOW).unwrap();
+    assert_eq!(s.incident(1).unwrap().unwrap().occurrences, u64::MAX);
+    let long = "n".repeat(MAX_NOTE + 1);
+    assert!(matches!(
+        s.set_incident_state(1, IncidentState::Acknowledged, "lead", Some(long), NOW),
+        Err(StoreError::Invalid { field, .. }) if field == "note"
+    ));
+    for n in 0..MAX_HISTORY + 5 {
+        s.set_incident_state(
+            1,
+            IncidentState::Acknowledged,
+            "lead",
+            Some(format!("{n}")),
+            NOW,
+        )
+        .unwrap();
+    }
+    let i = s.incident(1).unwrap().unwrap();
+    assert_eq!((i.history.len(), i.earlier_changes), (MAX_HISTORY, 5));
+    assert_eq!(i.history.last().unwrap().note.as_deref(), Some("104"));
+}
