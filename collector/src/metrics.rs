@@ -32,6 +32,8 @@ pub struct Metrics {
     pub connections_open: IntGauge,
     /// Idle connections closed to make room for a new one.
     pub connections_evicted: IntCounter,
+    /// Asset list entries dropped because a list was full (read from the store's counter).
+    pub asset_entries_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -92,6 +94,10 @@ impl Metrics {
                 "otwatch_collector_connections_evicted_total",
                 "Idle connections closed to make room for a new one (all connections were in use)",
             )?,
+            asset_entries_dropped: counter(
+                "otwatch_collector_asset_entries_dropped_total",
+                "Entries of asset lists (MACs, units, functions, peers, reporting agents) dropped because the list was full",
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.ingested.clone()))?;
@@ -107,6 +113,8 @@ impl Metrics {
         m.registry.register(Box::new(m.connections_open.clone()))?;
         m.registry
             .register(Box::new(m.connections_evicted.clone()))?;
+        m.registry
+            .register(Box::new(m.asset_entries_dropped.clone()))?;
         Ok(m)
     }
 

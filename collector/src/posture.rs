@@ -139,18 +139,21 @@ pub fn posture(agents: &[AgentStatus], incidents: &[Incident], assets: &[AssetRe
     let mut risks: Vec<AssetRisk> = assets
         .iter()
         .map(|a| {
-            let mut f = factors.remove(&a.ip).unwrap_or_default();
-            if !a.peers.is_empty() {
+            let mut f = factors.remove(&a.asset.ip).unwrap_or_default();
+            let peers = a.asset.peers.len();
+            if peers > 0 {
                 f.push(Factor {
-                    factor: format!("talks Modbus with {} hosts", a.peers.len()),
-                    points: (a.peers.len() as f64).min(10.0),
+                    factor: format!("talks Modbus with {peers} hosts"),
+                    points: (peers as f64).min(10.0),
                 });
             }
+            // The highest criticality any agent reported: no agent lowers another's.
+            let criticality = a.highest_criticality().or(a.asset.criticality.as_deref());
             risk(
-                a.ip,
-                a.name.clone(),
-                a.zone.clone(),
-                a.criticality.as_deref(),
+                a.asset.ip,
+                a.asset.name.clone(),
+                a.asset.zone.clone(),
+                criticality,
                 f,
             )
         })

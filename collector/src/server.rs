@@ -600,6 +600,10 @@ async fn metrics<K: Kv>(State(state): State<Shared<K>>) -> impl IntoResponse {
             .set(s.store.kv().size_on_disk().map_or(0, |b| b as i64));
         m.store_alerts
             .set(s.store.alert_count().map_or(0, |n| n as i64));
+        // A counter that follows the store's: only ever raised.
+        let dropped = s.store.asset_entries_dropped().unwrap_or(0);
+        m.asset_entries_dropped
+            .inc_by(dropped.saturating_sub(m.asset_entries_dropped.get()));
         m.render()
     })
     .await

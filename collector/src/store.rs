@@ -16,6 +16,7 @@
 //! Credentials are not here: they live in a small file of their own ([`crate::auth`]), so
 //! agents can be enrolled while the collector runs.
 
+mod asset;
 mod keys;
 mod migrate;
 pub mod model;
@@ -30,7 +31,7 @@ use std::time::Duration;
 
 use otwatch_rules::alert::Alert;
 use otwatch_rules::time::Timestamp;
-use otwatch_rules::wire::{AssetObservation, Heartbeat, IngestBatch, IngestReply};
+use otwatch_rules::wire::{Heartbeat, IngestBatch, IngestReply};
 
 use crate::kv::{Batch, Kv, KvError, Order, scan_prefix};
 use model::{AgentRecord, AssetRecord, Incident, IncidentState, Role, StateChange};
@@ -49,6 +50,10 @@ pub const MAX_HISTORY: usize = 100;
 
 /// The counter of open incidents.
 const OPEN_INCIDENTS: &[u8] = b"incidents_open";
+
+/// The counter of asset list entries (MACs, units, functions, peers, reports) dropped because
+/// a list was full.
+const ASSET_ENTRIES_DROPPED: &[u8] = b"asset_entries_dropped";
 
 /// Alerts of one rule between the same hosts join an incident while they come less than this
 /// apart.
@@ -232,19 +237,26 @@ impl<K: Kv> Store<K> {
         // Merged into what this batch already merged for the host (several workers each report
         // their view of it), else into what is stored.
         let mut assets: HashMap<Vec<u8>, AssetRecord> = HashMap::new();
+        let mut dropped = 0;
         for obs in &batch.assets {
             let key = keys::named(keys::ASSET, obs.ip.to_string().as_bytes());
             match assets.entry(key) {
-                Entry::Occupied(mut merged) => merged.get_mut().merge(obs),
+                Entry::Occupied(mut merged) => {
+                    dropped += merged.get_mut().observe(&batch.agent, obs)
+                }
                 Entry::Vacant(slot) => {
                     let merged = match self.kv.get(slot.key())? {
                         Some(v) => {
                             let mut known: AssetRecord =
                                 serde_json::from_slice(&v).map_err(corrupt)?;
-                            known.merge(obs);
+                            dropped += known.observe(&batch.agent, obs);
                             known
                         }
-                        None => obs.clone(),
+                        None => {
+                            let fresh = AssetRecord::new(&batch.agent, obs);
+                            dropped += fresh.dropped.total();
+                            fresh
+                        }
                     };
                     slot.insert(merged);
                 }
@@ -253,6 +265,13 @@ impl<K: Kv> Store<K> {
         }
         for (key, merged) in assets {
             b.put(key, json(&merged));
+        }
+        if dropped > 0 {
+            let total = self.counter(ASSET_ENTRIES_DROPPED)? + dropped;
+            b.put(
+                keys::named(keys::COUNTER, ASSET_ENTRIES_DROPPED),
+                total.to_be_bytes().to_vec(),
+            );
         }
         if reply.accepted > 0 {
             let key = keys::named(keys::AGENT, batch.agent.as_bytes());
@@ -408,8 +427,13 @@ impl<K: Kv> Store<K> {
         self.list(keys::ASSET, limit)
     }
 
+    /// Asset list entries dropped because a list was full, ever.
+    pub fn asset_entries_dropped(&self) -> Result<u64, StoreError> {
+        self.counter(ASSET_ENTRIES_DROPPED)
+    }
+
     /// One asset.
-    pub fn asset(&self, ip: IpAddr) -> Result<Option<AssetObservation>, StoreError> {
+    pub fn asset(&self, ip: IpAddr) -> Result<Option<AssetRecord>, StoreError> {
         self.kv
             .get(&keys::named(keys::ASSET, ip.to_string().as_bytes()))?
             .map(|v| serde_json::from_slice(&v).map_err(corrupt))

@@ -141,34 +141,4 @@ impl AssetObservation {
             last_seen: ts,
         }
     }
-
-    /// Folds a newer observation of the same host into this one.
-    pub fn merge(&mut self, other: &Self) {
-        fn union<T: Ord + Clone>(a: &mut Vec<T>, b: &[T]) {
-            a.extend(b.iter().cloned());
-            a.sort();
-            a.dedup();
-        }
-        union(&mut self.macs, &other.macs);
-        union(&mut self.units, &other.units);
-        union(&mut self.functions, &other.functions);
-        union(&mut self.peers, &other.peers);
-        self.master |= other.master;
-        self.slave |= other.slave;
-        for (mine, theirs) in [
-            (&mut self.vendor, &other.vendor),
-            (&mut self.product_code, &other.product_code),
-            (&mut self.revision, &other.revision),
-            (&mut self.product_name, &other.product_name),
-            (&mut self.zone, &other.zone),
-            (&mut self.criticality, &other.criticality),
-            (&mut self.name, &other.name),
-        ] {
-            if theirs.is_some() {
-                mine.clone_from(theirs);
-            }
-        }
-        self.first_seen = self.first_seen.min(other.first_seen);
-        self.last_seen = self.last_seen.max(other.last_seen);
-    }
 }

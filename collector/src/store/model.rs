@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use otwatch_rules::alert::Severity;
 use otwatch_rules::time::Timestamp;
-use otwatch_rules::wire::{AssetObservation, Heartbeat};
+use otwatch_rules::wire::Heartbeat;
 use serde::{Deserialize, Serialize};
 
 /// What a credential may do.
@@ -126,5 +126,6 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// An asset as merged from every agent's observations.
-pub type AssetRecord = AssetObservation;
+pub use super::asset::{
+    AssetRecord, Claim, Dropped, EARLIER_RELEASE, Labels, MAX_REPORTERS, Report,
+};

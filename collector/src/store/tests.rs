@@ -1,6 +1,7 @@
 use std::path::Path;
 
 use otwatch_rules::alert::Severity;
+use otwatch_rules::wire::AssetObservation;
 
 use super::*;
 use crate::fixtures::{alert, batch};
@@ -542,7 +543,8 @@ fn asset_observations_merge_across_agents() {
         )
         .unwrap();
     }
-    let asset = s.asset("10.0.0.2".parse().unwrap()).unwrap().unwrap();
+    let record = s.asset("10.0.0.2".parse().unwrap()).unwrap().unwrap();
+    let asset = &record.asset;
     assert_eq!(asset.units, vec![1, 2]);
     assert!(asset.slave);
     assert_eq!(asset.vendor.as_deref(), Some("Schneider Electric"));
@@ -550,6 +552,130 @@ fn asset_observations_merge_across_agents() {
         (asset.first_seen, asset.last_seen),
         (Timestamp::from_secs(10), Timestamp::from_secs(20))
     );
+    let agents: Vec<&str> = record
+        .reported_by
+        .iter()
+        .map(|r| r.agent.as_str())
+        .collect();
+    assert_eq!(agents, ["a1", "a2"]);
+    assert!(record.conflicts.is_empty());
+}
+
+fn labelled(zone: &str, name: &str) -> AssetObservation {
+    let mut o = AssetObservation::new("10.0.0.2".parse().unwrap(), Timestamp::from_secs(10));
+    o.zone = Some(zone.into());
+    o.name = Some(name.into());
+    o.criticality = Some("critical".into());
+    o
+}
+
+fn report(s: &Store<MemoryKv>, agent: &str, obs: AssetObservation) {
+    s.ingest(
+        &IngestBatch {
+            agent: agent.into(),
+            alerts: vec![],
+            assets: vec![obs],
+        },
+        NOW,
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_agent_cannot_overwrite_the_labels_another_reported_and_the_disagreement_shows() {
+    let s = store();
+    report(&s, "a1", labelled("cell-1", "press-plc"));
+    let mut hostile = labelled("lab", "spare");
+    hostile.criticality = Some("low".into());
+    report(&s, "a2", hostile);
+    let record = s.asset("10.0.0.2".parse().unwrap()).unwrap().unwrap();
+    // The first reporter's labels stand.
+    assert_eq!(record.asset.zone.as_deref(), Some("cell-1"));
+    assert_eq!(record.asset.name.as_deref(), Some("press-plc"));
+    assert_eq!(record.asset.criticality.as_deref(), Some("critical"));
+    // Both claims are kept and shown.
+    let zone: Vec<(&str, &str)> = record.conflicts["zone"]
+        .iter()
+        .map(|c| (c.agent.as_str(), c.value.as_str()))
+        .collect();
+    assert_eq!(zone, [("a1", "cell-1"), ("a2", "lab")]);
+    assert!(record.conflicts.contains_key("criticality"));
+    assert_eq!(record.highest_criticality(), Some("critical"));
+    // The API shows them too.
+    let json = serde_json::to_value(&record).unwrap();
+    assert_eq!(json["zone"], "cell-1");
+    assert_eq!(json["conflicts"]["name"][1]["agent"], "a2");
+    // An agent changing its own label is no conflict.
+    report(&s, "a1", labelled("cell-2", "press-plc"));
+    report(&s, "a2", labelled("cell-2", "press-plc"));
+    let record = s.asset("10.0.0.2".parse().unwrap()).unwrap().unwrap();
+    assert_eq!(record.asset.zone.as_deref(), Some("cell-2"));
+    assert!(record.conflicts.is_empty(), "{:?}", record.conflicts);
+}
+
+#[test]
+fn repeated_reports_never_grow_an_asset_past_its_caps_and_what_they_drop_is_counted() {
+    let s = store();
+    // 10,000 batches of 16 fresh MACs each, with fresh peers and units: 160,000 MACs offered.
+    for n in 0..10_000u32 {
+        let mut o = AssetObservation::new("10.0.0.2".parse().unwrap(), Timestamp::from_secs(10));
+        o.macs = (0..16u32)
+            .map(|i| {
+                let b = (n * 16 + i).to_be_bytes();
+                format!("02:00:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3])
+            })
+            .collect();
+        o.peers = vec![IpAddr::from((n * 16).to_be_bytes())];
+        o.units = vec![(n % 256) as u8];
+        report(&s, "a1", o);
+    }
+    let record = s.asset("10.0.0.2".parse().unwrap()).unwrap().unwrap();
+    use otwatch_rules::validate::{MAX_CODES, MAX_MACS, MAX_PEERS};
+    assert_eq!(record.asset.macs.len(), MAX_MACS);
+    assert_eq!(record.asset.peers.len(), MAX_PEERS);
+    assert_eq!(record.asset.units.len(), MAX_CODES);
+    assert_eq!(record.dropped.macs, 160_000 - MAX_MACS as u64);
+    assert_eq!(record.dropped.peers, 10_000 - MAX_PEERS as u64);
+    assert_eq!(record.dropped.units, 0, "units repeat: nothing to drop");
+    assert_eq!(
+        s.asset_entries_dropped().unwrap(),
+        record.dropped.total(),
+        "the store's counter agrees"
+    );
+    let size = serde_json::to_vec(&s.assets(10).unwrap()).unwrap().len();
+    assert!(size < 64 * 1024, "/assets is {size} bytes");
+}
+
+#[test]
+fn an_asset_stored_before_per_agent_reports_keeps_its_labels_and_is_cut_to_the_caps() {
+    let s = store();
+    // What an earlier release stored: a plain observation, labels and an overgrown list.
+    let mut old = labelled("cell-1", "press-plc");
+    old.macs = (0..1000u32)
+        .map(|i| {
+            let b = i.to_be_bytes();
+            format!("02:00:00:00:{:02x}:{:02x}", b[2], b[3])
+        })
+        .collect();
+    s.kv()
+        .apply({
+            let mut b = Batch::new();
+            b.put(
+                keys::named(keys::ASSET, b"10.0.0.2"),
+                serde_json::to_vec(&old).unwrap(),
+            );
+            b
+        })
+        .unwrap();
+    let read = s.asset("10.0.0.2".parse().unwrap()).unwrap().unwrap();
+    assert_eq!(read.asset.zone.as_deref(), Some("cell-1"));
+    report(&s, "a2", labelled("lab", "press-plc"));
+    let record = s.asset("10.0.0.2".parse().unwrap()).unwrap().unwrap();
+    assert_eq!(record.asset.zone.as_deref(), Some("cell-1"));
+    assert_eq!(record.reported_by[0].agent, model::EARLIER_RELEASE);
+    assert_eq!(record.conflicts["zone"].len(), 2);
+    assert_eq!(record.asset.macs.len(), otwatch_rules::validate::MAX_MACS);
+    assert_eq!(record.dropped.macs, 1000 - 16);
 }
 
 #[test]
@@ -574,7 +700,7 @@ fn two_views_of_one_host_in_one_batch_are_both_kept() {
         .unwrap()
         .0;
     assert_eq!(reply.assets, 2);
-    let asset = s.asset("10.0.0.2".parse().unwrap()).unwrap().unwrap();
+    let asset = s.asset("10.0.0.2".parse().unwrap()).unwrap().unwrap().asset;
     assert_eq!(asset.units, vec![1, 2]);
     assert_eq!(asset.peers.len(), 2, "{:?}", asset.peers);
 }
