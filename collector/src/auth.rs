@@ -1,10 +1,12 @@
 //! Credentials: random bearer tokens, each with a name and a role, kept hashed (SHA-256) in
-//! `credentials.json` in the data folder; and finding the caller's token in a request (an
-//! `Authorization: Bearer` header, or the dashboard's cookie).
+//! `credentials.json` in the data folder; and finding what a request presents (an
+//! `Authorization: Bearer` token, or the dashboard's session cookie).
 //!
-//! The file is separate from the store so `otwatch-collector enroll` works while the collector
-//! runs: the server rereads it when it changes. It is written atomically (a temporary file
-//! renamed over it) and readable by its owner only.
+//! The file is separate from the store so `otwatch-collector enroll` and `revoke` work while
+//! the collector runs: the server rereads it when it changes and tells whoever listens
+//! ([`Credentials::changes`]), so a revoked credential's sessions and live feeds end at once. It
+//! is written atomically (a temporary file renamed over it, under a lock) and readable by its
+//! owner only.
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
@@ -15,10 +17,12 @@ use axum::http::header::{AUTHORIZATION, COOKIE};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use otwatch_rules::time::Timestamp;
+
 use crate::store::model::{Principal, Role};
 
-/// The dashboard's session cookie.
-pub const COOKIE_NAME: &str = "otwatch_token";
+/// The dashboard's session cookie: a random session id, never the token itself.
+pub const COOKIE_NAME: &str = "otwatch_session";
 
 /// Why credentials could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +49,9 @@ pub enum CredentialError {
     /// A name is already enrolled with another role.
     #[error("name: {0:?} is already enrolled (expected a new name)")]
     Taken(String),
+    /// No credential has that name.
+    #[error("name: {0:?} is not enrolled (expected a name `list` shows)")]
+    Unknown(String),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,6 +60,20 @@ struct Entry {
     hash: String,
     name: String,
     role: Role,
+    /// When it was enrolled (absent for credentials enrolled before this was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created: Option<Timestamp>,
+}
+
+/// A credential as `list` shows it: never its token or hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Enrolled {
+    /// The name.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// When it was enrolled, if known.
+    pub created: Option<Timestamp>,
 }
 
 /// The credentials file, cached and reread when it changes.
@@ -60,6 +81,8 @@ struct Entry {
 pub struct Credentials {
     path: PathBuf,
     cache: RwLock<(Option<SystemTime>, Vec<Entry>)>,
+    /// Bumped whenever the cached credentials change.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Credentials {
@@ -68,6 +91,7 @@ impl Credentials {
         let this = Self {
             path: data.join("credentials.json"),
             cache: RwLock::new((None, Vec::new())),
+            changed: tokio::sync::watch::Sender::new(0),
         };
         this.reload()?;
         Ok(this)
@@ -99,14 +123,85 @@ impl Credentials {
         if let Ok(mut cache) = self.cache.write() {
             *cache = (modified, entries);
         }
+        self.changed.send_modify(|n| *n += 1);
         Ok(())
     }
 
+    /// Rereads the file if it changed since it was last read; returns whether it did. The
+    /// server calls this every second, so a `revoke` from another process takes effect at
+    /// once even with no request arriving.
+    pub fn refresh(&self) -> Result<bool, CredentialError> {
+        let stale = self
+            .cache
+            .read()
+            .map(|c| c.0 != self.modified())
+            .unwrap_or(true);
+        if stale {
+            self.reload()?;
+        }
+        Ok(stale)
+    }
+
+    /// A receiver that sees every change of the credentials.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
     /// Enrolls `name` with `role` and returns its new token (shown once, never stored).
-    /// Enrolls in other processes wait: the file is read, changed and replaced under an
-    /// exclusive lock on `credentials.lock`, through a temporary file of this call's own, so no
-    /// concurrent enroll can lose another's entry.
     pub fn enroll(&self, name: &str, role: Role) -> Result<String, CredentialError> {
+        let token = new_token()?;
+        self.update(|entries| {
+            if entries.iter().any(|e| e.name == name) {
+                return Err(CredentialError::Taken(name.to_string()));
+            }
+            entries.push(Entry {
+                hash: hash(&token),
+                name: name.to_string(),
+                role,
+                created: Some(crate::server::now()),
+            });
+            Ok(())
+        })?;
+        Ok(token)
+    }
+
+    /// Removes the credential `name`: its token, the sessions it opened and the live feeds
+    /// they hold stop working as soon as the running collector sees the file change.
+    pub fn revoke(&self, name: &str) -> Result<Role, CredentialError> {
+        let mut role = None;
+        self.update(|entries| {
+            let at = entries
+                .iter()
+                .position(|e| e.name == name)
+                .ok_or_else(|| CredentialError::Unknown(name.to_string()))?;
+            role = Some(entries.remove(at).role);
+            Ok(())
+        })?;
+        role.ok_or_else(|| CredentialError::Unknown(name.to_string()))
+    }
+
+    /// Every credential, by name.
+    pub fn list(&self) -> Result<Vec<Enrolled>, CredentialError> {
+        let mut all: Vec<Enrolled> = self
+            .read()?
+            .into_iter()
+            .map(|e| Enrolled {
+                name: e.name,
+                role: e.role,
+                created: e.created,
+            })
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
+    }
+
+    /// Reads, changes and replaces the file under an exclusive lock on `credentials.lock`,
+    /// through a temporary file of this call's own, so no concurrent change in another process
+    /// can lose this one's or be lost.
+    fn update(
+        &self,
+        change: impl FnOnce(&mut Vec<Entry>) -> Result<(), CredentialError>,
+    ) -> Result<(), CredentialError> {
         let io = |source| CredentialError::Io {
             path: self.path.clone(),
             source,
@@ -120,18 +215,11 @@ impl Credentials {
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| io(e.into()))?;
         let mut entries = self.read()?;
-        if entries.iter().any(|e| e.name == name) {
-            return Err(CredentialError::Taken(name.to_string()));
-        }
-        let token = new_token()?;
-        entries.push(Entry {
-            hash: hash(&token),
-            name: name.to_string(),
-            role,
-        });
-        let tmp =
-            self.path
-                .with_extension(format!("json.{}.{}.tmp", std::process::id(), &token[4..20]));
+        change(&mut entries)?;
+        let unique = &new_token()?[4..20];
+        let tmp = self
+            .path
+            .with_extension(format!("json.{}.{unique}.tmp", std::process::id()));
         {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
@@ -152,21 +240,18 @@ impl Credentials {
         }
         std::fs::rename(&tmp, &self.path).map_err(io)?;
         // The lock goes with `lock` when it is dropped, after the file is replaced.
-        self.reload()?;
-        Ok(token)
+        self.reload()
     }
 
     /// Who holds `token`, if anyone (rereading the file if it changed).
     pub fn principal(&self, token: &str) -> Option<Principal> {
-        let stale = self
-            .cache
-            .read()
-            .map(|c| c.0 != self.modified())
-            .unwrap_or(true);
-        if stale {
-            let _ = self.reload();
-        }
-        let wanted = hash(token);
+        self.principal_of_hash(&hash(token))
+    }
+
+    /// Who holds the token whose hash ([`hash`]) is `wanted`, if anyone: how a session finds
+    /// the credential that opened it, so revoking the credential ends the session.
+    pub fn principal_of_hash(&self, wanted: &str) -> Option<Principal> {
+        let _ = self.refresh();
         let cache = self.cache.read().ok()?;
         cache
             .1
@@ -179,8 +264,9 @@ impl Credentials {
     }
 }
 
-fn hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+/// SHA-256 of a token or session id, hex: what is kept instead of the secret.
+pub fn hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 /// Compares without an early exit, so timing says nothing about where hashes differ.
@@ -195,12 +281,26 @@ pub fn new_token() -> Result<String, CredentialError> {
     Ok(format!("otw_{}", hex::encode(bytes)))
 }
 
-/// The token a request carries, if any.
-pub fn token_of(headers: &HeaderMap) -> Option<String> {
+/// A new random session id: 64 hex digits (256 bits from the operating system).
+pub fn new_session_id() -> Result<String, CredentialError> {
+    Ok(new_token()?[4..].to_string())
+}
+
+/// What a request presents to prove who sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presented {
+    /// A bearer token (agents, scripts): never subject to the browser checks.
+    Token(String),
+    /// The dashboard's session cookie.
+    Session(String),
+}
+
+/// What a request presents, if anything: a bearer token first, else the session cookie.
+pub fn presented(headers: &HeaderMap) -> Option<Presented> {
     if let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok())
         && let Some(token) = value.strip_prefix("Bearer ")
     {
-        return Some(token.trim().to_string());
+        return Some(Presented::Token(token.trim().to_string()));
     }
     headers
         .get_all(COOKIE)
@@ -209,7 +309,7 @@ pub fn token_of(headers: &HeaderMap) -> Option<String> {
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == COOKIE_NAME)
-        .map(|(_, value)| value.to_string())
+        .map(|(_, value)| Presented::Session(value.to_string()))
 }
 
 #[cfg(test)]

@@ -30,6 +30,9 @@ pub struct CollectorConfig {
     /// Connection limits and timeouts.
     #[serde(default)]
     pub connections: Connections,
+    /// Dashboard sessions and logins.
+    #[serde(default)]
+    pub sessions: Sessions,
     /// Retention of alerts.
     #[serde(default)]
     pub retention: Retention,
@@ -96,6 +99,36 @@ fn default_idle_timeout() -> Duration {
 
 fn default_body_timeout() -> Duration {
     Duration::from_secs(30)
+}
+
+/// How long a dashboard session lasts and how fast a source may fail to log in.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sessions {
+    /// A session ends this long after its login, whatever happens ("8h": a shift).
+    #[serde(default = "default_session_ttl", with = "humantime_serde_compat")]
+    pub ttl: Duration,
+    /// Failed logins one source (address, or /64 for IPv6) may make per minute; past them its
+    /// logins get 429 until the minute has refilled its allowance.
+    #[serde(default = "default_failed_logins")]
+    pub failed_logins_per_minute: u32,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self {
+            ttl: default_session_ttl(),
+            failed_logins_per_minute: default_failed_logins(),
+        }
+    }
+}
+
+fn default_session_ttl() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+
+fn default_failed_logins() -> u32 {
+    10
 }
 
 /// How long and how much to keep.
@@ -195,6 +228,7 @@ impl CollectorConfig {
             agent_rate_per_s: default_agent_rate(),
             agent_offline_after: default_offline_after(),
             connections: Connections::default(),
+            sessions: Sessions::default(),
             retention: Retention::default(),
             export: Export::default(),
         }

@@ -4,6 +4,8 @@
 //! needs the `server` feature (on by default).
 
 #[cfg(feature = "server")]
+pub mod audit;
+#[cfg(feature = "server")]
 pub mod auth;
 #[cfg(feature = "server")]
 pub mod config;

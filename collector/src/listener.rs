@@ -191,7 +191,7 @@ pub async fn serve(
 
 /// The source a connection counts against: an IPv4 address (also when mapped into IPv6), or an
 /// IPv6 address's /64, which one host or LAN gets whole.
-fn source_of(peer: SocketAddr) -> IpAddr {
+pub fn source_of(peer: SocketAddr) -> IpAddr {
     match peer.ip() {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),

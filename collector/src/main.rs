@@ -1,6 +1,7 @@
 //! `otwatch-collector`: the command line. `init` creates a data folder (certificate authority,
-//! server certificate, an admin credential), `enroll` adds a credential, `serve` runs the
-//! collector.
+//! server certificate, an admin credential), `enroll` adds a credential, `revoke` removes one
+//! (a running collector drops it, its sessions and live feeds at once), `list` shows them,
+//! `serve` runs the collector.
 
 /// mimalloc: ingest allocates per alert (JSON, sled's copied nodes), and glibc's malloc spent
 /// a third of it in its own bookkeeping (BENCHMARKS.md).
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use otwatch_collector::audit::{self, AuditLog};
 use otwatch_collector::auth::Credentials;
 use otwatch_collector::config::CollectorConfig;
 use otwatch_collector::feed::{BroadcastFeed, Feed};
@@ -41,6 +43,11 @@ enum Command {
     Init(InitArgs),
     /// Add a credential for an agent, a viewer or an admin, and print how to use it.
     Enroll(EnrollArgs),
+    /// Remove a credential: a running collector refuses it, ends its dashboard sessions and
+    /// closes its live feeds within a second.
+    Revoke(RevokeArgs),
+    /// List the credentials: name, role, when enrolled (never a token).
+    List(ListArgs),
     /// Run the collector.
     Serve(ServeArgs),
 }
@@ -75,6 +82,23 @@ struct EnrollArgs {
 }
 
 #[derive(Debug, Args)]
+struct RevokeArgs {
+    /// The collector's data folder.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// The credential's name.
+    #[arg(value_name = "NAME")]
+    name: String,
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    /// The collector's data folder.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+}
+
+#[derive(Debug, Args)]
 struct ServeArgs {
     /// The data folder (overrides the configuration's `data`).
     #[arg(long, value_name = "DIR")]
@@ -100,6 +124,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init(a) => init(&a),
         Command::Enroll(a) => enroll(&a),
+        Command::Revoke(a) => revoke(&a),
+        Command::List(a) => list(&a),
         Command::Serve(a) => serve(a),
     };
     match result {
@@ -135,6 +161,7 @@ fn init(a: &InitArgs) -> anyhow::Result<()> {
     Store::open(SledKv::open(&a.data.join("store"))?)?;
     let credentials = Credentials::open(&a.data)?;
     let token = credentials.enroll("admin", Role::Admin)?;
+    audit_command(&a.data, "enroll", "admin", Role::Admin);
     println!("initialised {}", a.data.display());
     println!(
         "  certificate authority (give to agents): {}",
@@ -168,6 +195,7 @@ fn enroll(a: &EnrollArgs) -> anyhow::Result<()> {
         );
     }
     let token = Credentials::open(&a.data)?.enroll(name, role)?;
+    audit_command(&a.data, "enroll", name, role);
     println!(
         "enrolled {name} as {role:?} (the token is shown once)",
         role = role
@@ -181,6 +209,64 @@ fn enroll(a: &EnrollArgs) -> anyhow::Result<()> {
         println!("  collector_ca = \"{}\"", absolute(&ca).display());
     } else {
         println!("token: {token}");
+    }
+    Ok(())
+}
+
+/// Writes a credential change made from the command line to the audit log.
+fn audit_command(data: &Path, event: &str, name: &str, role: Role) {
+    AuditLog::in_dir(data).note(&audit::Event {
+        ts: now(),
+        event,
+        who: None,
+        source: None,
+        detail: audit::detail([
+            ("name", serde_json::json!(name)),
+            ("role", serde_json::json!(role)),
+            ("by", serde_json::json!(operator())),
+        ]),
+    });
+}
+
+/// Who ran the command: the login name of the process's user, or its uid.
+fn operator() -> String {
+    std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| format!("uid {}", rustix::process::getuid().as_raw()))
+}
+
+fn data_folder(data: &Path) -> anyhow::Result<()> {
+    if !data.join("ca.pem").exists() {
+        bail!(
+            "{}: not a collector data folder (run otwatch-collector init first)",
+            data.display()
+        );
+    }
+    Ok(())
+}
+
+fn revoke(a: &RevokeArgs) -> anyhow::Result<()> {
+    data_folder(&a.data)?;
+    let role = Credentials::open(&a.data)?.revoke(&a.name)?;
+    audit_command(&a.data, "revoke", &a.name, role);
+    println!(
+        "revoked {} ({role:?}): a running collector refuses it, and ends its sessions and live feeds, within a second",
+        a.name
+    );
+    Ok(())
+}
+
+fn list(a: &ListArgs) -> anyhow::Result<()> {
+    data_folder(&a.data)?;
+    let all = Credentials::open(&a.data)?.list()?;
+    println!("{:<32} {:<8} enrolled", "name", "role");
+    for e in all {
+        let created = e.created.map_or("-".to_string(), |t| t.to_string());
+        println!(
+            "{:<32} {:<8} {created}",
+            e.name,
+            format!("{:?}", e.role).to_lowercase()
+        );
     }
     Ok(())
 }
@@ -258,6 +344,34 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
                         Err(e) => eprintln!("otwatch-collector: retention: {e}"),
                     }
                     tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+            });
+        }
+        // Credentials changed by `enroll` or `revoke` in another process are seen within a
+        // second (a revoked credential's sessions and live feeds end then); expired and
+        // revoked sessions are removed every minute.
+        {
+            let credentials = credentials.clone();
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                let mut n: u64 = 0;
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = credentials.refresh() {
+                        tracing::error!("credentials: {e}");
+                    }
+                    n += 1;
+                    if n.is_multiple_of(60) {
+                        let (c, s) = (credentials.clone(), store.clone());
+                        let purged = tokio::task::spawn_blocking(move || {
+                            s.purge_sessions(now(), |hash| c.principal_of_hash(hash).is_some())
+                        })
+                        .await;
+                        if let Ok(Err(e)) = purged {
+                            tracing::error!("sessions: {e}");
+                        }
+                    }
                 }
             });
         }

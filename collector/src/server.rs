@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
@@ -29,6 +29,7 @@ use otwatch_rules::wire::{Heartbeat, IngestBatch};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::audit::{self, AuditLog, detail};
 use crate::auth::{self, Credentials};
 use crate::config::CollectorConfig;
 use crate::feed::Feed;
@@ -41,6 +42,13 @@ use crate::store::{Action, AlertFilter, Store, StoreError, allowed};
 /// How often the live feed sends a comment when it has no alert to send: it keeps the stream
 /// moving, which is what tells the listener it is alive (see `listener.rs`).
 pub const FEED_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+mod browser;
+mod session;
+mod throttle;
+
+use session::Source;
+use throttle::LoginThrottle;
 
 /// Everything a request handler needs.
 pub struct AppState<K: Kv> {
@@ -56,6 +64,10 @@ pub struct AppState<K: Kv> {
     pub config: CollectorConfig,
     /// Token buckets per agent.
     rates: Mutex<HashMap<String, (f64, Instant)>>,
+    /// Failed logins per source.
+    logins: Mutex<LoginThrottle>,
+    /// Logins, admin actions and credential changes.
+    pub audit: Arc<AuditLog>,
 }
 
 impl<K: Kv> AppState<K> {
@@ -72,6 +84,8 @@ impl<K: Kv> AppState<K> {
             credentials,
             feed,
             metrics,
+            logins: Mutex::new(LoginThrottle::new(config.sessions.failed_logins_per_minute)),
+            audit: Arc::new(AuditLog::in_dir(&config.data)),
             config,
             rates: Mutex::new(HashMap::new()),
         }
@@ -131,9 +145,13 @@ type Shared<K> = Arc<AppState<K>>;
 pub fn router<K: Kv>(state: Shared<K>) -> Router {
     Router::new()
         .route("/", get(dashboard))
+        .route("/dashboard.js", get(dashboard_script))
+        .route("/dashboard.css", get(dashboard_style))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics::<K>))
-        .route("/api/v1/login", post(login::<K>))
+        .route("/api/v1/login", post(session::login::<K>))
+        .route("/api/v1/logout", post(session::logout::<K>))
+        .route("/api/v1/session", get(session::whoami::<K>))
         .route("/api/v1/ingest", post(ingest::<K>))
         .route("/api/v1/heartbeat", post(heartbeat::<K>))
         .route("/api/v1/alerts", get(alerts::<K>))
@@ -147,6 +165,7 @@ pub fn router<K: Kv>(state: Shared<K>) -> Router {
         .route("/api/v1/openapi.json", get(openapi))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .layer(middleware::from_fn_with_state(state.clone(), timing::<K>))
+        .layer(middleware::from_fn(browser::headers))
         .with_state(state)
 }
 
@@ -172,32 +191,44 @@ fn authorize<K: Kv>(
     headers: &HeaderMap,
     action: Action,
 ) -> Result<Principal, ApiError> {
+    let changes = !matches!(action, Action::Read);
+    Ok(caller(state, headers, action, changes)?.principal)
+}
+
+/// The caller and how it came, if its credential allows `action`. A request that `changes`
+/// state and came with the session cookie must also come from the dashboard's own origin with
+/// a JSON body type (see `browser.rs`).
+fn caller<K: Kv>(
+    state: &AppState<K>,
+    headers: &HeaderMap,
+    action: Action,
+    changes: bool,
+) -> Result<session::Identity, ApiError> {
     let refuse = |reason: &str, status: StatusCode, message: &str| {
         state.metrics.refused.with_label_values(&[reason]).inc();
         ApiError::new(status, message)
     };
-    let Some(token) = auth::token_of(headers) else {
+    let Some(presented) = auth::presented(headers) else {
         return Err(refuse(
             "no_credential",
             StatusCode::UNAUTHORIZED,
-            "no credential (expected an Authorization: Bearer token)",
+            "no credential (expected an Authorization: Bearer token or a session)",
         ));
     };
-    let principal = state.credentials.principal(&token).ok_or_else(|| {
-        refuse(
-            "bad_credential",
-            StatusCode::UNAUTHORIZED,
-            "credential not recognised",
-        )
-    })?;
-    if !allowed(principal.role, action) {
+    let identity = session::identify(state, &presented)
+        .map_err(|(reason, message)| refuse(reason, StatusCode::UNAUTHORIZED, message))?;
+    if !allowed(identity.principal.role, action) {
         return Err(refuse(
             "forbidden",
             StatusCode::FORBIDDEN,
-            &format!("a {:?} credential may not do this", principal.role).to_lowercase(),
+            &format!("a {:?} credential may not do this", identity.principal.role).to_lowercase(),
         ));
     }
-    Ok(principal)
+    if changes && identity.session.is_some() {
+        browser::same_origin(headers, !state.config.insecure_http)
+            .map_err(|e| refuse("cross_site", StatusCode::FORBIDDEN, &e.to_string()))?;
+    }
+    Ok(identity)
 }
 
 /// Takes one token from the agent's bucket; 429 when empty.
@@ -436,6 +467,8 @@ async fn stream<K: Kv>(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     authorize(&state, &headers, Action::Read)?;
+    // The stream ends when what authorised it no longer holds (revoked, logged out, expired).
+    let ends = auth::presented(&headers).map(|p| session::revoked(state.clone(), p));
     let mut params = params;
     params.remove("cursor");
     params.remove("limit");
@@ -457,6 +490,13 @@ async fn stream<K: Kv>(
         };
         futures::future::ready(event)
     });
+    let ends = async move {
+        match ends {
+            Some(f) => f.await,
+            None => std::future::pending().await,
+        }
+    };
+    let stream = stream.take_until(Box::pin(ends));
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(FEED_KEEP_ALIVE)))
 }
 
@@ -503,6 +543,7 @@ struct Note {
 async fn change<K: Kv>(
     state: Shared<K>,
     headers: HeaderMap,
+    source: Option<IpAddr>,
     id: String,
     body: Body,
     to: IncidentState,
@@ -522,27 +563,50 @@ async fn change<K: Kv>(
     };
     let store = state.store.clone();
     let by = principal.name.clone();
+    let noted = note.note.clone();
     let incident =
         blocking(move || store.set_incident_state(id, to, &by, note.note, now())).await?;
+    let event = match to {
+        IncidentState::Acknowledged => "incident_acknowledged",
+        IncidentState::Resolved => "incident_resolved",
+        IncidentState::Open => "incident_reopened",
+    };
+    state.audit.note(&audit::Event {
+        ts: now(),
+        event,
+        who: Some(&principal.name),
+        source,
+        detail: detail([("incident", json!(id)), ("note", json!(noted))]),
+    });
     Ok(axum::Json(incident))
 }
 
 async fn ack<K: Kv>(
     State(state): State<Shared<K>>,
+    Source(source): Source,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
-    change(state, headers, id, body, IncidentState::Acknowledged).await
+    change(
+        state,
+        headers,
+        source,
+        id,
+        body,
+        IncidentState::Acknowledged,
+    )
+    .await
 }
 
 async fn resolve<K: Kv>(
     State(state): State<Shared<K>>,
+    Source(source): Source,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
-    change(state, headers, id, body, IncidentState::Resolved).await
+    change(state, headers, source, id, body, IncidentState::Resolved).await
 }
 
 async fn assets<K: Kv>(
@@ -611,41 +675,22 @@ async fn metrics<K: Kv>(State(state): State<Shared<K>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Login {
-    token: String,
-}
-
-/// Exchanges a token for the dashboard's session cookie.
-async fn login<K: Kv>(State(state): State<Shared<K>>, body: Body) -> Result<Response, ApiError> {
-    let Login { token } = json_body(&state, body).await?;
-    let principal = state
-        .credentials
-        .principal(&token)
-        .filter(|p| p.role.can_read())
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "credential not recognised"))?;
-    let secure = if state.config.insecure_http {
-        ""
-    } else {
-        "; Secure"
-    };
-    let cookie = format!(
-        "{}={token}; HttpOnly; SameSite=Strict; Path=/{secure}",
-        auth::COOKIE_NAME
-    );
-    let mut response =
-        axum::Json(json!({ "name": principal.name, "role": principal.role })).into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&cookie)
-            .map_err(|_| ApiError::bad_request("token: not usable in a cookie"))?,
-    );
-    Ok(response)
-}
-
 async fn dashboard() -> Html<&'static str> {
     Html(include_str!("dashboard.html"))
+}
+
+async fn dashboard_script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("dashboard.js"),
+    )
+}
+
+async fn dashboard_style() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("dashboard.css"),
+    )
 }
 
 async fn openapi() -> impl IntoResponse {

@@ -21,6 +21,7 @@ mod keys;
 mod migrate;
 pub mod model;
 mod query;
+pub mod session;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;

@@ -134,6 +134,16 @@ impl Browser {
         }
     }
 
+    /// Runs `expression` in the page (awaiting a promise) and returns its value.
+    fn eval(&mut self, expression: &str) -> Value {
+        let result = self.call(
+            "Runtime.evaluate",
+            json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }),
+            true,
+        );
+        result["result"]["value"].clone()
+    }
+
     fn screenshot(&mut self, path: &Path) {
         let shot = self.call("Page.captureScreenshot", json!({ "format": "png" }), true);
         let png = base64::engine::general_purpose::STANDARD
@@ -150,6 +160,21 @@ impl Drop for Browser {
     }
 }
 
+/// Agent hall-1's alert: a UMAS stop to the kiln PLC.
+fn kiln_stop() -> otwatch_rules::alert::Alert {
+    let mut alert = agent_alert(
+        "hall-1",
+        &rule::UMAS_STOP,
+        Timestamp::from_secs(1_800_000_000),
+        "192.168.1.10:50000".parse().unwrap(),
+        "stop command to the kiln PLC".into(),
+    );
+    alert.dst_ip = "192.168.1.20".parse().unwrap();
+    alert.dst_port = 502;
+    alert.id = alert.derived_id(0);
+    alert
+}
+
 #[test]
 fn the_dashboard_shows_an_alert_just_ingested_and_the_posture() {
     let Some(chromium) = chromium() else {
@@ -163,16 +188,7 @@ fn the_dashboard_shows_an_alert_just_ingested_and_the_posture() {
     let agent = site.enroll_agent("hall-1");
     let viewer = site.enroll_viewer("soc");
     let collector = site.serve();
-    let mut alert = agent_alert(
-        "hall-1",
-        &rule::UMAS_STOP,
-        Timestamp::from_secs(1_800_000_000),
-        "192.168.1.10:50000".parse().unwrap(),
-        "stop command to the kiln PLC".into(),
-    );
-    alert.dst_ip = "192.168.1.20".parse().unwrap();
-    alert.dst_port = 502;
-    alert.id = alert.derived_id(0);
+    let alert = kiln_stop();
     let mut plc = AssetObservation::new(
         "192.168.1.20".parse().unwrap(),
         Timestamp::from_secs(1_800_000_000),
@@ -233,4 +249,63 @@ fn the_dashboard_shows_an_alert_just_ingested_and_the_posture() {
         std::fs::metadata(&shot).unwrap().len() > 10_000,
         "a screenshot was taken"
     );
+}
+
+#[test]
+fn an_admin_acknowledges_from_the_page_and_signing_out_ends_the_session() {
+    let Some(chromium) = chromium() else {
+        eprintln!(
+            "SKIPPED an_admin_acknowledges_from_the_page_and_signing_out_ends_the_session: chromium is not installed (apt-get install chromium; CI installs it)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::init(dir.path());
+    let agent = site.enroll_agent("hall-1");
+    let collector = site.serve();
+    let alert = kiln_stop();
+    let batch = json!({ "agent": "hall-1", "alerts": [alert], "assets": [] });
+    assert_eq!(
+        collector
+            .client
+            .post("/api/v1/ingest", Some(&agent), &batch)
+            .0,
+        200
+    );
+    let url = format!("{}/#token={}", site.url(), site.admin);
+    let mut browser = Browser::open(&chromium, &dir.path().join("chromium"), &url);
+    let text = browser.text_with(&["admin (admin)", "program.umas_stop"]);
+    assert!(text.contains("admin (admin)"), "{text}");
+    // The page's own button: a same-origin JSON POST with the session cookie.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let clicked = loop {
+        let clicked = browser.eval(
+            "(() => { const b = document.querySelector('button[data-act=ack]'); if (b) b.click(); return !!b; })()",
+        );
+        if clicked == json!(true) || Instant::now() > deadline {
+            break clicked;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(clicked, json!(true), "an ack button is on the page");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let state = loop {
+        let (_, incidents) = collector.client.get("/api/v1/incidents", Some(&site.admin));
+        let state = incidents[0]["state"].as_str().unwrap_or("").to_string();
+        if state == "acknowledged" || Instant::now() > deadline {
+            break state;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(state, "acknowledged", "the page acknowledged the incident");
+    // A form on another site cannot: the same request without the page's Origin is refused.
+    let forged = browser.eval(
+        "fetch('/api/v1/incidents/1/resolve', { method: 'POST', body: 'x=1', headers: { 'content-type': 'application/x-www-form-urlencoded' } }).then((r) => r.status)",
+    );
+    assert_eq!(forged, json!(403));
+    browser.eval("document.querySelector('#logout').click()");
+    let text = browser.text_with(&["Sign in with a viewer or admin token"]);
+    assert!(text.contains("Sign in"), "{text}");
+    let after = browser.eval("fetch('/api/v1/session').then((r) => r.status)");
+    assert_eq!(after, json!(401), "the session ended");
 }

@@ -46,14 +46,39 @@ fn a_name_is_enrolled_once() {
 }
 
 #[test]
-fn bearer_header_and_cookie_both_carry_the_token() {
+fn a_bearer_header_carries_a_token_and_the_cookie_a_session() {
     let mut h = HeaderMap::new();
     h.insert(AUTHORIZATION, "Bearer otw_abc".parse().unwrap());
-    assert_eq!(token_of(&h).as_deref(), Some("otw_abc"));
+    assert_eq!(presented(&h), Some(Presented::Token("otw_abc".into())));
     let mut c = HeaderMap::new();
-    c.insert(COOKIE, "theme=dark; otwatch_token=otw_xyz".parse().unwrap());
-    assert_eq!(token_of(&c).as_deref(), Some("otw_xyz"));
-    assert_eq!(token_of(&HeaderMap::new()), None);
+    c.insert(COOKIE, "theme=dark; otwatch_session=5e55".parse().unwrap());
+    assert_eq!(presented(&c), Some(Presented::Session("5e55".into())));
+    // The cookie of an earlier release held a token: it is no longer read.
+    let mut old = HeaderMap::new();
+    old.insert(COOKIE, "otwatch_token=otw_xyz".parse().unwrap());
+    assert_eq!(presented(&old), None);
+    assert_eq!(presented(&HeaderMap::new()), None);
+}
+
+#[test]
+fn a_revoked_name_is_gone_from_the_list_and_its_token_no_longer_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Credentials::open(dir.path()).unwrap();
+    let keep = c.enroll("soc", Role::Viewer).unwrap();
+    let gone = c.enroll("contractor", Role::Admin).unwrap();
+    let mut changes = c.changes();
+    changes.mark_unchanged();
+    assert_eq!(c.revoke("contractor").unwrap(), Role::Admin);
+    assert!(changes.has_changed().unwrap(), "listeners hear of it");
+    assert_eq!(c.principal(&gone), None);
+    assert!(c.principal(&keep).is_some());
+    let names: Vec<String> = c.list().unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(names, ["soc"]);
+    assert!(c.list().unwrap()[0].created.is_some());
+    assert!(matches!(
+        c.revoke("contractor"),
+        Err(CredentialError::Unknown(_))
+    ));
 }
 
 #[test]

@@ -62,6 +62,22 @@ struct Reply {
     body: Value,
 }
 
+impl Reply {
+    /// The response's status, headers and body (JSON when it parses, else a string).
+    async fn of(response: Response) -> Self {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
 impl Fixture {
     async fn call(&self, method: Method, uri: &str, token: Option<&str>, body: Vec<u8>) -> Reply {
         let mut request = Request::builder().method(method).uri(uri);
@@ -72,16 +88,7 @@ impl Fixture {
             .oneshot(request.body(Body::from(body)).unwrap())
             .await
             .unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        Reply::of(response).await
     }
 
     async fn get(&self, uri: &str, token: &str) -> Reply {
@@ -614,43 +621,11 @@ async fn health_metrics_dashboard_and_openapi_need_no_credential() {
 }
 
 #[tokio::test]
-async fn login_sets_an_httponly_secure_cookie_that_authenticates_reads() {
-    let f = fixture();
-    let body = serde_json::to_vec(&serde_json::json!({ "token": f.viewer })).unwrap();
-    let r = f.call(Method::POST, "/api/v1/login", None, body).await;
-    assert_eq!(r.status, StatusCode::OK);
-    let cookie = r.headers["set-cookie"].to_str().unwrap().to_string();
-    assert!(
-        cookie.contains("HttpOnly")
-            && cookie.contains("Secure")
-            && cookie.contains("SameSite=Strict"),
-        "{cookie}"
-    );
-    let pair = cookie.split(';').next().unwrap().to_string();
-    let response = router(f.state.clone())
-        .oneshot(
-            Request::builder()
-                .uri("/api/v1/agents")
-                .header("cookie", pair)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let agent_login = serde_json::to_vec(&serde_json::json!({ "token": f.agent })).unwrap();
-    assert_eq!(
-        f.call(Method::POST, "/api/v1/login", None, agent_login)
-            .await
-            .status,
-        StatusCode::UNAUTHORIZED
-    );
-}
-
-#[tokio::test]
 async fn an_unknown_route_is_a_json_404() {
     let f = fixture();
     let r = f.get("/api/v1/nothing", &f.viewer).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.body["error"], "no such route");
 }
+
+mod sessions;

@@ -13,6 +13,7 @@
 //! | `N` | `N` + incident id (8) | incident (JSON) |
 //! | `K` | `K` + rule `0` source `0` destination | open incident id (8) |
 //! | `C` | `C` + counter name | counter (8) |
+//! | `E` | `E` + SHA-256 of a session id (hex) | dashboard session (JSON) |
 //!
 //! Index keys are prefix-free: the value's length comes before it, so no value's postings sort
 //! among another's, whatever bytes either holds (schema 2 ended a value with a `0` byte, and an
@@ -48,6 +49,8 @@ pub const INCIDENT: u8 = b'N';
 pub const INCIDENT_KEY: u8 = b'K';
 /// Counters.
 pub const COUNTER: u8 = b'C';
+/// Dashboard sessions.
+pub const SESSION: u8 = b'E';
 
 /// Which field an index is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1228,3 +1228,55 @@ fn incident_totals_saturate_and_notes_and_history_are_capped() {
     assert_eq!((i.history.len(), i.earlier_changes), (MAX_HISTORY, 5));
     assert_eq!(i.history.last().unwrap().note.as_deref(), Some("104"));
 }
+
+fn session(credential: &str, created: u64, ttl: u64) -> session::Session {
+    session::Session {
+        credential: credential.into(),
+        name: "soc".into(),
+        role: Role::Viewer,
+        created: Timestamp::from_secs(created),
+        expires: Timestamp::from_secs(created + ttl),
+    }
+}
+
+#[test]
+fn a_session_ends_at_its_expiry_and_purging_removes_expired_and_orphaned_ones() {
+    let s = store();
+    s.open_session("h1", &session("c1", 100, 60)).unwrap();
+    s.open_session("h2", &session("c2", 100, 600)).unwrap();
+    s.open_session("h3", &session("c1", 100, 600)).unwrap();
+    assert!(
+        s.session("h1", Timestamp::from_secs(159))
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        s.session("h1", Timestamp::from_secs(160))
+            .unwrap()
+            .is_none()
+    );
+    // h1 expired; h2's credential is gone.
+    let purged = s
+        .purge_sessions(Timestamp::from_secs(200), |c| c == "c1")
+        .unwrap();
+    assert_eq!(purged, 2);
+    assert_eq!(keys_in(&s, keys::SESSION), 1);
+    assert!(s.close_session("h3").unwrap());
+    assert!(!s.close_session("h3").unwrap());
+}
+
+#[test]
+fn one_credential_keeps_at_most_its_newest_sessions() {
+    let s = store();
+    let max = session::MAX_SESSIONS_PER_CREDENTIAL as u64;
+    for n in 0..max + 5 {
+        s.open_session(&format!("h{n}"), &session("c1", 100 + n, 600))
+            .unwrap();
+    }
+    s.open_session("other", &session("c2", 50, 600)).unwrap();
+    assert_eq!(keys_in(&s, keys::SESSION), max as usize + 1);
+    let now = Timestamp::from_secs(200);
+    assert!(s.session("h0", now).unwrap().is_none(), "the oldest went");
+    assert!(s.session(&format!("h{}", max + 4), now).unwrap().is_some());
+    assert!(s.session("other", now).unwrap().is_some());
+}

@@ -1,0 +1,117 @@
+//! Failed logins per source: each source (an address, or an IPv6 /64) has an allowance of
+//! failures that refills over a minute; a source that used it up gets 429 on its logins until
+//! it refills, so no one can guess tokens through the login form at speed. Bounded: at most
+//! [`MAX_SOURCES`] sources are tracked, the fullest (least suspicious) forgotten first.
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// Most sources tracked at once.
+pub const MAX_SOURCES: usize = 4096;
+
+/// Failed-login allowances by source.
+#[derive(Debug)]
+pub struct LoginThrottle {
+    per_minute: f64,
+    sources: HashMap<IpAddr, (f64, Instant)>,
+}
+
+impl LoginThrottle {
+    /// Allows `per_minute` failures per source per minute (at least one).
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute: f64::from(per_minute.max(1)),
+            sources: HashMap::new(),
+        }
+    }
+
+    /// The allowance `source` has left at `now`.
+    fn left(&self, source: IpAddr, now: Instant) -> f64 {
+        self.sources
+            .get(&source)
+            .map_or(self.per_minute, |(left, at)| {
+                let refill = now.duration_since(*at).as_secs_f64() / 60.0 * self.per_minute;
+                (left + refill).min(self.per_minute)
+            })
+    }
+
+    /// Whether `source` may try a login at `now`; when not, how long until it may.
+    pub fn check(&self, source: IpAddr, now: Instant) -> Result<(), Duration> {
+        let left = self.left(source, now);
+        if left >= 1.0 {
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (1.0 - left) * 60.0 / self.per_minute,
+            ))
+        }
+    }
+
+    /// Counts a failed login from `source` at `now`.
+    pub fn failed(&mut self, source: IpAddr, now: Instant) {
+        let left = self.left(source, now) - 1.0;
+        if !self.sources.contains_key(&source) && self.sources.len() >= MAX_SOURCES {
+            self.forget_one(now);
+        }
+        self.sources.insert(source, (left.max(0.0), now));
+    }
+
+    /// Drops every source whose allowance refilled; if none did, the one with the most left.
+    fn forget_one(&mut self, now: Instant) {
+        let full = self.per_minute;
+        let before = self.sources.len();
+        let per_minute = self.per_minute;
+        self.sources.retain(|_, (left, at)| {
+            left.to_owned() + now.duration_since(*at).as_secs_f64() / 60.0 * per_minute < full
+        });
+        if self.sources.len() < before {
+            return;
+        }
+        let most = self
+            .sources
+            .iter()
+            .max_by(|a, b| (a.1).0.total_cmp(&(b.1).0))
+            .map(|(ip, _)| *ip);
+        if let Some(ip) = most {
+            self.sources.remove(&ip);
+        }
+    }
+
+    /// Sources tracked.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.sources.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_past_its_failures_waits_and_another_source_does_not() {
+        let mut t = LoginThrottle::new(10);
+        let now = Instant::now();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..10 {
+            assert!(t.check(a, now).is_ok());
+            t.failed(a, now);
+        }
+        let wait = t.check(a, now).unwrap_err();
+        assert!(wait <= Duration::from_secs(6), "{wait:?}");
+        assert!(t.check(b, now).is_ok());
+        // Six seconds refill one attempt.
+        assert!(t.check(a, now + Duration::from_secs(6)).is_ok());
+    }
+
+    #[test]
+    fn tracking_stays_bounded_under_failures_from_every_address() {
+        let mut t = LoginThrottle::new(10);
+        let now = Instant::now();
+        for n in 0..(MAX_SOURCES as u32 * 3) {
+            t.failed(IpAddr::from(n.to_be_bytes()), now);
+        }
+        assert!(t.len() <= MAX_SOURCES);
+    }
+}
