@@ -148,7 +148,10 @@ fn main() {
             .unwrap();
         rt.block_on(async move {
             // The collector's own listener, as `serve` runs it.
-            let tls = listener::tls_acceptor(&cert, &key).unwrap();
+            let served =
+                listener::ServedCertificate::load(&cert, &key, listener::certificate_provider())
+                    .unwrap();
+            let tls = listener::tls_acceptor(std::sync::Arc::new(served)).unwrap();
             let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
             let limits =
                 listener::Limits::new(&Connections::default(), listener::raise_descriptor_limit());

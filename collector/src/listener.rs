@@ -21,12 +21,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+mod certificate;
+
+pub use certificate::ServedCertificate;
 
 use axum::Router;
 use axum::body::Body;
@@ -98,22 +101,20 @@ pub fn raise_descriptor_limit() -> u64 {
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
-/// The TLS side of the listener, from the server's certificate chain and key (PEM files).
-pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Pem(cert.display().to_string(), e))?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| TlsError::Pem(key.display().to_string(), e))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+/// The TLS side of the listener, presenting whatever `certificate` serves at each handshake.
+pub fn tls_acceptor(certificate: Arc<ServedCertificate>) -> Result<TlsAcceptor, TlsError> {
+    let provider = certificate_provider();
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(certificate);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The cryptography the listener uses (ring).
+pub fn certificate_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// Why the TLS side could not be set up.
@@ -125,6 +126,9 @@ pub enum TlsError {
     /// rustls refused the certificate or key.
     #[error(transparent)]
     Rustls(#[from] rustls::Error),
+    /// The certificate could not be read for its validity.
+    #[error("{0}")]
+    Certificate(String),
 }
 
 /// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` completes, then

@@ -22,7 +22,9 @@ use otwatch_collector::config::CollectorConfig;
 use otwatch_collector::feed::{BroadcastFeed, Feed};
 use otwatch_collector::kv::Kv;
 use otwatch_collector::kv::sled::SledKv;
-use otwatch_collector::listener::{self, Limits, raise_descriptor_limit, tls_acceptor};
+use otwatch_collector::listener::{
+    self, Limits, ServedCertificate, certificate_provider, raise_descriptor_limit, tls_acceptor,
+};
 use otwatch_collector::metrics::Metrics;
 use otwatch_collector::server::{AppState, now, router};
 use otwatch_collector::store::Store;
@@ -48,6 +50,9 @@ enum Command {
     Revoke(RevokeArgs),
     /// List the credentials: name, role, when enrolled (never a token).
     List(ListArgs),
+    /// Replace the server certificate and key with new ones signed by the CA (valid 825
+    /// days); a running collector serves them within seconds, without a restart.
+    RotateCert(RotateCertArgs),
     /// Run the collector.
     Serve(ServeArgs),
 }
@@ -99,6 +104,19 @@ struct ListArgs {
 }
 
 #[derive(Debug, Args)]
+struct RotateCertArgs {
+    /// The collector's data folder.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// The CA's key, if it was moved out of the data folder (`serve` never needs it).
+    #[arg(long, value_name = "FILE")]
+    ca_key: Option<PathBuf>,
+    /// Host names and addresses for the new certificate (default: those of the current one).
+    #[arg(long = "name", value_name = "HOST")]
+    names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 struct ServeArgs {
     /// The data folder (overrides the configuration's `data`).
     #[arg(long, value_name = "DIR")]
@@ -126,6 +144,7 @@ fn main() -> ExitCode {
         Command::Enroll(a) => enroll(&a),
         Command::Revoke(a) => revoke(&a),
         Command::List(a) => list(&a),
+        Command::RotateCert(a) => rotate_cert(&a),
         Command::Serve(a) => serve(a),
     };
     match result {
@@ -271,6 +290,44 @@ fn list(a: &ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn rotate_cert(a: &RotateCertArgs) -> anyhow::Result<()> {
+    data_folder(&a.data)?;
+    let ca_key = a.ca_key.clone().unwrap_or_else(|| a.data.join("ca.key"));
+    if !ca_key.exists() {
+        bail!(
+            "{}: the CA key is not there (expected --ca-key FILE where it is kept offline)",
+            ca_key.display()
+        );
+    }
+    let mut names = a.names.clone();
+    if !names.is_empty() {
+        for n in ["localhost", "127.0.0.1", "::1"] {
+            if !names.iter().any(|m| m == n) {
+                names.push(n.to_string());
+            }
+        }
+    }
+    let names = pki::rotate(&a.data, &ca_key, &names)?;
+    let served = pki::Certificate::read(&pki::Files::in_dir(&a.data).cert)?;
+    AuditLog::in_dir(&a.data).note(&audit::Event {
+        ts: now(),
+        event: "rotate_cert",
+        who: None,
+        source: None,
+        detail: audit::detail([
+            ("names", serde_json::json!(names)),
+            ("not_after", serde_json::json!(served.not_after)),
+            ("by", serde_json::json!(operator())),
+        ]),
+    });
+    println!(
+        "new server certificate for {} (valid {} days); a running collector serves it within seconds",
+        names.join(", "),
+        pki::SERVER_VALIDITY_DAYS
+    );
+    Ok(())
+}
+
 fn absolute(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
@@ -347,12 +404,24 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 }
             });
         }
+        // The server certificate, read again when `rotate-cert` replaces it.
+        let served = if config.insecure_http {
+            None
+        } else {
+            let served = ServedCertificate::load(&files.cert, &files.key, certificate_provider())
+                .with_context(|| files.cert.display().to_string())?;
+            metrics.certificate_not_after.set(served.not_after());
+            Some(Arc::new(served))
+        };
         // Credentials changed by `enroll` or `revoke` in another process are seen within a
-        // second (a revoked credential's sessions and live feeds end then); expired and
-        // revoked sessions are removed every minute.
+        // second (a revoked credential's sessions and live feeds end then); a rotated
+        // certificate is served within five; expired and revoked sessions are removed every
+        // minute.
         {
             let credentials = credentials.clone();
             let store = store.clone();
+            let served = served.clone();
+            let metrics = metrics.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(1));
                 let mut n: u64 = 0;
@@ -362,6 +431,16 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
                         tracing::error!("credentials: {e}");
                     }
                     n += 1;
+                    if let Some(served) = served.as_ref().filter(|_| n.is_multiple_of(5)) {
+                        match served.refresh() {
+                            Ok(true) => {
+                                metrics.certificate_not_after.set(served.not_after());
+                                tracing::info!("serving the rotated server certificate");
+                            }
+                            Ok(false) => {}
+                            Err(e) => tracing::error!("server certificate: {e} (still serving the previous one)"),
+                        }
+                    }
                     if n.is_multiple_of(60) {
                         let (c, s) = (credentials.clone(), store.clone());
                         let purged = tokio::task::spawn_blocking(move || {
@@ -389,10 +468,9 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
             }
         };
-        let tls = if insecure {
-            None
-        } else {
-            Some(tls_acceptor(&files.cert, &files.key).with_context(|| files.cert.display().to_string())?)
+        let tls = match &served {
+            None => None,
+            Some(served) => Some(tls_acceptor(served.clone())?),
         };
         let tcp = tokio::net::TcpListener::bind(listen)
             .await

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub connections_evicted: IntCounter,
     /// Asset list entries dropped because a list was full (read from the store's counter).
     pub asset_entries_dropped: IntCounter,
+    /// When the server certificate served ends (Unix seconds; absent over plain HTTP).
+    pub certificate_not_after: IntGauge,
 }
 
 impl Metrics {
@@ -98,6 +100,10 @@ impl Metrics {
                 "otwatch_collector_asset_entries_dropped_total",
                 "Entries of asset lists (MACs, units, functions, peers, reporting agents) dropped because the list was full",
             )?,
+            certificate_not_after: gauge(
+                "otwatch_collector_certificate_not_after_timestamp_seconds",
+                "When the server certificate being served expires (Unix time); rotate it with otwatch-collector rotate-cert",
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.ingested.clone()))?;
@@ -115,6 +121,8 @@ impl Metrics {
             .register(Box::new(m.connections_evicted.clone()))?;
         m.registry
             .register(Box::new(m.asset_entries_dropped.clone()))?;
+        m.registry
+            .register(Box::new(m.certificate_not_after.clone()))?;
         Ok(m)
     }
 
