@@ -135,12 +135,32 @@ fn default_failed_logins() -> u32 {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Retention {
-    /// Alerts older than this (capture time) are removed ("90d").
+    /// Alerts older than this (capture time) are removed ("90d"). No default: alerts from a
+    /// replayed capture are as old as the capture, and a security team keeps history unless
+    /// told otherwise; the size limit always holds.
     #[serde(default, with = "humantime_serde_compat::option")]
     pub max_age: Option<Duration>,
-    /// When the store grows beyond this many bytes, the oldest alerts are removed.
+    /// When the store grows beyond this many bytes, the oldest alerts are removed, from the
+    /// agents holding the most first. Default: [`DEFAULT_MAX_BYTES`], or half the size of the
+    /// file system holding the data folder if that is smaller.
     #[serde(default)]
     pub max_bytes: Option<u64>,
+}
+
+/// The store's size limit when `collector.toml` sets none: 10 GiB.
+pub const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024 * 1024;
+
+impl Retention {
+    /// The size limit in force for a store in `data`: the configured one, else the default,
+    /// at most half the file system (a small sensor disk is never filled by the store).
+    pub fn max_bytes_for(&self, data: &std::path::Path) -> u64 {
+        self.max_bytes.unwrap_or_else(|| {
+            let half = rustix::fs::statvfs(data)
+                .map(|v| v.f_blocks.saturating_mul(v.f_frsize) / 2)
+                .unwrap_or(u64::MAX);
+            DEFAULT_MAX_BYTES.min(half.max(1))
+        })
+    }
 }
 
 /// Forwarding alerts to other systems.

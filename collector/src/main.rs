@@ -384,21 +384,28 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 metrics.export_lost.clone(),
             ));
         }
-        let retention = config.retention.clone();
-        if retention.max_age.is_some() || retention.max_bytes.is_some() {
+        // Retention always runs: the size limit has a default (10 GiB, at most half the
+        // disk), the age limit only when configured.
+        {
+            let max_age = config.retention.max_age;
+            let max_bytes = config.retention.max_bytes_for(&config.data);
+            tracing::info!(
+                "retention: store kept under {max_bytes} bytes (oldest alerts of the agents holding the most go first){}",
+                max_age.map_or(String::new(), |a| format!(", alerts older than {a:?} removed"))
+            );
             let store = store.clone();
             tokio::spawn(async move {
                 loop {
-                    let cutoff = retention.max_age.map(|age| now().saturating_sub(age));
+                    let cutoff = max_age.map(|age| now().saturating_sub(age));
                     let s = store.clone();
                     let outcome = tokio::task::spawn_blocking(move || {
-                        s.enforce_retention(cutoff, retention.max_bytes)
+                        s.enforce_retention(cutoff, Some(max_bytes))
                     })
                     .await;
                     match outcome {
                         Ok(Ok(_)) => {}
-                        Ok(Err(e)) => eprintln!("otwatch-collector: retention: {e}"),
-                        Err(e) => eprintln!("otwatch-collector: retention: {e}"),
+                        Ok(Err(e)) => tracing::error!("retention: {e}"),
+                        Err(e) => tracing::error!("retention: {e}"),
                     }
                     tokio::time::sleep(Duration::from_secs(60)).await;
                 }

@@ -21,6 +21,7 @@ mod keys;
 mod migrate;
 pub mod model;
 mod query;
+mod retention;
 pub mod session;
 
 use std::collections::HashMap;
@@ -138,6 +139,7 @@ impl<K: Kv> Store<K> {
         };
         store.remove_spent_postings()?;
         store.count_open_incidents()?;
+        store.count_stored_by_agent()?;
         Ok(store)
     }
 
@@ -235,6 +237,16 @@ impl<K: Kv> Store<K> {
             keys::named(keys::COUNTER, b"alerts"),
             stored.to_be_bytes().to_vec(),
         );
+        // Stored alerts per agent, for retention's fair shares.
+        let mut by_agent: HashMap<&str, u64> = HashMap::new();
+        for (_, a) in &indexed {
+            *by_agent.entry(a.agent.as_str()).or_default() += 1;
+        }
+        for (agent, n) in by_agent {
+            let key = retention::stored_key(agent);
+            let held = self.kv.get(&key)?.map_or(0, |v| u64_of(&v)) + n;
+            b.put(key, held.to_be_bytes().to_vec());
+        }
         // Merged into what this batch already merged for the host (several workers each report
         // their view of it), else into what is stored.
         let mut assets: HashMap<Vec<u8>, AssetRecord> = HashMap::new();
@@ -580,97 +592,6 @@ impl<K: Kv> Store<K> {
         self.kv.apply(b)?;
         self.kv.flush()?;
         Ok(())
-    }
-
-    /// Removes the oldest alerts, with their index postings: every alert captured before
-    /// `older_than`, and, when the store is larger than `max_bytes`, the oldest tenth of the
-    /// rest (called periodically, this converges without emptying the store on an engine that
-    /// reclaims space lazily). Returns how many were removed.
-    ///
-    /// The writer lock is held for one page of 512 alerts at a time, so ingest and heartbeats
-    /// go on while a long pass (a first age cut over a large backlog) works through the store.
-    pub fn enforce_retention(
-        &self,
-        older_than: Option<Timestamp>,
-        max_bytes: Option<u64>,
-    ) -> Result<u64, StoreError> {
-        let over = match max_bytes {
-            Some(max) => self.kv.size_on_disk()? > max,
-            None => false,
-        };
-        let budget = if over {
-            (self.counter(b"alerts")? / 10).max(1)
-        } else {
-            0
-        };
-        let mut removed = 0u64;
-        loop {
-            let writer = self.writer.lock().map_err(|_| poisoned())?;
-            let page = scan_prefix(&self.kv, &[keys::ALERT], Order::Ascending, 512)?;
-            let mut b = Batch::new();
-            let mut in_page = 0u64;
-            for (k, v) in &page {
-                let alert: Alert = serde_json::from_slice(v).map_err(corrupt)?;
-                let expired = older_than.is_some_and(|t| alert.ts < t);
-                if !expired && removed + in_page >= budget {
-                    break;
-                }
-                b.delete(k.clone());
-                if let Some(id) = keys::alert_id(&alert.id) {
-                    b.delete(keys::named(keys::ID, &id));
-                }
-                in_page += 1;
-            }
-            if in_page == 0 {
-                break;
-            }
-            removed += in_page;
-            let left = self.counter(b"alerts")?.saturating_sub(in_page);
-            b.put(
-                keys::named(keys::COUNTER, b"alerts"),
-                left.to_be_bytes().to_vec(),
-            );
-            self.kv.apply(b)?;
-            drop(writer);
-            self.kv.flush()?;
-        }
-        self.remove_spent_postings()?;
-        Ok(removed)
-    }
-
-    /// Removes every group of postings whose newest alert is older than the oldest alert left:
-    /// all they list is gone. Each page is judged under the writer lock against the oldest
-    /// alert at that moment (a batch ingested meanwhile could list older alerts). Also run at
-    /// open (a crash may have come between removing alerts and this).
-    fn remove_spent_postings(&self) -> Result<(), StoreError> {
-        loop {
-            let writer = self.writer.lock().map_err(|_| poisoned())?;
-            let oldest = scan_prefix(&self.kv, &[keys::ALERT], Order::Ascending, 1)?;
-            let end = match oldest.first().and_then(|(k, _)| keys::suffix_of(k)) {
-                Some(suffix) => keys::named(keys::POSTING_RECORDS, &suffix),
-                None => vec![keys::POSTING_RECORDS + 1],
-            };
-            let page = self.kv.range(
-                Bound::Included(&[keys::POSTING_RECORDS][..]),
-                Bound::Excluded(end.as_slice()),
-                Order::Ascending,
-                256,
-            )?;
-            if page.is_empty() {
-                drop(writer);
-                // Stale postings are harmless to queries; one flush at the end is enough.
-                self.kv.flush()?;
-                return Ok(());
-            }
-            let mut b = Batch::new();
-            for (k, list) in &page {
-                for posting in keys::posting_keys(list) {
-                    b.delete(posting.to_vec());
-                }
-                b.delete(k.clone());
-            }
-            self.kv.apply(b)?;
-        }
     }
 
     fn list<T: serde::de::DeserializeOwned>(

@@ -33,3 +33,18 @@ fn an_unknown_field_and_a_bad_duration_are_named() {
         "{e}"
     );
 }
+
+#[test]
+fn without_a_size_limit_the_store_keeps_under_ten_gib_and_half_its_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let default = Retention::default().max_bytes_for(dir.path());
+    assert!(default > 0 && default <= DEFAULT_MAX_BYTES, "{default}");
+    let set = Retention {
+        max_age: None,
+        max_bytes: Some(5_000),
+    };
+    assert_eq!(set.max_bytes_for(dir.path()), 5_000);
+    // No collector.toml at all: the size limit still holds.
+    let c = CollectorConfig::with_data(dir.path().to_path_buf());
+    assert!(c.retention.max_bytes_for(&c.data) <= DEFAULT_MAX_BYTES);
+}

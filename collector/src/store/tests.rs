@@ -1076,8 +1076,11 @@ fn a_schema_2_store_is_upgraded_and_a_value_with_a_nul_suffix_no_longer_blinds_a
         of(&|f| f.technique = Some("T0855\u{0}\u{7f}\u{7f}".into())),
         a2
     );
-    // Incidents, assets and counters come through as they were.
+    // Incidents, assets and counters come through as they were; each agent's stored alerts
+    // are counted once, for retention's fair shares.
     assert_eq!(s.alert_count().unwrap(), 60);
+    let held: Vec<(String, u64)> = s.stored_by_agent().unwrap().into_iter().collect();
+    assert_eq!(held, [("a1".to_string(), 30), ("a2".to_string(), 30)]);
     assert_eq!(
         s.incident(1).unwrap().unwrap().state,
         IncidentState::Acknowledged

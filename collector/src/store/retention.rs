@@ -1,0 +1,243 @@
+//! Retention: alerts older than the age limit go, and when the store outgrows its size limit
+//! the oldest alerts go too, taken from the agents holding the most first, so one agent's
+//! volume can never evict another's history (each agent's stored alerts are counted as they
+//! come and go).
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use otwatch_rules::alert::Alert;
+use otwatch_rules::time::Timestamp;
+
+use super::{Store, StoreError, corrupt, keys, poisoned, u64_of};
+use crate::kv::{Batch, Kv, Order, scan_prefix};
+
+/// The prefix of the per-agent stored-alert counters (`C` + this + agent name).
+const STORED_BY: &[u8] = b"stored/";
+
+/// Set once every agent's stored alerts have been counted (a store written before the counts
+/// were kept is counted once, at open).
+const STORED_COUNTED: &[u8] = b"stored_counted";
+
+/// Alerts one retention page looks at under the writer lock.
+const PAGE: usize = 512;
+
+/// The counter key of `agent`'s stored alerts.
+pub(super) fn stored_key(agent: &str) -> Vec<u8> {
+    let mut name = STORED_BY.to_vec();
+    name.extend_from_slice(agent.as_bytes());
+    keys::named(keys::COUNTER, &name)
+}
+
+/// How many of its oldest alerts each agent gives up so that `budget` alerts go in all, taken
+/// from the agents holding the most: every agent above a level comes down to it (one more
+/// for some, to make the sum exact), every agent at or below it keeps everything.
+pub fn shares(held: &BTreeMap<String, u64>, budget: u64) -> BTreeMap<String, u64> {
+    let total: u64 = held.values().sum();
+    let budget = budget.min(total);
+    let over = |level: u64| -> u64 { held.values().map(|c| c.saturating_sub(level)).sum() };
+    // The highest level at which cutting everyone down to it removes at least `budget`.
+    let (mut low, mut high) = (0u64, held.values().copied().max().unwrap_or(0));
+    while low < high {
+        let mid = low + (high - low).div_ceil(2);
+        if over(mid) >= budget {
+            low = mid;
+        } else {
+            high = mid - 1;
+        }
+    }
+    let level = low;
+    let mut excess = over(level) - budget;
+    let mut out = BTreeMap::new();
+    for (agent, &count) in held {
+        let mut give = count.saturating_sub(level);
+        // Those that give up one fewer stay at level + 1, where the search found too little.
+        if give > 0 && excess > 0 {
+            give -= 1;
+            excess -= 1;
+        }
+        if give > 0 {
+            out.insert(agent.clone(), give);
+        }
+    }
+    out
+}
+
+impl<K: Kv> Store<K> {
+    /// Alerts stored per agent.
+    pub fn stored_by_agent(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let prefix = keys::named(keys::COUNTER, STORED_BY);
+        Ok(
+            scan_prefix(&self.kv, &prefix, Order::Ascending, usize::MAX)?
+                .into_iter()
+                .filter_map(|(k, v)| {
+                    let agent = String::from_utf8(k.get(prefix.len()..)?.to_vec()).ok()?;
+                    Some((agent, u64_of(&v)))
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        )
+    }
+
+    /// Counts every agent's stored alerts once, for a store written before the counts were
+    /// kept.
+    pub(super) fn count_stored_by_agent(&self) -> Result<(), StoreError> {
+        let marker = keys::named(keys::COUNTER, STORED_COUNTED);
+        if self.kv.get(&marker)?.is_some() {
+            return Ok(());
+        }
+        let _writer = self.writer.lock().map_err(|_| poisoned())?;
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        let mut from = Bound::Included(vec![keys::ALERT]);
+        loop {
+            let page = self.kv.range(
+                from.as_ref().map(Vec::as_slice),
+                Bound::Excluded(&[keys::ALERT + 1][..]),
+                Order::Ascending,
+                4096,
+            )?;
+            let Some((last, _)) = page.last() else { break };
+            from = Bound::Excluded(last.clone());
+            for (_, v) in &page {
+                let alert: Alert = serde_json::from_slice(v).map_err(corrupt)?;
+                *counts.entry(alert.agent).or_default() += 1;
+            }
+        }
+        let mut b = Batch::new();
+        for (agent, n) in counts {
+            b.put(stored_key(&agent), n.to_be_bytes().to_vec());
+        }
+        b.put(marker, 1u64.to_be_bytes().to_vec());
+        self.kv.apply(b)?;
+        self.kv.flush()?;
+        Ok(())
+    }
+
+    /// Removes alerts with their index postings: every alert captured before `older_than`,
+    /// and, when the store is larger than `max_bytes`, a tenth of the rest, the oldest of the
+    /// agents holding the most ([`shares`]): an agent that floods the store loses its own
+    /// history first. Called periodically, this converges without emptying the store on an
+    /// engine that reclaims space lazily. Returns how many were removed.
+    ///
+    /// The writer lock is held for one page of alerts at a time, so ingest and heartbeats go
+    /// on while a long pass (a first age cut over a large backlog) works through the store.
+    pub fn enforce_retention(
+        &self,
+        older_than: Option<Timestamp>,
+        max_bytes: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let over = match max_bytes {
+            Some(max) => self.kv.size_on_disk()? > max,
+            None => false,
+        };
+        let mut quota = if over {
+            let held = self.stored_by_agent()?;
+            let budget = (held.values().sum::<u64>() / 10).max(1);
+            shares(&held, budget)
+        } else {
+            BTreeMap::new()
+        };
+        let mut removed = 0u64;
+        let mut from = Bound::Included(vec![keys::ALERT]);
+        'pages: loop {
+            let writer = self.writer.lock().map_err(|_| poisoned())?;
+            let page = self.kv.range(
+                from.as_ref().map(Vec::as_slice),
+                Bound::Excluded(&[keys::ALERT + 1][..]),
+                Order::Ascending,
+                PAGE,
+            )?;
+            let mut b = Batch::new();
+            let mut gone: BTreeMap<String, u64> = BTreeMap::new();
+            let mut done = page.len() < PAGE;
+            for (k, v) in &page {
+                from = Bound::Excluded(k.clone());
+                let alert: Alert = serde_json::from_slice(v).map_err(corrupt)?;
+                let expired = older_than.is_some_and(|t| alert.ts < t);
+                if !expired && quota.is_empty() {
+                    // Alerts are in time order: none after this one is expired either.
+                    done = true;
+                    break;
+                }
+                let share = quota.get_mut(&alert.agent);
+                if !expired && share.is_none() {
+                    continue;
+                }
+                if let Some(left) = share {
+                    *left -= 1;
+                    if *left == 0 {
+                        quota.remove(&alert.agent);
+                    }
+                }
+                b.delete(k.clone());
+                if let Some(id) = keys::alert_id(&alert.id) {
+                    b.delete(keys::named(keys::ID, &id));
+                }
+                *gone.entry(alert.agent).or_default() += 1;
+            }
+            let in_page: u64 = gone.values().sum();
+            if in_page > 0 {
+                removed += in_page;
+                let left = self.counter(b"alerts")?.saturating_sub(in_page);
+                b.put(
+                    keys::named(keys::COUNTER, b"alerts"),
+                    left.to_be_bytes().to_vec(),
+                );
+                for (agent, n) in gone {
+                    let key = stored_key(&agent);
+                    let left = self
+                        .kv
+                        .get(&key)?
+                        .map_or(0, |v| u64_of(&v))
+                        .saturating_sub(n);
+                    b.put(key, left.to_be_bytes().to_vec());
+                }
+                self.kv.apply(b)?;
+                drop(writer);
+                self.kv.flush()?;
+            }
+            if done {
+                break 'pages;
+            }
+        }
+        self.remove_spent_postings()?;
+        Ok(removed)
+    }
+
+    /// Removes every group of postings whose newest alert is older than the oldest alert left:
+    /// all they list is gone. Each page is judged under the writer lock against the oldest
+    /// alert at that moment (a batch ingested meanwhile could list older alerts). Also run at
+    /// open (a crash may have come between removing alerts and this).
+    pub(super) fn remove_spent_postings(&self) -> Result<(), StoreError> {
+        loop {
+            let writer = self.writer.lock().map_err(|_| poisoned())?;
+            let oldest = scan_prefix(&self.kv, &[keys::ALERT], Order::Ascending, 1)?;
+            let end = match oldest.first().and_then(|(k, _)| keys::suffix_of(k)) {
+                Some(suffix) => keys::named(keys::POSTING_RECORDS, &suffix),
+                None => vec![keys::POSTING_RECORDS + 1],
+            };
+            let page = self.kv.range(
+                Bound::Included(&[keys::POSTING_RECORDS][..]),
+                Bound::Excluded(end.as_slice()),
+                Order::Ascending,
+                256,
+            )?;
+            if page.is_empty() {
+                drop(writer);
+                // Stale postings are harmless to queries; one flush at the end is enough.
+                self.kv.flush()?;
+                return Ok(());
+            }
+            let mut b = Batch::new();
+            for (k, list) in &page {
+                for posting in keys::posting_keys(list) {
+                    b.delete(posting.to_vec());
+                }
+                b.delete(k.clone());
+            }
+            self.kv.apply(b)?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
