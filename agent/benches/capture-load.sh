@@ -111,8 +111,20 @@ done
 latency_step() { # kind
   local kind=$1 log="$out/latency-$1.log" alerts="$out/latency-$1.jsonl" pid bg
   rm -f "$alerts" "$log"
+  # With LATENCY_WITH_OUTBOX=1 the agent also has a collector (unreachable: port 9 on the
+  # namespace's loopback), so every alert is made durable in its outbox (one sled flush per
+  # batch) before its line is written: the path a deployed agent takes.
+  local delivery=()
+  if [ "${LATENCY_WITH_OUTBOX:-0}" = 1 ]; then
+    rm -rf "$out/outbox-$kind"
+    [ -s "$out/ca.pem" ] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+      -nodes -keyout "$out/ca.key" -out "$out/ca.pem" -days 1 -subj /CN=bench 2>/dev/null
+    echo otw_bench > "$out/token"
+    delivery=(--collector https://127.0.0.1:9 --ca "$out/ca.pem"
+      --collector-token-file "$out/token" --outbox "$out/outbox-$kind")
+  fi
   ip netns exec "$ns" "$agent" run --iface cap0 --capture-backend "$kind" --agent-name load \
-    --alerts "$alerts" 2>"$log" >/dev/null &
+    --alerts "$alerts" "${delivery[@]}" 2>"$log" >/dev/null &
   pid=$!
   wait_for "$log" "capturing with"
   ip netns exec "$ns" "$sim" wire --iface send0 --pcap "$pcap" --count 3000000 --pps 200000 >/dev/null &

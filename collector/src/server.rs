@@ -66,6 +66,8 @@ pub struct AppState<K: Kv> {
     rates: Mutex<HashMap<String, (f64, Instant)>>,
     /// Failed logins per source.
     logins: Mutex<LoginThrottle>,
+    /// When `/metrics` last read its gauges from the store.
+    store_gauges_at: Mutex<Option<Instant>>,
     /// Logins, admin actions and credential changes.
     pub audit: Arc<AuditLog>,
 }
@@ -85,6 +87,7 @@ impl<K: Kv> AppState<K> {
             feed,
             metrics,
             logins: Mutex::new(LoginThrottle::new(config.sessions.failed_logins_per_minute)),
+            store_gauges_at: Mutex::new(None),
             audit: Arc::new(AuditLog::in_dir(&config.data)),
             config,
             rates: Mutex::new(HashMap::new()),
@@ -156,6 +159,7 @@ pub fn router<K: Kv>(state: Shared<K>) -> Router {
         .route("/api/v1/heartbeat", post(heartbeat::<K>))
         .route("/api/v1/alerts", get(alerts::<K>))
         .route("/api/v1/alerts/stream", get(stream::<K>))
+        .route("/api/v1/alerts/{id}", get(alert_by_id::<K>))
         .route("/api/v1/incidents", get(incidents::<K>))
         .route("/api/v1/incidents/{id}/ack", post(ack::<K>))
         .route("/api/v1/incidents/{id}/resolve", post(resolve::<K>))
@@ -335,11 +339,22 @@ async fn ingest<K: Kv>(
     // outbox back).
     validate::batch(&batch).map_err(|e| invalid(&state, e))?;
     let mut batch = batch;
-    for alert in &mut batch.alerts {
-        validate::bind_id(alert);
-    }
+    let sent = batch.alerts.len();
     let store = state.store.clone();
-    let (reply, fresh) = blocking(move || store.ingest(&batch, now())).await?;
+    batch.alerts.retain_mut(|alert| {
+        // Only schema 1 ids are ever rebound.
+        let id_sent = (alert.schema < 2).then(|| alert.id.clone());
+        if !validate::bind_id(alert) {
+            return true;
+        }
+        // A schema-1 agent retrying what a collector from before ids were verified stored
+        // under the id it sent: already here, not to be stored again under the bound id.
+        let earlier = id_sent.and_then(|id| store.alert(&id).ok().flatten());
+        earlier.is_none_or(|stored| stored.agent != alert.agent)
+    });
+    let stored_before = sent - batch.alerts.len();
+    let (mut reply, fresh) = blocking(move || store.ingest(&batch, now())).await?;
+    reply.duplicates += stored_before;
     state.metrics.ingested.inc_by(reply.accepted as u64);
     state.metrics.duplicates.inc_by(reply.duplicates as u64);
     for a in &fresh {
@@ -459,6 +474,25 @@ async fn alerts<K: Kv>(
             .await
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     Ok(axum::Json(page))
+}
+
+/// One alert by its id: an id names one agent's alert everywhere in the API.
+async fn alert_by_id<K: Kv>(
+    State(state): State<Shared<K>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&state, &headers, Action::Read)?;
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request(format!(
+            "id: {id:?} is not an alert id (expected 32 hex digits)"
+        )));
+    }
+    let store = state.store.clone();
+    let found = blocking(move || store.alert(&id)).await?;
+    found
+        .map(axum::Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "alert not found"))
 }
 
 async fn stream<K: Kv>(
@@ -645,34 +679,54 @@ async fn posture_route<K: Kv>(
     Ok(axum::Json(posture::posture(&agents, &incidents, &assets)))
 }
 
-/// The metrics, read from counters the store keeps, off the async workers (the agents' records,
-/// one per enrolled agent, and the store's size are read from disk).
-async fn metrics<K: Kv>(State(state): State<Shared<K>>) -> impl IntoResponse {
-    let s = state.clone();
-    let text = tokio::task::spawn_blocking(move || {
-        let m = &s.metrics;
-        let agents = agent_status(
-            s.store.agents(10_000).unwrap_or_default(),
-            now(),
-            s.config.agent_offline_after,
-        );
-        m.agents_online
-            .set(agents.iter().filter(|a| a.online).count() as i64);
-        m.incidents_open
-            .set(s.store.open_incident_count().map_or(0, |n| n as i64));
-        m.store_bytes
-            .set(s.store.kv().size_on_disk().map_or(0, |b| b as i64));
-        m.store_alerts
-            .set(s.store.alert_count().map_or(0, |n| n as i64));
-        // A counter that follows the store's: only ever raised.
-        let dropped = s.store.asset_entries_dropped().unwrap_or(0);
-        m.asset_entries_dropped
-            .inc_by(dropped.saturating_sub(m.asset_entries_dropped.get()));
-        m.render()
-    })
-    .await
-    .unwrap_or_default();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+/// How long the gauges read from the store (agents online, open incidents, store size) are
+/// reused: a flood of scrapes costs one store read a second, not one blocking task each.
+/// Counters kept by the server itself are always current.
+const STORE_GAUGES_FRESH: Duration = Duration::from_secs(1);
+
+/// The metrics: counters the server keeps, and gauges read from counters the store keeps, off
+/// the async workers (the agents' records, one per enrolled agent, and the store's size are
+/// read from disk) and at most once a second.
+async fn metrics<K: Kv>(State(state): State<Shared<K>>) -> Result<Response, ApiError> {
+    let fresh = state
+        .store_gauges_at
+        .lock()
+        .ok()
+        .and_then(|at| *at)
+        .is_some_and(|at| at.elapsed() < STORE_GAUGES_FRESH);
+    if !fresh {
+        let s = state.clone();
+        tokio::task::spawn_blocking(move || {
+            let m = &s.metrics;
+            let agents = agent_status(
+                s.store.agents(10_000).unwrap_or_default(),
+                now(),
+                s.config.agent_offline_after,
+            );
+            m.agents_online
+                .set(agents.iter().filter(|a| a.online).count() as i64);
+            m.incidents_open
+                .set(s.store.open_incident_count().map_or(0, |n| n as i64));
+            m.store_bytes
+                .set(s.store.kv().size_on_disk().map_or(0, |b| b as i64));
+            m.store_alerts
+                .set(s.store.alert_count().map_or(0, |n| n as i64));
+            // A counter that follows the store's: only ever raised.
+            let dropped = s.store.asset_entries_dropped().unwrap_or(0);
+            m.asset_entries_dropped
+                .inc_by(dropped.saturating_sub(m.asset_entries_dropped.get()));
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        if let Ok(mut at) = state.store_gauges_at.lock() {
+            *at = Some(Instant::now());
+        }
+    }
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response())
 }
 
 async fn dashboard() -> Html<&'static str> {

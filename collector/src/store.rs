@@ -396,6 +396,20 @@ impl<K: Kv> Store<K> {
             .map_or(0, |v| u64_of(&v)))
     }
 
+    /// One alert by its id (`None` for an id that is not 32 hex digits or not stored).
+    pub fn alert(&self, id: &str) -> Result<Option<Alert>, StoreError> {
+        let Some(bytes) = keys::alert_id(id) else {
+            return Ok(None);
+        };
+        let Some(ts) = self.kv.get(&keys::named(keys::ID, &bytes))? else {
+            return Ok(None);
+        };
+        self.kv
+            .get(&keys::alert(&keys::order(u64_of(&ts), &bytes)))?
+            .map(|v| serde_json::from_slice(&v).map_err(corrupt))
+            .transpose()
+    }
+
     // ---- agents ----
 
     /// Records a heartbeat received at `now`.

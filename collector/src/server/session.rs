@@ -126,19 +126,23 @@ pub(super) async fn login<K: Kv>(
         });
     };
     if let Some(src) = source {
-        let wait = state
+        let throttled = state
             .logins
             .lock()
             .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "throttle poisoned"))?
             .check(src, Instant::now());
-        if let Err(wait) = wait {
+        if let Err(throttled) = throttled {
             state
                 .metrics
                 .refused
                 .with_label_values(&["login_throttled"])
                 .inc();
-            audit("login_throttled", None, detail([]));
-            let secs = wait.as_secs().max(1);
+            // One audit line when a source starts being refused, not one per attempt: a
+            // source hammering the login cannot grow the audit log at its own pace.
+            if throttled.first {
+                audit("login_throttled", None, detail([]));
+            }
+            let secs = throttled.wait.as_secs().max(1);
             let mut r = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!("too many failed logins from this address (try again in {secs} s)"),

@@ -629,3 +629,59 @@ async fn an_unknown_route_is_a_json_404() {
 }
 
 mod sessions;
+
+#[tokio::test]
+async fn a_schema_1_retry_of_what_an_earlier_collector_stored_is_a_duplicate_not_a_second_alert() {
+    let f = fixture();
+    // What a collector from before ids were verified stored: a schema 1 alert under the id its
+    // agent sent, which its fields do not derive.
+    let mut old = fixtures::alert(
+        7,
+        "write-denied",
+        Severity::High,
+        "10.0.0.9",
+        "10.0.1.5",
+        "a1",
+    );
+    old.schema = 1;
+    old.id = "0123456789abcdef0123456789abcdef".into();
+    f.state
+        .store
+        .ingest(&batch("a1", vec![old.clone()]), crate::server::now())
+        .unwrap();
+    // The agent, upgraded collector or not, retries the batch it never saw acknowledged.
+    let r = f
+        .ingest(Some(&f.agent), &batch("a1", vec![old.clone()]))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        (r.body["accepted"].as_u64(), r.body["duplicates"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(f.stored(), 1, "stored once");
+}
+
+#[tokio::test]
+async fn an_alert_is_fetched_by_its_id_and_a_bad_or_unknown_id_is_named() {
+    let f = fixture();
+    let sent = alerts(2);
+    f.ingest(Some(&f.agent), &batch("a1", sent.clone())).await;
+    let r = f
+        .get(&format!("/api/v1/alerts/{}", sent[1].id), &f.viewer)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["id"], sent[1].id.as_str());
+    assert_eq!(r.body["agent"], "a1");
+    let missing = f
+        .get("/api/v1/alerts/ffffffffffffffffffffffffffffffff", &f.viewer)
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let bad = f.get("/api/v1/alerts/nope", &f.viewer).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body["error"].as_str().unwrap().starts_with("id:"));
+    // The live feed's route is not taken for an id.
+    let agent = f
+        .get(&format!("/api/v1/alerts/{}", sent[0].id), &f.agent)
+        .await;
+    assert_eq!(agent.status, StatusCode::FORBIDDEN);
+}

@@ -9,11 +9,29 @@ use std::time::{Duration, Instant};
 /// Most sources tracked at once.
 pub const MAX_SOURCES: usize = 4096;
 
+/// One source's allowance: what was left at a time, and whether its refusal since it ran out
+/// has been reported (the audit log gets one line per episode, not one per attempt).
+#[derive(Debug, Clone, Copy)]
+struct Allowance {
+    left: f64,
+    at: Instant,
+    reported: bool,
+}
+
+/// Why a login is refused before its token is looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttled {
+    /// How long until the source may try again.
+    pub wait: Duration,
+    /// The first refusal since the source ran out (worth an audit line).
+    pub first: bool,
+}
+
 /// Failed-login allowances by source.
 #[derive(Debug)]
 pub struct LoginThrottle {
     per_minute: f64,
-    sources: HashMap<IpAddr, (f64, Instant)>,
+    sources: HashMap<IpAddr, Allowance>,
 }
 
 impl LoginThrottle {
@@ -25,26 +43,32 @@ impl LoginThrottle {
         }
     }
 
+    /// What `a` has left at `now`.
+    fn refilled(&self, a: &Allowance, now: Instant) -> f64 {
+        let refill = now.duration_since(a.at).as_secs_f64() / 60.0 * self.per_minute;
+        (a.left + refill).min(self.per_minute)
+    }
+
     /// The allowance `source` has left at `now`.
     fn left(&self, source: IpAddr, now: Instant) -> f64 {
         self.sources
             .get(&source)
-            .map_or(self.per_minute, |(left, at)| {
-                let refill = now.duration_since(*at).as_secs_f64() / 60.0 * self.per_minute;
-                (left + refill).min(self.per_minute)
-            })
+            .map_or(self.per_minute, |a| self.refilled(a, now))
     }
 
-    /// Whether `source` may try a login at `now`; when not, how long until it may.
-    pub fn check(&self, source: IpAddr, now: Instant) -> Result<(), Duration> {
+    /// Whether `source` may try a login at `now`; when not, how long until it may and whether
+    /// this is the first refusal since it ran out.
+    pub fn check(&mut self, source: IpAddr, now: Instant) -> Result<(), Throttled> {
         let left = self.left(source, now);
         if left >= 1.0 {
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - left) * 60.0 / self.per_minute,
-            ))
+            return Ok(());
         }
+        let wait = Duration::from_secs_f64((1.0 - left) * 60.0 / self.per_minute);
+        let first = match self.sources.get_mut(&source) {
+            Some(a) => !std::mem::replace(&mut a.reported, true),
+            None => true,
+        };
+        Err(Throttled { wait, first })
     }
 
     /// Counts a failed login from `source` at `now`.
@@ -53,24 +77,35 @@ impl LoginThrottle {
         if !self.sources.contains_key(&source) && self.sources.len() >= MAX_SOURCES {
             self.forget_one(now);
         }
-        self.sources.insert(source, (left.max(0.0), now));
+        self.sources.insert(
+            source,
+            Allowance {
+                left: left.max(0.0),
+                at: now,
+                reported: false,
+            },
+        );
     }
 
     /// Drops every source whose allowance refilled; if none did, the one with the most left.
     fn forget_one(&mut self, now: Instant) {
         let full = self.per_minute;
-        let before = self.sources.len();
-        let per_minute = self.per_minute;
-        self.sources.retain(|_, (left, at)| {
-            left.to_owned() + now.duration_since(*at).as_secs_f64() / 60.0 * per_minute < full
-        });
-        if self.sources.len() < before {
+        let refilled: Vec<IpAddr> = self
+            .sources
+            .iter()
+            .filter(|(_, a)| self.refilled(a, now) >= full)
+            .map(|(ip, _)| *ip)
+            .collect();
+        if !refilled.is_empty() {
+            for ip in &refilled {
+                self.sources.remove(ip);
+            }
             return;
         }
         let most = self
             .sources
             .iter()
-            .max_by(|a, b| (a.1).0.total_cmp(&(b.1).0))
+            .max_by(|a, b| self.refilled(a.1, now).total_cmp(&self.refilled(b.1, now)))
             .map(|(ip, _)| *ip);
         if let Some(ip) = most {
             self.sources.remove(&ip);
@@ -98,8 +133,13 @@ mod tests {
             assert!(t.check(a, now).is_ok());
             t.failed(a, now);
         }
-        let wait = t.check(a, now).unwrap_err();
-        assert!(wait <= Duration::from_secs(6), "{wait:?}");
+        let refused = t.check(a, now).unwrap_err();
+        assert!(refused.wait <= Duration::from_secs(6), "{refused:?}");
+        assert!(refused.first);
+        assert!(
+            !t.check(a, now).unwrap_err().first,
+            "reported once per episode"
+        );
         assert!(t.check(b, now).is_ok());
         // Six seconds refill one attempt.
         assert!(t.check(a, now + Duration::from_secs(6)).is_ok());
