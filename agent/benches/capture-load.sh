@@ -13,6 +13,8 @@
 # Each step is bounded: SECONDS x RATE frames (3,000,000 at most for the unpaced step), and
 # each capture is stopped after the sender finishes. Suricata is skipped with a note when it
 # is not installed (see ../shared/README.md).
+# LATENCY_WITH_OUTBOX=1 runs the latency step with an outbox (a collector it cannot reach), so
+# each alert is durable before its line is written, as on a deployed agent.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${1:-5}

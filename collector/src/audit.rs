@@ -20,15 +20,15 @@ pub const FILE_NAME: &str = "audit.log";
 
 /// One audited event.
 #[derive(Debug, Clone, Serialize)]
-pub struct Event<'a> {
+pub struct Event {
     /// When (the collector's clock).
     pub ts: Timestamp,
     /// What: `login`, `login_failed`, `login_throttled`, `logout`, `incident_acknowledged`,
-    /// `incident_resolved`, `enroll`, `revoke`.
-    pub event: &'a str,
+    /// `incident_resolved`, `enroll`, `revoke`, `rotate_cert`.
+    pub event: &'static str,
     /// Who: the credential's name (absent when nobody was recognised).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub who: Option<&'a str>,
+    pub who: Option<String>,
     /// From where, for requests.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<IpAddr>,
@@ -59,7 +59,7 @@ impl AuditLog {
     }
 
     /// Appends `event` as one line.
-    pub fn record(&self, event: &Event<'_>) -> std::io::Result<()> {
+    pub fn record(&self, event: &Event) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
         line.push(b'\n');
         let mut file = self
@@ -85,7 +85,7 @@ impl AuditLog {
 
     /// Appends `event`, logging instead of failing: an audit line lost is reported, the action
     /// it records is not undone.
-    pub fn note(&self, event: &Event<'_>) {
+    pub fn note(&self, event: &Event) {
         if let Err(e) = self.record(event) {
             tracing::error!(
                 "audit log {}: {e}: lost {}",
@@ -93,6 +93,15 @@ impl AuditLog {
                 event.event
             );
         }
+    }
+}
+
+/// Appends `event` from async code: the write and its sync run on the blocking pool, never on
+/// an async worker, and the caller goes on once the line is on disk.
+pub async fn note_off_the_workers(log: std::sync::Arc<AuditLog>, event: Event) {
+    let what = event.event;
+    if let Err(e) = tokio::task::spawn_blocking(move || log.note(&event)).await {
+        tracing::error!("audit log: {e}: lost {what}");
     }
 }
 

@@ -21,8 +21,22 @@ use otwatch_rules::time::Timestamp;
 
 use crate::store::model::{Principal, Role};
 
-/// The dashboard's session cookie: a random session id, never the token itself.
-pub const COOKIE_NAME: &str = "otwatch_session";
+/// The dashboard's session cookie over HTTPS: a random session id, never the token itself.
+/// The `__Host-` prefix makes browsers take it only from this host, over HTTPS, for the whole
+/// site, so no sibling host can plant a session of its own choosing.
+pub const COOKIE_NAME: &str = "__Host-otwatch_session";
+
+/// The cookie's name over plain HTTP (a lab), where `__Host-` cookies cannot be set.
+pub const PLAIN_HTTP_COOKIE_NAME: &str = "otwatch_session";
+
+/// The session cookie's name when serving HTTPS (`https`) or plain HTTP.
+pub fn cookie_name(https: bool) -> &'static str {
+    if https {
+        COOKIE_NAME
+    } else {
+        PLAIN_HTTP_COOKIE_NAME
+    }
+}
 
 /// Why credentials could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -76,11 +90,34 @@ pub struct Enrolled {
     pub created: Option<Timestamp>,
 }
 
+/// Which version of a file is on disk: its modification time, inode and size. Every change
+/// replaces the file through a rename (a new inode), so two changes within the file system's
+/// timestamp granularity still differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    modified: SystemTime,
+    inode: u64,
+    len: u64,
+}
+
+impl FileStamp {
+    /// The stamp of the file at `path`, if it exists.
+    pub fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(Self {
+            modified: m.modified().ok()?,
+            inode: m.ino(),
+            len: m.len(),
+        })
+    }
+}
+
 /// The credentials file, cached and reread when it changes.
 #[derive(Debug)]
 pub struct Credentials {
     path: PathBuf,
-    cache: RwLock<(Option<SystemTime>, Vec<Entry>)>,
+    cache: RwLock<(Option<FileStamp>, Vec<Entry>)>,
     /// Bumped whenever the cached credentials change.
     changed: tokio::sync::watch::Sender<u64>,
 }
@@ -111,10 +148,8 @@ impl Credentials {
         }
     }
 
-    fn modified(&self) -> Option<SystemTime> {
-        std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok()
+    fn modified(&self) -> Option<FileStamp> {
+        FileStamp::of(&self.path)
     }
 
     fn reload(&self) -> Result<(), CredentialError> {
@@ -295,8 +330,10 @@ pub enum Presented {
     Session(String),
 }
 
-/// What a request presents, if anything: a bearer token first, else the session cookie.
-pub fn presented(headers: &HeaderMap) -> Option<Presented> {
+/// What a request presents, if anything: a bearer token first, else the session cookie (under
+/// [`cookie_name`] for `https`).
+pub fn presented(headers: &HeaderMap, https: bool) -> Option<Presented> {
+    let cookie = cookie_name(https);
     if let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok())
         && let Some(token) = value.strip_prefix("Bearer ")
     {
@@ -308,7 +345,7 @@ pub fn presented(headers: &HeaderMap) -> Option<Presented> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE_NAME)
+        .find(|(name, _)| *name == cookie)
         .map(|(_, value)| Presented::Session(value.to_string()))
 }
 

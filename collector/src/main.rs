@@ -233,7 +233,7 @@ fn enroll(a: &EnrollArgs) -> anyhow::Result<()> {
 }
 
 /// Writes a credential change made from the command line to the audit log.
-fn audit_command(data: &Path, event: &str, name: &str, role: Role) {
+fn audit_command(data: &Path, event: &'static str, name: &str, role: Role) {
     AuditLog::in_dir(data).note(&audit::Event {
         ts: now(),
         event,
@@ -410,6 +410,10 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
                     tokio::time::sleep(Duration::from_secs(60)).await;
                 }
             });
+        }
+        match pki::Certificate::read(&files.ca) {
+            Ok(ca) => metrics.ca_not_after.set(ca.not_after),
+            Err(e) => tracing::error!("{e}"),
         }
         // The server certificate, read again when `rotate-cert` replaces it.
         let served = if config.insecure_http {

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub asset_entries_dropped: IntCounter,
     /// When the server certificate served ends (Unix seconds; absent over plain HTTP).
     pub certificate_not_after: IntGauge,
+    /// When the certificate authority agents trust ends (Unix seconds).
+    pub ca_not_after: IntGauge,
 }
 
 impl Metrics {
@@ -104,6 +106,10 @@ impl Metrics {
                 "otwatch_collector_certificate_not_after_timestamp_seconds",
                 "When the server certificate being served expires (Unix time); rotate it with otwatch-collector rotate-cert",
             )?,
+            ca_not_after: gauge(
+                "otwatch_collector_ca_not_after_timestamp_seconds",
+                "When the certificate authority agents trust (ca.pem) expires (Unix time)",
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.ingested.clone()))?;
@@ -123,6 +129,7 @@ impl Metrics {
             .register(Box::new(m.asset_entries_dropped.clone()))?;
         m.registry
             .register(Box::new(m.certificate_not_after.clone()))?;
+        m.registry.register(Box::new(m.ca_not_after.clone()))?;
         Ok(m)
     }
 

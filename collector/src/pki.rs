@@ -74,11 +74,13 @@ impl Files {
     }
 }
 
-/// Valid from an hour ago (clocks of agents differ a little) for `days`.
-fn validity(params: &mut CertificateParams, days: i64) {
+/// Valid from an hour ago (clocks of agents differ a little) for `days`, and never past
+/// `until` (a server certificate ends with its authority at the latest).
+fn validity(params: &mut CertificateParams, days: i64, until: Option<time::OffsetDateTime>) {
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::hours(1);
-    params.not_after = now + time::Duration::days(days);
+    let end = now + time::Duration::days(days);
+    params.not_after = until.map_or(end, |u| end.min(u));
 }
 
 /// Creates a CA and a server certificate for `names` (DNS names or IP addresses) in `data`.
@@ -90,13 +92,13 @@ pub fn create(data: &Path, names: &[String]) -> Result<Files, PkiError> {
         .distinguished_name
         .push(DnType::CommonName, "otwatch collector CA");
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    validity(&mut ca_params, CA_VALIDITY_DAYS);
+    validity(&mut ca_params, CA_VALIDITY_DAYS, None);
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let issuer = Issuer::from_params(&ca_params, &ca_key);
     let files = Files::in_dir(data);
     write_private(&files.ca, &ca_cert.pem())?;
     write_private(&data.join("ca.key"), &ca_key.serialize_pem())?;
-    server_certificate(&files, names, &issuer)?;
+    server_certificate(&files, names, &issuer, Some(ca_params.not_after))?;
     Ok(files)
 }
 
@@ -119,17 +121,21 @@ pub fn rotate(data: &Path, ca_key: &Path, names: &[String]) -> Result<Vec<String
     } else {
         names.to_vec()
     };
-    server_certificate(&files, &names, &issuer)?;
+    let ca_ends =
+        time::OffsetDateTime::from_unix_timestamp(Certificate::read(&files.ca)?.not_after).ok();
+    server_certificate(&files, &names, &issuer, ca_ends)?;
     Ok(names)
 }
 
-/// Signs a new server key and certificate for `names` and writes them, each through a
-/// temporary file renamed over the old one (the key first: a reload that sees the new
-/// certificate finds its key).
+/// Signs a new server key and certificate for `names`, valid until `ca_ends` at the latest,
+/// and writes them, each through a temporary file of this call's own (synced, then renamed
+/// over the old one; the key first). A reload that reads the new key with the old certificate
+/// refuses the pair and tries again.
 fn server_certificate(
     files: &Files,
     names: &[String],
     issuer: &Issuer<'_, impl rcgen::SigningKey>,
+    ca_ends: Option<time::OffsetDateTime>,
 ) -> Result<(), PkiError> {
     let server_key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
@@ -145,13 +151,13 @@ fn server_certificate(
         .collect::<Result<_, rcgen::Error>>()?;
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    validity(&mut params, SERVER_VALIDITY_DAYS);
+    validity(&mut params, SERVER_VALIDITY_DAYS, ca_ends);
     let server_cert = params.signed_by(&server_key, issuer)?;
     for (path, contents) in [
         (&files.key, server_key.serialize_pem()),
         (&files.cert, server_cert.pem()),
     ] {
-        let tmp = path.with_extension("tmp");
+        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
         write_private(&tmp, &contents)?;
         std::fs::rename(&tmp, path).map_err(|source| PkiError::Write {
             path: path.clone(),
@@ -223,7 +229,8 @@ fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
         .mode(0o600)
         .open(path)
         .map_err(err)?;
-    f.write_all(contents.as_bytes()).map_err(err)
+    f.write_all(contents.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)
 }
 
 #[cfg(test)]

@@ -212,7 +212,7 @@ fn caller<K: Kv>(
         state.metrics.refused.with_label_values(&[reason]).inc();
         ApiError::new(status, message)
     };
-    let Some(presented) = auth::presented(headers) else {
+    let Some(presented) = auth::presented(headers, !state.config.insecure_http) else {
         return Err(refuse(
             "no_credential",
             StatusCode::UNAUTHORIZED,
@@ -339,21 +339,25 @@ async fn ingest<K: Kv>(
     // outbox back).
     validate::batch(&batch).map_err(|e| invalid(&state, e))?;
     let mut batch = batch;
-    let sent = batch.alerts.len();
     let store = state.store.clone();
-    batch.alerts.retain_mut(|alert| {
-        // Only schema 1 ids are ever rebound.
-        let id_sent = (alert.schema < 2).then(|| alert.id.clone());
-        if !validate::bind_id(alert) {
-            return true;
-        }
-        // A schema-1 agent retrying what a collector from before ids were verified stored
-        // under the id it sent: already here, not to be stored again under the bound id.
-        let earlier = id_sent.and_then(|id| store.alert(&id).ok().flatten());
-        earlier.is_none_or(|stored| stored.agent != alert.agent)
-    });
-    let stored_before = sent - batch.alerts.len();
-    let (mut reply, fresh) = blocking(move || store.ingest(&batch, now())).await?;
+    let (mut reply, fresh, stored_before) = blocking(move || {
+        let sent = batch.alerts.len();
+        batch.alerts.retain_mut(|alert| {
+            // Only schema 1 ids are ever rebound.
+            let id_sent = (alert.schema < 2).then(|| alert.id.clone());
+            if !validate::bind_id(alert) {
+                return true;
+            }
+            // A schema-1 agent retrying what a collector from before ids were verified stored
+            // under the id it sent: already here, not to be stored again under the bound id.
+            let earlier = id_sent.and_then(|id| store.alert(&id).ok().flatten());
+            earlier.is_none_or(|stored| stored.agent != alert.agent)
+        });
+        let stored_before = sent - batch.alerts.len();
+        let (reply, fresh) = store.ingest(&batch, now())?;
+        Ok((reply, fresh, stored_before))
+    })
+    .await?;
     reply.duplicates += stored_before;
     state.metrics.ingested.inc_by(reply.accepted as u64);
     state.metrics.duplicates.inc_by(reply.duplicates as u64);
@@ -502,7 +506,8 @@ async fn stream<K: Kv>(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     authorize(&state, &headers, Action::Read)?;
     // The stream ends when what authorised it no longer holds (revoked, logged out, expired).
-    let ends = auth::presented(&headers).map(|p| session::revoked(state.clone(), p));
+    let ends = auth::presented(&headers, !state.config.insecure_http)
+        .map(|p| session::revoked(state.clone(), p));
     let mut params = params;
     params.remove("cursor");
     params.remove("limit");
@@ -605,13 +610,17 @@ async fn change<K: Kv>(
         IncidentState::Resolved => "incident_resolved",
         IncidentState::Open => "incident_reopened",
     };
-    state.audit.note(&audit::Event {
-        ts: now(),
-        event,
-        who: Some(&principal.name),
-        source,
-        detail: detail([("incident", json!(id)), ("note", json!(noted))]),
-    });
+    audit::note_off_the_workers(
+        state.audit.clone(),
+        audit::Event {
+            ts: now(),
+            event,
+            who: Some(principal.name.clone()),
+            source,
+            detail: detail([("incident", json!(id)), ("note", json!(noted))]),
+        },
+    )
+    .await;
     Ok(axum::Json(incident))
 }
 

@@ -49,15 +49,29 @@ fn a_name_is_enrolled_once() {
 fn a_bearer_header_carries_a_token_and_the_cookie_a_session() {
     let mut h = HeaderMap::new();
     h.insert(AUTHORIZATION, "Bearer otw_abc".parse().unwrap());
-    assert_eq!(presented(&h), Some(Presented::Token("otw_abc".into())));
+    assert_eq!(
+        presented(&h, true),
+        Some(Presented::Token("otw_abc".into()))
+    );
     let mut c = HeaderMap::new();
-    c.insert(COOKIE, "theme=dark; otwatch_session=5e55".parse().unwrap());
-    assert_eq!(presented(&c), Some(Presented::Session("5e55".into())));
+    c.insert(
+        COOKIE,
+        "theme=dark; __Host-otwatch_session=5e55".parse().unwrap(),
+    );
+    assert_eq!(presented(&c, true), Some(Presented::Session("5e55".into())));
+    // Over HTTPS a cookie without the prefix (which a sibling host could set) is not read.
+    let mut planted = HeaderMap::new();
+    planted.insert(COOKIE, "otwatch_session=bad".parse().unwrap());
+    assert_eq!(presented(&planted, true), None);
+    assert_eq!(
+        presented(&planted, false),
+        Some(Presented::Session("bad".into()))
+    );
     // The cookie of an earlier release held a token: it is no longer read.
     let mut old = HeaderMap::new();
     old.insert(COOKIE, "otwatch_token=otw_xyz".parse().unwrap());
-    assert_eq!(presented(&old), None);
-    assert_eq!(presented(&HeaderMap::new()), None);
+    assert_eq!(presented(&old, true), None);
+    assert_eq!(presented(&HeaderMap::new(), true), None);
 }
 
 #[test]

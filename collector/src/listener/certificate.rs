@@ -4,7 +4,6 @@
 //! every few seconds.
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -13,13 +12,14 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use super::TlsError;
+use crate::auth::FileStamp;
 use crate::pki;
 
 /// What is loaded, and from which versions of the files.
 #[derive(Debug)]
 struct Loaded {
     key: Arc<CertifiedKey>,
-    stamps: (Option<SystemTime>, Option<SystemTime>),
+    stamps: (Option<FileStamp>, Option<FileStamp>),
     not_after: i64,
 }
 
@@ -32,8 +32,8 @@ pub struct ServedCertificate {
     loaded: RwLock<Arc<Loaded>>,
 }
 
-fn stamp(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+fn stamp(path: &Path) -> Option<FileStamp> {
+    FileStamp::of(path)
 }
 
 impl ServedCertificate {

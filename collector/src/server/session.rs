@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiError, AppState, Shared, blocking, json_body, now};
-use crate::audit::{Event, detail};
+use crate::audit::{Event, detail, note_off_the_workers};
 use crate::auth::{self, Presented};
 use crate::kv::Kv;
 use crate::listener::source_of;
@@ -116,21 +116,24 @@ pub(super) async fn login<K: Kv>(
     Source(source): Source,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let audit = |event: &str, who: Option<&str>, d| {
-        state.audit.note(&Event {
-            ts: now(),
-            event,
-            who,
-            source,
-            detail: d,
-        });
+    let audit = |event: &'static str, who: Option<&str>, d| {
+        note_off_the_workers(
+            state.audit.clone(),
+            Event {
+                ts: now(),
+                event,
+                who: who.map(str::to_string),
+                source,
+                detail: d,
+            },
+        )
     };
     if let Some(src) = source {
         let throttled = state
             .logins
             .lock()
             .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "throttle poisoned"))?
-            .check(src, Instant::now());
+            .attempt(src, Instant::now());
         if let Err(throttled) = throttled {
             state
                 .metrics
@@ -140,7 +143,7 @@ pub(super) async fn login<K: Kv>(
             // One audit line when a source starts being refused, not one per attempt: a
             // source hammering the login cannot grow the audit log at its own pace.
             if throttled.first {
-                audit("login_throttled", None, detail([]));
+                audit("login_throttled", None, detail([])).await;
             }
             let secs = throttled.wait.as_secs().max(1);
             let mut r = ApiError::new(
@@ -159,22 +162,22 @@ pub(super) async fn login<K: Kv>(
         .principal(&token)
         .filter(|p| p.role.can_read())
     else {
-        if let Some(src) = source
-            && let Ok(mut t) = state.logins.lock()
-        {
-            t.failed(src, Instant::now());
-        }
         state
             .metrics
             .refused
             .with_label_values(&["login_failed"])
             .inc();
-        audit("login_failed", None, detail([]));
+        audit("login_failed", None, detail([])).await;
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "credential not recognised",
         ));
     };
+    if let Some(src) = source
+        && let Ok(mut t) = state.logins.lock()
+    {
+        t.succeeded(src, Instant::now());
+    }
     let id = auth::new_session_id()
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let ttl = state.config.sessions.ttl;
@@ -194,7 +197,8 @@ pub(super) async fn login<K: Kv>(
         "login",
         Some(&principal.name),
         detail([("role", json!(principal.role))]),
-    );
+    )
+    .await;
     let secure = if state.config.insecure_http {
         ""
     } else {
@@ -202,7 +206,7 @@ pub(super) async fn login<K: Kv>(
     };
     let cookie = format!(
         "{}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
-        auth::COOKIE_NAME,
+        auth::cookie_name(!state.config.insecure_http),
         ttl.as_secs()
     );
     let mut response = axum::Json(json!({
@@ -230,13 +234,17 @@ pub(super) async fn logout<K: Kv>(
     if let Some((id_hash, _)) = caller.session {
         let store = state.store.clone();
         blocking(move || store.close_session(&id_hash)).await?;
-        state.audit.note(&Event {
-            ts: now(),
-            event: "logout",
-            who: Some(&caller.principal.name),
-            source,
-            detail: detail([]),
-        });
+        note_off_the_workers(
+            state.audit.clone(),
+            Event {
+                ts: now(),
+                event: "logout",
+                who: Some(caller.principal.name.clone()),
+                source,
+                detail: detail([]),
+            },
+        )
+        .await;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     let secure = if state.config.insecure_http {
@@ -246,7 +254,7 @@ pub(super) async fn logout<K: Kv>(
     };
     let cookie = format!(
         "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{secure}",
-        auth::COOKIE_NAME
+        auth::cookie_name(!state.config.insecure_http)
     );
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, v);

@@ -1,7 +1,10 @@
 //! Failed logins per source: each source (an address, or an IPv6 /64) has an allowance of
 //! failures that refills over a minute; a source that used it up gets 429 on its logins until
-//! it refills, so no one can guess tokens through the login form at speed. Bounded: at most
-//! [`MAX_SOURCES`] sources are tracked, the fullest (least suspicious) forgotten first.
+//! it refills, so no one can guess tokens through the login form at speed. Every attempt takes
+//! one unit before its token is looked at and a successful one gives it back, so attempts in
+//! flight at once (a source may hold hundreds of connections) cannot overdraw the allowance.
+//! Bounded: at most [`MAX_SOURCES`] sources are tracked, the fullest (least suspicious)
+//! forgotten first.
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -56,35 +59,40 @@ impl LoginThrottle {
             .map_or(self.per_minute, |a| self.refilled(a, now))
     }
 
-    /// Whether `source` may try a login at `now`; when not, how long until it may and whether
-    /// this is the first refusal since it ran out.
-    pub fn check(&mut self, source: IpAddr, now: Instant) -> Result<(), Throttled> {
+    /// Takes one unit of `source`'s allowance for a login attempt at `now`; when none is left,
+    /// how long until one is and whether this is the first refusal since it ran out.
+    pub fn attempt(&mut self, source: IpAddr, now: Instant) -> Result<(), Throttled> {
         let left = self.left(source, now);
-        if left >= 1.0 {
-            return Ok(());
+        if left < 1.0 {
+            let wait = Duration::from_secs_f64((1.0 - left) * 60.0 / self.per_minute);
+            let first = match self.sources.get_mut(&source) {
+                Some(a) => !std::mem::replace(&mut a.reported, true),
+                None => true,
+            };
+            return Err(Throttled { wait, first });
         }
-        let wait = Duration::from_secs_f64((1.0 - left) * 60.0 / self.per_minute);
-        let first = match self.sources.get_mut(&source) {
-            Some(a) => !std::mem::replace(&mut a.reported, true),
-            None => true,
-        };
-        Err(Throttled { wait, first })
-    }
-
-    /// Counts a failed login from `source` at `now`.
-    pub fn failed(&mut self, source: IpAddr, now: Instant) {
-        let left = self.left(source, now) - 1.0;
         if !self.sources.contains_key(&source) && self.sources.len() >= MAX_SOURCES {
             self.forget_one(now);
         }
         self.sources.insert(
             source,
             Allowance {
-                left: left.max(0.0),
+                left: left - 1.0,
                 at: now,
                 reported: false,
             },
         );
+        Ok(())
+    }
+
+    /// Gives back the unit a successful login from `source` took.
+    pub fn succeeded(&mut self, source: IpAddr, now: Instant) {
+        let full = self.per_minute;
+        let left = self.left(source, now);
+        if let Some(a) = self.sources.get_mut(&source) {
+            a.left = (left + 1.0).min(full);
+            a.at = now;
+        }
     }
 
     /// Drops every source whose allowance refilled; if none did, the one with the most left.
@@ -129,20 +137,24 @@ mod tests {
         let now = Instant::now();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
+        // Ten attempts in flight at once take the whole allowance: the eleventh waits.
         for _ in 0..10 {
-            assert!(t.check(a, now).is_ok());
-            t.failed(a, now);
+            assert!(t.attempt(a, now).is_ok());
         }
-        let refused = t.check(a, now).unwrap_err();
+        let refused = t.attempt(a, now).unwrap_err();
         assert!(refused.wait <= Duration::from_secs(6), "{refused:?}");
         assert!(refused.first);
         assert!(
-            !t.check(a, now).unwrap_err().first,
+            !t.attempt(a, now).unwrap_err().first,
             "reported once per episode"
         );
-        assert!(t.check(b, now).is_ok());
-        // Six seconds refill one attempt.
-        assert!(t.check(a, now + Duration::from_secs(6)).is_ok());
+        assert!(t.attempt(b, now).is_ok());
+        // Six seconds refill one attempt; a success gives its unit back.
+        let later = now + Duration::from_secs(6);
+        assert!(t.attempt(a, later).is_ok());
+        t.succeeded(a, later);
+        assert!(t.attempt(a, later).is_ok());
+        assert!(t.attempt(a, later).is_err());
     }
 
     #[test]
@@ -150,7 +162,7 @@ mod tests {
         let mut t = LoginThrottle::new(10);
         let now = Instant::now();
         for n in 0..(MAX_SOURCES as u32 * 3) {
-            t.failed(IpAddr::from(n.to_be_bytes()), now);
+            let _ = t.attempt(IpAddr::from(n.to_be_bytes()), now);
         }
         assert!(t.len() <= MAX_SOURCES);
     }

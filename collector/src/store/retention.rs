@@ -137,6 +137,9 @@ impl<K: Kv> Store<K> {
             BTreeMap::new()
         };
         let mut removed = 0u64;
+        // The newest alert a share removed: shares take alerts out of time order, so the
+        // postings that listed them may be older than alerts that stay.
+        let mut newest_shared: Option<u64> = None;
         let mut from = Bound::Included(vec![keys::ALERT]);
         'pages: loop {
             let writer = self.writer.lock().map_err(|_| poisoned())?;
@@ -166,6 +169,9 @@ impl<K: Kv> Store<K> {
                     *left -= 1;
                     if *left == 0 {
                         quota.remove(&alert.agent);
+                    }
+                    if !expired {
+                        newest_shared = Some(alert.ts.as_nanos());
                     }
                 }
                 b.delete(k.clone());
@@ -200,7 +206,73 @@ impl<K: Kv> Store<K> {
             }
         }
         self.remove_spent_postings()?;
+        if let Some(newest) = newest_shared {
+            self.remove_dead_postings(newest.saturating_add(keys::POSTING_SPAN_NANOS))?;
+        }
         Ok(removed)
+    }
+
+    /// Removes every posting, among the groups whose newest alert is before `until`
+    /// (nanoseconds), that lists no alert still stored, and every group left empty. After a
+    /// pass that took alerts out of time order (fair shares), the oldest alert left may be
+    /// another agent's and hold back [`Self::remove_spent_postings`]; this frees the index of
+    /// what was removed all the same, so the store shrinks. Each page of groups is judged under
+    /// the writer lock (an ingest cannot add to a posting: each is written once).
+    fn remove_dead_postings(&self, until: u64) -> Result<(), StoreError> {
+        let end = keys::named(keys::POSTING_RECORDS, &until.to_be_bytes());
+        let mut from = Bound::Included(vec![keys::POSTING_RECORDS]);
+        loop {
+            let writer = self.writer.lock().map_err(|_| poisoned())?;
+            let page = self.kv.range(
+                from.as_ref().map(Vec::as_slice),
+                Bound::Excluded(end.as_slice()),
+                Order::Ascending,
+                256,
+            )?;
+            let Some((last, _)) = page.last() else {
+                return Ok(());
+            };
+            from = Bound::Excluded(last.clone());
+            let mut b = Batch::new();
+            let mut changed = false;
+            for (record, list) in &page {
+                let postings = keys::posting_keys(list);
+                let mut live: Vec<&[u8]> = Vec::with_capacity(postings.len());
+                for posting in postings.iter().copied() {
+                    if self.lists_a_stored_alert(posting)? {
+                        live.push(posting);
+                    } else {
+                        b.delete(posting.to_vec());
+                        changed = true;
+                    }
+                }
+                if live.is_empty() {
+                    b.delete(record.clone());
+                    changed = true;
+                } else if live.len() < postings.len() {
+                    b.put(record.clone(), keys::posting_list(live));
+                }
+            }
+            if changed {
+                self.kv.apply(b)?;
+            }
+            drop(writer);
+        }
+    }
+
+    /// Whether the posting under `key` lists an alert still stored (newest first: alerts go
+    /// oldest first, so a live posting usually answers at its first look).
+    fn lists_a_stored_alert(&self, key: &[u8]) -> Result<bool, StoreError> {
+        let Some(members) = self.kv.get(key)? else {
+            return Ok(false);
+        };
+        let entries: Vec<[u8; 24]> = keys::posting_entries(&members).collect();
+        for suffix in entries.iter().rev() {
+            if self.kv.get(&keys::alert(suffix))?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Removes every group of postings whose newest alert is older than the oldest alert left:

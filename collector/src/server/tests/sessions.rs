@@ -67,7 +67,7 @@ async fn login_sets_a_random_session_id_not_the_token_in_an_httponly_strict_cook
         assert!(cookie.contains(part), "{part} missing from {cookie}");
     }
     let pair = pair.unwrap();
-    assert!(pair.starts_with("otwatch_session="), "{pair}");
+    assert!(pair.starts_with("__Host-otwatch_session="), "{pair}");
     assert!(
         !cookie.contains(&f.viewer[4..]),
         "the token is in the cookie"
@@ -84,7 +84,7 @@ async fn login_sets_a_random_session_id_not_the_token_in_an_httponly_strict_cook
     assert!(me.body["expires"].is_string(), "{}", me.body);
     // A made-up session id is nobody's.
     assert_eq!(
-        f.with_cookie(Method::GET, "/api/v1/agents", "otwatch_session=00ff")
+        f.with_cookie(Method::GET, "/api/v1/agents", "__Host-otwatch_session=00ff")
             .await
             .status,
         StatusCode::UNAUTHORIZED

@@ -9,6 +9,32 @@ use crate::fixtures::{alert, batch};
 use crate::kv::memory::MemoryKv;
 use crate::store::{AlertFilter, Store};
 
+/// Every posting lists at least one stored alert, and every group of postings names only
+/// postings that exist.
+fn assert_every_posting_is_live(s: &Store<MemoryKv>) {
+    use crate::kv::{Kv, Order, scan_prefix};
+    use crate::store::keys;
+    let postings = scan_prefix(s.kv(), &[keys::INDEX], Order::Ascending, usize::MAX).unwrap();
+    assert!(!postings.is_empty());
+    for (key, members) in &postings {
+        let live = keys::posting_entries(members)
+            .any(|suffix| s.kv().get(&keys::alert(&suffix)).unwrap().is_some());
+        assert!(live, "a posting lists only removed alerts: {key:?}");
+    }
+    for (_, list) in scan_prefix(
+        s.kv(),
+        &[keys::POSTING_RECORDS],
+        Order::Ascending,
+        usize::MAX,
+    )
+    .unwrap()
+    {
+        for posting in keys::posting_keys(&list) {
+            assert!(s.kv().get(posting).unwrap().is_some());
+        }
+    }
+}
+
 fn held(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
     pairs.iter().map(|(a, n)| (a.to_string(), *n)).collect()
 }
@@ -107,6 +133,9 @@ fn one_agent_flooding_the_store_loses_its_own_history_not_the_others() {
         held(&[("flood", 800), ("quiet", 100)])
     );
     assert_eq!(s.alert_count().unwrap(), 900);
+    // The index of what went goes too, although the quiet agent's older alerts stay: every
+    // posting left lists an alert still stored, every group lists postings that exist.
+    assert_every_posting_is_live(&s);
     // Pass after pass, the flooding agent comes down to the quiet one's level before the
     // quiet one loses anything.
     for _ in 0..7 {
