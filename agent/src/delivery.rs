@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use otwatch_collector::kv::sled::{AGENT_CACHE_BYTES, SledKv};
+use otwatch_kv::sled::{AGENT_CACHE_BYTES, SledKv};
 use serde::Serialize;
 
 use crate::outbox::{Outbox, OutboxError};

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use otwatch_collector::kv::{Batch, Kv, KvError, Order};
+use otwatch_kv::{Batch, Kv, KvError, Order};
 use otwatch_rules::alert::Alert;
 use otwatch_rules::wire::AssetObservation;
 use serde::{Deserialize, Serialize};

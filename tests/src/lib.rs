@@ -38,10 +38,10 @@ pub fn binary(name: &str) -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target/debug"));
     let path = profile_dir.join(name);
     let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-    // What each binary is built from (the agent uses the collector's storage layer).
+    // What each binary is built from (both use the storage engine, `collector/kv`).
     let sources: &[&str] = match name {
-        "otwatch-collector" => &["rules/src", "collector/src"],
-        _ => &["rules/src", "agent/src", "collector/src"],
+        "otwatch-collector" => &["rules/src", "collector/kv/src", "collector/src"],
+        _ => &["rules/src", "collector/kv/src", "agent/src"],
     };
     let newest_source = sources
         .iter()

@@ -43,27 +43,24 @@ fn rejected_policy_keeps_the_old_one_and_raises_an_alert_saying_why() {
 /// flush.
 #[derive(Default)]
 struct Journal {
-    inner: otwatch_collector::kv::memory::MemoryKv,
+    inner: otwatch_kv::memory::MemoryKv,
     applied: std::sync::atomic::AtomicU64,
     flushes: std::sync::atomic::AtomicU64,
     durable: std::sync::atomic::AtomicU64,
 }
 
-impl otwatch_collector::kv::Kv for Journal {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, otwatch_collector::kv::KvError> {
+impl otwatch_kv::Kv for Journal {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, otwatch_kv::KvError> {
         self.inner.get(key)
     }
 
-    fn apply(
-        &self,
-        batch: otwatch_collector::kv::Batch,
-    ) -> Result<(), otwatch_collector::kv::KvError> {
+    fn apply(&self, batch: otwatch_kv::Batch) -> Result<(), otwatch_kv::KvError> {
         self.applied
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.apply(batch)
     }
 
-    fn flush(&self) -> Result<(), otwatch_collector::kv::KvError> {
+    fn flush(&self) -> Result<(), otwatch_kv::KvError> {
         self.flushes
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.durable.store(
@@ -77,13 +74,13 @@ impl otwatch_collector::kv::Kv for Journal {
         &self,
         start: std::ops::Bound<&[u8]>,
         end: std::ops::Bound<&[u8]>,
-        order: otwatch_collector::kv::Order,
+        order: otwatch_kv::Order,
         limit: usize,
-    ) -> Result<Vec<otwatch_collector::kv::Entry>, otwatch_collector::kv::KvError> {
+    ) -> Result<Vec<otwatch_kv::Entry>, otwatch_kv::KvError> {
         self.inner.range(start, end, order, limit)
     }
 
-    fn size_on_disk(&self) -> Result<u64, otwatch_collector::kv::KvError> {
+    fn size_on_disk(&self) -> Result<u64, otwatch_kv::KvError> {
         self.inner.size_on_disk()
     }
 }

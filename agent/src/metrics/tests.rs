@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use otwatch_collector::kv::memory::MemoryKv;
+use otwatch_kv::memory::MemoryKv;
 use otwatch_rules::alert::Severity;
 use otwatch_rules::modbus::FunctionCode;
 

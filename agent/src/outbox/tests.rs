@@ -3,8 +3,8 @@ use std::path::Path;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use otwatch_collector::kv::memory::MemoryKv;
-use otwatch_collector::kv::sled::{AGENT_CACHE_BYTES, SledKv};
+use otwatch_kv::memory::MemoryKv;
+use otwatch_kv::sled::{AGENT_CACHE_BYTES, SledKv};
 use otwatch_rules::alert::rule;
 use otwatch_rules::detect::agent_alert;
 use otwatch_rules::time::Timestamp;

@@ -7,13 +7,13 @@ use std::path::Path;
 use otwatch_collector::auth::Credentials;
 use otwatch_collector::config::CollectorConfig;
 use otwatch_collector::feed::BroadcastFeed;
-use otwatch_collector::kv::memory::MemoryKv;
-use otwatch_collector::kv::sled::SledKv;
 use otwatch_collector::metrics::Metrics;
 use otwatch_collector::pki;
 use otwatch_collector::server::{AppState, router};
 use otwatch_collector::store::model::Role;
 use otwatch_collector::store::{AlertFilter, Store};
+use otwatch_kv::memory::MemoryKv;
+use otwatch_kv::sled::SledKv;
 use otwatch_rules::alert::Alert;
 use otwatch_rules::time::Timestamp;
 

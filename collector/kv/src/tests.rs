@@ -102,7 +102,7 @@ fn flushed_batch_survives_the_process_dying() {
     let status = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "kv::tests::child_writes_then_aborts",
+            "tests::child_writes_then_aborts",
             "--ignored",
             "--nocapture",
         ])
