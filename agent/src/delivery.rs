@@ -111,7 +111,7 @@ impl Delivery {
     /// Waits (up to the drain timeout) for the outbox to empty, stops shipping, and reports.
     pub fn finish(self) -> DeliveryReport {
         if let Err(e) = self.outbox.flush() {
-            eprintln!("otwatch-agent: {e}");
+            tracing::error!("outbox: {e}");
         }
         let (waiting, delivered) = self.shipper.drain(self.drain_timeout);
         DeliveryReport {

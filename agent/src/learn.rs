@@ -64,12 +64,9 @@ pub fn learn_live(
     duration: Duration,
     stop: &AtomicBool,
 ) -> std::io::Result<Learned> {
-    let capture = Capture::start(
-        source,
-        Box::new(|e| eprintln!("otwatch-agent: capture: {e}")),
-    )?;
-    eprintln!(
-        "otwatch-agent: learning from {} for {}",
+    let capture = Capture::start(source, Box::new(|e| tracing::error!("capture: {e}")))?;
+    tracing::info!(
+        "learning from {} for {}",
         capture.description(),
         humantime::format_duration(duration)
     );

@@ -283,7 +283,7 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunErro
                     source,
                 }
             })?;
-        eprintln!("otwatch-agent: metrics on http://{}/metrics", server.addr);
+        tracing::info!("metrics on http://{}/metrics", server.addr);
     }
     let description = match sources.len() {
         1 => sources.first().map(|s| s.describe()).unwrap_or_default(),
@@ -309,12 +309,12 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunErro
         captures.push(Capture::start(
             source,
             Box::new(move |e| {
-                eprintln!("otwatch-agent: capture: {e}");
+                tracing::error!("capture: {e}");
                 error_status.set_last_error(format!("capture: {e}"));
             }),
         )?);
     }
-    eprintln!("otwatch-agent: capturing with {description}");
+    tracing::info!("capturing with {description}");
     let reports = std::thread::scope(|scope| {
         let mut changes = Vec::with_capacity(captures.len());
         let handles: Vec<_> = captures
@@ -376,8 +376,8 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunErro
     if let Some(mut log) = shared.alert_log.clone()
         && let Err(source) = log.flush()
     {
-        eprintln!(
-            "otwatch-agent: {}: {source}",
+        tracing::error!(
+            "{}: {source}",
             options
                 .alerts
                 .as_deref()
@@ -386,7 +386,7 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunErro
         );
     }
     if delivery.is_some() {
-        eprintln!("otwatch-agent: delivering what is left in the outbox");
+        tracing::info!("delivering what is left in the outbox");
     }
     report.delivery = delivery.map(Delivery::finish);
     match first_error {
@@ -477,7 +477,7 @@ fn worker(
     let (_, (detection, _)) = pipeline.into_observer();
     let alerts = detection.counts().clone();
     if let Err(e) = detection.finish_log() {
-        eprintln!("otwatch-agent: alert log: {e}");
+        tracing::error!("alert log: {e}");
     }
     WorkerReport {
         packets,
@@ -558,25 +558,30 @@ fn apply(
             if let Some(assets) = assets {
                 assets.set_policy(Some(policy.clone()));
             }
-            let mut lines: Vec<String> = warnings
+            let mut lines: Vec<(tracing::Level, String)> = warnings
                 .iter()
-                .map(|w| format!("otwatch-agent: policy: warning: {w}"))
+                .map(|w| (tracing::Level::WARN, format!("policy: warning: {w}")))
                 .collect();
-            lines.push(format!(
-                "otwatch-agent: policy reloaded (hash {})",
-                policy.hash
+            lines.push((
+                tracing::Level::INFO,
+                format!("policy reloaded (hash {})", policy.hash),
             ));
             lines
         }
-        Reload::Rejected(e) => vec![format!(
-            "otwatch-agent: new policy rejected, the previous one stays in force: {e}"
+        Reload::Rejected(e) => vec![(
+            tracing::Level::ERROR,
+            format!("new policy rejected, the previous one stays in force: {e}"),
         )],
     };
     detection.apply_reload(reload, ts, addr);
     detection.flush_log();
     if change.announce {
-        for line in announcement {
-            eprintln!("{line}");
+        for (level, line) in announcement {
+            match level {
+                tracing::Level::ERROR => tracing::error!("{line}"),
+                tracing::Level::WARN => tracing::warn!("{line}"),
+                _ => tracing::info!("{line}"),
+            }
         }
     }
 }
