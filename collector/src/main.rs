@@ -207,12 +207,7 @@ fn enroll(a: &EnrollArgs) -> anyhow::Result<()> {
             otwatch_rules::validate::AGENT_NAME_SYNTAX
         );
     }
-    if !a.data.join("ca.pem").exists() {
-        bail!(
-            "{}: not a collector data folder (run otwatch-collector init first)",
-            a.data.display()
-        );
-    }
+    data_folder(&a.data)?;
     let token = Credentials::open(&a.data)?.enroll(name, role)?;
     audit_command(&a.data, "enroll", name, role);
     println!(
@@ -254,8 +249,9 @@ fn operator() -> String {
         .unwrap_or_else(|_| format!("uid {}", rustix::process::getuid().as_raw()))
 }
 
+/// Refuses a folder `init` did not make.
 fn data_folder(data: &Path) -> anyhow::Result<()> {
-    if !data.join("ca.pem").exists() {
+    if !pki::Files::in_dir(data).ca.exists() {
         bail!(
             "{}: not a collector data folder (run otwatch-collector init first)",
             data.display()
@@ -353,13 +349,8 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         config.listen = l;
     }
     config.insecure_http |= a.insecure_http;
+    data_folder(&config.data)?;
     let files = pki::Files::in_dir(&config.data);
-    if !files.ca.exists() {
-        bail!(
-            "{}: not a collector data folder (run otwatch-collector init first)",
-            config.data.display()
-        );
-    }
     let store = Arc::new(Store::open(SledKv::open(&config.data.join("store"))?)?);
     let credentials = Arc::new(Credentials::open(&config.data)?);
     let feed: Arc<dyn Feed> = Arc::new(BroadcastFeed::new(4096));

@@ -487,11 +487,6 @@ async fn alert_by_id<K: Kv>(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&state, &headers, Action::Read)?;
-    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::bad_request(format!(
-            "id: {id:?} is not an alert id (expected 32 hex digits)"
-        )));
-    }
     let store = state.store.clone();
     let found = blocking(move || store.alert(&id)).await?;
     found

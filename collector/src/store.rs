@@ -396,11 +396,13 @@ impl<K: Kv> Store<K> {
             .map_or(0, |v| u64_of(&v)))
     }
 
-    /// One alert by its id (`None` for an id that is not 32 hex digits or not stored).
+    /// One alert by its id (`None` when not stored; [`StoreError::Invalid`] naming `id` when
+    /// it is not an alert id).
     pub fn alert(&self, id: &str) -> Result<Option<Alert>, StoreError> {
-        let Some(bytes) = keys::alert_id(id) else {
-            return Ok(None);
-        };
+        let bytes = keys::alert_id(id).ok_or_else(|| StoreError::Invalid {
+            field: "id".into(),
+            message: format!("{id:?} is not an alert id (expected 32 hex digits)"),
+        })?;
         let Some(ts) = self.kv.get(&keys::named(keys::ID, &bytes))? else {
             return Ok(None);
         };

@@ -23,15 +23,20 @@ pub struct Site {
     pub admin: String,
 }
 
-/// Runs a collector subcommand and returns its standard output, panicking with its standard
-/// error when it fails.
-fn run(args: &[&str], data: &Path) -> String {
-    let out = Command::new(binary("otwatch-collector"))
+/// Runs `otwatch-collector ARGS --data DATA` and returns what it did.
+fn command(args: &[&str], data: &Path) -> std::process::Output {
+    Command::new(binary("otwatch-collector"))
         .args(args)
         .arg("--data")
         .arg(data)
         .output()
-        .unwrap_or_else(|e| panic!("otwatch-collector {args:?}: {e}"));
+        .unwrap_or_else(|e| panic!("otwatch-collector {args:?}: {e}"))
+}
+
+/// Runs a collector subcommand and returns its standard output, panicking with its standard
+/// error when it fails.
+fn run(args: &[&str], data: &Path) -> String {
+    let out = command(args, data);
     assert!(
         out.status.success(),
         "otwatch-collector {args:?}: {}",
@@ -67,6 +72,17 @@ impl Site {
             addr: free_addr(),
             admin,
         }
+    }
+
+    /// Runs `otwatch-collector ARGS --data` on this folder, whatever its outcome.
+    pub fn command(&self, args: &[&str]) -> std::process::Output {
+        command(args, &self.data)
+    }
+
+    /// Runs `otwatch-collector ARGS --data` on this folder and returns its standard output,
+    /// panicking with its standard error when it fails.
+    pub fn run(&self, args: &[&str]) -> String {
+        run(args, &self.data)
     }
 
     /// Enrolls an agent, returning its token.
@@ -172,6 +188,18 @@ pub fn trusting(ca: &Path) -> std::io::Result<TlsConfig> {
         .build())
 }
 
+/// An HTTP agent that trusts only the CA in `ca`, gives every status back as a response (not an
+/// error) and gives up on a request after `timeout`.
+pub fn https_agent(ca: &Path, timeout: Duration) -> ureq::Agent {
+    let tls = trusting(ca).unwrap_or_else(|e| panic!("{}: {e}", ca.display()));
+    ureq::Agent::config_builder()
+        .tls_config(tls)
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build()
+        .new_agent()
+}
+
 /// An HTTPS client trusting the collector's certificate authority.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -182,15 +210,8 @@ pub struct Client {
 impl Client {
     /// A client for the collector at `base`.
     pub fn new(base: &str, ca: &Path) -> Self {
-        let tls = trusting(ca).unwrap_or_else(|e| panic!("{}: {e}", ca.display()));
-        let agent = ureq::Agent::config_builder()
-            .tls_config(tls)
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .new_agent();
         Self {
-            agent,
+            agent: https_agent(ca, Duration::from_secs(30)),
             base: base.to_string(),
         }
     }

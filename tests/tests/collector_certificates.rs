@@ -4,11 +4,9 @@
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 use std::net::TcpStream;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use otwatch_tests::binary;
 use otwatch_tests::collector::Site;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -41,13 +39,9 @@ fn on_disk(site: &Site) -> Vec<u8> {
 }
 
 fn rotate(site: &Site, args: &[&str]) -> std::process::Output {
-    Command::new(binary("otwatch-collector"))
-        .arg("rotate-cert")
-        .arg("--data")
-        .arg(&site.data)
-        .args(args)
-        .output()
-        .unwrap()
+    let mut all = vec!["rotate-cert"];
+    all.extend_from_slice(args);
+    site.command(&all)
 }
 
 fn days_from_now(unix: f64) -> f64 {

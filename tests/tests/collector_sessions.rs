@@ -4,20 +4,13 @@
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 use std::io::BufRead;
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use otwatch_tests::binary;
-use otwatch_tests::collector::{Site, trusting};
+use otwatch_tests::collector::{Site, https_agent};
 
 fn agent(site: &Site) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .tls_config(trusting(&site.ca()).unwrap())
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .new_agent()
+    https_agent(&site.ca(), Duration::from_secs(60))
 }
 
 /// Logs in with `token`; the cookie pair the collector set.
@@ -56,21 +49,6 @@ fn feed_until_closed(site: &Site, header: (&str, String)) -> mpsc::Receiver<Inst
     rx
 }
 
-fn collector(site: &Site, args: &[&str]) -> String {
-    let out = Command::new(binary("otwatch-collector"))
-        .args(args)
-        .arg("--data")
-        .arg(&site.data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn revoke_from_another_process_ends_the_credentials_sessions_and_live_feeds_within_seconds() {
     let dir = tempfile::tempdir().unwrap();
@@ -86,7 +64,7 @@ fn revoke_from_another_process_ends_the_credentials_sessions_and_live_feeds_with
     assert!(by_cookie.recv_timeout(Duration::from_millis(500)).is_err());
     assert!(by_token.try_recv().is_err());
 
-    let listed = collector(&site, &["list"]);
+    let listed = site.run(&["list"]);
     assert!(
         listed.contains("soc") && listed.contains("night-shift"),
         "{listed}"
@@ -94,7 +72,7 @@ fn revoke_from_another_process_ends_the_credentials_sessions_and_live_feeds_with
     assert!(!listed.contains("otw_"), "list shows no token: {listed}");
 
     let revoked_at = Instant::now();
-    collector(&site, &["revoke", "soc"]);
+    site.run(&["revoke", "soc"]);
     for (what, feed) in [("cookie", &by_cookie), ("token", &by_token)] {
         let ended = feed
             .recv_timeout(Duration::from_secs(10))
@@ -118,7 +96,7 @@ fn revoke_from_another_process_ends_the_credentials_sessions_and_live_feeds_with
         .unwrap();
     assert_eq!(r.status(), 401, "the session ended with its credential");
     assert_eq!(c.client.get("/api/v1/agents", Some(&other)).0, 200);
-    assert!(!collector(&site, &["list"]).contains("soc "));
+    assert!(!site.run(&["list"]).contains("soc "));
 
     let audit = std::fs::read_to_string(site.data.join("audit.log")).unwrap();
     let events: Vec<serde_json::Value> = audit

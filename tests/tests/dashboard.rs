@@ -20,9 +20,32 @@ use otwatch_rules::alert::rule;
 use otwatch_rules::detect::agent_alert;
 use otwatch_rules::time::Timestamp;
 use otwatch_rules::wire::AssetObservation;
-use otwatch_tests::collector::Site;
+use otwatch_tests::collector::{Collector, Site};
 use otwatch_tests::workspace_root;
 use serde_json::json;
+
+/// Chromium, or `None` after saying that `test` is skipped without it.
+fn chromium_for(test: &str) -> Option<PathBuf> {
+    let found = chromium();
+    if found.is_none() {
+        eprintln!(
+            "SKIPPED {test}: chromium is not installed (apt-get install chromium; CI installs it)"
+        );
+    }
+    found
+}
+
+/// Agent hall-1 delivers `alerts` and `assets` to the collector.
+fn ingest(collector: &Collector, agent: &str, alerts: Value, assets: Value) {
+    let batch = json!({ "agent": "hall-1", "alerts": alerts, "assets": assets });
+    assert_eq!(
+        collector
+            .client
+            .post("/api/v1/ingest", Some(agent), &batch)
+            .0,
+        200
+    );
+}
 
 fn chromium() -> Option<PathBuf> {
     ["chromium", "chromium-browser", "google-chrome"]
@@ -177,10 +200,8 @@ fn kiln_stop() -> otwatch_rules::alert::Alert {
 
 #[test]
 fn the_dashboard_shows_an_alert_just_ingested_and_the_posture() {
-    let Some(chromium) = chromium() else {
-        eprintln!(
-            "SKIPPED the_dashboard_shows_an_alert_just_ingested_and_the_posture: chromium is not installed (apt-get install chromium; CI installs it)"
-        );
+    let Some(chromium) = chromium_for("the_dashboard_shows_an_alert_just_ingested_and_the_posture")
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -197,14 +218,7 @@ fn the_dashboard_shows_an_alert_just_ingested_and_the_posture() {
     plc.name = Some("kiln-plc".into());
     plc.zone = Some("kiln".into());
     plc.vendor = Some("Schneider Electric".into());
-    let batch = json!({ "agent": "hall-1", "alerts": [alert], "assets": [plc] });
-    assert_eq!(
-        collector
-            .client
-            .post("/api/v1/ingest", Some(&agent), &batch)
-            .0,
-        200
-    );
+    ingest(&collector, &agent, json!([alert]), json!([plc]));
 
     let url = format!("{}/#token={viewer}", site.url());
     let mut browser = Browser::open(&chromium, &dir.path().join("chromium"), &url);
@@ -230,14 +244,7 @@ fn the_dashboard_shows_an_alert_just_ingested_and_the_posture() {
     );
     later.dst_ip = "192.168.1.20".parse().unwrap();
     later.id = later.derived_id(0);
-    let batch = json!({ "agent": "hall-1", "alerts": [later], "assets": [] });
-    assert_eq!(
-        collector
-            .client
-            .post("/api/v1/ingest", Some(&agent), &batch)
-            .0,
-        200
-    );
+    ingest(&collector, &agent, json!([later]), json!([]));
     let text = browser.text_with(&["listen-only forced on the kiln PLC"]);
     assert!(text.contains("diag.force_listen_only"), "{text}");
 
@@ -253,10 +260,9 @@ fn the_dashboard_shows_an_alert_just_ingested_and_the_posture() {
 
 #[test]
 fn an_admin_acknowledges_from_the_page_and_signing_out_ends_the_session() {
-    let Some(chromium) = chromium() else {
-        eprintln!(
-            "SKIPPED an_admin_acknowledges_from_the_page_and_signing_out_ends_the_session: chromium is not installed (apt-get install chromium; CI installs it)"
-        );
+    let Some(chromium) =
+        chromium_for("an_admin_acknowledges_from_the_page_and_signing_out_ends_the_session")
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -264,14 +270,7 @@ fn an_admin_acknowledges_from_the_page_and_signing_out_ends_the_session() {
     let agent = site.enroll_agent("hall-1");
     let collector = site.serve();
     let alert = kiln_stop();
-    let batch = json!({ "agent": "hall-1", "alerts": [alert], "assets": [] });
-    assert_eq!(
-        collector
-            .client
-            .post("/api/v1/ingest", Some(&agent), &batch)
-            .0,
-        200
-    );
+    ingest(&collector, &agent, json!([alert]), json!([]));
     let url = format!("{}/#token={}", site.url(), site.admin);
     let mut browser = Browser::open(&chromium, &dir.path().join("chromium"), &url);
     let text = browser.text_with(&["admin (admin)", "program.umas_stop"]);

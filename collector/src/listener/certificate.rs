@@ -32,10 +32,6 @@ pub struct ServedCertificate {
     loaded: RwLock<Arc<Loaded>>,
 }
 
-fn stamp(path: &Path) -> Option<FileStamp> {
-    FileStamp::of(path)
-}
-
 impl ServedCertificate {
     /// Loads the chain in `cert` and the key in `key` (PEM files).
     pub fn load(cert: &Path, key: &Path, provider: Arc<CryptoProvider>) -> Result<Self, TlsError> {
@@ -49,7 +45,7 @@ impl ServedCertificate {
     }
 
     fn read(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Loaded, TlsError> {
-        let stamps = (stamp(cert), stamp(key));
+        let stamps = (FileStamp::of(cert), FileStamp::of(key));
         let chain = CertificateDer::pem_file_iter(cert)
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
             .map_err(|e| TlsError::Pem(cert.display().to_string(), e))?;
@@ -77,7 +73,7 @@ impl ServedCertificate {
     /// served. A pair that does not load (a key that does not match, a file half written)
     /// leaves the one served in place and is tried again next time.
     pub fn refresh(&self) -> Result<bool, TlsError> {
-        let now = (stamp(&self.cert), stamp(&self.key));
+        let now = (FileStamp::of(&self.cert), FileStamp::of(&self.key));
         if now == self.current().stamps {
             return Ok(false);
         }

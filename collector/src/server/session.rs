@@ -199,16 +199,7 @@ pub(super) async fn login<K: Kv>(
         detail([("role", json!(principal.role))]),
     )
     .await;
-    let secure = if state.config.insecure_http {
-        ""
-    } else {
-        "; Secure"
-    };
-    let cookie = format!(
-        "{}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
-        auth::cookie_name(!state.config.insecure_http),
-        ttl.as_secs()
-    );
+    let cookie = session_cookie(&state, &id, ttl.as_secs());
     let mut response = axum::Json(json!({
         "name": principal.name,
         "role": principal.role,
@@ -221,6 +212,17 @@ pub(super) async fn login<K: Kv>(
             .map_err(|_| ApiError::bad_request("session: not usable in a cookie"))?,
     );
     Ok(response)
+}
+
+/// The `Set-Cookie` value that gives the browser session `id` for `max_age` seconds (0 and an
+/// empty id clear it).
+fn session_cookie<K: Kv>(state: &AppState<K>, id: &str, max_age: u64) -> String {
+    let https = !state.config.insecure_http;
+    format!(
+        "{}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{}",
+        auth::cookie_name(https),
+        if https { "; Secure" } else { "" }
+    )
 }
 
 /// Ends the caller's session (a change: same origin and a JSON body type, like every other)
@@ -247,15 +249,7 @@ pub(super) async fn logout<K: Kv>(
         .await;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
-    let secure = if state.config.insecure_http {
-        ""
-    } else {
-        "; Secure"
-    };
-    let cookie = format!(
-        "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{secure}",
-        auth::cookie_name(!state.config.insecure_http)
-    );
+    let cookie = session_cookie(&state, "", 0);
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, v);
     }

@@ -141,6 +141,17 @@ impl Labels {
         }
     }
 
+    /// Sets `o`'s labels to these (the inverse of [`Labels::of`]).
+    fn write_to(self, o: &mut AssetObservation) {
+        o.name = self.name;
+        o.zone = self.zone;
+        o.criticality = self.criticality;
+        o.vendor = self.vendor;
+        o.product_code = self.product_code;
+        o.revision = self.revision;
+        o.product_name = self.product_name;
+    }
+
     fn fields(&self) -> [&Option<String>; 7] {
         [
             &self.name,
@@ -302,14 +313,7 @@ impl AssetRecord {
                 }
             }
         }
-        let a = &mut self.asset;
-        a.name = view.name;
-        a.zone = view.zone;
-        a.criticality = view.criticality;
-        a.vendor = view.vendor;
-        a.product_code = view.product_code;
-        a.revision = view.revision;
-        a.product_name = view.product_name;
+        view.write_to(&mut self.asset);
     }
 }
 

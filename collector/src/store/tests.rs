@@ -532,17 +532,8 @@ fn asset_observations_merge_across_agents() {
         AssetObservation::new("10.0.0.2".parse().unwrap(), Timestamp::from_secs(20));
     seen_by_a2.units = vec![2];
     seen_by_a2.vendor = Some("Schneider Electric".into());
-    for (agent, obs) in [("a1", seen_by_a1), ("a2", seen_by_a2)] {
-        s.ingest(
-            &IngestBatch {
-                agent: agent.into(),
-                alerts: vec![],
-                assets: vec![obs],
-            },
-            NOW,
-        )
-        .unwrap();
-    }
+    report(&s, "a1", seen_by_a1);
+    report(&s, "a2", seen_by_a2);
     let record = s.asset("10.0.0.2".parse().unwrap()).unwrap().unwrap();
     let asset = &record.asset;
     assert_eq!(asset.units, vec![1, 2]);
