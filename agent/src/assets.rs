@@ -11,8 +11,8 @@ use otwatch_rules::policy::Policy;
 use otwatch_rules::time::Timestamp;
 
 use crate::outbox::{Outbox, Record};
-use crate::pipeline::Observer;
 use crate::status::Status;
+use otwatch_packet::pipeline::Observer;
 
 /// How often changed hosts are queued, in capture time.
 pub const REPORT_EVERY: Duration = Duration::from_secs(10);

@@ -11,8 +11,9 @@ use serde::Serialize;
 
 use crate::outbox::{Outbox, OutboxError};
 use crate::sender::{HttpsSender, SenderSetupError};
-use crate::shipper::{Delivered, Shipper, ShipperConfig};
+use crate::shipper::{Shipper, ShipperConfig};
 use crate::status::Status;
+use otwatch_delivery::Delivered;
 
 /// Where and how to deliver.
 #[derive(Debug, Clone)]

@@ -20,9 +20,10 @@ use serde::Serialize;
 
 use crate::jsonl::JsonLines;
 use crate::outbox::{Outbox, Record};
-use crate::pipeline::Observer;
 use crate::policy_reload::Reload;
 use crate::status::Status;
+use otwatch_packet::detector::{AlertSink, Detector};
+use otwatch_packet::pipeline::Observer;
 
 /// Alerts raised, by rule and by severity.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -78,8 +79,8 @@ struct Sink<W: Write> {
     unreported: Vec<Alert>,
 }
 
-impl<W: Write> Sink<W> {
-    fn deliver(&mut self, alert: Alert) {
+impl<W: Write> AlertSink for Sink<W> {
+    fn alert(&mut self, alert: Alert) {
         match &self.outbox {
             Some((outbox, status)) => {
                 if let Err(e) = outbox.push(&[Record::Alert(alert.clone())]) {
@@ -90,7 +91,9 @@ impl<W: Write> Sink<W> {
             None => self.report(&alert),
         }
     }
+}
 
+impl<W: Write> Sink<W> {
     /// Makes the queued alerts durable with one flush, then reports them.
     fn commit(&mut self) {
         if self.unreported.is_empty() {
@@ -119,8 +122,7 @@ impl<W: Write> Sink<W> {
 
 /// The engine and where its alerts go.
 pub struct Detection<W: Write> {
-    engine: Engine,
-    sink: Sink<W>,
+    detector: Detector<Sink<W>>,
 }
 
 impl<W: Write> Detection<W> {
@@ -132,44 +134,40 @@ impl<W: Write> Detection<W> {
         log: Option<W>,
         print: bool,
     ) -> Self {
+        let sink = Sink {
+            log: log.map(JsonLines::new),
+            print,
+            counts: AlertCounts::default(),
+            outbox: None,
+            unreported: Vec::new(),
+        };
         Self {
-            engine: Engine::new(config, policy),
-            sink: Sink {
-                log: log.map(JsonLines::new),
-                print,
-                counts: AlertCounts::default(),
-                outbox: None,
-                unreported: Vec::new(),
-            },
+            detector: Detector::new(Engine::new(config, policy), sink),
         }
     }
 
     /// Also queues every alert in `outbox` for the collector (errors go to `status`).
     pub fn with_outbox(mut self, outbox: Arc<Outbox>, status: Arc<Status>) -> Self {
-        self.sink.outbox = Some((outbox, status));
+        self.detector.sink_mut().outbox = Some((outbox, status));
         self
     }
 
     /// Alerts reported so far ([`Detection::flush_log`] reports those of the last batch).
     pub fn counts(&self) -> &AlertCounts {
-        &self.sink.counts
+        &self.detector.sink().counts
     }
 
     /// Applies the outcome of a policy reload at capture time `ts`: a new policy takes over from
     /// the next packet; a rejected one leaves the old in force and raises
     /// `agent.policy_reload_failed` (sent like any alert, so the collector hears of it).
     pub fn apply_reload(&mut self, reload: Reload, ts: Timestamp, agent_addr: SocketAddr) {
-        let Self { engine, sink } = self;
         match reload {
-            Reload::Loaded(policy, _) => {
-                engine.set_policy(Some(policy), &mut |alert| sink.deliver(alert));
-            }
-            Reload::Rejected(error) => engine.agent_alert(
+            Reload::Loaded(policy, _) => self.detector.set_policy(Some(policy)),
+            Reload::Rejected(error) => self.detector.agent_alert(
                 &rule::POLICY_RELOAD_FAILED,
                 ts,
                 agent_addr,
                 format!("new policy rejected, previous one stays in force: {error}"),
-                &mut |alert| sink.deliver(alert),
             ),
         }
     }
@@ -178,22 +176,24 @@ impl<W: Write> Detection<W> {
     /// (log, terminal, counters) and pushes the log's lines to the file. The agent calls it
     /// after every batch of packets.
     pub fn flush_log(&mut self) {
-        self.sink.commit();
-        if let Some(log) = self.sink.log.as_mut() {
+        let sink = self.detector.sink_mut();
+        sink.commit();
+        if let Some(log) = sink.log.as_mut() {
             log.flush();
         }
     }
 
     /// The policy in force.
     pub fn policy(&self) -> Option<&Arc<Policy>> {
-        self.engine.policy()
+        self.detector.policy()
     }
 
     /// Reports what is left, flushes the log, and returns the number of alerts written or the
     /// first write error.
-    pub fn finish_log(mut self) -> std::io::Result<Option<u64>> {
-        self.sink.commit();
-        self.sink.log.map(JsonLines::finish).transpose()
+    pub fn finish_log(self) -> std::io::Result<Option<u64>> {
+        let mut sink = self.detector.into_sink();
+        sink.commit();
+        sink.log.map(JsonLines::finish).transpose()
     }
 }
 
@@ -230,23 +230,19 @@ pub fn render(alert: &Alert) -> String {
 
 impl<W: Write> Observer for Detection<W> {
     fn flow_event(&mut self, ts: Timestamp, flow: &FlowInfo, event: &FlowEvent<'_>) {
-        let Self { engine, sink } = self;
-        engine.observe(ts, flow, event, &mut |alert| sink.deliver(alert));
+        self.detector.flow_event(ts, flow, event);
     }
 
     fn tick(&mut self, now: Timestamp) {
-        let Self { engine, sink } = self;
-        engine.flush(now, &mut |alert| sink.deliver(alert));
+        self.detector.tick(now);
     }
 
     fn finish(&mut self) {
-        let Self { engine, sink } = self;
-        engine.finish(&mut |alert| sink.deliver(alert));
+        self.detector.finish();
     }
 
     fn clock_stepped(&mut self, before: Timestamp, now: Timestamp) {
-        let Self { engine, sink } = self;
-        engine.clock_stepped(before, now, &mut |alert| sink.deliver(alert));
+        self.detector.clock_stepped(before, now);
     }
 }
 

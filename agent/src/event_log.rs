@@ -11,7 +11,7 @@ use otwatch_rules::time::Timestamp;
 use serde::Serialize;
 
 use crate::jsonl::JsonLines;
-use crate::pipeline::Observer;
+use otwatch_packet::pipeline::Observer;
 use otwatch_rules::flow::{FlowEvent, FlowInfo};
 
 /// Most evidence bytes kept per event.

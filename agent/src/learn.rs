@@ -11,9 +11,9 @@ use otwatch_rules::time::Timestamp;
 
 use crate::capture::file::CaptureFileError;
 use crate::capture::live::{Capture, LiveSource, Next};
-use crate::flow::FlowConfig;
 use crate::offline::{self, FileReport};
-use crate::pipeline::{Observer, Pipeline};
+use otwatch_packet::flow_table::FlowConfig;
+use otwatch_packet::pipeline::{Observer, Pipeline};
 
 /// Feeds the learner from the pipeline.
 struct Learning(Learner);

@@ -11,8 +11,8 @@ use otwatch_rules::modbus::FunctionCode;
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 use crate::outbox::Outbox;
-use crate::shipper::Delivered;
 use crate::status::{Snapshot, Status};
+use otwatch_delivery::Delivered;
 
 /// Every metric the agent exports.
 pub struct AgentMetrics {

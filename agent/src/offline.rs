@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::capture::PacketSource;
 use crate::capture::file::{CaptureFile, CaptureFileError};
-use crate::pipeline::{Observer, Pipeline};
+use otwatch_packet::pipeline::{Observer, Pipeline};
 
 /// What happened to one capture file.
 #[derive(Debug, Serialize)]

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::detection::AlertCounts;
-use crate::flow::FlowTable;
-use crate::pipeline::PacketCounters;
 use crate::status::{Datagrams, Snapshot, Status};
-use crate::summary::ModbusCounters;
+use otwatch_packet::flow_table::FlowTable;
+use otwatch_packet::modbus_counters::ModbusCounters;
+use otwatch_packet::pipeline::PacketCounters;
 
 /// What the pipeline and its observers have counted, borrowed for one publication.
 #[derive(Clone, Copy)]

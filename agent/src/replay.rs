@@ -1,6 +1,7 @@
 //! `otwatch-agent replay`: run capture files through the pipeline as fast as possible and
 //! report what was decoded.
 
+use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use otwatch_rules::detect::DetectionConfig;
+use otwatch_rules::modbus::FunctionCode;
 use otwatch_rules::policy::Policy;
 use serde::Serialize;
 
@@ -17,14 +19,14 @@ use crate::capture::file::CaptureFileError;
 use crate::delivery::{Delivery, DeliveryError, DeliveryOptions, DeliveryReport};
 use crate::detection::{AlertCounts, Detection};
 use crate::event_log::EventLog;
-use crate::flow::{FlowConfig, FlowCounters};
 use crate::metrics;
 use crate::offline::{self, FileReport};
-use crate::pipeline::{PacketCounters, Pipeline};
 use crate::publisher::{Publisher, View};
 use crate::status::Status;
-use crate::summary::{ModbusCounters, function_table};
 use crate::transaction_log::TransactionLog;
+use otwatch_packet::flow_table::{FlowConfig, FlowCounters};
+use otwatch_packet::modbus_counters::{ByFunction, ModbusCounters};
+use otwatch_packet::pipeline::{PacketCounters, Pipeline};
 
 /// A validated replay request.
 #[derive(Debug, Clone)]
@@ -343,4 +345,17 @@ pub fn write_json(report: &ReplayReport, path: &std::path::Path) -> Result<(), R
     serde_json::to_writer_pretty(&mut file, report).map_err(|e| output(e.into()))?;
     file.write_all(b"\n").map_err(output)?;
     file.flush().map_err(output)
+}
+/// Renders per-function counts as `name (code): n` lines.
+fn function_table(title: &str, counts: &ByFunction) -> String {
+    let mut out = String::new();
+    if counts.total() == 0 {
+        return out;
+    }
+    let _ = writeln!(out, "{title}:");
+    for (code, n) in counts.nonzero() {
+        let name = FunctionCode::new(code).map_or("unknown", |f| f.name());
+        let _ = writeln!(out, "  {name:<34} {code:>3}  {n:>10}");
+    }
+    out
 }

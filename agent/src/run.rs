@@ -30,14 +30,14 @@ use crate::capture::pnet::{PnetOptions, PnetSource};
 use crate::capture::ring::{RingOptions, RingSource};
 use crate::delivery::{Delivery, DeliveryError, DeliveryOptions, DeliveryReport};
 use crate::detection::{AlertCounts, Detection};
-use crate::flow::FlowConfig;
 use crate::jsonl::SharedWriter;
 use crate::metrics;
-use crate::pipeline::{PacketCounters, Pipeline};
 use crate::policy_reload::{Reload, Reloader};
 use crate::publisher::{Publisher, View};
 use crate::status::Status;
-use crate::summary::ModbusCounters;
+use otwatch_packet::flow_table::FlowConfig;
+use otwatch_packet::modbus_counters::ModbusCounters;
+use otwatch_packet::pipeline::{PacketCounters, Pipeline};
 
 /// Where packets come from.
 #[derive(Debug, Clone)]

@@ -1,45 +1,25 @@
-//! Sending to the collector, behind a small trait so the transport can change (a message bus
-//! for several collectors, later) without touching the shipper. [`HttpsSender`] is the one
-//! transport today: JSON over HTTPS (rustls, through `ureq`), a bearer token, and the
-//! collector's own certificate authority.
+//! Sending to the collector, behind a small trait so the transport can change without touching
+//! the shipper. [`HttpsSender`] is the one transport today: JSON over HTTPS (rustls, through
+//! `ureq`), a bearer token, and the collector's own certificate authority. It is also the one
+//! place an HTTP response becomes a delivery outcome ([`Failure::from_http`]).
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use otwatch_delivery::Failure;
 use otwatch_rules::wire::{Heartbeat, IngestBatch, IngestReply};
 use ureq::tls::{PemItem, RootCerts, TlsConfig};
 
-/// Why a delivery failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    /// The collector could not be reached or failed (connection, TLS, timeout, 5xx, 429):
-    /// try again later.
-    #[error("collector unreachable: {0}")]
-    Unreachable(String),
-    /// The collector refused the request (4xx other than 429), with its explanation.
-    #[error("collector refused the request ({status}): {message}")]
-    Refused {
-        /// The HTTP status.
-        status: u16,
-        /// The collector's message.
-        message: String,
-    },
-}
-
-impl SendError {
-    /// Whether the collector said the batch is too large (smaller batches may pass).
-    pub fn too_large(&self) -> bool {
-        matches!(self, Self::Refused { status: 413, .. })
-    }
-}
-
-/// Delivers batches and heartbeats to a collector.
+/// Delivers batches and heartbeats to the collectors, by index (see
+/// [`otwatch_delivery::Config::collectors`]).
 pub trait Sender: Send {
-    /// Delivers a batch; `Ok` means the collector stored it durably.
-    fn ingest(&mut self, batch: &IngestBatch) -> Result<IngestReply, SendError>;
-    /// Reports the agent's health.
-    fn heartbeat(&mut self, heartbeat: &Heartbeat) -> Result<(), SendError>;
+    /// How many collectors this sender can reach.
+    fn collectors(&self) -> usize;
+    /// Delivers a batch to collector `collector`; `Ok` means it stored the batch durably.
+    fn ingest(&mut self, collector: usize, batch: &IngestBatch) -> Result<IngestReply, Failure>;
+    /// Reports the agent's health to collector `collector`.
+    fn heartbeat(&mut self, collector: usize, heartbeat: &Heartbeat) -> Result<(), Failure>;
 }
 
 /// Why a sender could not be set up.
@@ -125,20 +105,27 @@ impl HttpsSender {
         &self,
         path: &str,
         body: &T,
-    ) -> Result<R, SendError> {
+    ) -> Result<R, Failure> {
         let mut response = self
             .agent
             .post(format!("{}{path}", self.base))
             .header("Authorization", &self.authorization)
             .send_json(body)
-            .map_err(|e| SendError::Unreachable(e.to_string()))?;
+            .map_err(|e| Failure::Unreachable(e.to_string()))?;
         let status = response.status().as_u16();
         if response.status().is_success() {
             return response
                 .body_mut()
                 .read_json()
-                .map_err(|e| SendError::Unreachable(format!("unreadable reply: {e}")));
+                .map_err(|e| Failure::Unreachable(format!("unreadable reply: {e}")));
         }
+        // Only the delay-seconds form: an HTTP date would need the wall clock to be right.
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let message = response
             .body_mut()
             .read_json::<serde_json::Value>()
@@ -151,20 +138,21 @@ impl HttpsSender {
                     .unwrap_or("")
                     .to_string()
             });
-        if status == 429 || status >= 500 {
-            Err(SendError::Unreachable(format!("{status}: {message}")))
-        } else {
-            Err(SendError::Refused { status, message })
-        }
+        Err(Failure::from_http(status, retry_after, message))
     }
 }
 
+/// One collector address today: several come with collector replicas.
 impl Sender for HttpsSender {
-    fn ingest(&mut self, batch: &IngestBatch) -> Result<IngestReply, SendError> {
+    fn collectors(&self) -> usize {
+        1
+    }
+
+    fn ingest(&mut self, _collector: usize, batch: &IngestBatch) -> Result<IngestReply, Failure> {
         self.post("/api/v1/ingest", batch)
     }
 
-    fn heartbeat(&mut self, heartbeat: &Heartbeat) -> Result<(), SendError> {
+    fn heartbeat(&mut self, _collector: usize, heartbeat: &Heartbeat) -> Result<(), Failure> {
         self.post::<_, serde_json::Value>("/api/v1/heartbeat", heartbeat)
             .map(|_| ())
     }

@@ -1,14 +1,9 @@
-//! The shipper: a thread that moves records from the outbox to the collector in batches,
-//! removes them once the collector acknowledges them, and sends a heartbeat every few seconds.
-//!
-//! Failures back off exponentially (from half a second up to a minute) with jitter, so a
-//! plant's agents do not all reconnect in the same instant after a collector outage. A batch
-//! the collector finds too large is split; a single record it refuses as malformed is set
-//! aside (counted, with the collector's reason as the last error) once the collector has taken
-//! the record after it, so one bad record cannot block everything behind it, and a collector
-//! that refuses every record (an older one than the agent) cannot empty the outbox. Drops the
-//! outbox made for lack of room are reported to the collector as an `agent.outbox_overflow`
-//! alert once it is reachable.
+//! The shipper: the thread that does delivery's I/O. Every decision (batch sizes, backoff,
+//! splits, refusals, set-asides, failover) is the sans-IO [`Machine`]'s, in `otwatch-delivery`;
+//! this thread reads the clock, reads and trims the outbox, sends through a [`Sender`], sleeps
+//! when told to, and passes the machine's events on: errors to the status page, set-asides to
+//! the log, and drops the outbox made for lack of room to the collector as an
+//! `agent.outbox_overflow` alert once it is reachable.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,13 +11,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use otwatch_delivery::{Config, Delivered, Event, Machine, Poll, Sent};
 use otwatch_rules::alert::rule;
 use otwatch_rules::detect::agent_alert;
 use otwatch_rules::validate;
 use otwatch_rules::wire::{Heartbeat, IngestBatch};
 
 use crate::outbox::{Outbox, Record};
-use crate::sender::{SendError, Sender};
+use crate::sender::Sender;
 use crate::status::{Status, wall_clock};
 
 /// How the shipper paces itself.
@@ -59,51 +55,15 @@ impl ShipperConfig {
     }
 }
 
-/// Delivery counters, for the heartbeat, `/metrics` and the replay summary.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Delivered {
-    /// Records the collector acknowledged.
-    pub records: u64,
-    /// Of which the collector already had (retried deliveries).
-    pub duplicates: u64,
-    /// Batches acknowledged.
-    pub batches: u64,
-    /// Attempts that failed (each is retried).
-    pub failures: u64,
-    /// Records the collector refused as malformed and that were set aside.
-    pub rejected: u64,
-    /// Heartbeats acknowledged.
-    pub heartbeats: u64,
-    /// Whether the last attempt reached the collector.
-    pub connected: bool,
-}
-
-/// Exponential backoff with jitter.
-#[derive(Debug)]
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    failures: u32,
-}
-
-impl Backoff {
-    fn reset(&mut self) {
-        self.failures = 0;
+/// A seed for the backoff's jitter, different on every agent so their retries spread.
+fn jitter_seed() -> u64 {
+    let mut seed = [0u8; 8];
+    if getrandom::fill(&mut seed).is_err() {
+        // Without the system's randomness, the time still differs from agent to agent.
+        let now = wall_clock();
+        return now.as_nanos() ^ u64::from(std::process::id());
     }
-
-    /// The wait after one more failure: `min * 2^failures`, capped, then scaled by a random
-    /// factor between one half and one.
-    fn next(&mut self) -> Duration {
-        let exp = self.min.saturating_mul(1u32 << self.failures.min(16));
-        self.failures = self.failures.saturating_add(1);
-        let capped = exp.min(self.max);
-        let mut byte = [0u8; 1];
-        let jitter = match getrandom::fill(&mut byte) {
-            Ok(()) => 0.5 + f64::from(byte[0]) / 510.0,
-            Err(_) => 0.75,
-        };
-        capped.mul_f64(jitter)
-    }
+    u64::from_le_bytes(seed)
 }
 
 /// A running shipper.
@@ -132,17 +92,25 @@ impl Shipper {
         let stop = Arc::new(AtomicBool::new(false));
         let wake = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
         let delivered = Arc::new(Mutex::new(Delivered::default()));
+        let machine = Machine::new(
+            Config {
+                batch_records: config.batch_records,
+                batch_bytes: config.batch_bytes,
+                heartbeat_every: config.heartbeat_every,
+                backoff_min: config.backoff_min,
+                backoff_max: config.backoff_max,
+                collectors: sender.collectors(),
+                ..Config::default()
+            },
+            jitter_seed(),
+        );
         let worker = Worker {
+            machine,
             outbox: outbox.clone(),
             sender,
             status,
-            backoff: Backoff {
-                min: config.backoff_min,
-                max: config.backoff_max,
-                failures: 0,
-            },
-            batch_limit: config.batch_records.max(1),
             config,
+            started: Instant::now(),
             stop: stop.clone(),
             wake: wake.clone(),
             delivered: delivered.clone(),
@@ -208,66 +176,123 @@ impl Drop for Shipper {
 }
 
 struct Worker {
+    machine: Machine,
     outbox: Arc<Outbox>,
     sender: Box<dyn Sender>,
     status: Arc<Status>,
     config: ShipperConfig,
-    backoff: Backoff,
-    /// Records per batch now (halved when the collector finds batches too large).
-    batch_limit: usize,
     stop: Arc<AtomicBool>,
     wake: Arc<(Mutex<bool>, std::sync::Condvar)>,
     delivered: Arc<Mutex<Delivered>>,
-}
-
-/// What one delivery attempt came to.
-enum Attempt {
-    /// Nothing was waiting.
-    Idle,
-    /// A batch was acknowledged (more may wait).
-    Sent,
-    /// It failed; wait this long.
-    Failed(Duration),
+    /// The machine's clock: time since the shipper started.
+    started: Instant,
 }
 
 impl Worker {
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Does what the machine says until told to stop; only I/O happens here.
     fn run(mut self) {
-        let mut next_heartbeat = Instant::now();
-        let mut retry_at: Option<Instant> = None;
         while !self.stop.load(Ordering::SeqCst) {
-            let now = Instant::now();
-            if now >= next_heartbeat {
-                self.heartbeat();
-                next_heartbeat = now + self.config.heartbeat_every;
+            match self.machine.poll(self.now()) {
+                Poll::Heartbeat { collector } => {
+                    let heartbeat = self.heartbeat();
+                    let outcome = self.sender.heartbeat(collector, &heartbeat);
+                    self.machine.handle_heartbeat(self.now(), outcome);
+                }
+                Poll::Batch {
+                    collector,
+                    records,
+                    bytes,
+                } => self.send_batch(collector, records, bytes),
+                Poll::Probe { collector, oldest } => self.probe(collector, oldest),
+                Poll::Remove { through } => {
+                    let result = self.outbox.ack_through(through).map_err(|e| e.to_string());
+                    self.machine.handle_removed(self.now(), result);
+                }
+                Poll::Wait { until, nudge_wakes } => {
+                    let wait = until.saturating_sub(self.now());
+                    if self.sleep(wait, !nudge_wakes) {
+                        self.machine.handle_nudge();
+                    }
+                }
             }
-            let wait = match retry_at {
-                Some(at) if now < at => at - now,
-                _ => match self.attempt() {
-                    Attempt::Sent => {
-                        retry_at = None;
-                        continue;
-                    }
-                    Attempt::Idle => {
-                        retry_at = None;
-                        Duration::from_millis(200)
-                    }
-                    Attempt::Failed(wait) => {
-                        retry_at = Some(Instant::now() + wait);
-                        wait
-                    }
-                },
-            };
-            let wait = wait.min(next_heartbeat.saturating_duration_since(Instant::now()));
-            self.sleep(wait, retry_at.is_some());
+            self.tell_the_world();
         }
     }
 
-    /// Sleeps up to `wait`; a nudge ends the sleep early unless a retry is pending.
-    fn sleep(&self, wait: Duration, backing_off: bool) {
+    /// Reads the oldest records and sends them as one batch.
+    fn send_batch(&mut self, collector: usize, records: usize, bytes: u64) {
+        if let Err(e) = self.outbox.flush() {
+            self.status.set_last_error(e.to_string());
+        }
+        let peeked = match self.outbox.peek(records, bytes) {
+            Ok(p) => p,
+            Err(e) => return self.machine.handle_store_error(self.now(), e.to_string()),
+        };
+        let Some(through) = peeked.through else {
+            return self.machine.handle_empty(self.now());
+        };
+        let sent = Sent {
+            oldest: peeked.seqs.first().copied(),
+            through,
+            records: peeked.records.len(),
+            unreadable: peeked.unreadable,
+        };
+        let outcome = self
+            .sender
+            .ingest(collector, &self.batch(peeked.records))
+            .map(|reply| reply.duplicates as u64);
+        self.machine.handle_batch(self.now(), sent, outcome);
+    }
+
+    /// Sends the record after the refused oldest alone.
+    fn probe(&mut self, collector: usize, oldest: u64) {
+        let peeked = match self.outbox.peek(16, u64::MAX) {
+            Ok(p) => p,
+            Err(e) => return self.machine.handle_store_error(self.now(), e.to_string()),
+        };
+        if peeked.seqs.first() != Some(&oldest) {
+            return self.machine.handle_probe_missing(self.now(), true);
+        }
+        let (Some(&next_seq), Some(next)) = (peeked.seqs.get(1), peeked.records.get(1)) else {
+            return self.machine.handle_probe_missing(self.now(), false);
+        };
+        let outcome = self
+            .sender
+            .ingest(collector, &self.batch(vec![next.clone()]))
+            .map(|reply| reply.duplicates as u64);
+        self.machine.handle_probe(self.now(), next_seq, outcome);
+    }
+
+    /// Passes on what the machine has to say, and publishes its counters.
+    fn tell_the_world(&mut self) {
+        while let Some(event) = self.machine.poll_event() {
+            match event {
+                Event::Error(why) => self.status.set_last_error(why),
+                Event::SetAside { why, .. } => {
+                    tracing::warn!("{why}");
+                    self.status.set_last_error(why);
+                }
+                Event::ReportDrops => self.report_drops(),
+            }
+        }
+        if let Ok(mut d) = self.delivered.lock()
+            && *d != *self.machine.delivered()
+        {
+            d.clone_from(self.machine.delivered());
+        }
+    }
+
+    /// Sleeps up to `wait`; a nudge ends the sleep early unless `backing_off`. Returns whether
+    /// a nudge came.
+    fn sleep(&self, wait: Duration, backing_off: bool) -> bool {
         let (flag, signal) = &*self.wake;
         let Ok(mut woken) = flag.lock() else {
             std::thread::sleep(wait);
-            return;
+            return false;
         };
         let deadline = Instant::now() + wait;
         loop {
@@ -280,94 +305,10 @@ impl Worker {
             }
             match signal.wait_timeout(woken, left) {
                 Ok((guard, _)) => woken = guard,
-                Err(_) => return,
+                Err(_) => return false,
             }
         }
-        *woken = false;
-    }
-
-    fn update(&self, f: impl FnOnce(&mut Delivered)) {
-        if let Ok(mut d) = self.delivered.lock() {
-            f(&mut d);
-        }
-    }
-
-    fn failed(&mut self, error: &SendError) -> Duration {
-        self.status.set_last_error(error.to_string());
-        self.update(|d| {
-            d.failures += 1;
-            d.connected = false;
-        });
-        self.backoff.next()
-    }
-
-    fn attempt(&mut self) -> Attempt {
-        if let Err(e) = self.outbox.flush() {
-            self.status.set_last_error(e.to_string());
-        }
-        let peeked = match self.outbox.peek(self.batch_limit, self.config.batch_bytes) {
-            Ok(p) => p,
-            Err(e) => {
-                self.status.set_last_error(e.to_string());
-                return Attempt::Failed(self.backoff.next());
-            }
-        };
-        let Some(through) = peeked.through else {
-            return Attempt::Idle;
-        };
-        let count = peeked.records.len();
-        let unreadable = peeked.unreadable;
-        let oldest = peeked.seqs.first().copied();
-        match self.sender.ingest(&self.batch(peeked.records)) {
-            Ok(reply) => {
-                if let Err(e) = self.outbox.ack_through(through) {
-                    self.status.set_last_error(e.to_string());
-                    return Attempt::Failed(self.backoff.next());
-                }
-                self.backoff.reset();
-                self.batch_limit = self.config.batch_records.max(1);
-                if unreadable > 0 {
-                    self.status.set_last_error(format!(
-                        "{unreadable} outbox records this build cannot read (left by another version) were set aside"
-                    ));
-                }
-                self.update(|d| {
-                    d.records += count as u64;
-                    d.duplicates += reply.duplicates as u64;
-                    d.batches += 1;
-                    d.rejected += unreadable;
-                    d.connected = true;
-                });
-                self.report_drops();
-                Attempt::Sent
-            }
-            Err(e) if e.too_large() && self.batch_limit > 1 => {
-                self.batch_limit = (count / 2).max(1);
-                Attempt::Sent
-            }
-            // 422 names a record the collector will never take from this agent: set it aside.
-            Err(e @ SendError::Refused { status: 422, .. }) if count <= 1 => {
-                self.set_aside(through, 1 + unreadable, &e)
-            }
-            Err(
-                e @ SendError::Refused {
-                    status: 400 | 413, ..
-                },
-            ) if count <= 1 => match oldest {
-                Some(oldest) => self.set_aside_if_next_taken(oldest, &e),
-                None => self.set_aside(through, unreadable, &e),
-            },
-            Err(
-                e @ SendError::Refused {
-                    status: 400 | 422, ..
-                },
-            ) => {
-                self.status.set_last_error(e.to_string());
-                self.batch_limit = (count / 2).max(1);
-                Attempt::Sent
-            }
-            Err(e) => Attempt::Failed(self.failed(&e)),
-        }
+        std::mem::replace(&mut *woken, false)
     }
 
     fn batch(&self, records: Vec<Record>) -> IngestBatch {
@@ -383,83 +324,6 @@ impl Worker {
             }
         }
         batch
-    }
-
-    /// Removes the records through `through` from the outbox: `count` records the collector
-    /// will never take (`refusal` says why), counted as set aside.
-    fn set_aside(&mut self, through: u64, count: u64, refusal: &SendError) -> Attempt {
-        if self.outbox.ack_through(through).is_err() {
-            return Attempt::Failed(self.backoff.next());
-        }
-        let why = format!("{count} record(s) set aside: {refusal}");
-        tracing::warn!("{why}");
-        self.status.set_last_error(why);
-        self.update(|d| {
-            d.rejected += count;
-            d.connected = true;
-        });
-        Attempt::Sent
-    }
-
-    /// The collector refused the oldest record, `oldest`, alone as malformed (`refusal`). It
-    /// is set aside once the collector takes the next readable record, which shows the fault
-    /// is that record's. A collector that refuses every record (an older collector that cannot
-    /// read a newer agent's records) has them all kept until it takes them, not discarded one
-    /// by one; so is a refused record with nothing after it yet.
-    fn set_aside_if_next_taken(&mut self, oldest: u64, refusal: &SendError) -> Attempt {
-        let peeked = match self.outbox.peek(16, u64::MAX) {
-            Ok(p) => p,
-            Err(e) => {
-                self.status.set_last_error(e.to_string());
-                return Attempt::Failed(self.backoff.next());
-            }
-        };
-        match peeked.seqs.first() {
-            Some(&first) if first == oldest => {}
-            // The outbox dropped the refused record meanwhile (it was full): start afresh.
-            _ => return Attempt::Sent,
-        }
-        let (Some(&next_seq), Some(next)) = (peeked.seqs.get(1), peeked.records.get(1)) else {
-            return Attempt::Failed(self.refused_all(format!(
-                "the collector refuses the oldest record ({refusal}); it is kept until the collector takes a record after it"
-            )));
-        };
-        match self.sender.ingest(&self.batch(vec![next.clone()])) {
-            Ok(reply) => {
-                // The refused record and any unreadable ones between it and the next.
-                let set_aside = next_seq.saturating_sub(oldest);
-                if let Attempt::Failed(wait) = self.set_aside(next_seq, set_aside, refusal) {
-                    return Attempt::Failed(wait);
-                }
-                self.backoff.reset();
-                self.batch_limit = self.config.batch_records.max(1);
-                self.update(|d| {
-                    d.records += 1;
-                    d.duplicates += reply.duplicates as u64;
-                    d.batches += 1;
-                });
-                Attempt::Sent
-            }
-            Err(
-                e @ SendError::Refused {
-                    status: 400 | 413 | 422,
-                    ..
-                },
-            ) => Attempt::Failed(self.refused_all(format!(
-                "the collector refuses every record ({e}); all are kept until it takes them (is it older than this agent?)"
-            ))),
-            Err(e) => Attempt::Failed(self.failed(&e)),
-        }
-    }
-
-    /// The collector answered but took nothing: says why and backs off, keeping everything.
-    fn refused_all(&mut self, why: String) -> Duration {
-        self.status.set_last_error(why);
-        self.update(|d| {
-            d.failures += 1;
-            d.connected = true;
-        });
-        self.backoff.next()
     }
 
     /// Queues an `agent.outbox_overflow` alert for drops not yet reported.
@@ -483,9 +347,10 @@ impl Worker {
         }
     }
 
-    fn heartbeat(&mut self) {
+    /// The heartbeat message: the agent's health now.
+    fn heartbeat(&self) -> Heartbeat {
         let snapshot = self.status.snapshot();
-        let heartbeat = Heartbeat {
+        Heartbeat {
             agent: self.config.agent.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_s: self.status.uptime().as_secs(),
@@ -500,19 +365,6 @@ impl Worker {
                 validate::truncate(&mut e, validate::MAX_MESSAGE);
                 e
             }),
-        };
-        match self.sender.heartbeat(&heartbeat) {
-            Ok(()) => self.update(|d| {
-                d.heartbeats += 1;
-                d.connected = true;
-            }),
-            Err(e) => {
-                self.status.set_last_error(e.to_string());
-                self.update(|d| d.connected = false);
-            }
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use otwatch_rules::alert::Severity;
 use otwatch_rules::time::Timestamp;
 
-use crate::summary::ByFunction;
+use otwatch_packet::modbus_counters::ByFunction;
 
 /// The pipeline's counters at one moment.
 #[derive(Debug, Clone, Default, PartialEq)]

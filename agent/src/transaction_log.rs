@@ -13,7 +13,7 @@ use otwatch_rules::transaction::{Outcome, Transaction};
 use serde::Serialize;
 
 use crate::jsonl::JsonLines;
-use crate::pipeline::Observer;
+use otwatch_packet::pipeline::Observer;
 use otwatch_rules::flow::{FlowEvent, FlowInfo, Protocol};
 
 /// One line of the transaction log.

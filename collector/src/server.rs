@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
@@ -109,6 +109,8 @@ pub fn now() -> Timestamp {
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// Seconds for a `Retry-After` header (a rate limit says when to come back).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -116,6 +118,7 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -126,7 +129,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(json!({ "error": self.message }))).into_response()
+        let mut response =
+            (self.status, axum::Json(json!({ "error": self.message }))).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -252,10 +262,13 @@ fn rate_limit<K: Kv>(state: &AppState<K>, agent: &str) -> Result<(), ApiError> {
             .refused
             .with_label_values(&["rate_limited"])
             .inc();
-        return Err(ApiError::new(
+        // The bucket holds one more request within a second at any rate of one or more.
+        let mut refusal = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!("agent {agent:?} exceeds {rate} requests per second"),
-        ));
+        );
+        refusal.retry_after = Some(1);
+        return Err(refusal);
     }
     *tokens -= 1.0;
     Ok(())

@@ -1,12 +1,12 @@
-//! Arbitrary captured frames through the agent's whole packet path (dissection, IPv4
+//! Arbitrary captured frames through the whole packet path (dissection, IPv4
 //! defragmentation, flow table, reassembly, sessions) on every supported link type.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use otwatch_agent::capture::{CapturedPacket, LinkType};
-use otwatch_agent::flow::FlowConfig;
-use otwatch_agent::pipeline::Pipeline;
-use otwatch_agent::summary::ModbusCounters;
+use otwatch_packet::frame::{CapturedPacket, LinkType};
+use otwatch_packet::flow_table::FlowConfig;
+use otwatch_packet::pipeline::Pipeline;
+use otwatch_packet::modbus_counters::ModbusCounters;
 use otwatch_rules::time::Timestamp;
 
 const LINKS: [LinkType; 6] = [

@@ -1,8 +1,11 @@
-//! Dependencies point one way: `rules` at the bottom, the agent and the collector beside each
-//! other on it, the storage engine (`otwatch-kv`) shared. The agent never links the collector.
+//! Dependencies point one way: the pure crates (`otwatch-rules`, `otwatch-packet`) at the
+//! bottom, the agent and the collector beside each other on them, the storage engine
+//! (`otwatch-kv`) shared. The agent never links the collector; the pure crates link no I/O
+//! crate; the fuzz targets link only the pure crates.
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 use std::collections::BTreeSet;
+use std::process::Command;
 
 use otwatch_tests::workspace_root;
 
@@ -42,6 +45,85 @@ fn the_agent_links_rules_and_the_storage_engine_never_the_collector() {
         rules.iter().all(|d| !d.starts_with("otwatch-")),
         "{rules:?}"
     );
+    let packet = dependencies("rules/packet/Cargo.toml");
+    let ours: Vec<_> = packet
+        .iter()
+        .filter(|d| d.starts_with("otwatch-"))
+        .collect();
+    assert_eq!(ours, ["otwatch-rules"], "{packet:?}");
     let collector = dependencies("collector/Cargo.toml");
     assert!(!collector.contains("otwatch-agent"), "{collector:?}");
+}
+
+#[test]
+fn the_fuzz_targets_link_only_the_pure_crates() {
+    let fuzz = dependencies("fuzz/Cargo.toml");
+    let ours: Vec<_> = fuzz.iter().filter(|d| d.starts_with("otwatch-")).collect();
+    assert_eq!(ours, ["otwatch-packet", "otwatch-rules"], "{fuzz:?}");
+}
+
+/// Crates that do I/O, keep time or spawn threads: none may be in a pure crate's tree.
+const IO_CRATES: [&str; 11] = [
+    "tokio",
+    "sled",
+    "libc",
+    "pnet_datalink",
+    "pnet_sys",
+    "mio",
+    "socket2",
+    "rustix",
+    "ureq",
+    "hyper",
+    "otwatch-kv",
+];
+
+#[test]
+fn no_io_crate_is_in_the_pure_crates_dependency_tree() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    for krate in ["otwatch-rules", "otwatch-packet"] {
+        let out = Command::new(&cargo)
+            .current_dir(workspace_root())
+            .args([
+                "tree",
+                "--offline",
+                "--locked",
+                "-e",
+                "normal",
+                "--prefix",
+                "none",
+            ])
+            .args(["--format", "{p}", "-p", krate])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains(krate),
+            "cargo tree -p {krate} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let names: BTreeSet<&str> = text
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .collect();
+        let io: Vec<_> = IO_CRATES.iter().filter(|c| names.contains(*c)).collect();
+        assert!(io.is_empty(), "{krate} depends on {io:?}: {names:?}");
+    }
+}
+
+#[test]
+fn cargo_tree_of_the_agent_shows_no_collector_crate_not_even_for_its_tests() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(&cargo)
+        .current_dir(workspace_root())
+        .args(["tree", "--offline", "--locked", "--prefix", "none"])
+        .args(["--format", "{p}", "-p", "otwatch-agent"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("otwatch-agent"),
+        "cargo tree -p otwatch-agent failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("otwatch-collector"), "{text}");
 }

@@ -7,7 +7,7 @@ use otwatch_rules::modbus::FunctionCode;
 use super::*;
 
 fn snapshot(packets: u64, writes: u64) -> Snapshot {
-    let mut requests = crate::summary::ByFunction::default();
+    let mut requests = otwatch_packet::modbus_counters::ByFunction::default();
     for _ in 0..writes {
         requests.add(FunctionCode::new(6).unwrap());
     }

@@ -48,7 +48,7 @@ fn nothing_listening_is_unreachable_so_the_shipper_retries() {
         assets: Vec::new(),
     };
     assert!(matches!(
-        sender.ingest(&batch),
-        Err(SendError::Unreachable(_))
+        sender.ingest(0, &batch),
+        Err(Failure::Unreachable(_))
     ));
 }

@@ -1,7 +1,6 @@
-//! Counting what a run decoded, for the replay summary (human and JSON).
+//! Counting what a run decoded, for the replay summary (human and JSON) and the metrics.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use otwatch_rules::framing::Encapsulation;
 use otwatch_rules::modbus::{DecodeError, FunctionCode, Response};
@@ -24,7 +23,8 @@ impl Default for ByFunction {
 }
 
 impl ByFunction {
-    pub(crate) fn add(&mut self, function: FunctionCode) {
+    /// Counts one more of `function`.
+    pub fn add(&mut self, function: FunctionCode) {
         if let Some(n) = self.0.get_mut(usize::from(function.code())) {
             *n += 1;
         }
@@ -188,18 +188,4 @@ fn exception_keys<S: serde::Serializer>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     serializer.collect_map(map.iter().map(|((f, c), n)| (format!("{f}/{c}"), n)))
-}
-
-/// Renders per-function counts as `name (code): n` lines.
-pub fn function_table(title: &str, counts: &ByFunction) -> String {
-    let mut out = String::new();
-    if counts.total() == 0 {
-        return out;
-    }
-    let _ = writeln!(out, "{title}:");
-    for (code, n) in counts.nonzero() {
-        let name = FunctionCode::new(code).map_or("unknown", |f| f.name());
-        let _ = writeln!(out, "  {name:<34} {code:>3}  {n:>10}");
-    }
-    out
 }

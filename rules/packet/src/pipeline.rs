@@ -7,10 +7,10 @@ use std::time::Duration;
 use otwatch_rules::time::Timestamp;
 use serde::Serialize;
 
-use crate::capture::CapturedPacket;
 use crate::defrag::{Defragmenter, Reassembly};
 use crate::dissect::{self, Dissection};
-use crate::flow::{FlowConfig, FlowTable};
+use crate::flow_table::{FlowConfig, FlowTable};
+use crate::frame::CapturedPacket;
 use otwatch_rules::flow::{FlowEvent, FlowInfo};
 
 /// Whatever wants to know what the pipeline saw: counters, transaction logs, detectors.

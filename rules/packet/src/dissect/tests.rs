@@ -1,7 +1,7 @@
 use etherparse::PacketBuilder;
 
 use super::*;
-use crate::capture::CapturedPacket;
+use crate::frame::CapturedPacket;
 use otwatch_rules::time::Timestamp;
 
 const MODBUS: &[u8] = &[0, 1, 0, 0, 0, 6, 1, 3, 0, 0, 0, 1];

@@ -1,122 +1,74 @@
-//! The shipper against a real collector (its router, sled store and credentials) over real
-//! HTTPS on localhost.
+//! The agent's shipper against a real collector process over real HTTPS on loopback: records
+//! reach it once and leave the outbox, refusals set aside exactly the records the collector
+//! will never take, and nothing is lost while it is away. The decisions themselves are tested
+//! on a manual clock in `otwatch-delivery`; these tests pin that the thread, the outbox and
+//! the HTTPS transport carry them out against the real thing.
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use otwatch_collector::auth::Credentials;
-use otwatch_collector::config::CollectorConfig;
-use otwatch_collector::feed::BroadcastFeed;
-use otwatch_collector::metrics::Metrics;
-use otwatch_collector::pki;
-use otwatch_collector::server::{AppState, router};
-use otwatch_collector::store::model::Role;
-use otwatch_collector::store::{AlertFilter, Store};
+use otwatch_agent::outbox::{Outbox, Record};
+use otwatch_agent::sender::{HttpsSender, Sender};
+use otwatch_agent::shipper::{Shipper, ShipperConfig};
+use otwatch_agent::status::Status;
 use otwatch_kv::memory::MemoryKv;
-use otwatch_kv::sled::SledKv;
-use otwatch_rules::alert::Alert;
+use otwatch_rules::alert::{Alert, rule};
+use otwatch_rules::detect::agent_alert;
 use otwatch_rules::time::Timestamp;
+use otwatch_tests::collector::{self, Collector as Serve};
+use serde_json::Value;
 
-use super::*;
-use crate::sender::HttpsSender;
+/// A collector data folder with an agent `a1` and a viewer enrolled.
+struct Site {
+    _dir: tempfile::TempDir,
+    site: collector::Site,
+    token: String,
+    viewer: String,
+}
 
-/// A collector serving HTTPS on `addr` until dropped.
+/// A running collector process.
 struct Collector {
-    store: Arc<Store<SledKv>>,
-    handle: axum_server::Handle<SocketAddr>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    serve: Serve,
+    viewer: String,
 }
 
 impl Collector {
-    fn start(data: &Path, addr: SocketAddr) -> Self {
-        let files = pki::Files::in_dir(data);
-        let store = Arc::new(Store::open(SledKv::open(&data.join("store")).unwrap()).unwrap());
-        let state = Arc::new(AppState::new(
-            store.clone(),
-            Arc::new(Credentials::open(data).unwrap()),
-            Arc::new(BroadcastFeed::new(64)),
-            Arc::new(Metrics::new().unwrap()),
-            CollectorConfig::with_data(data.to_path_buf()),
-        ));
-        let handle = axum_server::Handle::new();
-        let server = handle.clone();
-        let (cert, key) = (files.cert.clone(), files.key.clone());
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                    .await
-                    .unwrap();
-                axum_server::bind_rustls(addr, tls)
-                    .handle(server)
-                    .serve(router(state).into_make_service())
-                    .await
-                    .unwrap();
-            });
-        });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "collector did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self {
-            store,
-            handle,
-            thread: Some(thread),
-        }
+    /// Every alert it holds.
+    fn alerts(&self) -> Vec<Value> {
+        let (status, page) = self
+            .serve
+            .client
+            .get("/api/v1/alerts?limit=1000", Some(&self.viewer));
+        assert_eq!(status, 200, "{page}");
+        page["alerts"].as_array().unwrap().clone()
     }
-
-    fn alerts(&self) -> Vec<otwatch_rules::alert::Alert> {
-        self.store
-            .query_alerts(&AlertFilter::default(), None, 1000)
-            .unwrap()
-            .alerts
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// A collector data folder with certificates and an agent credential.
-struct Site {
-    dir: tempfile::TempDir,
-    token: String,
-    addr: SocketAddr,
 }
 
 impl Site {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        pki::create(dir.path(), &["127.0.0.1".to_string()]).unwrap();
-        let token = Credentials::open(dir.path())
-            .unwrap()
-            .enroll("a1", Role::Agent)
-            .unwrap();
-        let addr = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        Self { dir, token, addr }
+        let site = collector::Site::init(dir.path());
+        let token = site.enroll_agent("a1");
+        let viewer = site.enroll_viewer("analyst");
+        Self {
+            _dir: dir,
+            site,
+            token,
+            viewer,
+        }
     }
 
     fn sender(&self, token: &str) -> Box<dyn Sender> {
-        let url = format!("https://{}", self.addr);
-        let ca = self.dir.path().join("ca.pem");
-        Box::new(HttpsSender::new(&url, token, Some(&ca)).unwrap())
+        let ca = self.site.ca();
+        Box::new(HttpsSender::new(&self.site.url(), token, Some(&ca)).unwrap())
     }
 
     fn collector(&self) -> Collector {
-        Collector::start(self.dir.path(), self.addr)
+        Collector {
+            serve: self.site.serve(),
+            viewer: self.viewer.clone(),
+        }
     }
 }
 
@@ -207,22 +159,20 @@ fn drops_while_the_collector_is_away_are_reported_as_an_alert_when_it_returns() 
         collector
             .alerts()
             .iter()
-            .any(|a| a.rule == rule::OUTBOX_OVERFLOW.id)
+            .any(|a| a["rule"] == rule::OUTBOX_OVERFLOW.id)
     });
     drop(shipper);
     let stored = collector.alerts();
     let report = stored
         .iter()
-        .find(|a| a.rule == rule::OUTBOX_OVERFLOW.id)
+        .find(|a| a["rule"] == rule::OUTBOX_OVERFLOW.id)
         .unwrap();
     assert!(
-        report
-            .message
-            .as_deref()
+        report["message"]
+            .as_str()
             .unwrap()
             .starts_with("7 undelivered records"),
-        "{:?}",
-        report.message
+        "{report}"
     );
     assert_eq!(stored.len(), 6, "the newest five, and the report");
     assert_eq!(outbox.unreported(), 0);
@@ -356,26 +306,11 @@ fn heartbeats_tell_the_collector_the_outbox_depth_and_version() {
     let status = Arc::new(Status::new());
     let shipper = spawn(&outbox, site.sender(&site.token), status);
     wait_for("a heartbeat", || shipper.delivered().heartbeats >= 1);
-    let agent = collector.store.agent("a1").unwrap().unwrap();
-    assert_eq!(agent.heartbeat.version, env!("CARGO_PKG_VERSION"));
-    assert_eq!(agent.heartbeat.outbox_depth, 0);
-}
-
-#[test]
-fn backoff_doubles_up_to_its_cap_with_jitter_between_half_and_all() {
-    let mut b = Backoff {
-        min: Duration::from_millis(100),
-        max: Duration::from_secs(2),
-        failures: 0,
-    };
-    let waits: Vec<Duration> = (0..8).map(|_| b.next()).collect();
-    for (i, w) in waits.iter().enumerate() {
-        let full = Duration::from_millis(100 * (1 << i)).min(Duration::from_secs(2));
-        assert!(
-            *w >= full / 2 && *w <= full,
-            "attempt {i}: {w:?} vs {full:?}"
-        );
-    }
-    b.reset();
-    assert!(b.next() <= Duration::from_millis(100));
+    let (_, agents) = collector
+        .serve
+        .client
+        .get("/api/v1/agents", Some(&site.viewer));
+    let agent = &agents[0]["heartbeat"];
+    assert_eq!(agent["version"], env!("CARGO_PKG_VERSION"), "{agents}");
+    assert_eq!(agent["outbox_depth"], 0, "{agents}");
 }

@@ -1,8 +1,8 @@
 use etherparse::PacketBuilder;
 
 use super::*;
-use crate::capture::LinkType;
-use crate::summary::ModbusCounters;
+use crate::frame::LinkType;
+use crate::modbus_counters::ModbusCounters;
 use otwatch_rules::time::Timestamp;
 
 fn read_request(tid: u16) -> Vec<u8> {

@@ -11,7 +11,7 @@ use etherparse::{
     SingleVlanSlice, TcpSlice, UdpSlice,
 };
 
-use crate::capture::{CapturedPacket, LinkType};
+use crate::frame::{CapturedPacket, LinkType};
 
 /// TCP header fields the reassembler needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

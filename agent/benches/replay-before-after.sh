@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Replay time of this tree's agent against another build of it (the commit before a change),
+# on the 2M-packet capture and the 200-rule policy of replay-vs-suricata.sh, without a policy
+# (built-in detectors) and with it. Used to hold a refactoring to "within 5% of before".
+#
+#   agent/benches/replay-before-after.sh BEFORE_BINARY [RUNS]
+#   # e.g. the commit before: git worktree add /tmp/before HEAD~1 &&
+#   #   cargo build --release -p otwatch-agent --manifest-path /tmp/before/Cargo.toml
+#
+# Runs each of the four commands RUNS times (default 20), one of each in turn, so all see the
+# same machine state. Prints median and minimum wall time and after/before ratios.
+set -euo pipefail
+before=${1:?usage: $0 BEFORE_BINARY [RUNS]}
+runs=${2:-20}
+cd "$(dirname "$0")/../.."
+out=target/bench
+pcap="$out/bench-2000000-seed2.pcap"
+policy="$out/policy-200.toml"
+if [ ! -s "$pcap" ] || [ ! -s "$policy" ]; then
+  agent/benches/replay-vs-suricata.sh 1 >/dev/null
+fi
+cargo build --quiet --release -p otwatch-agent --bin otwatch-agent
+after=target/release/otwatch-agent
+python3 - "$runs" "$before" "$after" "$pcap" "$policy" <<'PY'
+import statistics, subprocess, sys, time
+runs, before, after, pcap, policy = int(sys.argv[1]), *sys.argv[2:]
+replay = ["replay", "--no-progress", "--pcap", pcap]
+commands = [
+    ("before, built-in detectors", [before, *replay]),
+    ("after, built-in detectors", [after, *replay]),
+    ("before, 200-rule policy", [before, *replay, "--policy", policy]),
+    ("after, 200-rule policy", [after, *replay, "--policy", policy]),
+]
+def run(cmd):
+    start = time.perf_counter()
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - start
+for _, cmd in commands:  # warm-up: page cache, binaries
+    run(cmd)
+times = {name: [] for name, _ in commands}
+for _ in range(runs):
+    for name, cmd in commands:
+        times[name].append(run(cmd))
+print(f"median of {runs} runs each, interleaved\n")
+print("| binary | median (ms) | min (ms) | after / before |")
+print("|---|---|---|---|")
+for i, (name, _) in enumerate(commands):
+    m = statistics.median(times[name])
+    ratio = ""
+    if i % 2 == 1:
+        ratio = f"{m / statistics.median(times[commands[i - 1][0]]):.3f}"
+    print(f"| {name} | {m * 1000:.1f} | {min(times[name]) * 1000:.1f} | {ratio} |")
+PY

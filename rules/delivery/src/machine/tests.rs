@@ -1,0 +1,538 @@
+//! The machine driven against a model outbox and scripted collectors, on a manual clock: every
+//! refusal, set-aside, split and failover rule of delivery, in microseconds.
+
+use std::collections::BTreeMap;
+
+use super::*;
+
+/// A record in the model outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rec {
+    /// A record any collector takes.
+    Good,
+    /// One the collector will never take from this agent (422).
+    Invalid,
+    /// One the collector cannot read (400).
+    Unreadable,
+    /// One this build cannot read (left by another version): skipped, never sent.
+    Foreign,
+}
+
+/// What a collector does with a batch.
+type Collector = Box<dyn FnMut(&[Rec]) -> Result<u64, Failure>>;
+
+/// A collector that takes good records and refuses the others as the real one does.
+fn honest() -> Collector {
+    Box::new(|batch: &[Rec]| {
+        if batch.contains(&Rec::Invalid) {
+            return Err(Failure::Invalid(
+                "alerts[0].agent: another agent's name".into(),
+            ));
+        }
+        if batch.contains(&Rec::Unreadable) {
+            return Err(Failure::Unreadable(
+                "alerts[0].schema: unknown version".into(),
+            ));
+        }
+        Ok(0)
+    })
+}
+
+fn unreachable() -> Collector {
+    Box::new(|_: &[Rec]| Err(Failure::Unreachable("connection refused".into())))
+}
+
+/// The machine, a model outbox, collectors, and what reached each.
+struct Sim {
+    machine: Machine,
+    now: Duration,
+    outbox: BTreeMap<u64, Rec>,
+    next_seq: u64,
+    collectors: Vec<Collector>,
+    /// Records each collector took, in order.
+    taken: Vec<Vec<u64>>,
+    heartbeats: Vec<usize>,
+    events: Vec<Event>,
+    /// Makes the next removal fail.
+    fail_removal: bool,
+}
+
+impl Sim {
+    fn new(collectors: Vec<Collector>) -> Self {
+        let config = Config {
+            batch_records: 8,
+            collectors: collectors.len(),
+            ..Config::default()
+        };
+        Self::with(config, collectors)
+    }
+
+    fn with(config: Config, collectors: Vec<Collector>) -> Self {
+        Self {
+            machine: Machine::new(config, 7),
+            now: Duration::ZERO,
+            outbox: BTreeMap::new(),
+            next_seq: 1,
+            taken: vec![Vec::new(); collectors.len()],
+            collectors,
+            heartbeats: Vec::new(),
+            events: Vec::new(),
+            fail_removal: false,
+        }
+    }
+
+    fn push(&mut self, records: &[Rec]) {
+        for r in records {
+            self.outbox.insert(self.next_seq, *r);
+            self.next_seq += 1;
+        }
+        self.machine.handle_nudge();
+    }
+
+    /// One poll and what the driver does for it; returns the poll.
+    fn step(&mut self) -> Poll {
+        let poll = self.machine.poll(self.now);
+        match poll.clone() {
+            Poll::Heartbeat { collector } => {
+                self.heartbeats.push(collector);
+                let outcome = (self.collectors[collector])(&[]).map(|_| ());
+                self.machine.handle_heartbeat(self.now, outcome);
+            }
+            Poll::Batch {
+                collector,
+                records,
+                bytes: _,
+            } => {
+                let head: Vec<(u64, Rec)> = self
+                    .outbox
+                    .iter()
+                    .map(|(s, r)| (*s, *r))
+                    .scan(0, |readable, (s, r)| {
+                        if *readable >= records {
+                            return None;
+                        }
+                        if r != Rec::Foreign {
+                            *readable += 1;
+                        }
+                        Some((s, r))
+                    })
+                    .collect();
+                let Some(&(through, _)) = head.last() else {
+                    self.machine.handle_empty(self.now);
+                    return poll;
+                };
+                let sent: Vec<(u64, Rec)> = head
+                    .iter()
+                    .copied()
+                    .filter(|(_, r)| *r != Rec::Foreign)
+                    .collect();
+                let batch: Vec<Rec> = sent.iter().map(|(_, r)| *r).collect();
+                let outcome = (self.collectors[collector])(&batch);
+                if outcome.is_ok() {
+                    self.taken[collector].extend(sent.iter().map(|(s, _)| *s));
+                }
+                let info = Sent {
+                    oldest: sent.first().map(|(s, _)| *s),
+                    through,
+                    records: sent.len(),
+                    unreadable: (head.len() - sent.len()) as u64,
+                };
+                self.machine.handle_batch(self.now, info, outcome);
+            }
+            Poll::Probe { collector, oldest } => {
+                let mut head = self.outbox.iter().filter(|(_, r)| **r != Rec::Foreign);
+                match (head.next(), head.next()) {
+                    (Some((&first, _)), _) if first != oldest => {
+                        self.machine.handle_probe_missing(self.now, true)
+                    }
+                    (None, _) => self.machine.handle_probe_missing(self.now, true),
+                    (Some(_), None) => self.machine.handle_probe_missing(self.now, false),
+                    (Some(_), Some((&next, &rec))) => {
+                        let outcome = (self.collectors[collector])(&[rec]);
+                        if outcome.is_ok() {
+                            self.taken[collector].push(next);
+                        }
+                        self.machine.handle_probe(self.now, next, outcome);
+                    }
+                }
+            }
+            Poll::Remove { through } => {
+                if self.fail_removal {
+                    self.fail_removal = false;
+                    self.machine
+                        .handle_removed(self.now, Err("disk full".into()));
+                } else {
+                    self.outbox.retain(|s, _| *s > through);
+                    self.machine.handle_removed(self.now, Ok(()));
+                }
+            }
+            Poll::Wait { until, .. } => self.now = until,
+        }
+        while let Some(e) = self.machine.poll_event() {
+            self.events.push(e);
+        }
+        poll
+    }
+
+    /// Steps until the outbox is empty and the machine idle, or `limit` steps.
+    fn run(&mut self, limit: usize) {
+        for _ in 0..limit {
+            if self.outbox.is_empty() && matches!(self.machine.state, State::Idle { .. }) {
+                return;
+            }
+            self.step();
+        }
+    }
+
+    fn set_aside(&self) -> u64 {
+        self.events
+            .iter()
+            .map(|e| match e {
+                Event::SetAside { count, .. } => *count,
+                _ => 0,
+            })
+            .sum()
+    }
+}
+
+#[test]
+fn records_go_in_batches_leave_the_outbox_once_taken_and_drops_are_then_reported() {
+    let mut sim = Sim::new(vec![honest()]);
+    sim.push(&[Rec::Good; 20]);
+    sim.run(100);
+    assert_eq!(sim.taken[0], (1..=20).collect::<Vec<_>>());
+    assert!(sim.outbox.is_empty());
+    let d = sim.machine.delivered();
+    assert_eq!((d.records, d.batches, d.rejected), (20, 3, 0));
+    assert!(d.connected);
+    assert!(sim.events.contains(&Event::ReportDrops));
+}
+
+#[test]
+fn the_first_heartbeat_goes_at_once_then_one_every_interval_even_while_backing_off() {
+    let mut sim = Sim::new(vec![unreachable()]);
+    assert_eq!(sim.step(), Poll::Heartbeat { collector: 0 });
+    sim.push(&[Rec::Good]);
+    while sim.now < Duration::from_secs(60) {
+        sim.step();
+    }
+    // 0 s, then every 5 s: 12 in the first minute, whatever the backoff does.
+    assert_eq!(sim.heartbeats.len(), 12);
+    assert!(!sim.machine.delivered().connected);
+    assert_eq!(sim.outbox.len(), 1, "nothing is removed while unreachable");
+}
+
+#[test]
+fn failures_back_off_exponentially_and_new_records_do_not_cut_the_wait_short() {
+    let mut sim = Sim::new(vec![unreachable()]);
+    sim.step(); // heartbeat
+    sim.push(&[Rec::Good]);
+    sim.step(); // batch, fails
+    let Poll::Wait { until, nudge_wakes } = sim.machine.poll(sim.now) else {
+        panic!("expected a wait");
+    };
+    assert!(!nudge_wakes);
+    assert!(until >= Duration::from_millis(250) && until <= Duration::from_millis(500));
+    sim.push(&[Rec::Good]);
+    assert!(matches!(sim.machine.poll(sim.now), Poll::Wait { .. }));
+    let mut waits = Vec::new();
+    let mut last = sim.now;
+    while sim.now < Duration::from_secs(600) {
+        if let Poll::Batch { .. } = sim.step() {
+            waits.push(sim.now - last);
+            last = sim.now;
+        }
+    }
+    assert!(
+        waits.iter().all(|w| *w <= Duration::from_secs(60)),
+        "{waits:?}"
+    );
+    assert!(
+        waits.iter().any(|w| *w >= Duration::from_secs(30)),
+        "{waits:?}"
+    );
+    assert_eq!(sim.machine.delivered().failures, waits.len() as u64 + 1);
+}
+
+#[test]
+fn an_empty_outbox_is_looked_at_again_soon_and_at_once_when_records_arrive() {
+    let mut sim = Sim::new(vec![honest()]);
+    sim.step(); // heartbeat
+    sim.step(); // empty
+    assert_eq!(
+        sim.machine.poll(sim.now),
+        Poll::Wait {
+            until: Duration::from_millis(200),
+            nudge_wakes: true
+        }
+    );
+    sim.push(&[Rec::Good]);
+    assert!(matches!(sim.machine.poll(sim.now), Poll::Batch { .. }));
+}
+
+#[test]
+fn a_batch_too_large_is_halved_until_it_passes_and_the_limit_then_restored() {
+    let mut sim = Sim::new(vec![Box::new(|batch: &[Rec]| {
+        if batch.len() > 2 {
+            Err(Failure::TooLarge("body over 1 KiB".into()))
+        } else {
+            Ok(0)
+        }
+    })]);
+    sim.push(&[Rec::Good; 8]);
+    sim.step(); // heartbeat
+    sim.step(); // 8: too large
+    assert_eq!(sim.machine.batch_limit(), 4);
+    sim.step(); // 4: too large
+    assert_eq!(sim.machine.batch_limit(), 2);
+    sim.step(); // 2: taken
+    sim.step(); // removed
+    assert_eq!(sim.machine.batch_limit(), 8);
+    assert_eq!(sim.machine.delivered().failures, 0);
+    sim.run(100);
+    assert_eq!(sim.taken[0].len(), 8);
+}
+
+#[test]
+fn a_record_refused_for_good_is_found_by_halving_and_set_aside_alone() {
+    let mut sim = Sim::new(vec![honest()]);
+    let mut records = [Rec::Good; 8];
+    records[5] = Rec::Invalid;
+    sim.push(&records);
+    sim.run(200);
+    assert_eq!(sim.taken[0], vec![1, 2, 3, 4, 5, 7, 8]);
+    assert_eq!(sim.set_aside(), 1);
+    assert_eq!(sim.machine.delivered().rejected, 1);
+    assert!(sim.outbox.is_empty());
+}
+
+#[test]
+fn records_refused_for_good_are_all_set_aside_however_many_in_a_row() {
+    let mut sim = Sim::new(vec![honest()]);
+    let mut records = vec![Rec::Invalid; 30];
+    records.push(Rec::Good);
+    sim.push(&records);
+    sim.run(1000);
+    assert_eq!(sim.taken[0], vec![31]);
+    assert_eq!(sim.set_aside(), 30);
+}
+
+#[test]
+fn a_record_the_collector_cannot_read_is_set_aside_once_it_takes_the_next() {
+    let mut sim = Sim::new(vec![honest()]);
+    sim.push(&[
+        Rec::Good,
+        Rec::Unreadable,
+        Rec::Foreign,
+        Rec::Good,
+        Rec::Good,
+    ]);
+    sim.run(200);
+    // The unreadable record and the foreign one after it are set aside; the record after
+    // them went alone, as the probe.
+    assert_eq!(sim.taken[0], vec![1, 4, 5]);
+    assert_eq!(sim.set_aside(), 2);
+    assert!(sim.outbox.is_empty());
+}
+
+#[test]
+fn a_collector_that_refuses_every_record_gets_them_all_kept_not_set_aside_one_by_one() {
+    let mut sim = Sim::new(vec![Box::new(|batch: &[Rec]| {
+        if batch.is_empty() {
+            Ok(0)
+        } else {
+            Err(Failure::Unreadable("unknown schema version 9".into()))
+        }
+    })]);
+    sim.push(&[Rec::Good; 5]);
+    while sim.now < Duration::from_secs(300) {
+        sim.step();
+    }
+    assert_eq!(sim.outbox.len(), 5);
+    assert_eq!(sim.set_aside(), 0);
+    let d = sim.machine.delivered();
+    assert!(d.connected && d.failures > 3, "{d:?}");
+    assert!(sim.events.iter().any(
+        |e| matches!(e, Event::Error(m) if m.contains("refuses every record") && m.contains("older"))
+    ));
+}
+
+#[test]
+fn a_refused_record_with_nothing_after_it_is_kept() {
+    let mut sim = Sim::new(vec![honest()]);
+    sim.push(&[Rec::Unreadable]);
+    while sim.now < Duration::from_secs(30) {
+        sim.step();
+    }
+    assert_eq!(sim.outbox.len(), 1);
+    assert!(sim.events.iter().any(
+        |e| matches!(e, Event::Error(m) if m.contains("kept until the collector takes a record after it"))
+    ));
+    // A record arrives behind it: the refused one goes, the new one is delivered.
+    sim.push(&[Rec::Good]);
+    sim.now += Duration::from_secs(120);
+    sim.run(100);
+    assert_eq!(sim.taken[0], vec![2]);
+    assert_eq!(sim.set_aside(), 1);
+}
+
+#[test]
+fn a_probe_whose_refused_record_the_outbox_dropped_meanwhile_starts_afresh() {
+    let mut sim = Sim::new(vec![honest()]);
+    sim.push(&[Rec::Unreadable, Rec::Good]);
+    sim.step(); // heartbeat
+    sim.machine.batch_limit = 1;
+    sim.step(); // [Unreadable] refused alone: probing
+    assert!(matches!(
+        sim.machine.poll(sim.now),
+        Poll::Probe { oldest: 1, .. }
+    ));
+    sim.outbox.remove(&1); // the outbox dropped it for room
+    sim.step();
+    assert!(matches!(sim.machine.poll(sim.now), Poll::Batch { .. }));
+    sim.run(100);
+    assert_eq!(sim.taken[0], vec![2]);
+    assert_eq!(sim.set_aside(), 0);
+}
+
+#[test]
+fn a_wrong_credential_keeps_everything_and_says_why() {
+    let mut sim = Sim::new(vec![Box::new(|_: &[Rec]| {
+        Err(Failure::Refused {
+            status: 401,
+            message: "unknown token".into(),
+        })
+    })]);
+    sim.push(&[Rec::Good; 3]);
+    while sim.now < Duration::from_secs(30) {
+        sim.step();
+    }
+    assert_eq!(sim.outbox.len(), 3);
+    assert!(sim.events.iter().any(
+        |e| matches!(e, Event::Error(m) if m == "collector refused the request (401): unknown token")
+    ));
+}
+
+#[test]
+fn a_failed_removal_keeps_the_records_and_counts_nothing_and_they_go_again() {
+    let mut sim = Sim::new(vec![honest()]);
+    sim.push(&[Rec::Good; 2]);
+    sim.fail_removal = true;
+    sim.run(100);
+    assert!(sim.events.contains(&Event::Error("disk full".into())));
+    assert_eq!(
+        sim.taken[0],
+        vec![1, 2, 1, 2],
+        "sent again: the collector dedupes"
+    );
+    assert_eq!(sim.machine.delivered().batches, 1);
+}
+
+#[test]
+fn unreadable_records_within_a_taken_batch_are_counted_as_set_aside() {
+    let mut sim = Sim::new(vec![honest()]);
+    sim.push(&[Rec::Good, Rec::Foreign, Rec::Good]);
+    sim.run(100);
+    assert_eq!(sim.taken[0], vec![1, 3]);
+    assert_eq!(sim.machine.delivered().rejected, 1);
+    assert!(
+        sim.events
+            .iter()
+            .any(|e| matches!(e, Event::Error(m) if m.starts_with("1 outbox records")))
+    );
+}
+
+#[test]
+fn an_unreachable_collector_is_skipped_for_the_next_at_once_and_the_next_kept() {
+    let mut sim = Sim::new(vec![unreachable(), honest(), honest()]);
+    sim.push(&[Rec::Good; 3]);
+    sim.step(); // heartbeat to 0
+    sim.step(); // batch to 0: unreachable
+    assert!(matches!(
+        sim.machine.poll(sim.now),
+        Poll::Batch { collector: 1, .. }
+    ));
+    sim.run(100);
+    assert_eq!(sim.taken[1], vec![1, 2, 3]);
+    sim.push(&[Rec::Good]);
+    sim.run(100);
+    assert_eq!(
+        sim.taken[1],
+        vec![1, 2, 3, 4],
+        "stays with the collector that answers"
+    );
+    assert_eq!(
+        sim.now,
+        Duration::ZERO,
+        "no backoff while another collector answers"
+    );
+}
+
+#[test]
+fn when_every_collector_is_unreachable_the_machine_backs_off_then_tries_them_again() {
+    let mut sim = Sim::new(vec![unreachable(), unreachable()]);
+    sim.push(&[Rec::Good]);
+    sim.step(); // heartbeat
+    sim.step(); // 0 fails: on to 1
+    assert!(matches!(
+        sim.machine.poll(sim.now),
+        Poll::Batch { collector: 1, .. }
+    ));
+    sim.step(); // 1 fails: back off
+    assert!(matches!(
+        sim.machine.poll(sim.now),
+        Poll::Wait {
+            nudge_wakes: false,
+            ..
+        }
+    ));
+    assert_eq!(sim.machine.delivered().failures, 2);
+}
+
+#[test]
+fn a_busy_collector_is_left_alone_for_as_long_as_it_asks() {
+    let mut sim = Sim::new(vec![Box::new(|batch: &[Rec]| {
+        if batch.is_empty() {
+            Ok(0)
+        } else {
+            Err(Failure::Busy {
+                retry_after: Some(Duration::from_secs(7)),
+                message: "slow down".into(),
+            })
+        }
+    })]);
+    sim.push(&[Rec::Good]);
+    sim.step(); // heartbeat
+    sim.step(); // busy
+    assert!(matches!(
+        sim.machine.poll(sim.now),
+        Poll::Wait { until, nudge_wakes: false } if until == Duration::from_secs(5)
+    ));
+    assert_eq!(sim.machine.poll_timeout(), Duration::from_secs(5));
+    sim.now = Duration::from_secs(5);
+    sim.step(); // heartbeat at 5 s
+    assert!(matches!(
+        sim.machine.poll(sim.now),
+        Poll::Wait { until, .. } if until == Duration::from_secs(7)
+    ));
+    assert!(
+        sim.machine.delivered().connected,
+        "a busy collector answered"
+    );
+}
+
+#[test]
+fn a_busy_collector_asking_for_an_hour_is_tried_again_within_the_longest_backoff() {
+    let mut sim = Sim::new(vec![Box::new(|_: &[Rec]| {
+        Err(Failure::Busy {
+            retry_after: Some(Duration::from_secs(3600)),
+            message: "slow down".into(),
+        })
+    })]);
+    sim.push(&[Rec::Good]);
+    sim.step(); // heartbeat
+    sim.step(); // busy
+    assert!(
+        matches!(sim.machine.state, State::Backoff { until } if until == Duration::from_secs(60))
+    );
+}
