@@ -15,6 +15,8 @@
 # is not installed (see ../shared/README.md).
 # LATENCY_WITH_OUTBOX=1 runs the latency step with an outbox (a collector it cannot reach), so
 # each alert is durable before its line is written, as on a deployed agent.
+# OTWATCH_AGENT_BIN=PATH measures that agent binary instead of this tree's (another build, for
+# a before/after comparison).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${1:-5}
@@ -25,9 +27,9 @@ out=target/bench/capture-load
 mkdir -p "$out"
 pcap=target/bench/bench-200000-seed1.pcap
 [ -s "$pcap" ] || python3 ../shared/tools/gen-modbus-pcap.py --packets 200000 --seed 1 --out "$pcap"
-cargo build --release -p otwatch-agent --bin otwatch-agent >/dev/null
+[ -n "${OTWATCH_AGENT_BIN:-}" ] || cargo build --release -p otwatch-agent --bin otwatch-agent >/dev/null
 cargo build --release -p otwatch-tests --bin otwatch-sim >/dev/null
-agent=$PWD/target/release/otwatch-agent
+agent=${OTWATCH_AGENT_BIN:-$PWD/target/release/otwatch-agent}
 sim=$PWD/target/release/otwatch-sim
 have_suricata=$(command -v suricata >/dev/null && echo yes || echo no)
 

@@ -8,7 +8,8 @@
 #   #   cargo build --release -p otwatch-agent --manifest-path /tmp/before/Cargo.toml
 #
 # Runs each of the four commands RUNS times (default 20), one of each in turn, so all see the
-# same machine state. Prints median and minimum wall time and after/before ratios.
+# same machine state, with Suricata 7 on the same file as the peer in each round when it is
+# installed (../shared/README.md). Prints median and minimum wall time and after/before ratios.
 set -euo pipefail
 before=${1:?usage: $0 BEFORE_BINARY [RUNS]}
 runs=${2:-20}
@@ -21,9 +22,11 @@ if [ ! -s "$pcap" ] || [ ! -s "$policy" ]; then
 fi
 cargo build --quiet --release -p otwatch-agent --bin otwatch-agent
 after=target/release/otwatch-agent
-python3 - "$runs" "$before" "$after" "$pcap" "$policy" <<'PY'
+suricata=$(command -v suricata || true)
+mkdir -p "$out/suricata-before-after"
+python3 - "$runs" "$before" "$after" "$pcap" "$policy" "$suricata" "$out/suricata-before-after" <<'PY'
 import statistics, subprocess, sys, time
-runs, before, after, pcap, policy = int(sys.argv[1]), *sys.argv[2:]
+runs, before, after, pcap, policy, suricata, logs = int(sys.argv[1]), *sys.argv[2:]
 replay = ["replay", "--no-progress", "--pcap", pcap]
 commands = [
     ("before, built-in detectors", [before, *replay]),
@@ -31,6 +34,11 @@ commands = [
     ("before, 200-rule policy", [before, *replay, "--policy", policy]),
     ("after, 200-rule policy", [after, *replay, "--policy", policy]),
 ]
+if suricata:
+    commands.append(("Suricata 7 (peer)", [suricata, "-r", pcap, "-S", "../shared/tools/suricata-peer.rules",
+        "--set", "app-layer.protocols.modbus.enabled=yes",
+        "--set", "vars.address-groups.WRITERS=[10.10.0.5]",
+        "--runmode", "single", "-k", "none", "-l", logs]))
 def run(cmd):
     start = time.perf_counter()
     subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
@@ -47,7 +55,7 @@ print("|---|---|---|---|")
 for i, (name, _) in enumerate(commands):
     m = statistics.median(times[name])
     ratio = ""
-    if i % 2 == 1:
+    if i % 2 == 1 and i < 4:
         ratio = f"{m / statistics.median(times[commands[i - 1][0]]):.3f}"
     print(f"| {name} | {m * 1000:.1f} | {min(times[name]) * 1000:.1f} | {ratio} |")
 PY

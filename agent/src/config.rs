@@ -1,6 +1,6 @@
 //! The agent's configuration file, `agent.toml`: its name, its collector and credential, its
-//! outbox, its metrics address, its policy. Command-line flags override it. Errors name the
-//! line and the field.
+//! outbox, its metrics address, its policy, its logging. Parsing only: errors name the line
+//! and the field. Flags and environment variables override it, in [`crate::settings`].
 //!
 //! ```toml
 //! agent_name = "hall-1"
@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::delivery::DeliveryOptions;
+use otwatch_telemetry::LogFormat;
 
 /// `agent.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -56,6 +56,12 @@ pub struct AgentConfig {
     pub interface: Option<String>,
     /// Also append every alert to this JSON-lines file.
     pub alerts: Option<PathBuf>,
+    /// Seconds to wait at the end for every record to reach the collector.
+    pub drain_timeout: Option<u64>,
+    /// How much to log ("info", "debug", or per target: "info,otwatch_agent::shipper=debug").
+    pub log_level: Option<String>,
+    /// Log lines as "text" or "json".
+    pub log_format: Option<LogFormat>,
     /// How `run` captures.
     #[serde(default)]
     pub capture: CaptureConfig,
@@ -96,8 +102,17 @@ pub enum CaptureBackend {
     Pnet,
 }
 
-/// Default socket receive buffer.
-pub const DEFAULT_SOCKET_BUFFER_MB: u64 = 8;
+impl std::str::FromStr for CaptureBackend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ring" => Ok(Self::Ring),
+            "pnet" => Ok(Self::Pnet),
+            other => Err(format!("{other:?} (expected ring or pnet)")),
+        }
+    }
+}
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
@@ -127,21 +142,7 @@ pub enum ConfigError {
         /// toml's message, with the line and the field.
         message: String,
     },
-    /// A field's value is unusable.
-    #[error("{field}: {message}")]
-    Invalid {
-        /// The field.
-        field: &'static str,
-        /// What was expected.
-        message: String,
-    },
 }
-
-/// Default outbox budget.
-pub const DEFAULT_OUTBOX_BUDGET_MB: u64 = 256;
-
-/// Default time between heartbeats.
-pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 
 impl AgentConfig {
     /// Reads and parses `path`.
@@ -159,61 +160,6 @@ impl AgentConfig {
     /// Parses the text of `agent.toml`.
     pub fn parse(text: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
-    }
-
-    /// The delivery settings, if a collector is configured: the token comes from
-    /// `collector_token`, `collector_token_file` or `env_token` (the environment), in that
-    /// order; a collector without a token is an error naming the fields.
-    pub fn delivery(
-        &self,
-        env_token: Option<String>,
-        drain_timeout: Duration,
-    ) -> Result<Option<DeliveryOptions>, ConfigError> {
-        let Some(url) = self.collector_url.clone() else {
-            return Ok(None);
-        };
-        let token = match (&self.collector_token, &self.collector_token_file, env_token) {
-            (Some(t), _, _) => t.clone(),
-            (None, Some(file), _) => std::fs::read_to_string(file)
-                .map_err(|e| ConfigError::Invalid {
-                    field: "collector_token_file",
-                    message: format!("{}: {e}", file.display()),
-                })?
-                .trim()
-                .to_string(),
-            (None, None, Some(t)) => t,
-            (None, None, None) => {
-                return Err(ConfigError::Invalid {
-                    field: "collector_token",
-                    message: "a collector is set but no token (expected collector_token, collector_token_file or OTWATCH_COLLECTOR_TOKEN; `otwatch-collector enroll --agent NAME` issues one)".into(),
-                });
-            }
-        };
-        if token.is_empty() {
-            return Err(ConfigError::Invalid {
-                field: "collector_token",
-                message: "empty (expected the token `otwatch-collector enroll` printed)".into(),
-            });
-        }
-        let budget_mb = self.outbox_budget_mb.unwrap_or(DEFAULT_OUTBOX_BUDGET_MB);
-        if budget_mb == 0 {
-            return Err(ConfigError::Invalid {
-                field: "outbox_budget_mb",
-                message: "0 (expected at least 1)".into(),
-            });
-        }
-        Ok(Some(DeliveryOptions {
-            url,
-            token,
-            ca: self.collector_ca.clone(),
-            outbox: self
-                .outbox
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("otwatch-outbox")),
-            outbox_budget: budget_mb.saturating_mul(1024 * 1024),
-            heartbeat_every: self.heartbeat_interval.unwrap_or(DEFAULT_HEARTBEAT),
-            drain_timeout,
-        }))
     }
 }
 

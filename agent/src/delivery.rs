@@ -92,6 +92,12 @@ impl Delivery {
         let mut config = ShipperConfig::new(agent.to_string(), agent_addr);
         config.heartbeat_every = options.heartbeat_every;
         let shipper = Shipper::spawn(outbox.clone(), Box::new(sender), status, config)?;
+        tracing::info!(
+            "delivering to {} (outbox {}, {} records waiting)",
+            options.url,
+            options.outbox.display(),
+            outbox.depth()
+        );
         Ok(Self {
             outbox,
             shipper,

@@ -20,6 +20,7 @@ pub mod publisher;
 pub mod replay;
 pub mod run;
 pub mod sender;
+pub mod settings;
 pub mod shipper;
 pub mod status;
 pub mod transaction_log;

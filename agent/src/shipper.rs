@@ -200,6 +200,7 @@ impl Worker {
                 Poll::Heartbeat { collector } => {
                     let heartbeat = self.heartbeat();
                     let outcome = self.sender.heartbeat(collector, &heartbeat);
+                    tracing::trace!(collector, ok = outcome.is_ok(), "heartbeat");
                     self.machine.handle_heartbeat(self.now(), outcome);
                 }
                 Poll::Batch {
@@ -245,6 +246,14 @@ impl Worker {
             .sender
             .ingest(collector, &self.batch(peeked.records))
             .map(|reply| reply.duplicates as u64);
+        match &outcome {
+            Ok(duplicates) => {
+                tracing::debug!(collector, records = sent.records, duplicates, "batch taken")
+            }
+            Err(failure) => {
+                tracing::debug!(collector, records = sent.records, %failure, "batch not taken")
+            }
+        }
         self.machine.handle_batch(self.now(), sent, outcome);
     }
 

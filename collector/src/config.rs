@@ -1,9 +1,13 @@
-//! The collector's configuration: `collector.toml`, every field also settable by a flag.
+//! The collector's configuration: `collector.toml`. `serve --data`, `--listen` and
+//! `--insecure-http` override the fields of the same names, and `--log-level` and `--log-format`
+//! (or `OTWATCH_LOG`, `RUST_LOG`, `OTWATCH_LOG_FORMAT`) the log settings; every other field is
+//! set in the file only.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use otwatch_telemetry::LogFormat;
 use serde::Deserialize;
 
 /// `collector.toml`.
@@ -39,6 +43,12 @@ pub struct CollectorConfig {
     /// Where else alerts go.
     #[serde(default)]
     pub export: Export,
+    /// How much to log ("info", "debug", or per target).
+    #[serde(default)]
+    pub log_level: Option<String>,
+    /// Log lines as "text" or "json".
+    #[serde(default)]
+    pub log_format: Option<LogFormat>,
 }
 
 /// How many connections the collector holds and for how long, so that no peer can use them
@@ -251,6 +261,8 @@ impl CollectorConfig {
             sessions: Sessions::default(),
             retention: Retention::default(),
             export: Export::default(),
+            log_level: None,
+            log_format: None,
         }
     }
 

@@ -30,6 +30,7 @@ use otwatch_collector::server::{AppState, now, router};
 use otwatch_collector::store::Store;
 use otwatch_collector::store::model::Role;
 use otwatch_collector::{export, pki};
+use otwatch_telemetry::{LogFormat, Telemetry};
 
 /// Central otwatch collector: ingest, store, posture, live feed and dashboard.
 #[derive(Debug, Parser)]
@@ -37,6 +38,14 @@ use otwatch_collector::{export, pki};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How much to log: error, warn, info (default), debug, trace, or per target
+    /// ("info,otwatch_collector::listener=debug"). [env: OTWATCH_LOG, RUST_LOG]
+    #[arg(long, value_name = "LEVEL", global = true)]
+    log_level: Option<String>,
+    /// Log lines as readable text (default) or one JSON object per line, for journald or a log
+    /// shipper. [env: OTWATCH_LOG_FORMAT]
+    #[arg(long, value_enum, value_name = "FORMAT", global = true)]
+    log_format: Option<LogFormat>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,19 +142,42 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
-    // Log lines (tracing) on standard error, at info and above.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .without_time()
-        .init();
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Init(a) => init(&a),
-        Command::Enroll(a) => enroll(&a),
-        Command::Revoke(a) => revoke(&a),
-        Command::List(a) => list(&a),
-        Command::RotateCert(a) => rotate_cert(&a),
-        Command::Serve(a) => serve(a),
+    let config = match &cli.command {
+        Command::Serve(a) => serve_config(a).map(Some),
+        _ => Ok(None),
+    };
+    let telemetry = config.and_then(|config| {
+        let (level, format) = config
+            .as_ref()
+            .map_or((None, None), |c| (c.log_level.as_deref(), c.log_format));
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let telemetry = otwatch_telemetry::resolve(
+            cli.log_level.as_deref(),
+            cli.log_format,
+            env,
+            level,
+            format,
+        )?;
+        Ok((config, telemetry))
+    });
+    let result = match telemetry {
+        Err(e) => {
+            Telemetry::fallback().init();
+            Err(e)
+        }
+        Ok((config, telemetry)) => {
+            telemetry.init();
+            match (cli.command, config) {
+                (Command::Init(a), _) => init(&a),
+                (Command::Enroll(a), _) => enroll(&a),
+                (Command::Revoke(a), _) => revoke(&a),
+                (Command::List(a), _) => list(&a),
+                (Command::RotateCert(a), _) => rotate_cert(&a),
+                (Command::Serve(_), Some(config)) => serve(config),
+                (Command::Serve(_), None) => Err(anyhow::anyhow!("no configuration")),
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -328,7 +360,8 @@ fn absolute(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-fn serve(a: ServeArgs) -> anyhow::Result<()> {
+/// `serve`'s configuration: the file (or `--data`) with the flags over it.
+fn serve_config(a: &ServeArgs) -> anyhow::Result<CollectorConfig> {
     let mut config = match &a.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
@@ -342,13 +375,17 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
             CollectorConfig::with_data(data)
         }
     };
-    if let Some(d) = a.data {
-        config.data = d;
+    if let Some(d) = &a.data {
+        config.data = d.clone();
     }
     if let Some(l) = a.listen {
         config.listen = l;
     }
     config.insecure_http |= a.insecure_http;
+    Ok(config)
+}
+
+fn serve(config: CollectorConfig) -> anyhow::Result<()> {
     data_folder(&config.data)?;
     let files = pki::Files::in_dir(&config.data);
     let store = Arc::new(Store::open(SledKv::open(&config.data.join("store"))?)?);

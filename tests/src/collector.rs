@@ -111,6 +111,11 @@ impl Site {
         self.serve_with(None, &[])
     }
 
+    /// Starts `serve` with extra `args` (`--log-level trace`, say).
+    pub fn serve_with_args(&self, args: &[&str]) -> Collector {
+        self.serve_with(None, args)
+    }
+
     /// Starts `serve` with `settings` (lines of `collector.toml` besides `data`, written to a
     /// configuration file) and extra `args`, and, with `max_open_files`, under that limit on
     /// open files (as a plant's host or a unit's `LimitNOFILE` may set it).
