@@ -1,6 +1,10 @@
 //! Getting alerts and asset observations to the collector: the outbox (sled) and the shipper,
 //! set up from the agent's settings and torn down with a report of what was delivered.
 
+pub mod outbox;
+pub mod sender;
+pub mod shipper;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,10 +13,10 @@ use std::time::Duration;
 use otwatch_kv::sled::{AGENT_CACHE_BYTES, SledKv};
 use serde::Serialize;
 
-use crate::outbox::{Outbox, OutboxError};
-use crate::sender::{HttpsSender, SenderSetupError};
-use crate::shipper::{Shipper, ShipperConfig};
-use crate::status::Status;
+use crate::delivery::outbox::{Outbox, OutboxError};
+use crate::delivery::sender::{HttpsSender, SenderSetupError};
+use crate::delivery::shipper::{Shipper, ShipperConfig};
+use crate::telemetry::status::Status;
 use otwatch_delivery::Delivered;
 
 /// Where and how to deliver.

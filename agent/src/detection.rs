@@ -6,6 +6,10 @@
 //! flush has made the whole batch durable (group commit). A `kill -9` can then lose only
 //! alerts that were never reported, which the traffic after a restart raises again.
 
+pub mod assets;
+pub mod policy_file;
+pub mod policy_reload;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -18,10 +22,10 @@ use otwatch_rules::policy::Policy;
 use otwatch_rules::time::Timestamp;
 use serde::Serialize;
 
-use crate::jsonl::JsonLines;
-use crate::outbox::{Outbox, Record};
-use crate::policy_reload::Reload;
-use crate::status::Status;
+use crate::delivery::outbox::{Outbox, Record};
+use crate::detection::policy_reload::Reload;
+use crate::outputs::jsonl::JsonLines;
+use crate::telemetry::status::Status;
 use otwatch_packet::detector::{AlertSink, Detector};
 use otwatch_packet::pipeline::Observer;
 

@@ -13,6 +13,7 @@
 //! - A value out of range is refused naming where it came from (`--workers`,
 //!   `OTWATCH_WORKERS`, `[capture] workers`) and what was expected.
 
+pub mod config;
 pub mod flags;
 
 use std::collections::BTreeMap;
@@ -29,9 +30,9 @@ use crate::capture::bpf::Program;
 use crate::capture::pnet::PnetOptions;
 #[cfg(target_os = "linux")]
 use crate::capture::ring::RingOptions;
-use crate::config::{AgentConfig, CaptureBackend, ConfigError};
+use crate::commands::run::Source;
 use crate::delivery::DeliveryOptions;
-use crate::run::Source;
+use crate::settings::config::{AgentConfig, CaptureBackend, ConfigError};
 use flags::{DecodingFlags, DeliveryFlags, ReplayFlags, RunFlags};
 use otwatch_telemetry::{LogFormat, Telemetry};
 

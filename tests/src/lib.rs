@@ -38,10 +38,23 @@ pub fn binary(name: &str) -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target/debug"));
     let path = profile_dir.join(name);
     let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-    // What each binary is built from (both use the storage engine, `collector/kv`).
+    // What each binary is built from (both use the storage engine, `collector/kv`, and the
+    // log set-up, `collector/telemetry`).
     let sources: &[&str] = match name {
-        "otwatch-collector" => &["rules/src", "collector/kv/src", "collector/src"],
-        _ => &["rules/src", "collector/kv/src", "agent/src"],
+        "otwatch-collector" => &[
+            "rules/src",
+            "collector/kv/src",
+            "collector/telemetry/src",
+            "collector/src",
+        ],
+        _ => &[
+            "rules/src",
+            "rules/packet/src",
+            "rules/delivery/src",
+            "collector/kv/src",
+            "collector/telemetry/src",
+            "agent/src",
+        ],
     };
     let newest_source = sources
         .iter()

@@ -8,10 +8,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use otwatch_agent::outbox::{Outbox, Record};
-use otwatch_agent::sender::{HttpsSender, Sender};
-use otwatch_agent::shipper::{Shipper, ShipperConfig};
-use otwatch_agent::status::Status;
+use otwatch_agent::delivery::outbox::{Outbox, Record};
+use otwatch_agent::delivery::sender::{HttpsSender, Sender};
+use otwatch_agent::delivery::shipper::{Shipper, ShipperConfig};
+use otwatch_agent::telemetry::status::Status;
 use otwatch_kv::memory::MemoryKv;
 use otwatch_rules::alert::{Alert, rule};
 use otwatch_rules::detect::agent_alert;

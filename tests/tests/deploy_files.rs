@@ -29,7 +29,7 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 fn exported() -> BTreeSet<String> {
     let root = workspace_root();
     let mut names = BTreeSet::new();
-    for file in ["agent/src/metrics.rs", "collector/src/metrics.rs"] {
+    for file in ["agent/src/telemetry/metrics.rs", "collector/src/metrics.rs"] {
         let text = std::fs::read_to_string(root.join(file)).unwrap();
         for name in metric_names(&text) {
             names.insert(name.clone());

@@ -18,7 +18,7 @@ use super::interface::{self, OpenError};
 use super::live::{LiveSource, Polled};
 use super::socket;
 use super::{CapturedPacket, LinkType};
-use crate::status::wall_clock;
+use crate::telemetry::status::wall_clock;
 
 /// The read buffer: an IPv4 or IPv6 packet of 64 KiB with Ethernet and two VLAN tags fits,
 /// with room to spare for offloaded (GRO) frames.

@@ -1,5 +1,5 @@
 use super::*;
-use crate::policy_file::PolicyLoadError;
+use crate::detection::policy_file::PolicyLoadError;
 
 fn detection() -> Detection<Vec<u8>> {
     Detection::new(DetectionConfig::default(), None, Some(Vec::new()), false)

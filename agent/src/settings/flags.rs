@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::CaptureBackend;
+use crate::settings::config::CaptureBackend;
 use otwatch_telemetry::LogFormat;
 
 /// Passive Modbus security monitor agent.
@@ -28,7 +28,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// How much to log: error, warn, info (default), debug, trace, or per target
-    /// ("info,otwatch_agent::shipper=debug"). [env: OTWATCH_LOG, RUST_LOG]
+    /// ("info,otwatch_agent::delivery::shipper=debug"). [env: OTWATCH_LOG, RUST_LOG]
     #[arg(long, value_name = "LEVEL", global = true)]
     pub log_level: Option<String>,
     /// Log lines as readable text (default) or one JSON object per line, for journald or a log

@@ -18,3 +18,7 @@ pub mod flow_table;
 pub mod frame;
 pub mod modbus_counters;
 pub mod pipeline;
+
+/// For [`forward_observer!`]: the rules crate's types, by a path that works from any crate.
+#[doc(hidden)]
+pub use otwatch_rules as __rules;

@@ -96,6 +96,45 @@ impl<T: Observer + ?Sized> Observer for &mut T {
     }
 }
 
+/// Implements [`Observer`] for a struct of observers by handing every call to each field in
+/// turn, in the order listed: a pipeline's observers as a named struct rather than nested
+/// tuples, at no cost (the calls are static).
+///
+/// ```ignore
+/// forward_observer!(impl[W: Write] Observers<W> { counters, detection, assets });
+/// ```
+#[macro_export]
+macro_rules! forward_observer {
+    (impl [$($generics:tt)*] $ty:ty { $($field:ident),+ $(,)? }) => {
+        impl<$($generics)*> $crate::pipeline::Observer for $ty {
+            fn flow_event(
+                &mut self,
+                ts: $crate::__rules::time::Timestamp,
+                flow: &$crate::__rules::flow::FlowInfo,
+                event: &$crate::__rules::flow::FlowEvent<'_>,
+            ) {
+                $($crate::pipeline::Observer::flow_event(&mut self.$field, ts, flow, event);)+
+            }
+
+            fn tick(&mut self, now: $crate::__rules::time::Timestamp) {
+                $($crate::pipeline::Observer::tick(&mut self.$field, now);)+
+            }
+
+            fn finish(&mut self) {
+                $($crate::pipeline::Observer::finish(&mut self.$field);)+
+            }
+
+            fn clock_stepped(
+                &mut self,
+                before: $crate::__rules::time::Timestamp,
+                now: $crate::__rules::time::Timestamp,
+            ) {
+                $($crate::pipeline::Observer::clock_stepped(&mut self.$field, before, now);)+
+            }
+        }
+    };
+}
+
 /// Packet-level counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PacketCounters {

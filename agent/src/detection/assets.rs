@@ -10,8 +10,8 @@ use otwatch_rules::inventory::Inventory;
 use otwatch_rules::policy::Policy;
 use otwatch_rules::time::Timestamp;
 
-use crate::outbox::{Outbox, Record};
-use crate::status::Status;
+use crate::delivery::outbox::{Outbox, Record};
+use crate::telemetry::status::Status;
 use otwatch_packet::pipeline::Observer;
 
 /// How often changed hosts are queued, in capture time.

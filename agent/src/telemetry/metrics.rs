@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use otwatch_rules::modbus::FunctionCode;
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
-use crate::outbox::Outbox;
-use crate::status::{Snapshot, Status};
+use crate::delivery::outbox::Outbox;
+use crate::telemetry::status::{Snapshot, Status};
 use otwatch_delivery::Delivered;
 
 /// Every metric the agent exports.

@@ -18,7 +18,6 @@ use otwatch_rules::policy::Policy;
 use otwatch_rules::time::Timestamp;
 use serde::Serialize;
 
-use crate::assets::AssetReporter;
 use crate::capture::file::CaptureFileError;
 #[cfg(target_os = "linux")]
 use crate::capture::interface::{self, OpenError};
@@ -29,12 +28,13 @@ use crate::capture::pnet::{PnetOptions, PnetSource};
 #[cfg(target_os = "linux")]
 use crate::capture::ring::{RingOptions, RingSource};
 use crate::delivery::{Delivery, DeliveryError, DeliveryOptions, DeliveryReport};
+use crate::detection::assets::AssetReporter;
+use crate::detection::policy_reload::{Reload, Reloader};
 use crate::detection::{AlertCounts, Detection};
-use crate::jsonl::SharedWriter;
-use crate::metrics;
-use crate::policy_reload::{Reload, Reloader};
-use crate::publisher::{Publisher, View};
-use crate::status::Status;
+use crate::outputs::jsonl::SharedWriter;
+use crate::telemetry::metrics;
+use crate::telemetry::publisher::{Publisher, View};
+use crate::telemetry::status::Status;
 use otwatch_packet::flow_table::FlowConfig;
 use otwatch_packet::modbus_counters::ModbusCounters;
 use otwatch_packet::pipeline::{PacketCounters, Pipeline};
@@ -157,10 +157,14 @@ impl RunReport {
     }
 }
 
-type RunObserver = (
-    ModbusCounters,
-    (Detection<SharedWriter>, Option<AssetReporter>),
-);
+/// What a live pipeline reports to, in this order.
+struct RunObserver {
+    modbus: ModbusCounters,
+    detection: Detection<SharedWriter>,
+    assets: Option<AssetReporter>,
+}
+
+otwatch_packet::forward_observer!(impl[] RunObserver { modbus, detection, assets });
 
 /// How long the pipeline waits for packets before doing its housekeeping.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
@@ -216,7 +220,7 @@ struct Shared<'a> {
     options: &'a RunOptions,
     status: Arc<Status>,
     policy: Option<Arc<Policy>>,
-    outbox: Option<Arc<crate::outbox::Outbox>>,
+    outbox: Option<Arc<crate::delivery::outbox::Outbox>>,
     alert_log: Option<SharedWriter>,
     addr: SocketAddr,
     stop: &'a AtomicBool,
@@ -418,7 +422,11 @@ fn worker(
         .map(|o| AssetReporter::new(o.clone(), shared.status.clone(), shared.policy.clone()));
     let mut pipeline: Pipeline<RunObserver> = Pipeline::new(
         options.flows.clone(),
-        (ModbusCounters::default(), (detection, assets)),
+        RunObserver {
+            modbus: ModbusCounters::default(),
+            detection,
+            assets,
+        },
     );
     let mut publisher = Publisher::new(
         shared.status.clone(),
@@ -442,7 +450,7 @@ fn worker(
                 }
                 clock = Some((pipeline.last_ts(), Instant::now()));
                 // Alerts reach the log file as soon as their batch is done.
-                pipeline.observer_mut().1.0.flush_log();
+                pipeline.observer_mut().detection.flush_log();
             }
             Next::Idle => {}
             Next::Ended => break "end of stream",
@@ -451,7 +459,7 @@ fn worker(
             last_housekeeping = Instant::now();
             if let Some((ts, at)) = clock {
                 pipeline.tick(ts.saturating_add(at.elapsed()));
-                pipeline.observer_mut().1.0.flush_log();
+                pipeline.observer_mut().detection.flush_log();
             }
             apply_all(changes, &mut pipeline, &mut publisher, shared.addr);
             let counters = capture.counters();
@@ -469,12 +477,12 @@ fn worker(
         }
     }
     pipeline.finish();
-    pipeline.observer_mut().1.0.flush_log();
+    pipeline.observer_mut().detection.flush_log();
     publisher.extra.kernel_drops = counters.kernel_drops.load(Ordering::Relaxed);
     publisher.extra.queue_drops = counters.queue_drops.load(Ordering::Relaxed);
     publisher.publish(view(&pipeline));
     let packets = pipeline.counters().clone();
-    let (_, (detection, _)) = pipeline.into_observer();
+    let detection = pipeline.into_observer().detection;
     let alerts = detection.counts().clone();
     if let Err(e) = detection.finish_log() {
         tracing::error!("alert log: {e}");
@@ -551,7 +559,9 @@ fn apply(
         return;
     };
     let ts = pipeline.last_ts();
-    let (_, (detection, assets)) = pipeline.observer_mut();
+    let RunObserver {
+        detection, assets, ..
+    } = pipeline.observer_mut();
     let announcement = match &reload {
         Reload::Loaded(policy, warnings) => {
             publisher.extra.policy_hash = Some(policy.hash.clone());
@@ -587,7 +597,9 @@ fn apply(
 }
 
 fn view(pipeline: &Pipeline<RunObserver>) -> View<'_> {
-    let (modbus, (detection, _)) = pipeline.observer();
+    let RunObserver {
+        modbus, detection, ..
+    } = pipeline.observer();
     View {
         packets: pipeline.counters(),
         flows: pipeline.flows(),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::detection::AlertCounts;
-use crate::status::{Datagrams, Snapshot, Status};
+use crate::telemetry::status::{Datagrams, Snapshot, Status};
 use otwatch_packet::flow_table::FlowTable;
 use otwatch_packet::modbus_counters::ModbusCounters;
 use otwatch_packet::pipeline::PacketCounters;

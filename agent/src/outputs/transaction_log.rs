@@ -12,7 +12,7 @@ use otwatch_rules::time::Timestamp;
 use otwatch_rules::transaction::{Outcome, Transaction};
 use serde::Serialize;
 
-use crate::jsonl::JsonLines;
+use crate::outputs::jsonl::JsonLines;
 use otwatch_packet::pipeline::Observer;
 use otwatch_rules::flow::{FlowEvent, FlowInfo, Protocol};
 

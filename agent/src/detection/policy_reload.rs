@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use otwatch_rules::policy::{Policy, Warning};
 
-use crate::policy_file::{self, PolicyLoadError};
+use crate::detection::policy_file::{self, PolicyLoadError};
 
 /// How long a changed policy file must stay unchanged before it is loaded.
 pub const SETTLE: Duration = Duration::from_millis(300);

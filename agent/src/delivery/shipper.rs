@@ -17,9 +17,9 @@ use otwatch_rules::detect::agent_alert;
 use otwatch_rules::validate;
 use otwatch_rules::wire::{Heartbeat, IngestBatch};
 
-use crate::outbox::{Outbox, Record};
-use crate::sender::Sender;
-use crate::status::{Status, wall_clock};
+use crate::delivery::outbox::{Outbox, Record};
+use crate::delivery::sender::Sender;
+use crate::telemetry::status::{Status, wall_clock};
 
 /// How the shipper paces itself.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use otwatch_rules::session::Event;
 use otwatch_rules::time::Timestamp;
 use serde::Serialize;
 
-use crate::jsonl::JsonLines;
+use crate::outputs::jsonl::JsonLines;
 use otwatch_packet::pipeline::Observer;
 use otwatch_rules::flow::{FlowEvent, FlowInfo};
 

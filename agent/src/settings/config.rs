@@ -58,7 +58,7 @@ pub struct AgentConfig {
     pub alerts: Option<PathBuf>,
     /// Seconds to wait at the end for every record to reach the collector.
     pub drain_timeout: Option<u64>,
-    /// How much to log ("info", "debug", or per target: "info,otwatch_agent::shipper=debug").
+    /// How much to log ("info", "debug", or per target: "info,otwatch_agent::delivery::shipper=debug").
     pub log_level: Option<String>,
     /// Log lines as "text" or "json".
     pub log_format: Option<LogFormat>,

@@ -14,16 +14,16 @@ use otwatch_rules::modbus::FunctionCode;
 use otwatch_rules::policy::Policy;
 use serde::Serialize;
 
-use crate::assets::AssetReporter;
 use crate::capture::file::CaptureFileError;
+use crate::commands::offline::{self, FileReport};
 use crate::delivery::{Delivery, DeliveryError, DeliveryOptions, DeliveryReport};
+use crate::detection::assets::AssetReporter;
 use crate::detection::{AlertCounts, Detection};
-use crate::event_log::EventLog;
-use crate::metrics;
-use crate::offline::{self, FileReport};
-use crate::publisher::{Publisher, View};
-use crate::status::Status;
-use crate::transaction_log::TransactionLog;
+use crate::outputs::event_log::EventLog;
+use crate::outputs::transaction_log::TransactionLog;
+use crate::telemetry::metrics;
+use crate::telemetry::publisher::{Publisher, View};
+use crate::telemetry::status::Status;
 use otwatch_packet::flow_table::{FlowConfig, FlowCounters};
 use otwatch_packet::modbus_counters::{ByFunction, ModbusCounters};
 use otwatch_packet::pipeline::{PacketCounters, Pipeline};
@@ -248,10 +248,13 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
     let assets = outbox
         .as_ref()
         .map(|o| AssetReporter::new(o.clone(), status.clone(), options.policy.clone()));
-    let observer = (
-        ModbusCounters::default(),
-        (((transactions, events), detection), assets),
-    );
+    let observer = ReplayObserver {
+        modbus: ModbusCounters::default(),
+        transactions,
+        events,
+        detection,
+        assets,
+    };
     let mut pipeline = Pipeline::new(options.flows.clone(), observer);
     let mut publisher = Publisher::new(
         status.clone(),
@@ -259,16 +262,22 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
     );
     let files = offline::feed(&mut captures, &mut pipeline, options.progress, &mut |p| {
         // Alerts are reported once their batch is durable in the outbox.
-        p.observer_mut().1.0.1.flush_log();
+        p.observer_mut().detection.flush_log();
         publisher.tick(view(p));
     });
     pipeline.finish();
-    pipeline.observer_mut().1.0.1.flush_log();
+    pipeline.observer_mut().detection.flush_log();
     publisher.publish(view(&pipeline));
     let elapsed = started.elapsed();
     let packets = pipeline.counters().clone();
     let flows = pipeline.flows().counters();
-    let (modbus, (((transactions, events), detection), assets)) = pipeline.into_observer();
+    let ReplayObserver {
+        modbus,
+        transactions,
+        events,
+        detection,
+        assets,
+    } = pipeline.into_observer();
     let alerts = detection.counts().clone();
     detection
         .finish_log()
@@ -299,20 +308,28 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
     })
 }
 
-type ReplayObserver<W> = (
-    ModbusCounters,
-    (
-        (
-            (Option<TransactionLog<W>>, Option<EventLog<W>>),
-            Detection<W>,
-        ),
-        Option<AssetReporter>,
-    ),
-);
+/// What a replay's pipeline reports to, in this order.
+struct ReplayObserver<W: Write> {
+    modbus: ModbusCounters,
+    transactions: Option<TransactionLog<W>>,
+    events: Option<EventLog<W>>,
+    detection: Detection<W>,
+    assets: Option<AssetReporter>,
+}
+
+otwatch_packet::forward_observer!(impl[W: Write] ReplayObserver<W> {
+    modbus,
+    transactions,
+    events,
+    detection,
+    assets,
+});
 
 /// What the publisher reads from the replay's pipeline.
 fn view<W: Write>(pipeline: &Pipeline<ReplayObserver<W>>) -> View<'_> {
-    let (modbus, ((_, detection), _)) = pipeline.observer();
+    let ReplayObserver {
+        modbus, detection, ..
+    } = pipeline.observer();
     View {
         packets: pipeline.counters(),
         flows: pipeline.flows(),

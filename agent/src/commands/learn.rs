@@ -11,7 +11,7 @@ use otwatch_rules::time::Timestamp;
 
 use crate::capture::file::CaptureFileError;
 use crate::capture::live::{Capture, LiveSource, Next};
-use crate::offline::{self, FileReport};
+use crate::commands::offline::{self, FileReport};
 use otwatch_packet::flow_table::FlowConfig;
 use otwatch_packet::pipeline::{Observer, Pipeline};
 
