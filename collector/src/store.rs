@@ -202,6 +202,49 @@ impl<K: Kv> Store<K> {
         for (key, posting) in postings {
             b.put(key, posting);
         }
+        self.put_incidents(&mut b, incidents, first_new_incident, next_incident)?;
+        let stored = self.counter(b"alerts")? + reply.accepted as u64;
+        b.put(
+            keys::named(keys::COUNTER, b"alerts"),
+            stored.to_be_bytes().to_vec(),
+        );
+        self.count_per_agent(&mut b, &indexed)?;
+        reply.assets += self.merge_assets(&mut b, batch)?;
+        if reply.accepted > 0 {
+            let key = keys::named(keys::AGENT, batch.agent.as_bytes());
+            let mut record = self.agent(&batch.agent)?.unwrap_or_else(|| AgentRecord {
+                heartbeat: Heartbeat {
+                    agent: batch.agent.clone(),
+                    ..Heartbeat::default()
+                },
+                seen_at: now,
+                first_seen: now,
+                alerts: 0,
+            });
+            record.alerts += reply.accepted as u64;
+            b.put(key, json(&record));
+        }
+        self.kv.apply(b)?;
+        drop(writer);
+        let fresh = indexed.into_iter().map(|(_, a)| a.clone()).collect();
+        // Flushed outside the writer lock: the next batch is applied while this one reaches
+        // the disk, and one flush makes both durable (group commit). A batch that found an id
+        // already stored by a batch not yet flushed is acknowledged only after its own flush,
+        // which covers that earlier batch too.
+        self.kv.flush()?;
+        Ok((reply, fresh))
+    }
+
+    /// Writes the incidents a batch opened or joined (`incidents`), the incident counter
+    /// (`next`: the next id; ids from `first_new` on were opened by the batch), and the count of
+    /// open incidents.
+    fn put_incidents(
+        &self,
+        b: &mut Batch,
+        mut incidents: Vec<Incident>,
+        first_new_incident: u64,
+        next_incident: u64,
+    ) -> Result<(), StoreError> {
         // Oldest first, so that where a batch closed one incident and opened the next for the
         // same key, the key is left pointing at the newer.
         incidents.sort_unstable_by_key(|i| i.id);
@@ -232,14 +275,18 @@ impl<K: Kv> Store<K> {
                 open.to_be_bytes().to_vec(),
             );
         }
-        let stored = self.counter(b"alerts")? + reply.accepted as u64;
-        b.put(
-            keys::named(keys::COUNTER, b"alerts"),
-            stored.to_be_bytes().to_vec(),
-        );
-        // Stored alerts per agent, for retention's fair shares.
+        Ok(())
+    }
+
+    /// Adds the alerts a batch stored (`indexed`) to each agent's count, for retention's fair
+    /// shares.
+    fn count_per_agent(
+        &self,
+        b: &mut Batch,
+        indexed: &[([u8; 24], &Alert)],
+    ) -> Result<(), StoreError> {
         let mut by_agent: HashMap<&str, u64> = HashMap::new();
-        for (_, a) in &indexed {
+        for (_, a) in indexed {
             *by_agent.entry(a.agent.as_str()).or_default() += 1;
         }
         for (agent, n) in by_agent {
@@ -247,6 +294,13 @@ impl<K: Kv> Store<K> {
             let held = self.kv.get(&key)?.map_or(0, |v| u64_of(&v)) + n;
             b.put(key, held.to_be_bytes().to_vec());
         }
+        Ok(())
+    }
+
+    /// Merges a batch's asset observations into the stored assets, each agent's labels kept
+    /// apart; returns how many observations were taken.
+    fn merge_assets(&self, b: &mut Batch, batch: &IngestBatch) -> Result<usize, StoreError> {
+        let mut taken = 0;
         // Merged into what this batch already merged for the host (several workers each report
         // their view of it), else into what is stored.
         let mut assets: HashMap<Vec<u8>, AssetRecord> = HashMap::new();
@@ -274,7 +328,7 @@ impl<K: Kv> Store<K> {
                     slot.insert(merged);
                 }
             }
-            reply.assets += 1;
+            taken += 1;
         }
         for (key, merged) in assets {
             b.put(key, json(&merged));
@@ -286,29 +340,7 @@ impl<K: Kv> Store<K> {
                 total.to_be_bytes().to_vec(),
             );
         }
-        if reply.accepted > 0 {
-            let key = keys::named(keys::AGENT, batch.agent.as_bytes());
-            let mut record = self.agent(&batch.agent)?.unwrap_or_else(|| AgentRecord {
-                heartbeat: Heartbeat {
-                    agent: batch.agent.clone(),
-                    ..Heartbeat::default()
-                },
-                seen_at: now,
-                first_seen: now,
-                alerts: 0,
-            });
-            record.alerts += reply.accepted as u64;
-            b.put(key, json(&record));
-        }
-        self.kv.apply(b)?;
-        drop(writer);
-        let fresh = indexed.into_iter().map(|(_, a)| a.clone()).collect();
-        // Flushed outside the writer lock: the next batch is applied while this one reaches
-        // the disk, and one flush makes both durable (group commit). A batch that found an id
-        // already stored by a batch not yet flushed is acknowledged only after its own flush,
-        // which covers that earlier batch too.
-        self.kv.flush()?;
-        Ok((reply, fresh))
+        Ok(taken)
     }
 
     /// Puts an alert into its incident: the open one for its (rule, source, destination) if the

@@ -168,7 +168,8 @@ impl Alert {
     }
 }
 
-/// What a built-in rule is: id, title, default severity, techniques.
+/// What a built-in rule is: id, title, default severity, techniques, and when its repeats
+/// raise an alert. The whole definition of a rule is its line in the catalogue below.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RuleMeta {
     /// Stable id.
@@ -179,13 +180,37 @@ pub struct RuleMeta {
     pub severity: Severity,
     /// ATT&CK for ICS technique ids.
     pub technique: &'static [&'static str],
+    /// When occurrences within a fold window raise an alert.
+    pub fold: Fold,
+}
+
+/// When a rule's occurrences within a fold window raise an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fold {
+    /// At the given occurrence (1: the first); a policy's `threshold` for the rule overrides
+    /// it.
+    After(u32),
+    /// The detector counts distinct things itself (unit ids, address blocks, writes, pending
+    /// requests), so each finding is over its threshold already; a policy's `threshold` for
+    /// the rule tunes the detector's count instead.
+    Counted,
+}
+
+/// A catalogue line's fold: the one given, else the first occurrence.
+macro_rules! fold_of {
+    () => {
+        Fold::After(1)
+    };
+    ($fold:expr) => {
+        $fold
+    };
 }
 
 macro_rules! rules {
-    ($($name:ident = $id:literal, $title:literal, $sev:ident, [$($t:literal),*];)*) => {
+    ($($name:ident = $id:literal, $title:literal, $sev:ident, [$($t:literal),*] $(, $fold:expr)?;)*) => {
         /// Every built-in rule, by constant.
         pub mod rule {
-            use super::{RuleMeta, Severity};
+            use super::{Fold, RuleMeta, Severity};
             $(
                 #[doc = $title]
                 pub const $name: RuleMeta = RuleMeta {
@@ -193,6 +218,7 @@ macro_rules! rules {
                     title: $title,
                     severity: Severity::$sev,
                     technique: &[$($t),*],
+                    fold: fold_of!($($fold)?),
                 };
             )*
             /// The whole catalogue, in documentation order.
@@ -207,20 +233,20 @@ rules! {
     CLEAR_COUNTERS = "diag.clear_counters", "Clear Counters and Diagnostic Register (function 8/10)", Medium, ["T0872"];
     READ_DEVICE_ID = "recon.read_device_id", "Read Device Identification (function 43/14)", Low, ["T0888"];
     REPORT_SERVER_ID = "recon.report_server_id", "Report Server ID (function 17)", Low, ["T0888"];
-    POINTS_SCAN = "recon.points_scan", "Points-list scan: a burst of illegal-data-address exceptions", Medium, ["T0861", "T0846"];
-    FUNCTION_CODE_SCAN = "recon.function_code_scan", "Function-code scan: a burst of illegal-function exceptions", Medium, ["T0888", "T0846"];
-    UNIT_ID_SCAN = "recon.unit_id_scan", "Unit-id scan: one master addressing many unit ids", Medium, ["T0846"];
-    ADDRESS_SWEEP = "recon.address_sweep", "Address sweep: reads walking through many address blocks", Medium, ["T0861"];
+    POINTS_SCAN = "recon.points_scan", "Points-list scan: a burst of illegal-data-address exceptions", Medium, ["T0861", "T0846"], Fold::After(3);
+    FUNCTION_CODE_SCAN = "recon.function_code_scan", "Function-code scan: a burst of illegal-function exceptions", Medium, ["T0888", "T0846"], Fold::After(3);
+    UNIT_ID_SCAN = "recon.unit_id_scan", "Unit-id scan: one master addressing many unit ids", Medium, ["T0846"], Fold::Counted;
+    ADDRESS_SWEEP = "recon.address_sweep", "Address sweep: reads walking through many address blocks", Medium, ["T0861"], Fold::Counted;
     ILLEGAL_ADU_SIZE = "proto.illegal_adu_size", "Illegal ADU size (MBAP length outside 2-254)", Medium, ["T0814"];
     LENGTH_MISMATCH = "proto.length_mismatch", "Frame length disagrees with its contents (trailing or missing bytes)", Medium, ["T0814"];
     INVALID_PROTOCOL_ID = "proto.invalid_protocol_id", "MBAP protocol id is not 0", Medium, ["T0814"];
     MALFORMED = "proto.malformed", "Malformed Modbus frame", Low, ["T0814"];
     NON_MODBUS = "proto.non_modbus", "Non-Modbus traffic on a Modbus port", Medium, ["T0885"];
     OVERLAP_CONFLICT = "proto.overlap_conflict", "TCP segments overlap with different contents (IDS evasion)", High, ["T0820"];
-    BUSY_STORM = "dos.busy_exception_storm", "Server-device-busy exception storm", Medium, ["T0814"];
-    ACKNOWLEDGE_STORM = "dos.acknowledge_exception_storm", "Acknowledge exception storm", Medium, ["T0814"];
-    REQUEST_FLOOD = "dos.request_flood", "Request flood: requests piling up unanswered", High, ["T0814"];
-    BRUTE_FORCE_IO = "impact.brute_force_io", "Brute-force I/O: points written over and over", High, ["T0806"];
+    BUSY_STORM = "dos.busy_exception_storm", "Server-device-busy exception storm", Medium, ["T0814"], Fold::After(3);
+    ACKNOWLEDGE_STORM = "dos.acknowledge_exception_storm", "Acknowledge exception storm", Medium, ["T0814"], Fold::After(3);
+    REQUEST_FLOOD = "dos.request_flood", "Request flood: requests piling up unanswered", High, ["T0814"], Fold::Counted;
+    BRUTE_FORCE_IO = "impact.brute_force_io", "Brute-force I/O: points written over and over", High, ["T0806"], Fold::Counted;
     BROADCAST_WRITE = "impact.broadcast_write", "Write broadcast to unit 0", High, ["T0855", "T0836"];
     UMAS_PROGRAM_DOWNLOAD = "program.umas_download", "Schneider UMAS program download to the PLC", Critical, ["T0843"];
     UMAS_PROGRAM_UPLOAD = "program.umas_upload", "Schneider UMAS program upload from the PLC", High, ["T0845"];

@@ -82,7 +82,58 @@ pub(crate) struct Finding {
     message: Option<String>,
 }
 
+/// What names a finding's rule in its alert: id, title, severity, techniques.
+struct Identity {
+    id: Arc<str>,
+    title: Arc<str>,
+    severity: Severity,
+    technique: Arc<[String]>,
+}
+
+impl Identity {
+    /// A built-in rule's, at `severity` (its own unless the policy tunes it).
+    fn builtin(meta: &'static RuleMeta, severity: Severity) -> Self {
+        Self {
+            id: meta.id.into(),
+            title: meta.title.into(),
+            severity,
+            technique: meta.technique.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+}
+
 impl Finding {
+    /// A finding of `rule` at `ts` on flow `flow`, by `src` against `dst`, with what the
+    /// traffic showed (`facts`; its `from_server` has already decided `src` and `dst`).
+    fn new(
+        rule: RuleKey,
+        identity: Identity,
+        ts: Timestamp,
+        flow: u64,
+        (src, dst): (SocketAddr, SocketAddr),
+        facts: Facts,
+    ) -> Self {
+        Self {
+            rule,
+            id: identity.id,
+            title: identity.title,
+            severity: identity.severity,
+            technique: identity.technique,
+            ts,
+            flow,
+            src,
+            dst,
+            unit_id: facts.unit_id,
+            function: facts.function,
+            address: facts.address,
+            quantity: facts.quantity,
+            values: facts.values,
+            exception: facts.exception,
+            evidence: facts.evidence,
+            message: facts.message,
+        }
+    }
+
     fn into_alert(self, agent: &str, count: u64, first_ts: Timestamp, seq: u64) -> Alert {
         // Within the bounds the collector takes (a policy's message, an error's text).
         let mut title = self.title.to_string();
@@ -522,25 +573,15 @@ fn raise(
         .or(policy.and_then(|p| p.default_window))
         .unwrap_or(config.default_window);
     let threshold = builtin::fold_threshold(meta, tuning.and_then(|t| t.threshold));
-    let finding = Finding {
-        rule: RuleKey::Builtin(meta.id),
-        id: meta.id.into(),
-        title: meta.title.into(),
-        severity: tuning.and_then(|t| t.severity).unwrap_or(meta.severity),
-        technique: meta.technique.iter().map(|t| t.to_string()).collect(),
+    let severity = tuning.and_then(|t| t.severity).unwrap_or(meta.severity);
+    let finding = Finding::new(
+        RuleKey::Builtin(meta.id),
+        Identity::builtin(meta, severity),
         ts,
-        flow: flow.id,
-        src,
-        dst,
-        unit_id: facts.unit_id,
-        function: facts.function,
-        address: facts.address,
-        quantity: facts.quantity,
-        values: facts.values,
-        exception: facts.exception,
-        evidence: facts.evidence,
-        message: facts.message,
-    };
+        flow.id,
+        (src, dst),
+        facts,
+    );
     fold.add(finding, window, threshold, &config.agent, out);
 }
 
@@ -558,30 +599,30 @@ fn raise_custom(
     let Some(rule) = policy.alerts.get(index) else {
         return;
     };
-    let id = AlertRule::rule_id_of(&rule.name);
-    let finding = Finding {
-        rule: RuleKey::Custom(index),
+    let identity = Identity {
+        id: AlertRule::rule_id_of(&rule.name).into(),
         title: rule
             .message
             .clone()
             .unwrap_or_else(|| format!("Policy alert rule {:?}", rule.name))
             .into(),
-        id: id.into(),
         severity: rule.severity,
         technique: rule.technique.clone().into(),
-        ts,
-        flow: flow.id,
-        src: flow.client,
-        dst: flow.server,
-        unit_id: facts.unit_id,
-        function: facts.function,
-        address: facts.address,
-        quantity: facts.quantity,
-        values: facts.values,
-        exception: None,
-        evidence: facts.evidence,
-        message: rule.message.clone(),
     };
+    // A policy rule matches requests: the rule's message, never an exception.
+    let facts = Facts {
+        exception: None,
+        message: rule.message.clone(),
+        ..facts
+    };
+    let finding = Finding::new(
+        RuleKey::Custom(index),
+        identity,
+        ts,
+        flow.id,
+        (flow.client, flow.server),
+        facts,
+    );
     let window = rule
         .window
         .or(policy.default_window)
@@ -598,25 +639,18 @@ pub fn agent_alert(
     agent_addr: SocketAddr,
     message: String,
 ) -> Alert {
-    let finding = Finding {
-        rule: RuleKey::Builtin(meta.id),
-        id: meta.id.into(),
-        title: meta.title.into(),
-        severity: meta.severity,
-        technique: meta.technique.iter().map(|t| t.to_string()).collect(),
-        ts,
-        flow: 0,
-        src: agent_addr,
-        dst: agent_addr,
-        unit_id: None,
-        function: None,
-        address: None,
-        quantity: None,
-        values: None,
-        exception: None,
-        evidence: None,
+    let facts = Facts {
         message: Some(message),
+        ..Facts::default()
     };
+    let finding = Finding::new(
+        RuleKey::Builtin(meta.id),
+        Identity::builtin(meta, meta.severity),
+        ts,
+        0,
+        (agent_addr, agent_addr),
+        facts,
+    );
     finding.into_alert(agent, 1, ts, 0)
 }
 

@@ -64,3 +64,22 @@ fn stable_id_depends_on_every_identifying_field() {
         Alert::stable_id("agent", "r", a, b, Some(1), later, 0)
     );
 }
+
+#[test]
+fn exception_bursts_raise_at_the_third_counting_detectors_at_once_and_the_rest_at_the_first() {
+    use super::Fold;
+    use super::rule::*;
+    for r in [
+        BUSY_STORM,
+        ACKNOWLEDGE_STORM,
+        POINTS_SCAN,
+        FUNCTION_CODE_SCAN,
+    ] {
+        assert_eq!(r.fold, Fold::After(3), "{}", r.id);
+    }
+    for r in [UNIT_ID_SCAN, ADDRESS_SWEEP, BRUTE_FORCE_IO, REQUEST_FLOOD] {
+        assert_eq!(r.fold, Fold::Counted, "{}", r.id);
+    }
+    let first = ALL.iter().filter(|r| r.fold == Fold::After(1)).count();
+    assert_eq!(first, ALL.len() - 8);
+}

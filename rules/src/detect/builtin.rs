@@ -9,7 +9,7 @@ use rustc_hash::FxHashMap;
 use super::pairs::{PairRef, slot};
 use super::window::Counter;
 use super::{DetectionConfig, Facts, evidence};
-use crate::alert::{RuleMeta, rule};
+use crate::alert::{Fold, RuleMeta, rule};
 use crate::flow::{FlowEvent, FlowInfo};
 use crate::modbus::{
     DecodeError, DiagnosticSubFunction, ExceptionCode, FunctionClass, FunctionCode, Request,
@@ -23,29 +23,14 @@ use crate::transaction::Outcome;
 /// Most entries any per-pair detector map holds before it is cleared.
 const MAX_ENTRIES: usize = 100_000;
 
-/// Occurrences within the window before the fold raises an alert.
+/// Occurrences within the window before the fold raises an alert: the catalogue's, unless the
+/// policy tunes it (`tuned`).
 pub(super) fn fold_threshold(meta: &RuleMeta, tuned: Option<u32>) -> u32 {
-    let internal = [
-        rule::UNIT_ID_SCAN.id,
-        rule::ADDRESS_SWEEP.id,
-        rule::BRUTE_FORCE_IO.id,
-        rule::REQUEST_FLOOD.id,
-    ];
-    if internal.contains(&meta.id) {
-        // These count distinct things themselves; every finding is already over threshold.
-        return 1;
+    match meta.fold {
+        Fold::After(n) => tuned.unwrap_or(n),
+        // The detector counted distinct things itself: already over threshold.
+        Fold::Counted => 1,
     }
-    let default = match meta.id {
-        id if id == rule::BUSY_STORM.id
-            || id == rule::ACKNOWLEDGE_STORM.id
-            || id == rule::POINTS_SCAN.id
-            || id == rule::FUNCTION_CODE_SCAN.id =>
-        {
-            3
-        }
-        _ => 1,
-    };
-    tuned.unwrap_or(default)
 }
 
 /// Thresholds and windows of the detectors that count, resolved once per policy so the

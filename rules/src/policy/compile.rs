@@ -12,7 +12,8 @@ use super::matcher::{
     AddrSet, Bounds, FunctionSet, RangeSet, Rate, TimeWindow, UnitSet, parse_duration,
 };
 use super::syntax::{
-    BoundsSyntax, FunctionItem, OneOrMany, PolicyFile, RangeItem, RuleSyntax, TuningSyntax,
+    AssetSyntax, BoundsSyntax, DetectorsSyntax, FunctionItem, GroupsSyntax, OneOrMany, PolicyFile,
+    RangeItem, RuleSyntax, TuningSyntax,
 };
 use super::{
     AlertRule, AllowRule, Asset, Criticality, Matcher, POLICY_VERSION, Policy, PolicyError, Role,
@@ -106,109 +107,153 @@ pub(super) fn compile(text: &str, name: &str) -> Result<Policy, PolicyError> {
         .map(|w| duration(&src, w, "default_window"))
         .transpose()?;
 
+    let assets = assets(&src, &file.assets)?;
+    let groups = groups(&src, &file.groups, &assets)?;
+    let resolver = Resolver::new(&assets, &groups);
+    let allow = allow_rules(&src, &resolver, &file.allows)?;
+    let alerts = alert_rules(&src, &resolver, &file.alerts)?;
+    let tuning = tuning(&src, &resolver, &file.detectors)?;
+    let checks_reads = allow.iter().any(|r| r.matcher.read_values.is_some());
+    Ok(Policy {
+        checks_reads,
+        name: file.name,
+        hash: blake3::hash(text.as_bytes())
+            .to_hex()
+            .get(..16)
+            .unwrap_or_default()
+            .to_string(),
+        utc_offset_minutes,
+        default_window,
+        assets,
+        groups,
+        allow,
+        alerts,
+        tuning,
+    })
+}
+
+/// The `[[asset]]` sections: names unique and not addresses, addresses parsed.
+fn assets(src: &Source<'_>, file_assets: &[AssetSyntax]) -> Result<Vec<Asset>, PolicyError> {
     let mut assets: Vec<Asset> = Vec::new();
-    for (i, a) in file.assets.iter().enumerate() {
-        let field = |f: &str| format!("asset[{i}].{f}");
-        let name = a.name.get_ref().trim().to_string();
-        if name.is_empty()
-            || name == "any"
-            || name.parse::<IpNet>().is_ok()
-            || name.parse::<IpAddr>().is_ok()
+    for (i, a) in file_assets.iter().enumerate() {
+        let asset = asset(src, i, a, &assets)?;
+        assets.push(asset);
+    }
+    Ok(assets)
+}
+
+/// The `i`th `[[asset]]`, `a`, after the `earlier` ones.
+fn asset(
+    src: &Source<'_>,
+    i: usize,
+    a: &AssetSyntax,
+    earlier: &[Asset],
+) -> Result<Asset, PolicyError> {
+    let field = |f: &str| format!("asset[{i}].{f}");
+    let name = a.name.get_ref().trim().to_string();
+    if name.is_empty()
+        || name == "any"
+        || name.parse::<IpNet>().is_ok()
+        || name.parse::<IpAddr>().is_ok()
+    {
+        return Err(src.at(
+            &a.name,
+            &field("name"),
+            format!("{name:?} cannot name an asset (expected a word other than \"any\" and not an address)"),
+        ));
+    }
+    for (f, text) in [("name", Some(&name)), ("zone", a.zone.as_ref())] {
+        if let Some(text) = text
+            && text.len() > validate::MAX_LABEL
         {
             return Err(src.at(
                 &a.name,
-                &field("name"),
-                format!("{name:?} cannot name an asset (expected a word other than \"any\" and not an address)"),
-            ));
-        }
-        for (f, text) in [("name", Some(&name)), ("zone", a.zone.as_ref())] {
-            if let Some(text) = text
-                && text.len() > validate::MAX_LABEL
-            {
-                return Err(src.at(
-                    &a.name,
-                    &field(f),
-                    format!(
-                        "{} bytes is too long (expected at most {}: the collector takes no longer label)",
-                        text.len(),
-                        validate::MAX_LABEL
-                    ),
-                ));
-            }
-        }
-        if assets.iter().any(|x| x.name == name) {
-            return Err(src.at(
-                &a.name,
-                &field("name"),
-                format!("asset {name:?} is defined twice (expected unique asset names)"),
-            ));
-        }
-        let mut nets = Vec::new();
-        for addr in a.address.iter().chain(&a.addresses) {
-            nets.push(net(addr.get_ref()).ok_or_else(|| {
-                src.at(
-                    addr,
-                    &field("address"),
-                    format!(
-                        "{:?} is not an IP address or CIDR network (expected like \"10.0.0.5\" or \"10.0.0.0/24\")",
-                        addr.get_ref()
-                    ),
-                )
-            })?);
-        }
-        if nets.is_empty() {
-            return Err(src.at(
-                &a.name,
-                &field("address"),
+                &field(f),
                 format!(
-                    "asset {name:?} has no address (expected address = \"10.0.0.5\" or a CIDR)"
+                    "{} bytes is too long (expected at most {}: the collector takes no longer label)",
+                    text.len(),
+                    validate::MAX_LABEL
                 ),
             ));
         }
-        let units = units(&src, &a.units, &field("units"))?.unwrap_or(UnitSet::ALL);
-        let role = a
-            .role
-            .as_ref()
-            .map(|r| match r.get_ref().as_str() {
-                "master" => Ok(Role::Master),
-                "slave" => Ok(Role::Slave),
-                "engineering" => Ok(Role::Engineering),
-                other => Err(src.at(
-                    r,
-                    &field("role"),
-                    format!("{other:?} is not a role (expected \"master\", \"slave\" or \"engineering\")"),
-                )),
-            })
-            .transpose()?;
-        let criticality = a
-            .criticality
-            .as_ref()
-            .map(|c| match c.get_ref().as_str() {
-                "low" => Ok(Criticality::Low),
-                "medium" => Ok(Criticality::Medium),
-                "high" => Ok(Criticality::High),
-                "critical" => Ok(Criticality::Critical),
-                other => Err(src.at(
-                    c,
-                    &field("criticality"),
-                    format!(
-                        "{other:?} is not a criticality (expected low, medium, high or critical)"
-                    ),
-                )),
-            })
-            .transpose()?;
-        assets.push(Asset {
-            name,
-            addresses: AddrSet::Nets(nets),
-            units,
-            role,
-            zone: a.zone.clone(),
-            criticality,
-        });
     }
+    if earlier.iter().any(|x| x.name == name) {
+        return Err(src.at(
+            &a.name,
+            &field("name"),
+            format!("asset {name:?} is defined twice (expected unique asset names)"),
+        ));
+    }
+    let mut nets = Vec::new();
+    for addr in a.address.iter().chain(&a.addresses) {
+        nets.push(net(addr.get_ref()).ok_or_else(|| {
+            src.at(
+                addr,
+                &field("address"),
+                format!(
+                    "{:?} is not an IP address or CIDR network (expected like \"10.0.0.5\" or \"10.0.0.0/24\")",
+                    addr.get_ref()
+                ),
+            )
+        })?);
+    }
+    if nets.is_empty() {
+        return Err(src.at(
+            &a.name,
+            &field("address"),
+            format!("asset {name:?} has no address (expected address = \"10.0.0.5\" or a CIDR)"),
+        ));
+    }
+    let units = units(src, &a.units, &field("units"))?.unwrap_or(UnitSet::ALL);
+    let role = a
+        .role
+        .as_ref()
+        .map(|r| match r.get_ref().as_str() {
+            "master" => Ok(Role::Master),
+            "slave" => Ok(Role::Slave),
+            "engineering" => Ok(Role::Engineering),
+            other => Err(src.at(
+                r,
+                &field("role"),
+                format!(
+                    "{other:?} is not a role (expected \"master\", \"slave\" or \"engineering\")"
+                ),
+            )),
+        })
+        .transpose()?;
+    let criticality = a
+        .criticality
+        .as_ref()
+        .map(|c| match c.get_ref().as_str() {
+            "low" => Ok(Criticality::Low),
+            "medium" => Ok(Criticality::Medium),
+            "high" => Ok(Criticality::High),
+            "critical" => Ok(Criticality::Critical),
+            other => Err(src.at(
+                c,
+                &field("criticality"),
+                format!("{other:?} is not a criticality (expected low, medium, high or critical)"),
+            )),
+        })
+        .transpose()?;
+    Ok(Asset {
+        name,
+        addresses: AddrSet::Nets(nets),
+        units,
+        role,
+        zone: a.zone.clone(),
+        criticality,
+    })
+}
 
+/// The `[groups]` section: every member an asset, no group named like an asset.
+fn groups(
+    src: &Source<'_>,
+    file_groups: &GroupsSyntax,
+    assets: &[Asset],
+) -> Result<BTreeMap<String, Vec<String>>, PolicyError> {
     let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (group, members) in &file.groups {
+    for (group, members) in file_groups {
         if assets.iter().any(|a| &a.name == group) {
             return Err(src.at(
                 members,
@@ -234,12 +279,19 @@ pub(super) fn compile(text: &str, name: &str) -> Result<Policy, PolicyError> {
         }
         groups.insert(group.clone(), names);
     }
+    Ok(groups)
+}
 
-    let resolver = Resolver::new(&assets, &groups);
+/// The `[[allow]]` rules: matching fields only.
+fn allow_rules(
+    src: &Source<'_>,
+    resolver: &Resolver<'_>,
+    rules: &[Spanned<RuleSyntax>],
+) -> Result<Vec<AllowRule>, PolicyError> {
     let mut allow = Vec::new();
-    for (i, rule) in file.allows.iter().enumerate() {
+    for (i, rule) in rules.iter().enumerate() {
         let field = format!("allow[{i}]");
-        let matcher = matcher(&src, &resolver, rule.get_ref(), &field)?;
+        let matcher = matcher(src, resolver, rule.get_ref(), &field)?;
         let r = rule.get_ref();
         for (present, f) in [
             (r.severity.is_some(), "severity"),
@@ -262,14 +314,23 @@ pub(super) fn compile(text: &str, name: &str) -> Result<Policy, PolicyError> {
             matcher,
         });
     }
+    Ok(allow)
+}
 
+/// The `[[alert]]` rules: a matcher, and what the alert says (severity, techniques, message,
+/// window, threshold), each bounded as the collector bounds alerts.
+fn alert_rules(
+    src: &Source<'_>,
+    resolver: &Resolver<'_>,
+    rules: &[Spanned<RuleSyntax>],
+) -> Result<Vec<AlertRule>, PolicyError> {
     let mut alerts = Vec::new();
-    for (i, rule) in file.alerts.iter().enumerate() {
+    for (i, rule) in rules.iter().enumerate() {
         let field = format!("alert[{i}]");
         let r = rule.get_ref();
-        let matcher = matcher(&src, &resolver, r, &field)?;
+        let matcher = matcher(src, resolver, r, &field)?;
         let severity = match &r.severity {
-            Some(s) => severity(&src, s, &format!("{field}.severity"))?,
+            Some(s) => severity(src, s, &format!("{field}.severity"))?,
             None => Severity::Medium,
         };
         let mut technique = Vec::new();
@@ -315,9 +376,9 @@ pub(super) fn compile(text: &str, name: &str) -> Result<Policy, PolicyError> {
         let window = r
             .window
             .as_ref()
-            .map(|w| duration(&src, w, &format!("{field}.window")))
+            .map(|w| duration(src, w, &format!("{field}.window")))
             .transpose()?;
-        let threshold = threshold(&src, r.threshold.as_ref(), &format!("{field}.threshold"))?;
+        let threshold = threshold(src, r.threshold.as_ref(), &format!("{field}.threshold"))?;
         let name = r.name.clone().unwrap_or_else(|| format!("alert{i}"));
         // The same syntax the collector checks every alert's rule id against.
         let id = AlertRule::rule_id_of(&name);
@@ -342,9 +403,17 @@ pub(super) fn compile(text: &str, name: &str) -> Result<Policy, PolicyError> {
             threshold: threshold.unwrap_or(1),
         });
     }
+    Ok(alerts)
+}
 
+/// The `[detectors]` section: settings of built-in rules, by their ids.
+fn tuning(
+    src: &Source<'_>,
+    resolver: &Resolver<'_>,
+    detectors: &DetectorsSyntax,
+) -> Result<BTreeMap<String, Tuning>, PolicyError> {
     let mut tuning = BTreeMap::new();
-    for (id, t) in &file.detectors {
+    for (id, t) in detectors {
         if rule_by_id(id.get_ref()).is_none() {
             return Err(src.at(
                 id,
@@ -357,27 +426,10 @@ pub(super) fn compile(text: &str, name: &str) -> Result<Policy, PolicyError> {
         }
         tuning.insert(
             id.get_ref().clone(),
-            tune(&src, &resolver, t, &format!("detectors.{}", id.get_ref()))?,
+            tune(src, resolver, t, &format!("detectors.{}", id.get_ref()))?,
         );
     }
-
-    let checks_reads = allow.iter().any(|r| r.matcher.read_values.is_some());
-    Ok(Policy {
-        checks_reads,
-        name: file.name,
-        hash: blake3::hash(text.as_bytes())
-            .to_hex()
-            .get(..16)
-            .unwrap_or_default()
-            .to_string(),
-        utc_offset_minutes,
-        default_window,
-        assets,
-        groups,
-        allow,
-        alerts,
-        tuning,
-    })
+    Ok(tuning)
 }
 
 struct Resolver<'a> {

@@ -20,14 +20,20 @@ pub(super) struct PolicyFile {
     #[serde(default, rename = "asset")]
     pub assets: Vec<AssetSyntax>,
     #[serde(default)]
-    pub groups: std::collections::BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
+    pub groups: GroupsSyntax,
     #[serde(default, rename = "allow")]
     pub allows: Vec<Spanned<RuleSyntax>>,
     #[serde(default, rename = "alert")]
     pub alerts: Vec<Spanned<RuleSyntax>>,
     #[serde(default)]
-    pub detectors: std::collections::BTreeMap<Spanned<String>, TuningSyntax>,
+    pub detectors: DetectorsSyntax,
 }
+
+/// `[groups]`: group name to member asset names.
+pub(super) type GroupsSyntax = std::collections::BTreeMap<String, Spanned<Vec<Spanned<String>>>>;
+
+/// `[detectors]`: built-in rule id to its settings.
+pub(super) type DetectorsSyntax = std::collections::BTreeMap<Spanned<String>, TuningSyntax>;
 
 /// `[[asset]]`.
 #[derive(Debug, Deserialize)]
