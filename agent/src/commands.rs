@@ -2,6 +2,6 @@
 //! from traffic), and the offline path replay and learn share.
 
 pub mod learn;
-pub mod offline;
+pub(crate) mod offline;
 pub mod replay;
 pub mod run;

@@ -6,9 +6,9 @@
 //! flush has made the whole batch durable (group commit). A `kill -9` can then lose only
 //! alerts that were never reported, which the traffic after a restart raises again.
 
-pub mod assets;
+pub(crate) mod assets;
 pub mod policy_file;
-pub mod policy_reload;
+pub(crate) mod policy_reload;
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -7,6 +7,6 @@ pub mod capture;
 pub mod commands;
 pub mod delivery;
 pub mod detection;
-pub mod outputs;
+pub(crate) mod outputs;
 pub mod settings;
 pub mod telemetry;

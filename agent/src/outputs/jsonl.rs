@@ -53,11 +53,6 @@ impl<W: Write> JsonLines<W> {
         }
     }
 
-    /// Records written so far.
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
     /// Flushes, returning the number of records or the first error.
     pub fn finish(mut self) -> io::Result<u64> {
         if let Some(e) = self.error.take() {

@@ -441,13 +441,15 @@ impl Machine {
     fn failed(&mut self, now: Duration, failure: Failure) {
         self.delivered.failures += 1;
         self.delivered.connected = failure.answered();
+        if failure.answered() {
+            self.reached();
+        }
         self.events.push_back(Event::Error(failure.to_string()));
         match failure {
             Failure::Busy {
                 retry_after: Some(wait),
                 ..
             } => {
-                self.reached();
                 self.state = State::Backoff {
                     until: now + wait.min(self.backoff.max()),
                 };
