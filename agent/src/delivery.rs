@@ -19,8 +19,8 @@ use crate::delivery::shipper::{Shipper, ShipperConfig};
 use crate::telemetry::status::Status;
 use otwatch_delivery::Delivered;
 
-/// Where and how to deliver.
-#[derive(Debug, Clone)]
+/// Where and how to deliver. Its `Debug` leaves the token out.
+#[derive(Clone)]
 pub struct DeliveryOptions {
     /// The collector, `https://host:port`.
     pub url: String,
@@ -36,6 +36,20 @@ pub struct DeliveryOptions {
     pub heartbeat_every: Duration,
     /// How long a replay waits at the end for the outbox to empty.
     pub drain_timeout: Duration,
+}
+
+impl std::fmt::Debug for DeliveryOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryOptions")
+            .field("url", &self.url)
+            .field("token", &"<redacted>")
+            .field("ca", &self.ca)
+            .field("outbox", &self.outbox)
+            .field("outbox_budget", &self.outbox_budget)
+            .field("heartbeat_every", &self.heartbeat_every)
+            .field("drain_timeout", &self.drain_timeout)
+            .finish()
+    }
 }
 
 /// Why delivery could not start.

@@ -1,7 +1,8 @@
 //! The otwatch agent: capture, reassembly, decoding and reporting of Modbus traffic.
 //!
-//! The protocol logic lives in `otwatch-rules`; this crate adds the parts that touch the world:
-//! capture files and interfaces, packet dissection, the flow table, and outputs.
+//! The protocol logic lives in `otwatch-rules`, the packet path in `otwatch-packet` and
+//! delivery's decisions in `otwatch-delivery`; this crate adds the parts that touch the world:
+//! capture, settings, the outbox and the HTTPS sender, outputs, metrics and the commands.
 
 pub mod capture;
 pub mod commands;

@@ -71,10 +71,17 @@ fn invalid(origin: impl Into<String>, message: impl Into<String>) -> SettingsErr
     }
 }
 
-/// The environment variables the agent reads, captured once at start.
-#[derive(Debug, Clone, Default)]
+/// The environment variables the agent reads, captured once at start. Its `Debug` shows the
+/// names only: the token may be among the values.
+#[derive(Clone, Default)]
 pub struct Env {
     vars: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.vars.keys()).finish()
+    }
 }
 
 impl Env {
@@ -499,7 +506,9 @@ fn token(
         return Ok(env_token);
     }
     from(
-        file.collector_token.clone(),
+        file.collector_token
+            .as_ref()
+            .map(|t| t.expose().to_string()),
         file.collector_token_file.clone(),
         ("collector_token", "collector_token_file"),
     )

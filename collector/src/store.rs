@@ -236,7 +236,7 @@ impl<K: Kv> Store<K> {
     }
 
     /// Writes the incidents a batch opened or joined (`incidents`), the incident counter
-    /// (`next`: the next id; ids from `first_new` on were opened by the batch), and the count of
+    /// (`next`: the next id; ids above `first_new` were opened by the batch), and the count of
     /// open incidents.
     fn put_incidents(
         &self,

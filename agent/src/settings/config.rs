@@ -36,7 +36,7 @@ pub struct AgentConfig {
     /// The collector, `https://host:port`.
     pub collector_url: Option<String>,
     /// The agent's token (prefer `collector_token_file`, readable by the agent only).
-    pub collector_token: Option<String>,
+    pub collector_token: Option<Secret>,
     /// A file holding the agent's token.
     pub collector_token_file: Option<PathBuf>,
     /// The collector's certificate authority (`ca.pem` from `otwatch-collector init`).
@@ -65,6 +65,25 @@ pub struct AgentConfig {
     /// How `run` captures.
     #[serde(default)]
     pub capture: CaptureConfig,
+}
+
+/// A secret read from the file (the agent's token): its `Debug` never shows it, so no log
+/// line or error made from the configuration can.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// The `[capture]` section.

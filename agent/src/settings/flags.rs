@@ -16,9 +16,9 @@ use otwatch_telemetry::LogFormat;
     name = "otwatch-agent",
     version,
     about,
-    after_help = "Every setting of `run` and `replay` is also a field of agent.toml and an \
-                  OTWATCH_* environment variable (named after the flag: --collector is \
-                  OTWATCH_COLLECTOR_URL, --ca OTWATCH_COLLECTOR_CA, --config \
+    after_help = "Every field of agent.toml but the inline token is also a flag of `run` and \
+                  `replay` and an OTWATCH_* environment variable (named after the flag: \
+                  --collector is OTWATCH_COLLECTOR_URL, --ca OTWATCH_COLLECTOR_CA, --config \
                   OTWATCH_AGENT_CONFIG, the token OTWATCH_COLLECTOR_TOKEN or \
                   OTWATCH_COLLECTOR_TOKEN_FILE, the log level OTWATCH_LOG or RUST_LOG). A flag \
                   wins over the environment, the environment over the file."

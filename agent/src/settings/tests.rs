@@ -309,3 +309,19 @@ fn the_log_level_comes_from_the_flag_then_otwatch_log_then_rust_log_then_the_fil
     .to_string();
     assert!(e.starts_with("OTWATCH_LOG: \"loud\""), "{e}");
 }
+
+#[test]
+fn no_debug_output_of_the_settings_shows_the_token() {
+    let config =
+        file("collector_url = \"https://c:8443\"\ncollector_token = \"otw_file_secret\"\n");
+    let env = Env::from_pairs([("OTWATCH_COLLECTOR_TOKEN", "otw_env_secret")]);
+    let settings = replay(&replay_flags(), &env, &config, None).unwrap();
+    for text in [
+        format!("{config:?}"),
+        format!("{env:?}"),
+        format!("{settings:?}"),
+    ] {
+        assert!(!text.contains("_secret"), "{text}");
+    }
+    assert_eq!(settings.delivery.unwrap().token, "otw_env_secret");
+}

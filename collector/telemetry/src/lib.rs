@@ -56,26 +56,43 @@ pub fn resolve(
     file_level: Option<&str>,
     file_format: Option<LogFormat>,
 ) -> Result<Telemetry, TelemetryError> {
-    let (level, source) = match (level, env("OTWATCH_LOG"), env("RUST_LOG")) {
+    // RUST_LOG may be set for another program: taken when `tracing` can read it, passed over
+    // otherwise. The agent's own settings are checked strictly.
+    let rust_log = env("RUST_LOG").filter(|l| EnvFilter::builder().parse(l).is_ok());
+    let (level, source) = match (level, env("OTWATCH_LOG"), rust_log) {
         (Some(l), _, _) => (l.to_string(), "--log-level"),
         (None, Some(l), _) => (l, "OTWATCH_LOG"),
-        (None, None, Some(l)) => (l, "RUST_LOG"),
+        (None, None, Some(l)) => {
+            return Ok(Telemetry {
+                level: l,
+                format: log_format(format, &env, file_format)?,
+            });
+        }
         (None, None, None) => match file_level {
             Some(l) => (l.to_string(), "log_level"),
             None => ("info".to_string(), "the default level"),
         },
     };
-    let format = match (format, env("OTWATCH_LOG_FORMAT")) {
+    let format = log_format(format, &env, file_format)?;
+    Telemetry::new(&level, format).map_err(|message| TelemetryError {
+        origin: source,
+        message,
+    })
+}
+
+/// The log format: flag, then `OTWATCH_LOG_FORMAT`, then the file, then text.
+fn log_format(
+    format: Option<LogFormat>,
+    env: &impl Fn(&str) -> Option<String>,
+    file_format: Option<LogFormat>,
+) -> Result<LogFormat, TelemetryError> {
+    Ok(match (format, env("OTWATCH_LOG_FORMAT")) {
         (Some(f), _) => f,
         (None, Some(text)) => text.parse().map_err(|message| TelemetryError {
             origin: "OTWATCH_LOG_FORMAT",
             message,
         })?,
         (None, None) => file_format.unwrap_or_default(),
-    };
-    Telemetry::new(&level, format).map_err(|message| TelemetryError {
-        origin: source,
-        message,
     })
 }
 
@@ -87,7 +104,7 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// `level` as a filter directive ("info", "warn,otwatch_agent::shipper=debug"), refused
+    /// `level` as a filter directive ("info", "warn,otwatch_agent::delivery::shipper=debug"), refused
     /// with what was expected when it does not parse.
     pub fn new(level: &str, format: LogFormat) -> Result<Self, String> {
         const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
@@ -176,6 +193,14 @@ mod tests {
                 .level(),
             "debug"
         );
+        // A RUST_LOG `tracing` cannot read is meant for something else: passed over.
+        let other = env(&[("RUST_LOG", "otwatch=loud=1")]);
+        assert_eq!(
+            resolve(None, None, other, Some("warn"), None)
+                .unwrap()
+                .level(),
+            "warn"
+        );
         let rust = env(&[("RUST_LOG", "trace")]);
         assert_eq!(
             resolve(None, None, rust, Some("warn"), None)
@@ -214,6 +239,12 @@ mod tests {
     fn a_level_that_does_not_parse_says_what_was_expected() {
         let e = Telemetry::new("loud", LogFormat::Text).unwrap_err();
         assert!(e.contains("\"loud\"") && e.contains("expected"), "{e}");
-        assert!(Telemetry::new("info,otwatch_agent::shipper=debug", LogFormat::Json).is_ok());
+        assert!(
+            Telemetry::new(
+                "info,otwatch_agent::delivery::shipper=debug",
+                LogFormat::Json
+            )
+            .is_ok()
+        );
     }
 }

@@ -386,8 +386,11 @@ impl Machine {
         }
     }
 
-    /// The outcome of a [`Poll::Heartbeat`].
-    pub fn handle_heartbeat(&mut self, _now: Duration, outcome: Result<(), Failure>) {
+    /// The outcome of a [`Poll::Heartbeat`], which ended at `now`: the next one is due an
+    /// interval after this one ended, so a heartbeat as slow as the interval (a collector that
+    /// times out) still leaves room for a batch between two.
+    pub fn handle_heartbeat(&mut self, now: Duration, outcome: Result<(), Failure>) {
+        self.next_heartbeat = now + self.config.heartbeat_every;
         match outcome {
             Ok(()) => {
                 self.delivered.heartbeats += 1;
@@ -437,22 +440,25 @@ impl Machine {
     }
 
     /// An attempt failed (`failure`): a collector that cannot be reached is skipped for the
-    /// next, until all have been tried; then, and for every other failure, back off.
+    /// next, until all have been tried; then, and for every other failure, back off. A busy
+    /// collector's `Retry-After` is the shortest wait: the backoff still grows and keeps its
+    /// jitter, so agents told the same second do not all come back in it.
     fn failed(&mut self, now: Duration, failure: Failure) {
         self.delivered.failures += 1;
-        self.delivered.connected = failure.answered();
+        // Not connected in the sense the status and `/metrics` give it: the collector took
+        // nothing (a wrong token keeps the gauge at 0, which the alerting rules look for).
+        self.delivered.connected = false;
         if failure.answered() {
             self.reached();
         }
         self.events.push_back(Event::Error(failure.to_string()));
         match failure {
             Failure::Busy {
-                retry_after: Some(wait),
+                retry_after: Some(asked),
                 ..
             } => {
-                self.state = State::Backoff {
-                    until: now + wait.min(self.backoff.max()),
-                };
+                let wait = self.backoff.next_wait().max(asked).min(self.backoff.max());
+                self.state = State::Backoff { until: now + wait };
             }
             Failure::Unreachable(_) => {
                 self.collector = (self.collector + 1) % self.config.collectors.max(1);

@@ -504,6 +504,10 @@ fn a_busy_collector_is_left_alone_for_as_long_as_it_asks() {
     sim.push(&[Rec::Good]);
     sim.step(); // heartbeat
     sim.step(); // busy
+    assert!(
+        !sim.machine.delivered().connected,
+        "a busy collector took nothing"
+    );
     assert!(matches!(
         sim.machine.poll(sim.now),
         Poll::Wait { until, nudge_wakes: false } if until == Duration::from_secs(5)
@@ -515,10 +519,61 @@ fn a_busy_collector_is_left_alone_for_as_long_as_it_asks() {
         sim.machine.poll(sim.now),
         Poll::Wait { until, .. } if until == Duration::from_secs(7)
     ));
+}
+
+#[test]
+fn agents_told_to_come_back_in_a_second_come_back_spread_and_not_sooner() {
+    let mut comebacks = std::collections::BTreeSet::new();
+    for seed in 0..10 {
+        let busy: Collector = Box::new(|batch: &[Rec]| {
+            if batch.is_empty() {
+                Ok(0)
+            } else {
+                Err(Failure::Busy {
+                    retry_after: Some(Duration::from_secs(1)),
+                    message: "slow down".into(),
+                })
+            }
+        });
+        let config = Config {
+            backoff_min: Duration::from_secs(2),
+            ..Config::default()
+        };
+        let mut sim = Sim::with(config.clone(), vec![busy]);
+        sim.machine = Machine::new(config, seed);
+        sim.push(&[Rec::Good]);
+        sim.step(); // heartbeat
+        sim.step(); // busy
+        let State::Backoff { until } = sim.machine.state else {
+            panic!("expected a backoff");
+        };
+        assert!(until >= Duration::from_secs(1), "{until:?}");
+        comebacks.insert(until);
+    }
     assert!(
-        sim.machine.delivered().connected,
-        "a busy collector answered"
+        comebacks.len() > 5,
+        "every agent came back at once: {comebacks:?}"
     );
+}
+
+#[test]
+fn a_heartbeat_as_slow_as_its_interval_still_leaves_room_for_batches() {
+    let mut sim = Sim::new(vec![honest()]);
+    sim.push(&[Rec::Good; 3]);
+    for _ in 0..3 {
+        assert_eq!(sim.machine.poll(sim.now), Poll::Heartbeat { collector: 0 });
+        // The heartbeat takes the whole interval (a collector that times out).
+        sim.now += Duration::from_secs(5);
+        sim.machine.handle_heartbeat(sim.now, Ok(()));
+        assert!(
+            matches!(sim.machine.poll(sim.now), Poll::Batch { .. }),
+            "a batch goes between two slow heartbeats"
+        );
+        sim.step(); // the batch
+        sim.step(); // its removal, or the empty outbox
+        sim.now += Duration::from_secs(5);
+    }
+    assert_eq!(sim.taken[0], vec![1, 2, 3]);
 }
 
 #[test]
