@@ -1,7 +1,7 @@
-//! Dependencies point one way: the pure crates (`otwatch-rules`, `otwatch-packet`) at the
-//! bottom, the agent and the collector beside each other on them, the storage engine
-//! (`otwatch-kv`) shared. The agent never links the collector; the pure crates link no I/O
-//! crate; the fuzz targets link only the pure crates.
+//! Dependencies point one way: the pure crates (`otwatch-rules`, `otwatch-packet`,
+//! `otwatch-delivery`) at the bottom, the agent and the collector beside each other on them,
+//! the storage engine (`otwatch-kv`) shared. The agent never links the collector; the pure
+//! crates link no I/O crate; the fuzz targets link only the pure crates.
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 use std::collections::BTreeSet;
@@ -80,7 +80,7 @@ const IO_CRATES: [&str; 11] = [
 #[test]
 fn no_io_crate_is_in_the_pure_crates_dependency_tree() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    for krate in ["otwatch-rules", "otwatch-packet"] {
+    for krate in ["otwatch-rules", "otwatch-packet", "otwatch-delivery"] {
         let out = Command::new(&cargo)
             .current_dir(workspace_root())
             .args([
