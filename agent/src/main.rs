@@ -52,9 +52,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Prints why nothing could run; exit code 2.
+/// Logs why nothing could run (an error, in the format the settings chose); exit code 2.
 fn fail(e: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("otwatch-agent: {e}");
+    tracing::error!("{e}");
     ExitCode::from(2)
 }
 

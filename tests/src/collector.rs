@@ -95,6 +95,22 @@ impl Site {
         token_in(&run(&["enroll", "--viewer", name], &self.data))
     }
 
+    /// Logs in to the dashboard with `token` on the running collector; the cookie pair
+    /// (`name=value`) it set.
+    pub fn login(&self, token: &str) -> String {
+        let mut r = https_agent(&self.ca(), Duration::from_secs(60))
+            .post(format!("{}/api/v1/login", self.url()))
+            .send_json(serde_json::json!({ "token": token }))
+            .unwrap_or_else(|e| panic!("login: {e}"));
+        let body = r.body_mut().read_to_string().unwrap_or_default();
+        assert_eq!(r.status(), 200, "{body}");
+        let cookie = r.headers()["set-cookie"]
+            .to_str()
+            .unwrap_or_else(|e| panic!("set-cookie: {e}"))
+            .to_string();
+        cookie.split(';').next().unwrap_or_default().to_string()
+    }
+
     /// The collector's URL.
     pub fn url(&self) -> String {
         format!("https://{}", self.addr)

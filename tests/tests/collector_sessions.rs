@@ -13,22 +13,6 @@ fn agent(site: &Site) -> ureq::Agent {
     https_agent(&site.ca(), Duration::from_secs(60))
 }
 
-/// Logs in with `token`; the cookie pair the collector set.
-fn login(site: &Site, token: &str) -> String {
-    let mut r = agent(site)
-        .post(format!("{}/api/v1/login", site.url()))
-        .send_json(serde_json::json!({ "token": token }))
-        .unwrap();
-    assert_eq!(
-        r.status(),
-        200,
-        "{}",
-        r.body_mut().read_to_string().unwrap()
-    );
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    cookie.split(';').next().unwrap().to_string()
-}
-
 /// Opens the live feed with `header` and reports on the channel when the stream ends.
 fn feed_until_closed(site: &Site, header: (&str, String)) -> mpsc::Receiver<Instant> {
     let response = agent(site)
@@ -56,7 +40,7 @@ fn revoke_from_another_process_ends_the_credentials_sessions_and_live_feeds_with
     let soc = site.enroll_viewer("soc");
     let other = site.enroll_viewer("night-shift");
     let c = site.serve();
-    let cookie = login(&site, &soc);
+    let cookie = site.login(&soc);
     let by_cookie = feed_until_closed(&site, ("Cookie", cookie.clone()));
     let by_token = feed_until_closed(&site, ("Authorization", format!("Bearer {soc}")));
     let unrelated = feed_until_closed(&site, ("Authorization", format!("Bearer {other}")));

@@ -19,17 +19,9 @@ fn no_token_or_session_id_reaches_a_log_line_even_at_trace_level() {
     let collector = site.serve_with_args(&["--log-level", "trace"]);
 
     // An analyst logs in and uses the session.
-    let https = https_agent(&site.ca(), Duration::from_secs(30));
-    let mut login = https
-        .post(format!("{}/api/v1/login", site.url()))
-        .send_json(serde_json::json!({ "token": viewer }))
-        .unwrap();
-    assert_eq!(login.status(), 200);
-    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
-    let cookie = cookie.split(';').next().unwrap().to_string();
+    let cookie = site.login(&viewer);
     let session = cookie.split_once('=').unwrap().1.to_string();
-    let _ = login.body_mut().read_to_string();
-    let page = https
+    let page = https_agent(&site.ca(), Duration::from_secs(30))
         .get(format!("{}/api/v1/alerts", site.url()))
         .header("Cookie", &cookie)
         .call()

@@ -30,28 +30,6 @@ pub trait Observer {
     fn clock_stepped(&mut self, _before: Timestamp, _now: Timestamp) {}
 }
 
-impl<A: Observer, B: Observer> Observer for (A, B) {
-    fn flow_event(&mut self, ts: Timestamp, flow: &FlowInfo, event: &FlowEvent<'_>) {
-        self.0.flow_event(ts, flow, event);
-        self.1.flow_event(ts, flow, event);
-    }
-
-    fn tick(&mut self, now: Timestamp) {
-        self.0.tick(now);
-        self.1.tick(now);
-    }
-
-    fn finish(&mut self) {
-        self.0.finish();
-        self.1.finish();
-    }
-
-    fn clock_stepped(&mut self, before: Timestamp, now: Timestamp) {
-        self.0.clock_stepped(before, now);
-        self.1.clock_stepped(before, now);
-    }
-}
-
 impl<T: Observer> Observer for Option<T> {
     fn flow_event(&mut self, ts: Timestamp, flow: &FlowInfo, event: &FlowEvent<'_>) {
         if let Some(inner) = self {
