@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use otwatch_delivery::{Config, Delivered, Event, Machine, Poll, Sent};
+use otwatch_delivery::{Config, Delivered, Event, Lane, Machine, Poll, Sent};
 use otwatch_rules::alert::rule;
 use otwatch_rules::detect::agent_alert;
 use otwatch_rules::validate;
@@ -205,12 +205,20 @@ impl Worker {
                 }
                 Poll::Batch {
                     collector,
+                    lane,
                     records,
                     bytes,
-                } => self.send_batch(collector, records, bytes),
-                Poll::Probe { collector, oldest } => self.probe(collector, oldest),
-                Poll::Remove { through } => {
-                    let result = self.outbox.ack_through(through).map_err(|e| e.to_string());
+                } => self.send_batch(collector, lane, records, bytes),
+                Poll::Probe {
+                    collector,
+                    lane,
+                    oldest,
+                } => self.probe(collector, lane, oldest),
+                Poll::Remove { lane, through } => {
+                    let result = self
+                        .outbox
+                        .ack_through(lane, through)
+                        .map_err(|e| e.to_string());
                     self.machine.handle_removed(self.now(), result);
                 }
                 Poll::Wait { until, nudge_wakes } => {
@@ -224,19 +232,20 @@ impl Worker {
         }
     }
 
-    /// Reads the oldest records and sends them as one batch.
-    fn send_batch(&mut self, collector: usize, records: usize, bytes: u64) {
+    /// Reads the oldest records of `lane` and sends them as one batch.
+    fn send_batch(&mut self, collector: usize, lane: Lane, records: usize, bytes: u64) {
         if let Err(e) = self.outbox.flush() {
             self.status.set_last_error(e.to_string());
         }
-        let peeked = match self.outbox.peek(records, bytes) {
+        let peeked = match self.outbox.peek(lane, records, bytes) {
             Ok(p) => p,
             Err(e) => return self.machine.handle_store_error(self.now(), e.to_string()),
         };
         let Some(through) = peeked.through else {
-            return self.machine.handle_empty(self.now());
+            return self.machine.handle_empty(self.now(), lane);
         };
         let sent = Sent {
+            lane,
             oldest: peeked.seqs.first().copied(),
             through,
             records: peeked.records.len(),
@@ -248,18 +257,24 @@ impl Worker {
             .map(|reply| reply.duplicates as u64);
         match &outcome {
             Ok(duplicates) => {
-                tracing::debug!(collector, records = sent.records, duplicates, "batch taken")
+                tracing::debug!(
+                    collector,
+                    lane = lane.name(),
+                    records = sent.records,
+                    duplicates,
+                    "batch taken"
+                )
             }
             Err(failure) => {
-                tracing::debug!(collector, records = sent.records, %failure, "batch not taken")
+                tracing::debug!(collector, lane = lane.name(), records = sent.records, %failure, "batch not taken")
             }
         }
         self.machine.handle_batch(self.now(), sent, outcome);
     }
 
-    /// Sends the record after the refused oldest alone.
-    fn probe(&mut self, collector: usize, oldest: u64) {
-        let peeked = match self.outbox.peek(16, u64::MAX) {
+    /// Sends the record of `lane` after the refused oldest alone.
+    fn probe(&mut self, collector: usize, lane: Lane, oldest: u64) {
+        let peeked = match self.outbox.peek(lane, 16, u64::MAX) {
             Ok(p) => p,
             Err(e) => return self.machine.handle_store_error(self.now(), e.to_string()),
         };

@@ -8,11 +8,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use otwatch_rules::modbus::FunctionCode;
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::delivery::outbox::Outbox;
 use crate::telemetry::status::{Snapshot, Status};
-use otwatch_delivery::Delivered;
+use otwatch_delivery::{Delivered, Lane};
 
 /// Every metric the agent exports.
 pub struct AgentMetrics {
@@ -29,6 +31,7 @@ pub struct AgentMetrics {
     decode_errors: IntCounterVec,
     alerts: IntCounterVec,
     outbox_depth: IntGauge,
+    outbox_lanes: IntGaugeVec,
     outbox_bytes: IntGauge,
     sent: IntCounter,
     send_failures: IntCounter,
@@ -113,6 +116,17 @@ impl AgentMetrics {
                 &["rule", "severity"],
             )?,
             outbox_depth: gauge("otwatch_agent_outbox_depth", "Records waiting for delivery")?,
+            outbox_lanes: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "otwatch_agent_outbox_lane_depth",
+                        "Records waiting for delivery, by lane (alerts go first)",
+                    ),
+                    &["lane"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             outbox_bytes: gauge(
                 "otwatch_agent_outbox_bytes",
                 "Bytes of records waiting for delivery",
@@ -246,6 +260,12 @@ impl AgentMetrics {
             .set(i64::try_from(now.flows_active).unwrap_or(i64::MAX));
         self.outbox_depth
             .set(outbox.map_or(0, |o| i64::try_from(o.depth()).unwrap_or(i64::MAX)));
+        for lane in Lane::ALL {
+            let depth = outbox.map_or(0, |o| o.depth_of(lane));
+            self.outbox_lanes
+                .with_label_values(&[lane.name()])
+                .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        }
         self.outbox_bytes
             .set(outbox.map_or(0, |o| i64::try_from(o.bytes()).unwrap_or(i64::MAX)));
         self.connected.set(i64::from(delivered.connected));

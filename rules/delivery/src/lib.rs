@@ -6,7 +6,7 @@
 //! try next. It is driven the way quinn-proto drives a connection:
 //!
 //! - [`Machine::poll`] says what to do at a given time: send a heartbeat, send a batch of at
-//!   most so many records and bytes, probe the record after a refused one, or wait.
+//!   most so many records and bytes from one [`Lane`] of the outbox, probe the record after a refused one, or wait.
 //! - The driver does it and feeds the outcome back: [`Machine::handle_batch`],
 //!   [`Machine::handle_probe`], [`Machine::handle_heartbeat`], [`Machine::handle_removed`],
 //!   and a few more for an empty or failing outbox.
@@ -22,8 +22,10 @@
 pub mod backoff;
 pub mod counters;
 pub mod failure;
+pub mod lane;
 pub mod machine;
 
 pub use counters::Delivered;
 pub use failure::Failure;
+pub use lane::Lane;
 pub use machine::{Config, Event, Machine, Poll, Sent};

@@ -8,6 +8,10 @@
 //! perhaps) is set aside only once the collector has taken the record after it, so one bad
 //! record cannot block everything behind it and a collector that refuses every record (an
 //! older one than the agent) cannot empty the outbox.
+//!
+//! The outbox holds one queue per [`Lane`]; every batch comes from the first lane that has
+//! records, so alerts go before asset observations, and after each batch the first lanes are
+//! looked at again. Refusals, splits and set-asides apply to the lane the batch came from.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -15,6 +19,7 @@ use std::time::Duration;
 use crate::backoff::Backoff;
 use crate::counters::Delivered;
 use crate::failure::Failure;
+use crate::lane::Lane;
 
 /// How the machine paces itself.
 #[derive(Debug, Clone)]
@@ -65,6 +70,8 @@ pub enum Poll {
     Batch {
         /// Which collector.
         collector: usize,
+        /// Which of the outbox's queues.
+        lane: Lane,
         /// Most records.
         records: usize,
         /// Most bytes of records.
@@ -76,11 +83,15 @@ pub enum Poll {
     Probe {
         /// Which collector.
         collector: usize,
+        /// Which of the outbox's queues.
+        lane: Lane,
         /// The outbox sequence number of the refused record.
         oldest: u64,
     },
-    /// Remove the outbox's records through `through`, then call [`Machine::handle_removed`].
+    /// Remove the records of `lane` through `through`, then call [`Machine::handle_removed`].
     Remove {
+        /// Which of the outbox's queues.
+        lane: Lane,
         /// The last sequence number to remove.
         through: u64,
     },
@@ -97,6 +108,8 @@ pub enum Poll {
 /// What the driver read and sent for a [`Poll::Batch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sent {
+    /// The lane the records came from (the one the poll named).
+    pub lane: Lane,
     /// Sequence number of the oldest record sent (none when every record read was
     /// unreadable to this build and nothing was sent).
     pub oldest: Option<u64>,
@@ -128,6 +141,7 @@ pub enum Event {
 /// What removing records will count once the outbox has done it.
 #[derive(Debug, Clone)]
 struct Removal {
+    lane: Lane,
     through: u64,
     /// Records the collector took, and of them how many it already had.
     delivered: Option<(u64, u64)>,
@@ -148,8 +162,12 @@ enum State {
     Idle { until: Duration },
     /// Backing off after a failure until `until`.
     Backoff { until: Duration },
-    /// The collector refused the oldest record alone: see whether it takes the next.
-    Probing { oldest: u64, refusal: String },
+    /// The collector refused the oldest record of `lane` alone: see whether it takes the next.
+    Probing {
+        lane: Lane,
+        oldest: u64,
+        refusal: String,
+    },
     /// Records are to be removed from the outbox.
     Removing(Removal),
 }
@@ -160,8 +178,10 @@ pub struct Machine {
     config: Config,
     state: State,
     backoff: Backoff,
-    /// Records per batch now (halved when the collector finds batches too large).
-    batch_limit: usize,
+    /// Records per batch now, per lane (halved when the collector finds batches too large).
+    batch_limit: [usize; Lane::COUNT],
+    /// Lanes found empty since records last arrived or a batch was last delivered.
+    empty: [bool; Lane::COUNT],
     next_heartbeat: Duration,
     collector: usize,
     /// Collectors that failed in a row since the last one that answered.
@@ -175,7 +195,8 @@ impl Machine {
     pub fn new(config: Config, seed: u64) -> Self {
         Self {
             backoff: Backoff::new(config.backoff_min, config.backoff_max, seed),
-            batch_limit: config.batch_records.max(1),
+            batch_limit: [config.batch_records.max(1); Lane::COUNT],
+            empty: [false; Lane::COUNT],
             state: State::Ready,
             next_heartbeat: Duration::ZERO,
             collector: 0,
@@ -190,6 +211,7 @@ impl Machine {
     pub fn poll(&mut self, now: Duration) -> Poll {
         if let State::Removing(removal) = &self.state {
             return Poll::Remove {
+                lane: removal.lane,
                 through: removal.through,
             };
         }
@@ -200,17 +222,28 @@ impl Machine {
             };
         }
         match &self.state {
-            State::Idle { until } if now < *until => self.wait(*until, true),
-            State::Backoff { until } if now < *until => self.wait(*until, false),
-            State::Probing { oldest, .. } => Poll::Probe {
-                collector: self.collector,
-                oldest: *oldest,
-            },
-            _ => Poll::Batch {
-                collector: self.collector,
-                records: self.batch_limit,
-                bytes: self.config.batch_bytes,
-            },
+            State::Idle { until } if now < *until => return self.wait(*until, true),
+            State::Backoff { until } if now < *until => return self.wait(*until, false),
+            State::Probing { lane, oldest, .. } => {
+                return Poll::Probe {
+                    collector: self.collector,
+                    lane: *lane,
+                    oldest: *oldest,
+                };
+            }
+            // Time to look at every lane again.
+            State::Idle { .. } => self.empty = [false; Lane::COUNT],
+            State::Ready | State::Backoff { .. } | State::Removing(_) => {}
+        }
+        let lane = Lane::ALL
+            .into_iter()
+            .find(|l| !self.empty[l.index()])
+            .unwrap_or(Lane::Alerts);
+        Poll::Batch {
+            collector: self.collector,
+            lane,
+            records: self.batch_limit[lane.index()],
+            bytes: self.config.batch_bytes,
         }
     }
 
@@ -230,18 +263,23 @@ impl Machine {
         }
     }
 
-    /// Records were added to the outbox: an idle machine looks at once.
+    /// Records were added to the outbox: an idle machine looks at once, first lane first.
     pub fn handle_nudge(&mut self) {
+        self.empty = [false; Lane::COUNT];
         if let State::Idle { .. } = self.state {
             self.state = State::Ready;
         }
     }
 
-    /// The outbox had nothing to send.
-    pub fn handle_empty(&mut self, now: Duration) {
-        self.state = State::Idle {
-            until: now + self.config.idle_poll,
-        };
+    /// The outbox had nothing to send in `lane`: the next lane's turn, or a rest when every
+    /// lane is empty.
+    pub fn handle_empty(&mut self, now: Duration, lane: Lane) {
+        self.empty[lane.index()] = true;
+        if self.empty.iter().all(|e| *e) {
+            self.state = State::Idle {
+                until: now + self.config.idle_poll,
+            };
+        }
     }
 
     /// The outbox failed (`error`): try again after a backoff.
@@ -252,11 +290,12 @@ impl Machine {
 
     /// The outcome of sending a [`Poll::Batch`] as `sent`.
     pub fn handle_batch(&mut self, now: Duration, sent: Sent, outcome: Result<u64, Failure>) {
-        let count = sent.records;
+        let (count, lane) = (sent.records, sent.lane);
         match outcome {
             Ok(duplicates) => {
                 self.reached();
                 self.state = State::Removing(Removal {
+                    lane,
                     through: sent.through,
                     delivered: Some((count as u64, duplicates)),
                     set_aside: None,
@@ -264,11 +303,14 @@ impl Machine {
                     report_drops: true,
                 });
             }
-            Err(Failure::TooLarge(_)) if self.batch_limit > 1 => self.halve(count),
+            Err(Failure::TooLarge(_)) if self.batch_limit[lane.index()] > 1 => {
+                self.halve(lane, count)
+            }
             // 422 names a record the collector will never take from this agent: set it aside.
             Err(e @ Failure::Invalid(_)) if count <= 1 => {
                 self.reached();
                 self.state = State::Removing(Removal {
+                    lane,
                     through: sent.through,
                     delivered: None,
                     set_aside: Some((1 + sent.unreadable, e.to_string())),
@@ -281,12 +323,14 @@ impl Machine {
                 match sent.oldest {
                     Some(oldest) => {
                         self.state = State::Probing {
+                            lane,
                             oldest,
                             refusal: e.to_string(),
                         }
                     }
                     None => {
                         self.state = State::Removing(Removal {
+                            lane,
                             through: sent.through,
                             delivered: None,
                             set_aside: Some((sent.unreadable, e.to_string())),
@@ -299,7 +343,7 @@ impl Machine {
             Err(e @ (Failure::Unreadable(_) | Failure::Invalid(_))) => {
                 self.reached();
                 self.events.push_back(Event::Error(e.to_string()));
-                self.halve(count);
+                self.halve(lane, count);
             }
             Err(e) => self.failed(now, e),
         }
@@ -324,15 +368,21 @@ impl Machine {
 
     /// The outcome of sending the record `next` (the one after the refused oldest) alone.
     pub fn handle_probe(&mut self, now: Duration, next: u64, outcome: Result<u64, Failure>) {
-        let State::Probing { oldest, refusal } = &self.state else {
+        let State::Probing {
+            lane,
+            oldest,
+            refusal,
+        } = &self.state
+        else {
             return;
         };
-        let (oldest, refusal) = (*oldest, refusal.clone());
+        let (lane, oldest, refusal) = (*lane, *oldest, refusal.clone());
         match outcome {
             Ok(duplicates) => {
                 self.reached();
                 // The refused record and any unreadable ones between it and the next.
                 self.state = State::Removing(Removal {
+                    lane,
                     through: next,
                     delivered: Some((1, duplicates)),
                     set_aside: Some((next.saturating_sub(oldest), refusal)),
@@ -373,8 +423,10 @@ impl Machine {
             d.batches += 1;
             d.rejected += removal.unreadable;
             self.backoff.reset();
-            self.batch_limit = self.config.batch_records.max(1);
+            self.batch_limit[removal.lane.index()] = self.config.batch_records.max(1);
         }
+        // Whatever arrived meanwhile, the first lane with records goes next.
+        self.empty = [false; Lane::COUNT];
         if removal.unreadable > 0 {
             self.events.push_back(Event::Error(format!(
                 "{} outbox records this build cannot read (left by another version) were set aside",
@@ -418,9 +470,9 @@ impl Machine {
         self.collector
     }
 
-    /// Records per batch now.
-    pub fn batch_limit(&self) -> usize {
-        self.batch_limit
+    /// Records per batch now from `lane`.
+    pub fn batch_limit(&self, lane: Lane) -> usize {
+        self.batch_limit[lane.index()]
     }
 
     /// A collector answered: it is the one to stay with.
@@ -428,8 +480,8 @@ impl Machine {
         self.unreachable_in_a_row = 0;
     }
 
-    fn halve(&mut self, count: usize) {
-        self.batch_limit = (count / 2).max(1);
+    fn halve(&mut self, lane: Lane, count: usize) {
+        self.batch_limit[lane.index()] = (count / 2).max(1);
         self.state = State::Ready;
     }
 

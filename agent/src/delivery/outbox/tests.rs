@@ -53,10 +53,10 @@ fn records_survive_reopening_in_the_order_they_were_pushed() {
     }
     let outbox = sled(dir.path(), 1 << 20);
     assert_eq!(outbox.depth(), 3);
-    let peeked = outbox.peek(10, u64::MAX).unwrap();
+    let peeked = outbox.peek(Lane::Alerts, 10, u64::MAX).unwrap();
     assert_eq!(messages(&peeked), ["number 1", "number 2", "number 3"]);
     outbox.push(&[alert(4)]).unwrap();
-    let all = outbox.peek(10, u64::MAX).unwrap();
+    let all = outbox.peek(Lane::Alerts, 10, u64::MAX).unwrap();
     assert_eq!(messages(&all).last().map(String::as_str), Some("number 4"));
 }
 
@@ -66,13 +66,18 @@ fn acknowledged_records_are_gone_for_good_and_the_rest_stay() {
     {
         let outbox = sled(dir.path(), 1 << 20);
         outbox.push(&[alert(1), alert(2), alert(3)]).unwrap();
-        let first_two = outbox.peek(2, u64::MAX).unwrap();
+        let first_two = outbox.peek(Lane::Alerts, 2, u64::MAX).unwrap();
         assert_eq!(first_two.records.len(), 2);
-        outbox.ack_through(first_two.through.unwrap()).unwrap();
+        outbox
+            .ack_through(Lane::Alerts, first_two.through.unwrap())
+            .unwrap();
         assert_eq!(outbox.depth(), 1);
     }
     let outbox = sled(dir.path(), 1 << 20);
-    assert_eq!(messages(&outbox.peek(10, u64::MAX).unwrap()), ["number 3"]);
+    assert_eq!(
+        messages(&outbox.peek(Lane::Alerts, 10, u64::MAX).unwrap()),
+        ["number 3"]
+    );
     assert_eq!(outbox.bytes(), size(&alert(3)));
 }
 
@@ -81,9 +86,23 @@ fn peek_stops_at_the_byte_limit_but_always_returns_one() {
     let outbox = Outbox::open(Arc::new(MemoryKv::new()), 1 << 20).unwrap();
     outbox.push(&[alert(1), alert(2), alert(3)]).unwrap();
     let one = size(&alert(1));
-    assert_eq!(outbox.peek(10, 1).unwrap().records.len(), 1);
-    assert_eq!(outbox.peek(10, 2 * one).unwrap().records.len(), 2);
-    assert_eq!(outbox.peek(10, u64::MAX).unwrap().records.len(), 3);
+    assert_eq!(outbox.peek(Lane::Alerts, 10, 1).unwrap().records.len(), 1);
+    assert_eq!(
+        outbox
+            .peek(Lane::Alerts, 10, 2 * one)
+            .unwrap()
+            .records
+            .len(),
+        2
+    );
+    assert_eq!(
+        outbox
+            .peek(Lane::Alerts, 10, u64::MAX)
+            .unwrap()
+            .records
+            .len(),
+        3
+    );
 }
 
 #[test]
@@ -102,7 +121,7 @@ fn when_full_the_oldest_go_first_and_every_drop_is_counted_across_restarts() {
     }
     let outbox = sled(dir.path(), 3 * one);
     assert_eq!(
-        messages(&outbox.peek(10, u64::MAX).unwrap()),
+        messages(&outbox.peek(Lane::Alerts, 10, u64::MAX).unwrap()),
         ["number 12", "number 13", "number 14"]
     );
     assert_eq!((outbox.dropped_total(), outbox.unreported()), (2, 2));
@@ -122,7 +141,7 @@ fn one_push_larger_than_the_budget_keeps_only_its_newest_records() {
         }
     );
     assert_eq!(
-        messages(&outbox.peek(10, u64::MAX).unwrap()),
+        messages(&outbox.peek(Lane::Alerts, 10, u64::MAX).unwrap()),
         ["number 12", "number 13"]
     );
 }
@@ -161,7 +180,7 @@ fn reporting_drops_queues_the_alert_and_clears_the_count_together() {
     let outbox = sled(dir.path(), 2 * one + 400);
     assert_eq!(outbox.unreported(), 0);
     assert_eq!(outbox.dropped_total(), 2);
-    let queued = messages(&outbox.peek(10, u64::MAX).unwrap());
+    let queued = messages(&outbox.peek(Lane::Alerts, 10, u64::MAX).unwrap());
     assert_eq!(queued.last().map(String::as_str), Some("number 99"));
 }
 
@@ -171,14 +190,19 @@ fn a_record_this_build_cannot_read_is_skipped_and_acknowledged_with_its_batch() 
     let outbox = Outbox::open(kv.clone(), 1 << 20).unwrap();
     outbox.push(&[alert(1)]).unwrap();
     let mut b = Batch::new();
-    b.put(key(1).to_vec(), b"{\"kind\":\"future\"}".to_vec());
+    b.put(
+        key(Lane::Alerts, 1).to_vec(),
+        b"{\"kind\":\"future\"}".to_vec(),
+    );
     kv.apply(b).unwrap();
     let outbox = Outbox::open(kv, 1 << 20).unwrap();
     outbox.push(&[alert(3)]).unwrap();
-    let peeked = outbox.peek(10, u64::MAX).unwrap();
+    let peeked = outbox.peek(Lane::Alerts, 10, u64::MAX).unwrap();
     assert_eq!(messages(&peeked), ["number 1", "number 3"]);
     assert_eq!(peeked.unreadable, 1);
-    outbox.ack_through(peeked.through.unwrap()).unwrap();
+    outbox
+        .ack_through(Lane::Alerts, peeked.through.unwrap())
+        .unwrap();
     assert_eq!(outbox.depth(), 0);
 }
 
@@ -234,7 +258,116 @@ fn records_a_failing_disk_could_not_take_are_counted_as_drops_and_the_rest_stay(
     disk.failing.store(false, Ordering::Relaxed);
     outbox.push(&[alert(6)]).unwrap();
     assert_eq!(
-        messages(&outbox.peek(10, u64::MAX).unwrap()),
+        messages(&outbox.peek(Lane::Alerts, 10, u64::MAX).unwrap()),
         ["number 1", "number 2", "number 6"]
+    );
+}
+
+fn asset(n: u8) -> Record {
+    Record::Asset(AssetObservation::new(
+        std::net::IpAddr::from([10, 0, 1, n]),
+        Timestamp::from_secs(u64::from(n)),
+    ))
+}
+
+#[test]
+fn each_lane_is_its_own_queue_and_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let outbox = sled(dir.path(), 1 << 20);
+        outbox
+            .push(&[asset(1), alert(1), asset(2), alert(2)])
+            .unwrap();
+        outbox.flush().unwrap();
+    }
+    let outbox = sled(dir.path(), 1 << 20);
+    assert_eq!(outbox.depth(), 4);
+    assert_eq!(outbox.depth_of(Lane::Observations), 2);
+    let alerts = outbox.peek(Lane::Alerts, 10, u64::MAX).unwrap();
+    assert_eq!(messages(&alerts), ["number 1", "number 2"]);
+    let observations = outbox.peek(Lane::Observations, 10, u64::MAX).unwrap();
+    assert_eq!(messages(&observations), ["10.0.1.1", "10.0.1.2"]);
+    outbox
+        .ack_through(Lane::Observations, observations.through.unwrap())
+        .unwrap();
+    assert_eq!(outbox.depth_of(Lane::Observations), 0);
+    assert_eq!(
+        outbox.depth_of(Lane::Alerts),
+        2,
+        "the other lane is untouched"
+    );
+}
+
+#[test]
+fn when_full_a_new_alert_pushes_out_observations_before_any_alert() {
+    let one = size(&alert(1));
+    let outbox = Outbox::open(Arc::new(MemoryKv::new()), 8 * one).unwrap();
+    outbox.push(&[asset(1), asset(2)]).unwrap();
+    outbox
+        .push(&(1..=6).map(alert).collect::<Vec<_>>())
+        .unwrap();
+    assert!(outbox.bytes() <= 8 * one);
+    let pushed = outbox.push(&[alert(7), alert(8)]).unwrap();
+    assert!(pushed.dropped >= 1);
+    assert_eq!(
+        messages(&outbox.peek(Lane::Alerts, 100, u64::MAX).unwrap()),
+        (1..=8).map(|n| format!("number {n}")).collect::<Vec<_>>(),
+        "every alert kept"
+    );
+    assert!(outbox.depth_of(Lane::Observations) < 2);
+    assert!(outbox.bytes() <= 8 * one);
+    assert_eq!(outbox.dropped_total(), pushed.dropped);
+}
+
+#[test]
+fn observations_keep_within_their_share_dropping_only_their_own_oldest() {
+    let budget = 4000;
+    let outbox = Outbox::open(Arc::new(MemoryKv::new()), budget).unwrap();
+    outbox.push(&[alert(1)]).unwrap();
+    let observations: Vec<Record> = (1..=100).map(asset).collect();
+    let pushed = outbox.push(&observations).unwrap();
+    assert!(pushed.dropped > 0);
+    let held = outbox.peek(Lane::Observations, 1000, u64::MAX).unwrap();
+    let bytes: u64 = held.records.iter().map(size).sum();
+    assert!(bytes <= Lane::Observations.budget(budget), "{bytes}");
+    assert_eq!(
+        messages(&held).last().map(String::as_str),
+        Some("10.0.1.100"),
+        "the newest kept"
+    );
+    assert_eq!(outbox.depth_of(Lane::Alerts), 1, "the alert stays");
+    assert_eq!(outbox.unreported(), pushed.dropped);
+}
+
+#[test]
+fn an_observation_never_pushes_out_an_alert() {
+    let one = size(&alert(1));
+    let outbox = Outbox::open(Arc::new(MemoryKv::new()), 4 * one).unwrap();
+    outbox
+        .push(&(1..=4).map(alert).collect::<Vec<_>>())
+        .unwrap();
+    let pushed = outbox.push(&[asset(1)]).unwrap();
+    assert_eq!((pushed.stored, pushed.dropped), (0, 1));
+    assert_eq!(outbox.depth_of(Lane::Alerts), 4);
+    assert_eq!(outbox.depth_of(Lane::Observations), 0);
+}
+
+#[test]
+fn an_outbox_from_before_lanes_delivers_its_asset_observations_with_the_alerts() {
+    let kv = Arc::new(MemoryKv::new());
+    let mut b = Batch::new();
+    b.put(
+        key(Lane::Alerts, 0).to_vec(),
+        serde_json::to_vec(&alert(1)).unwrap(),
+    );
+    b.put(
+        key(Lane::Alerts, 1).to_vec(),
+        serde_json::to_vec(&asset(9)).unwrap(),
+    );
+    kv.apply(b).unwrap();
+    let outbox = Outbox::open(kv, 1 << 20).unwrap();
+    assert_eq!(
+        messages(&outbox.peek(Lane::Alerts, 10, u64::MAX).unwrap()),
+        ["number 1", "10.0.1.9"]
     );
 }

@@ -73,6 +73,13 @@ fn counters_follow_the_status_snapshot_across_scrapes() {
 fn outbox_depth_drops_and_delivery_are_exported() {
     let metrics = AgentMetrics::new().unwrap();
     let outbox = Outbox::open(Arc::new(MemoryKv::new()), 1 << 20).unwrap();
+    let seen = otwatch_rules::wire::AssetObservation::new(
+        "10.0.0.9".parse().unwrap(),
+        otwatch_rules::time::Timestamp::from_secs(1),
+    );
+    outbox
+        .push(&[crate::delivery::outbox::Record::Asset(seen)])
+        .unwrap();
     let delivered = Delivered {
         records: 9,
         failures: 4,
@@ -82,7 +89,7 @@ fn outbox_depth_drops_and_delivery_are_exported() {
     let text = metrics.render(&Status::new(), Some(&outbox), Some(delivered));
     assert_eq!(
         line(&text, "otwatch_agent_outbox_depth "),
-        "otwatch_agent_outbox_depth 0"
+        "otwatch_agent_outbox_depth 1"
     );
     assert_eq!(
         line(&text, "otwatch_agent_records_delivered_total "),
@@ -99,6 +106,17 @@ fn outbox_depth_drops_and_delivery_are_exported() {
     assert!(
         text.contains("otwatch_agent_drops_total{where=\"outbox\"} 0"),
         "{text}"
+    );
+    assert_eq!(
+        line(&text, "otwatch_agent_outbox_lane_depth{lane=\"alerts\"}"),
+        "otwatch_agent_outbox_lane_depth{lane=\"alerts\"} 0"
+    );
+    assert_eq!(
+        line(
+            &text,
+            "otwatch_agent_outbox_lane_depth{lane=\"observations\"}"
+        ),
+        "otwatch_agent_outbox_lane_depth{lane=\"observations\"} 1"
     );
 }
 

@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 use super::*;
 
+/// Sequence numbers per lane in the model outbox.
+const LANE_SEQS: u64 = 1_000_000;
+
 /// A record in the model outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rec {
@@ -46,8 +49,10 @@ fn unreachable() -> Collector {
 struct Sim {
     machine: Machine,
     now: Duration,
-    outbox: BTreeMap<u64, Rec>,
-    next_seq: u64,
+    /// The model outbox, one queue per lane. Lane `l` numbers its records from
+    /// `l * LANE_SEQS + 1`, without gaps, so sequence numbers name one record across lanes.
+    lanes: Vec<BTreeMap<u64, Rec>>,
+    next_seq: Vec<u64>,
     collectors: Vec<Collector>,
     /// Records each collector took, in order.
     taken: Vec<Vec<u64>>,
@@ -71,8 +76,8 @@ impl Sim {
         Self {
             machine: Machine::new(config, 7),
             now: Duration::ZERO,
-            outbox: BTreeMap::new(),
-            next_seq: 1,
+            lanes: vec![BTreeMap::new(); Lane::COUNT],
+            next_seq: (0..Lane::COUNT as u64).map(|l| l * LANE_SEQS + 1).collect(),
             taken: vec![Vec::new(); collectors.len()],
             collectors,
             heartbeats: Vec::new(),
@@ -81,12 +86,27 @@ impl Sim {
         }
     }
 
+    /// Adds alerts.
     fn push(&mut self, records: &[Rec]) {
+        self.push_to(Lane::Alerts, records);
+    }
+
+    fn push_to(&mut self, lane: Lane, records: &[Rec]) {
+        let l = lane.index();
         for r in records {
-            self.outbox.insert(self.next_seq, *r);
-            self.next_seq += 1;
+            self.lanes[l].insert(self.next_seq[l], *r);
+            self.next_seq[l] += 1;
         }
         self.machine.handle_nudge();
+    }
+
+    /// The alerts lane.
+    fn outbox(&mut self) -> &mut BTreeMap<u64, Rec> {
+        &mut self.lanes[Lane::Alerts.index()]
+    }
+
+    fn all_empty(&self) -> bool {
+        self.lanes.iter().all(BTreeMap::is_empty)
     }
 
     /// One poll and what the driver does for it; returns the poll.
@@ -100,11 +120,11 @@ impl Sim {
             }
             Poll::Batch {
                 collector,
+                lane,
                 records,
                 bytes: _,
             } => {
-                let head: Vec<(u64, Rec)> = self
-                    .outbox
+                let head: Vec<(u64, Rec)> = self.lanes[lane.index()]
                     .iter()
                     .map(|(s, r)| (*s, *r))
                     .scan(0, |readable, (s, r)| {
@@ -118,7 +138,7 @@ impl Sim {
                     })
                     .collect();
                 let Some(&(through, _)) = head.last() else {
-                    self.machine.handle_empty(self.now);
+                    self.machine.handle_empty(self.now, lane);
                     return poll;
                 };
                 let sent: Vec<(u64, Rec)> = head
@@ -132,6 +152,7 @@ impl Sim {
                     self.taken[collector].extend(sent.iter().map(|(s, _)| *s));
                 }
                 let info = Sent {
+                    lane,
                     oldest: sent.first().map(|(s, _)| *s),
                     through,
                     records: sent.len(),
@@ -139,8 +160,14 @@ impl Sim {
                 };
                 self.machine.handle_batch(self.now, info, outcome);
             }
-            Poll::Probe { collector, oldest } => {
-                let mut head = self.outbox.iter().filter(|(_, r)| **r != Rec::Foreign);
+            Poll::Probe {
+                collector,
+                lane,
+                oldest,
+            } => {
+                let mut head = self.lanes[lane.index()]
+                    .iter()
+                    .filter(|(_, r)| **r != Rec::Foreign);
                 match (head.next(), head.next()) {
                     (Some((&first, _)), _) if first != oldest => {
                         self.machine.handle_probe_missing(self.now, true)
@@ -156,13 +183,13 @@ impl Sim {
                     }
                 }
             }
-            Poll::Remove { through } => {
+            Poll::Remove { lane, through } => {
                 if self.fail_removal {
                     self.fail_removal = false;
                     self.machine
                         .handle_removed(self.now, Err("disk full".into()));
                 } else {
-                    self.outbox.retain(|s, _| *s > through);
+                    self.lanes[lane.index()].retain(|s, _| *s > through);
                     self.machine.handle_removed(self.now, Ok(()));
                 }
             }
@@ -177,7 +204,7 @@ impl Sim {
     /// Steps until the outbox is empty and the machine idle, or `limit` steps.
     fn run(&mut self, limit: usize) {
         for _ in 0..limit {
-            if self.outbox.is_empty() && matches!(self.machine.state, State::Idle { .. }) {
+            if self.all_empty() && matches!(self.machine.state, State::Idle { .. }) {
                 return;
             }
             self.step();
@@ -201,7 +228,7 @@ fn records_go_in_batches_leave_the_outbox_once_taken_and_drops_are_then_reported
     sim.push(&[Rec::Good; 20]);
     sim.run(100);
     assert_eq!(sim.taken[0], (1..=20).collect::<Vec<_>>());
-    assert!(sim.outbox.is_empty());
+    assert!(sim.outbox().is_empty());
     let d = sim.machine.delivered();
     assert_eq!((d.records, d.batches, d.rejected), (20, 3, 0));
     assert!(d.connected);
@@ -219,7 +246,11 @@ fn the_first_heartbeat_goes_at_once_then_one_every_interval_even_while_backing_o
     // 0 s, then every 5 s: 12 in the first minute, whatever the backoff does.
     assert_eq!(sim.heartbeats.len(), 12);
     assert!(!sim.machine.delivered().connected);
-    assert_eq!(sim.outbox.len(), 1, "nothing is removed while unreachable");
+    assert_eq!(
+        sim.outbox().len(),
+        1,
+        "nothing is removed while unreachable"
+    );
 }
 
 #[test]
@@ -258,7 +289,8 @@ fn failures_back_off_exponentially_and_new_records_do_not_cut_the_wait_short() {
 fn an_empty_outbox_is_looked_at_again_soon_and_at_once_when_records_arrive() {
     let mut sim = Sim::new(vec![honest()]);
     sim.step(); // heartbeat
-    sim.step(); // empty
+    sim.step(); // alerts: empty
+    sim.step(); // observations: empty
     assert_eq!(
         sim.machine.poll(sim.now),
         Poll::Wait {
@@ -282,12 +314,12 @@ fn a_batch_too_large_is_halved_until_it_passes_and_the_limit_then_restored() {
     sim.push(&[Rec::Good; 8]);
     sim.step(); // heartbeat
     sim.step(); // 8: too large
-    assert_eq!(sim.machine.batch_limit(), 4);
+    assert_eq!(sim.machine.batch_limit(Lane::Alerts), 4);
     sim.step(); // 4: too large
-    assert_eq!(sim.machine.batch_limit(), 2);
+    assert_eq!(sim.machine.batch_limit(Lane::Alerts), 2);
     sim.step(); // 2: taken
     sim.step(); // removed
-    assert_eq!(sim.machine.batch_limit(), 8);
+    assert_eq!(sim.machine.batch_limit(Lane::Alerts), 8);
     assert_eq!(sim.machine.delivered().failures, 0);
     sim.run(100);
     assert_eq!(sim.taken[0].len(), 8);
@@ -303,7 +335,7 @@ fn a_record_refused_for_good_is_found_by_halving_and_set_aside_alone() {
     assert_eq!(sim.taken[0], vec![1, 2, 3, 4, 5, 7, 8]);
     assert_eq!(sim.set_aside(), 1);
     assert_eq!(sim.machine.delivered().rejected, 1);
-    assert!(sim.outbox.is_empty());
+    assert!(sim.outbox().is_empty());
 }
 
 #[test]
@@ -332,7 +364,7 @@ fn a_record_the_collector_cannot_read_is_set_aside_once_it_takes_the_next() {
     // them went alone, as the probe.
     assert_eq!(sim.taken[0], vec![1, 4, 5]);
     assert_eq!(sim.set_aside(), 2);
-    assert!(sim.outbox.is_empty());
+    assert!(sim.outbox().is_empty());
 }
 
 #[test]
@@ -348,7 +380,7 @@ fn a_collector_that_refuses_every_record_gets_them_all_kept_not_set_aside_one_by
     while sim.now < Duration::from_secs(300) {
         sim.step();
     }
-    assert_eq!(sim.outbox.len(), 5);
+    assert_eq!(sim.outbox().len(), 5);
     assert_eq!(sim.set_aside(), 0);
     let d = sim.machine.delivered();
     assert!(d.connected && d.failures > 3, "{d:?}");
@@ -364,7 +396,7 @@ fn a_refused_record_with_nothing_after_it_is_kept() {
     while sim.now < Duration::from_secs(30) {
         sim.step();
     }
-    assert_eq!(sim.outbox.len(), 1);
+    assert_eq!(sim.outbox().len(), 1);
     assert!(sim.events.iter().any(
         |e| matches!(e, Event::Error(m) if m.contains("kept until the collector takes a record after it"))
     ));
@@ -381,13 +413,13 @@ fn a_probe_whose_refused_record_the_outbox_dropped_meanwhile_starts_afresh() {
     let mut sim = Sim::new(vec![honest()]);
     sim.push(&[Rec::Unreadable, Rec::Good]);
     sim.step(); // heartbeat
-    sim.machine.batch_limit = 1;
+    sim.machine.batch_limit[0] = 1;
     sim.step(); // [Unreadable] refused alone: probing
     assert!(matches!(
         sim.machine.poll(sim.now),
         Poll::Probe { oldest: 1, .. }
     ));
-    sim.outbox.remove(&1); // the outbox dropped it for room
+    sim.outbox().remove(&1); // the outbox dropped it for room
     sim.step();
     assert!(matches!(sim.machine.poll(sim.now), Poll::Batch { .. }));
     sim.run(100);
@@ -407,7 +439,7 @@ fn a_wrong_credential_keeps_everything_and_says_why() {
     while sim.now < Duration::from_secs(30) {
         sim.step();
     }
-    assert_eq!(sim.outbox.len(), 3);
+    assert_eq!(sim.outbox().len(), 3);
     assert!(sim.events.iter().any(
         |e| matches!(e, Event::Error(m) if m == "collector refused the request (401): unknown token")
     ));
@@ -590,4 +622,109 @@ fn a_busy_collector_asking_for_an_hour_is_tried_again_within_the_longest_backoff
     assert!(
         matches!(sim.machine.state, State::Backoff { until } if until == Duration::from_secs(60))
     );
+}
+
+#[test]
+fn alerts_go_before_observations_waiting_longer_and_observations_follow() {
+    let mut sim = Sim::new(vec![honest()]);
+    sim.push_to(Lane::Observations, &[Rec::Good; 3]);
+    sim.push(&[Rec::Good; 10]);
+    sim.run(100);
+    let obs = LANE_SEQS;
+    assert_eq!(
+        sim.taken[0],
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, obs + 1, obs + 2, obs + 3],
+        "both alert batches first (8 records per batch), then the observations"
+    );
+    assert!(sim.all_empty());
+    assert_eq!(sim.machine.delivered().batches, 3);
+}
+
+#[test]
+fn alerts_arriving_while_observations_are_sent_go_next() {
+    let mut sim = Sim::new(vec![honest()]);
+    sim.push_to(Lane::Observations, &[Rec::Good; 20]);
+    sim.step(); // heartbeat
+    sim.step(); // alerts: empty
+    assert!(matches!(
+        sim.step(),
+        Poll::Batch {
+            lane: Lane::Observations,
+            ..
+        }
+    ));
+    sim.push(&[Rec::Good]);
+    sim.step(); // the observations' removal
+    assert!(matches!(
+        sim.machine.poll(sim.now),
+        Poll::Batch {
+            lane: Lane::Alerts,
+            ..
+        }
+    ));
+    sim.run(100);
+    let obs = LANE_SEQS;
+    assert_eq!(
+        sim.taken[0][8], 1,
+        "the alert went right after the first batch"
+    );
+    assert_eq!(sim.taken[0][..8], (obs + 1..=obs + 8).collect::<Vec<_>>());
+    assert_eq!(sim.taken[0].len(), 21);
+}
+
+#[test]
+fn an_empty_alerts_lane_is_looked_at_again_after_each_batch_even_without_a_nudge() {
+    let mut sim = Sim::new(vec![honest()]);
+    sim.push_to(Lane::Observations, &[Rec::Good; 20]);
+    sim.step(); // heartbeat
+    sim.step(); // alerts: empty
+    sim.step(); // observations 1-8
+    // An alert lands without a nudge (its writer's nudge raced with the poll).
+    sim.lanes[0].insert(1, Rec::Good);
+    sim.next_seq[0] = 2;
+    sim.step(); // the observations' removal
+    assert!(matches!(
+        sim.machine.poll(sim.now),
+        Poll::Batch {
+            lane: Lane::Alerts,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_refusal_in_one_lane_sets_aside_that_lanes_record_and_splits_only_that_lane() {
+    let mut sim = Sim::new(vec![Box::new(|batch: &[Rec]| {
+        if batch.contains(&Rec::Invalid) {
+            return Err(Failure::Invalid("assets[0].ip: not an address".into()));
+        }
+        Ok(0)
+    })]);
+    let mut observations = [Rec::Good; 4];
+    observations[2] = Rec::Invalid;
+    sim.push_to(Lane::Observations, &observations);
+    sim.push(&[Rec::Good; 2]);
+    sim.step(); // heartbeat
+    sim.step(); // the alerts, taken
+    sim.step(); // removed
+    sim.step(); // alerts: empty
+    sim.step(); // observations: refused, halved
+    assert_eq!(sim.machine.batch_limit(Lane::Observations), 2);
+    assert_eq!(sim.machine.batch_limit(Lane::Alerts), 8);
+    sim.run(100);
+    let obs = LANE_SEQS;
+    assert_eq!(sim.taken[0], vec![1, 2, obs + 1, obs + 2, obs + 4]);
+    assert_eq!(sim.set_aside(), 1);
+    assert!(sim.all_empty());
+}
+
+#[test]
+fn a_refused_oldest_observation_is_probed_within_its_own_lane() {
+    let mut sim = Sim::new(vec![honest()]);
+    sim.push_to(Lane::Observations, &[Rec::Unreadable, Rec::Good]);
+    sim.run(100);
+    let obs = LANE_SEQS;
+    assert_eq!(sim.taken[0], vec![obs + 2]);
+    assert_eq!(sim.set_aside(), 1);
+    assert!(sim.all_empty());
 }
