@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::delivery::outbox::{Outbox, OutboxError};
 use crate::delivery::sender::{HttpsSender, SenderSetupError};
 use crate::delivery::shipper::{Shipper, ShipperConfig};
+use crate::telemetry::events::{InternalEvent, OutboxFailed};
 use crate::telemetry::status::Status;
 use otwatch_delivery::Delivered;
 
@@ -88,6 +89,7 @@ pub struct Delivery {
     outbox: Arc<Outbox>,
     shipper: Shipper,
     drain_timeout: Duration,
+    status: Arc<Status>,
 }
 
 impl Delivery {
@@ -109,7 +111,7 @@ impl Delivery {
             Arc::new(Outbox::open(Arc::new(kv), options.outbox_budget).map_err(outbox_error)?);
         let mut config = ShipperConfig::new(agent.to_string(), agent_addr);
         config.heartbeat_every = options.heartbeat_every;
-        let shipper = Shipper::spawn(outbox.clone(), Box::new(sender), status, config)?;
+        let shipper = Shipper::spawn(outbox.clone(), Box::new(sender), status.clone(), config)?;
         tracing::info!(
             "delivering to {} (outbox {}, {} records waiting)",
             options.url,
@@ -120,6 +122,7 @@ impl Delivery {
             outbox,
             shipper,
             drain_timeout: options.drain_timeout,
+            status,
         })
     }
 
@@ -136,7 +139,7 @@ impl Delivery {
     /// Waits (up to the drain timeout) for the outbox to empty, stops shipping, and reports.
     pub fn finish(self) -> DeliveryReport {
         if let Err(e) = self.outbox.flush() {
-            tracing::error!("outbox: {e}");
+            OutboxFailed { error: &e }.emit(&self.status);
         }
         let (waiting, delivered) = self.shipper.drain(self.drain_timeout);
         DeliveryReport {

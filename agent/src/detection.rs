@@ -25,6 +25,7 @@ use serde::Serialize;
 use crate::delivery::outbox::{Outbox, Record};
 use crate::detection::policy_reload::Reload;
 use crate::outputs::jsonl::JsonLines;
+use crate::telemetry::events::{InternalEvent, OutboxFailed};
 use crate::telemetry::status::Status;
 use otwatch_packet::detector::{AlertSink, Detector};
 use otwatch_packet::pipeline::Observer;
@@ -88,7 +89,7 @@ impl<W: Write> AlertSink for Sink<W> {
         match &self.outbox {
             Some((outbox, status)) => {
                 if let Err(e) = outbox.push(&[Record::Alert(alert.clone())]) {
-                    status.set_last_error(e.to_string());
+                    OutboxFailed { error: &e }.emit(status);
                 }
                 self.unreported.push(alert);
             }
@@ -106,7 +107,7 @@ impl<W: Write> Sink<W> {
         if let Some((outbox, status)) = &self.outbox
             && let Err(e) = outbox.flush()
         {
-            status.set_last_error(e.to_string());
+            OutboxFailed { error: &e }.emit(status);
         }
         for alert in std::mem::take(&mut self.unreported) {
             self.report(&alert);

@@ -12,6 +12,8 @@ use otwatch_rules::time::Timestamp;
 use crate::capture::file::CaptureFileError;
 use crate::capture::live::{Capture, LiveSource, Next};
 use crate::commands::offline::{self, FileReport};
+use crate::telemetry::events::{CaptureFailed, InternalEvent};
+use crate::telemetry::status::Status;
 use otwatch_packet::flow_table::FlowConfig;
 use otwatch_packet::pipeline::{Observer, Pipeline};
 
@@ -64,7 +66,12 @@ pub fn learn_live(
     duration: Duration,
     stop: &AtomicBool,
 ) -> std::io::Result<Learned> {
-    let capture = Capture::start(source, Box::new(|e| tracing::error!("capture: {e}")))?;
+    // Learning publishes no status: the event only logs and counts into a throwaway one.
+    let status = Status::new();
+    let capture = Capture::start(
+        source,
+        Box::new(move |e| CaptureFailed { error: &e }.emit(&status)),
+    )?;
     tracing::info!(
         "learning from {} for {}",
         capture.description(),

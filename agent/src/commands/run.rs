@@ -32,6 +32,9 @@ use crate::detection::assets::AssetReporter;
 use crate::detection::policy_reload::{Reload, Reloader};
 use crate::detection::{AlertCounts, Detection};
 use crate::outputs::jsonl::SharedWriter;
+use crate::telemetry::events::{
+    AlertLogFailed, CaptureFailed, InternalEvent, PolicyRejected, PolicyReloaded,
+};
 use crate::telemetry::metrics;
 use crate::telemetry::publisher::{Publisher, View};
 use crate::telemetry::status::Status;
@@ -237,12 +240,11 @@ struct WorkerReport {
 
 /// A policy change the agent's one [`Reloader`] passes to a worker.
 struct PolicyChange {
-    /// What to apply: a new policy (every worker), a rejection to report (one worker only, so
-    /// the collector hears of it once), or nothing (only the counts changed).
+    /// What to apply: a new policy (every worker), or a rejection to report (one worker only,
+    /// so the collector hears of it once).
     reload: Option<Reload>,
-    /// Reloads applied and rejected so far, for the worker's metrics.
-    counts: (u64, u64),
-    /// Whether this worker says what happened on standard error (one does, once it applies).
+    /// Whether this worker emits the change's internal event, which logs and counts it (one
+    /// does, once it applies the change).
     announce: bool,
 }
 
@@ -312,10 +314,7 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunErro
         let error_status = status.clone();
         captures.push(Capture::start(
             source,
-            Box::new(move |e| {
-                tracing::error!("capture: {e}");
-                error_status.set_last_error(format!("capture: {e}"));
-            }),
+            Box::new(move |e| CaptureFailed { error: &e }.emit(&error_status)),
         )?);
     }
     tracing::info!("capturing with {description}");
@@ -380,14 +379,12 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunErro
     if let Some(mut log) = shared.alert_log.clone()
         && let Err(source) = log.flush()
     {
-        tracing::error!(
-            "{}: {source}",
-            options
-                .alerts
-                .as_deref()
-                .unwrap_or(std::path::Path::new("alerts"))
-                .display()
-        );
+        let path = options
+            .alerts
+            .as_deref()
+            .unwrap_or(std::path::Path::new("alerts"));
+        let error = format!("{}: {source}", path.display());
+        AlertLogFailed { error: &error }.emit(&shared.status);
     }
     if delivery.is_some() {
         tracing::info!("delivering what is left in the outbox");
@@ -485,7 +482,7 @@ fn worker(
     let detection = pipeline.into_observer().detection;
     let alerts = detection.counts().clone();
     if let Err(e) = detection.finish_log() {
-        tracing::error!("alert log: {e}");
+        AlertLogFailed { error: &e }.emit(&shared.status);
     }
     WorkerReport {
         packets,
@@ -503,7 +500,6 @@ fn dispatch_reload(reloader: &mut Reloader, workers: &[Sender<PolicyChange>]) {
     let Some(outcome) = reloader.poll() else {
         return;
     };
-    let counts = (reloader.reloads(), reloader.failures());
     let policy = match &outcome {
         Reload::Loaded(policy, _) => Some(policy.clone()),
         Reload::Rejected(_) => None,
@@ -513,12 +509,10 @@ fn dispatch_reload(reloader: &mut Reloader, workers: &[Sender<PolicyChange>]) {
         let change = match announcement.take() {
             Some(outcome) => PolicyChange {
                 reload: Some(outcome),
-                counts,
                 announce: true,
             },
             None => PolicyChange {
                 reload: policy.clone().map(|p| Reload::Loaded(p, Vec::new())),
-                counts,
                 announce: false,
             },
         };
@@ -551,10 +545,6 @@ fn apply(
     publisher: &mut Publisher,
     addr: SocketAddr,
 ) {
-    (
-        publisher.extra.policy_reloads,
-        publisher.extra.policy_reload_failures,
-    ) = change.counts;
     let Some(reload) = change.reload else {
         return;
     };
@@ -562,37 +552,27 @@ fn apply(
     let RunObserver {
         detection, assets, ..
     } = pipeline.observer_mut();
-    let announcement = match &reload {
-        Reload::Loaded(policy, warnings) => {
-            publisher.extra.policy_hash = Some(policy.hash.clone());
-            if let Some(assets) = assets {
-                assets.set_policy(Some(policy.clone()));
-            }
-            let mut lines: Vec<(tracing::Level, String)> = warnings
-                .iter()
-                .map(|w| (tracing::Level::WARN, format!("policy: warning: {w}")))
-                .collect();
-            lines.push((
-                tracing::Level::INFO,
-                format!("policy reloaded (hash {})", policy.hash),
-            ));
-            lines
+    if let Reload::Loaded(policy, _) = &reload {
+        publisher.extra.policy_hash = Some(policy.hash.clone());
+        if let Some(assets) = assets {
+            assets.set_policy(Some(policy.clone()));
         }
-        Reload::Rejected(e) => vec![(
-            tracing::Level::ERROR,
-            format!("new policy rejected, the previous one stays in force: {e}"),
-        )],
-    };
+    }
+    // The event is emitted once the change is in force, so its log line means just that.
+    let announcement = change.announce.then(|| match &reload {
+        Reload::Loaded(policy, warnings) => Ok((policy.hash.clone(), warnings.clone())),
+        Reload::Rejected(e) => Err(e.to_string()),
+    });
     detection.apply_reload(reload, ts, addr);
     detection.flush_log();
-    if change.announce {
-        for (level, line) in announcement {
-            match level {
-                tracing::Level::ERROR => tracing::error!("{line}"),
-                tracing::Level::WARN => tracing::warn!("{line}"),
-                _ => tracing::info!("{line}"),
-            }
+    match announcement {
+        Some(Ok((hash, warnings))) => PolicyReloaded {
+            hash: &hash,
+            warnings: &warnings,
         }
+        .emit(publisher.status()),
+        Some(Err(error)) => PolicyRejected { error: &error }.emit(publisher.status()),
+        None => {}
     }
 }
 

@@ -19,6 +19,9 @@ use otwatch_rules::wire::{Heartbeat, IngestBatch};
 
 use crate::delivery::outbox::{Outbox, Record};
 use crate::delivery::sender::Sender;
+use crate::telemetry::events::{
+    DeliveryFailed, InternalEvent, OutboxFailed, OutboxOverflow, QUIET, RecordsSetAside, Throttle,
+};
 use crate::telemetry::status::{Status, wall_clock};
 
 /// How the shipper paces itself.
@@ -114,6 +117,8 @@ impl Shipper {
             stop: stop.clone(),
             wake: wake.clone(),
             delivered: delivered.clone(),
+            last_failure: None,
+            overflow: Throttle::starting_at(outbox.dropped_total()),
         };
         let thread = std::thread::Builder::new()
             .name("otwatch-shipper".into())
@@ -186,6 +191,10 @@ struct Worker {
     delivered: Arc<Mutex<Delivered>>,
     /// The machine's clock: time since the shipper started.
     started: Instant,
+    /// The last delivery failure logged, and when.
+    last_failure: Option<(String, Instant)>,
+    /// Logs the outbox's drops, at most once per quiet time.
+    overflow: Throttle,
 }
 
 impl Worker {
@@ -235,7 +244,7 @@ impl Worker {
     /// Reads the oldest records of `lane` and sends them as one batch.
     fn send_batch(&mut self, collector: usize, lane: Lane, records: usize, bytes: u64) {
         if let Err(e) = self.outbox.flush() {
-            self.status.set_last_error(e.to_string());
+            OutboxFailed { error: &e }.emit(&self.status);
         }
         let peeked = match self.outbox.peek(lane, records, bytes) {
             Ok(p) => p,
@@ -295,13 +304,30 @@ impl Worker {
     fn tell_the_world(&mut self) {
         while let Some(event) = self.machine.poll_event() {
             match event {
-                Event::Error(why) => self.status.set_last_error(why),
-                Event::SetAside { why, .. } => {
-                    tracing::warn!("{why}");
-                    self.status.set_last_error(why);
+                Event::Error(why) => {
+                    // The same failure again within the quiet time (a collector down for an
+                    // hour fails every heartbeat) is counted but logged at debug level.
+                    let repeated = self
+                        .last_failure
+                        .as_ref()
+                        .is_some_and(|(last, at)| *last == why && at.elapsed() < QUIET);
+                    DeliveryFailed {
+                        why: &why,
+                        repeated,
+                    }
+                    .emit(&self.status);
+                    if !repeated {
+                        self.last_failure = Some((why, Instant::now()));
+                    }
+                }
+                Event::SetAside { count, why } => {
+                    RecordsSetAside { count, why: &why }.emit(&self.status)
                 }
                 Event::ReportDrops => self.report_drops(),
             }
+        }
+        if let Some(dropped) = self.overflow.due(self.outbox.dropped_total()) {
+            OutboxOverflow { dropped }.emit(&self.status);
         }
         if let Ok(mut d) = self.delivered.lock()
             && *d != *self.machine.delivered()
@@ -367,7 +393,7 @@ impl Worker {
             ),
         );
         if let Err(e) = self.outbox.report_drops(alert, unreported) {
-            self.status.set_last_error(e.to_string());
+            OutboxFailed { error: &e }.emit(&self.status);
         }
     }
 

@@ -11,6 +11,7 @@ use otwatch_rules::policy::Policy;
 use otwatch_rules::time::Timestamp;
 
 use crate::delivery::outbox::{Outbox, Record};
+use crate::telemetry::events::{InternalEvent, OutboxFailed};
 use crate::telemetry::status::Status;
 use otwatch_packet::pipeline::Observer;
 
@@ -59,7 +60,7 @@ impl AssetReporter {
         }
         let records: Vec<Record> = changed.into_iter().map(Record::Asset).collect();
         if let Err(e) = self.outbox.push(&records) {
-            self.status.set_last_error(e.to_string());
+            OutboxFailed { error: &e }.emit(&self.status);
         }
     }
 }

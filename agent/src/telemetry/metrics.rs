@@ -4,6 +4,7 @@
 //! Counters are read from the agent's [`Status`] snapshot, the outbox and the shipper when
 //! Prometheus scrapes, so the packet path never touches a metric.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -13,6 +14,7 @@ use prometheus::{
 };
 
 use crate::delivery::outbox::Outbox;
+use crate::telemetry::events::{InternalEvent, PolicyRejected, PolicyReloaded};
 use crate::telemetry::status::{Snapshot, Status};
 use otwatch_delivery::{Delivered, Lane};
 
@@ -38,15 +40,26 @@ pub struct AgentMetrics {
     rejected: IntCounter,
     connected: IntGauge,
     policy_reloads: IntCounterVec,
+    events: IntCounterVec,
     uptime: IntGauge,
     /// What was last exported, so counters advance by the difference.
-    last: Mutex<(Snapshot, Delivered, u64)>,
+    last: Mutex<Last>,
 }
 
 impl std::fmt::Debug for AgentMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentMetrics").finish_non_exhaustive()
     }
+}
+
+/// What was last exported, so counters advance by the difference.
+#[derive(Debug, Default)]
+struct Last {
+    snapshot: Snapshot,
+    delivered: Delivered,
+    /// Records the outbox dropped.
+    dropped: u64,
+    events: BTreeMap<&'static str, u64>,
 }
 
 fn advance(counter: &IntCounter, old: u64, new: u64) {
@@ -147,6 +160,11 @@ impl AgentMetrics {
                 "otwatch_agent_collector_connected",
                 "1 when the last attempt reached the collector",
             )?,
+            events: vec(
+                "otwatch_agent_internal_events_total",
+                "Things that happened to the agent itself, by event (records for set-asides and overflows)",
+                &["event"],
+            )?,
             policy_reloads: vec(
                 "otwatch_agent_policy_reloads_total",
                 "Policy reloads, by result",
@@ -156,7 +174,7 @@ impl AgentMetrics {
                 "otwatch_agent_uptime_seconds",
                 "Seconds since the agent started",
             )?,
-            last: Mutex::new((Snapshot::default(), Delivered::default(), 0)),
+            last: Mutex::new(Last::default()),
             registry,
         })
     }
@@ -171,8 +189,14 @@ impl AgentMetrics {
         let now = status.snapshot();
         let delivered = delivered.unwrap_or_default();
         let dropped = outbox.map_or(0, Outbox::dropped_total);
+        let events = status.events();
         if let Ok(mut last) = self.last.lock() {
-            let (old, old_delivered, old_dropped) = &*last;
+            let Last {
+                snapshot: old,
+                delivered: old_delivered,
+                dropped: old_dropped,
+                events: old_events,
+            } = &*last;
             advance(&self.packets, old.packets, now.packets);
             advance(&self.bytes, old.bytes, now.bytes);
             advance(
@@ -237,16 +261,16 @@ impl AgentMetrics {
                     *n,
                 );
             }
-            advance(
-                &self.policy_reloads.with_label_values(&["applied"]),
-                old.policy_reloads,
-                now.policy_reloads,
-            );
-            advance(
-                &self.policy_reloads.with_label_values(&["rejected"]),
-                old.policy_reload_failures,
-                now.policy_reload_failures,
-            );
+            for (name, n) in &events {
+                let was = old_events.get(name).copied().unwrap_or(0);
+                advance(&self.events.with_label_values(&[name]), was, *n);
+                let result = match *name {
+                    PolicyReloaded::NAME => "applied",
+                    PolicyRejected::NAME => "rejected",
+                    _ => continue,
+                };
+                advance(&self.policy_reloads.with_label_values(&[result]), was, *n);
+            }
             advance(&self.sent, old_delivered.records, delivered.records);
             advance(
                 &self.send_failures,
@@ -254,7 +278,12 @@ impl AgentMetrics {
                 delivered.failures,
             );
             advance(&self.rejected, old_delivered.rejected, delivered.rejected);
-            *last = (now.clone(), delivered.clone(), dropped);
+            *last = Last {
+                snapshot: now.clone(),
+                delivered: delivered.clone(),
+                dropped,
+                events,
+            };
         }
         self.flows_active
             .set(i64::try_from(now.flows_active).unwrap_or(i64::MAX));

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::detection::AlertCounts;
+use crate::telemetry::events::{FlowsEvicted, InternalEvent, PacketsDropped, Throttle};
 use crate::telemetry::status::{Datagrams, Snapshot, Status};
 use otwatch_packet::flow_table::FlowTable;
 use otwatch_packet::modbus_counters::ModbusCounters;
@@ -30,10 +31,6 @@ pub struct View<'a> {
 pub struct Extra {
     /// The policy in force.
     pub policy_hash: Option<String>,
-    /// Policy reloads applied.
-    pub policy_reloads: u64,
-    /// Policy reloads rejected.
-    pub policy_reload_failures: u64,
     /// Packets the kernel dropped.
     pub kernel_drops: u64,
     /// Packets dropped for a full pipeline queue.
@@ -50,6 +47,10 @@ pub struct Publisher {
     pub extra: Extra,
     last: Instant,
     last_packets: u64,
+    /// Log lines for what the packet path lost, at most one per quiet time each.
+    kernel_drops: Throttle,
+    queue_drops: Throttle,
+    evicted: Throttle,
 }
 
 /// Least time between publications.
@@ -67,7 +68,15 @@ impl Publisher {
             },
             last: Instant::now(),
             last_packets: 0,
+            kernel_drops: Throttle::default(),
+            queue_drops: Throttle::default(),
+            evicted: Throttle::default(),
         }
+    }
+
+    /// The status published into (internal events are emitted into it).
+    pub fn status(&self) -> &Status {
+        &self.status
     }
 
     /// Publishes only worker `index`'s part of the status (the status sums the workers).
@@ -107,8 +116,6 @@ impl Publisher {
             decode_errors: view.modbus.decode_errors.clone(),
             alerts: view.alerts.by_rule_severity.clone(),
             policy_hash: self.extra.policy_hash.clone(),
-            policy_reloads: self.extra.policy_reloads,
-            policy_reload_failures: self.extra.policy_reload_failures,
             packets_per_s: packets.saturating_sub(self.last_packets) as f64 / elapsed,
         };
         match self.worker {
@@ -117,5 +124,16 @@ impl Publisher {
         }
         self.last = Instant::now();
         self.last_packets = packets;
+        for (stage, total, throttle) in [
+            ("kernel", self.extra.kernel_drops, &mut self.kernel_drops),
+            ("queue", self.extra.queue_drops, &mut self.queue_drops),
+        ] {
+            if let Some(count) = throttle.due(total) {
+                PacketsDropped { stage, count }.emit(&self.status);
+            }
+        }
+        if let Some(count) = self.evicted.due(flows.evicted) {
+            FlowsEvicted { count }.emit(&self.status);
+        }
     }
 }

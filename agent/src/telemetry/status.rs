@@ -42,10 +42,6 @@ pub struct Snapshot {
     pub alerts: BTreeMap<(String, Severity), u64>,
     /// The policy in force.
     pub policy_hash: Option<String>,
-    /// Policy reloads applied.
-    pub policy_reloads: u64,
-    /// Policy reloads rejected.
-    pub policy_reload_failures: u64,
     /// Packets per second over the last publication interval.
     pub packets_per_s: f64,
 }
@@ -87,11 +83,6 @@ impl Snapshot {
         if self.policy_hash.is_none() {
             self.policy_hash.clone_from(&other.policy_hash);
         }
-        // Every worker carries the agent's one reload count: count it once.
-        self.policy_reloads = self.policy_reloads.max(other.policy_reloads);
-        self.policy_reload_failures = self
-            .policy_reload_failures
-            .max(other.policy_reload_failures);
         self.packets_per_s += other.packets_per_s;
     }
 }
@@ -104,6 +95,8 @@ pub struct Status {
     /// Per worker, when several pipelines publish.
     parts: Mutex<Vec<Snapshot>>,
     last_error: Mutex<Option<String>>,
+    /// Internal events so far, by name (see `telemetry::events`).
+    events: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Default for Status {
@@ -120,6 +113,7 @@ impl Status {
             snapshot: Mutex::new(Snapshot::default()),
             parts: Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
+            events: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -161,6 +155,19 @@ impl Status {
         if let Ok(mut e) = self.last_error.lock() {
             *e = Some(error);
         }
+    }
+
+    /// Counts `n` more of the internal event `name`; only `telemetry::events` calls this.
+    pub(crate) fn count_event(&self, name: &'static str, n: u64) {
+        if let Ok(mut events) = self.events.lock() {
+            let count = events.entry(name).or_default();
+            *count = count.saturating_add(n);
+        }
+    }
+
+    /// Internal events so far, by name.
+    pub fn events(&self) -> BTreeMap<&'static str, u64> {
+        self.events.lock().map(|e| e.clone()).unwrap_or_default()
     }
 
     /// The latest error, if any.

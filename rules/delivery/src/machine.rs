@@ -231,9 +231,13 @@ impl Machine {
                     oldest: *oldest,
                 };
             }
-            // Time to look at every lane again.
-            State::Idle { .. } => self.empty = [false; Lane::COUNT],
-            State::Ready | State::Backoff { .. } | State::Removing(_) => {}
+            // The rest is over: ready again, and an idle machine looks at every lane anew.
+            State::Idle { .. } => {
+                self.empty = [false; Lane::COUNT];
+                self.state = State::Ready;
+            }
+            State::Backoff { .. } => self.state = State::Ready,
+            State::Ready | State::Removing(_) => {}
         }
         let lane = Lane::ALL
             .into_iter()

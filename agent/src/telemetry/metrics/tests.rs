@@ -142,3 +142,51 @@ fn the_server_answers_metrics_and_health_over_http() {
         .unwrap();
     assert_eq!(health, "ok");
 }
+
+#[test]
+fn internal_events_are_exported_and_policy_reloads_counted_from_them() {
+    use crate::telemetry::events::{InternalEvent, PolicyRejected, PolicyReloaded};
+    let metrics = AgentMetrics::new().unwrap();
+    let status = Status::new();
+    PolicyReloaded {
+        hash: "abc",
+        warnings: &[],
+    }
+    .emit(&status);
+    PolicyRejected {
+        error: &"policy.toml:3:1: rules[0].function: expected a function code",
+    }
+    .emit(&status);
+    PolicyRejected { error: &"again" }.emit(&status);
+    let text = metrics.render(&status, None, None);
+    assert_eq!(
+        line(
+            &text,
+            "otwatch_agent_policy_reloads_total{result=\"applied\"}"
+        ),
+        "otwatch_agent_policy_reloads_total{result=\"applied\"} 1"
+    );
+    assert_eq!(
+        line(
+            &text,
+            "otwatch_agent_policy_reloads_total{result=\"rejected\"}"
+        ),
+        "otwatch_agent_policy_reloads_total{result=\"rejected\"} 2"
+    );
+    assert_eq!(
+        line(
+            &text,
+            "otwatch_agent_internal_events_total{event=\"policy_rejected\"}"
+        ),
+        "otwatch_agent_internal_events_total{event=\"policy_rejected\"} 2"
+    );
+    // Rendered again, nothing new: the counters do not move.
+    let again = metrics.render(&status, None, None);
+    assert_eq!(
+        line(
+            &again,
+            "otwatch_agent_policy_reloads_total{result=\"rejected\"}"
+        ),
+        "otwatch_agent_policy_reloads_total{result=\"rejected\"} 2"
+    );
+}

@@ -728,3 +728,19 @@ fn a_refused_oldest_observation_is_probed_within_its_own_lane() {
     assert_eq!(sim.set_aside(), 1);
     assert!(sim.all_empty());
 }
+
+#[test]
+fn observations_that_arrive_unannounced_while_idle_are_found_when_the_rest_ends() {
+    let mut sim = Sim::new(vec![honest()]);
+    sim.step(); // heartbeat
+    sim.step(); // alerts: empty
+    sim.step(); // observations: empty, idle
+    assert!(matches!(sim.machine.state, State::Idle { .. }));
+    // Written without a nudge: the machine finds them once its rest is over.
+    sim.lanes[Lane::Observations.index()].insert(LANE_SEQS + 1, Rec::Good);
+    sim.next_seq[Lane::Observations.index()] = LANE_SEQS + 2;
+    for _ in 0..10 {
+        sim.step();
+    }
+    assert_eq!(sim.taken[0], vec![LANE_SEQS + 1]);
+}
