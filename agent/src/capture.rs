@@ -4,17 +4,21 @@
 //! [`CapturedPacket`]s, so the pipeline does not know or care which one is in use.
 
 pub mod bpf;
-pub mod file;
+pub(crate) mod file;
 #[cfg(target_os = "linux")]
-pub mod interface;
-pub mod live;
-pub mod pcap_stream;
+pub(crate) mod interface;
+pub(crate) mod live;
+pub(crate) mod pcap_stream;
 #[cfg(target_os = "linux")]
 pub mod pnet;
 #[cfg(target_os = "linux")]
 pub mod ring;
 #[cfg(target_os = "linux")]
-pub mod socket;
+pub(crate) mod socket;
+
+pub use file::CaptureFileError;
+#[cfg(target_os = "linux")]
+pub use interface::OpenError;
 
 pub use otwatch_packet::frame::{CapturedPacket, LinkType};
 
