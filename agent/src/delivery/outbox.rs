@@ -250,7 +250,10 @@ impl Outbox {
             let size = value.len() as u64;
             let l = lane.index();
             let lane_budget = lane.budget(self.budget);
-            if size > lane_budget {
+            // Room that dropping this lane's and later lanes' records cannot make (earlier
+            // lanes' records are never dropped for it): the new record alone goes.
+            let earlier: u64 = plans[..l].iter().map(|p| p.bytes).sum();
+            if size > lane_budget || earlier + size > self.budget {
                 dropped += 1;
                 continue;
             }
@@ -276,11 +279,6 @@ impl Outbox {
                     }
                     dropped += 1;
                 }
-            }
-            if plans.iter().map(|p| p.bytes).sum::<u64>() + size > self.budget {
-                // Only higher lanes' records are left in the way: they stay.
-                dropped += 1;
-                continue;
             }
             let plan = &mut plans[l];
             batch.put(key(lane, plan.next), value);

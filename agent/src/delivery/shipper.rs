@@ -20,7 +20,7 @@ use otwatch_rules::wire::{Heartbeat, IngestBatch};
 use crate::delivery::outbox::{Outbox, Record};
 use crate::delivery::sender::Sender;
 use crate::telemetry::events::{
-    DeliveryFailed, InternalEvent, OutboxFailed, OutboxOverflow, QUIET, RecordsSetAside, Throttle,
+    DeliveryFailed, InternalEvent, OutboxFailed, OutboxOverflow, RecordsSetAside, Throttle,
 };
 use crate::telemetry::status::{Status, wall_clock};
 
@@ -117,7 +117,6 @@ impl Shipper {
             stop: stop.clone(),
             wake: wake.clone(),
             delivered: delivered.clone(),
-            last_failure: None,
             overflow: Throttle::starting_at(outbox.dropped_total()),
         };
         let thread = std::thread::Builder::new()
@@ -191,8 +190,6 @@ struct Worker {
     delivered: Arc<Mutex<Delivered>>,
     /// The machine's clock: time since the shipper started.
     started: Instant,
-    /// The last delivery failure logged, and when.
-    last_failure: Option<(String, Instant)>,
     /// Logs the outbox's drops, at most once per quiet time.
     overflow: Throttle,
 }
@@ -304,22 +301,8 @@ impl Worker {
     fn tell_the_world(&mut self) {
         while let Some(event) = self.machine.poll_event() {
             match event {
-                Event::Error(why) => {
-                    // The same failure again within the quiet time (a collector down for an
-                    // hour fails every heartbeat) is counted but logged at debug level.
-                    let repeated = self
-                        .last_failure
-                        .as_ref()
-                        .is_some_and(|(last, at)| *last == why && at.elapsed() < QUIET);
-                    DeliveryFailed {
-                        why: &why,
-                        repeated,
-                    }
-                    .emit(&self.status);
-                    if !repeated {
-                        self.last_failure = Some((why, Instant::now()));
-                    }
-                }
+                Event::Error(why) => DeliveryFailed { why: &why }.emit(&self.status),
+                Event::StoreError(error) => OutboxFailed { error: &error }.emit(&self.status),
                 Event::SetAside { count, why } => {
                     RecordsSetAside { count, why: &why }.emit(&self.status)
                 }

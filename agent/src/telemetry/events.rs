@@ -19,6 +19,26 @@ use crate::telemetry::status::Status;
 /// Least time between two log lines of one per-packet event kind.
 pub const QUIET: Duration = Duration::from_secs(10);
 
+/// How bad an event is, for its log line.
+#[derive(Debug, Clone, Copy)]
+enum Level {
+    Warn,
+    Error,
+}
+
+/// Logs `line` at `level`, or at debug level when the same line of the same event was logged
+/// within [`QUIET`] (a disk or a collector that keeps failing): counted every time, said once.
+fn log(status: &Status, name: &'static str, level: Level, line: &str) {
+    if status.said_lately(name, line, QUIET) {
+        tracing::debug!("{line}");
+        return;
+    }
+    match level {
+        Level::Warn => tracing::warn!("{line}"),
+        Level::Error => tracing::error!("{line}"),
+    }
+}
+
 /// Something that happened to the agent, to log and count.
 pub trait InternalEvent {
     /// The event's name: the `event` label of `otwatch_agent_internal_events_total`.
@@ -63,7 +83,7 @@ impl InternalEvent for PolicyRejected<'_> {
             "new policy rejected, the previous one stays in force: {}",
             self.error
         );
-        tracing::error!("{line}");
+        log(status, Self::NAME, Level::Error, &line);
         status.count_event(Self::NAME, 1);
         status.set_last_error(line);
     }
@@ -82,7 +102,7 @@ impl InternalEvent for RecordsSetAside<'_> {
     const NAME: &'static str = "records_set_aside";
 
     fn emit(self, status: &Status) {
-        tracing::warn!(count = self.count, "{}", self.why);
+        log(status, Self::NAME, Level::Warn, self.why);
         status.count_event(Self::NAME, self.count);
         status.set_last_error(self.why.to_string());
     }
@@ -93,19 +113,18 @@ impl InternalEvent for RecordsSetAside<'_> {
 pub struct DeliveryFailed<'a> {
     /// What went wrong.
     pub why: &'a str,
-    /// The same failure was logged moments ago: count it, log it at debug level only.
-    pub repeated: bool,
 }
 
 impl InternalEvent for DeliveryFailed<'_> {
     const NAME: &'static str = "delivery_failed";
 
     fn emit(self, status: &Status) {
-        if self.repeated {
-            tracing::debug!(target: "otwatch_agent::delivery::shipper", "delivery: {}", self.why);
-        } else {
-            tracing::warn!(target: "otwatch_agent::delivery::shipper", "delivery: {}", self.why);
-        }
+        log(
+            status,
+            Self::NAME,
+            Level::Warn,
+            &format!("delivery: {}", self.why),
+        );
         status.count_event(Self::NAME, 1);
         status.set_last_error(self.why.to_string());
     }
@@ -122,7 +141,7 @@ impl InternalEvent for OutboxFailed<'_> {
 
     fn emit(self, status: &Status) {
         let line = self.error.to_string();
-        tracing::error!("{line}");
+        log(status, Self::NAME, Level::Error, &line);
         status.count_event(Self::NAME, 1);
         status.set_last_error(line);
     }
@@ -160,7 +179,7 @@ impl InternalEvent for CaptureFailed<'_> {
 
     fn emit(self, status: &Status) {
         let line = format!("capture: {}", self.error);
-        tracing::error!("{line}");
+        log(status, Self::NAME, Level::Error, &line);
         status.count_event(Self::NAME, 1);
         status.set_last_error(line);
     }
@@ -177,7 +196,7 @@ impl InternalEvent for AlertLogFailed<'_> {
 
     fn emit(self, status: &Status) {
         let line = format!("alert log: {}", self.error);
-        tracing::error!("{line}");
+        log(status, Self::NAME, Level::Error, &line);
         status.count_event(Self::NAME, 1);
         status.set_last_error(line);
     }
@@ -284,6 +303,23 @@ mod tests {
         assert_eq!(
             status.last_error().as_deref(),
             Some("4 record(s) set aside: 422")
+        );
+    }
+
+    #[test]
+    fn a_failure_repeated_within_the_quiet_time_is_counted_every_time_and_said_once() {
+        let status = Status::new();
+        for _ in 0..3 {
+            OutboxFailed {
+                error: &"outbox: No space left on device",
+            }
+            .emit(&status);
+        }
+        assert_eq!(status.events().get("outbox_failed"), Some(&3));
+        assert!(status.said_lately(OutboxFailed::NAME, "outbox: No space left on device", QUIET));
+        assert!(
+            !status.said_lately(OutboxFailed::NAME, "outbox: another error", QUIET),
+            "another failure is said at once"
         );
     }
 

@@ -97,6 +97,8 @@ pub struct Status {
     last_error: Mutex<Option<String>>,
     /// Internal events so far, by name (see `telemetry::events`).
     events: Mutex<BTreeMap<&'static str, u64>>,
+    /// The last line logged per internal event, and when.
+    said: Mutex<BTreeMap<&'static str, (String, Instant)>>,
 }
 
 impl Default for Status {
@@ -114,6 +116,7 @@ impl Status {
             parts: Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
             events: Mutex::new(BTreeMap::new()),
+            said: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -163,6 +166,22 @@ impl Status {
             let count = events.entry(name).or_default();
             *count = count.saturating_add(n);
         }
+    }
+
+    /// Whether the internal event `name` logged `line` within `quiet`; if not, `line` is
+    /// remembered as said now.
+    pub(crate) fn said_lately(&self, name: &'static str, line: &str, quiet: Duration) -> bool {
+        let Ok(mut said) = self.said.lock() else {
+            return false;
+        };
+        if let Some((last, at)) = said.get(name)
+            && last == line
+            && at.elapsed() < quiet
+        {
+            return true;
+        }
+        said.insert(name, (line.to_string(), Instant::now()));
+        false
     }
 
     /// Internal events so far, by name.

@@ -124,8 +124,10 @@ pub struct Sent {
 /// What the driver must tell the world.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// Something went wrong: the status page's last error.
+    /// Delivery went wrong (it is retried): the status page's last error.
     Error(String),
+    /// The outbox failed to read or remove records (they stay): the status page's last error.
+    StoreError(String),
     /// Records the collector will never take were removed from the outbox.
     SetAside {
         /// How many.
@@ -180,7 +182,9 @@ pub struct Machine {
     backoff: Backoff,
     /// Records per batch now, per lane (halved when the collector finds batches too large).
     batch_limit: [usize; Lane::COUNT],
-    /// Lanes found empty since records last arrived or a batch was last delivered.
+    /// Lanes found empty in this pass over the lanes. A pass ends with anything but an empty
+    /// lane (a batch sent, a failure, a removal, records arriving, a rest), so the next one
+    /// starts again from the first lane: an empty flag never outlives the pass that set it.
     empty: [bool; Lane::COUNT],
     next_heartbeat: Duration,
     collector: usize,
@@ -233,7 +237,7 @@ impl Machine {
             }
             // The rest is over: ready again, and an idle machine looks at every lane anew.
             State::Idle { .. } => {
-                self.empty = [false; Lane::COUNT];
+                self.end_pass();
                 self.state = State::Ready;
             }
             State::Backoff { .. } => self.state = State::Ready,
@@ -269,7 +273,7 @@ impl Machine {
 
     /// Records were added to the outbox: an idle machine looks at once, first lane first.
     pub fn handle_nudge(&mut self) {
-        self.empty = [false; Lane::COUNT];
+        self.end_pass();
         if let State::Idle { .. } = self.state {
             self.state = State::Ready;
         }
@@ -288,12 +292,14 @@ impl Machine {
 
     /// The outbox failed (`error`): try again after a backoff.
     pub fn handle_store_error(&mut self, now: Duration, error: String) {
-        self.events.push_back(Event::Error(error));
+        self.end_pass();
+        self.events.push_back(Event::StoreError(error));
         self.back_off(now);
     }
 
     /// The outcome of sending a [`Poll::Batch`] as `sent`.
     pub fn handle_batch(&mut self, now: Duration, sent: Sent, outcome: Result<u64, Failure>) {
+        self.end_pass();
         let (count, lane) = (sent.records, sent.lane);
         match outcome {
             Ok(duplicates) => {
@@ -357,6 +363,7 @@ impl Machine {
     /// outbox dropped it for room: start afresh), or nothing follows it yet (`gone` false:
     /// keep it and back off).
     pub fn handle_probe_missing(&mut self, now: Duration, gone: bool) {
+        self.end_pass();
         let State::Probing { refusal, .. } = &self.state else {
             return;
         };
@@ -372,6 +379,7 @@ impl Machine {
 
     /// The outcome of sending the record `next` (the one after the refused oldest) alone.
     pub fn handle_probe(&mut self, now: Duration, next: u64, outcome: Result<u64, Failure>) {
+        self.end_pass();
         let State::Probing {
             lane,
             oldest,
@@ -430,12 +438,15 @@ impl Machine {
             self.batch_limit[removal.lane.index()] = self.config.batch_records.max(1);
         }
         // Whatever arrived meanwhile, the first lane with records goes next.
-        self.empty = [false; Lane::COUNT];
+        self.end_pass();
         if removal.unreadable > 0 {
-            self.events.push_back(Event::Error(format!(
-                "{} outbox records this build cannot read (left by another version) were set aside",
-                removal.unreadable
-            )));
+            self.events.push_back(Event::SetAside {
+                count: removal.unreadable,
+                why: format!(
+                    "{} outbox records this build cannot read (left by another version) were set aside",
+                    removal.unreadable
+                ),
+            });
         }
         if removal.report_drops {
             self.events.push_back(Event::ReportDrops);
@@ -477,6 +488,11 @@ impl Machine {
     /// Records per batch now from `lane`.
     pub fn batch_limit(&self, lane: Lane) -> usize {
         self.batch_limit[lane.index()]
+    }
+
+    /// Ends a pass over the lanes: the next batch is looked for from the first lane again.
+    fn end_pass(&mut self) {
+        self.empty = [false; Lane::COUNT];
     }
 
     /// A collector answered: it is the one to stay with.

@@ -340,6 +340,29 @@ fn observations_keep_within_their_share_dropping_only_their_own_oldest() {
 }
 
 #[test]
+fn an_observation_that_cannot_fit_beside_the_alerts_leaves_the_older_observations_alone() {
+    let one = size(&alert(1));
+    let observation = size(&asset(1));
+    let outbox = Outbox::open(Arc::new(MemoryKv::new()), 4 * one + observation).unwrap();
+    outbox.push(&[asset(1)]).unwrap();
+    outbox
+        .push(&(1..=4).map(alert).collect::<Vec<_>>())
+        .unwrap();
+    assert_eq!(outbox.depth(), 5, "all fit");
+    // A larger one would need room the alerts hold: it alone is dropped.
+    let Record::Asset(mut larger) = asset(2) else {
+        unreachable!()
+    };
+    larger.vendor = Some("Schneider Electric".into());
+    let pushed = outbox.push(&[Record::Asset(larger)]).unwrap();
+    assert_eq!((pushed.stored, pushed.dropped), (0, 1));
+    assert_eq!(
+        messages(&outbox.peek(Lane::Observations, 10, u64::MAX).unwrap()),
+        ["10.0.1.1"]
+    );
+}
+
+#[test]
 fn an_observation_never_pushes_out_an_alert() {
     let one = size(&alert(1));
     let outbox = Outbox::open(Arc::new(MemoryKv::new()), 4 * one).unwrap();

@@ -1,6 +1,15 @@
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use super::*;
+
+/// SIGHUP goes to the whole test process and so to every reloader in it: the tests that hold a
+/// reloader take turns, or one test's signal makes another's reloader act.
+static ONE_RELOADER: Mutex<()> = Mutex::new(());
+
+fn alone() -> MutexGuard<'static, ()> {
+    ONE_RELOADER.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 const V1: &str =
     "version = 1\nname = \"one\"\n[[allow]]\nfrom = \"any\"\nto = \"any\"\nfunctions = \"read\"\n";
@@ -28,6 +37,7 @@ fn name(reload: Option<Reload>) -> String {
 
 #[test]
 fn unchanged_file_is_not_reloaded_and_a_changed_one_is() {
+    let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.toml");
     std::fs::write(&path, V1).unwrap();
@@ -41,6 +51,7 @@ fn unchanged_file_is_not_reloaded_and_a_changed_one_is() {
 
 #[test]
 fn a_file_being_rewritten_is_loaded_once_it_stops_changing_not_halfway() {
+    let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.toml");
     std::fs::write(&path, V1).unwrap();
@@ -59,6 +70,7 @@ fn a_file_being_rewritten_is_loaded_once_it_stops_changing_not_halfway() {
 
 #[test]
 fn bad_new_policy_is_rejected_with_its_reason_and_counted() {
+    let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.toml");
     std::fs::write(&path, V1).unwrap();
@@ -83,6 +95,7 @@ fn bad_new_policy_is_rejected_with_its_reason_and_counted() {
 
 #[test]
 fn sighup_reloads_even_an_unchanged_file() {
+    let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.toml");
     std::fs::write(&path, V1).unwrap();

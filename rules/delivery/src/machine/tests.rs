@@ -451,7 +451,7 @@ fn a_failed_removal_keeps_the_records_and_counts_nothing_and_they_go_again() {
     sim.push(&[Rec::Good; 2]);
     sim.fail_removal = true;
     sim.run(100);
-    assert!(sim.events.contains(&Event::Error("disk full".into())));
+    assert!(sim.events.contains(&Event::StoreError("disk full".into())));
     assert_eq!(
         sim.taken[0],
         vec![1, 2, 1, 2],
@@ -467,11 +467,9 @@ fn unreadable_records_within_a_taken_batch_are_counted_as_set_aside() {
     sim.run(100);
     assert_eq!(sim.taken[0], vec![1, 3]);
     assert_eq!(sim.machine.delivered().rejected, 1);
-    assert!(
-        sim.events
-            .iter()
-            .any(|e| matches!(e, Event::Error(m) if m.starts_with("1 outbox records")))
-    );
+    assert!(sim.events.iter().any(
+        |e| matches!(e, Event::SetAside { count: 1, why } if why.starts_with("1 outbox records"))
+    ));
 }
 
 #[test]
@@ -743,4 +741,32 @@ fn observations_that_arrive_unannounced_while_idle_are_found_when_the_rest_ends(
         sim.step();
     }
     assert_eq!(sim.taken[0], vec![LANE_SEQS + 1]);
+}
+
+#[test]
+fn alerts_written_unannounced_go_even_while_the_collector_refuses_every_observation() {
+    let mut sim = Sim::new(vec![Box::new(|batch: &[Rec]| {
+        if batch.contains(&Rec::Unreadable) {
+            Err(Failure::Unreadable("assets: unknown field".into()))
+        } else {
+            Ok(0)
+        }
+    })]);
+    sim.push_to(Lane::Observations, &[Rec::Unreadable; 3]);
+    while sim.now < Duration::from_secs(5) {
+        sim.step();
+    }
+    assert!(sim.taken[0].is_empty());
+    // An alert is written without a nudge, as the agent's producers write.
+    sim.lanes[0].insert(1, Rec::Good);
+    sim.next_seq[0] = 2;
+    while sim.now < Duration::from_secs(120) {
+        sim.step();
+    }
+    assert_eq!(
+        sim.taken[0],
+        vec![1],
+        "the alert went; the observations are kept"
+    );
+    assert_eq!(sim.lanes[Lane::Observations.index()].len(), 3);
 }
