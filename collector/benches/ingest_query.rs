@@ -79,6 +79,7 @@ fn alert(n: u64, agent: &str) -> Alert {
         evidence: None,
         flow: n,
         message: Some(format!("bench alert {n}")),
+        seen: None,
     };
     // The id an agent derives, which ingest checks.
     alert.id = alert.derived_id(0);

@@ -39,9 +39,27 @@ function showLogin() {
   $("#app").hidden = true; $("#login").hidden = false;
 }
 
+// Ascending numbers as runs: [1, 2, 3, 7] -> "1-3, 7".
+function runs(numbers) {
+  const out = [];
+  for (let i = 0; i < numbers.length; i++) {
+    let j = i;
+    while (j + 1 < numbers.length && numbers[j + 1] === numbers[j] + 1) j++;
+    out.push(i === j ? `${numbers[i]}` : `${numbers[i]}-${numbers[j]}`);
+    i = j;
+  }
+  return out.join(", ");
+}
+
+// The unit column: the unit, or every unit an alert folded per target covers.
+function units(a) {
+  const seen = a.seen && Array.isArray(a.seen.units) ? a.seen.units.filter(Number.isInteger) : [];
+  return seen.length ? runs(seen) : a.unit_id;
+}
+
 function alertRow(a) {
   return `<tr class="new"><td>${esc(a.ts)}</td><td>${sev(a.severity)}</td><td title="${esc(a.title)}">${esc(a.rule)}</td>` +
-    `<td>${esc(a.src_ip)}:${esc(a.src_port)}</td><td>${esc(a.dst_ip)}:${esc(a.dst_port)}</td><td>${esc(a.unit_id)}</td>` +
+    `<td>${esc(a.src_ip)}:${esc(a.src_port)}</td><td>${esc(a.dst_ip)}:${esc(a.dst_port)}</td><td>${esc(units(a))}</td>` +
     `<td>${esc(a.count)}</td><td>${esc((a.technique || []).join(", "))}</td><td>${esc(a.message || a.title)}</td></tr>`;
 }
 

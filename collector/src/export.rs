@@ -120,6 +120,9 @@ pub fn cef(alert: &Alert) -> String {
     if let Some(u) = alert.unit_id {
         ext += &format!(" cn1Label=unit cn1={u}");
     }
+    if let Some(seen) = &alert.seen {
+        ext += &format!(" cs3Label=seen cs3={}", value(&seen.to_string()));
+    }
     if let Some(m) = &alert.message {
         ext += &format!(" msg={}", value(m));
     }

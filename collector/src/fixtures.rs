@@ -40,6 +40,7 @@ pub(crate) fn alert(
         evidence: None,
         flow: 1,
         message: None,
+        seen: None,
     }
 }
 

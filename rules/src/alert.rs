@@ -8,11 +8,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::time::Timestamp;
 
+pub mod seen;
+
+pub use seen::Seen;
+
 /// Version of the alert JSON schema this build writes; bumped on any change of fields or of the
-/// id derivation. 2: the id derives from `first_ts` as the alert carries it (microseconds), so
-/// the collector can check every id against the alert's own fields. 1: the id derived from the
-/// capture's nanoseconds, which the alert does not carry.
-pub const SCHEMA_VERSION: u32 = 2;
+/// id derivation. 3: rules that fold per (rule, master, target) ([`FoldKey::Target`]) carry
+/// [`Alert::seen`] (the unit ids, functions and address ranges of their occurrences), and their
+/// id leaves the unit out. 2: the id derives from `first_ts` as the alert carries it
+/// (microseconds), so the collector can check every id against the alert's own fields. 1: the
+/// id derived from the capture's nanoseconds, which the alert does not carry.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// How urgent an alert is, in increasing order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -123,18 +129,28 @@ pub struct Alert {
     /// Why, in words: what the policy or detector found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// For a rule folded per (rule, master, target), what its occurrences used: unit ids,
+    /// functions, address ranges (schema 3). `unit_id`, `function_code` and `address` are then
+    /// those of the occurrence that raised it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen: Option<Seen>,
 }
 
 impl Alert {
     /// The id this alert's own identifying fields derive with `seq` ([`Alert::stable_id`]): what
     /// an agent gives it, and what the collector checks it against.
     pub fn derived_id(&self, seq: u64) -> String {
+        // An alert that covers several units (schema 3, `seen`) is not any one unit's.
+        let unit = match (&self.seen, self.schema >= 3) {
+            (Some(_), true) => None,
+            _ => self.unit_id,
+        };
         Self::stable_id(
             &self.agent,
             &self.rule,
             self.src_ip,
             self.dst_ip,
-            self.unit_id,
+            unit,
             self.first_ts,
             seq,
         )
@@ -182,6 +198,20 @@ pub struct RuleMeta {
     pub technique: &'static [&'static str],
     /// When occurrences within a fold window raise an alert.
     pub fold: Fold,
+    /// What one fold window covers.
+    pub key: FoldKey,
+}
+
+/// What one of a rule's fold windows covers: which occurrences are one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FoldKey {
+    /// One (rule, source, destination, unit): the unit is part of what happened (a stop
+    /// command to unit 3 is not one to unit 4).
+    Unit,
+    /// One (rule, master, target): the unit, function and addresses are detail, gathered in
+    /// the alert's [`Alert::seen`] (a master unknown to the policy scanning 247 unit ids is
+    /// one event).
+    Target,
 }
 
 /// When a rule's occurrences within a fold window raise an alert.
@@ -206,11 +236,21 @@ macro_rules! fold_of {
     };
 }
 
+/// A catalogue line's fold key: `=> Target` when given, else per unit.
+macro_rules! key_of {
+    () => {
+        FoldKey::Unit
+    };
+    ($key:ident) => {
+        FoldKey::$key
+    };
+}
+
 macro_rules! rules {
-    ($($name:ident = $id:literal, $title:literal, $sev:ident, [$($t:literal),*] $(, $fold:expr)?;)*) => {
+    ($($name:ident = $id:literal, $title:literal, $sev:ident, [$($t:literal),*] $(, $fold:expr)? $(=> $key:ident)?;)*) => {
         /// Every built-in rule, by constant.
         pub mod rule {
-            use super::{Fold, RuleMeta, Severity};
+            use super::{Fold, FoldKey, RuleMeta, Severity};
             $(
                 #[doc = $title]
                 pub const $name: RuleMeta = RuleMeta {
@@ -219,6 +259,7 @@ macro_rules! rules {
                     severity: Severity::$sev,
                     technique: &[$($t),*],
                     fold: fold_of!($($fold)?),
+                    key: key_of!($($key)?),
                 };
             )*
             /// The whole catalogue, in documentation order.
@@ -233,10 +274,10 @@ rules! {
     CLEAR_COUNTERS = "diag.clear_counters", "Clear Counters and Diagnostic Register (function 8/10)", Medium, ["T0872"];
     READ_DEVICE_ID = "recon.read_device_id", "Read Device Identification (function 43/14)", Low, ["T0888"];
     REPORT_SERVER_ID = "recon.report_server_id", "Report Server ID (function 17)", Low, ["T0888"];
-    POINTS_SCAN = "recon.points_scan", "Points-list scan: a burst of illegal-data-address exceptions", Medium, ["T0861", "T0846"], Fold::After(3);
-    FUNCTION_CODE_SCAN = "recon.function_code_scan", "Function-code scan: a burst of illegal-function exceptions", Medium, ["T0888", "T0846"], Fold::After(3);
-    UNIT_ID_SCAN = "recon.unit_id_scan", "Unit-id scan: one master addressing many unit ids", Medium, ["T0846"], Fold::Counted;
-    ADDRESS_SWEEP = "recon.address_sweep", "Address sweep: reads walking through many address blocks", Medium, ["T0861"], Fold::Counted;
+    POINTS_SCAN = "recon.points_scan", "Points-list scan: a burst of illegal-data-address exceptions", Medium, ["T0861", "T0846"], Fold::After(3) => Target;
+    FUNCTION_CODE_SCAN = "recon.function_code_scan", "Function-code scan: a burst of illegal-function exceptions", Medium, ["T0888", "T0846"], Fold::After(3) => Target;
+    UNIT_ID_SCAN = "recon.unit_id_scan", "Unit-id scan: one master addressing many unit ids", Medium, ["T0846"], Fold::Counted => Target;
+    ADDRESS_SWEEP = "recon.address_sweep", "Address sweep: reads walking through many address blocks", Medium, ["T0861"], Fold::Counted => Target;
     ILLEGAL_ADU_SIZE = "proto.illegal_adu_size", "Illegal ADU size (MBAP length outside 2-254)", Medium, ["T0814"];
     LENGTH_MISMATCH = "proto.length_mismatch", "Frame length disagrees with its contents (trailing or missing bytes)", Medium, ["T0814"];
     INVALID_PROTOCOL_ID = "proto.invalid_protocol_id", "MBAP protocol id is not 0", Medium, ["T0814"];
@@ -258,11 +299,11 @@ rules! {
     UNSOLICITED_RESPONSE = "spoof.unsolicited_response", "Response that answers no request", Medium, ["T0856"];
     RESPONSE_MISMATCH = "spoof.response_mismatch", "Response that does not match its request", Medium, ["T0856"];
     NEW_PAIR = "baseline.new_pair", "New master/slave pair after the baseline period", Low, ["T0848"];
-    UNKNOWN_MASTER = "policy.unknown_master", "A master the policy does not know", High, ["T0848", "T0855"];
-    UNAUTHORIZED_READ = "policy.unauthorized_read", "Read not allowed by the policy", Medium, ["T0801", "T0861"];
-    UNAUTHORIZED_WRITE = "policy.unauthorized_write", "Write not allowed by the policy", High, ["T0855", "T0836"];
-    UNAUTHORIZED_FUNCTION = "policy.unauthorized_function", "Function not allowed by the policy", High, ["T0855"];
-    WRITE_OUTSIDE_RANGES = "policy.write_outside_ranges", "Write to an address range the policy does not cover", High, ["T0836", "T0855"];
+    UNKNOWN_MASTER = "policy.unknown_master", "A master the policy does not know", High, ["T0848", "T0855"] => Target;
+    UNAUTHORIZED_READ = "policy.unauthorized_read", "Read not allowed by the policy", Medium, ["T0801", "T0861"] => Target;
+    UNAUTHORIZED_WRITE = "policy.unauthorized_write", "Write not allowed by the policy", High, ["T0855", "T0836"] => Target;
+    UNAUTHORIZED_FUNCTION = "policy.unauthorized_function", "Function not allowed by the policy", High, ["T0855"] => Target;
+    WRITE_OUTSIDE_RANGES = "policy.write_outside_ranges", "Write to an address range the policy does not cover", High, ["T0836", "T0855"] => Target;
     SETPOINT_OUT_OF_BOUNDS = "policy.setpoint_out_of_bounds", "Value written outside the policy's bounds", High, ["T0836"];
     PROCESS_VALUE_OUT_OF_BOUNDS = "policy.process_value_out_of_bounds", "Value read back outside the policy's process limits", Medium, ["T0831"];
     RATE_EXCEEDED = "policy.rate_exceeded", "Requests faster than the policy's rate limit", Medium, ["T0814", "T0806"];

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::alert::{Alert, RuleMeta, SCHEMA_VERSION, Severity, rule};
+use crate::alert::{Alert, FoldKey, RuleMeta, SCHEMA_VERSION, Seen, Severity, rule};
 use crate::flow::{FlowEvent, FlowInfo};
 use crate::modbus::{ExceptionCode, FunctionCode, Request};
 use crate::policy::matcher::RateState;
@@ -134,7 +134,14 @@ impl Finding {
         }
     }
 
-    fn into_alert(self, agent: &str, count: u64, first_ts: Timestamp, seq: u64) -> Alert {
+    fn into_alert(
+        self,
+        agent: &str,
+        count: u64,
+        first_ts: Timestamp,
+        seq: u64,
+        seen: Option<Seen>,
+    ) -> Alert {
         // Within the bounds the collector takes (a policy's message, an error's text).
         let mut title = self.title.to_string();
         validate::truncate(&mut title, validate::MAX_TITLE);
@@ -167,6 +174,7 @@ impl Finding {
             evidence: self.evidence,
             flow: self.flow,
             message,
+            seen,
         };
         // From the alert's own fields, as the collector derives it again.
         alert.id = alert.derived_id(seq);
@@ -582,7 +590,7 @@ fn raise(
         (src, dst),
         facts,
     );
-    fold.add(finding, window, threshold, &config.agent, out);
+    fold.add(finding, window, threshold, meta.key, &config.agent, out);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -627,7 +635,14 @@ fn raise_custom(
         .window
         .or(policy.default_window)
         .unwrap_or(config.default_window);
-    fold.add(finding, window, rule.threshold, &config.agent, out);
+    fold.add(
+        finding,
+        window,
+        rule.threshold,
+        FoldKey::Unit,
+        &config.agent,
+        out,
+    );
 }
 
 /// An alert about agent `agent` itself (a rejected policy reload, a full outbox), from and
@@ -651,7 +666,7 @@ pub fn agent_alert(
         (agent_addr, agent_addr),
         facts,
     );
-    finding.into_alert(agent, 1, ts, 0)
+    finding.into_alert(agent, 1, ts, 0, None)
 }
 
 #[cfg(test)]

@@ -172,7 +172,7 @@ fn at_most<T>(field: &str, list: &[T], max: usize) -> Result<(), Invalid> {
 }
 
 /// The alert schema versions this build takes: every version an agent in the field may send.
-pub const ALERT_SCHEMAS: &[u32] = &[1, SCHEMA_VERSION];
+pub const ALERT_SCHEMAS: &[u32] = &[1, 2, SCHEMA_VERSION];
 
 /// Checks every field of an alert. A schema 2 alert's id must be the one its own fields derive
 /// ([`Alert::stable_id`] with sequence 0 or 1), so an id names exactly one agent's alert. A
@@ -224,11 +224,23 @@ pub fn alert(a: &Alert) -> Result<(), Invalid> {
     if a.count == 0 {
         return Err(Invalid::new("count", a.count, "at least 1"));
     }
+    if let Some(seen) = &a.seen {
+        if a.schema < 3 {
+            return Err(Invalid::new(
+                "seen",
+                "a list of what the alert covers",
+                "no such field before alert schema 3",
+            ));
+        }
+        if let Err((field, expected)) = seen.check() {
+            return Err(Invalid::new(field, seen, expected));
+        }
+    }
     if a.schema >= 2 && !id_derives(a) {
         return Err(Invalid::new(
             "id",
             &a.id,
-            "the id the alert's own agent, rule, addresses, unit and first_ts derive (alert schema 2)",
+            "the id the alert's own agent, rule, addresses, unit (none when it has `seen`) and first_ts derive (alert schema 2 and later)",
         ));
     }
     if !(a.id.len() == 32

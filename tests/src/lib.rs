@@ -132,3 +132,49 @@ fn tempfile_dir() -> PathBuf {
 pub fn count(summary: &serde_json::Value, section: &str, key: &str) -> u64 {
     summary["modbus"][section][key].as_u64().unwrap_or(0)
 }
+
+/// The (rule, master, target) groups of `alerts` that have more than `most` alerts within one
+/// `window` (by `first_ts`), described: what alert folding must keep empty.
+pub fn crowded_windows(
+    alerts: &[otwatch_rules::alert::Alert],
+    window: std::time::Duration,
+    most: usize,
+) -> Vec<String> {
+    let mut groups: std::collections::BTreeMap<_, Vec<u64>> = std::collections::BTreeMap::new();
+    for a in alerts {
+        groups
+            .entry((a.rule.clone(), a.src_ip, a.dst_ip))
+            .or_default()
+            .push(a.first_ts.as_nanos());
+    }
+    let span = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
+    let mut crowded = Vec::new();
+    for ((rule, src, dst), mut times) in groups {
+        times.sort_unstable();
+        let worst = (0..times.len())
+            .map(|i| {
+                times[i..]
+                    .iter()
+                    .take_while(|t| **t < times[i].saturating_add(span))
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
+        if worst > most {
+            crowded.push(format!(
+                "{rule} {src} -> {dst}: {worst} alerts within {window:?}"
+            ));
+        }
+    }
+    crowded
+}
+
+/// The alerts in a JSON-lines file the agent wrote with `--alerts`.
+pub fn read_alerts(path: &Path) -> Vec<otwatch_rules::alert::Alert> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("an alert per line"))
+        .collect()
+}

@@ -500,6 +500,14 @@ fn attacks_across_namespaces(
             .or_default()
             .push(a);
     }
+    // The whole script runs within one fold window: each (rule, master, target) is at most
+    // the first alert, the window's totals and one more.
+    let typed: Vec<otwatch_rules::alert::Alert> = alerts
+        .iter()
+        .map(|a| serde_json::from_value(a.clone()).unwrap())
+        .collect();
+    let crowded = otwatch_tests::crowded_windows(&typed, Duration::from_secs(60), 3);
+    assert!(crowded.is_empty(), "{workers} workers: {crowded:#?}");
     for step in STEPS {
         let raised = by_rule.get(step.rule).unwrap_or_else(|| {
             panic!(

@@ -4,7 +4,7 @@
 //! entry says why.
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
-use otwatch_tests::{count, replay_summary, shared_dir};
+use otwatch_tests::{count, crowded_windows, read_alerts, replay_summary, shared_dir};
 
 /// (file, requests by function, responses by function incl. exceptions, exceptions "fc/code")
 struct Expected {
@@ -352,10 +352,18 @@ fn shared_captures_raise_what_expected_md_says_and_nothing_absurd() {
         return;
     };
     let mut failures = Vec::new();
-    for (file, must, must_not) in DETECTIONS {
+    let dir = tempfile::tempdir().unwrap();
+    for (n, (file, must, must_not)) in DETECTIONS.iter().enumerate() {
         let path = shared.join("pcaps").join(file);
-        let (summary, code) = replay_summary(&[&path], &[]);
+        let out = dir.path().join(format!("{n}.jsonl"));
+        let (summary, code) = replay_summary(&[&path], &["--alerts", out.to_str().unwrap()]);
         assert_eq!(code, Some(0), "{file}");
+        // One event is one alert, not hundreds: at most 3 per (rule, master, target) in a
+        // window (the first at once, the totals, and the next window's first).
+        let alerts = read_alerts(&out);
+        for crowded in crowded_windows(&alerts, std::time::Duration::from_secs(60), 3) {
+            failures.push(format!("{file}: {crowded}"));
+        }
         let raised: Vec<String> = summary["alerts"]["by_rule"]
             .as_object()
             .map(|m| m.keys().cloned().collect())

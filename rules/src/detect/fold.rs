@@ -1,5 +1,8 @@
 //! Thresholds and folding: repeats of one (rule, source, destination, unit) inside a window
-//! become one alert with a count.
+//! become one alert with a count. Rules whose unit, function and addresses are detail rather
+//! than identity ([`FoldKey::Target`]: an unknown master, unauthorized commands, scans) fold
+//! per (rule, master, target) instead, and each alert lists what its occurrences used
+//! ([`crate::alert::Seen`]).
 //!
 //! The first occurrence that reaches the rule's threshold is raised at once (an operator should
 //! not wait for a window to close to hear about a stop command). Further occurrences in the same
@@ -16,7 +19,8 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 
 use super::{Finding, RuleKey};
-use crate::alert::Alert;
+use crate::alert::seen::Tally;
+use crate::alert::{Alert, FoldKey};
 use crate::time::Timestamp;
 
 type Key = (RuleKey, IpAddr, IpAddr, Option<u8>);
@@ -33,6 +37,28 @@ struct Window {
     folded: u64,
     folded_first: Timestamp,
     latest: Option<Finding>,
+    /// For a rule folded per target: what the occurrences not yet in an alert used.
+    tally: Option<Tally>,
+}
+
+impl Window {
+    fn new(ts: Timestamp, window: Duration, by: FoldKey) -> Self {
+        Self {
+            start: ts,
+            end: ts.saturating_add(window),
+            count: 0,
+            fired: false,
+            folded: 0,
+            folded_first: ts,
+            latest: None,
+            tally: (by == FoldKey::Target).then(Tally::default),
+        }
+    }
+
+    /// What the occurrences since the last alert used, and a fresh tally for the next.
+    fn take_seen(&mut self) -> Option<crate::alert::Seen> {
+        self.tally.as_mut().map(|t| std::mem::take(t).seen())
+    }
 }
 
 /// The threshold-and-fold state for all keys.
@@ -45,51 +71,53 @@ impl Fold {
     /// Most keys tracked at once.
     pub const MAX_KEYS: usize = 65_536;
 
-    /// Counts a finding; raises an alert when it reaches the threshold of a fresh window.
+    /// Counts a finding in its window (per unit or per target, `by`); raises an alert when
+    /// it reaches the threshold of a fresh window.
     pub fn add(
         &mut self,
         finding: Finding,
         window: Duration,
         threshold: u32,
+        by: FoldKey,
         agent: &str,
         out: &mut impl FnMut(Alert),
     ) {
+        let unit = match by {
+            FoldKey::Unit => finding.unit_id,
+            FoldKey::Target => None,
+        };
         let key = (
             finding.rule.clone(),
             finding.src.ip(),
             finding.dst.ip(),
-            finding.unit_id,
+            unit,
         );
         let ts = finding.ts;
         if !self.windows.contains_key(&key) && self.windows.len() >= Self::MAX_KEYS {
             self.make_room(agent, out);
         }
-        let w = self.windows.entry(key).or_insert_with(|| Window {
-            start: ts,
-            end: ts.saturating_add(window),
-            count: 0,
-            fired: false,
-            folded: 0,
-            folded_first: ts,
-            latest: None,
-        });
+        let w = self
+            .windows
+            .entry(key)
+            .or_insert_with(|| Window::new(ts, window, by));
         if ts >= w.end {
             close(w, agent, out);
-            *w = Window {
-                start: ts,
-                end: ts.saturating_add(window),
-                count: 0,
-                fired: false,
-                folded: 0,
-                folded_first: ts,
-                latest: None,
-            };
+            *w = Window::new(ts, window, by);
         }
         w.count += 1;
+        if let Some(tally) = &mut w.tally {
+            tally.add(
+                finding.unit_id,
+                finding.function.map(|f| f.code()),
+                finding.address,
+                finding.quantity,
+            );
+        }
         if !w.fired {
             if w.count >= u64::from(threshold.max(1)) {
                 w.fired = true;
-                out(finding.into_alert(agent, w.count, w.start, 0));
+                let seen = w.take_seen();
+                out(finding.into_alert(agent, w.count, w.start, 0, seen));
             }
         } else {
             if w.folded == 0 {
@@ -135,6 +163,7 @@ fn close(w: &mut Window, agent: &str, out: &mut impl FnMut(Alert)) {
         && w.folded > 0
         && let Some(latest) = w.latest.take()
     {
-        out(latest.into_alert(agent, w.folded, w.folded_first, 1));
+        let seen = w.take_seen();
+        out(latest.into_alert(agent, w.folded, w.folded_first, 1, seen));
     }
 }

@@ -587,7 +587,7 @@ fn alert_round_trips_through_json_with_rfc3339_times() {
     let alert = b.finish()[0].clone();
     let json = serde_json::to_value(&alert).unwrap();
     assert_eq!(json["ts"], "1970-01-01T00:16:40.500000Z");
-    assert_eq!(json["schema"], 2);
+    assert_eq!(json["schema"], 3);
     assert_eq!(json["severity"], "high");
     let back: Alert = serde_json::from_value(json).unwrap();
     assert_eq!(back, alert);
@@ -1007,5 +1007,72 @@ fn remembered_windows_agree_with_adding_every_read_afresh() {
     assert!(
         scans > 20 && sweeps > 20,
         "and windows fired ({scans}, {sweeps})"
+    );
+}
+
+#[test]
+fn an_unknown_master_scanning_247_unit_ids_is_one_event_with_every_unit_listed() {
+    let mut b = Bench::with_policy(Some(POLICY));
+    b.flow.client = "10.0.0.66:40000".parse().unwrap();
+    for unit in 1..=247u8 {
+        b.request(at(f64::from(unit) * 0.01), unit, &[3, 0, 10, 0, 2]);
+    }
+    let alerts: Vec<Alert> = b
+        .finish()
+        .iter()
+        .filter(|a| a.rule == "policy.unknown_master")
+        .cloned()
+        .collect();
+    // The first occurrence at once, the window's totals when it closes.
+    assert_eq!(alerts.len(), 2, "{alerts:#?}");
+    assert_eq!(alerts.iter().map(|a| a.count).sum::<u64>(), 247);
+    let first = alerts[0].seen.as_ref().expect("seen");
+    assert_eq!(first.units, [1]);
+    let rest = alerts[1].seen.as_ref().expect("seen");
+    assert_eq!(rest.units, (2..=247).collect::<Vec<u8>>());
+    assert_eq!(rest.functions, [3]);
+    assert_eq!(rest.ranges, [[10, 11]]);
+    assert_eq!(alerts[0].unit_id, Some(1), "the raising occurrence's unit");
+    assert_ne!(alerts[0].id, alerts[1].id);
+    for a in &alerts {
+        assert_eq!(a.schema, 3);
+        assert_eq!(a.id, a.derived_id(if a.count == 1 { 0 } else { 1 }));
+    }
+}
+
+#[test]
+fn a_rule_whose_unit_is_identity_still_folds_per_unit() {
+    let mut b = Bench::new();
+    // Broadcast writes to unit 0 and restart commands to two units: per unit.
+    b.request(at(0.0), 1, &[8, 0, 1, 0, 0]);
+    b.request(at(0.1), 2, &[8, 0, 1, 0, 0]);
+    let restarts: Vec<&Alert> = b
+        .finish()
+        .iter()
+        .filter(|a| a.rule == "diag.restart_communications")
+        .collect();
+    assert_eq!(restarts.len(), 2);
+    assert!(restarts.iter().all(|a| a.seen.is_none()));
+}
+
+#[test]
+fn unauthorized_writes_to_many_registers_are_one_alert_listing_the_ranges() {
+    let mut b = Bench::with_policy(Some(POLICY));
+    b.flow.client = "10.0.0.20:40000".parse().unwrap();
+    for (i, reg) in [100u16, 101, 102, 300, 301, 900].iter().enumerate() {
+        let [hi, lo] = reg.to_be_bytes();
+        b.request(at(i as f64 * 0.1), 1, &[6, hi, lo, 0, 1]);
+    }
+    let writes: Vec<Alert> = b
+        .finish()
+        .iter()
+        .filter(|a| a.rule == "policy.unauthorized_write")
+        .cloned()
+        .collect();
+    assert_eq!(writes.len(), 2);
+    assert_eq!(writes[1].count, 5);
+    assert_eq!(
+        writes[1].seen.as_ref().map(|s| s.ranges.clone()),
+        Some(vec![[101, 102], [300, 301], [900, 900]])
     );
 }

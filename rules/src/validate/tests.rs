@@ -36,6 +36,7 @@ fn valid() -> Alert {
         evidence: Some("000100000006010600640007".into()),
         flow: 1,
         message: None,
+        seen: None,
     };
     reid(&mut a, 0);
     a
@@ -277,7 +278,7 @@ fn a_schema_1_alert_keeps_an_id_it_derives_and_is_bound_to_its_agent_where_not()
 #[test]
 fn an_alert_of_an_unknown_schema_is_told_apart_from_an_invalid_one() {
     let mut a = valid();
-    a.schema = 3;
+    a.schema = SCHEMA_VERSION + 1;
     let e = alert(&a).unwrap_err();
     assert_eq!((e.field.as_str(), e.unknown_version), ("schema", true));
     a.schema = SCHEMA_VERSION;
@@ -307,4 +308,65 @@ fn a_schema_1_rule_may_be_named_in_any_language_but_not_with_controls() {
     a.schema = 1;
     a.rule = "r\u{0}".into();
     assert_eq!(field_of(&a).as_deref(), Some("rule"));
+}
+
+#[test]
+fn every_schema_an_agent_in_the_field_sends_is_taken() {
+    for schema in [2, 3] {
+        let mut a = valid();
+        a.schema = schema;
+        reid(&mut a, 0);
+        assert_eq!(alert(&a), Ok(()), "schema {schema}");
+    }
+}
+
+#[test]
+fn a_schema_3_alert_with_seen_derives_its_id_without_the_unit() {
+    let mut a = valid();
+    a.seen = Some(crate::alert::Seen {
+        units: vec![1, 2, 3],
+        functions: vec![6],
+        ranges: vec![[100, 102]],
+    });
+    reid(&mut a, 1);
+    assert_eq!(alert(&a), Ok(()));
+    let other_unit = Alert {
+        unit_id: Some(9),
+        ..a.clone()
+    };
+    assert_eq!(other_unit.derived_id(1), a.id, "the unit is not in the id");
+    // Without `seen` the unit counts, as in schema 2.
+    let mut plain = valid();
+    plain.seen = None;
+    assert_ne!(
+        plain.derived_id(0),
+        Alert {
+            unit_id: Some(9),
+            ..plain.clone()
+        }
+        .derived_id(0)
+    );
+}
+
+#[test]
+fn seen_is_refused_before_schema_3_and_when_its_lists_are_not_what_an_agent_makes() {
+    let mut a = valid();
+    a.schema = 2;
+    a.seen = Some(crate::alert::Seen::default());
+    reid(&mut a, 0);
+    assert_eq!(field_of(&a).as_deref(), Some("seen"));
+    let mut b = valid();
+    b.seen = Some(crate::alert::Seen {
+        units: vec![5, 5],
+        ..Default::default()
+    });
+    reid(&mut b, 0);
+    assert_eq!(field_of(&b).as_deref(), Some("seen.units"));
+    let mut c = valid();
+    c.seen = Some(crate::alert::Seen {
+        ranges: (0..40).map(|i| [i * 10, i * 10 + 1]).collect(),
+        ..Default::default()
+    });
+    reid(&mut c, 0);
+    assert_eq!(field_of(&c).as_deref(), Some("seen.ranges"));
 }
