@@ -3,10 +3,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use otwatch_packet::frame::{CapturedPacket, LinkType};
 use otwatch_packet::flow_table::FlowConfig;
-use otwatch_packet::pipeline::Pipeline;
+use otwatch_packet::frame::{CapturedPacket, LinkType};
 use otwatch_packet::modbus_counters::ModbusCounters;
+use otwatch_packet::pipeline::Pipeline;
 use otwatch_rules::time::Timestamp;
 
 const LINKS: [LinkType; 6] = [

@@ -49,7 +49,10 @@ fuzz_target!(|input: Input| {
         } else {
             (1, Direction::ToClient)
         };
-        let flags = SegmentFlags { syn: s.syn, fin: s.fin };
+        let flags = SegmentFlags {
+            syn: s.syn,
+            fin: s.fin,
+        };
         let [a, b] = &mut streams;
         let (this, other) = if i == 0 { (a, b) } else { (b, a) };
         let mut deliver = |direction: Direction, event: StreamEvent<'_>| match event {
@@ -65,7 +68,11 @@ fuzz_target!(|input: Input| {
         session.expire(now, &mut |_| {});
     }
     for (i, stream) in streams.iter_mut().enumerate() {
-        let direction = if i == 0 { Direction::ToServer } else { Direction::ToClient };
+        let direction = if i == 0 {
+            Direction::ToServer
+        } else {
+            Direction::ToClient
+        };
         stream.flush(&mut |e| {
             if let StreamEvent::Data(d) = e {
                 session.stream(now, direction, d, &mut |_| {});

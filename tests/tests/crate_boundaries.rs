@@ -127,3 +127,37 @@ fn cargo_tree_of_the_agent_shows_no_collector_crate_not_even_for_its_tests() {
     );
     assert!(!text.contains("otwatch-collector"), "{text}");
 }
+
+/// Every (name, version) a `Cargo.lock` lists.
+fn locked(lock: &str) -> BTreeSet<(String, String)> {
+    let text = std::fs::read_to_string(workspace_root().join(lock)).unwrap();
+    let mut packages = BTreeSet::new();
+    let mut name = None;
+    for line in text.lines() {
+        if line == "[[package]]" {
+            name = None;
+        } else if let Some(n) = line.strip_prefix("name = ") {
+            name = Some(n.trim_matches('"').to_string());
+        } else if let (Some(v), Some(n)) = (line.strip_prefix("version = "), name.take()) {
+            packages.insert((n, v.trim_matches('"').to_string()));
+        }
+    }
+    packages
+}
+
+#[test]
+fn the_fuzz_lock_file_keeps_to_the_versions_the_workspace_locks() {
+    let workspace = locked("Cargo.lock");
+    let names: BTreeSet<&String> = workspace.iter().map(|(n, _)| n).collect();
+    let fuzz = locked("fuzz/Cargo.lock");
+    assert!(fuzz.iter().any(|(n, _)| n == "otwatch-rules"), "{fuzz:?}");
+    // A crate both lock files list is at a version the workspace locks too: fuzzing runs the code
+    // the agent and collector run. (`cargo update --manifest-path fuzz/Cargo.toml -p NAME
+    // --precise VERSION` mends a drift.)
+    let drift: Vec<_> = fuzz
+        .iter()
+        .filter(|(n, _)| names.contains(n))
+        .filter(|p| !workspace.contains(*p))
+        .collect();
+    assert!(drift.is_empty(), "fuzz/Cargo.lock drifts: {drift:?}");
+}

@@ -1,0 +1,40 @@
+//! The collector's ingest on arbitrary bodies: decoding an agent's batch and the one validator
+//! (`otwatch_rules::validate::batch`) every record goes through. None may panic; what the
+//! validator takes keeps its promises (an id that derives from the alert's own fields, `seen`
+//! lists as an agent makes them, only from schema 3) and, encoded again as the collector
+//! stores it, decodes to a batch the validator still takes with the same ids.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use otwatch_rules::validate;
+use otwatch_rules::wire::IngestBatch;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(batch) = serde_json::from_slice::<IngestBatch>(data) else {
+        return;
+    };
+    if validate::batch(&batch).is_err() {
+        return;
+    }
+    for a in &batch.alerts {
+        if a.schema >= 2 {
+            assert!(
+                a.id == a.derived_id(0) || a.id == a.derived_id(1),
+                "took an id its fields do not derive: {a:?}"
+            );
+        }
+        if let Some(seen) = &a.seen {
+            assert!(a.schema >= 3, "took `seen` before schema 3");
+            assert!(seen.check().is_ok(), "took {seen:?}");
+        }
+    }
+    let stored = serde_json::to_vec(&batch).expect("a batch encodes");
+    let back: IngestBatch = serde_json::from_slice(&stored).expect("what was stored decodes");
+    assert_eq!(
+        validate::batch(&back),
+        Ok(()),
+        "stored, then refused: {back:?}"
+    );
+    let ids = |b: &IngestBatch| b.alerts.iter().map(|a| a.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&back), ids(&batch));
+});
