@@ -59,7 +59,11 @@ fn the_agent_links_rules_and_the_storage_engine_never_the_collector() {
 fn the_fuzz_targets_link_only_the_pure_crates() {
     let fuzz = dependencies("fuzz/Cargo.toml");
     let ours: Vec<_> = fuzz.iter().filter(|d| d.starts_with("otwatch-")).collect();
-    assert_eq!(ours, ["otwatch-packet", "otwatch-rules"], "{fuzz:?}");
+    assert_eq!(
+        ours,
+        ["otwatch-delivery", "otwatch-packet", "otwatch-rules"],
+        "{fuzz:?}"
+    );
 }
 
 /// Crates that do I/O, keep time or spawn threads: none may be in a pure crate's tree.

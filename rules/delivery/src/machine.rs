@@ -169,6 +169,8 @@ enum State {
         lane: Lane,
         oldest: u64,
         refusal: String,
+        /// Records this build cannot read ahead of `oldest`, removed with it.
+        unreadable_before: u64,
     },
     /// Records are to be removed from the outbox.
     Removing(Removal),
@@ -336,6 +338,7 @@ impl Machine {
                             lane,
                             oldest,
                             refusal: e.to_string(),
+                            unreadable_before: sent.unreadable,
                         }
                     }
                     None => {
@@ -384,20 +387,24 @@ impl Machine {
             lane,
             oldest,
             refusal,
+            unreadable_before,
         } = &self.state
         else {
             return;
         };
         let (lane, oldest, refusal) = (*lane, *oldest, refusal.clone());
+        let unreadable_before = *unreadable_before;
         match outcome {
             Ok(duplicates) => {
                 self.reached();
-                // The refused record and any unreadable ones between it and the next.
+                // The refused record, the unreadable ones ahead of it (the batch skipped them)
+                // and those between it and the next: everything up to the next goes.
+                let count = next.saturating_sub(oldest) + unreadable_before;
                 self.state = State::Removing(Removal {
                     lane,
                     through: next,
                     delivered: Some((1, duplicates)),
-                    set_aside: Some((next.saturating_sub(oldest), refusal)),
+                    set_aside: Some((count, refusal)),
                     unreadable: 0,
                     report_drops: false,
                 });

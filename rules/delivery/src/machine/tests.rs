@@ -770,3 +770,15 @@ fn alerts_written_unannounced_go_even_while_the_collector_refuses_every_observat
     );
     assert_eq!(sim.lanes[Lane::Observations.index()].len(), 3);
 }
+
+#[test]
+fn unreadable_records_ahead_of_a_refused_one_are_counted_when_it_is_set_aside() {
+    let mut sim = Sim::new(vec![honest()]);
+    sim.push(&[Rec::Foreign, Rec::Unreadable, Rec::Good]);
+    sim.step(); // heartbeat
+    sim.machine.batch_limit[0] = 1;
+    sim.run(100);
+    assert_eq!(sim.taken[0], vec![3]);
+    assert_eq!(sim.set_aside(), 2, "the foreign record and the refused one");
+    assert!(sim.outbox().is_empty());
+}
