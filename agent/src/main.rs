@@ -66,7 +66,7 @@ fn run_learn(args: &LearnFlags) -> ExitCode {
     };
     let learned = match &args.iface {
         Some(iface) => learn_live(args, iface, flows),
-        None => learn::learn(&args.pcaps, flows, progress).map_err(|e| e.to_string()),
+        None => learn::learn(&args.pcaps, flows, progress, layout(args)).map_err(|e| e.to_string()),
     };
     let learned = match learned {
         Ok(learned) => learned,
@@ -217,7 +217,17 @@ fn learn_live(
         "interface {iface}, {}",
         humantime::format_duration(args.duration)
     );
-    learn::learn_live(source, &what, flows, args.duration, &stop).map_err(|e| e.to_string())
+    learn::learn_live(source, &what, flows, args.duration, &stop, layout(args))
+        .map_err(|e| e.to_string())
+}
+
+/// How `learn` writes its policy.
+fn layout(args: &LearnFlags) -> learn::Layout {
+    if args.per_device {
+        learn::Layout::PerDevice
+    } else {
+        learn::Layout::Grouped
+    }
 }
 
 /// The host's name, the default agent name.

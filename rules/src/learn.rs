@@ -5,7 +5,10 @@
 //! written and the peak request rate. The policy it writes allows exactly that, with some room:
 //! read ranges separated by small holes are merged, write bounds are rounded outward to two
 //! significant digits of their span, and the rate limit is three times the busiest second seen.
-//! Every rule carries a comment saying how many transactions backed it.
+//! Every rule carries a comment saying how many transactions backed it. Targets that behaved
+//! alike (the same masters, units, read functions and read ranges) are written as one group with
+//! one rule per (master, unit), a write seen on some members allowed on all and flagged for
+//! review; `to_policy_per_device` writes one rule per (master, target, unit) instead.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -115,8 +118,21 @@ impl Learner {
         }
     }
 
-    /// Writes the learned policy as TOML, with `sources` named in its header comment.
+    /// Writes the learned policy as TOML, with `sources` named in its header comment. Targets
+    /// that behave alike (the same masters, unit ids, functions and read ranges per table) are
+    /// written as a `[groups]` entry with one rule per (master, group, unit); the rest get one
+    /// rule per (master, target, unit).
     pub fn to_policy(&self, sources: &[String]) -> String {
+        self.write_policy(sources, true)
+    }
+
+    /// The learned policy with one rule per (master, target, unit), no groups (`learn
+    /// --per-device`).
+    pub fn to_policy_per_device(&self, sources: &[String]) -> String {
+        self.write_policy(sources, false)
+    }
+
+    fn write_policy(&self, sources: &[String], grouping: bool) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -156,7 +172,28 @@ impl Learner {
                 let _ = writeln!(out, "role = \"{role}\"");
             }
         }
+        let groups = if grouping { self.alike() } else { Vec::new() };
+        if !groups.is_empty() {
+            out.push_str(
+                "\n# Targets that behaved alike: the same masters, unit ids, functions and read\n",
+            );
+            out.push_str(
+                "# ranges. Each rule below allows the group what any member was seen doing.\n",
+            );
+            out.push_str("[groups]\n");
+            for (i, members) in groups.iter().enumerate() {
+                let names: Vec<String> = members
+                    .iter()
+                    .map(|m| format!("\"{}\"", asset_name(*m)))
+                    .collect();
+                let _ = writeln!(out, "{} = [{}]", group_name(i), names.join(", "));
+            }
+        }
+        let grouped: BTreeSet<IpAddr> = groups.iter().flatten().copied().collect();
         for ((client, server, unit), s) in &self.pairs {
+            if grouped.contains(server) {
+                continue;
+            }
             let _ = writeln!(
                 out,
                 "\n# {} requests from {} to {}",
@@ -164,49 +201,179 @@ impl Learner {
                 s.first.unwrap_or_default(),
                 s.last
             );
-            let _ = writeln!(
-                out,
-                "[[allow]]\nname = \"{} -> {} unit {unit}\"\nfrom = \"{}\"\nto = \"{}\"\nunits = [{unit}]",
-                asset_name(*client),
-                asset_name(*server),
-                asset_name(*client),
-                asset_name(*server)
-            );
-            let functions: Vec<String> = s
-                .functions
-                .iter()
-                .map(|c| match crate::modbus::FunctionCode::new(*c) {
-                    Ok(f) if !matches!(f.name(), "user_defined" | "reserved") => {
-                        format!("\"{}\"", f.name())
-                    }
-                    _ => c.to_string(),
-                })
-                .chain(s.subs.iter().map(|(c, sub)| format!("\"{c}/{sub}\"")))
-                .collect();
-            let _ = writeln!(out, "functions = [{}]", functions.join(", "));
-            for (i, table) in TABLES.iter().enumerate() {
-                let reads = RangeSet::from_ranges(widen(&s.reads[i]));
-                let all = RangeSet::from_ranges(
-                    reads.ranges().iter().chain(&s.writes[i]).copied().collect(),
-                );
-                if !all.is_empty() {
-                    let ranges: Vec<String> = all
-                        .ranges()
-                        .iter()
-                        .map(|(a, b)| format!("\"{a}-{b}\""))
-                        .collect();
-                    let _ = writeln!(out, "{} = [{}]", table.name(), ranges.join(", "));
-                }
-            }
-            if let Some((lo, hi)) = s.written {
-                let (lo, hi) = round_out(lo, hi);
-                let _ = writeln!(out, "write_values = {{ min = {lo}, max = {hi} }}");
-            }
-            let rate = s.peak_per_second.saturating_mul(3).max(10);
-            let _ = writeln!(out, "rate = \"{rate}/s\"");
+            write_rule(&mut out, *client, &asset_name(*server), *unit, s);
+        }
+        for (i, members) in groups.iter().enumerate() {
+            self.write_group_rules(&mut out, &group_name(i), members);
         }
         out
     }
+
+    /// Targets seen by the same masters on the same units doing the same reads, in groups of
+    /// two or more (writes may differ: a write seen on one member is the reviewer's call).
+    fn alike(&self) -> Vec<Vec<IpAddr>> {
+        let mut by_shape: BTreeMap<Vec<Shape>, Vec<IpAddr>> = BTreeMap::new();
+        let mut shapes: BTreeMap<IpAddr, Vec<Shape>> = BTreeMap::new();
+        for ((client, server, unit), s) in &self.pairs {
+            shapes
+                .entry(*server)
+                .or_default()
+                .push(Shape::of(*client, *unit, s));
+        }
+        for (server, shape) in shapes {
+            by_shape.entry(shape).or_default().push(server);
+        }
+        by_shape.into_values().filter(|m| m.len() > 1).collect()
+    }
+
+    /// One rule per (master, unit) for the group `name` of `members`: what any member was seen
+    /// doing, with a comment saying which member saw what.
+    fn write_group_rules(&self, out: &mut String, name: &str, members: &[IpAddr]) {
+        let keys: BTreeSet<(IpAddr, u8)> = self
+            .pairs
+            .keys()
+            .filter(|(_, server, _)| members.contains(server))
+            .map(|(client, _, unit)| (*client, *unit))
+            .collect();
+        for (client, unit) in keys {
+            let mut merged = PairStats::default();
+            let _ = writeln!(
+                out,
+                "\n# {} -> group {name}, unit {unit}:",
+                asset_name(client)
+            );
+            let mut writes: BTreeMap<u8, Vec<String>> = BTreeMap::new();
+            for member in members {
+                let Some(s) = self.pairs.get(&(client, *member, unit)) else {
+                    continue;
+                };
+                let _ = writeln!(
+                    out,
+                    "#   {}: {} requests from {} to {}, functions {}",
+                    asset_name(*member),
+                    s.requests,
+                    s.first.unwrap_or_default(),
+                    s.last,
+                    list(s.functions.iter())
+                );
+                for f in s.functions.iter().filter(|f| WRITES.contains(f)) {
+                    writes.entry(*f).or_default().push(asset_name(*member));
+                }
+                merged.merge(s);
+            }
+            for (f, seen_on) in &writes {
+                if seen_on.len() < members.len() {
+                    let _ = writeln!(
+                        out,
+                        "#   function {f} (a write) was seen only on {}: allowed on the whole group, review it",
+                        seen_on.join(", ")
+                    );
+                }
+            }
+            write_rule(out, client, name, unit, &merged);
+        }
+    }
+}
+
+/// The function codes that write.
+const WRITES: [u8; 6] = [5, 6, 15, 16, 22, 23];
+
+/// What makes two targets alike for one (master, unit): the reads, not the writes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Shape {
+    master: IpAddr,
+    unit: u8,
+    reads: BTreeSet<u8>,
+    subs: BTreeSet<(u8, u16)>,
+    ranges: [Vec<(u16, u16)>; 4],
+}
+
+impl Shape {
+    fn of(master: IpAddr, unit: u8, s: &PairStats) -> Self {
+        Self {
+            master,
+            unit,
+            reads: s
+                .functions
+                .iter()
+                .filter(|f| !WRITES.contains(f))
+                .copied()
+                .collect(),
+            subs: s.subs.clone(),
+            ranges: std::array::from_fn(|i| {
+                RangeSet::from_ranges(widen(&s.reads[i])).ranges().to_vec()
+            }),
+        }
+    }
+}
+
+impl PairStats {
+    /// Adds another pair's statistics (a group's member).
+    fn merge(&mut self, other: &PairStats) {
+        self.requests += other.requests;
+        self.first = match (self.first, other.first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.last = self.last.max(other.last);
+        self.functions.extend(&other.functions);
+        self.subs.extend(&other.subs);
+        for i in 0..4 {
+            self.reads[i].extend_from_slice(&other.reads[i]);
+            self.writes[i].extend_from_slice(&other.writes[i]);
+        }
+        self.written = match (self.written, other.written) {
+            (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
+            (a, b) => a.or(b),
+        };
+        self.peak_per_second = self.peak_per_second.max(other.peak_per_second);
+    }
+}
+
+fn group_name(index: usize) -> String {
+    format!("alike-{}", index + 1)
+}
+
+/// One `[[allow]]` rule from `client` to `to` (an asset or group name) for `unit`, allowing
+/// what `s` saw.
+fn write_rule(out: &mut String, client: IpAddr, to: &str, unit: u8, s: &PairStats) {
+    let _ = writeln!(
+        out,
+        "[[allow]]\nname = \"{} -> {to} unit {unit}\"\nfrom = \"{}\"\nto = \"{to}\"\nunits = [{unit}]",
+        asset_name(client),
+        asset_name(client),
+    );
+    let functions: Vec<String> = s
+        .functions
+        .iter()
+        .map(|c| match crate::modbus::FunctionCode::new(*c) {
+            Ok(f) if !matches!(f.name(), "user_defined" | "reserved") => {
+                format!("\"{}\"", f.name())
+            }
+            _ => c.to_string(),
+        })
+        .chain(s.subs.iter().map(|(c, sub)| format!("\"{c}/{sub}\"")))
+        .collect();
+    let _ = writeln!(out, "functions = [{}]", functions.join(", "));
+    for (i, table) in TABLES.iter().enumerate() {
+        let reads = RangeSet::from_ranges(widen(&s.reads[i]));
+        let all =
+            RangeSet::from_ranges(reads.ranges().iter().chain(&s.writes[i]).copied().collect());
+        if !all.is_empty() {
+            let ranges: Vec<String> = all
+                .ranges()
+                .iter()
+                .map(|(a, b)| format!("\"{a}-{b}\""))
+                .collect();
+            let _ = writeln!(out, "{} = [{}]", table.name(), ranges.join(", "));
+        }
+    }
+    if let Some((lo, hi)) = s.written {
+        let (lo, hi) = round_out(lo, hi);
+        let _ = writeln!(out, "write_values = {{ min = {lo}, max = {hi} }}");
+    }
+    let rate = s.peak_per_second.saturating_mul(3).max(10);
+    let _ = writeln!(out, "rate = \"{rate}/s\"");
 }
 
 const TABLES: [Table; 4] = [

@@ -37,11 +37,29 @@ pub struct Learned {
     pub files: Vec<FileReport>,
 }
 
+/// How the learned policy is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Layout {
+    /// Targets that behave alike become a `[groups]` entry with one rule per master.
+    #[default]
+    Grouped,
+    /// One rule per (master, target, unit), as `learn --per-device` asks.
+    PerDevice,
+}
+
+fn write(learner: &Learner, sources: &[String], layout: Layout) -> String {
+    match layout {
+        Layout::Grouped => learner.to_policy(sources),
+        Layout::PerDevice => learner.to_policy_per_device(sources),
+    }
+}
+
 /// Learns a policy from capture files.
 pub fn learn(
     pcaps: &[PathBuf],
     flows: FlowConfig,
     progress: bool,
+    layout: Layout,
 ) -> Result<Learned, CaptureFileError> {
     let mut captures = offline::open_all(pcaps)?;
     let mut pipeline = Pipeline::new(flows, Learning(Learner::new()));
@@ -50,7 +68,7 @@ pub fn learn(
     let learner = pipeline.into_observer().0;
     let sources: Vec<String> = pcaps.iter().map(|p| p.display().to_string()).collect();
     Ok(Learned {
-        policy: learner.to_policy(&sources),
+        policy: write(&learner, &sources, layout),
         requests: learner.requests(),
         files,
     })
@@ -65,6 +83,7 @@ pub fn learn_live(
     flows: FlowConfig,
     duration: Duration,
     stop: &AtomicBool,
+    layout: Layout,
 ) -> std::io::Result<Learned> {
     // Learning publishes no status: the event only logs and counts into a throwaway one.
     let status = Status::new();
@@ -98,7 +117,7 @@ pub fn learn_live(
     pipeline.finish();
     let learner = pipeline.into_observer().0;
     Ok(Learned {
-        policy: learner.to_policy(&[what.to_string()]),
+        policy: write(&learner, &[what.to_string()], layout),
         requests: learner.requests(),
         files: Vec::new(),
     })

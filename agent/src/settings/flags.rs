@@ -135,6 +135,9 @@ pub struct LearnFlags {
     /// Where to write the policy (TOML).
     #[arg(long, value_name = "policy.toml")]
     pub out: PathBuf,
+    /// One rule per (master, target, unit): no groups of targets that behaved alike.
+    #[arg(long)]
+    pub per_device: bool,
     /// How traffic is decoded.
     #[command(flatten)]
     pub decoding: DecodingFlags,

@@ -110,3 +110,70 @@ fn small_holes_between_read_blocks_are_closed_and_large_ones_kept() {
         vec![(0, 20), (100, 119)]
     );
 }
+
+fn to(client: &str, server: &str) -> FlowInfo {
+    FlowInfo {
+        server: server.parse::<SocketAddr>().unwrap(),
+        ..flow(client)
+    }
+}
+
+/// A master polling three PLCs: two with the same register map (a write seen on the first
+/// only), one with another map.
+fn row_of_plcs() -> Learner {
+    let mut l = Learner::new();
+    let a = to("10.0.0.5:40000", "10.0.1.10:502");
+    let b = to("10.0.0.5:40001", "10.0.1.11:502");
+    let other = to("10.0.0.5:40002", "10.0.1.12:502");
+    for i in 0..50 {
+        let t = f64::from(i);
+        for f in [&a, &b] {
+            observe(&mut l, f, t, 1, &[3, 0, 0, 0, 10]);
+            observe(&mut l, f, t, 1, &[4, 0, 0, 0, 4]);
+        }
+        observe(&mut l, &other, t, 1, &[3, 0, 200, 0, 10]);
+    }
+    observe(&mut l, &a, 60.0, 1, &[6, 0, 5, 0, 42]);
+    l
+}
+
+#[test]
+fn targets_that_behave_alike_are_one_group_with_one_rule_and_a_write_seen_on_one_is_flagged() {
+    let l = row_of_plcs();
+    let text = l.to_policy(&["plant.pcap".into()]);
+    assert!(
+        text.contains("[groups]\nalike-1 = [\"host-10-0-1-10\", \"host-10-0-1-11\"]"),
+        "{text}"
+    );
+    assert_eq!(text.matches("[[allow]]").count(), 2, "{text}");
+    assert!(
+        text.contains("function 6 (a write) was seen only on host-10-0-1-10"),
+        "{text}"
+    );
+    let (policy, warnings) = Policy::parse(&text, "learned.toml").unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let twin = to("10.0.0.5:40001", "10.0.1.11:502");
+    // The write seen on the first is allowed on its twin: the comment asks for a review.
+    assert_eq!(violation(&policy, &twin, 1, &[6, 0, 5, 0, 42]), None);
+    assert_eq!(violation(&policy, &twin, 1, &[4, 0, 0, 0, 4]), None);
+    // The PLC with another map keeps its own rule.
+    let other = to("10.0.0.5:40002", "10.0.1.12:502");
+    assert_eq!(violation(&policy, &other, 1, &[3, 0, 200, 0, 10]), None);
+    assert_eq!(
+        violation(&policy, &other, 1, &[3, 0, 0, 0, 10]),
+        Some(ViolationKind::UnauthorizedRead)
+    );
+}
+
+#[test]
+fn per_device_learning_writes_a_rule_per_target_and_no_groups() {
+    let text = row_of_plcs().to_policy_per_device(&["plant.pcap".into()]);
+    assert!(!text.contains("[groups]"), "{text}");
+    assert_eq!(text.matches("[[allow]]").count(), 3, "{text}");
+    let (policy, _) = Policy::parse(&text, "learned.toml").unwrap();
+    let twin = to("10.0.0.5:40001", "10.0.1.11:502");
+    assert_eq!(
+        violation(&policy, &twin, 1, &[6, 0, 5, 0, 42]),
+        Some(ViolationKind::UnauthorizedWrite)
+    );
+}
