@@ -1,0 +1,150 @@
+//! Arbitrary frames through the whole agent path with detection on: the packet path, then the
+//! engine with its built-in detectors and a policy made from the input (its masters, functions,
+//! ranges, bounds, rate and window), with time moving as the input says so folding and window
+//! expiry run. None may panic; every alert is one the collector takes (the one validator), and
+//! no alert comes without a flow event behind it (its flow had events).
+#![no_main]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use libfuzzer_sys::fuzz_target;
+use otwatch_packet::detector::Detector;
+use otwatch_packet::flow_table::FlowConfig;
+use otwatch_packet::frame::{CapturedPacket, LinkType};
+use otwatch_packet::pipeline::{Observer, Pipeline};
+use otwatch_rules::alert::Alert;
+use otwatch_rules::detect::{DetectionConfig, Engine};
+use otwatch_rules::flow::{FlowEvent, FlowInfo};
+use otwatch_rules::policy::Policy;
+use otwatch_rules::time::Timestamp;
+use otwatch_rules::validate;
+
+/// Which flows had events, and how many events there were.
+#[derive(Default)]
+struct Witness {
+    flows: HashSet<u64>,
+    events: u64,
+}
+
+impl Observer for Witness {
+    fn flow_event(&mut self, _ts: Timestamp, flow: &FlowInfo, _event: &FlowEvent<'_>) {
+        self.flows.insert(flow.id);
+        self.events += 1;
+    }
+}
+
+struct Both {
+    witness: Witness,
+    detector: Detector<Vec<Alert>>,
+}
+
+otwatch_packet::forward_observer!(impl [] Both { witness, detector });
+
+/// A policy from eight bytes of input.
+fn policy(p: &[u8; 8]) -> Option<Arc<Policy>> {
+    let classes = [
+        "read",
+        "write",
+        "diagnostics",
+        "identification",
+        "programming",
+        "other",
+    ];
+    let functions: Vec<String> = classes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| p[1] & (1 << i) != 0)
+        .map(|(_, c)| format!("\"{c}\""))
+        .collect();
+    let (lo, hi) = (u16::from(p[2]) * 10, u16::from(p[2]) * 10 + u16::from(p[3]));
+    let (min, max) = (
+        u16::from(p[4]) * 100,
+        u16::from(p[4]) * 100 + u16::from(p[5]) * 50,
+    );
+    let text = format!(
+        r#"version = 1
+default_window = "{window}s"
+
+[[asset]]
+name = "master"
+addresses = ["{master}"]
+role = "master"
+
+[[allow]]
+from = "master"
+to = "any"
+functions = [{functions}]
+holding_registers = "{lo}-{hi}"
+write_values = {{ min = {min}, max = {max} }}
+rate = "{rate}/s"
+
+[detectors."recon.unit_id_scan"]
+threshold = {threshold}
+"#,
+        window = 1 + p[6] % 90,
+        master = format!("10.0.0.{}", p[0]),
+        functions = functions.join(", "),
+        rate = 1 + p[7] % 50,
+        threshold = 2 + p[7] % 20,
+    );
+    Policy::parse(&text, "fuzz.toml")
+        .ok()
+        .map(|(p, _)| Arc::new(p))
+}
+
+const LINKS: [LinkType; 3] = [LinkType::Ethernet, LinkType::RawIp, LinkType::LinuxSll];
+
+fuzz_target!(|data: &[u8]| {
+    let Some((head, mut rest)) = data.split_first_chunk::<8>() else {
+        return;
+    };
+    let policy = if head[0] & 1 == 0 { policy(head) } else { None };
+    let engine = Engine::new(DetectionConfig::default(), policy);
+    let observer = Both {
+        witness: Witness::default(),
+        detector: Detector::new(engine, Vec::new()),
+    };
+    let config = FlowConfig {
+        max_flows: 16,
+        ..FlowConfig::default()
+    };
+    let mut pipeline = Pipeline::new(config, observer);
+    // Then frames: [selector][length][bytes]...; the selector moves time (a large one jumps
+    // by minutes, closing windows with a tick).
+    let mut ms = 0u64;
+    while let [selector, len, tail @ ..] = rest {
+        let len = usize::from(*len).min(tail.len());
+        let (frame, after) = tail.split_at(len);
+        if *selector >= 0xf0 {
+            ms += u64::from(*selector - 0xf0) * 60_000;
+            pipeline.tick(Timestamp::from_nanos(ms * 1_000_000));
+        } else {
+            ms += u64::from(*selector % 16);
+        }
+        let packet = CapturedPacket {
+            ts: Timestamp::from_nanos(ms * 1_000_000),
+            link: LINKS[usize::from(*selector) % LINKS.len()],
+            data: frame,
+            orig_len: frame.len() as u32,
+        };
+        pipeline.packet(&packet);
+        rest = after;
+    }
+    pipeline.finish();
+    let Both { witness, detector } = pipeline.into_observer();
+    let alerts = detector.into_sink();
+    for a in &alerts {
+        assert_eq!(
+            validate::alert(a),
+            Ok(()),
+            "the collector would refuse {a:?}"
+        );
+        assert!(
+            witness.flows.contains(&a.flow),
+            "an alert for flow {} that had no event: {a:?}",
+            a.flow
+        );
+    }
+    assert!(alerts.is_empty() || witness.events > 0);
+});
