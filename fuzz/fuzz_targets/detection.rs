@@ -110,15 +110,19 @@ fuzz_target!(|data: &[u8]| {
         ..FlowConfig::default()
     };
     let mut pipeline = Pipeline::new(config, observer);
-    // Then frames: [selector][length][bytes]...; the selector moves time (a large one jumps
-    // by minutes, closing windows with a tick).
-    let mut ms = 0u64;
+    // Then frames: [selector][length][bytes]...; the selector moves time: a large one jumps
+    // by minutes (closing windows with a tick), a slightly smaller one steps the clock back.
+    let mut ms = 10_000_000u64;
+    let mut stepped_back = false;
     while let [selector, len, tail @ ..] = rest {
         let len = usize::from(*len).min(tail.len());
         let (frame, after) = tail.split_at(len);
         if *selector >= 0xf0 {
             ms += u64::from(*selector - 0xf0) * 60_000;
             pipeline.tick(Timestamp::from_nanos(ms * 1_000_000));
+        } else if *selector >= 0xe8 {
+            ms = ms.saturating_sub(u64::from(*selector - 0xe7) * 90_000);
+            stepped_back = true;
         } else {
             ms += u64::from(*selector % 16);
         }
@@ -147,4 +151,16 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     assert!(alerts.is_empty() || witness.events > 0);
+    // While time only goes forward, an id names one alert (after a step back, a window may
+    // restart at a time an earlier one started).
+    if !stepped_back {
+        let mut ids = HashSet::new();
+        for a in &alerts {
+            assert!(
+                ids.insert(&a.id),
+                "two alerts with id {}: {alerts:#?}",
+                a.id
+            );
+        }
+    }
 });

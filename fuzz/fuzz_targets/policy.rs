@@ -1,8 +1,7 @@
 //! The policy language on arbitrary text: parsing, compiling and linting, as `check`, the
 //! agent and (with central policies) the collector run them on a file from anywhere. None may
-//! panic; a policy that compiles does so again to the same hash, and every alert rule it
-//! defines has an id ingest takes (nothing `check` accepts is refused at ingest); a refusal
-//! names a line, a column and a field.
+//! panic; every alert rule a policy that compiles defines has an id ingest takes (nothing
+//! `check` accepts is refused at ingest); a refusal names a line, a column and a field.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -15,9 +14,6 @@ fuzz_target!(|data: &[u8]| {
     };
     match Policy::parse(text, "fuzz.toml") {
         Ok((policy, _warnings)) => {
-            let (again, _) = Policy::parse(text, "fuzz.toml")
-                .unwrap_or_else(|e| panic!("compiled once, refused the second time: {e:?}"));
-            assert_eq!(policy.hash, again.hash, "the same text, another hash");
             for rule in &policy.alerts {
                 let id = AlertRule::rule_id_of(&rule.name);
                 assert!(

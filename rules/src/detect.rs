@@ -80,6 +80,7 @@ pub(crate) struct Finding {
     exception: Option<ExceptionCode>,
     evidence: Option<String>,
     message: Option<String>,
+    counted: Counted,
 }
 
 /// What names a finding's rule in its alert: id, title, severity, techniques.
@@ -131,6 +132,7 @@ impl Finding {
             exception: facts.exception,
             evidence: facts.evidence,
             message: facts.message,
+            counted: facts.counted,
         }
     }
 
@@ -195,6 +197,17 @@ pub(crate) struct Facts {
     pub exception: Option<ExceptionCode>,
     pub evidence: Option<String>,
     pub message: Option<String>,
+    /// What a detector that counts distinct things counted besides this occurrence: unit ids
+    /// and address ranges, for the alert's `seen`.
+    pub counted: Counted,
+}
+
+/// Distinct unit ids and address ranges (first address, quantity) a counting detector saw
+/// in its window.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Counted {
+    pub units: Vec<u8>,
+    pub ranges: Vec<(u16, u16)>,
 }
 
 impl Facts {

@@ -221,6 +221,14 @@ impl Learner {
                 .push(Shape::of(*client, *unit, s));
         }
         for (server, shape) in shapes {
+            // Only reads make targets alike: two targets a master only writes to have
+            // nothing in common to go by.
+            if shape
+                .iter()
+                .all(|s| s.reads.is_empty() && s.subs.is_empty())
+            {
+                continue;
+            }
             by_shape.entry(shape).or_default().push(server);
         }
         by_shape.into_values().filter(|m| m.len() > 1).collect()
@@ -243,6 +251,8 @@ impl Learner {
                 asset_name(client)
             );
             let mut writes: BTreeMap<u8, Vec<String>> = BTreeMap::new();
+            let mut written: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let mut peaks = BTreeSet::new();
             for member in members {
                 let Some(s) = self.pairs.get(&(client, *member, unit)) else {
                     continue;
@@ -259,6 +269,11 @@ impl Learner {
                 for f in s.functions.iter().filter(|f| WRITES.contains(f)) {
                     writes.entry(*f).or_default().push(asset_name(*member));
                 }
+                written
+                    .entry(write_summary(s))
+                    .or_default()
+                    .push(asset_name(*member));
+                peaks.insert(s.peak_per_second);
                 merged.merge(s);
             }
             for (f, seen_on) in &writes {
@@ -270,8 +285,43 @@ impl Learner {
                     );
                 }
             }
+            if written.len() > 1 {
+                for (summary, seen_on) in &written {
+                    let _ = writeln!(out, "#   writes on {}: {summary}", seen_on.join(", "));
+                }
+                out.push_str(
+                    "#   the members' writes differ: all of them are allowed on the whole group, review them\n",
+                );
+            }
+            if peaks.len() > 1 {
+                out.push_str("#   rates differ: the limit is three times the busiest member's busiest second\n");
+            }
             write_rule(out, client, name, unit, &merged);
         }
+    }
+}
+
+/// A pair's writes in words: the ranges per table and the values written.
+fn write_summary(s: &PairStats) -> String {
+    let mut parts = Vec::new();
+    for (i, table) in TABLES.iter().enumerate() {
+        let ranges = RangeSet::from_ranges(s.writes[i].clone());
+        if !ranges.is_empty() {
+            let list: Vec<String> = ranges
+                .ranges()
+                .iter()
+                .map(|(a, b)| format!("{a}-{b}"))
+                .collect();
+            parts.push(format!("{} {}", table.name(), list.join(", ")));
+        }
+    }
+    if let Some((lo, hi)) = s.written {
+        parts.push(format!("values {lo}-{hi}"));
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join("; ")
     }
 }
 

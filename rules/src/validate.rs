@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use crate::alert::{Alert, SCHEMA_VERSION};
+use crate::alert::{Alert, FoldKey, SCHEMA_VERSION, Seen};
 use crate::wire::{AssetObservation, Heartbeat, IngestBatch};
 
 /// Longest rule id, in bytes.
@@ -235,6 +235,7 @@ pub fn alert(a: &Alert) -> Result<(), Invalid> {
         if let Err((field, expected)) = seen.check() {
             return Err(Invalid::new(field, seen, expected));
         }
+        seen_fits(a, seen)?;
     }
     if a.schema >= 2 && !id_derives(a) {
         return Err(Invalid::new(
@@ -249,6 +250,54 @@ pub fn alert(a: &Alert) -> Result<(), Invalid> {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
     {
         return Err(Invalid::new("id", &a.id, "32 lowercase hex digits"));
+    }
+    Ok(())
+}
+
+/// `seen` belongs to the rules that fold per target (a later release's rules included, which
+/// this build does not know) and lists the occurrence the alert names: without this, `seen`
+/// on a per-unit rule would take the unit out of the id and make alerts to two units one.
+fn seen_fits(a: &Alert, seen: &Seen) -> Result<(), Invalid> {
+    let per_unit = match crate::alert::rule_by_id(&a.rule) {
+        Some(meta) => meta.key == FoldKey::Unit,
+        None => a.rule.starts_with("policy.alert."),
+    };
+    if per_unit {
+        return Err(Invalid::new(
+            "seen",
+            &a.rule,
+            "no `seen` on a rule that folds per unit",
+        ));
+    }
+    if let Some(unit) = a.unit_id
+        && !seen.units.contains(&unit)
+    {
+        return Err(Invalid::new(
+            "seen.units",
+            &seen.units,
+            format!("unit_id {unit} among them"),
+        ));
+    }
+    if let Some(code) = a.function_code
+        && !seen.functions.contains(&code)
+    {
+        return Err(Invalid::new(
+            "seen.functions",
+            &seen.functions,
+            format!("function_code {code} among them"),
+        ));
+    }
+    if let Some(address) = a.address
+        && !seen
+            .ranges
+            .iter()
+            .any(|[first, last]| (*first..=*last).contains(&address))
+    {
+        return Err(Invalid::new(
+            "seen.ranges",
+            &seen.ranges,
+            format!("a range holding address {address}"),
+        ));
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap;
 
 use super::pairs::{PairRef, slot};
 use super::window::Counter;
-use super::{DetectionConfig, Facts, evidence};
+use super::{Counted, DetectionConfig, Facts, evidence};
 use crate::alert::{Fold, RuleMeta, rule};
 use crate::flow::{FlowEvent, FlowInfo};
 use crate::modbus::{
@@ -306,12 +306,22 @@ impl Builtins {
             .units
             .add(ts, unit_window, u32::from(unit), unit_threshold)
         {
+            let units = pair
+                .units
+                .items()
+                .iter()
+                .filter_map(|u| u8::try_from(*u).ok())
+                .collect();
             out(
                 &rule::UNIT_ID_SCAN,
                 Facts {
                     message: Some(format!(
                         "{unit_threshold} unit ids addressed within {unit_window:?}"
                     )),
+                    counted: Counted {
+                        units,
+                        ranges: Vec::new(),
+                    },
                     ..Facts::of_request(unit, request, raw)
                 },
             );
@@ -320,12 +330,21 @@ impl Builtins {
             let (threshold, window) = limits.sweep;
             let block = u32::from(address) << 16 | u32::from(quantity);
             let mut held = None;
+            let mut blocks_read = Vec::new();
             let swept = pair
                 .tables(unit)
                 .get_mut(usize::from(table as u8))
                 .is_some_and(|blocks| {
                     let swept = blocks.add(ts, window, block, threshold);
                     held = blocks.holds_until(block, window);
+                    if swept {
+                        // Each block is an address and a quantity.
+                        blocks_read = blocks
+                            .items()
+                            .iter()
+                            .map(|b| ((b >> 16) as u16, (b & 0xffff) as u16))
+                            .collect();
+                    }
                     swept
                 });
             // Until both windows end, the same read changes neither.
@@ -340,6 +359,10 @@ impl Builtins {
                             "{threshold} different {} blocks read within {window:?}",
                             table.name()
                         )),
+                        counted: Counted {
+                            units: Vec::new(),
+                            ranges: blocks_read,
+                        },
                         ..Facts::of_request(unit, request, raw)
                     },
                 );

@@ -112,6 +112,12 @@ impl Fold {
                 finding.address,
                 finding.quantity,
             );
+            for unit in &finding.counted.units {
+                tally.add(Some(*unit), None, None, None);
+            }
+            for (address, quantity) in &finding.counted.ranges {
+                tally.add(None, None, Some(*address), Some(*quantity));
+            }
         }
         if !w.fired {
             if w.count >= u64::from(threshold.max(1)) {

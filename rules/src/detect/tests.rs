@@ -1076,3 +1076,21 @@ fn unauthorized_writes_to_many_registers_are_one_alert_listing_the_ranges() {
         Some(vec![[101, 102], [300, 301], [900, 900]])
     );
 }
+
+#[test]
+fn a_unit_id_scan_alert_lists_every_unit_its_detector_counted() {
+    let mut b = Bench::new();
+    for unit in 1..=12u8 {
+        b.request(at(f64::from(unit) * 0.1), unit, &[3, 0, 0, 0, 1]);
+    }
+    let scans: Vec<Alert> = b
+        .finish()
+        .iter()
+        .filter(|a| a.rule == "recon.unit_id_scan")
+        .cloned()
+        .collect();
+    let first = scans.first().expect("a unit-id scan");
+    let units = &first.seen.as_ref().expect("seen").units;
+    assert!(units.len() >= 10, "{units:?}");
+    assert!(units.contains(&first.unit_id.unwrap()));
+}

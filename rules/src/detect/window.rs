@@ -35,6 +35,11 @@ impl Distinct {
         self.items.len() == threshold
     }
 
+    /// The distinct items the window holds.
+    pub fn items(&self) -> &[u32] {
+        &self.items
+    }
+
     /// When the window that holds `item` ends, if one does: until then, adding `item` again
     /// changes nothing.
     pub fn holds_until(&self, item: u32, window: Duration) -> Option<Timestamp> {

@@ -150,6 +150,11 @@ fn targets_that_behave_alike_are_one_group_with_one_rule_and_a_write_seen_on_one
         text.contains("function 6 (a write) was seen only on host-10-0-1-10"),
         "{text}"
     );
+    assert!(
+        text.contains("writes on host-10-0-1-10: holding_registers 5-5; values 42-42"),
+        "{text}"
+    );
+    assert!(text.contains("writes on host-10-0-1-11: none"), "{text}");
     let (policy, warnings) = Policy::parse(&text, "learned.toml").unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
     let twin = to("10.0.0.5:40001", "10.0.1.11:502");
@@ -176,4 +181,18 @@ fn per_device_learning_writes_a_rule_per_target_and_no_groups() {
         violation(&policy, &twin, 1, &[6, 0, 5, 0, 42]),
         Some(ViolationKind::UnauthorizedWrite)
     );
+}
+
+#[test]
+fn targets_a_master_only_writes_to_are_not_grouped() {
+    let mut l = Learner::new();
+    let a = to("10.0.0.5:40000", "10.0.1.20:502");
+    let b = to("10.0.0.5:40001", "10.0.1.21:502");
+    observe(&mut l, &a, 1.0, 1, &[6, 0, 0, 0, 1]);
+    observe(&mut l, &b, 1.0, 1, &[6, 0, 100, 0, 1]);
+    let text = l.to_policy(&["plant.pcap".into()]);
+    assert!(!text.contains("[groups]"), "{text}");
+    let (policy, _) = Policy::parse(&text, "learned.toml").unwrap();
+    // The write seen on the first is not allowed on the second.
+    assert!(violation(&policy, &b, 1, &[6, 0, 0, 0, 1]).is_some());
 }

@@ -370,3 +370,55 @@ fn seen_is_refused_before_schema_3_and_when_its_lists_are_not_what_an_agent_make
     reid(&mut c, 0);
     assert_eq!(field_of(&c).as_deref(), Some("seen.ranges"));
 }
+
+#[test]
+fn seen_on_a_per_unit_rule_or_without_the_alerts_own_occurrence_is_refused() {
+    let fitting = crate::alert::Seen {
+        units: vec![1, 2],
+        functions: vec![6],
+        ranges: vec![[100, 100]],
+    };
+    // A per-unit rule: `seen` would take the unit out of its id.
+    let mut a = valid();
+    a.rule = rule::UMAS_STOP.id.into();
+    a.seen = Some(fitting.clone());
+    reid(&mut a, 0);
+    assert_eq!(field_of(&a).as_deref(), Some("seen"));
+    // A policy alert rule folds per unit too.
+    a.rule = "policy.alert.setpoint".into();
+    reid(&mut a, 0);
+    assert_eq!(field_of(&a).as_deref(), Some("seen"));
+    // The alert's own unit, function and address are among what it saw.
+    for (field, seen) in [
+        (
+            "seen.units",
+            crate::alert::Seen {
+                units: vec![2],
+                ..fitting.clone()
+            },
+        ),
+        (
+            "seen.functions",
+            crate::alert::Seen {
+                functions: vec![3],
+                ..fitting.clone()
+            },
+        ),
+        (
+            "seen.ranges",
+            crate::alert::Seen {
+                ranges: vec![[0, 99]],
+                ..fitting.clone()
+            },
+        ),
+    ] {
+        let mut b = valid();
+        b.seen = Some(seen);
+        reid(&mut b, 0);
+        assert_eq!(field_of(&b).as_deref(), Some(field));
+    }
+    let mut ok = valid();
+    ok.seen = Some(fitting);
+    reid(&mut ok, 0);
+    assert_eq!(alert(&ok), Ok(()));
+}
