@@ -141,7 +141,13 @@ pub struct Outbox {
     kv: Arc<dyn Kv>,
     budget: u64,
     state: Mutex<State>,
+    /// Told when records were stored (the shipper, so it looks at once rather than at its
+    /// next idle poll).
+    on_push: Mutex<Option<Waker>>,
 }
+
+/// Told that records are waiting.
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
 
 impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -220,6 +226,7 @@ impl Outbox {
             kv,
             budget,
             state: Mutex::new(state),
+            on_push: Mutex::new(None),
         })
     }
 
@@ -313,7 +320,25 @@ impl Outbox {
         }
         state.dropped_total += dropped;
         state.unreported += dropped;
+        drop(state);
+        if stored > 0 {
+            self.wake();
+        }
         Ok(Pushed { stored, dropped })
+    }
+
+    /// Calls `waker` whenever records were stored (after the outbox's lock is released).
+    pub fn on_push(&self, waker: Waker) {
+        if let Ok(mut slot) = self.on_push.lock() {
+            *slot = Some(waker);
+        }
+    }
+
+    fn wake(&self) {
+        let waker = self.on_push.lock().ok().and_then(|w| w.clone());
+        if let Some(waker) = waker {
+            waker();
+        }
     }
 
     /// Makes everything pushed so far durable.

@@ -58,6 +58,15 @@ impl ShipperConfig {
     }
 }
 
+/// Wakes a shipper sleeping on `wake`.
+fn nudge(wake: &(Mutex<bool>, std::sync::Condvar)) {
+    let (flag, signal) = wake;
+    if let Ok(mut woken) = flag.lock() {
+        *woken = true;
+        signal.notify_one();
+    }
+}
+
 /// A seed for the backoff's jitter, different on every agent so their retries spread.
 fn jitter_seed() -> u64 {
     let mut seed = [0u8; 8];
@@ -122,6 +131,9 @@ impl Shipper {
         let thread = std::thread::Builder::new()
             .name("otwatch-shipper".into())
             .spawn(move || worker.run())?;
+        // Records stored wake the shipper at once, rather than at its next idle poll.
+        let signal = wake.clone();
+        outbox.on_push(Arc::new(move || nudge(&signal)));
         Ok(Self {
             stop,
             wake,
@@ -131,13 +143,10 @@ impl Shipper {
         })
     }
 
-    /// Tells the shipper new records are waiting (it also looks on its own every 200 ms).
+    /// Tells the shipper new records are waiting. The outbox does so on every push; the
+    /// shipper also looks on its own every 200 ms.
     pub fn nudge(&self) {
-        let (flag, signal) = &*self.wake;
-        if let Ok(mut woken) = flag.lock() {
-            *woken = true;
-            signal.notify_one();
-        }
+        nudge(&self.wake);
     }
 
     /// Delivery counters so far.

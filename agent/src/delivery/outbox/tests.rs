@@ -394,3 +394,24 @@ fn an_outbox_from_before_lanes_delivers_its_asset_observations_with_the_alerts()
         ["number 1", "10.0.1.9"]
     );
 }
+
+#[test]
+fn a_push_that_stores_records_wakes_whoever_waits_for_them() {
+    let outbox = Outbox::open(Arc::new(MemoryKv::new()), 4 * size(&alert(1))).unwrap();
+    let woken = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = woken.clone();
+    outbox.on_push(Arc::new(move || {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }));
+    outbox.push(&[alert(1), alert(2)]).unwrap();
+    assert_eq!(woken.load(Ordering::Relaxed), 1, "one push, one wake");
+    // Nothing stored (larger than the whole budget): nobody is woken.
+    let huge = Outbox::open(Arc::new(MemoryKv::new()), 10).unwrap();
+    let none = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let c = none.clone();
+    huge.on_push(Arc::new(move || {
+        c.fetch_add(1, Ordering::Relaxed);
+    }));
+    huge.push(&[alert(1)]).unwrap();
+    assert_eq!(none.load(Ordering::Relaxed), 0);
+}
