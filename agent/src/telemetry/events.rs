@@ -39,6 +39,14 @@ fn log(status: &Status, name: &'static str, level: Level, line: &str) {
     }
 }
 
+/// An event that went wrong: logged (said once per quiet time), counted `n` times, and made
+/// the last error.
+fn fault(status: &Status, name: &'static str, level: Level, line: String, n: u64) {
+    log(status, name, level, &line);
+    status.count_event(name, n);
+    status.set_last_error(line);
+}
+
 /// Something that happened to the agent, to log and count.
 pub trait InternalEvent {
     /// The event's name: the `event` label of `otwatch_agent_internal_events_total`.
@@ -83,9 +91,7 @@ impl InternalEvent for PolicyRejected<'_> {
             "new policy rejected, the previous one stays in force: {}",
             self.error
         );
-        log(status, Self::NAME, Level::Error, &line);
-        status.count_event(Self::NAME, 1);
-        status.set_last_error(line);
+        fault(status, Self::NAME, Level::Error, line, 1);
     }
 }
 
@@ -102,9 +108,13 @@ impl InternalEvent for RecordsSetAside<'_> {
     const NAME: &'static str = "records_set_aside";
 
     fn emit(self, status: &Status) {
-        log(status, Self::NAME, Level::Warn, self.why);
-        status.count_event(Self::NAME, self.count);
-        status.set_last_error(self.why.to_string());
+        fault(
+            status,
+            Self::NAME,
+            Level::Warn,
+            self.why.to_string(),
+            self.count,
+        );
     }
 }
 
@@ -140,10 +150,7 @@ impl InternalEvent for OutboxFailed<'_> {
     const NAME: &'static str = "outbox_failed";
 
     fn emit(self, status: &Status) {
-        let line = self.error.to_string();
-        log(status, Self::NAME, Level::Error, &line);
-        status.count_event(Self::NAME, 1);
-        status.set_last_error(line);
+        fault(status, Self::NAME, Level::Error, self.error.to_string(), 1);
     }
 }
 
@@ -179,9 +186,7 @@ impl InternalEvent for CaptureFailed<'_> {
 
     fn emit(self, status: &Status) {
         let line = format!("capture: {}", self.error);
-        log(status, Self::NAME, Level::Error, &line);
-        status.count_event(Self::NAME, 1);
-        status.set_last_error(line);
+        fault(status, Self::NAME, Level::Error, line, 1);
     }
 }
 
@@ -196,9 +201,7 @@ impl InternalEvent for AlertLogFailed<'_> {
 
     fn emit(self, status: &Status) {
         let line = format!("alert log: {}", self.error);
-        log(status, Self::NAME, Level::Error, &line);
-        status.count_event(Self::NAME, 1);
-        status.set_last_error(line);
+        fault(status, Self::NAME, Level::Error, line, 1);
     }
 }
 

@@ -184,10 +184,13 @@ pub struct Machine {
     backoff: Backoff,
     /// Records per batch now, per lane (halved when the collector finds batches too large).
     batch_limit: [usize; Lane::COUNT],
-    /// Lanes found empty in this pass over the lanes. A pass ends with anything but an empty
-    /// lane (a batch sent, a failure, a removal, records arriving, a rest), so the next one
-    /// starts again from the first lane: an empty flag never outlives the pass that set it.
+    /// Lanes found empty in this pass over the lanes.
     empty: [bool; Lane::COUNT],
+    /// Whether the last outcome was an empty lane: only then does the pass go on to the next
+    /// lane. Anything else (a batch sent, a failure, a removal, records arriving, the end of a
+    /// rest) starts the next poll from the first lane, so an empty flag never outlives its
+    /// pass.
+    in_pass: bool,
     next_heartbeat: Duration,
     collector: usize,
     /// Collectors that failed in a row since the last one that answered.
@@ -203,6 +206,7 @@ impl Machine {
             backoff: Backoff::new(config.backoff_min, config.backoff_max, seed),
             batch_limit: [config.batch_records.max(1); Lane::COUNT],
             empty: [false; Lane::COUNT],
+            in_pass: false,
             state: State::Ready,
             next_heartbeat: Duration::ZERO,
             collector: 0,
@@ -239,11 +243,14 @@ impl Machine {
             }
             // The rest is over: ready again, and an idle machine looks at every lane anew.
             State::Idle { .. } => {
-                self.end_pass();
+                self.in_pass = false;
                 self.state = State::Ready;
             }
             State::Backoff { .. } => self.state = State::Ready,
             State::Ready | State::Removing(_) => {}
+        }
+        if !std::mem::take(&mut self.in_pass) {
+            self.empty = [false; Lane::COUNT];
         }
         let lane = Lane::ALL
             .into_iter()
@@ -275,7 +282,7 @@ impl Machine {
 
     /// Records were added to the outbox: an idle machine looks at once, first lane first.
     pub fn handle_nudge(&mut self) {
-        self.end_pass();
+        self.in_pass = false;
         if let State::Idle { .. } = self.state {
             self.state = State::Ready;
         }
@@ -285,6 +292,7 @@ impl Machine {
     /// lane is empty.
     pub fn handle_empty(&mut self, now: Duration, lane: Lane) {
         self.empty[lane.index()] = true;
+        self.in_pass = true;
         if self.empty.iter().all(|e| *e) {
             self.state = State::Idle {
                 until: now + self.config.idle_poll,
@@ -294,14 +302,12 @@ impl Machine {
 
     /// The outbox failed (`error`): try again after a backoff.
     pub fn handle_store_error(&mut self, now: Duration, error: String) {
-        self.end_pass();
         self.events.push_back(Event::StoreError(error));
         self.back_off(now);
     }
 
     /// The outcome of sending a [`Poll::Batch`] as `sent`.
     pub fn handle_batch(&mut self, now: Duration, sent: Sent, outcome: Result<u64, Failure>) {
-        self.end_pass();
         let (count, lane) = (sent.records, sent.lane);
         match outcome {
             Ok(duplicates) => {
@@ -366,7 +372,6 @@ impl Machine {
     /// outbox dropped it for room: start afresh), or nothing follows it yet (`gone` false:
     /// keep it and back off).
     pub fn handle_probe_missing(&mut self, now: Duration, gone: bool) {
-        self.end_pass();
         let State::Probing { refusal, .. } = &self.state else {
             return;
         };
@@ -382,7 +387,6 @@ impl Machine {
 
     /// The outcome of sending the record `next` (the one after the refused oldest) alone.
     pub fn handle_probe(&mut self, now: Duration, next: u64, outcome: Result<u64, Failure>) {
-        self.end_pass();
         let State::Probing {
             lane,
             oldest,
@@ -444,8 +448,6 @@ impl Machine {
             self.backoff.reset();
             self.batch_limit[removal.lane.index()] = self.config.batch_records.max(1);
         }
-        // Whatever arrived meanwhile, the first lane with records goes next.
-        self.end_pass();
         if removal.unreadable > 0 {
             self.events.push_back(Event::SetAside {
                 count: removal.unreadable,
@@ -495,11 +497,6 @@ impl Machine {
     /// Records per batch now from `lane`.
     pub fn batch_limit(&self, lane: Lane) -> usize {
         self.batch_limit[lane.index()]
-    }
-
-    /// Ends a pass over the lanes: the next batch is looked for from the first lane again.
-    fn end_pass(&mut self) {
-        self.empty = [false; Lane::COUNT];
     }
 
     /// A collector answered: it is the one to stay with.

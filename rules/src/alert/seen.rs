@@ -9,6 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::matcher::RangeSet;
+
 /// Most address ranges an alert lists.
 pub const MAX_RANGES: usize = 16;
 
@@ -126,7 +128,7 @@ impl std::fmt::Display for Seen {
 pub struct Tally {
     units: [u64; 4],
     functions: [u64; 4],
-    ranges: Vec<[u16; 2]>,
+    ranges: Vec<(u16, u16)>,
 }
 
 fn set(bits: &mut [u64; 4], n: u8) {
@@ -161,24 +163,17 @@ impl Tally {
     }
 
     fn add_range(&mut self, first: u16, last: u16) {
-        // Insert in order, then merge what overlaps or touches.
-        let at = self.ranges.partition_point(|r| r[0] < first);
-        self.ranges.insert(at, [first, last]);
-        let mut merged: Vec<[u16; 2]> = Vec::with_capacity(self.ranges.len());
-        for r in self.ranges.drain(..) {
-            match merged.last_mut() {
-                Some(m) if u32::from(r[0]) <= u32::from(m[1]) + 1 => m[1] = m[1].max(r[1]),
-                _ => merged.push(r),
-            }
-        }
-        self.ranges = merged;
+        // Merged with what overlaps or touches, as a policy's ranges are.
+        let mut ranges = self.ranges.clone();
+        ranges.push((first, last));
+        self.ranges = RangeSet::from_ranges(ranges).ranges().to_vec();
         while self.ranges.len() > MAX_RANGES {
             // Merge the two closest neighbours: the cover grows least.
             let closest = (1..self.ranges.len())
-                .min_by_key(|&i| self.ranges[i][0] - self.ranges[i - 1][1])
+                .min_by_key(|&i| self.ranges[i].0 - self.ranges[i - 1].1)
                 .unwrap_or(1);
             let right = self.ranges.remove(closest);
-            self.ranges[closest - 1][1] = right[1];
+            self.ranges[closest - 1].1 = right.1;
         }
     }
 
@@ -187,7 +182,7 @@ impl Tally {
         Seen {
             units: members(&self.units),
             functions: members(&self.functions),
-            ranges: self.ranges.clone(),
+            ranges: self.ranges.iter().map(|&(a, b)| [a, b]).collect(),
         }
     }
 }

@@ -122,6 +122,15 @@ impl Bench {
         self.finish().iter().map(|a| a.rule.clone()).collect()
     }
 
+    /// The alerts of `rule`, in the order raised.
+    fn alerts_of(&mut self, rule: &RuleMeta) -> Vec<Alert> {
+        self.finish()
+            .iter()
+            .filter(|a| a.rule == rule.id)
+            .cloned()
+            .collect()
+    }
+
     fn raised(&mut self, rule: &RuleMeta) -> usize {
         self.finish().iter().filter(|a| a.rule == rule.id).count()
     }
@@ -1017,12 +1026,7 @@ fn an_unknown_master_scanning_247_unit_ids_is_one_event_with_every_unit_listed()
     for unit in 1..=247u8 {
         b.request(at(f64::from(unit) * 0.01), unit, &[3, 0, 10, 0, 2]);
     }
-    let alerts: Vec<Alert> = b
-        .finish()
-        .iter()
-        .filter(|a| a.rule == "policy.unknown_master")
-        .cloned()
-        .collect();
+    let alerts = b.alerts_of(&rule::UNKNOWN_MASTER);
     // The first occurrence at once, the window's totals when it closes.
     assert_eq!(alerts.len(), 2, "{alerts:#?}");
     assert_eq!(alerts.iter().map(|a| a.count).sum::<u64>(), 247);
@@ -1046,11 +1050,7 @@ fn a_rule_whose_unit_is_identity_still_folds_per_unit() {
     // Broadcast writes to unit 0 and restart commands to two units: per unit.
     b.request(at(0.0), 1, &[8, 0, 1, 0, 0]);
     b.request(at(0.1), 2, &[8, 0, 1, 0, 0]);
-    let restarts: Vec<&Alert> = b
-        .finish()
-        .iter()
-        .filter(|a| a.rule == "diag.restart_communications")
-        .collect();
+    let restarts = b.alerts_of(&rule::RESTART_COMMUNICATIONS);
     assert_eq!(restarts.len(), 2);
     assert!(restarts.iter().all(|a| a.seen.is_none()));
 }
@@ -1063,12 +1063,7 @@ fn unauthorized_writes_to_many_registers_are_one_alert_listing_the_ranges() {
         let [hi, lo] = reg.to_be_bytes();
         b.request(at(i as f64 * 0.1), 1, &[6, hi, lo, 0, 1]);
     }
-    let writes: Vec<Alert> = b
-        .finish()
-        .iter()
-        .filter(|a| a.rule == "policy.unauthorized_write")
-        .cloned()
-        .collect();
+    let writes = b.alerts_of(&rule::UNAUTHORIZED_WRITE);
     assert_eq!(writes.len(), 2);
     assert_eq!(writes[1].count, 5);
     assert_eq!(
@@ -1083,12 +1078,7 @@ fn a_unit_id_scan_alert_lists_every_unit_its_detector_counted() {
     for unit in 1..=12u8 {
         b.request(at(f64::from(unit) * 0.1), unit, &[3, 0, 0, 0, 1]);
     }
-    let scans: Vec<Alert> = b
-        .finish()
-        .iter()
-        .filter(|a| a.rule == "recon.unit_id_scan")
-        .cloned()
-        .collect();
+    let scans = b.alerts_of(&rule::UNIT_ID_SCAN);
     let first = scans.first().expect("a unit-id scan");
     let units = &first.seen.as_ref().expect("seen").units;
     assert!(units.len() >= 10, "{units:?}");
