@@ -298,6 +298,8 @@ rules! {
     FILE_WRITE = "file.write_record", "Write File Record (function 21)", High, ["T0857", "T0839"];
     UNSOLICITED_RESPONSE = "spoof.unsolicited_response", "Response that answers no request", Medium, ["T0856"];
     RESPONSE_MISMATCH = "spoof.response_mismatch", "Response that does not match its request", Medium, ["T0856"];
+    DEVICE_UNRESPONSIVE = "availability.device_unresponsive", "A device that had been answering stopped answering a master that kept trying", High, ["T0814", "T0826"];
+    DEVICE_RECOVERED = "availability.device_recovered", "A device that had stopped answering answers again", Info, ["T0814", "T0826"];
     NEW_PAIR = "baseline.new_pair", "New master/slave pair after the baseline period", Low, ["T0848"];
     UNKNOWN_MASTER = "policy.unknown_master", "A master the policy does not know", High, ["T0848", "T0855"] => Target;
     UNAUTHORIZED_READ = "policy.unauthorized_read", "Read not allowed by the policy", Medium, ["T0801", "T0861"] => Target;

@@ -4,6 +4,7 @@
 //! The engine is pure: the agent hands it every [`FlowEvent`] with its flow and time and writes
 //! out the [`Alert`]s it returns.
 
+mod availability;
 mod builtin;
 mod fold;
 mod memo;
@@ -14,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::Direction;
 use crate::alert::{Alert, FoldKey, RuleMeta, SCHEMA_VERSION, Seen, Severity, rule};
 use crate::flow::{FlowEvent, FlowInfo};
 use crate::modbus::{ExceptionCode, FunctionCode, Request};
@@ -21,8 +23,10 @@ use crate::policy::matcher::RateState;
 use crate::policy::{AlertRule, Policy, ViolationKind};
 use crate::session::Event;
 use crate::time::Timestamp;
-use crate::transaction::Outcome;
+use crate::transaction::{Outcome, Transaction};
 use crate::validate;
+pub use availability::DEFAULT_SILENCE;
+use availability::Liveness;
 use builtin::{Builtins, Limits};
 use fold::Fold;
 use memo::Verdict;
@@ -260,6 +264,8 @@ pub struct Engine {
     fold: Fold,
     pairs: Pairs,
     last_flush: Timestamp,
+    /// How long a device may stay silent before it is taken for down.
+    silence: Duration,
 }
 
 impl Engine {
@@ -268,6 +274,7 @@ impl Engine {
         let builtins = Builtins::new(Limits::resolve(policy.as_deref(), &config));
         Self {
             config,
+            silence: silence_of(policy.as_deref()),
             policy,
             builtins,
             fold: Fold::default(),
@@ -288,6 +295,7 @@ impl Engine {
         self.policy = policy;
         self.builtins
             .configure(Limits::resolve(self.policy.as_deref(), &self.config));
+        self.silence = silence_of(self.policy.as_deref());
         self.pairs.reset_policy();
     }
 
@@ -310,6 +318,7 @@ impl Engine {
     }
 
     /// Examines one flow event.
+    #[inline(always)]
     pub fn observe(
         &mut self,
         ts: Timestamp,
@@ -326,30 +335,53 @@ impl Engine {
             builtins,
             fold,
             pairs,
+            silence,
             ..
         } = self;
         let policy = policy.as_deref();
         // Only requests (and, when the policy bounds values read back, answered transactions)
         // need the pair's state: everything else skips the lookup. A request's shape is what
-        // the pair's memo knows it by.
-        let (needs_pair, shape) = match event {
+        // the pair's memo knows it by. Availability hears of requests, answers and what
+        // connections do on the way.
+        let mut noted = None;
+        let live = (ts, *silence);
+        let (interned, shape) = match event {
             FlowEvent::Session(Event::Request {
                 unit_id, request, ..
-            }) => (true, memo::shape(*unit_id, request)),
-            FlowEvent::Session(Event::Transaction(t)) => (
-                t.outcome == Outcome::Answered && policy.is_some_and(|p| p.checks_reads),
-                None,
-            ),
-            _ => (false, None),
+            }) => {
+                let interned = pairs.intern(flow);
+                liveness_request(pairs, interned.0, live, flow, &mut noted);
+                (Some(interned), memo::shape(*unit_id, request))
+            }
+            FlowEvent::Session(Event::Transaction(t)) if t.outcome != Outcome::Unanswered => {
+                let interned = (t.outcome == Outcome::Answered
+                    && policy.is_some_and(|p| p.checks_reads))
+                .then(|| pairs.intern(flow));
+                liveness_answer(pairs, interned.map(|i| i.0), live, flow, t, &mut noted);
+                (interned, None)
+            }
+            FlowEvent::Session(Event::Transaction(_))
+            | FlowEvent::Opened
+            | FlowEvent::Accepted
+            | FlowEvent::Reset { by_server: true }
+            | FlowEvent::Retransmission { .. }
+            | FlowEvent::Gap {
+                direction: Direction::ToClient,
+                ..
+            } => {
+                connection_event(pairs, live, flow, event, &mut noted);
+                (None, None)
+            }
+            _ => (None, None),
         };
-        let mut pair = if needs_pair {
-            let (id, new) = pairs.intern(flow);
+        if let Some(noted) = noted {
+            raise_noted((fold, config, policy), *noted, ts, flow, out);
+        }
+        let mut pair = interned.and_then(|(id, new)| {
             pairs
                 .get_mut(id)
                 .map(|state| PairRef::new(id, new, state, shape))
-        } else {
-            None
-        };
+        });
         let mut findings: Vec<Pending> = Vec::new();
         builtins.observe(
             ts,
@@ -379,9 +411,20 @@ impl Engine {
         }
     }
 
-    /// Closes fold windows that ended before `now`.
+    /// Judges the silences of devices as of `now` and closes fold windows that ended before.
     pub fn flush(&mut self, now: Timestamp, out: &mut impl FnMut(Alert)) {
         self.last_flush = now;
+        let Self {
+            config,
+            policy,
+            fold,
+            pairs,
+            silence,
+            ..
+        } = self;
+        pairs.judge_silences(now, *silence, &mut |outage| {
+            raise_outage(fold, config, policy.as_deref(), outage, out)
+        });
         self.fold.flush(now, &self.config.agent, out);
     }
 
@@ -405,6 +448,213 @@ impl Engine {
     /// Closes every fold window (end of capture or shutdown).
     pub fn finish(&mut self, out: &mut impl FnMut(Alert)) {
         self.fold.finish(&self.config.agent, out);
+    }
+}
+
+/// How long a device may stay silent: the `window` the policy tunes
+/// `availability.device_unresponsive` with, else [`DEFAULT_SILENCE`].
+fn silence_of(policy: Option<&Policy>) -> Duration {
+    policy
+        .and_then(|p| p.tuning(rule::DEVICE_UNRESPONSIVE.id))
+        .and_then(|t| t.window)
+        .unwrap_or(DEFAULT_SILENCE)
+}
+
+/// Raises the alert of a device's outage.
+fn raise_outage(
+    fold: &mut Fold,
+    config: &DetectionConfig,
+    policy: Option<&Policy>,
+    outage: Box<availability::Outage>,
+    out: &mut impl FnMut(Alert),
+) {
+    let outage = *outage;
+    raise(
+        fold,
+        config,
+        policy,
+        &rule::DEVICE_UNRESPONSIVE,
+        outage.ts,
+        &outage.flow,
+        outage.facts,
+        out,
+    );
+}
+
+/// What availability found on one event: rare, and raised apart from the event's path.
+#[derive(Default)]
+struct Noted {
+    /// A silence that became an outage before the event.
+    outage: Option<Box<availability::Outage>>,
+    /// The device answers again after an outage: the facts of its answer.
+    recovered: Option<Facts>,
+}
+
+/// Tells availability of a request at `ts` (`silence`: how long a device may be silent) on
+/// pair `id`. A silence that became an outage before it goes to `noted`.
+#[inline]
+fn liveness_request(
+    pairs: &mut Pairs,
+    id: u32,
+    (ts, silence): (Timestamp, Duration),
+    flow: &FlowInfo,
+    noted: &mut Option<Box<Noted>>,
+) {
+    pairs.requested(flow, id);
+    let Some(live) = pairs.live_mut(id) else {
+        return;
+    };
+    if live.due(ts) {
+        judge(live, ts, silence, noted);
+    }
+    if live.request(ts, flow, silence) {
+        live.watched = true;
+        pairs.watched.push(id);
+    }
+}
+
+/// Tells availability of an answer (`t`, answered or unsolicited) at `ts` (`interned`: the
+/// pair's id when the engine interned it already). The device's first answer to a master
+/// starts its liveness; its first answer after an outage goes to `noted`.
+#[inline(always)]
+fn liveness_answer(
+    pairs: &mut Pairs,
+    interned: Option<u32>,
+    (ts, silence): (Timestamp, Duration),
+    flow: &FlowInfo,
+    t: &Transaction<'_>,
+    noted: &mut Option<Box<Noted>>,
+) {
+    let Some(id) = interned.or_else(|| pairs.answered(flow)) else {
+        return;
+    };
+    let Some(slot) = pairs.liveness(id) else {
+        return;
+    };
+    let Some(live) = slot.as_deref_mut() else {
+        *slot = Some(Liveness::new(ts, flow));
+        return;
+    };
+    if live.due(ts) {
+        judge(live, ts, silence, noted);
+    }
+    if live.answered(ts) {
+        recovered(live, t, noted);
+    }
+}
+
+/// What availability hears besides requests and answers, all rare: requests the tracker gave up on, connections opened,
+/// accepted or reset, retransmissions, bytes lost.
+#[cold]
+#[inline(never)]
+fn connection_event(
+    pairs: &mut Pairs,
+    (ts, silence): (Timestamp, Duration),
+    flow: &FlowInfo,
+    event: &FlowEvent<'_>,
+    noted: &mut Option<Box<Noted>>,
+) {
+    if matches!(event, FlowEvent::Opened) && !flow.handshake_seen {
+        return;
+    }
+    let Some(id) = pairs.find(flow) else {
+        return;
+    };
+    let Some(live) = pairs.live_mut(id) else {
+        return;
+    };
+    if live.due(ts) {
+        judge(live, ts, silence, noted);
+    }
+    let watch = match event {
+        FlowEvent::Session(Event::Transaction(t)) => {
+            live.unanswered(t);
+            false
+        }
+        FlowEvent::Opened => live.connecting(ts, flow, silence),
+        FlowEvent::Accepted => {
+            live.accepted(silence);
+            false
+        }
+        FlowEvent::Reset { .. } => {
+            live.reset_by_device();
+            false
+        }
+        FlowEvent::Retransmission {
+            direction: Direction::ToServer,
+            ..
+        } => {
+            live.retransmitted(flow);
+            false
+        }
+        // The device sent bytes: resent, or lost by the capture.
+        _ => {
+            live.sent_something(ts);
+            false
+        }
+    };
+    if watch {
+        live.watched = true;
+        pairs.watched.push(id);
+    }
+}
+
+/// Judges a pair's silence before an event at `ts`; an outage goes to `noted`.
+#[cold]
+#[inline(never)]
+fn judge(live: &mut Liveness, ts: Timestamp, silence: Duration, noted: &mut Option<Box<Noted>>) {
+    if let availability::Judgement::Outage(o) = live.judge(ts, silence) {
+        noted.get_or_insert_with(Box::default).outage = Some(o);
+    }
+}
+
+/// The device answered (`t`) after an outage: its recovery goes to `noted`.
+#[cold]
+#[inline(never)]
+fn recovered(live: &mut Liveness, t: &Transaction<'_>, noted: &mut Option<Box<Noted>>) {
+    if let Some(downtime) = live.recovered() {
+        noted.get_or_insert_with(Box::default).recovered = Some(recovery(t, downtime));
+    }
+}
+
+/// Raises what availability noted on one event at `ts` of `flow`: the outage first (it
+/// began earlier), then the recovery.
+#[cold]
+#[inline(never)]
+fn raise_noted(
+    (fold, config, policy): (&mut Fold, &DetectionConfig, Option<&Policy>),
+    noted: Noted,
+    ts: Timestamp,
+    flow: &FlowInfo,
+    out: &mut impl FnMut(Alert),
+) {
+    if let Some(outage) = noted.outage {
+        raise_outage(fold, config, policy, outage, out);
+    }
+    if let Some(facts) = noted.recovered {
+        raise(
+            fold,
+            config,
+            policy,
+            &rule::DEVICE_RECOVERED,
+            ts,
+            flow,
+            facts,
+            out,
+        );
+    }
+}
+
+/// The facts of a device's first answer after an outage of `downtime`: its transaction.
+fn recovery(t: &Transaction<'_>, downtime: Duration) -> Facts {
+    Facts {
+        unit_id: Some(t.unit_id),
+        function: t.request.map(|r| r.function()),
+        message: Some(format!(
+            "the device answers again after {:.1} s without answering",
+            downtime.as_secs_f64()
+        )),
+        ..Facts::default()
     }
 }
 

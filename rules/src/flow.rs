@@ -99,6 +99,13 @@ pub enum FlowEvent<'a> {
     },
     /// The flow was created.
     Opened,
+    /// The server accepted the connection: it answered the opening SYN with a SYN-ACK.
+    Accepted,
+    /// A side reset the connection (its [`FlowEvent::Closed`] follows).
+    Reset {
+        /// Whether the server (rather than the client) sent the RST.
+        by_server: bool,
+    },
     /// The flow ended.
     Closed(CloseReason),
 }

@@ -61,6 +61,9 @@ pub struct Transaction<'a> {
     pub response_ts: Option<Timestamp>,
     /// The decoded request.
     pub request: Option<Request<'a>>,
+    /// The request's PDU as captured (empty for an unsolicited response): the evidence of a
+    /// request left unanswered.
+    pub request_pdu: &'a [u8],
     /// The decoded response.
     pub response: Option<Response<'a>>,
 }
@@ -111,6 +114,7 @@ impl Pending {
             request: self
                 .request
                 .or_else(|| Request::decode_prefix(&self.pdu).ok().map(|(r, _)| r)),
+            request_pdu: &self.pdu,
             response: None,
         }
     }
@@ -194,6 +198,7 @@ impl TransactionTracker {
                 request_ts: None,
                 response_ts: Some(ts),
                 request: None,
+                request_pdu: &[],
                 response,
             }));
             return;

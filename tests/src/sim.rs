@@ -135,3 +135,16 @@ pub async fn attack_once(
         .await;
     }
 }
+
+/// Crashes the first PLC with the crafted write of [`attack::crash`] and waits until it
+/// answers again.
+pub async fn crash_once(
+    layout: &Layout,
+    plcs: &[SocketAddr],
+    tap: Option<&Tap>,
+    say: &(dyn Fn(&attack::Step) + Sync),
+) {
+    if let Some(plc) = plcs.first() {
+        attack::crash(&layout.link(layout.intruder, tap), *plc, say).await;
+    }
+}

@@ -478,6 +478,7 @@ fn attacks_across_namespaces(
         );
         tokio::time::sleep(Duration::from_secs(3)).await;
         sim::attack_once(&layout, &layout.plcs, None, &|_| {}).await;
+        sim::crash_once(&layout, &layout.plcs, None, &|_| {}).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
     });
     drop(rt);
@@ -526,10 +527,40 @@ fn attacks_across_namespaces(
             assert_eq!(techniques, expected, "{a}");
         }
     }
+    // The crash: every master that polled the PLC saw it fall silent and come back; the
+    // intruder's alert names its crafted write.
+    let availability = |rule: &str, src: &str| {
+        by_rule
+            .get(rule)
+            .is_some_and(|found| found.iter().any(|a| a["src_ip"] == src))
+    };
+    let hmi = layout.hmi.to_string();
+    for src in [&intruder, &hmi, &engineering] {
+        assert!(
+            availability("availability.device_unresponsive", src),
+            "{workers} workers: no outage seen from {src}: {by_rule:#?}"
+        );
+    }
+    for src in [&hmi, &engineering] {
+        assert!(
+            availability("availability.device_recovered", src),
+            "{workers} workers: no recovery seen from {src}: {by_rule:#?}"
+        );
+    }
+    let crashed_by = &by_rule["availability.device_unresponsive"]
+        .iter()
+        .find(|a| a["src_ip"] == intruder.as_str())
+        .unwrap();
+    assert_eq!(
+        crashed_by["function"], "write_single_register",
+        "{crashed_by}"
+    );
+    assert_eq!(crashed_by["address"], sim::plc::FRAGILE, "{crashed_by}");
     for a in &alerts {
         let src = a["src_ip"].as_str().unwrap();
-        let from_attack =
-            src == intruder || (src == engineering && a["rule"] == "policy.setpoint_out_of_bounds");
+        let from_attack = src == intruder
+            || (src == engineering && a["rule"] == "policy.setpoint_out_of_bounds")
+            || a["rule"].as_str().unwrap().starts_with("availability.");
         assert!(
             from_attack,
             "{workers} workers: normal traffic raised an alert: {a}"

@@ -236,6 +236,7 @@ impl Flow {
         if session.is_not_modbus() {
             // Only the connection's end matters now.
             if flags.rst {
+                self.reset(direction, emit);
                 return Some(CloseReason::Reset);
             }
             return fin_seen(&mut tcp.fin, i, flags.fin);
@@ -259,9 +260,36 @@ impl Flow {
             });
         }
         if flags.rst {
+            self.reset(direction, emit);
             return Some(CloseReason::Reset);
         }
         fin_seen(fin, i, flags.fin)
+    }
+
+    /// Whether a segment travelling `direction` comes from the server. `direction` is
+    /// relative to the first guess of the client, which the session may have swapped since.
+    fn sent_by_server(&self, direction: Direction) -> bool {
+        let swapped = (self.info.client.ip(), self.info.client.port()) != self.guessed_client;
+        (direction == Direction::ToClient) != swapped
+    }
+
+    /// Reports an RST and its sender ([`FlowEvent::Reset`]): whether a device drops its
+    /// connections.
+    #[cold]
+    #[inline(never)]
+    fn reset(&mut self, direction: Direction, emit: &mut impl FnMut(&FlowInfo, FlowEvent<'_>)) {
+        let by_server = self.sent_by_server(direction);
+        emit(&self.info, FlowEvent::Reset { by_server });
+    }
+
+    /// A SYN-ACK on this flow: from the server, it says the device takes connections
+    /// ([`FlowEvent::Accepted`]).
+    #[cold]
+    #[inline(never)]
+    fn syn_ack(&mut self, packet: &Dissected<'_>, emit: &mut impl FnMut(&FlowInfo, FlowEvent<'_>)) {
+        if self.sent_by_server(self.direction_of(packet)) {
+            emit(&self.info, FlowEvent::Accepted);
+        }
     }
 
     /// Ends the flow: buffered stream data is flushed, waiting requests are reported.
@@ -449,10 +477,16 @@ impl FlowTable {
             self.sweep(now, emit);
         }
         let key = FlowKey::of(packet);
-        let syn = matches!(packet.transport, Transport::Tcp(f) if f.syn && !f.ack);
+        let (syn, syn_ack) = match packet.transport {
+            Transport::Tcp(f) if f.syn => (!f.ack, f.ack),
+            _ => (false, false),
+        };
         if let Some(slot) = self.lookup(&key, now)
             && let Some(flow) = self.slots.get_mut(slot).and_then(Option::as_mut)
         {
+            if syn_ack {
+                flow.syn_ack(packet, emit);
+            }
             // A SYN with a new initial sequence number opens a new connection on the same ports.
             let reused = syn
                 && flow

@@ -111,7 +111,10 @@ impl Observer for ModbusCounters {
             }
             FlowEvent::Retransmission { .. } => self.retransmissions += 1,
             FlowEvent::OverlapConflict { .. } => self.overlap_conflicts += 1,
-            FlowEvent::Opened | FlowEvent::Closed(_) => {}
+            FlowEvent::Opened
+            | FlowEvent::Accepted
+            | FlowEvent::Reset { .. }
+            | FlowEvent::Closed(_) => {}
         }
     }
 }

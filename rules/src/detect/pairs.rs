@@ -10,15 +10,18 @@
 
 use std::hash::Hasher;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
+use super::availability::{Judgement, Liveness, Outage};
 use super::memo::{Memo, Recall};
 use super::window::Distinct;
 use crate::flow::FlowInfo;
 use crate::policy::Candidates;
 use crate::policy::matcher::{Rate, RateState};
+use crate::time::Timestamp;
 
 /// State kept for one master/target pair, laid out by cache line so that the requests masters
 /// send all day touch two lines of it: the set of the memo the request falls in (one of four
@@ -141,6 +144,14 @@ pub(super) struct Pairs {
     index: FxHashMap<(u128, u128), u32>,
     states: Vec<PairState>,
     recent: Vec<Option<Recent>>,
+    /// What availability knows of each pair whose device answered, by pair id (apart from
+    /// the states: most pairs never need it, and the states' layout is tuned).
+    lives: Vec<Option<Box<Liveness>>>,
+    /// Pairs whose device may be silent, to judge as time passes.
+    pub watched: Vec<u32>,
+    /// The flow (id, first seen) whose request was interned last and its pair: the answer
+    /// that follows on the same flow finds its pair here without hashing addresses.
+    last: (u64, Timestamp, u32),
 }
 
 impl Default for Pairs {
@@ -149,6 +160,9 @@ impl Default for Pairs {
             index: FxHashMap::default(),
             states: Vec::new(),
             recent: vec![None; RECENT],
+            lives: Vec::new(),
+            watched: Vec::new(),
+            last: (0, Timestamp::from_nanos(0), u32::MAX),
         }
     }
 }
@@ -191,9 +205,13 @@ impl Pairs {
                     self.index.clear();
                     self.states.clear();
                     self.recent.fill(None);
+                    self.lives.clear();
+                    self.watched.clear();
+                    self.last = (0, Timestamp::from_nanos(0), u32::MAX);
                 }
                 let id = u32::try_from(self.states.len()).unwrap_or(u32::MAX);
                 self.states.push(PairState::default());
+                self.lives.push(None);
                 self.index.insert(key, id);
                 (id, true)
             }
@@ -204,9 +222,80 @@ impl Pairs {
         (id, new)
     }
 
+    /// Notes that a request of `flow` was just interned as pair `id`, for [`Pairs::answered`].
+    #[inline]
+    pub fn requested(&mut self, flow: &FlowInfo, id: u32) {
+        self.last = (flow.id, flow.first_seen, id);
+    }
+
+    /// The pair of an answer on `flow`: the last request's when it came on the same flow (a
+    /// flow is one (id, first seen) within one flow table), else found by [`Pairs::find`].
+    #[inline]
+    pub fn answered(&mut self, flow: &FlowInfo) -> Option<u32> {
+        let (id, first_seen, pair) = self.last;
+        if id == flow.id && first_seen == flow.first_seen {
+            return Some(pair);
+        }
+        self.find(flow)
+    }
+
+    /// The id of the flow's pair, if the pair is known (unlike [`Pairs::intern`], never makes
+    /// one: a SYN or a stray response does not cost a pair's state).
+    pub fn find(&mut self, flow: &FlowInfo) -> Option<u32> {
+        let fingerprint = fingerprint(flow.client.ip(), flow.server.ip());
+        let slot = (flow.id % RECENT as u64) as usize;
+        if let Some(Some((f, h, id))) = self.recent.get(slot)
+            && *f == flow.id
+            && *h == fingerprint
+        {
+            return Some(*id);
+        }
+        let key = (bits(flow.client.ip()), bits(flow.server.ip()));
+        self.index.get(&key).copied()
+    }
+
     /// The state of pair `id`.
     pub fn get_mut(&mut self, id: u32) -> Option<&mut PairState> {
         self.states.get_mut(id as usize)
+    }
+
+    /// What availability knows of pair `id`, once its device answered.
+    #[inline]
+    pub fn live_mut(&mut self, id: u32) -> Option<&mut Liveness> {
+        self.lives.get_mut(id as usize)?.as_deref_mut()
+    }
+
+    /// What availability knows of pair `id` (`None` inside until its device answers).
+    pub fn liveness(&mut self, id: u32) -> Option<&mut Option<Box<Liveness>>> {
+        self.lives.get_mut(id as usize)
+    }
+
+    /// Judges the silence of every watched pair at `now` (`silence`: how long one may last),
+    /// handing each outage found to `outage`; pairs with nothing left to judge leave the list.
+    pub fn judge_silences(
+        &mut self,
+        now: Timestamp,
+        silence: Duration,
+        outage: &mut impl FnMut(Box<Outage>),
+    ) {
+        let lives = &mut self.lives;
+        self.watched.retain(|&id| {
+            let Some(Some(live)) = lives.get_mut(id as usize) else {
+                return false;
+            };
+            match live.judge(now, silence) {
+                Judgement::Waiting => true,
+                Judgement::Outage(o) => {
+                    live.watched = false;
+                    outage(o);
+                    false
+                }
+                Judgement::Done => {
+                    live.watched = false;
+                    false
+                }
+            }
+        });
     }
 
     /// Forgets everything the policy computed (a new policy is in force).
@@ -218,6 +307,10 @@ impl Pairs {
     /// stay known.
     pub fn restart_windows(&mut self) {
         self.states.iter_mut().for_each(PairState::restart_windows);
+        // A silence's start lies in the future now: availability starts over from the
+        // devices' next answers.
+        self.lives.iter_mut().for_each(|l| *l = None);
+        self.watched.clear();
     }
 }
 

@@ -97,6 +97,7 @@ impl Bench {
             request_ts: Some(ts),
             response_ts: Some(ts),
             request: Request::decode(request).ok(),
+            request_pdu: request,
             response: Response::decode(response).ok(),
         };
         self.event(ts, FlowEvent::Session(&Event::Transaction(t)));
@@ -490,6 +491,7 @@ fn unsolicited(b: &mut Bench, ts: Timestamp) {
         request_ts: None,
         response_ts: Some(ts),
         request: None,
+        request_pdu: &[],
         response: Response::decode(&[3, 2, 0, 1]).ok(),
     };
     b.event(ts, FlowEvent::Session(&Event::Transaction(t)));

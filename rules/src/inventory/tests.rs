@@ -107,6 +107,7 @@ fn a_device_identification_response_names_the_servers_vendor_product_and_revisio
         request_ts: Some(Timestamp::from_secs(10)),
         response_ts: Some(Timestamp::from_secs(10)),
         request: Request::decode(&pdu).ok(),
+        request_pdu: &pdu,
         response: Some(Response::decode(DEVICE_ID).unwrap()),
     };
     inv.observe(

@@ -72,6 +72,26 @@ pub const STEPS: &[Step] = &[
     },
 ];
 
+/// A step apart from the script, as it takes the PLC down for [`super::plc::CRASH`]: every
+/// master polling it meanwhile sees it fall silent.
+pub const CRASH: Step = Step {
+    what: "a crafted write that crashes the PLC's firmware",
+    rule: "availability.device_unresponsive",
+    from_engineering: false,
+};
+
+/// Crashes `plc` with one crafted write from `intruder`, checks once that it is gone, and
+/// waits until it is back and answering again.
+pub async fn crash(intruder: &Link, plc: SocketAddr, say: &(dyn Fn(&Step) + Sync)) {
+    if let Ok(mut ctx) = connect(intruder, plc, 1).await {
+        say(&CRASH);
+        let _ = ask(ctx.write_single_register(super::plc::FRAGILE, 0xDEAD)).await;
+        let _ = ask(ctx.read_holding_registers(0, 1)).await;
+        drop(ctx);
+    }
+    sleep(super::plc::CRASH + Duration::from_secs(4)).await;
+}
+
 /// Plays every step against `plc`: the intruder's steps from `intruder`, the setpoint change
 /// from `engineering`. `say` hears each step as it starts.
 pub async fn attack(

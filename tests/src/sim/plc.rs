@@ -9,7 +9,9 @@
 //! Besides reads and writes it answers diagnostics (8/0 echo; 8/1 restarts communications;
 //! 8/4 silences it for [`LISTEN_ONLY`], like a device in listen-only mode), report server id
 //! (17) and read device identification (43/14). Other functions get illegal-function, unit ids
-//! other than its own get gateway-target-failed.
+//! other than its own get gateway-target-failed. Its firmware has a flaw: a write of a value
+//! of 0x8000 or more to holding register [`FRAGILE`] crashes it for [`CRASH`], during which
+//! it answers nothing (the classic one-packet denial of service).
 
 use std::future::{Ready, ready};
 use std::net::SocketAddr;
@@ -27,6 +29,10 @@ use super::tank::Tank;
 pub const POINTS: u16 = 16;
 /// How long force-listen-only (8/4) silences the PLC.
 pub const LISTEN_ONLY: Duration = Duration::from_secs(3);
+/// The holding register whose write of a large value crashes the PLC.
+pub const FRAGILE: u16 = 15;
+/// How long the crash lasts: longer than otwatch lets a device be silent (20 s).
+pub const CRASH: Duration = Duration::from_secs(25);
 
 /// One simulated PLC.
 #[derive(Debug)]
@@ -148,6 +154,10 @@ impl ProcessPlc {
                     set_coil(tank, i, *v);
                 }
                 Response::WriteMultipleCoils(a, values.len() as u16)
+            }
+            Request::WriteSingleRegister(FRAGILE, 0x8000..) => {
+                state.silent_until = Some(Instant::now() + CRASH);
+                return Ok(None);
             }
             Request::WriteSingleRegister(a, v) => {
                 set_holding(tank, range(a, 1)?.start, v);

@@ -1,0 +1,390 @@
+//! Availability: a device that had been answering a master and fell silent.
+//!
+//! Kept per master/device pair once the device answered the master ([`Liveness`]): when its
+//! silence began (the first request left unanswered since its last answer, or the first
+//! connection attempt it did not accept), how often the master tried since, whether the device
+//! reset a connection meanwhile, and the last requests it received, as evidence.
+//!
+//! A silence is an outage ([`rule::DEVICE_UNRESPONSIVE`]) once it lasts the configured time
+//! (`DEFAULT_SILENCE` unless the policy tunes the rule's `window`) and either the master kept
+//! trying (a second attempt: another request, a retransmission, a reconnect) or the device
+//! reset the connection while a request waited. So a master that stops asking, disconnects
+//! or gives up after one timeout raises nothing, and neither does a device that answers late
+//! (a late answer ends the silence like any other). The judgement is made on the engine's
+//! flush, as capture time passes, and before each event of the pair, never at the end of a
+//! capture: a capture that ends, or is cut short, is not an outage. The alert's time is the silence's start plus the configured
+//! time, whatever the moment the flush came, so the same traffic raises the same alert
+//! whichever capture worker holds the pair.
+//!
+//! The next answer after an outage raises [`rule::DEVICE_RECOVERED`] with how long it lasted.
+//!
+//! [`rule::DEVICE_UNRESPONSIVE`]: crate::alert::rule::DEVICE_UNRESPONSIVE
+//! [`rule::DEVICE_RECOVERED`]: crate::alert::rule::DEVICE_RECOVERED
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::{Facts, evidence};
+use crate::flow::FlowInfo;
+use crate::modbus::{FunctionCode, Request};
+use crate::time::Timestamp;
+use crate::transaction::Transaction;
+
+/// How long a device may stay silent towards a master that keeps trying before it is taken
+/// for down: far above a poller's timeouts and reconnects (1-10 s), and early enough that the
+/// alert comes within 30 s of the silence's start.
+pub const DEFAULT_SILENCE: Duration = Duration::from_secs(20);
+
+/// Unanswered requests remembered as evidence: the first ones of the silence.
+const RECENT: usize = 3;
+
+/// Bytes of a request's PDU kept as evidence (an alert's `evidence` shows 64 bytes of frame).
+const RAW: usize = 64;
+
+/// A request the device left unanswered, as evidence: its PDU as the transaction tracker kept
+/// it, reported when the tracker gave up on it (after its timeout, or when the connection
+/// closed). Taken from there, not from every request, so polling costs nothing here.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    ts: Timestamp,
+    transaction_id: Option<u16>,
+    unit: u8,
+    /// Bytes of `pdu` kept.
+    len: u8,
+    pdu: [u8; RAW],
+}
+
+impl Sent {
+    const EMPTY: Self = Self {
+        ts: Timestamp::from_nanos(0),
+        transaction_id: None,
+        unit: 0,
+        len: 0,
+        pdu: [0; RAW],
+    };
+
+    fn pdu(&self) -> &[u8] {
+        self.pdu.get(..usize::from(self.len)).unwrap_or_default()
+    }
+
+    /// The request's frame as it was on the wire: the MBAP header or the RTU CRC around its
+    /// PDU (cut at [`RAW`] bytes, which the evidence shows at most).
+    fn frame(&self) -> Vec<u8> {
+        let pdu = self.pdu();
+        let mut frame = Vec::with_capacity(pdu.len() + 7);
+        match self.transaction_id {
+            Some(tid) => {
+                frame.extend_from_slice(&tid.to_be_bytes());
+                frame.extend_from_slice(&[0, 0]);
+                frame.extend_from_slice(&(pdu.len() as u16 + 1).to_be_bytes());
+                frame.push(self.unit);
+                frame.extend_from_slice(pdu);
+            }
+            None => {
+                frame.push(self.unit);
+                frame.extend_from_slice(pdu);
+                let crc = crate::modbus::crc16(&frame);
+                frame.extend_from_slice(&crc.to_le_bytes());
+            }
+        }
+        frame
+    }
+
+    /// The alert's facts of this request: unit, function, range and values, and its frame as
+    /// evidence.
+    fn facts(&self) -> Facts {
+        let pdu = self.pdu();
+        let mut facts = match Request::decode_prefix(pdu) {
+            Ok((request, _)) => Facts::of_request(self.unit, &request, &[]),
+            Err(_) => Facts {
+                unit_id: Some(self.unit),
+                function: pdu.first().and_then(|f| FunctionCode::new(*f).ok()),
+                ..Facts::default()
+            },
+        };
+        facts.evidence = evidence(&self.frame());
+        facts
+    }
+
+    fn describe(&self, out: &mut String) {
+        let facts = self.facts();
+        match facts.function {
+            Some(f) => out.push_str(f.name()),
+            None => out.push_str("request"),
+        }
+        let _ = write!(out, " unit {}", self.unit);
+        if let Some(address) = facts.address {
+            let _ = write!(out, " at {address}");
+            if let Some(quantity) = facts.quantity.filter(|q| *q > 1) {
+                let _ = write!(out, " x{quantity}");
+            }
+        }
+        let _ = write!(out, " at {}", self.ts);
+    }
+}
+
+/// What availability knows of one master/device pair, from the device's first answer on.
+#[derive(Debug)]
+pub(super) struct Liveness {
+    /// The pair's latest flow: the alert's addresses and flow id.
+    flow: FlowInfo,
+    /// The device's last answer.
+    answered: Timestamp,
+    /// When the silence began (the earlier of the two below), if the device is silent.
+    since: Option<Timestamp>,
+    /// When the silence becomes due for judgement, in nanoseconds (`u64::MAX` while there is
+    /// none, or its outage was raised): one comparison on every event of the pair.
+    deadline: u64,
+    /// The first request left unanswered since then.
+    request_waiting: Option<Timestamp>,
+    /// The first connection attempt left unaccepted since the last accept or answer.
+    connect_waiting: Option<Timestamp>,
+    /// Requests, connection attempts and retransmissions since the silence began.
+    attempts: u32,
+    /// Connection attempts among them.
+    connects: u32,
+    /// Whether the device reset a connection while a request waited.
+    reset: bool,
+    /// When the outage raised began, until the device answers again.
+    down: Option<Timestamp>,
+    /// The first requests of the silence left unanswered, in order; `kept` of them.
+    unanswered: [Sent; RECENT],
+    kept: usize,
+    /// Whether the pair is on the engine's list of silences to judge.
+    pub watched: bool,
+}
+
+/// A silence judged an outage: when to date the alert, and what it says.
+pub(super) struct Outage {
+    /// The silence's start plus the configured time.
+    pub ts: Timestamp,
+    /// The pair's latest flow.
+    pub flow: FlowInfo,
+    /// The request the silence began with (or the last before it), with the message.
+    pub facts: Facts,
+}
+
+/// What [`Liveness::judge`] found.
+pub(super) enum Judgement {
+    /// The silence lasted and the master kept trying: raise it.
+    Outage(Box<Outage>),
+    /// Silent, not for long enough yet: ask again later.
+    Waiting,
+    /// Not silent, or already raised: nothing to watch.
+    Done,
+}
+
+impl Liveness {
+    /// A pair whose device just answered, at `ts`, on `flow`.
+    pub fn new(ts: Timestamp, flow: &FlowInfo) -> Box<Self> {
+        Box::new(Self {
+            flow: *flow,
+            answered: ts,
+            since: None,
+            deadline: u64::MAX,
+            request_waiting: None,
+            connect_waiting: None,
+            attempts: 0,
+            connects: 0,
+            reset: false,
+            down: None,
+            unanswered: [Sent::EMPTY; RECENT],
+            kept: 0,
+            watched: false,
+        })
+    }
+
+    fn attempt(&mut self, flow: &FlowInfo) {
+        self.attempts = self.attempts.saturating_add(1);
+        if self.flow.id != flow.id {
+            self.flow = *flow;
+        }
+    }
+
+    /// The master sent a request. Returns whether the pair is to be watched (it is silent
+    /// until an answer comes, and not watched yet).
+    #[inline]
+    pub fn request(&mut self, ts: Timestamp, flow: &FlowInfo, silence: Duration) -> bool {
+        if self.request_waiting.is_none() {
+            self.request_waiting = Some(ts);
+            if self.since.is_none() {
+                self.set_since(Some(ts), silence);
+            }
+        }
+        self.attempt(flow);
+        !self.watched
+    }
+
+    /// The transaction tracker gave up on a request (`t`): kept as evidence if the silence
+    /// began with it or after it, among its first [`RECENT`].
+    pub fn unanswered(&mut self, t: &Transaction<'_>) {
+        let (Some(since), Some(ts)) = (self.request_waiting, t.request_ts) else {
+            return;
+        };
+        if ts < since {
+            return;
+        }
+        let Some(slot) = self.unanswered.get_mut(self.kept) else {
+            return;
+        };
+        let len = t.request_pdu.len().min(RAW);
+        if let (Some(to), Some(from)) = (slot.pdu.get_mut(..len), t.request_pdu.get(..len)) {
+            to.copy_from_slice(from);
+        }
+        slot.len = len as u8;
+        slot.ts = ts;
+        slot.unit = t.unit_id;
+        slot.transaction_id = t.transaction_id;
+        self.kept += 1;
+    }
+
+    /// The master tried to open a connection (a SYN). Returns whether the pair is to be
+    /// watched.
+    pub fn connecting(&mut self, ts: Timestamp, flow: &FlowInfo, silence: Duration) -> bool {
+        if self.connect_waiting.is_none() {
+            self.connect_waiting = Some(ts);
+            if self.since.is_none() {
+                self.set_since(Some(ts), silence);
+            }
+        }
+        self.connects = self.connects.saturating_add(1);
+        self.attempt(flow);
+        !self.watched
+    }
+
+    /// The device accepted a connection: it is not refusing connections (its requests may
+    /// still go unanswered).
+    pub fn accepted(&mut self, silence: Duration) {
+        self.connect_waiting = None;
+        self.set_since(self.request_waiting, silence);
+        if self.since.is_none() {
+            self.quiet();
+        }
+    }
+
+    /// The master resent bytes the device had not acknowledged.
+    pub fn retransmitted(&mut self, flow: &FlowInfo) {
+        if self.since.is_some() {
+            self.attempt(flow);
+        }
+    }
+
+    /// The device reset a connection.
+    pub fn reset_by_device(&mut self) {
+        if self.request_waiting.is_some() {
+            self.reset = true;
+        }
+    }
+
+    /// The device answered at `ts`: whatever silence there was is over. Returns whether an
+    /// outage had been raised (the device recovered; see [`Liveness::recovered`]).
+    #[inline]
+    pub fn answered(&mut self, ts: Timestamp) -> bool {
+        self.answered = ts;
+        if self.since.is_some() {
+            self.since = None;
+            self.deadline = u64::MAX;
+            self.request_waiting = None;
+            self.connect_waiting = None;
+            self.quiet();
+        }
+        self.down.is_some()
+    }
+
+    /// How long the outage raised lasted, up to the answer just seen; ends it.
+    pub fn recovered(&mut self) -> Option<Duration> {
+        let answered = self.answered;
+        self.down.take().map(|since| answered.since(since))
+    }
+
+    /// The device sent bytes the capture lost: the silence is over, but that is no answer to
+    /// tell a recovery by.
+    pub fn sent_something(&mut self, ts: Timestamp) {
+        let down = self.down.take();
+        self.answered(ts);
+        self.down = down;
+    }
+
+    fn quiet(&mut self) {
+        self.kept = 0;
+        self.attempts = 0;
+        self.connects = 0;
+        self.reset = false;
+    }
+
+    /// Sets when the silence began, and so when it is due.
+    fn set_since(&mut self, since: Option<Timestamp>, silence: Duration) {
+        self.since = since;
+        self.deadline = match (since, self.down) {
+            (Some(since), None) => since.saturating_add(silence).as_nanos(),
+            _ => u64::MAX,
+        };
+    }
+
+    /// Whether [`Liveness::judge`] has anything to decide at `now`: a silence not raised yet
+    /// that has lasted as long as it may. Every event of the pair asks this first.
+    #[inline]
+    pub fn due(&self, now: Timestamp) -> bool {
+        now.as_nanos() >= self.deadline
+    }
+
+    /// Judges the silence as of capture time `now`, given how long one may last (`silence`):
+    /// on the engine's flush, and before each of the pair's events so that what comes after a
+    /// silence's end is judged the same whenever the flush came.
+    pub fn judge(&mut self, now: Timestamp, silence: Duration) -> Judgement {
+        let Some(since) = self.since else {
+            return Judgement::Done;
+        };
+        if self.down.is_some() {
+            return Judgement::Done;
+        }
+        if !self.due(now) {
+            return Judgement::Waiting;
+        }
+        if self.attempts < 2 && !self.reset {
+            // The master asked once and stopped asking: no sign the device is gone. The
+            // silence is forgotten; the master's next attempt starts a new one.
+            self.since = None;
+            self.deadline = u64::MAX;
+            self.request_waiting = None;
+            self.connect_waiting = None;
+            self.quiet();
+            return Judgement::Done;
+        }
+        self.down = Some(since);
+        let due = Timestamp::from_nanos(self.deadline);
+        self.deadline = u64::MAX;
+        Judgement::Outage(Box::new(self.outage(since, due, silence)))
+    }
+
+    fn outage(&self, since: Timestamp, due: Timestamp, silence: Duration) -> Outage {
+        let unanswered = self.unanswered.get(..self.kept).unwrap_or_default();
+        let requests = self.attempts.saturating_sub(self.connects);
+        let mut message = format!(
+            "no answer for {} s since {since} (last answer {}): {requests} request(s) and {} connection attempt(s) went unanswered",
+            silence.as_secs(),
+            self.answered,
+            self.connects,
+        );
+        if self.reset {
+            message.push_str("; the device reset the connection");
+        }
+        if !unanswered.is_empty() {
+            message.push_str("; the first requests it left unanswered: ");
+            for (i, sent) in unanswered.iter().enumerate() {
+                if i > 0 {
+                    message.push_str(", ");
+                }
+                sent.describe(&mut message);
+            }
+        }
+        // The request the silence began with is the prime suspect of a crash.
+        let mut facts = unanswered.first().map(Sent::facts).unwrap_or_default();
+        facts.message = Some(message);
+        Outage {
+            ts: due,
+            flow: self.flow,
+            facts,
+        }
+    }
+}
