@@ -799,11 +799,16 @@ fn full_policy_checks(
                 .state
                 .candidates
                 .get_or_insert_with(|| candidates_of(policy));
-            if let Some((v, values)) =
+            if let Some((v, address, value)) =
                 policy.check_read_values(candidates, ts, t.unit_id, request, response)
             {
+                // The register out of its bounds, not the whole read.
                 let mut facts = Facts::of_request(t.unit_id, request, &[]);
-                facts.values = Some(values);
+                if address.is_some() {
+                    facts.address = address;
+                    facts.quantity = Some(1);
+                }
+                facts.values = Some(vec![value]);
                 facts.from_server = true;
                 facts.message = Some(v.detail);
                 findings.push(Pending::Builtin(&rule::PROCESS_VALUE_OUT_OF_BOUNDS, facts));

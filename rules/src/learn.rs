@@ -5,6 +5,9 @@
 //! written and the peak request rate. The policy it writes allows exactly that, with some room:
 //! read ranges separated by small holes are merged, write bounds are rounded outward to two
 //! significant digits of their span, and the rate limit is three times the busiest second seen.
+//! Register values read back become process limits per register (`read_values`), rounded
+//! the same way, except for registers that only grow (counters, clocks) or were read too
+//! rarely to show their range.
 //! Every rule carries a comment saying how many transactions backed it. Targets that behaved
 //! alike (the same masters, units, read functions and read ranges) are written as one group with
 //! one rule per (master, unit), a write seen on some members allowed on all and flagged for
@@ -15,14 +18,75 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use crate::flow::{FlowEvent, FlowInfo};
-use crate::modbus::{Request, Table};
+use crate::modbus::{Request, Response, Table};
 use crate::policy::matcher::RangeSet;
 use crate::session::Event;
 use crate::time::Timestamp;
+use crate::transaction::{Outcome, Transaction};
 
 /// Holes of at most this many addresses between read ranges are allowed too: a master that
 /// polls 0-9 and 12-20 will not be flagged for reading 10.
 const READ_GAP: u16 = 8;
+
+/// Registers per pair whose values are learned; past this many, new registers go unbounded
+/// (memory stays flat whatever a master reads).
+const MAX_REGISTERS: usize = 4096;
+
+/// Reads of a register needed before its values become a bound: a register read a handful of
+/// times has not shown its range.
+const MIN_READS: u64 = 20;
+
+/// The values one register was read back with, and how they moved.
+#[derive(Debug, Clone, Copy, Default)]
+struct Envelope {
+    min: u16,
+    max: u16,
+    last: Option<u16>,
+    reads: u64,
+    rises: u64,
+    /// Decreases, not counting wrap-arounds (a drop of more than half the 16-bit range).
+    falls: u64,
+}
+
+impl Envelope {
+    fn add(&mut self, value: u16) {
+        match self.last {
+            None => (self.min, self.max) = (value, value),
+            Some(last) => {
+                self.min = self.min.min(value);
+                self.max = self.max.max(value);
+                if value > last {
+                    self.rises += 1;
+                } else if value < last && last - value <= u16::MAX / 2 {
+                    self.falls += 1;
+                }
+            }
+        }
+        self.last = Some(value);
+        self.reads += 1;
+    }
+
+    /// A counter, a clock or a totaliser: it only ever went up (wrapping round at most), so
+    /// whatever range it showed, it will leave.
+    fn only_grows(&self) -> bool {
+        self.rises >= 3 && self.falls == 0
+    }
+
+    fn merge(&mut self, other: &Envelope) {
+        if other.reads == 0 {
+            return;
+        }
+        if self.reads == 0 {
+            *self = *other;
+            return;
+        }
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.reads += other.reads;
+        self.rises += other.rises;
+        self.falls += other.falls;
+    }
+}
 
 #[derive(Debug, Default)]
 struct PairStats {
@@ -34,6 +98,8 @@ struct PairStats {
     reads: [Vec<(u16, u16)>; 4],
     writes: [Vec<(u16, u16)>; 4],
     written: Option<(u16, u16)>,
+    /// Values read back per (table index, register).
+    read_values: BTreeMap<(usize, u16), Envelope>,
     second: u64,
     in_second: u32,
     peak_per_second: u32,
@@ -56,13 +122,15 @@ impl Learner {
         self.pairs.values().map(|p| p.requests).sum()
     }
 
-    /// Learns from one flow event (only decoded requests matter).
+    /// Learns from one flow event: decoded requests, and the register values answered reads
+    /// brought back.
     pub fn observe(&mut self, ts: Timestamp, flow: &FlowInfo, event: &FlowEvent<'_>) {
-        let FlowEvent::Session(Event::Request {
-            unit_id, request, ..
-        }) = event
-        else {
-            return;
+        let (unit_id, request) = match event {
+            FlowEvent::Session(Event::Request {
+                unit_id, request, ..
+            }) => (unit_id, request),
+            FlowEvent::Session(Event::Transaction(t)) => return self.read_back(flow, t),
+            _ => return,
         };
         let key = (flow.client.ip(), flow.server.ip(), *unit_id);
         let stats = self.pairs.entry(key).or_default();
@@ -114,6 +182,35 @@ impl Learner {
                 *list = RangeSet::from_ranges(std::mem::take(list))
                     .ranges()
                     .to_vec();
+            }
+        }
+    }
+
+    /// Records the register values an answered read brought back.
+    fn read_back(&mut self, flow: &FlowInfo, t: &Transaction<'_>) {
+        let (Outcome::Answered, Some(request), Some(Response::ReadRegisters { values, .. })) =
+            (t.outcome, &t.request, &t.response)
+        else {
+            return;
+        };
+        let Some((table, address, _)) = request.read_range() else {
+            return;
+        };
+        let key = (flow.client.ip(), flow.server.ip(), t.unit_id);
+        let Some(stats) = self.pairs.get_mut(&key) else {
+            return;
+        };
+        for (i, value) in values.iter().enumerate() {
+            let register = (table_index(table), address.wrapping_add(i as u16));
+            let known = stats.read_values.len();
+            match stats.read_values.get_mut(&register) {
+                Some(envelope) => envelope.add(value),
+                None if known < MAX_REGISTERS => {
+                    let mut envelope = Envelope::default();
+                    envelope.add(value);
+                    stats.read_values.insert(register, envelope);
+                }
+                None => {}
             }
         }
     }
@@ -376,6 +473,12 @@ impl PairStats {
             (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
             (a, b) => a.or(b),
         };
+        for (register, envelope) in &other.read_values {
+            self.read_values
+                .entry(*register)
+                .or_default()
+                .merge(envelope);
+        }
         self.peak_per_second = self.peak_per_second.max(other.peak_per_second);
     }
 }
@@ -422,8 +525,69 @@ fn write_rule(out: &mut String, client: IpAddr, to: &str, unit: u8, s: &PairStat
         let (lo, hi) = round_out(lo, hi);
         let _ = writeln!(out, "write_values = {{ min = {lo}, max = {hi} }}");
     }
+    write_read_values(out, s);
     let rate = s.peak_per_second.saturating_mul(3).max(10);
     let _ = writeln!(out, "rate = \"{rate}/s\"");
+}
+
+/// The process envelope: per register read back often enough, the values seen (and those
+/// written to it, a setpoint read back), rounded outward like written values; neighbouring
+/// registers with the same bounds share an entry. Registers that only grow (counters, clocks)
+/// and those read too rarely are left unbounded, each with a comment.
+fn write_read_values(out: &mut String, s: &PairStats) {
+    let written: Vec<RangeSet> = (0..4)
+        .map(|i| RangeSet::from_ranges(s.writes[i].clone()))
+        .collect();
+    let mut entries: Vec<(usize, u16, u16, (u16, u16))> = Vec::new();
+    let mut left_out: Vec<String> = Vec::new();
+    for (&(table, address), envelope) in &s.read_values {
+        let name = TABLES[table].name();
+        if envelope.only_grows() {
+            left_out.push(format!(
+                "# {name} {address} only grows (a counter or a clock): its values are not bounded"
+            ));
+            continue;
+        }
+        if envelope.reads < MIN_READS {
+            left_out.push(format!(
+                "# {name} {address} was read {} times, too few to learn its range: not bounded",
+                envelope.reads
+            ));
+            continue;
+        }
+        let (mut lo, mut hi) = (envelope.min, envelope.max);
+        if let Some((wlo, whi)) = s.written
+            && written[table].covers_span(address, 1)
+        {
+            (lo, hi) = (lo.min(wlo), hi.max(whi));
+        }
+        let bounds = round_out(lo, hi);
+        match entries.last_mut() {
+            Some((t, _, end, b)) if *t == table && *end + 1 == address && *b == bounds => {
+                *end = address
+            }
+            _ => entries.push((table, address, address, bounds)),
+        }
+    }
+    if !entries.is_empty() {
+        out.push_str("read_values = [\n");
+        for (table, start, end, (lo, hi)) in entries {
+            let registers = if start == end {
+                start.to_string()
+            } else {
+                format!("{start}-{end}")
+            };
+            let _ = writeln!(
+                out,
+                "  {{ {} = \"{registers}\", min = {lo}, max = {hi} }},",
+                TABLES[table].name()
+            );
+        }
+        out.push_str("]\n");
+    }
+    for line in left_out {
+        let _ = writeln!(out, "{line}");
+    }
 }
 
 const TABLES: [Table; 4] = [

@@ -16,7 +16,7 @@ use crate::alert::Severity;
 
 pub use eval::{Candidates, Violation, ViolationKind};
 pub use lint::Warning;
-use matcher::{AddrSet, Bounds, FunctionSet, RangeSet, Rate, TimeWindow, UnitSet};
+use matcher::{AddrSet, Bounds, FunctionSet, RangeSet, Rate, ReadBounds, TimeWindow, UnitSet};
 
 /// The only policy file version this build reads.
 pub const POLICY_VERSION: u32 = 1;
@@ -97,8 +97,8 @@ pub struct Matcher {
     /// Address ranges per table (coils, discrete inputs, holding registers, input registers);
     /// `None` for all tables means any address.
     pub ranges: Option<[Option<RangeSet>; 4]>,
-    /// Bounds on values read back (process-variable limits).
-    pub read_values: Option<Bounds>,
+    /// Bounds on values read back (process-variable limits), per register range.
+    pub read_values: Option<Box<ReadBounds>>,
     /// Masters.
     pub from: AddrSet,
     /// Targets.

@@ -101,7 +101,16 @@ fn policy_learned_on_one_seed_raises_nothing_on_two_million_packets_of_another()
         [10, 10, 1, 10],
         [10, 10, 0, 99],
     );
-    let cases: [(&str, Vec<u8>); 5] = [
+    // A process value read back far outside what the plant's registers ever showed.
+    let mut outside = vec![3, 20];
+    for v in [1u16, 2, 3, 5000, 5, 6, 7, 8, 9, 10] {
+        outside.extend_from_slice(&v.to_be_bytes());
+    }
+    let cases: [(&str, Vec<u8>); 6] = [
+        (
+            "policy.process_value_out_of_bounds",
+            exchange(scada, plc, 1, &[3, 0, 0, 0, 10], &outside),
+        ),
         (
             "policy.unauthorized_write",
             exchange(hmi, plc, 1, &[6, 1, 0x90, 0, 7], &[6, 1, 0x90, 0, 7]),

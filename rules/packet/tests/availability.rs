@@ -116,19 +116,13 @@ impl Conn {
 
     /// An RST from the master or from the PLC.
     fn reset(&self, by_server: bool) -> Vec<u8> {
-        let rst = Flags {
-            rst: true,
-            ..ack()
-        };
+        let rst = Flags { rst: true, ..ack() };
         self.ending(by_server, rst)
     }
 
     /// A FIN from one side.
     fn fin(&self, by_server: bool) -> Vec<u8> {
-        let fin = Flags {
-            fin: true,
-            ..ack()
-        };
+        let fin = Flags { fin: true, ..ack() };
         self.ending(by_server, fin)
     }
 

@@ -786,11 +786,57 @@ fn process_value_outside_its_limits_is_reported_from_the_response() {
     b.exchange(at(0.0), 1, &[3, 0, 0, 0, 2], &[3, 4, 0, 5, 0x0b, 0xb8]);
     let alert = b.finish()[0].clone();
     assert_eq!(alert.rule, "policy.process_value_out_of_bounds");
-    assert_eq!(alert.values, Some(vec![5, 3000]));
+    assert_eq!((alert.address, alert.values), (Some(1), Some(vec![3000])));
     let mut ok = Bench::with_policy(Some(&policy));
     ok.flow.client = "10.0.0.20:40000".parse().unwrap();
     ok.exchange(at(0.0), 1, &[3, 0, 0, 0, 2], &[3, 4, 0, 5, 0, 6]);
     assert!(ok.rules().is_empty());
+}
+
+#[test]
+fn one_register_leaving_its_own_range_alerts_while_its_neighbours_stay_quiet() {
+    // A level (0-1000), a temperature (150-350) and a pump speed (0-100), read together.
+    let policy = with_hmi_rule(
+        "read_values = [\n  { holding_registers = \"0\", min = 0, max = 1000 },\n  { holding_registers = \"1\", min = 150, max = 350 },\n  { holding_registers = \"2\", min = 0, max = 100 },\n]",
+    );
+    let read = [3, 0, 0, 0, 3];
+    let answer = |level: u16, temperature: u16, speed: u16| {
+        let mut pdu = vec![3, 6];
+        for v in [level, temperature, speed] {
+            pdu.extend_from_slice(&v.to_be_bytes());
+        }
+        pdu
+    };
+    let mut b = Bench::with_policy(Some(&policy));
+    b.flow.client = "10.0.0.20:40000".parse().unwrap();
+    // Each within its own range, though the level's 900 is far above the temperature's.
+    b.exchange(at(0.0), 1, &read, &answer(900, 200, 80));
+    assert!(b.rules().is_empty(), "{:?}", b.rules());
+    // The temperature leaves its range; the level and the speed are as before.
+    b.exchange(at(1.0), 1, &read, &answer(900, 420, 80));
+    let alerts = b.finish();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].rule, "policy.process_value_out_of_bounds");
+    assert_eq!((alerts[0].address, alerts[0].quantity), (Some(1), Some(1)));
+    assert_eq!(alerts[0].values, Some(vec![420]));
+    let message = alerts[0].message.as_deref().unwrap_or_default();
+    assert!(message.contains("150..=350"), "{message}");
+}
+
+#[test]
+fn registers_no_range_names_are_bounded_by_the_entry_without_one_or_not_at_all() {
+    let bounded = with_hmi_rule(
+        "read_values = [{ holding_registers = \"0\", min = 0, max = 10 }, { min = 0, max = 100 }]",
+    );
+    let unbounded =
+        with_hmi_rule("read_values = [{ holding_registers = \"0\", min = 0, max = 10 }]");
+    let read = [3, 0, 5, 0, 1];
+    for (policy, expected) in [(bounded, 1), (unbounded, 0)] {
+        let mut b = Bench::with_policy(Some(&policy));
+        b.flow.client = "10.0.0.20:40000".parse().unwrap();
+        b.exchange(at(0.0), 1, &read, &[3, 2, 0x01, 0x00]);
+        assert_eq!(b.finish().len(), expected, "{policy}");
+    }
 }
 
 #[test]

@@ -196,3 +196,76 @@ fn targets_a_master_only_writes_to_are_not_grouped() {
     // The write seen on the first is not allowed on the second.
     assert!(violation(&policy, &b, 1, &[6, 0, 0, 0, 1]).is_some());
 }
+
+/// An answered read of input registers `address..` bringing `values` back.
+fn read_back(l: &mut Learner, f: &FlowInfo, ts: f64, address: u16, values: &[u16]) {
+    let mut pdu = vec![4];
+    pdu.extend_from_slice(&address.to_be_bytes());
+    pdu.extend_from_slice(&(values.len() as u16).to_be_bytes());
+    observe(l, f, ts, 1, &pdu);
+    let mut answer = vec![4, (values.len() * 2) as u8];
+    for v in values {
+        answer.extend_from_slice(&v.to_be_bytes());
+    }
+    let t = Transaction {
+        outcome: Outcome::Answered,
+        transaction_id: Some(1),
+        unit_id: 1,
+        request_ts: None,
+        response_ts: None,
+        request: Request::decode(&pdu).ok(),
+        request_pdu: &pdu,
+        response: Response::decode(&answer).ok(),
+    };
+    l.observe(
+        Timestamp::from_nanos((ts * 1e9) as u64),
+        f,
+        &FlowEvent::Session(&Event::Transaction(t)),
+    );
+}
+
+#[test]
+fn values_read_back_become_bounds_per_register_but_counters_and_rare_reads_stay_free() {
+    let mut l = Learner::new();
+    let hmi = flow("10.0.0.6:40001");
+    for i in 0..200u16 {
+        // A level swinging 400-600, a temperature 200-240 (twice, identical registers 1-2), a
+        // counter that only grows, wrapping round.
+        let level = 400 + (i * 37) % 201;
+        let temperature = 200 + (i * 7) % 41;
+        let counter = 65_000u16.wrapping_add(i * 10);
+        read_back(
+            &mut l,
+            &hmi,
+            f64::from(i),
+            0,
+            &[level, temperature, temperature, counter],
+        );
+    }
+    // Register 9 is read twice only.
+    read_back(&mut l, &hmi, 300.0, 9, &[5]);
+    read_back(&mut l, &hmi, 301.0, 9, &[6]);
+    let text = l.to_policy(&["normal.pcap".into()]);
+    assert!(
+        text.contains("{ input_registers = \"0\", min = 400, max = 600 }"),
+        "{text}"
+    );
+    assert!(
+        text.contains("{ input_registers = \"1-2\", min = 200, max = 240 }"),
+        "{text}"
+    );
+    assert!(
+        text.contains("input_registers 3 only grows (a counter or a clock)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("input_registers 9 was read 2 times"),
+        "{text}"
+    );
+    let (policy, _) = Policy::parse(&text, "learned.toml").unwrap();
+    let limits = policy.allow[0].matcher.read_values.as_deref().unwrap();
+    let bound = |address| limits.of(Some((Table::InputRegisters, address)));
+    assert_eq!(bound(0).map(|b| (b.min, b.max)), Some((400, 600)));
+    assert_eq!(bound(3), None, "the counter is free");
+    assert_eq!(bound(9), None, "the rare one is free");
+}

@@ -9,18 +9,18 @@ use rustc_hash::FxHashMap;
 use toml::Spanned;
 
 use super::matcher::{
-    AddrSet, Bounds, FunctionSet, RangeSet, Rate, TimeWindow, UnitSet, parse_duration,
+    AddrSet, Bounds, FunctionSet, RangeSet, Rate, ReadBounds, TimeWindow, UnitSet, parse_duration,
 };
 use super::syntax::{
     AssetSyntax, BoundsSyntax, DetectorsSyntax, FunctionItem, GroupsSyntax, OneOrMany, PolicyFile,
-    RangeItem, RuleSyntax, TuningSyntax,
+    RangeItem, ReadValuesSyntax, RuleSyntax, TuningSyntax,
 };
 use super::{
     AlertRule, AllowRule, Asset, Criticality, Matcher, POLICY_VERSION, Policy, PolicyError, Role,
     Tuning,
 };
 use crate::alert::{Severity, rule_by_id};
-use crate::modbus::{FunctionClass, FunctionCode};
+use crate::modbus::{FunctionClass, FunctionCode, Table};
 use crate::validate;
 
 /// Where errors point: the text's line starts, for line numbers, and its name.
@@ -545,8 +545,9 @@ fn matcher(
     let read_values = r
         .read_values
         .as_ref()
-        .map(|b| bounds(src, b, &format!("{field}.read_values")))
-        .transpose()?;
+        .map(|b| read_bounds(src, b, &format!("{field}.read_values")))
+        .transpose()?
+        .map(Box::new);
     let rate = r
         .rate
         .as_ref()
@@ -671,8 +672,19 @@ fn range_set(
     list: &Spanned<OneOrMany<RangeItem>>,
     field: &str,
 ) -> Result<RangeSet, PolicyError> {
+    range_list(src, list, list.get_ref(), field)
+}
+
+/// An address list given inside `at` (whose position refusals name).
+fn range_list<T>(
+    src: &Source<'_>,
+    at: &Spanned<T>,
+    items: &OneOrMany<RangeItem>,
+    field: &str,
+) -> Result<RangeSet, PolicyError> {
+    let list = at;
     let mut ranges = Vec::new();
-    for item in list.get_ref().iter() {
+    for item in items.iter() {
         let bad = |text: String| {
             src.at(
                 list,
@@ -703,12 +715,22 @@ fn range_set(
 
 fn bounds(src: &Source<'_>, b: &Spanned<BoundsSyntax>, field: &str) -> Result<Bounds, PolicyError> {
     let v = b.get_ref();
+    min_max(src, b, field, (v.min, v.max))
+}
+
+/// Bounds from `min` and `max` (each 0-65535, defaulting to the widest), refused at `at`.
+fn min_max<T>(
+    src: &Source<'_>,
+    at: &Spanned<T>,
+    field: &str,
+    (min, max): (Option<i64>, Option<i64>),
+) -> Result<Bounds, PolicyError> {
     let check = |x: Option<i64>, default: u16| -> Result<u16, PolicyError> {
         match x {
             None => Ok(default),
             Some(x) => u16::try_from(x).map_err(|_| {
                 src.at(
-                    b,
+                    at,
                     field,
                     format!("{x} is outside 0-65535 (expected a 16-bit register value)"),
                 )
@@ -716,12 +738,12 @@ fn bounds(src: &Source<'_>, b: &Spanned<BoundsSyntax>, field: &str) -> Result<Bo
         }
     };
     let bounds = Bounds {
-        min: check(v.min, 0)?,
-        max: check(v.max, u16::MAX)?,
+        min: check(min, 0)?,
+        max: check(max, u16::MAX)?,
     };
     if bounds.min > bounds.max {
         return Err(src.at(
-            b,
+            at,
             field,
             format!(
                 "min {} is above max {} (expected min <= max)",
@@ -730,6 +752,56 @@ fn bounds(src: &Source<'_>, b: &Spanned<BoundsSyntax>, field: &str) -> Result<Bo
         ));
     }
     Ok(bounds)
+}
+
+/// `read_values`: one bound for every register, or bounds per register range (at most one
+/// table named per entry; an entry naming none bounds the registers no other entry names).
+fn read_bounds(
+    src: &Source<'_>,
+    b: &Spanned<ReadValuesSyntax>,
+    field: &str,
+) -> Result<ReadBounds, PolicyError> {
+    let entries = match b.get_ref() {
+        ReadValuesSyntax::All(all) => {
+            return Ok(ReadBounds {
+                ranges: Vec::new(),
+                rest: Some(min_max(src, b, field, (all.min, all.max))?),
+            });
+        }
+        ReadValuesSyntax::PerRange(entries) => entries,
+    };
+    let mut out = ReadBounds::default();
+    for (i, entry) in entries.iter().enumerate() {
+        let field = format!("{field}[{i}]");
+        let bounds = min_max(src, b, &field, (entry.min, entry.max))?;
+        let table = match (&entry.holding_registers, &entry.input_registers) {
+            (Some(list), None) => Some((Table::HoldingRegisters, list, "holding_registers")),
+            (None, Some(list)) => Some((Table::InputRegisters, list, "input_registers")),
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(src.at(
+                    b,
+                    &field,
+                    "names both holding_registers and input_registers (expected one table per entry)".into(),
+                ));
+            }
+        };
+        match table {
+            Some((table, list, name)) => {
+                let ranges = range_list(src, b, list, &format!("{field}.{name}"))?;
+                out.ranges.push((table, ranges, bounds));
+            }
+            None if out.rest.is_some() => {
+                return Err(src.at(
+                    b,
+                    &field,
+                    "a second entry without a register range (expected holding_registers or input_registers, or one entry for the rest)".into(),
+                ));
+            }
+            None => out.rest = Some(bounds),
+        }
+    }
+    Ok(out)
 }
 
 fn units(

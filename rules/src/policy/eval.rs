@@ -186,7 +186,8 @@ impl Policy {
     }
 
     /// Checks the values of a read response against the process limits of the rule that
-    /// allows its request.
+    /// allows its request: each register against its own range's bound. Returns the first
+    /// value outside, with its register's address (none for a FIFO queue's values).
     pub fn check_read_values(
         &self,
         candidates: &Candidates,
@@ -194,14 +195,12 @@ impl Policy {
         unit: u8,
         request: &Request<'_>,
         response: &Response<'_>,
-    ) -> Option<(Violation, Vec<u16>)> {
+    ) -> Option<(Violation, Option<u16>, u16)> {
         if !candidates.checks_reads {
             return None;
         }
-        let values: Vec<u16> = match response {
-            Response::ReadRegisters { values, .. } | Response::ReadFifoQueue { values } => {
-                values.iter().collect()
-            }
+        let values = match response {
+            Response::ReadRegisters { values, .. } | Response::ReadFifoQueue { values } => values,
             _ => return None,
         };
         let rule = candidates
@@ -209,23 +208,31 @@ impl Policy {
             .iter()
             .filter_map(|&i| self.allow.get(i))
             .find(|r| self.reach(&r.matcher, ts, unit, request).is_ok())?;
-        let bounds = rule.matcher.read_values?;
-        let outside: Vec<u16> = values
-            .iter()
-            .copied()
-            .filter(|v| !bounds.contains(*v))
-            .collect();
-        let first = *outside.first()?;
+        let limits = rule.matcher.read_values.as_deref()?;
+        let start = match response {
+            Response::ReadRegisters { .. } => request.read_range().map(|(t, a, _)| (t, a)),
+            _ => None,
+        };
+        let (register, value, bounds) = values.iter().enumerate().find_map(|(i, value)| {
+            let register = start.map(|(t, a)| (t, a.wrapping_add(i as u16)));
+            let bounds = limits.of(register)?;
+            (!bounds.contains(value)).then_some((register, value, bounds))
+        })?;
+        let at = match register {
+            Some((table, address)) => format!(" at {} {address}", table.name()),
+            None => String::new(),
+        };
         Some((
             Violation {
                 kind: ViolationKind::ProcessValueOutOfBounds,
                 closest: Some(rule.name.clone()),
                 detail: format!(
-                    "value {first} read back outside {}..={} (rule {:?})",
+                    "value {value}{at} read back outside {}..={} (rule {:?})",
                     bounds.min, bounds.max, rule.name
                 ),
             },
-            values,
+            register.map(|(_, a)| a),
+            value,
         ))
     }
 

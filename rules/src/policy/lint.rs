@@ -6,6 +6,7 @@ use rustc_hash::FxHashMap;
 
 use super::matcher::{AddrSet, RangeSet, UnitSet};
 use super::{Asset, Matcher, Policy};
+use crate::modbus::Table;
 
 /// Something in a valid policy that is probably not what its author meant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +48,15 @@ pub(super) fn lint(policy: &Policy) -> Vec<Warning> {
                 line,
                 rule: name.clone(),
                 message: format!("can never match: {why}"),
+            });
+        }
+    }
+    for rule in &policy.allow {
+        if let Some(why) = bounds_never_apply(&rule.matcher) {
+            warnings.push(Warning {
+                line: rule.line,
+                rule: rule.name.clone(),
+                message: why,
             });
         }
     }
@@ -155,6 +165,33 @@ fn never_matches(targets: &Targets<'_>, m: &Matcher) -> Option<String> {
         return Some("its time window is empty".into());
     }
     None
+}
+
+/// A `read_values` entry for registers the rule never lets be read: its bound is never
+/// checked, which usually means a typo in the range or the table.
+fn bounds_never_apply(m: &Matcher) -> Option<String> {
+    let limits = m.read_values.as_deref()?;
+    let ranges = m.ranges.as_ref()?;
+    limits.ranges.iter().find_map(|(table, registers, _)| {
+        let index = match table {
+            Table::HoldingRegisters => 2,
+            _ => 3,
+        };
+        let allowed = ranges.get(index)?.as_ref();
+        let covered = allowed.is_some_and(|a| a.covers(registers));
+        (!covered).then(|| {
+            format!(
+                "read_values bounds {} {} the rule does not allow reading: never checked",
+                table.name(),
+                registers
+                    .ranges()
+                    .iter()
+                    .map(|(a, b)| format!("{a}-{b}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+    })
 }
 
 /// Tables (by index: coils, discrete inputs, holding, input registers) a function touches.

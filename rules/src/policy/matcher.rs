@@ -8,7 +8,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use smallvec::SmallVec;
 
-use crate::modbus::{FunctionClass, FunctionCode, Request};
+use crate::modbus::{FunctionClass, FunctionCode, Request, Table};
 use crate::time::Timestamp;
 
 /// A set of hosts: networks, or everyone.
@@ -252,6 +252,32 @@ impl RangeSet {
     /// Whether no address is covered.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// Process limits on register values read back: bounds per register range (a level, a
+/// temperature, a pump speed each in its own), and one bound for the registers no range names.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReadBounds {
+    /// Bounds of the registers in a range of a table, in the file's order: the first that
+    /// covers a register is its bound.
+    pub ranges: Vec<(Table, RangeSet, Bounds)>,
+    /// The bound of every other register read; none: they are not bounded.
+    pub rest: Option<Bounds>,
+}
+
+impl ReadBounds {
+    /// The bound of register `address` of `table` (`None` for a value without an address,
+    /// such as a FIFO queue's): the first range's that covers it, else the rest's.
+    pub fn of(&self, register: Option<(Table, u16)>) -> Option<Bounds> {
+        register
+            .and_then(|(table, address)| {
+                self.ranges
+                    .iter()
+                    .find(|(t, r, _)| *t == table && r.covers_span(address, 1))
+                    .map(|(_, _, b)| *b)
+            })
+            .or(self.rest)
     }
 }
 

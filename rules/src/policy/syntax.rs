@@ -89,6 +89,30 @@ pub(super) struct BoundsSyntax {
     pub max: Option<i64>,
 }
 
+/// `read_values`: one `{ min, max }` for every register read, or a list of bounds per
+/// register range.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum ReadValuesSyntax {
+    All(BoundsSyntax),
+    PerRange(Vec<RangeBoundsSyntax>),
+}
+
+/// `{ holding_registers = "0-3", min = .., max = .. }` (or `input_registers`; neither: the
+/// registers no other entry names).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RangeBoundsSyntax {
+    #[serde(default)]
+    pub holding_registers: Option<OneOrMany<RangeItem>>,
+    #[serde(default)]
+    pub input_registers: Option<OneOrMany<RangeItem>>,
+    #[serde(default)]
+    pub min: Option<i64>,
+    #[serde(default)]
+    pub max: Option<i64>,
+}
+
 /// `[[allow]]` and `[[alert]]`: what traffic a rule covers, plus (for alerts) what to raise.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,7 +135,7 @@ pub(super) struct RuleSyntax {
     #[serde(default)]
     pub write_values: Option<Spanned<BoundsSyntax>>,
     #[serde(default)]
-    pub read_values: Option<Spanned<BoundsSyntax>>,
+    pub read_values: Option<Spanned<ReadValuesSyntax>>,
     #[serde(default)]
     pub rate: Option<Spanned<String>>,
     #[serde(default)]

@@ -1,4 +1,5 @@
 use super::*;
+use crate::modbus::Table;
 
 const GOOD: &str = r#"
 version = 1
@@ -88,6 +89,70 @@ fn unknown_asset_in_from_names_line_field_and_what_was_expected() {
     assert!(e.message.contains("\"scadaa\""), "{e}");
     assert!(e.message.contains("expected an asset or group name"), "{e}");
     assert!(e.to_string().starts_with("p.toml:28:"), "{e}");
+}
+
+#[test]
+fn read_values_per_register_range_compile_and_bad_entries_name_their_field() {
+    let with = |read_values: &str| {
+        GOOD.replace(
+            "write_values = { min = 0, max = 100 }",
+            &format!("write_values = {{ min = 0, max = 100 }}\nread_values = {read_values}"),
+        )
+    };
+    let text = with(
+        "[\n  { holding_registers = \"0-1\", min = 0, max = 1000 },\n  { input_registers = [3, \"7-9\"], min = 150, max = 350 },\n  { min = 0, max = 5000 },\n]",
+    );
+    let (p, _) = Policy::parse(&text, "p.toml").unwrap();
+    let limits = p.allow[0].matcher.read_values.as_deref().unwrap();
+    let of = |table, address| limits.of(Some((table, address))).map(|b| (b.min, b.max));
+    assert_eq!(of(Table::HoldingRegisters, 1), Some((0, 1000)));
+    assert_eq!(of(Table::InputRegisters, 8), Some((150, 350)));
+    assert_eq!(of(Table::InputRegisters, 1), Some((0, 5000)), "the rest");
+    assert_eq!(
+        limits.of(None).map(|b| b.max),
+        Some(5000),
+        "a FIFO's values"
+    );
+    for (bad, field, says) in [
+        (
+            "[{ holding_registers = \"0\", input_registers = \"0\", min = 1 }]",
+            "allow[0].read_values[0]",
+            "one table per entry",
+        ),
+        (
+            "[{ min = 1 }, { max = 9 }]",
+            "allow[0].read_values[1]",
+            "one entry for the rest",
+        ),
+        (
+            "[{ holding_registers = \"9-2\", min = 1 }]",
+            "allow[0].read_values[0].holding_registers",
+            "start <= end",
+        ),
+        (
+            "[{ holding_registers = \"2\", min = 9, max = 1 }]",
+            "allow[0].read_values[0]",
+            "min <= max",
+        ),
+    ] {
+        let e = error(&with(bad));
+        assert_eq!(e.field, field, "{bad}: {e}");
+        assert!(e.message.contains(says), "{bad}: {e}");
+    }
+    let e = error(&with("[{ coils = \"0\", min = 1 }]"));
+    assert_eq!(e.field, "toml", "{e}");
+    // Bounds of registers the rule does not let be read are never checked: a warning.
+    let (_, warnings) = Policy::parse(
+        &with("[{ holding_registers = \"500\", max = 9 }]"),
+        "p.toml",
+    )
+    .unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.message.contains("holding_registers 500-500")),
+        "{warnings:?}"
+    );
 }
 
 #[test]
