@@ -350,7 +350,9 @@ impl Engine {
                 unit_id, request, ..
             }) => {
                 let interned = pairs.intern(flow);
-                liveness_request(pairs, interned.0, live, flow, &mut noted);
+                let broadcast =
+                    *unit_id == 0 && flow.encapsulation == Some(crate::framing::Encapsulation::Rtu);
+                liveness_request(pairs, (interned.0, broadcast), live, flow, &mut noted);
                 (Some(interned), memo::shape(*unit_id, request))
             }
             FlowEvent::Session(Event::Transaction(t)) if t.outcome != Outcome::Unanswered => {
@@ -491,11 +493,11 @@ struct Noted {
 }
 
 /// Tells availability of a request at `ts` (`silence`: how long a device may be silent) on
-/// pair `id`. A silence that became an outage before it goes to `noted`.
+/// pair `id` (`broadcast`: an RTU broadcast, which no device answers). A silence that became an outage before it goes to `noted`.
 #[inline]
 fn liveness_request(
     pairs: &mut Pairs,
-    id: u32,
+    (id, broadcast): (u32, bool),
     (ts, silence): (Timestamp, Duration),
     flow: &FlowInfo,
     noted: &mut Option<Box<Noted>>,
@@ -506,6 +508,10 @@ fn liveness_request(
     };
     if live.due(ts) {
         judge(live, ts, silence, noted);
+    }
+    if broadcast {
+        // Unit 0 on a serial line is a broadcast: never answered, by design.
+        return;
     }
     if live.request(ts, flow, silence) {
         live.watched = true;
@@ -543,6 +549,10 @@ fn liveness_answer(
     }
 }
 
+/// The shortest request frame (an RTU frame: unit, function, one byte, CRC): resent bytes
+/// fewer than this are a keepalive probe, not a request resent.
+const MIN_REQUEST: usize = 5;
+
 /// What availability hears besides requests and answers, all rare: requests the tracker gave up on, connections opened,
 /// accepted or reset, retransmissions, bytes lost.
 #[cold]
@@ -563,6 +573,9 @@ fn connection_event(
     let Some(live) = pairs.live_mut(id) else {
         return;
     };
+    if flow.server.port() != live.port {
+        return;
+    }
     if live.due(ts) {
         judge(live, ts, silence, noted);
     }
@@ -580,11 +593,14 @@ fn connection_event(
             live.reset_by_device();
             false
         }
+        // A keepalive probe resends one byte: not a request resent.
         FlowEvent::Retransmission {
             direction: Direction::ToServer,
-            ..
+            bytes,
         } => {
-            live.retransmitted(flow);
+            if *bytes >= MIN_REQUEST {
+                live.retransmitted(flow);
+            }
             false
         }
         // The device sent bytes: resent, or lost by the capture.

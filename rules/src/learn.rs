@@ -66,10 +66,10 @@ impl Envelope {
         self.reads += 1;
     }
 
-    /// A counter, a clock or a totaliser: it only ever went up (wrapping round at most), so
-    /// whatever range it showed, it will leave.
+    /// A counter, a clock or a totaliser: it went up (wrapping round, or reset now and then:
+    /// at most one fall for ten rises), so whatever range it showed, it will leave.
     fn only_grows(&self) -> bool {
-        self.rises >= 3 && self.falls == 0
+        self.rises >= 3 && self.falls.saturating_mul(10) <= self.rises
     }
 
     fn merge(&mut self, other: &Envelope) {
@@ -193,14 +193,14 @@ impl Learner {
         else {
             return;
         };
-        let Some((table, address, _)) = request.read_range() else {
+        let Some((table, address, quantity)) = request.read_range() else {
             return;
         };
         let key = (flow.client.ip(), flow.server.ip(), t.unit_id);
         let Some(stats) = self.pairs.get_mut(&key) else {
             return;
         };
-        for (i, value) in values.iter().enumerate() {
+        for (i, value) in values.iter().take(usize::from(quantity)).enumerate() {
             let register = (table_index(table), address.wrapping_add(i as u16));
             let known = stats.read_values.len();
             match stats.read_values.get_mut(&register) {
@@ -530,10 +530,11 @@ fn write_rule(out: &mut String, client: IpAddr, to: &str, unit: u8, s: &PairStat
     let _ = writeln!(out, "rate = \"{rate}/s\"");
 }
 
-/// The process envelope: per register read back often enough, the values seen (and those
-/// written to it, a setpoint read back), rounded outward like written values; neighbouring
-/// registers with the same bounds share an entry. Registers that only grow (counters, clocks)
-/// and those read too rarely are left unbounded, each with a comment.
+/// The process envelope: per register read back often enough, the values seen widened by a
+/// tenth of their span on each side (and by the values the master wrote, when it writes the
+/// register: a setpoint read back), rounded outward like written values; neighbouring
+/// registers with the same bounds share an entry. Registers that only grow (counters, clocks),
+/// never changed, or were read too rarely are left unbounded, each with a comment.
 fn write_read_values(out: &mut String, s: &PairStats) {
     let written: Vec<RangeSet> = (0..4)
         .map(|i| RangeSet::from_ranges(s.writes[i].clone()))
@@ -541,10 +542,17 @@ fn write_read_values(out: &mut String, s: &PairStats) {
     let mut entries: Vec<(usize, u16, u16, (u16, u16))> = Vec::new();
     let mut left_out: Vec<String> = Vec::new();
     for (&(table, address), envelope) in &s.read_values {
-        let name = TABLES[table].name();
+        let name = TABLES.get(table).map_or("registers", |t| t.name());
         if envelope.only_grows() {
             left_out.push(format!(
                 "# {name} {address} only grows (a counter or a clock): its values are not bounded"
+            ));
+            continue;
+        }
+        if envelope.min == envelope.max {
+            left_out.push(format!(
+                "# {name} {address} never changed while learning ({}): not bounded",
+                envelope.min
             ));
             continue;
         }
@@ -555,15 +563,24 @@ fn write_read_values(out: &mut String, s: &PairStats) {
             ));
             continue;
         }
-        let (mut lo, mut hi) = (envelope.min, envelope.max);
+        // A tenth of the span on each side: the learning window seldom saw the extremes.
+        let margin = ((envelope.max - envelope.min) / 10).max(1);
+        let (mut lo, mut hi) = (
+            envelope.min.saturating_sub(margin),
+            envelope.max.saturating_add(margin),
+        );
         if let Some((wlo, whi)) = s.written
-            && written[table].covers_span(address, 1)
+            && written
+                .get(table)
+                .is_some_and(|w| w.covers_span(address, 1))
         {
             (lo, hi) = (lo.min(wlo), hi.max(whi));
         }
         let bounds = round_out(lo, hi);
         match entries.last_mut() {
-            Some((t, _, end, b)) if *t == table && *end + 1 == address && *b == bounds => {
+            Some((t, _, end, b))
+                if *t == table && end.checked_add(1) == Some(address) && *b == bounds =>
+            {
                 *end = address
             }
             _ => entries.push((table, address, address, bounds)),
@@ -580,7 +597,7 @@ fn write_read_values(out: &mut String, s: &PairStats) {
             let _ = writeln!(
                 out,
                 "  {{ {} = \"{registers}\", min = {lo}, max = {hi} }},",
-                TABLES[table].name()
+                TABLES.get(table).map_or("holding_registers", |t| t.name())
             );
         }
         out.push_str("]\n");

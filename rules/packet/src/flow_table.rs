@@ -518,6 +518,10 @@ impl FlowTable {
         let mut flow = Flow::new(self.next_id, packet, &self.config, now);
         self.counters.created += 1;
         emit(&flow.info, FlowEvent::Opened);
+        if syn_ack {
+            // Picked up at the server's answer to a SYN the capture missed.
+            flow.syn_ack(packet, emit);
+        }
         match flow.packet(now, packet, emit) {
             Some(reason) => flow.close(now, reason, emit),
             None => self.insert(key, flow, now),

@@ -27,6 +27,8 @@ struct Capture {
 struct Conn {
     client: [u8; 4],
     port: u16,
+    /// The PLC's port: 502 unless another service of it is tried.
+    plc_port: u16,
     client_seq: u32,
     server_seq: u32,
     tid: u16,
@@ -46,6 +48,7 @@ impl Conn {
         Self {
             client,
             port,
+            plc_port: 502,
             client_seq: 1_000,
             server_seq: 50_000,
             tid: 0,
@@ -54,9 +57,9 @@ impl Conn {
 
     fn segment(&self, to_server: bool, seq: u32, flags: Flags, payload: &[u8]) -> Vec<u8> {
         let (src, dst, sport, dport, ack) = if to_server {
-            (self.client, PLC, self.port, 502, self.server_seq)
+            (self.client, PLC, self.port, self.plc_port, self.server_seq)
         } else {
-            (PLC, self.client, 502, self.port, self.client_seq)
+            (PLC, self.client, self.plc_port, self.port, self.client_seq)
         };
         let mut tcp = PacketBuilder::ethernet2([1; 6], [2; 6])
             .ipv4(src, dst, 64)
@@ -397,5 +400,24 @@ fn the_policy_tunes_how_long_a_device_may_be_silent_or_turns_the_rule_off() {
     assert!((secs(down[0].ts) - end as f64 / 1e3 - 5.0).abs() < 1e-6);
     let (capture, _) = crash();
     let alerts = capture.alerts(Some(&tuned("enabled = false")));
+    assert!(alerts.is_empty(), "{alerts:#?}");
+}
+
+#[test]
+fn connections_refused_on_another_port_of_the_device_are_not_an_outage() {
+    let mut capture = Capture::default();
+    let mut conn = Conn::new(HMI, 40_000);
+    let end = capture.polled(&mut conn, 1_000, 10, 5);
+    // An engineering tool knocks on the PLC's S7 port every 3 s for a minute: refused.
+    for i in 0..20 {
+        let mut other = Conn::new(HMI, 41_000 + i);
+        other.plc_port = 102;
+        let t = end + u64::from(i) * 3_000;
+        capture.at(t, other.syn());
+        capture.at(t + 1, other.reset(true));
+    }
+    // The Modbus poll goes on, slowly.
+    capture.poll(&mut conn, end + 30_000, 2, 5);
+    let alerts = capture.alerts(None);
     assert!(alerts.is_empty(), "{alerts:#?}");
 }

@@ -3,7 +3,8 @@
 //! Kept per master/device pair once the device answered the master ([`Liveness`]): when its
 //! silence began (the first request left unanswered since its last answer, or the first
 //! connection attempt it did not accept), how often the master tried since, whether the device
-//! reset a connection meanwhile, and the last requests it received, as evidence.
+//! reset a connection meanwhile, and the first requests it left unanswered (as the transaction
+//! tracker reports them, once it gives up on them), as evidence.
 //!
 //! A silence is an outage ([`rule::DEVICE_UNRESPONSIVE`]) once it lasts the configured time
 //! (`DEFAULT_SILENCE` unless the policy tunes the rule's `window`) and either the master kept
@@ -38,8 +39,9 @@ pub const DEFAULT_SILENCE: Duration = Duration::from_secs(20);
 /// Unanswered requests remembered as evidence: the first ones of the silence.
 const RECENT: usize = 3;
 
-/// Bytes of a request's PDU kept as evidence (an alert's `evidence` shows 64 bytes of frame).
-const RAW: usize = 64;
+/// Bytes of a request's PDU kept as evidence: a whole PDU (at most 253 bytes), so its facts
+/// decode again (the alert's `evidence` shows the frame's first 64 bytes).
+const RAW: usize = 253;
 
 /// A request the device left unanswered, as evidence: its PDU as the transaction tracker kept
 /// it, reported when the tracker gave up on it (after its timeout, or when the connection
@@ -128,6 +130,9 @@ impl Sent {
 pub(super) struct Liveness {
     /// The pair's latest flow: the alert's addresses and flow id.
     flow: FlowInfo,
+    /// The device's Modbus port (where it first answered): connections to its other ports
+    /// (a web server, another protocol) say nothing of its Modbus service.
+    pub port: u16,
     /// The device's last answer.
     answered: Timestamp,
     /// When the silence began (the earlier of the two below), if the device is silent.
@@ -179,6 +184,7 @@ impl Liveness {
     pub fn new(ts: Timestamp, flow: &FlowInfo) -> Box<Self> {
         Box::new(Self {
             flow: *flow,
+            port: flow.server.port(),
             answered: ts,
             since: None,
             deadline: u64::MAX,
@@ -361,8 +367,8 @@ impl Liveness {
         let unanswered = self.unanswered.get(..self.kept).unwrap_or_default();
         let requests = self.attempts.saturating_sub(self.connects);
         let mut message = format!(
-            "no answer for {} s since {since} (last answer {}): {requests} request(s) and {} connection attempt(s) went unanswered",
-            silence.as_secs(),
+            "no answer for {} since {since} (last answer {}): {requests} request(s) and {} connection attempt(s) went unanswered",
+            humantime::format_duration(silence),
             self.answered,
             self.connects,
         );

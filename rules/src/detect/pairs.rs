@@ -169,7 +169,8 @@ impl Default for Pairs {
 
 impl Pairs {
     /// Most pairs held: a plant has hundreds, a sweep of a large subnet tens of thousands. A
-    /// pair's state is one inline record (640 bytes), so this bounds it to about 32 MB.
+    /// pair's state is one inline record (640 bytes), plus availability's (about 900 bytes)
+    /// once its device answered, so this bounds it to about 32 MB, 77 MB if every pair did.
     pub const MAX: usize = 50_000;
 
     /// The id of the flow's pair, and whether the pair is new.

@@ -247,11 +247,11 @@ fn values_read_back_become_bounds_per_register_but_counters_and_rare_reads_stay_
     read_back(&mut l, &hmi, 301.0, 9, &[6]);
     let text = l.to_policy(&["normal.pcap".into()]);
     assert!(
-        text.contains("{ input_registers = \"0\", min = 400, max = 600 }"),
+        text.contains("{ input_registers = \"0\", min = 380, max = 620 }"),
         "{text}"
     );
     assert!(
-        text.contains("{ input_registers = \"1-2\", min = 200, max = 240 }"),
+        text.contains("{ input_registers = \"1-2\", min = 196, max = 244 }"),
         "{text}"
     );
     assert!(
@@ -265,7 +265,7 @@ fn values_read_back_become_bounds_per_register_but_counters_and_rare_reads_stay_
     let (policy, _) = Policy::parse(&text, "learned.toml").unwrap();
     let limits = policy.allow[0].matcher.read_values.as_deref().unwrap();
     let bound = |address| limits.of(Some((Table::InputRegisters, address)));
-    assert_eq!(bound(0).map(|b| (b.min, b.max)), Some((400, 600)));
+    assert_eq!(bound(0).map(|b| (b.min, b.max)), Some((380, 620)));
     assert_eq!(bound(3), None, "the counter is free");
     assert_eq!(bound(9), None, "the rare one is free");
 }

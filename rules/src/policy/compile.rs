@@ -13,7 +13,7 @@ use super::matcher::{
 };
 use super::syntax::{
     AssetSyntax, BoundsSyntax, DetectorsSyntax, FunctionItem, GroupsSyntax, OneOrMany, PolicyFile,
-    RangeItem, ReadValuesSyntax, RuleSyntax, TuningSyntax,
+    RangeBoundsSyntax, RangeItem, RuleSyntax, TuningSyntax,
 };
 use super::{
     AlertRule, AllowRule, Asset, Criticality, Matcher, POLICY_VERSION, Policy, PolicyError, Role,
@@ -754,25 +754,53 @@ fn min_max<T>(
     Ok(bounds)
 }
 
-/// `read_values`: one bound for every register, or bounds per register range (at most one
-/// table named per entry; an entry naming none bounds the registers no other entry names).
+/// `read_values`: one `{ min, max }`, with or without a register range, or a list of them
+/// (at most one table named per entry; an entry naming none bounds the registers no other
+/// entry names).
 fn read_bounds(
     src: &Source<'_>,
-    b: &Spanned<ReadValuesSyntax>,
+    b: &Spanned<toml::Value>,
     field: &str,
 ) -> Result<ReadBounds, PolicyError> {
-    let entries = match b.get_ref() {
-        ReadValuesSyntax::All(all) => {
-            return Ok(ReadBounds {
-                ranges: Vec::new(),
-                rest: Some(min_max(src, b, field, (all.min, all.max))?),
-            });
-        }
-        ReadValuesSyntax::PerRange(entries) => entries,
+    let entry = |value: &toml::Value, field: &str| {
+        value.clone().try_into::<RangeBoundsSyntax>().map_err(|e| {
+            src.at(
+                b,
+                field,
+                format!(
+                    "{} (expected {{ min = .., max = .. }}, with holding_registers or input_registers for a range)",
+                    e.message().trim()
+                ),
+            )
+        })
     };
-    let mut out = ReadBounds::default();
+    let entries = match b.get_ref() {
+        toml::Value::Table(_) => vec![entry(b.get_ref(), field)?],
+        toml::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| entry(item, &format!("{field}[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?,
+        other => {
+            return Err(src.at(
+                b,
+                field,
+                format!(
+                    "a {} (expected {{ min = .., max = .. }} or a list of them per register range)",
+                    other.type_str()
+                ),
+            ));
+        }
+    };
+    let listed = matches!(b.get_ref(), toml::Value::Array(_));
+    let mut ranges = Vec::new();
+    let mut rest = None;
     for (i, entry) in entries.iter().enumerate() {
-        let field = format!("{field}[{i}]");
+        let field = if listed {
+            format!("{field}[{i}]")
+        } else {
+            field.to_string()
+        };
         let bounds = min_max(src, b, &field, (entry.min, entry.max))?;
         let table = match (&entry.holding_registers, &entry.input_registers) {
             (Some(list), None) => Some((Table::HoldingRegisters, list, "holding_registers")),
@@ -788,20 +816,20 @@ fn read_bounds(
         };
         match table {
             Some((table, list, name)) => {
-                let ranges = range_list(src, b, list, &format!("{field}.{name}"))?;
-                out.ranges.push((table, ranges, bounds));
+                let set = range_list(src, b, list, &format!("{field}.{name}"))?;
+                ranges.push((table, set, bounds));
             }
-            None if out.rest.is_some() => {
+            None if rest.is_some() => {
                 return Err(src.at(
                     b,
                     &field,
                     "a second entry without a register range (expected holding_registers or input_registers, or one entry for the rest)".into(),
                 ));
             }
-            None => out.rest = Some(bounds),
+            None => rest = Some(bounds),
         }
     }
-    Ok(out)
+    Ok(ReadBounds::new(ranges, rest))
 }
 
 fn units(

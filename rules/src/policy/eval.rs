@@ -209,15 +209,22 @@ impl Policy {
             .filter_map(|&i| self.allow.get(i))
             .find(|r| self.reach(&r.matcher, ts, unit, request).is_ok())?;
         let limits = rule.matcher.read_values.as_deref()?;
-        let start = match response {
-            Response::ReadRegisters { .. } => request.read_range().map(|(t, a, _)| (t, a)),
-            _ => None,
+        let (start, quantity) = match (response, request.read_range()) {
+            (Response::ReadRegisters { .. }, Some((t, a, q))) => (Some((t, a)), usize::from(q)),
+            _ => (None, usize::MAX),
         };
-        let (register, value, bounds) = values.iter().enumerate().find_map(|(i, value)| {
-            let register = start.map(|(t, a)| (t, a.wrapping_add(i as u16)));
-            let bounds = limits.of(register)?;
-            (!bounds.contains(value)).then_some((register, value, bounds))
-        })?;
+        // Values past the quantity asked (a response padded to a whole byte count) belong to
+        // no register read.
+        let (register, value, bounds) =
+            values
+                .iter()
+                .take(quantity)
+                .enumerate()
+                .find_map(|(i, value)| {
+                    let register = start.map(|(t, a)| (t, a.wrapping_add(i as u16)));
+                    let bounds = limits.of(register)?;
+                    (!bounds.contains(value)).then_some((register, value, bounds))
+                })?;
         let at = match register {
             Some((table, address)) => format!(" at {} {address}", table.name()),
             None => String::new(),

@@ -171,6 +171,9 @@ fn never_matches(targets: &Targets<'_>, m: &Matcher) -> Option<String> {
 /// checked, which usually means a typo in the range or the table.
 fn bounds_never_apply(m: &Matcher) -> Option<String> {
     let limits = m.read_values.as_deref()?;
+    if limits.ranges.is_empty() && limits.rest.is_none() {
+        return Some("read_values is an empty list: it bounds nothing".into());
+    }
     let ranges = m.ranges.as_ref()?;
     limits.ranges.iter().find_map(|(table, registers, _)| {
         let index = match table {

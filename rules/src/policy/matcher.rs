@@ -2,6 +2,7 @@
 //! address ranges, value bounds, rate limits and time windows. Each one exists only in a valid
 //! form; parsing them is where the policy's errors come from.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -264,20 +265,81 @@ pub struct ReadBounds {
     pub ranges: Vec<(Table, RangeSet, Bounds)>,
     /// The bound of every other register read; none: they are not bounded.
     pub rest: Option<Bounds>,
+    /// `ranges` resolved, first wins, into disjoint intervals per register table (holding,
+    /// input), by first address: a register's bound is one ordered lookup, however many
+    /// ranges a learned policy lists.
+    index: [BTreeMap<u16, (u16, Bounds)>; 2],
 }
 
 impl ReadBounds {
+    /// Bounds for `ranges` (the first that covers a register wins) and for the rest.
+    pub fn new(ranges: Vec<(Table, RangeSet, Bounds)>, rest: Option<Bounds>) -> Self {
+        let mut index: [BTreeMap<u16, (u16, Bounds)>; 2] = Default::default();
+        for (table, set, bounds) in &ranges {
+            if let Some(map) = Self::slot(&mut index, *table) {
+                for &(start, end) in set.ranges() {
+                    insert_uncovered(map, (start, end), *bounds);
+                }
+            }
+        }
+        Self {
+            ranges,
+            rest,
+            index,
+        }
+    }
+
+    fn slot<T>(index: &mut [T; 2], table: Table) -> Option<&mut T> {
+        match table {
+            Table::HoldingRegisters => index.get_mut(0),
+            Table::InputRegisters => index.get_mut(1),
+            _ => None,
+        }
+    }
+
     /// The bound of register `address` of `table` (`None` for a value without an address,
     /// such as a FIFO queue's): the first range's that covers it, else the rest's.
     pub fn of(&self, register: Option<(Table, u16)>) -> Option<Bounds> {
         register
             .and_then(|(table, address)| {
-                self.ranges
-                    .iter()
-                    .find(|(t, r, _)| *t == table && r.covers_span(address, 1))
-                    .map(|(_, _, b)| *b)
+                let map = match table {
+                    Table::HoldingRegisters => self.index.first(),
+                    Table::InputRegisters => self.index.get(1),
+                    _ => None,
+                }?;
+                map.range(..=address)
+                    .next_back()
+                    .filter(|(_, (end, _))| *end >= address)
+                    .map(|(_, (_, bounds))| *bounds)
             })
             .or(self.rest)
+    }
+}
+
+/// Adds the part of `start..=end` that no interval of `map` covers yet, with `bounds`.
+fn insert_uncovered(
+    map: &mut BTreeMap<u16, (u16, Bounds)>,
+    (start, end): (u16, u16),
+    bounds: Bounds,
+) {
+    // The intervals are disjoint and sorted, so their ends are too: those overlapping are the
+    // last ones starting at or before `end` whose end reaches `start`.
+    let mut overlapping: Vec<(u16, u16)> = map
+        .range(..=end)
+        .rev()
+        .take_while(|(_, (e, _))| *e >= start)
+        .map(|(s, (e, _))| (*s, *e))
+        .collect();
+    overlapping.reverse();
+    let mut cursor = u32::from(start);
+    for (s, e) in overlapping {
+        if u32::from(s) > cursor {
+            map.insert(cursor as u16, (s - 1, bounds));
+        }
+        cursor = cursor.max(u32::from(e) + 1);
+    }
+    if cursor <= u32::from(end) {
+        map.insert(cursor as u16, (end, bounds));
     }
 }
 

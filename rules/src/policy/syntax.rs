@@ -89,15 +89,6 @@ pub(super) struct BoundsSyntax {
     pub max: Option<i64>,
 }
 
-/// `read_values`: one `{ min, max }` for every register read, or a list of bounds per
-/// register range.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(super) enum ReadValuesSyntax {
-    All(BoundsSyntax),
-    PerRange(Vec<RangeBoundsSyntax>),
-}
-
 /// `{ holding_registers = "0-3", min = .., max = .. }` (or `input_registers`; neither: the
 /// registers no other entry names).
 #[derive(Debug, Deserialize)]
@@ -135,7 +126,9 @@ pub(super) struct RuleSyntax {
     #[serde(default)]
     pub write_values: Option<Spanned<BoundsSyntax>>,
     #[serde(default)]
-    pub read_values: Option<Spanned<ReadValuesSyntax>>,
+    /// One `{ min, max }` (with or without a register range) or a list of them: read as a
+    /// value first, so a mistake inside names its entry rather than failing as a whole.
+    pub read_values: Option<Spanned<toml::Value>>,
     #[serde(default)]
     pub rate: Option<Spanned<String>>,
     #[serde(default)]

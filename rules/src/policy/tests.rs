@@ -139,8 +139,42 @@ fn read_values_per_register_range_compile_and_bad_entries_name_their_field() {
         assert_eq!(e.field, field, "{bad}: {e}");
         assert!(e.message.contains(says), "{bad}: {e}");
     }
-    let e = error(&with("[{ coils = \"0\", min = 1 }]"));
-    assert_eq!(e.field, "toml", "{e}");
+    // Overlapping ranges: the first entry that covers a register is its bound.
+    let text = with(
+        "[{ holding_registers = [\"5-9\", \"65530-65535\"], max = 10 }, { holding_registers = \"0-65535\", max = 20 }]",
+    );
+    let (p, _) = Policy::parse(&text, "p.toml").unwrap();
+    let limits = p.allow[0].matcher.read_values.as_deref().unwrap();
+    let max = |address| {
+        limits
+            .of(Some((Table::HoldingRegisters, address)))
+            .map(|b| b.max)
+    };
+    assert_eq!(
+        [0, 5, 9, 10, 65529, 65530, 65535].map(max),
+        [20, 10, 10, 20, 20, 10, 10].map(Some)
+    );
+    // A mistake inside an entry names the entry and the key.
+    let e = error(&with("[{ min = 1 }, { coils = \"0\", min = 1 }]"));
+    assert_eq!(e.field, "allow[0].read_values[1]", "{e}");
+    assert!(e.message.contains("coils"), "{e}");
+    let e = error(&with("\"0-1000\""));
+    assert!(e.message.contains("expected { min"), "{e}");
+    // One range alone needs no list.
+    let (p, _) = Policy::parse(&with("{ input_registers = \"5\", max = 9 }"), "p.toml").unwrap();
+    let limits = p.allow[0].matcher.read_values.as_deref().unwrap();
+    assert_eq!(
+        limits.of(Some((Table::InputRegisters, 5))).map(|b| b.max),
+        Some(9)
+    );
+    assert_eq!(limits.of(Some((Table::InputRegisters, 6))), None);
+    let (_, warnings) = Policy::parse(&with("[]"), "p.toml").unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.message.contains("bounds nothing")),
+        "{warnings:?}"
+    );
     // Bounds of registers the rule does not let be read are never checked: a warning.
     let (_, warnings) = Policy::parse(
         &with("[{ holding_registers = \"500\", max = 9 }]"),
