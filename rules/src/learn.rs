@@ -404,12 +404,7 @@ fn write_summary(s: &PairStats) -> String {
     for (i, table) in TABLES.iter().enumerate() {
         let ranges = RangeSet::from_ranges(s.writes[i].clone());
         if !ranges.is_empty() {
-            let list: Vec<String> = ranges
-                .ranges()
-                .iter()
-                .map(|(a, b)| format!("{a}-{b}"))
-                .collect();
-            parts.push(format!("{} {}", table.name(), list.join(", ")));
+            parts.push(format!("{} {}", table.name(), ranges.list("")));
         }
     }
     if let Some((lo, hi)) = s.written {
@@ -513,12 +508,7 @@ fn write_rule(out: &mut String, client: IpAddr, to: &str, unit: u8, s: &PairStat
         let all =
             RangeSet::from_ranges(reads.ranges().iter().chain(&s.writes[i]).copied().collect());
         if !all.is_empty() {
-            let ranges: Vec<String> = all
-                .ranges()
-                .iter()
-                .map(|(a, b)| format!("\"{a}-{b}\""))
-                .collect();
-            let _ = writeln!(out, "{} = [{}]", table.name(), ranges.join(", "));
+            let _ = writeln!(out, "{} = [{}]", table.name(), all.list("\""));
         }
     }
     if let Some((lo, hi)) = s.written {

@@ -286,14 +286,7 @@ impl Liveness {
     /// outage had been raised (the device recovered; see [`Liveness::recovered`]).
     #[inline]
     pub fn answered(&mut self, ts: Timestamp) -> bool {
-        self.answered = ts;
-        if self.since.is_some() {
-            self.since = None;
-            self.deadline = u64::MAX;
-            self.request_waiting = None;
-            self.connect_waiting = None;
-            self.quiet();
-        }
+        self.sent_something(ts);
         self.down.is_some()
     }
 
@@ -303,12 +296,18 @@ impl Liveness {
         self.down.take().map(|since| answered.since(since))
     }
 
-    /// The device sent bytes the capture lost: the silence is over, but that is no answer to
-    /// tell a recovery by.
+    /// The device sent something at `ts` (an answer, or bytes the capture lost): the silence
+    /// is over. Lost bytes are no answer to tell a recovery by, so an outage raised stays.
+    #[inline]
     pub fn sent_something(&mut self, ts: Timestamp) {
-        let down = self.down.take();
-        self.answered(ts);
-        self.down = down;
+        self.answered = ts;
+        if self.since.is_some() {
+            self.since = None;
+            self.deadline = u64::MAX;
+            self.request_waiting = None;
+            self.connect_waiting = None;
+            self.quiet();
+        }
     }
 
     fn quiet(&mut self) {

@@ -181,15 +181,22 @@ impl Pairs {
     /// the same slot and, with IPv6, a hash collision of different addresses.
     #[inline]
     pub fn intern(&mut self, flow: &FlowInfo) -> (u32, bool) {
+        match self.recent_hit(flow) {
+            Ok(id) => (id, false),
+            Err((slot, fingerprint)) => self.intern_afresh(flow, slot, fingerprint),
+        }
+    }
+
+    /// The flow's pair as the flow-id table remembers it, or where to remember it (slot and
+    /// fingerprint of the pair's addresses).
+    #[inline]
+    fn recent_hit(&self, flow: &FlowInfo) -> Result<u32, (usize, u64)> {
         let fingerprint = fingerprint(flow.client.ip(), flow.server.ip());
         let slot = (flow.id % RECENT as u64) as usize;
-        if let Some(Some((f, h, id))) = self.recent.get(slot)
-            && *f == flow.id
-            && *h == fingerprint
-        {
-            return (*id, false);
+        match self.recent.get(slot) {
+            Some(Some((f, h, id))) if *f == flow.id && *h == fingerprint => Ok(*id),
+            _ => Err((slot, fingerprint)),
         }
-        self.intern_afresh(flow, slot, fingerprint)
     }
 
     /// [`Pairs::intern`] past the flow-id table: the pair by its addresses, made if new. Apart,
@@ -232,7 +239,7 @@ impl Pairs {
     /// The pair of an answer on `flow`: the last request's when it came on the same flow (a
     /// flow is one (id, first seen) within one flow table), else found by [`Pairs::find`].
     #[inline]
-    pub fn answered(&mut self, flow: &FlowInfo) -> Option<u32> {
+    pub fn answered(&self, flow: &FlowInfo) -> Option<u32> {
         let (id, first_seen, pair) = self.last;
         if id == flow.id && first_seen == flow.first_seen {
             return Some(pair);
@@ -242,17 +249,11 @@ impl Pairs {
 
     /// The id of the flow's pair, if the pair is known (unlike [`Pairs::intern`], never makes
     /// one: a SYN or a stray response does not cost a pair's state).
-    pub fn find(&mut self, flow: &FlowInfo) -> Option<u32> {
-        let fingerprint = fingerprint(flow.client.ip(), flow.server.ip());
-        let slot = (flow.id % RECENT as u64) as usize;
-        if let Some(Some((f, h, id))) = self.recent.get(slot)
-            && *f == flow.id
-            && *h == fingerprint
-        {
-            return Some(*id);
-        }
-        let key = (bits(flow.client.ip()), bits(flow.server.ip()));
-        self.index.get(&key).copied()
+    pub fn find(&self, flow: &FlowInfo) -> Option<u32> {
+        self.recent_hit(flow).ok().or_else(|| {
+            let key = (bits(flow.client.ip()), bits(flow.server.ip()));
+            self.index.get(&key).copied()
+        })
     }
 
     /// The state of pair `id`.

@@ -682,12 +682,11 @@ fn range_list<T>(
     items: &OneOrMany<RangeItem>,
     field: &str,
 ) -> Result<RangeSet, PolicyError> {
-    let list = at;
     let mut ranges = Vec::new();
     for item in items.iter() {
         let bad = |text: String| {
             src.at(
-                list,
+                at,
                 field,
                 format!("{text} is not an address range (expected an address 0-65535 or \"start-end\" with start <= end)"),
             )

@@ -186,12 +186,7 @@ fn bounds_never_apply(m: &Matcher) -> Option<String> {
             format!(
                 "read_values bounds {} {} the rule does not allow reading: never checked",
                 table.name(),
-                registers
-                    .ranges()
-                    .iter()
-                    .map(|(a, b)| format!("{a}-{b}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                registers.list("")
             )
         })
     })

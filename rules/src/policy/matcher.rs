@@ -254,6 +254,16 @@ impl RangeSet {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The ranges in words, `start-end` each, in `quote`s, joined by commas (policy text,
+    /// comments, warnings).
+    pub fn list(&self, quote: &str) -> String {
+        self.0
+            .iter()
+            .map(|(a, b)| format!("{quote}{a}-{b}{quote}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// Process limits on register values read back: bounds per register range (a level, a
@@ -276,7 +286,7 @@ impl ReadBounds {
     pub fn new(ranges: Vec<(Table, RangeSet, Bounds)>, rest: Option<Bounds>) -> Self {
         let mut index: [BTreeMap<u16, (u16, Bounds)>; 2] = Default::default();
         for (table, set, bounds) in &ranges {
-            if let Some(map) = Self::slot(&mut index, *table) {
+            if let Some(map) = Self::slot(*table).and_then(|i| index.get_mut(i)) {
                 for &(start, end) in set.ranges() {
                     insert_uncovered(map, (start, end), *bounds);
                 }
@@ -289,10 +299,11 @@ impl ReadBounds {
         }
     }
 
-    fn slot<T>(index: &mut [T; 2], table: Table) -> Option<&mut T> {
+    /// Where `table`'s intervals sit in the index: only registers carry values to bound.
+    fn slot(table: Table) -> Option<usize> {
         match table {
-            Table::HoldingRegisters => index.get_mut(0),
-            Table::InputRegisters => index.get_mut(1),
+            Table::HoldingRegisters => Some(0),
+            Table::InputRegisters => Some(1),
             _ => None,
         }
     }
@@ -302,11 +313,7 @@ impl ReadBounds {
     pub fn of(&self, register: Option<(Table, u16)>) -> Option<Bounds> {
         register
             .and_then(|(table, address)| {
-                let map = match table {
-                    Table::HoldingRegisters => self.index.first(),
-                    Table::InputRegisters => self.index.get(1),
-                    _ => None,
-                }?;
+                let map = self.index.get(Self::slot(table)?)?;
                 map.range(..=address)
                     .next_back()
                     .filter(|(_, (end, _))| *end >= address)
