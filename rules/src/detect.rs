@@ -341,25 +341,28 @@ impl Engine {
         let policy = policy.as_deref();
         // Only requests (and, when the policy bounds values read back, answered transactions)
         // need the pair's state: everything else skips the lookup. A request's shape is what
-        // the pair's memo knows it by. Availability hears of requests, answers and what
-        // connections do on the way.
-        let mut noted = None;
-        let live = (ts, *silence);
+        // the pair's memo knows it by. Availability hears of requests and answers only while
+        // a device is silent or down, and of what connections do on the way.
         let (interned, shape) = match event {
             FlowEvent::Session(Event::Request {
                 unit_id, request, ..
             }) => {
                 let interned = pairs.intern(flow);
-                let broadcast =
-                    *unit_id == 0 && flow.encapsulation == Some(crate::framing::Encapsulation::Rtu);
-                liveness_request(pairs, (interned.0, broadcast), live, flow, &mut noted);
+                if pairs.watching() {
+                    let noted = &mut |n| raise_noted((fold, config, policy), n, ts, flow, out);
+                    liveness_request(pairs, interned.0, (ts, *silence), flow, noted);
+                }
                 (Some(interned), memo::shape(*unit_id, request))
             }
             FlowEvent::Session(Event::Transaction(t)) if t.outcome != Outcome::Unanswered => {
                 let interned = (t.outcome == Outcome::Answered
                     && policy.is_some_and(|p| p.checks_reads))
                 .then(|| pairs.intern(flow));
-                liveness_answer(pairs, interned.map(|i| i.0), live, flow, t, &mut noted);
+                if pairs.watching() {
+                    let id = interned.map(|i| i.0);
+                    let noted = &mut |n| raise_noted((fold, config, policy), n, ts, flow, out);
+                    liveness_answer(pairs, id, (ts, *silence), flow, t, noted);
+                }
                 (interned, None)
             }
             FlowEvent::Session(Event::Transaction(_))
@@ -370,15 +373,14 @@ impl Engine {
             | FlowEvent::Gap {
                 direction: Direction::ToClient,
                 ..
-            } => {
-                connection_event(pairs, live, flow, event, &mut noted);
+            }
+            | FlowEvent::Closed(_) => {
+                let noted = &mut |n| raise_noted((fold, config, policy), n, ts, flow, out);
+                connection_event(pairs, (ts, *silence), flow, event, noted);
                 (None, None)
             }
             _ => (None, None),
         };
-        if let Some(noted) = noted {
-            raise_noted((fold, config, policy), *noted, ts, flow, out);
-        }
         let mut pair = interned.and_then(|(id, new)| {
             pairs
                 .get_mut(id)
@@ -399,17 +401,8 @@ impl Engine {
             }
             pair.remember();
         }
-        for pending in findings {
-            match pending {
-                Pending::Builtin(meta, facts) => {
-                    raise(fold, config, policy, meta, ts, flow, facts, out)
-                }
-                Pending::Custom(index, facts) => {
-                    if let Some(policy) = policy {
-                        raise_custom(fold, config, policy, index, ts, flow, facts, out);
-                    }
-                }
-            }
+        if !findings.is_empty() {
+            raise_findings((fold, config, policy), findings, ts, flow, out);
         }
     }
 
@@ -483,62 +476,53 @@ fn raise_outage(
     );
 }
 
-/// What availability found on one event: rare, and raised apart from the event's path.
-#[derive(Default)]
-struct Noted {
+/// What availability found on one event, raised at once (a silence judged before the event
+/// comes before a recovery the event shows): rare, and apart from the event's path.
+enum Noted {
     /// A silence that became an outage before the event.
-    outage: Option<Box<availability::Outage>>,
+    Outage(Box<availability::Outage>),
     /// The device answers again after an outage: the facts of its answer.
-    recovered: Option<Facts>,
+    Recovered(Facts),
 }
 
-/// Tells availability of a request at `ts` (`silence`: how long a device may be silent) on
-/// pair `id` (`broadcast`: an RTU broadcast, which no device answers). A silence that became an outage before it goes to `noted`.
-#[inline]
+/// Tells availability of a request at `ts` on pair `id` while some pair is watched
+/// (`silence`: how long a device may be silent): an attempt, if the device is silent. A
+/// silence that became an outage before it goes to `noted`.
+#[cold]
+#[inline(never)]
 fn liveness_request(
     pairs: &mut Pairs,
-    (id, broadcast): (u32, bool),
+    id: u32,
     (ts, silence): (Timestamp, Duration),
     flow: &FlowInfo,
-    noted: &mut Option<Box<Noted>>,
+    noted: &mut dyn FnMut(Noted),
 ) {
-    pairs.requested(flow, id);
     let Some(live) = pairs.live_mut(id) else {
         return;
     };
     if live.due(ts) {
         judge(live, ts, silence, noted);
     }
-    if broadcast {
-        // Unit 0 on a serial line is a broadcast: never answered, by design.
-        return;
-    }
-    if live.request(ts, flow, silence) {
-        live.watched = true;
-        pairs.watched.push(id);
-    }
+    live.request(flow);
 }
 
-/// Tells availability of an answer (`t`, answered or unsolicited) at `ts` (`interned`: the
-/// pair's id when the engine interned it already). The device's first answer to a master
-/// starts its liveness; its first answer after an outage goes to `noted`.
-#[inline(always)]
+/// Tells availability of an answer (`t`, answered or unsolicited) at `ts` while some pair
+/// is watched (`interned`: the pair's id when the engine interned it already): the silence,
+/// if any, is over; the first answer after an outage goes to `noted`.
+#[cold]
+#[inline(never)]
 fn liveness_answer(
     pairs: &mut Pairs,
     interned: Option<u32>,
     (ts, silence): (Timestamp, Duration),
     flow: &FlowInfo,
     t: &Transaction<'_>,
-    noted: &mut Option<Box<Noted>>,
+    noted: &mut dyn FnMut(Noted),
 ) {
-    let Some(id) = interned.or_else(|| pairs.answered(flow)) else {
+    let Some(id) = interned.or_else(|| pairs.find(flow)) else {
         return;
     };
-    let Some(slot) = pairs.liveness(id) else {
-        return;
-    };
-    let Some(live) = slot.as_deref_mut() else {
-        *slot = Some(Liveness::new(ts, flow));
+    let Some(live) = pairs.live_mut(id) else {
         return;
     };
     if live.due(ts) {
@@ -553,8 +537,9 @@ fn liveness_answer(
 /// fewer than this are a keepalive probe, not a request resent.
 const MIN_REQUEST: usize = 5;
 
-/// What availability hears besides requests and answers, all rare: requests the tracker gave up on, connections opened,
-/// accepted or reset, retransmissions, bytes lost.
+/// What availability hears besides requests and answers, all rare: requests the tracker gave
+/// up on, connections opened, accepted, reset or ended, retransmissions, bytes lost. What a
+/// pair knows starts here, from a flow on which the device answered.
 #[cold]
 #[inline(never)]
 fn connection_event(
@@ -562,7 +547,7 @@ fn connection_event(
     (ts, silence): (Timestamp, Duration),
     flow: &FlowInfo,
     event: &FlowEvent<'_>,
-    noted: &mut Option<Box<Noted>>,
+    noted: &mut dyn FnMut(Noted),
 ) {
     if matches!(event, FlowEvent::Opened) && !flow.handshake_seen {
         return;
@@ -570,8 +555,13 @@ fn connection_event(
     let Some(id) = pairs.find(flow) else {
         return;
     };
-    let Some(live) = pairs.live_mut(id) else {
+    let Some(slot) = pairs.liveness(id) else {
         return;
+    };
+    let live = match (slot, flow.last_answer) {
+        (Some(live), _) => live,
+        (slot @ None, Some(answered)) => slot.insert(Liveness::new(answered, flow)),
+        (None, None) => return,
     };
     if flow.server.port() != live.port {
         return;
@@ -579,18 +569,23 @@ fn connection_event(
     if live.due(ts) {
         judge(live, ts, silence, noted);
     }
-    let watch = match event {
+    let silent = match event {
         FlowEvent::Session(Event::Transaction(t)) => {
-            live.unanswered(t);
-            false
+            // Unit 0 on a serial line is a broadcast: never answered, by design.
+            let broadcast =
+                t.unit_id == 0 && flow.encapsulation == Some(crate::framing::Encapsulation::Rtu);
+            !broadcast && live.gave_up(t, flow, silence)
         }
-        FlowEvent::Opened => live.connecting(ts, flow, silence),
+        FlowEvent::Opened => {
+            live.connecting(ts, flow, silence);
+            true
+        }
         FlowEvent::Accepted => {
             live.accepted(silence);
             false
         }
         FlowEvent::Reset { .. } => {
-            live.reset_by_device();
+            live.reset_by_device(ts);
             false
         }
         // A keepalive probe resends one byte: not a request resent.
@@ -603,14 +598,17 @@ fn connection_event(
             }
             false
         }
+        FlowEvent::Closed(_) => {
+            live.heard(flow);
+            false
+        }
         // The device sent bytes: resent, or lost by the capture.
         _ => {
             live.sent_something(ts);
             false
         }
     };
-    if watch {
-        live.watched = true;
+    if silent && live.watch(ts) {
         pairs.watched.push(id);
     }
 }
@@ -618,23 +616,22 @@ fn connection_event(
 /// Judges a pair's silence before an event at `ts`; an outage goes to `noted`.
 #[cold]
 #[inline(never)]
-fn judge(live: &mut Liveness, ts: Timestamp, silence: Duration, noted: &mut Option<Box<Noted>>) {
+fn judge(live: &mut Liveness, ts: Timestamp, silence: Duration, noted: &mut dyn FnMut(Noted)) {
     if let availability::Judgement::Outage(o) = live.judge(ts, silence) {
-        noted.get_or_insert_with(Box::default).outage = Some(o);
+        noted(Noted::Outage(o));
     }
 }
 
 /// The device answered (`t`) after an outage: its recovery goes to `noted`.
 #[cold]
 #[inline(never)]
-fn recovered(live: &mut Liveness, t: &Transaction<'_>, noted: &mut Option<Box<Noted>>) {
+fn recovered(live: &mut Liveness, t: &Transaction<'_>, noted: &mut dyn FnMut(Noted)) {
     if let Some(downtime) = live.recovered() {
-        noted.get_or_insert_with(Box::default).recovered = Some(recovery(t, downtime));
+        noted(Noted::Recovered(recovery(t, downtime)));
     }
 }
 
-/// Raises what availability noted on one event at `ts` of `flow`: the outage first (it
-/// began earlier), then the recovery.
+/// Raises what availability noted on one event at `ts` of `flow`.
 #[cold]
 #[inline(never)]
 fn raise_noted(
@@ -644,11 +641,9 @@ fn raise_noted(
     flow: &FlowInfo,
     out: &mut impl FnMut(Alert),
 ) {
-    if let Some(outage) = noted.outage {
-        raise_outage(fold, config, policy, outage, out);
-    }
-    if let Some(facts) = noted.recovered {
-        raise(
+    match noted {
+        Noted::Outage(outage) => raise_outage(fold, config, policy, outage, out),
+        Noted::Recovered(facts) => raise(
             fold,
             config,
             policy,
@@ -657,7 +652,7 @@ fn raise_noted(
             flow,
             facts,
             out,
-        );
+        ),
     }
 }
 
@@ -671,6 +666,31 @@ fn recovery(t: &Transaction<'_>, downtime: Duration) -> Facts {
             downtime.as_secs_f64()
         )),
         ..Facts::default()
+    }
+}
+
+/// Raises what the detectors and the policy found on one event at `ts` of `flow`: rare, so
+/// apart from the event's path.
+#[cold]
+#[inline(never)]
+fn raise_findings(
+    (fold, config, policy): (&mut Fold, &DetectionConfig, Option<&Policy>),
+    findings: Vec<Pending>,
+    ts: Timestamp,
+    flow: &FlowInfo,
+    out: &mut impl FnMut(Alert),
+) {
+    for pending in findings {
+        match pending {
+            Pending::Builtin(meta, facts) => {
+                raise(fold, config, policy, meta, ts, flow, facts, out)
+            }
+            Pending::Custom(index, facts) => {
+                if let Some(policy) = policy {
+                    raise_custom(fold, config, policy, index, ts, flow, facts, out);
+                }
+            }
+        }
     }
 }
 

@@ -42,6 +42,9 @@ pub struct FlowInfo {
     pub first_seen: Timestamp,
     /// When bytes of this flow were last lost (a gap in either direction).
     pub last_gap: Option<Timestamp>,
+    /// When the server last answered on this flow (a response, expected or not): how
+    /// availability tells a request the tracker gave up on from a device that fell silent.
+    pub last_answer: Option<Timestamp>,
     /// Whether the connection's opening handshake was captured (a response before any request
     /// is then unsolicited, not a mid-stream pickup).
     pub handshake_seen: bool,

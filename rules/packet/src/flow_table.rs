@@ -18,7 +18,7 @@ use otwatch_rules::flow::{CloseReason, FlowEvent, FlowInfo, Protocol};
 use otwatch_rules::reassembly::{Reassembler, ReassemblyLimits, SegmentFlags, StreamEvent};
 use otwatch_rules::session::{Event, Session, SessionHints};
 use otwatch_rules::time::Timestamp;
-use otwatch_rules::transaction::TrackerConfig;
+use otwatch_rules::transaction::{Outcome, TrackerConfig};
 use rustc_hash::FxBuildHasher;
 use serde::Serialize;
 
@@ -54,13 +54,17 @@ impl Default for FlowConfig {
 /// A flow's identity, independent of which side sent a packet.
 ///
 /// Addresses are kept as 128-bit integers (IPv4 mapped into IPv6) so ordering, hashing and
-/// comparing a key are a few integer operations on the per-packet path.
+/// comparing a key are a few integer operations on the per-packet path; ports, VLAN and
+/// protocol share one word, so a key is 48 bytes and compares in three steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowKey {
-    low: (u128, u16),
-    high: (u128, u16),
-    vlan: u16,
-    protocol: Protocol,
+    /// The lower (address, port) end's address.
+    low: u128,
+    /// The higher end's address.
+    high: u128,
+    /// The lower end's port, the higher end's port, the VLAN id and the protocol, 16 bits
+    /// each.
+    rest: u64,
 }
 
 impl FlowKey {
@@ -68,11 +72,17 @@ impl FlowKey {
         let a = (bits(packet.src), packet.src_port);
         let b = (bits(packet.dst), packet.dst_port);
         let (low, high) = if a <= b { (a, b) } else { (b, a) };
+        let protocol = match protocol(packet.transport) {
+            Protocol::Tcp => 0,
+            Protocol::Udp => 1,
+        };
         Self {
-            low,
-            high,
-            vlan: packet.vlan,
-            protocol: protocol(packet.transport),
+            low: low.0,
+            high: high.0,
+            rest: u64::from(low.1)
+                | u64::from(high.1) << 16
+                | u64::from(packet.vlan) << 32
+                | protocol << 48,
         }
     }
 
@@ -80,13 +90,11 @@ impl FlowKey {
     /// multiplied by their own odd constant (so neighbouring addresses and ports do not cancel
     /// out), then mixed by one more multiplication (Fibonacci hashing).
     fn recent_index(&self) -> usize {
-        let ports =
-            u64::from(self.low.1) | u64::from(self.high.1) << 16 | u64::from(self.vlan) << 32;
-        let mixed = (self.low.0 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            ^ (self.high.0 as u64).wrapping_mul(0xc2b2_ae3d_27d4_eb4f)
-            ^ ((self.low.0 >> 64) as u64 ^ (self.high.0 >> 64) as u64)
+        let mixed = (self.low as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ (self.high as u64).wrapping_mul(0xc2b2_ae3d_27d4_eb4f)
+            ^ ((self.low >> 64) as u64 ^ (self.high >> 64) as u64)
                 .wrapping_mul(0x1656_67b1_9e37_79f9)
-            ^ ports.wrapping_mul(0x27d4_eb2f_1656_67c5);
+            ^ self.rest.wrapping_mul(0x27d4_eb2f_1656_67c5);
         (mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - RECENT.trailing_zeros())) as usize
     }
 }
@@ -166,6 +174,7 @@ impl Flow {
                 requests: 0,
                 first_seen: now,
                 last_gap: None,
+                last_answer: None,
                 handshake_seen: matches!(packet.transport, Transport::Tcp(f) if f.syn),
                 client_mac: packet.macs.map(|(s, d)| if client == src { s } else { d }),
                 server_mac: packet.macs.map(|(s, d)| if client == src { d } else { s }),
@@ -350,6 +359,9 @@ fn session_event(
             }
         }
         Event::Request { .. } => info.requests += 1,
+        Event::Transaction(t) if t.outcome != Outcome::Unanswered => {
+            info.last_answer = t.response_ts;
+        }
         _ => {}
     }
     emit(info, FlowEvent::Session(&event));

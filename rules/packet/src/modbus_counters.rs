@@ -102,6 +102,7 @@ pub struct ModbusCounters {
 }
 
 impl Observer for ModbusCounters {
+    #[inline]
     fn flow_event(&mut self, _ts: Timestamp, _flow: &FlowInfo, event: &FlowEvent<'_>) {
         match event {
             FlowEvent::Session(e) => self.session_event(e),

@@ -421,3 +421,66 @@ fn connections_refused_on_another_port_of_the_device_are_not_an_outage() {
     let alerts = capture.alerts(None);
     assert!(alerts.is_empty(), "{alerts:#?}");
 }
+
+#[test]
+fn a_request_the_device_drops_while_it_answers_the_next_ones_is_no_outage() {
+    let mut capture = Capture::default();
+    let mut conn = Conn::new(HMI, 40_000);
+    let end = capture.polled(&mut conn, 1_000, 10, 5);
+    // One request lost by the device; the poll goes on, answered, for 9 s. The master then
+    // asks once more and hangs up: the tracker gives up on both, and only the last one was
+    // left waiting by a device that had answered everything since the lost one.
+    let (lost, _) = conn.request(READ);
+    capture.at(end, lost);
+    let next = capture.poll(&mut conn, end + 500, 9, 5);
+    let (last, _) = conn.request(READ);
+    capture.at(next + 1_000, last);
+    capture.at(next + 2_000, conn.reset(false));
+    // Time passes with traffic.
+    let mut other = Conn::new([10, 0, 0, 9], 45_000);
+    capture.polled(&mut other, 1_000, 60, 5);
+    let alerts = capture.alerts(None);
+    assert!(alerts.is_empty(), "{alerts:#?}");
+}
+
+#[test]
+fn a_connection_left_unanswered_while_another_of_the_master_is_answered_is_no_outage() {
+    let mut capture = Capture::default();
+    let mut first = Conn::new(HMI, 40_000);
+    capture.polled(&mut first, 1_000, 60, 5);
+    // A second connection of the same master whose requests go unanswered until it resets,
+    // while the first keeps being answered: the device is alive.
+    let mut second = Conn::new(HMI, 40_001);
+    let t = capture.polled(&mut second, 10_000, 2, 5);
+    for i in 0..5 {
+        let (frame, _) = second.request(READ);
+        capture.at(t + i * 1_000, frame);
+    }
+    capture.at(t + 6_000, second.reset(false));
+    let alerts = capture.alerts(None);
+    assert!(alerts.is_empty(), "{alerts:#?}");
+}
+
+#[test]
+fn a_device_silent_to_one_master_is_down_for_it_while_it_answers_another() {
+    let mut capture = Capture::default();
+    let mut hmi = Conn::new(HMI, 40_000);
+    let end = capture.polled(&mut hmi, 1_000, 10, 5);
+    // The HMI's requests go unanswered for 40 s; its stack keeps resending them.
+    let mut t = end;
+    while t < end + 40_000 {
+        let (frame, _) = hmi.request(READ);
+        capture.at(t, frame.clone());
+        capture.at(t + 300, frame);
+        t += 1_000;
+    }
+    // Meanwhile the device answers a historian, polled from another address.
+    let mut historian = Conn::new([10, 0, 0, 9], 45_000);
+    capture.polled(&mut historian, 1_000, 60, 5);
+    let alerts = capture.alerts(None);
+    let down = of_rule(&alerts, "availability.device_unresponsive");
+    assert_eq!(down.len(), 1, "{alerts:#?}");
+    assert_eq!(down[0].src_ip.to_string(), "10.0.0.1");
+    let raised = secs(down[0].ts) - end as f64 / 1e3;
+    assert!((raised - 20.0).abs() < 1e-6, "raised {raised} s after");
+}

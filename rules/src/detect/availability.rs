@@ -3,8 +3,13 @@
 //! Kept per master/device pair once the device answered the master ([`Liveness`]): when its
 //! silence began (the first request left unanswered since its last answer, or the first
 //! connection attempt it did not accept), how often the master tried since, whether the device
-//! reset a connection meanwhile, and the first requests it left unanswered (as the transaction
-//! tracker reports them, once it gives up on them), as evidence.
+//! reset a connection meanwhile, and the first requests it left unanswered, as evidence.
+//!
+//! Polling costs nothing here. A request is known to be unanswered when the transaction
+//! tracker gives up on it (after its timeout, or when the connection ends), and the flow tells
+//! when the device last answered on it ([`FlowInfo::last_answer`]): the silence is dated from
+//! the request. Only while some pair is silent or down does the engine pass requests (to count
+//! attempts) and answers (to end a silence, or tell a recovery) here.
 //!
 //! A silence is an outage ([`rule::DEVICE_UNRESPONSIVE`]) once it lasts the configured time
 //! (`DEFAULT_SILENCE` unless the policy tunes the rule's `window`) and either the master kept
@@ -126,6 +131,12 @@ impl Sent {
 }
 
 /// What availability knows of one master/device pair, from the device's first answer on.
+///
+/// Kept off the path of the pair's requests and answers: a silence starts when the transaction
+/// tracker gives up on a request (after its timeout, or when the connection ends) that the
+/// device left unanswered, or at a connection attempt; only while some pair is silent or down
+/// ([`Liveness::watched`]) do requests and answers come here, to count the master's attempts
+/// and to end the silence.
 #[derive(Debug)]
 pub(super) struct Liveness {
     /// The pair's latest flow: the alert's addresses and flow id.
@@ -133,7 +144,8 @@ pub(super) struct Liveness {
     /// The device's Modbus port (where it first answered): connections to its other ports
     /// (a web server, another protocol) say nothing of its Modbus service.
     pub port: u16,
-    /// The device's last answer.
+    /// The device's last answer known here: its flows' as they end or give up on a request,
+    /// each answer while the pair is watched.
     answered: Timestamp,
     /// When the silence began (the earlier of the two below), if the device is silent.
     since: Option<Timestamp>,
@@ -150,13 +162,24 @@ pub(super) struct Liveness {
     connects: u32,
     /// Whether the device reset a connection while a request waited.
     reset: bool,
+    /// When the device last reset a connection: the requests that connection's end gives up
+    /// on were waiting then.
+    reset_at: Option<Timestamp>,
+    /// Retransmissions of requests by the master before any silence began, on flow
+    /// `retry_flow` since its answer at `retry_epoch`: attempts made before the tracker gave up.
+    retries: u32,
+    retry_flow: u64,
+    retry_epoch: Option<Timestamp>,
+    /// When the pair was last put on the list of silences to judge: requests from then on are
+    /// counted as they come, earlier ones as the tracker gives up on them.
+    watched_from: Timestamp,
     /// When the outage raised began, until the device answers again.
     down: Option<Timestamp>,
     /// The first requests of the silence left unanswered, in order; `kept` of them.
     unanswered: [Sent; RECENT],
     kept: usize,
     /// Whether the pair is on the engine's list of silences to judge.
-    pub watched: bool,
+    watched: bool,
 }
 
 /// A silence judged an outage: when to date the alert, and what it says.
@@ -175,17 +198,19 @@ pub(super) enum Judgement {
     Outage(Box<Outage>),
     /// Silent, not for long enough yet: ask again later.
     Waiting,
-    /// Not silent, or already raised: nothing to watch.
+    /// Down (its outage raised): watched until it answers again.
+    Down,
+    /// Not silent: nothing to watch.
     Done,
 }
 
 impl Liveness {
-    /// A pair whose device just answered, at `ts`, on `flow`.
-    pub fn new(ts: Timestamp, flow: &FlowInfo) -> Box<Self> {
+    /// A pair whose device answered last at `answered`, on `flow`.
+    pub fn new(answered: Timestamp, flow: &FlowInfo) -> Box<Self> {
         Box::new(Self {
             flow: *flow,
             port: flow.server.port(),
-            answered: ts,
+            answered,
             since: None,
             deadline: u64::MAX,
             request_waiting: None,
@@ -193,11 +218,32 @@ impl Liveness {
             attempts: 0,
             connects: 0,
             reset: false,
+            reset_at: None,
+            retries: 0,
+            retry_flow: 0,
+            retry_epoch: None,
+            watched_from: answered,
             down: None,
             unanswered: [Sent::EMPTY; RECENT],
             kept: 0,
             watched: false,
         })
+    }
+
+    /// Puts the pair on the list of silences to judge at `now`, unless it is there: returns
+    /// whether it was not.
+    pub fn watch(&mut self, now: Timestamp) -> bool {
+        if self.watched {
+            return false;
+        }
+        self.watched = true;
+        self.watched_from = now;
+        true
+    }
+
+    /// The pair left the list of silences to judge.
+    pub fn unwatch(&mut self) {
+        self.watched = false;
     }
 
     fn attempt(&mut self, flow: &FlowInfo) {
@@ -207,27 +253,62 @@ impl Liveness {
         }
     }
 
-    /// The master sent a request. Returns whether the pair is to be watched (it is silent
-    /// until an answer comes, and not watched yet).
-    #[inline]
-    pub fn request(&mut self, ts: Timestamp, flow: &FlowInfo, silence: Duration) -> bool {
-        if self.request_waiting.is_none() {
-            self.request_waiting = Some(ts);
-            if self.since.is_none() {
-                self.set_since(Some(ts), silence);
-            }
+    /// The device's last answer on `flow` (if any) is known now.
+    pub fn heard(&mut self, flow: &FlowInfo) {
+        if let Some(answered) = flow.last_answer {
+            self.answered = self.answered.max(answered);
         }
-        self.attempt(flow);
-        !self.watched
     }
 
-    /// The transaction tracker gave up on a request (`t`): kept as evidence if the silence
-    /// began with it or after it, among its first [`RECENT`].
-    pub fn unanswered(&mut self, t: &Transaction<'_>) {
-        let (Some(since), Some(ts)) = (self.request_waiting, t.request_ts) else {
-            return;
+    /// The master sent a request on `flow` while the pair is watched: an attempt, if the
+    /// device is silent.
+    #[inline]
+    pub fn request(&mut self, flow: &FlowInfo) {
+        if self.since.is_some() {
+            self.attempt(flow);
+        }
+    }
+
+    /// The transaction tracker gave up on a request (`t`) of `flow`. If the device
+    /// answered nothing since it was sent, its silence began then (unless it began earlier)
+    /// and the request is kept as evidence among the silence's first [`RECENT`]. Returns
+    /// whether the device is silent.
+    pub fn gave_up(&mut self, t: &Transaction<'_>, flow: &FlowInfo, silence: Duration) -> bool {
+        let Some(sent) = t.request_ts else {
+            return false;
         };
-        if ts < since {
+        self.heard(flow);
+        if self.answered >= sent {
+            // Answered since: one request lost, not a silent device.
+            return false;
+        }
+        match self.request_waiting {
+            None => {
+                self.request_waiting = Some(sent);
+                let since = self.since.map_or(sent, |s| s.min(sent));
+                self.set_since(Some(since), silence);
+                // The master's stack resent it (or what followed) before the tracker gave up.
+                if self.retry_flow == flow.id && self.retry_epoch == flow.last_answer {
+                    self.attempts = self.attempts.saturating_add(self.retries);
+                }
+                self.attempt(flow);
+            }
+            // Sent before anyone counted requests as they came (at the moment the pair was
+            // put on the list, too: that request's own packet made the tracker give up).
+            Some(_) if !self.watched || sent <= self.watched_from => self.attempt(flow),
+            Some(_) => {}
+        }
+        if self.reset_at.is_some_and(|r| r >= sent) {
+            self.reset = true;
+        }
+        self.keep(sent, t);
+        true
+    }
+
+    /// Keeps a request the device left unanswered (`t`, sent at `sent`) as evidence, if the
+    /// silence began with it or after it, among its first [`RECENT`].
+    fn keep(&mut self, sent: Timestamp, t: &Transaction<'_>) {
+        if self.request_waiting.is_none_or(|since| sent < since) {
             return;
         }
         let Some(slot) = self.unanswered.get_mut(self.kept) else {
@@ -238,15 +319,15 @@ impl Liveness {
             to.copy_from_slice(from);
         }
         slot.len = len as u8;
-        slot.ts = ts;
+        slot.ts = sent;
         slot.unit = t.unit_id;
         slot.transaction_id = t.transaction_id;
         self.kept += 1;
     }
 
-    /// The master tried to open a connection (a SYN). Returns whether the pair is to be
-    /// watched.
-    pub fn connecting(&mut self, ts: Timestamp, flow: &FlowInfo, silence: Duration) -> bool {
+    /// The master tried to open a connection (a SYN): the device is silent until it accepts
+    /// one or answers.
+    pub fn connecting(&mut self, ts: Timestamp, flow: &FlowInfo, silence: Duration) {
         if self.connect_waiting.is_none() {
             self.connect_waiting = Some(ts);
             if self.since.is_none() {
@@ -255,7 +336,6 @@ impl Liveness {
         }
         self.connects = self.connects.saturating_add(1);
         self.attempt(flow);
-        !self.watched
     }
 
     /// The device accepted a connection: it is not refusing connections (its requests may
@@ -268,15 +348,23 @@ impl Liveness {
         }
     }
 
-    /// The master resent bytes the device had not acknowledged.
+    /// The master resent bytes of `flow` the device had not acknowledged.
     pub fn retransmitted(&mut self, flow: &FlowInfo) {
         if self.since.is_some() {
             self.attempt(flow);
+            return;
         }
+        if self.retry_flow != flow.id || self.retry_epoch != flow.last_answer {
+            self.retry_flow = flow.id;
+            self.retry_epoch = flow.last_answer;
+            self.retries = 0;
+        }
+        self.retries = self.retries.saturating_add(1);
     }
 
-    /// The device reset a connection.
-    pub fn reset_by_device(&mut self) {
+    /// The device reset a connection at `ts`.
+    pub fn reset_by_device(&mut self, ts: Timestamp) {
+        self.reset_at = Some(ts);
         if self.request_waiting.is_some() {
             self.reset = true;
         }
@@ -300,14 +388,18 @@ impl Liveness {
     /// is over. Lost bytes are no answer to tell a recovery by, so an outage raised stays.
     #[inline]
     pub fn sent_something(&mut self, ts: Timestamp) {
-        self.answered = ts;
+        self.answered = self.answered.max(ts);
         if self.since.is_some() {
-            self.since = None;
-            self.deadline = u64::MAX;
-            self.request_waiting = None;
-            self.connect_waiting = None;
-            self.quiet();
+            self.forget_silence();
         }
+    }
+
+    fn forget_silence(&mut self) {
+        self.since = None;
+        self.deadline = u64::MAX;
+        self.request_waiting = None;
+        self.connect_waiting = None;
+        self.quiet();
     }
 
     fn quiet(&mut self) {
@@ -315,6 +407,7 @@ impl Liveness {
         self.attempts = 0;
         self.connects = 0;
         self.reset = false;
+        self.retries = 0;
     }
 
     /// Sets when the silence began, and so when it is due.
@@ -337,23 +430,19 @@ impl Liveness {
     /// on the engine's flush, and before each of the pair's events so that what comes after a
     /// silence's end is judged the same whenever the flush came.
     pub fn judge(&mut self, now: Timestamp, silence: Duration) -> Judgement {
+        if self.down.is_some() {
+            return Judgement::Down;
+        }
         let Some(since) = self.since else {
             return Judgement::Done;
         };
-        if self.down.is_some() {
-            return Judgement::Done;
-        }
         if !self.due(now) {
             return Judgement::Waiting;
         }
         if self.attempts < 2 && !self.reset {
             // The master asked once and stopped asking: no sign the device is gone. The
             // silence is forgotten; the master's next attempt starts a new one.
-            self.since = None;
-            self.deadline = u64::MAX;
-            self.request_waiting = None;
-            self.connect_waiting = None;
-            self.quiet();
+            self.forget_silence();
             return Judgement::Done;
         }
         self.down = Some(since);

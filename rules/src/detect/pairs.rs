@@ -147,11 +147,9 @@ pub(super) struct Pairs {
     /// What availability knows of each pair whose device answered, by pair id (apart from
     /// the states: most pairs never need it, and the states' layout is tuned).
     lives: Vec<Option<Box<Liveness>>>,
-    /// Pairs whose device may be silent, to judge as time passes.
+    /// Pairs whose device may be silent or is down, to judge as time passes; while there are
+    /// any, requests and answers go to availability.
     pub watched: Vec<u32>,
-    /// The flow (id, first seen) whose request was interned last and its pair: the answer
-    /// that follows on the same flow finds its pair here without hashing addresses.
-    last: (u64, Timestamp, u32),
 }
 
 impl Default for Pairs {
@@ -162,7 +160,6 @@ impl Default for Pairs {
             recent: vec![None; RECENT],
             lives: Vec::new(),
             watched: Vec::new(),
-            last: (0, Timestamp::from_nanos(0), u32::MAX),
         }
     }
 }
@@ -215,7 +212,6 @@ impl Pairs {
                     self.recent.fill(None);
                     self.lives.clear();
                     self.watched.clear();
-                    self.last = (0, Timestamp::from_nanos(0), u32::MAX);
                 }
                 let id = u32::try_from(self.states.len()).unwrap_or(u32::MAX);
                 self.states.push(PairState::default());
@@ -230,21 +226,11 @@ impl Pairs {
         (id, new)
     }
 
-    /// Notes that a request of `flow` was just interned as pair `id`, for [`Pairs::answered`].
+    /// Whether a device is silent or down: availability then hears of every request and
+    /// answer.
     #[inline]
-    pub fn requested(&mut self, flow: &FlowInfo, id: u32) {
-        self.last = (flow.id, flow.first_seen, id);
-    }
-
-    /// The pair of an answer on `flow`: the last request's when it came on the same flow (a
-    /// flow is one (id, first seen) within one flow table), else found by [`Pairs::find`].
-    #[inline]
-    pub fn answered(&self, flow: &FlowInfo) -> Option<u32> {
-        let (id, first_seen, pair) = self.last;
-        if id == flow.id && first_seen == flow.first_seen {
-            return Some(pair);
-        }
-        self.find(flow)
+    pub fn watching(&self) -> bool {
+        !self.watched.is_empty()
     }
 
     /// The id of the flow's pair, if the pair is known (unlike [`Pairs::intern`], never makes
@@ -286,14 +272,13 @@ impl Pairs {
                 return false;
             };
             match live.judge(now, silence) {
-                Judgement::Waiting => true,
+                Judgement::Waiting | Judgement::Down => true,
                 Judgement::Outage(o) => {
-                    live.watched = false;
                     outage(o);
-                    false
+                    true
                 }
                 Judgement::Done => {
-                    live.watched = false;
+                    live.unwatch();
                     false
                 }
             }

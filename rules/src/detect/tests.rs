@@ -23,6 +23,7 @@ fn flow() -> FlowInfo {
         requests: 1,
         first_seen: Timestamp::from_secs(1_000),
         last_gap: None,
+        last_answer: None,
         handshake_seen: true,
         client_mac: None,
         server_mac: None,

@@ -17,6 +17,7 @@ fn flow(client: &str, server: &str) -> FlowInfo {
         requests: 1,
         first_seen: Timestamp::from_secs(1),
         last_gap: None,
+        last_answer: None,
         handshake_seen: true,
         client_mac: Some([0, 0x1d, 0x9c, 0, 0, 9]),
         server_mac: Some([0, 0x80, 0xf4, 0, 0, 3]),

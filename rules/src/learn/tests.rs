@@ -15,6 +15,7 @@ fn flow(client: &str) -> FlowInfo {
         requests: 0,
         first_seen: Timestamp::default(),
         last_gap: None,
+        last_answer: None,
         handshake_seen: true,
         client_mac: None,
         server_mac: None,

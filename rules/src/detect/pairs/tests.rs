@@ -14,6 +14,7 @@ fn flow(id: u64, client: &str, server: &str) -> FlowInfo {
         requests: 0,
         first_seen: Timestamp::from_secs(1),
         last_gap: None,
+        last_answer: None,
         handshake_seen: true,
         client_mac: None,
         server_mac: None,
