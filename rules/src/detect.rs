@@ -350,7 +350,8 @@ impl Engine {
                 let interned = pairs.intern(flow);
                 if pairs.watching() {
                     let noted = &mut |n| raise_noted((fold, config, policy), n, ts, flow, out);
-                    liveness_request(pairs, interned.0, (ts, *silence), flow, noted);
+                    let request = (interned.0, *unit_id);
+                    liveness_request(pairs, request, (ts, *silence), flow, noted);
                 }
                 (Some(interned), memo::shape(*unit_id, request))
             }
@@ -358,7 +359,8 @@ impl Engine {
                 let interned = (t.outcome == Outcome::Answered
                     && policy.is_some_and(|p| p.checks_reads))
                 .then(|| pairs.intern(flow));
-                if pairs.watching() {
+                // A flow's first answer makes the pair known to availability.
+                if pairs.watching() || flow.first_answer == t.response_ts {
                     let id = interned.map(|i| i.0);
                     let noted = &mut |n| raise_noted((fold, config, policy), n, ts, flow, out);
                     liveness_answer(pairs, id, (ts, *silence), flow, t, noted);
@@ -485,14 +487,14 @@ enum Noted {
     Recovered(Facts),
 }
 
-/// Tells availability of a request at `ts` on pair `id` while some pair is watched
-/// (`silence`: how long a device may be silent): an attempt, if the device is silent. A
-/// silence that became an outage before it goes to `noted`.
+/// Tells availability of a request at `ts` on pair `id` to `unit` while some pair is
+/// watched (`silence`: how long a device may be silent): an attempt, if this pair's device is
+/// silent. A silence that became an outage before it goes to `noted`.
 #[cold]
 #[inline(never)]
 fn liveness_request(
     pairs: &mut Pairs,
-    id: u32,
+    (id, unit): (u32, u8),
     (ts, silence): (Timestamp, Duration),
     flow: &FlowInfo,
     noted: &mut dyn FnMut(Noted),
@@ -500,15 +502,23 @@ fn liveness_request(
     let Some(live) = pairs.live_mut(id) else {
         return;
     };
+    if live.quiet_now() {
+        return;
+    }
     if live.due(ts) {
         judge(live, ts, silence, noted);
     }
-    live.request(flow);
+    // Unit 0 on a serial line is a broadcast: never answered, by design, so no attempt.
+    if unit != 0 || flow.encapsulation != Some(crate::framing::Encapsulation::Rtu) {
+        live.request(flow);
+    }
 }
 
-/// Tells availability of an answer (`t`, answered or unsolicited) at `ts` while some pair
-/// is watched (`interned`: the pair's id when the engine interned it already): the silence,
-/// if any, is over; the first answer after an outage goes to `noted`.
+/// Tells availability of an answer (`t`, answered or unsolicited) at `ts`, the first of its
+/// flow or one while some pair is watched (`interned`: the pair's id when the engine interned
+/// it already). The pair's first answer makes it known; an answer ends its device's silence,
+/// and the first after an outage goes to `noted`. Pairs neither silent nor down learn nothing
+/// here, so what they know does not depend on other pairs (on which capture worker holds them).
 #[cold]
 #[inline(never)]
 fn liveness_answer(
@@ -522,14 +532,30 @@ fn liveness_answer(
     let Some(id) = interned.or_else(|| pairs.find(flow)) else {
         return;
     };
-    let Some(live) = pairs.live_mut(id) else {
+    let Some(slot) = pairs.liveness(id) else {
         return;
     };
+    let first = flow.first_answer == t.response_ts;
+    let Some(live) = slot.as_deref_mut() else {
+        if first {
+            *slot = Some(Liveness::new(ts, flow));
+        }
+        return;
+    };
+    if live.quiet_now() {
+        if first {
+            live.heard(flow);
+        }
+        return;
+    }
     if live.due(ts) {
         judge(live, ts, silence, noted);
     }
     if live.answered(ts) {
         recovered(live, t, noted);
+    }
+    if live.quiet_now() {
+        pairs.unwatch(id);
     }
 }
 
@@ -608,7 +634,9 @@ fn connection_event(
             false
         }
     };
-    if silent && live.watch(ts) {
+    if live.quiet_now() {
+        pairs.unwatch(id);
+    } else if silent && live.watch() {
         pairs.watched.push(id);
     }
 }

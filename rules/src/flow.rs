@@ -42,9 +42,13 @@ pub struct FlowInfo {
     pub first_seen: Timestamp,
     /// When bytes of this flow were last lost (a gap in either direction).
     pub last_gap: Option<Timestamp>,
-    /// When the server last answered on this flow (a response, expected or not): how
-    /// availability tells a request the tracker gave up on from a device that fell silent.
+    /// When the server first answered on this flow (a response, expected or not).
+    pub first_answer: Option<Timestamp>,
+    /// When the server last answered on this flow: how availability tells a request the
+    /// tracker gave up on from a device that fell silent.
     pub last_answer: Option<Timestamp>,
+    /// Requests decoded on this flow up to its last answer: those after it wait (or are lost).
+    pub answered_requests: u64,
     /// Whether the connection's opening handshake was captured (a response before any request
     /// is then unsolicited, not a mid-stream pickup).
     pub handshake_seen: bool,

@@ -174,7 +174,9 @@ impl Flow {
                 requests: 0,
                 first_seen: now,
                 last_gap: None,
+                first_answer: None,
                 last_answer: None,
+                answered_requests: 0,
                 handshake_seen: matches!(packet.transport, Transport::Tcp(f) if f.syn),
                 client_mac: packet.macs.map(|(s, d)| if client == src { s } else { d }),
                 server_mac: packet.macs.map(|(s, d)| if client == src { d } else { s }),
@@ -360,7 +362,11 @@ fn session_event(
         }
         Event::Request { .. } => info.requests += 1,
         Event::Transaction(t) if t.outcome != Outcome::Unanswered => {
+            if info.first_answer.is_none() {
+                info.first_answer = t.response_ts;
+            }
             info.last_answer = t.response_ts;
+            info.answered_requests = info.requests;
         }
         _ => {}
     }

@@ -118,6 +118,11 @@ impl Conn {
     }
 
     /// An RST from the master or from the PLC.
+    /// The device's stack acknowledges what the master sent, without answering.
+    fn answer_ack(&self) -> Vec<u8> {
+        self.segment(false, self.server_seq, ack(), &[])
+    }
+
     fn reset(&self, by_server: bool) -> Vec<u8> {
         let rst = Flags { rst: true, ..ack() };
         self.ending(by_server, rst)
@@ -483,4 +488,37 @@ fn a_device_silent_to_one_master_is_down_for_it_while_it_answers_another() {
     assert_eq!(down[0].src_ip.to_string(), "10.0.0.1");
     let raised = secs(down[0].ts) - end as f64 / 1e3;
     assert!((raised - 20.0).abs() < 1e-6, "raised {raised} s after");
+}
+
+#[test]
+fn a_slow_poller_or_a_short_window_is_raised_from_distinct_requests() {
+    // The device hangs; its stack still acknowledges, so nothing is resent: the master asks
+    // again every `every` ms on the same connection, each time a new request.
+    let hang = |every: u64| {
+        let mut capture = Capture::default();
+        let mut conn = Conn::new(HMI, 40_000);
+        let end = capture.polled(&mut conn, 1_000, 10, 5);
+        let mut t = end;
+        while t < end + 60_000 {
+            let (frame, _) = conn.request(READ);
+            capture.at(t, frame);
+            capture.at(t + 1, conn.answer_ack());
+            t += every;
+        }
+        (capture, end)
+    };
+    let (capture, end) = hang(10_000);
+    let alerts = capture.alerts(None);
+    let down = of_rule(&alerts, "availability.device_unresponsive");
+    assert_eq!(down.len(), 1, "{alerts:#?}");
+    assert!((secs(down[0].ts) - end as f64 / 1e3 - 20.0).abs() < 1e-6);
+    let (capture, end) = hang(1_000);
+    let policy = "version = 1\n[[asset]]\nname = \"plc\"\naddresses = [\"10.0.0.2\"]\n\
+                  [[asset]]\nname = \"hmi\"\naddresses = [\"10.0.0.1\"]\n\
+                  [[allow]]\nfrom = \"hmi\"\nto = \"plc\"\nfunctions = [\"read\"]\n\
+                  [detectors.\"availability.device_unresponsive\"]\nwindow = \"5s\"\n";
+    let alerts = capture.alerts(Some(policy));
+    let down = of_rule(&alerts, "availability.device_unresponsive");
+    assert_eq!(down.len(), 1, "{alerts:#?}");
+    assert!((secs(down[0].ts) - end as f64 / 1e3 - 5.0).abs() < 1e-6);
 }

@@ -7,9 +7,13 @@
 //!
 //! Polling costs nothing here. A request is known to be unanswered when the transaction
 //! tracker gives up on it (after its timeout, or when the connection ends), and the flow tells
-//! when the device last answered on it ([`FlowInfo::last_answer`]): the silence is dated from
-//! the request. Only while some pair is silent or down does the engine pass requests (to count
-//! attempts) and answers (to end a silence, or tell a recovery) here.
+//! when the device last answered on it and how many requests it had sent by then
+//! ([`FlowInfo::last_answer`], [`FlowInfo::answered_requests`]): the silence is dated from the
+//! request, and the requests waiting count as the master's attempts. A flow's first answer
+//! makes the pair known here. Only while some pair is silent or down does the engine pass
+//! requests (to count attempts) and answers (to end a silence, or tell a recovery) here, and
+//! they change nothing but that pair: what a pair knows never depends on the pairs that share
+//! its capture worker.
 //!
 //! A silence is an outage ([`rule::DEVICE_UNRESPONSIVE`]) once it lasts the configured time
 //! (`DEFAULT_SILENCE` unless the policy tunes the rule's `window`) and either the master kept
@@ -43,6 +47,10 @@ pub const DEFAULT_SILENCE: Duration = Duration::from_secs(20);
 
 /// Unanswered requests remembered as evidence: the first ones of the silence.
 const RECENT: usize = 3;
+
+/// Connections of one master whose waiting requests a silence counts at their first give-up;
+/// a master with more has tried more than enough.
+const COUNTED: usize = 4;
 
 /// Bytes of a request's PDU kept as evidence: a whole PDU (at most 253 bytes), so its facts
 /// decode again (the alert's `evidence` shows the frame's first 64 bytes).
@@ -134,9 +142,9 @@ impl Sent {
 ///
 /// Kept off the path of the pair's requests and answers: a silence starts when the transaction
 /// tracker gives up on a request (after its timeout, or when the connection ends) that the
-/// device left unanswered, or at a connection attempt; only while some pair is silent or down
-/// ([`Liveness::watched`]) do requests and answers come here, to count the master's attempts
-/// and to end the silence.
+/// device left unanswered, or at a connection attempt; only while the device is silent or
+/// down do its requests and answers change anything here, counting the master's attempts and
+/// ending the silence.
 #[derive(Debug)]
 pub(super) struct Liveness {
     /// The pair's latest flow: the alert's addresses and flow id.
@@ -144,8 +152,8 @@ pub(super) struct Liveness {
     /// The device's Modbus port (where it first answered): connections to its other ports
     /// (a web server, another protocol) say nothing of its Modbus service.
     pub port: u16,
-    /// The device's last answer known here: its flows' as they end or give up on a request,
-    /// each answer while the pair is watched.
+    /// The device's last answer known here: from its flows' first answers, from flows as they
+    /// end or give up on a request, and each answer while it is silent or down.
     answered: Timestamp,
     /// When the silence began (the earlier of the two below), if the device is silent.
     since: Option<Timestamp>,
@@ -170,9 +178,10 @@ pub(super) struct Liveness {
     retries: u32,
     retry_flow: u64,
     retry_epoch: Option<Timestamp>,
-    /// When the pair was last put on the list of silences to judge: requests from then on are
-    /// counted as they come, earlier ones as the tracker gives up on them.
-    watched_from: Timestamp,
+    /// Flows whose requests waiting at their first give-up of the silence were counted then
+    /// (`counted_flows` of them): later requests are counted as they come.
+    counted: [u64; COUNTED],
+    counted_flows: usize,
     /// When the outage raised began, until the device answers again.
     down: Option<Timestamp>,
     /// The first requests of the silence left unanswered, in order; `kept` of them.
@@ -222,7 +231,8 @@ impl Liveness {
             retries: 0,
             retry_flow: 0,
             retry_epoch: None,
-            watched_from: answered,
+            counted: [0; COUNTED],
+            counted_flows: 0,
             down: None,
             unanswered: [Sent::EMPTY; RECENT],
             kept: 0,
@@ -230,15 +240,20 @@ impl Liveness {
         })
     }
 
-    /// Puts the pair on the list of silences to judge at `now`, unless it is there: returns
-    /// whether it was not.
-    pub fn watch(&mut self, now: Timestamp) -> bool {
-        if self.watched {
-            return false;
-        }
-        self.watched = true;
-        self.watched_from = now;
-        true
+    /// Puts the pair on the list of silences to judge, unless it is there: returns whether it
+    /// was not.
+    pub fn watch(&mut self) -> bool {
+        !std::mem::replace(&mut self.watched, true)
+    }
+
+    /// Whether the device is neither silent nor down: nothing to watch.
+    pub fn quiet_now(&self) -> bool {
+        self.since.is_none() && self.down.is_none()
+    }
+
+    /// Whether the pair is on the list of silences to judge.
+    pub fn watched(&self) -> bool {
+        self.watched
     }
 
     /// The pair left the list of silences to judge.
@@ -247,16 +262,25 @@ impl Liveness {
     }
 
     fn attempt(&mut self, flow: &FlowInfo) {
-        self.attempts = self.attempts.saturating_add(1);
+        self.attempts_on(1, flow);
+    }
+
+    /// `n` attempts of the master, the latest on `flow`.
+    fn attempts_on(&mut self, n: u32, flow: &FlowInfo) {
+        self.attempts = self.attempts.saturating_add(n);
         if self.flow.id != flow.id {
             self.flow = *flow;
         }
     }
 
-    /// The device's last answer on `flow` (if any) is known now.
+    /// The device's last answer on `flow` (if any) is known now: one after the silence began
+    /// ends it.
     pub fn heard(&mut self, flow: &FlowInfo) {
         if let Some(answered) = flow.last_answer {
             self.answered = self.answered.max(answered);
+        }
+        if self.down.is_none() && self.since.is_some_and(|since| self.answered > since) {
+            self.forget_silence();
         }
     }
 
@@ -282,21 +306,30 @@ impl Liveness {
             // Answered since: one request lost, not a silent device.
             return false;
         }
-        match self.request_waiting {
-            None => {
-                self.request_waiting = Some(sent);
-                let since = self.since.map_or(sent, |s| s.min(sent));
-                self.set_since(Some(since), silence);
-                // The master's stack resent it (or what followed) before the tracker gave up.
-                if self.retry_flow == flow.id && self.retry_epoch == flow.last_answer {
-                    self.attempts = self.attempts.saturating_add(self.retries);
-                }
-                self.attempt(flow);
+        if self.request_waiting.is_none() {
+            self.request_waiting = Some(sent);
+            let since = self.since.map_or(sent, |s| s.min(sent));
+            self.set_since(Some(since), silence);
+            // The master's stack resent it (or what followed) before the tracker gave up.
+            if self.retry_flow == flow.id && self.retry_epoch == flow.last_answer {
+                self.attempts = self.attempts.saturating_add(self.retries);
             }
-            // Sent before anyone counted requests as they came (at the moment the pair was
-            // put on the list, too: that request's own packet made the tracker give up).
-            Some(_) if !self.watched || sent <= self.watched_from => self.attempt(flow),
-            Some(_) => {}
+        }
+        // Every request the flow sent since the device's last answer on it, this one
+        // included, counts once, at the flow's first give-up; those that follow are counted
+        // as they come, the silence being known.
+        if !self
+            .counted
+            .get(..self.counted_flows)
+            .unwrap_or_default()
+            .contains(&flow.id)
+        {
+            if let Some(slot) = self.counted.get_mut(self.counted_flows) {
+                *slot = flow.id;
+                self.counted_flows += 1;
+            }
+            let waiting = flow.requests.saturating_sub(flow.answered_requests).max(1);
+            self.attempts_on(u32::try_from(waiting).unwrap_or(u32::MAX), flow);
         }
         if self.reset_at.is_some_and(|r| r >= sent) {
             self.reset = true;
@@ -408,6 +441,7 @@ impl Liveness {
         self.connects = 0;
         self.reset = false;
         self.retries = 0;
+        self.counted_flows = 0;
     }
 
     /// Sets when the silence began, and so when it is due.

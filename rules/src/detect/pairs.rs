@@ -258,6 +258,16 @@ impl Pairs {
         self.lives.get_mut(id as usize)
     }
 
+    /// Takes pair `id` off the list of silences to judge: its device answered or accepted.
+    pub fn unwatch(&mut self, id: u32) {
+        if let Some(live) = self.live_mut(id)
+            && live.watched()
+        {
+            live.unwatch();
+            self.watched.retain(|&w| w != id);
+        }
+    }
+
     /// Judges the silence of every watched pair at `now` (`silence`: how long one may last),
     /// handing each outage found to `outage`; pairs with nothing left to judge leave the list.
     pub fn judge_silences(
