@@ -600,7 +600,7 @@ fn connection_event(
             // Unit 0 on a serial line is a broadcast: never answered, by design.
             let broadcast =
                 t.unit_id == 0 && flow.encapsulation == Some(crate::framing::Encapsulation::Rtu);
-            !broadcast && live.gave_up(t, flow, silence)
+            !broadcast && live.gave_up(ts, t, flow, silence)
         }
         FlowEvent::Opened => {
             live.connecting(ts, flow, silence);

@@ -47,7 +47,8 @@ pub struct FlowInfo {
     /// When the server last answered on this flow: how availability tells a request the
     /// tracker gave up on from a device that fell silent.
     pub last_answer: Option<Timestamp>,
-    /// Requests decoded on this flow up to its last answer: those after it wait (or are lost).
+    /// Requests decoded on this flow up to its last answer, and RTU broadcasts since (which
+    /// expect none): the others wait for an answer (or were lost).
     pub answered_requests: u64,
     /// Whether the connection's opening handshake was captured (a response before any request
     /// is then unsolicited, not a mid-stream pickup).

@@ -15,6 +15,7 @@ use std::time::Duration;
 use hashlink::LruCache;
 use otwatch_rules::Direction;
 use otwatch_rules::flow::{CloseReason, FlowEvent, FlowInfo, Protocol};
+use otwatch_rules::framing::Encapsulation;
 use otwatch_rules::reassembly::{Reassembler, ReassemblyLimits, SegmentFlags, StreamEvent};
 use otwatch_rules::session::{Event, Session, SessionHints};
 use otwatch_rules::time::Timestamp;
@@ -360,7 +361,13 @@ fn session_event(
                 std::mem::swap(&mut info.client_mac, &mut info.server_mac);
             }
         }
-        Event::Request { .. } => info.requests += 1,
+        Event::Request { unit_id, .. } => {
+            info.requests += 1;
+            // An RTU broadcast expects no answer: it never waits for one.
+            if unit_id == 0 && info.encapsulation == Some(Encapsulation::Rtu) {
+                info.answered_requests += 1;
+            }
+        }
         Event::Transaction(t) if t.outcome != Outcome::Unanswered => {
             if info.first_answer.is_none() {
                 info.first_answer = t.response_ts;

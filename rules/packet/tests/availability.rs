@@ -117,12 +117,12 @@ impl Conn {
         frame
     }
 
-    /// An RST from the master or from the PLC.
     /// The device's stack acknowledges what the master sent, without answering.
     fn answer_ack(&self) -> Vec<u8> {
         self.segment(false, self.server_seq, ack(), &[])
     }
 
+    /// An RST from the master or from the PLC.
     fn reset(&self, by_server: bool) -> Vec<u8> {
         let rst = Flags { rst: true, ..ack() };
         self.ending(by_server, rst)
@@ -388,6 +388,9 @@ fn the_policy_tunes_how_long_a_device_may_be_silent_or_turns_the_rule_off() {
         for i in 0..12 {
             capture.at(end + i * 1_000, write.clone());
         }
+        // The live capture's clock runs on.
+        let clock = Conn::new([10, 0, 0, 8], 44_000);
+        capture.at(end + 40_000, clock.syn());
         (capture, end)
     };
     let tuned = |settings: &str| {
@@ -521,4 +524,20 @@ fn a_slow_poller_or_a_short_window_is_raised_from_distinct_requests() {
     let down = of_rule(&alerts, "availability.device_unresponsive");
     assert_eq!(down.len(), 1, "{alerts:#?}");
     assert!((secs(down[0].ts) - end as f64 / 1e3 - 5.0).abs() < 1e-6);
+}
+
+#[test]
+fn a_request_dropped_by_a_slow_poller_s_device_is_no_outage() {
+    // Polled every 30 s; the device drops one request and answers the next at once.
+    let mut capture = Capture::default();
+    let mut conn = Conn::new(HMI, 40_000);
+    let end = capture.polled(&mut conn, 1_000, 3, 5);
+    let (lost, _) = conn.request(READ);
+    capture.at(end, lost);
+    capture.poll(&mut conn, end + 30_000, 1, 5);
+    capture.poll(&mut conn, end + 60_000, 2, 5);
+    let clock = Conn::new([10, 0, 0, 8], 44_000);
+    capture.at(end + 120_000, clock.syn());
+    let alerts = capture.alerts(None);
+    assert!(alerts.is_empty(), "{alerts:#?}");
 }

@@ -52,6 +52,11 @@ const RECENT: usize = 3;
 /// a master with more has tried more than enough.
 const COUNTED: usize = 4;
 
+/// How long a silence found by the tracker giving up waits before it is judged: requests in
+/// flight then (the one whose packet made the tracker give up, those sent since) get the
+/// tracker's own time to be answered, so a dropped request on a slow poller is no outage.
+const ANSWER_GRACE: Duration = Duration::from_secs(10);
+
 /// Bytes of a request's PDU kept as evidence: a whole PDU (at most 253 bytes), so its facts
 /// decode again (the alert's `evidence` shows the frame's first 64 bytes).
 const RAW: usize = 253;
@@ -158,8 +163,12 @@ pub(super) struct Liveness {
     /// When the silence began (the earlier of the two below), if the device is silent.
     since: Option<Timestamp>,
     /// When the silence becomes due for judgement, in nanoseconds (`u64::MAX` while there is
-    /// none, or its outage was raised): one comparison on every event of the pair.
+    /// none, or its outage was raised): one comparison on every event of the pair. The later
+    /// of the silence's start plus the time allowed and `judge_from`.
     deadline: u64,
+    /// No judgement before this (nanoseconds): the tracker's first give-up of the silence
+    /// plus [`ANSWER_GRACE`].
+    judge_from: u64,
     /// The first request left unanswered since then.
     request_waiting: Option<Timestamp>,
     /// The first connection attempt left unaccepted since the last accept or answer.
@@ -222,6 +231,7 @@ impl Liveness {
             answered,
             since: None,
             deadline: u64::MAX,
+            judge_from: 0,
             request_waiting: None,
             connect_waiting: None,
             attempts: 0,
@@ -289,15 +299,41 @@ impl Liveness {
     #[inline]
     pub fn request(&mut self, flow: &FlowInfo) {
         if self.since.is_some() {
-            self.attempt(flow);
+            self.count_flow(flow, 1);
         }
     }
 
-    /// The transaction tracker gave up on a request (`t`) of `flow`. If the device
-    /// answered nothing since it was sent, its silence began then (unless it began earlier)
-    /// and the request is kept as evidence among the silence's first [`RECENT`]. Returns
-    /// whether the device is silent.
-    pub fn gave_up(&mut self, t: &Transaction<'_>, flow: &FlowInfo, silence: Duration) -> bool {
+    /// Counts the master's attempts on `flow`: the first time in this silence, every request
+    /// the flow sent since the device's last answer on it (RTU broadcasts, which expect none,
+    /// aside); after that, `then`. Past [`COUNTED`] flows, one per call.
+    fn count_flow(&mut self, flow: &FlowInfo, then: u32) {
+        let counted = self.counted.get(..self.counted_flows).unwrap_or_default();
+        if counted.contains(&flow.id) {
+            self.attempts_on(then, flow);
+            return;
+        }
+        match self.counted.get_mut(self.counted_flows) {
+            Some(slot) => {
+                *slot = flow.id;
+                self.counted_flows += 1;
+                let waiting = flow.requests.saturating_sub(flow.answered_requests).max(1);
+                self.attempts_on(u32::try_from(waiting).unwrap_or(u32::MAX), flow);
+            }
+            None => self.attempts_on(1, flow),
+        }
+    }
+
+    /// The transaction tracker gave up, at `now`, on a request (`t`) of `flow`. If the device
+    /// answered nothing since it was sent, its silence began then (unless it began earlier),
+    /// to be judged no earlier than [`ANSWER_GRACE`] from now, and the request is kept as
+    /// evidence among the silence's first [`RECENT`]. Returns whether the device is silent.
+    pub fn gave_up(
+        &mut self,
+        now: Timestamp,
+        t: &Transaction<'_>,
+        flow: &FlowInfo,
+        silence: Duration,
+    ) -> bool {
         let Some(sent) = t.request_ts else {
             return false;
         };
@@ -308,6 +344,7 @@ impl Liveness {
         }
         if self.request_waiting.is_none() {
             self.request_waiting = Some(sent);
+            self.judge_from = now.saturating_add(ANSWER_GRACE).as_nanos();
             let since = self.since.map_or(sent, |s| s.min(sent));
             self.set_since(Some(since), silence);
             // The master's stack resent it (or what followed) before the tracker gave up.
@@ -318,19 +355,7 @@ impl Liveness {
         // Every request the flow sent since the device's last answer on it, this one
         // included, counts once, at the flow's first give-up; those that follow are counted
         // as they come, the silence being known.
-        if !self
-            .counted
-            .get(..self.counted_flows)
-            .unwrap_or_default()
-            .contains(&flow.id)
-        {
-            if let Some(slot) = self.counted.get_mut(self.counted_flows) {
-                *slot = flow.id;
-                self.counted_flows += 1;
-            }
-            let waiting = flow.requests.saturating_sub(flow.answered_requests).max(1);
-            self.attempts_on(u32::try_from(waiting).unwrap_or(u32::MAX), flow);
-        }
+        self.count_flow(flow, 0);
         if self.reset_at.is_some_and(|r| r >= sent) {
             self.reset = true;
         }
@@ -430,6 +455,7 @@ impl Liveness {
     fn forget_silence(&mut self) {
         self.since = None;
         self.deadline = u64::MAX;
+        self.judge_from = 0;
         self.request_waiting = None;
         self.connect_waiting = None;
         self.quiet();
@@ -448,7 +474,10 @@ impl Liveness {
     fn set_since(&mut self, since: Option<Timestamp>, silence: Duration) {
         self.since = since;
         self.deadline = match (since, self.down) {
-            (Some(since), None) => since.saturating_add(silence).as_nanos(),
+            (Some(since), None) => since
+                .saturating_add(silence)
+                .as_nanos()
+                .max(self.judge_from),
             _ => u64::MAX,
         };
     }
@@ -480,7 +509,7 @@ impl Liveness {
             return Judgement::Done;
         }
         self.down = Some(since);
-        let due = Timestamp::from_nanos(self.deadline);
+        let due = since.saturating_add(silence);
         self.deadline = u64::MAX;
         Judgement::Outage(Box::new(self.outage(since, due, silence)))
     }
