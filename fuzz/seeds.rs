@@ -5,7 +5,8 @@
 //!
 //! With a third argument, a folder of captures (`../shared/pcaps`), the first frames of every
 //! classic pcap of Ethernet frames in it also seed `packet` and `detection`, in their
-//! `[selector][length][frame]` input format.
+//! `[selector][length][frame]` input format, and the first 8 KB of every pcap and pcapng file
+//! seed `capture`.
 //!
 //!   seeds CORPUS_DIR POLICY_DIR [PCAP_DIR]
 
@@ -126,6 +127,23 @@ fn frames_of(pcap: &[u8]) -> Option<Vec<u8>> {
     (frames > 0).then_some(out)
 }
 
+/// Bytes of a capture file that seed the capture target: a few dozen records.
+const CAPTURE_SEED: usize = 8 << 10;
+
+/// Whether `bytes` start like a classic pcap or a pcapng file.
+fn is_capture(bytes: &[u8]) -> bool {
+    matches!(
+        bytes.get(..4),
+        Some(
+            [0xd4, 0xc3, 0xb2, 0xa1]
+                | [0x4d, 0x3c, 0xb2, 0xa1]
+                | [0xa1, 0xb2, 0xc3, 0xd4]
+                | [0xa1, 0xb2, 0x3c, 0x4d]
+                | [0x0a, 0x0d, 0x0d, 0x0a]
+        )
+    )
+}
+
 /// Every file under `dir`, recursively.
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -153,7 +171,16 @@ fn main() -> std::io::Result<()> {
         files(&pcaps, &mut found);
         found.sort();
         for (i, path) in found.iter().enumerate() {
-            let Some(frames) = std::fs::read(path).ok().and_then(|b| frames_of(&b)) else {
+            let Ok(bytes) = std::fs::read(path) else {
+                continue;
+            };
+            if is_capture(&bytes) {
+                // The capture target: reads of 1 and 49 bytes in turn, then the file's start.
+                let mut capture = vec![2, 0, 3];
+                capture.extend_from_slice(bytes.get(..CAPTURE_SEED).unwrap_or(&bytes));
+                write(&corpus.join("capture"), &format!("seed-{i}"), &capture)?;
+            }
+            let Some(frames) = frames_of(&bytes) else {
                 continue;
             };
             write(&corpus.join("packet"), &format!("seed-{i}"), &frames)?;

@@ -11,6 +11,7 @@
 //! events. `rules/.clippy.toml` bans the clock, the file system, sockets and sleeping here, and
 //! `tests/tests/crate_boundaries.rs` checks that no I/O crate is in this crate's dependencies.
 
+pub mod capture_file;
 pub mod defrag;
 pub mod detector;
 pub mod dissect;

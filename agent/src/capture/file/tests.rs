@@ -1,7 +1,9 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use pcap_file::DataLink;
+use pcap_file::{DataLink, Endianness, TsResolution};
+
+use super::super::LinkType;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
