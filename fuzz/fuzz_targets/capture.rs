@@ -2,8 +2,9 @@
 //! chooses, as a pipe delivers them. None may panic or stall; the packets are the same as when
 //! the whole capture arrives in one read, and so is the error's kind and place (its wording may
 //! depend on how much of a damaged record had arrived: a length past the largest record is
-//! refused before the parser sees the rest); the buffer stays within its bound; a packet's
-//! bytes come from the input and are never more than it holds.
+//! refused before the parser sees the rest); the buffer stays within its bound, with the
+//! limits in use and with small ones the input's records outgrow; a packet is never more than
+//! the input; a truncated capture always lacks bytes it needs.
 //!
 //! Input: one byte `k`, then `k % 16` bytes of read sizes (each `16 * b + 1` bytes), then the
 //! capture.
@@ -15,8 +16,14 @@ use otwatch_packet::frame::LinkType;
 
 type Seen = (u64, LinkType, Vec<u8>, u32);
 
-fn decode(bytes: &[u8], reads: &[usize]) -> (Vec<Seen>, Option<CaptureError>) {
-    let mut decoder = CaptureDecoder::new();
+/// Decodes `bytes` in reads of `reads` bytes in turn, with a buffer of `chunk` bytes for
+/// records of at most `max_record`.
+fn decode(
+    bytes: &[u8],
+    reads: &[usize],
+    (chunk, max_record): (usize, usize),
+) -> (Vec<Seen>, Option<CaptureError>) {
+    let mut decoder = CaptureDecoder::with_limits(chunk, max_record);
     let mut input = InMemory::new(bytes, reads);
     let mut packets = Vec::new();
     let error = loop {
@@ -29,10 +36,13 @@ fn decode(bytes: &[u8], reads: &[usize]) -> (Vec<Seen>, Option<CaptureError>) {
             Ok(None) => break None,
             Err(e) => break Some(e),
         }
-        assert!(decoder.capacity() <= MAX_RECORD + CHUNK, "the buffer outgrew its bound");
+        assert!(decoder.capacity() <= max_record + chunk.max(16), "the buffer outgrew its bound");
     };
-    assert!(decoder.capacity() <= MAX_RECORD + CHUNK, "the buffer outgrew its bound");
+    assert!(decoder.capacity() <= max_record + chunk.max(16), "the buffer outgrew its bound");
     assert_eq!(input.misuse, 0, "the decoder read after the end or into no room: a stall");
+    if let Some(CaptureError::Truncated { needed, present, .. }) = error {
+        assert!(needed == 0 || needed > present, "truncated with all it needs: a stall");
+    }
     (packets, error)
 }
 
@@ -56,13 +66,17 @@ fuzz_target!(|data: &[u8]| {
     let count = usize::from(k % 16).min(rest.len());
     let (sizes, capture) = rest.split_at(count);
     let reads: Vec<usize> = sizes.iter().map(|&b| 16 * usize::from(b) + 1).collect();
-    let whole = comparable(decode(capture, &[]));
-    if !reads.is_empty() {
-        let split = comparable(decode(capture, &reads));
-        assert_eq!(split, whole, "split into reads of {reads:?}");
-    }
-    // One byte at a time, as the slowest pipe delivers it.
-    if capture.len() <= 4096 {
-        assert_eq!(comparable(decode(capture, &[1])), whole, "split into single bytes");
+    // The limits in use, and small ones that the input's records outgrow.
+    for limits in [(CHUNK, MAX_RECORD), (64, 1024)] {
+        let whole = comparable(decode(capture, &[], limits));
+        if !reads.is_empty() {
+            let split = comparable(decode(capture, &reads, limits));
+            assert_eq!(split, whole, "split into reads of {reads:?}, limits {limits:?}");
+        }
+        // One byte at a time, as the slowest pipe delivers it.
+        if capture.len() <= 4096 {
+            let bytes = comparable(decode(capture, &[1], limits));
+            assert_eq!(bytes, whole, "split into single bytes, limits {limits:?}");
+        }
     }
 });

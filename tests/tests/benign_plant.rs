@@ -82,7 +82,7 @@ fn policy_learned_on_one_seed_raises_nothing_on_two_million_packets_of_another()
         eprintln!("SKIPPED: ../shared/tools/gen-modbus-pcap.py is not present next to the project");
         return;
     };
-    let normal = generated(&shared, 200_000, 1);
+    let normal = generated(&shared, 300_000, 1);
     let big = generated(&shared, 2_000_000, 2);
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("learned.toml");

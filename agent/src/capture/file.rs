@@ -32,7 +32,7 @@ pub enum CaptureFileError {
         /// The first bytes.
         magic: Vec<u8>,
     },
-    /// The file ends in the middle of a record.
+    /// The file ends in the middle of a record (or of its file header).
     #[error(
         "{path}: truncated at offset {offset}: the record there needs {needed} bytes, {present} remain"
     )]

@@ -6,9 +6,10 @@
 //! input): packets come out of [`CaptureDecoder::next_packet`] as slices of the buffer,
 //! without copying. Memory stays flat however large the capture: the
 //! buffer is [`CHUNK`] bytes and grows only for a record larger than that, up to
-//! [`MAX_RECORD`]. Every record's byte offset is tracked so damage is reported where it is,
-//! and the same bytes give the same packets and the same error however they are split into
-//! reads.
+//! [`MAX_RECORD`]; a pcapng section holds at most [`MAX_INTERFACES`] interfaces. Every
+//! record's byte offset is tracked so damage is reported where it is, and the same bytes give
+//! the same packets, and an error of the same kind at the same offset, however they are split
+//! into reads.
 
 use pcap_file::pcap::{PcapParser, RawPcapPacket};
 use pcap_file::pcapng::blocks::interface_description::{
@@ -24,8 +25,12 @@ use otwatch_rules::time::Timestamp;
 pub const CHUNK: usize = 256 << 10;
 /// The largest record accepted; anything larger is corruption, not a packet.
 pub const MAX_RECORD: usize = 16 << 20;
+/// The most interfaces a pcapng section describes; more is corruption (each is kept).
+pub const MAX_INTERFACES: usize = 4096;
 /// The size of a classic pcap file header.
 const PCAP_HEADER: usize = 24;
+/// A pcapng section header block's type, in either byte order.
+const SECTION_HEADER: [u8; 4] = [0x0A, 0x0D, 0x0D, 0x0A];
 
 /// Why a capture could not be read (further). Offsets count from the capture's first byte.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,7 +159,6 @@ enum Format {
         parser: PcapNgParser,
         /// Per interface: link type and nanoseconds per timestamp unit.
         interfaces: Vec<(LinkType, u64)>,
-        big_endian: bool,
     },
 }
 
@@ -171,6 +175,10 @@ pub struct CaptureDecoder {
     base: u64,
     /// The input ended.
     eof: bool,
+    /// Bytes the buffer starts with.
+    chunk: usize,
+    /// The largest record accepted.
+    max_record: usize,
 }
 
 impl std::fmt::Debug for CaptureDecoder {
@@ -192,22 +200,41 @@ impl Default for CaptureDecoder {
 impl CaptureDecoder {
     /// A decoder waiting for a capture's first bytes.
     pub fn new() -> Self {
+        Self::with_limits(CHUNK, MAX_RECORD)
+    }
+
+    /// A decoder whose buffer starts at `chunk` bytes (at least 16) and accepts records of
+    /// at most `max_record` bytes: [`CHUNK`] and [`MAX_RECORD`] in use, smaller so tests and
+    /// the fuzz target reach the buffer's growth and its bound.
+    pub fn with_limits(chunk: usize, max_record: usize) -> Self {
+        let chunk = chunk.max(16);
         Self {
             format: None,
-            buf: vec![0; CHUNK],
+            buf: vec![0; chunk],
             pos: 0,
             len: 0,
             base: 0,
             eof: false,
+            chunk,
+            max_record,
         }
     }
 
     /// Reads more of the input with `read` into the buffer, after moving unread bytes to its
-    /// front (and growing it, up to [`MAX_RECORD`] and a chunk, when they fill it). Reading
-    /// nothing ends the input.
+    /// front (and growing it, up to the largest record and a chunk, when they fill it).
+    /// Reading nothing ends the input; a record that fills even the largest buffer is corrupt.
     #[inline(never)]
     fn read_more<I: CaptureInput>(&mut self, input: &mut I) -> Result<(), I::Error> {
-        let n = input.read(self.space())?;
+        let offset = self.offset();
+        let max_record = self.max_record;
+        let space = self.space();
+        if space.is_empty() {
+            return Err(input.damaged(CaptureError::Corrupt {
+                offset,
+                reason: format!("a record longer than {max_record} bytes"),
+            }));
+        }
+        let n = input.read(space)?;
         if n == 0 {
             self.eof = true;
         }
@@ -225,7 +252,7 @@ impl CaptureDecoder {
         self.len -= self.pos;
         self.pos = 0;
         if self.len == self.buf.len() {
-            let grown = (self.buf.len() * 2).min(MAX_RECORD + CHUNK);
+            let grown = (self.buf.len() * 2).min(self.max_record + self.chunk);
             self.buf.resize(grown, 0);
         }
         self.buf.get_mut(self.len..).unwrap_or_default()
@@ -236,8 +263,8 @@ impl CaptureDecoder {
         self.base + self.pos as u64
     }
 
-    /// Bytes the buffer holds: [`CHUNK`], more only for a record larger than that, never more
-    /// than [`MAX_RECORD`] and a chunk.
+    /// Bytes the buffer holds: a chunk ([`CHUNK`]), more only for a record larger than that,
+    /// never more than the largest record ([`MAX_RECORD`]) and a chunk.
     pub fn capacity(&self) -> usize {
         self.buf.len()
     }
@@ -296,17 +323,15 @@ impl CaptureDecoder {
             }
             [0x0A, 0x0D, 0x0D, 0x0A] => match PcapNgParser::new(head) {
                 Ok((rest, parser)) => {
-                    let big_endian = parser.section().endianness == Endianness::Big;
                     let format = Format::PcapNg {
                         parser,
                         interfaces: Vec::new(),
-                        big_endian,
                     };
                     (format, rest.len())
                 }
                 Err(PcapError::IncompleteBuffer) => {
                     let needed = block_len(head);
-                    if let Some(len) = needed.filter(|n| *n > MAX_RECORD) {
+                    if let Some(len) = needed.filter(|n| *n > self.max_record) {
                         return Err(CaptureError::Corrupt {
                             offset: 0,
                             reason: format!("section header claims {len} bytes"),
@@ -390,6 +415,9 @@ impl CaptureDecoder {
                     Ok((rest, block)) => {
                         let found = match block {
                             Block::InterfaceDescription(idb) => {
+                                if interfaces.len() >= MAX_INTERFACES {
+                                    return Err(input.damaged(too_many_interfaces(offset)));
+                                }
                                 interfaces.push(interface(&idb));
                                 None
                             }
@@ -426,6 +454,10 @@ impl CaptureDecoder {
                     Err(e) => return Err(input.damaged(corrupt(offset, e))),
                 },
             };
+            if used > self.max_record {
+                // Whole in the buffer only because an earlier record grew it.
+                return Err(input.damaged(oversized(offset, used)));
+            }
             let start = self.pos;
             self.pos += used;
             if let Some((ts, link, from, to, orig_len)) = found {
@@ -440,18 +472,26 @@ impl CaptureDecoder {
         }
     }
 
-    /// The record at the read position needs more bytes than have arrived: more are needed,
-    /// unless it claims more than [`MAX_RECORD`] or the input ended.
+    /// The parser wants more bytes than have arrived for the record at the read position:
+    /// more are needed, unless it claims more than the largest record, or it has all the
+    /// bytes it claims (a record the parser cannot read: waiting would swallow the rest of the
+    /// input), or the input ended.
     #[cold]
     fn incomplete(&self) -> Result<(), CaptureError> {
         let offset = self.offset();
-        if let Some(len) = self.announced_len()
-            && len > MAX_RECORD
-        {
-            return Err(CaptureError::Corrupt {
-                offset,
-                reason: format!("record claims {len} bytes"),
-            });
+        if let Some(len) = self.announced_len() {
+            if len > self.max_record {
+                return Err(CaptureError::Corrupt {
+                    offset,
+                    reason: format!("record claims {len} bytes"),
+                });
+            }
+            if len <= self.buffered() {
+                return Err(CaptureError::Corrupt {
+                    offset,
+                    reason: format!("record of {len} bytes does not parse whole"),
+                });
+            }
         }
         if !self.eof {
             return Ok(());
@@ -470,7 +510,11 @@ impl CaptureDecoder {
         let at = |i: usize| arrived.get(i..i + 4);
         let (field, big_endian, extra) = match self.format.as_ref()? {
             Format::Pcap { big_endian, .. } => (at(8)?, *big_endian, 16),
-            Format::PcapNg { big_endian, .. } => (at(4)?, *big_endian, 0),
+            // A section header says its own byte order; other blocks follow their section's.
+            Format::PcapNg { .. } if at(0)? == SECTION_HEADER => return block_len(arrived),
+            Format::PcapNg { parser, .. } => {
+                (at(4)?, parser.section().endianness == Endianness::Big, 0)
+            }
         };
         let bytes = [field[0], field[1], field[2], field[3]];
         let n = if big_endian {
@@ -479,6 +523,26 @@ impl CaptureDecoder {
             u32::from_le_bytes(bytes)
         };
         Some((n as usize).saturating_add(extra))
+    }
+}
+
+/// A record at `offset` of `len` bytes, more than the largest accepted.
+#[cold]
+#[inline(never)]
+fn oversized(offset: u64, len: usize) -> CaptureError {
+    CaptureError::Corrupt {
+        offset,
+        reason: format!("record of {len} bytes"),
+    }
+}
+
+/// An interface description at `offset` past [`MAX_INTERFACES`] in its section.
+#[cold]
+#[inline(never)]
+fn too_many_interfaces(offset: u64) -> CaptureError {
+    CaptureError::Corrupt {
+        offset,
+        reason: format!("more than {MAX_INTERFACES} interfaces in one section"),
     }
 }
 

@@ -16,7 +16,15 @@ type Seen = (u64, LinkType, Vec<u8>, u32);
 
 /// Decodes `bytes` with reads of the sizes `reads` gives in turn.
 fn decode(bytes: &[u8], reads: &[usize]) -> (Vec<Seen>, Option<CaptureError>) {
-    let mut decoder = CaptureDecoder::new();
+    decode_within(bytes, reads, CaptureDecoder::new())
+}
+
+/// Decodes `bytes` with reads of the sizes `reads` gives in turn, with `decoder`.
+fn decode_within(
+    bytes: &[u8],
+    reads: &[usize],
+    mut decoder: CaptureDecoder,
+) -> (Vec<Seen>, Option<CaptureError>) {
     let mut input = InMemory::new(bytes, reads);
     let mut packets = Vec::new();
     let error = loop {
@@ -53,7 +61,11 @@ fn classic(endianness: Endianness, ts_resolution: TsResolution) -> Vec<u8> {
 }
 
 fn pcapng() -> Vec<u8> {
-    let mut writer = PcapNgWriter::new(Vec::new()).unwrap();
+    pcapng_in(Endianness::Little)
+}
+
+fn pcapng_in(endianness: Endianness) -> Vec<u8> {
+    let mut writer = PcapNgWriter::with_endianness(Vec::new(), endianness).unwrap();
     let interface = InterfaceDescriptionBlock {
         linktype: DataLink::ETHERNET,
         snaplen: 0xFFFF,
@@ -127,4 +139,63 @@ fn a_record_claiming_more_than_the_largest_is_corrupt_before_it_is_read() {
         matches!(error, Some(CaptureError::Corrupt { offset: 0, .. })),
         "{error:?}"
     );
+}
+
+#[test]
+fn a_section_in_the_other_byte_order_reads_the_same_in_single_bytes() {
+    let mut capture = pcapng_in(Endianness::Little);
+    capture.extend_from_slice(&pcapng_in(Endianness::Big));
+    let whole = decode(&capture, &[]);
+    assert_eq!(whole.1, None);
+    assert_eq!(whole.0.len(), 100);
+    assert_eq!(decode(&capture, &[1]), whole);
+    assert_eq!(decode(&capture, &[7, 13]), whole);
+}
+
+#[test]
+fn a_block_the_parser_cannot_read_whole_is_corrupt_not_waited_for() {
+    // A name resolution block of 12 bytes, without even its end record: all of it has
+    // arrived, yet the parser asks for more. Waiting would swallow the rest of the input.
+    let mut capture = pcapng();
+    let at = capture.len();
+    capture.extend_from_slice(&[4, 0, 0, 0, 12, 0, 0, 0, 12, 0, 0, 0]);
+    capture.extend_from_slice(&pcapng()[28..]);
+    let (packets, error) = decode(&capture, &[]);
+    assert_eq!(packets.len(), 50);
+    assert!(
+        matches!(error, Some(CaptureError::Corrupt { offset, .. }) if offset == at as u64),
+        "{error:?}"
+    );
+    assert_eq!(decode(&capture, &[1]), (packets, error));
+}
+
+#[test]
+fn records_past_the_largest_are_refused_however_the_buffer_grew() {
+    // Small limits: a 400-byte record grows the 64-byte buffer; a 900-byte record passes
+    // 512 bytes, the largest accepted, whether it arrives whole or in pieces.
+    let header = PcapHeader::default();
+    let mut writer = PcapWriter::with_header(Vec::new(), header).unwrap();
+    for len in [400usize, 100, 900, 50] {
+        let frame = vec![7u8; len];
+        let packet = PcapPacket::new(Duration::from_secs(1), len as u32, &frame);
+        writer.write_packet(&packet).unwrap();
+    }
+    let capture = writer.into_writer();
+    let small = || CaptureDecoder::with_limits(64, 512);
+    let whole = decode_within(&capture, &[], small());
+    assert_eq!(whole.0.len(), 2, "{:?}", whole.1);
+    assert!(
+        matches!(whole.1, Some(CaptureError::Corrupt { offset, .. }) if offset == 24 + 416 + 116),
+        "{:?}",
+        whole.1
+    );
+    for reads in [&[1][..], &[5, 300], &[1000]] {
+        let split = decode_within(&capture, reads, small());
+        assert_eq!(split.0, whole.0, "{reads:?}");
+        assert!(
+            matches!(split.1, Some(CaptureError::Corrupt { offset, .. }) if offset == 24 + 416 + 116),
+            "{reads:?}: {:?}",
+            split.1
+        );
+    }
 }
