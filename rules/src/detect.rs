@@ -508,8 +508,8 @@ fn liveness_request(
     if live.due(ts) {
         judge(live, ts, silence, noted);
     }
-    // Unit 0 on a serial line is a broadcast: never answered, by design, so no attempt.
-    if unit != 0 || flow.encapsulation != Some(crate::framing::Encapsulation::Rtu) {
+    // A broadcast is never answered, by design, so no attempt.
+    if flow.expects_answer(unit) {
         live.request(flow);
     }
 }
@@ -597,10 +597,7 @@ fn connection_event(
     }
     let silent = match event {
         FlowEvent::Session(Event::Transaction(t)) => {
-            // Unit 0 on a serial line is a broadcast: never answered, by design.
-            let broadcast =
-                t.unit_id == 0 && flow.encapsulation == Some(crate::framing::Encapsulation::Rtu);
-            !broadcast && live.gave_up(ts, t, flow, silence)
+            flow.expects_answer(t.unit_id) && live.gave_up(ts, t, flow, silence)
         }
         FlowEvent::Opened => {
             live.connecting(ts, flow, silence);
@@ -636,8 +633,8 @@ fn connection_event(
     };
     if live.quiet_now() {
         pairs.unwatch(id);
-    } else if silent && live.watch() {
-        pairs.watched.push(id);
+    } else if silent {
+        pairs.watch(id);
     }
 }
 

@@ -59,6 +59,15 @@ pub struct FlowInfo {
     pub server_mac: Option<[u8; 6]>,
 }
 
+impl FlowInfo {
+    /// Whether a request to `unit_id` on this flow waits for an answer: not unit 0 on a
+    /// serial line (RTU), a broadcast no device answers.
+    #[inline]
+    pub fn expects_answer(&self, unit_id: u8) -> bool {
+        unit_id != 0 || self.encapsulation != Some(Encapsulation::Rtu)
+    }
+}
+
 /// Why a flow ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -15,7 +15,6 @@ use std::time::Duration;
 use hashlink::LruCache;
 use otwatch_rules::Direction;
 use otwatch_rules::flow::{CloseReason, FlowEvent, FlowInfo, Protocol};
-use otwatch_rules::framing::Encapsulation;
 use otwatch_rules::reassembly::{Reassembler, ReassemblyLimits, SegmentFlags, StreamEvent};
 use otwatch_rules::session::{Event, Session, SessionHints};
 use otwatch_rules::time::Timestamp;
@@ -363,8 +362,8 @@ fn session_event(
         }
         Event::Request { unit_id, .. } => {
             info.requests += 1;
-            // An RTU broadcast expects no answer: it never waits for one.
-            if unit_id == 0 && info.encapsulation == Some(Encapsulation::Rtu) {
+            // A broadcast expects no answer: it never waits for one.
+            if !info.expects_answer(unit_id) {
                 info.answered_requests += 1;
             }
         }

@@ -149,7 +149,7 @@ pub(super) struct Pairs {
     lives: Vec<Option<Box<Liveness>>>,
     /// Pairs whose device may be silent or is down, to judge as time passes; while there are
     /// any, requests and answers go to availability.
-    pub watched: Vec<u32>,
+    watched: Vec<u32>,
 }
 
 impl Default for Pairs {
@@ -256,6 +256,15 @@ impl Pairs {
     /// What availability knows of pair `id` (`None` inside until its device answers).
     pub fn liveness(&mut self, id: u32) -> Option<&mut Option<Box<Liveness>>> {
         self.lives.get_mut(id as usize)
+    }
+
+    /// Puts pair `id` on the list of silences to judge, unless it is there.
+    pub fn watch(&mut self, id: u32) {
+        if let Some(live) = self.live_mut(id)
+            && live.watch()
+        {
+            self.watched.push(id);
+        }
     }
 
     /// Takes pair `id` off the list of silences to judge: its device answered or accepted.
