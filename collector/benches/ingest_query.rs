@@ -6,7 +6,11 @@
 //! has flushed it. Then the API is queried with each filter in turn and the latency
 //! percentiles are printed.
 //!
-//! `cargo bench -p otwatch-collector --bench ingest_query [-- ALERTS]` (default 1,000,000).
+//! Last, the chart endpoints (`/api/v1/stats/...`) over the whole span of the alerts.
+//!
+//! `cargo bench -p otwatch-collector --bench ingest_query [-- ALERTS] [days=N]` (default
+//! 1,000,000 alerts, 1 ms apart; `days=N` spreads them over N days, as a week of a plant's
+//! alerts is spread over the chart's hours).
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::net::{SocketAddr, TcpListener};
@@ -47,9 +51,12 @@ const RULES: [(&str, Severity, &str); 8] = [
     ("policy.setpoint_out_of_bounds", Severity::High, "T0836"),
 ];
 
-fn alert(n: u64, agent: &str) -> Alert {
+/// The first alert's capture time: 2023-11-14T22:13:20Z.
+const BASE_NANOS: u64 = 1_700_000_000_000_000_000;
+
+fn alert(n: u64, agent: &str, step_nanos: u64) -> Alert {
     let (rule, severity, technique) = RULES[(n % RULES.len() as u64) as usize];
-    let ts = Timestamp::from_nanos(1_700_000_000_000_000_000 + n * 1_000_000);
+    let ts = Timestamp::from_nanos(BASE_NANOS + n * step_nanos);
     let mut alert = Alert {
         schema: SCHEMA_VERSION,
         id: String::new(),
@@ -114,6 +121,15 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(1_000_000);
+    let days: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.strip_prefix("days=")?.parse().ok())
+        .unwrap_or(0);
+    let step_nanos = if days == 0 {
+        1_000_000
+    } else {
+        days * 86_400_000_000_000 / total.max(1)
+    };
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let data = dir.path();
     let files = pki::create(data, &["127.0.0.1".to_string()]).unwrap();
@@ -190,7 +206,7 @@ fn main() {
                     let agent_index = (first / BATCH) as usize % AGENTS;
                     let agent = format!("agent-{agent_index}");
                     let alerts: Vec<Alert> = (first..(first + BATCH).min(total))
-                        .map(|n| alert(n, &agent))
+                        .map(|n| alert(n, &agent, step_nanos))
                         .collect();
                     // Encoded as the agent's sender does (straight from the wire type).
                     let body = serde_json::to_vec(&IngestBatch {
@@ -266,10 +282,45 @@ fn main() {
         ("incidents", "/api/v1/incidents?limit=100".to_string()),
         ("posture", "/api/v1/posture".to_string()),
     ];
+    // The charts, over every hour that holds an alert, and over the last 24 hours of them.
+    let rfc3339 = |nanos: u64| {
+        Timestamp::from_nanos(nanos)
+            .to_string()
+            .replace(".000000Z", "Z")
+    };
+    let end = BASE_NANOS + total * step_nanos;
+    let whole = format!("since={}&until={}", rfc3339(BASE_NANOS), rfc3339(end));
+    let day = format!(
+        "since={}&until={}",
+        rfc3339(end.saturating_sub(86_400_000_000_000).max(BASE_NANOS)),
+        rfc3339(end)
+    );
+    let charts = [
+        (
+            "timeline by hour",
+            format!("/api/v1/stats/timeline?{whole}&bucket=hour"),
+        ),
+        (
+            "timeline by day",
+            format!("/api/v1/stats/timeline?{whole}&bucket=day"),
+        ),
+        ("top rules", format!("/api/v1/stats/top?by=rule&{whole}")),
+        (
+            "top sources",
+            format!("/api/v1/stats/top?by=source&{whole}"),
+        ),
+        (
+            "top sources 24 h",
+            format!("/api/v1/stats/top?by=source&{day}"),
+        ),
+        ("techniques", format!("/api/v1/stats/techniques?{whole}")),
+    ];
+    let queries: Vec<_> = queries.into_iter().chain(charts).collect();
     println!(
         "query latency over HTTPS, {stored} alerts stored (200 runs each, first page, then pages via cursor):"
     );
     let mut all = Vec::new();
+    let mut all_charts = Vec::new();
     for (name, path) in &queries {
         let mut times = Vec::new();
         let mut returned = 0;
@@ -289,7 +340,7 @@ fn main() {
             times.push(t.elapsed());
             assert_eq!(reply.status(), 200, "{body}");
             cursor = body.get("next").and_then(|n| n.as_str()).map(String::from);
-            returned += ["alerts", "incidents"]
+            returned += ["alerts", "incidents", "buckets", "top", "techniques"]
                 .iter()
                 .find_map(|k| body.get(k).and_then(|a| a.as_array()).map(Vec::len))
                 .unwrap_or(1);
@@ -302,14 +353,21 @@ fn main() {
             percentile(&times, 0.5).as_secs_f64() * 1e3,
             percentile(&times, 0.99).as_secs_f64() * 1e3
         );
-        if *name != "posture" && *name != "incidents" {
+        if path.contains("/stats/") {
+            all_charts.extend(times);
+        } else if *name != "posture" && *name != "incidents" {
             all.extend(times);
         }
     }
-    all.sort();
-    println!(
-        "  all alert queries      p50 {:>6.2} ms  p99 {:>6.2} ms",
-        percentile(&all, 0.5).as_secs_f64() * 1e3,
-        percentile(&all, 0.99).as_secs_f64() * 1e3
-    );
+    for (name, times) in [
+        ("all alert queries", &mut all),
+        ("all chart queries", &mut all_charts),
+    ] {
+        times.sort();
+        println!(
+            "  {name:<22} p50 {:>6.2} ms  p99 {:>6.2} ms",
+            percentile(times, 0.5).as_secs_f64() * 1e3,
+            percentile(times, 0.99).as_secs_f64() * 1e3
+        );
+    }
 }

@@ -94,20 +94,192 @@ async function refresh() {
     `<td>${(g.heartbeat.packets_per_s || 0).toFixed(0)}</td><td>${g.heartbeat.drops}</td><td>${g.heartbeat.outbox_depth}</td><td>${esc(g.heartbeat.policy_hash)}</td></tr>`).join("");
 }
 
+// ---- views: each has its own URL (#/, #/charts?range=7d, #/alerts?rule=...) ----
+
+const VIEWS = ["overview", "charts", "alerts"];
+let current = "overview";
+
+function route() {
+  const [path, query] = location.hash.replace(/^#/, "").split("?");
+  const params = new URLSearchParams(query || "");
+  const name = (path || "/").replace(/^\//, "") || "overview";
+  current = VIEWS.includes(name) ? name : "overview";
+  for (const v of VIEWS) $(`#view-${v}`).hidden = v !== current;
+  for (const a of document.querySelectorAll("#nav a")) {
+    if (a.dataset.view === current) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  }
+  const shown = current === "charts" ? showCharts(params) : current === "alerts" ? showAlerts(params) : refresh();
+  return shown.catch((e) => console.error(e));
+}
+
+// ---- charts: answered by the collector's aggregation endpoints ----
+
+const RANGES = { "24h": [86400e3, "hour"], "7d": [7 * 86400e3, "hour"], "30d": [30 * 86400e3, "day"] };
+const SEVERITIES = ["info", "low", "medium", "high", "critical"];
+let attack = null;
+let chartRange = null;
+
+async function showCharts(params) {
+  const range = RANGES[params.get("range")] ? params.get("range") : "24h";
+  const [ms, bucket] = RANGES[range];
+  let until = params.get("until") ? new Date(params.get("until")) : null;
+  if (!until || isNaN(until)) {
+    until = new Date();
+    // A replayed capture's alerts carry the capture's times (an agent's clock may be off, too):
+    // when the newest alert falls outside the range, the range ends at it instead.
+    const latest = await api("/api/v1/alerts?limit=1");
+    if (latest.alerts.length) {
+      const t = new Date(latest.alerts[0].ts);
+      if (t < until - ms || t > until) until = new Date(Math.ceil((t.getTime() + 1) / 3600e3) * 3600e3);
+    }
+  }
+  const since = new Date(until.getTime() - ms);
+  const q = `since=${since.toISOString()}&until=${until.toISOString()}`;
+  chartRange = { range, q, since, until };
+  for (const a of document.querySelectorAll("#chart-range a")) {
+    if (a.dataset.range === range) a.setAttribute("aria-current", "true"); else a.removeAttribute("aria-current");
+  }
+  $("#chart-span").textContent = `${since.toISOString()} to ${until.toISOString()} (UTC)`;
+  attack = attack || await api("/api/v1/attack");
+  const [line, rules, sources, techniques] = await Promise.all([
+    api(`/api/v1/stats/timeline?${q}&bucket=${bucket}`),
+    api(`/api/v1/stats/top?by=rule&limit=10&${q}`),
+    api(`/api/v1/stats/top?by=source&limit=10&${q}`),
+    api(`/api/v1/stats/techniques?${q}`)]);
+  $("#timeline").innerHTML = timelineSvg(line.buckets, bucket);
+  $("#top-rules").innerHTML = bars(rules, "rule", q);
+  $("#top-sources").innerHTML = bars(sources, "asset", q);
+  matrix(techniques, q);
+}
+
+// The range the charts show, as query parameters (for tests and links).
+function chartRangeQuery() { return chartRange ? chartRange.q : ""; }
+
+// Alerts per bucket as stacked bars, the most severe on top.
+function timelineSvg(buckets, bucket) {
+  // Drawn at the element's own width, so labels keep the page's text size on any screen.
+  const W = Math.max(400, $("#timeline").clientWidth || 1000), H = Math.round(Math.min(400, Math.max(160, W / 5)));
+  const left = 40, bottom = 20;
+  const total = (b) => SEVERITIES.reduce((n, s) => n + b[s], 0);
+  const max = Math.max(1, ...buckets.map(total));
+  const w = (W - left) / Math.max(1, buckets.length);
+  let out = `<svg viewBox="0 0 ${W} ${H + bottom}" role="img" aria-label="alerts per ${bucket} by severity">`;
+  out += `<text x="0" y="12">${max}</text><text x="0" y="${H}">0</text>`;
+  buckets.forEach((b, i) => {
+    let y = H;
+    const x = left + i * w;
+    for (const s of SEVERITIES) {
+      if (!b[s]) continue;
+      const h = (b[s] / max) * (H - 10);
+      y -= h;
+      out += `<rect x="${x.toFixed(1)}" y="${y.toFixed(1)}" width="${Math.max(1, w - 1).toFixed(1)}" height="${h.toFixed(1)}" class="f-${s}"><title>${esc(b.start)}: ${b[s]} ${s}</title></rect>`;
+    }
+    const every = Math.ceil(buckets.length / 8);
+    if (i % every === 0) {
+      const label = bucket === "day" ? b.start.slice(5, 10) : b.start.slice(5, 16).replace("T", " ");
+      out += `<text x="${x.toFixed(1)}" y="${H + 15}">${esc(label)}</text>`;
+    }
+  });
+  return out + "</svg>";
+}
+
+// A top-N list as bars, each a link to the alerts behind it.
+function bars(top, filter, q) {
+  if (!top.top.length) return `<p class="dim">No alerts in this range.</p>`;
+  const max = Math.max(1, ...top.top.map((r) => r.count));
+  const rows = top.top.map((r) =>
+    `<div class="bar"><a href="#/alerts?${filter}=${encodeURIComponent(r.value)}&${q}">${esc(r.value)}</a>` +
+    `<span><span class="fill" style="width:${(100 * r.count / max).toFixed(1)}%"></span></span><b>${r.count}</b></div>`).join("");
+  return rows + (top.rest ? `<p class="dim">${top.rest} more in other values</p>` : "");
+}
+
+// The ATT&CK for ICS matrix: every technique under its tactics, those seen in the range as links.
+function matrix(seen, q) {
+  const counts = new Map(seen.techniques.map((t) => [t.id, t.count]));
+  const cell = (t) => counts.has(t.id)
+    ? `<a class="t" href="#/alerts?technique=${encodeURIComponent(t.id)}&${q}" title="${esc(t.id)}: ${esc(t.description)}"><b>${counts.get(t.id)}</b>${esc(t.name)}</a>`
+    : `<div class="t" title="${esc(t.id)}: ${esc(t.description)}">${esc(t.name)}</div>`;
+  $("#matrix").innerHTML = attack.tactics.map((tactic) =>
+    `<div><h3>${esc(tactic.name)}</h3>${attack.techniques.filter((t) => t.tactics.includes(tactic.id)).map(cell).join("")}</div>`).join("");
+  const unknown = seen.techniques.filter((t) => !t.name);
+  $("#matrix-other").innerHTML = unknown.length
+    ? `<p class="dim">Techniques outside ATT&amp;CK for ICS: ${unknown.map((t) => `<a href="#/alerts?technique=${encodeURIComponent(t.id)}&${q}">${esc(t.id)}</a> (${t.count})`).join(", ")}</p>` : "";
+  $("#attribution").textContent = `${attack.domain} ${attack.version}. ${attack.attribution} Licensed by MITRE: see /api/v1/attack.`;
+}
+
+// ---- alert explorer: every filter of the API, paged by cursor, exported as shown ----
+
+const FILTERS = ["min_severity", "rule", "technique", "asset", "agent", "since", "until"];
+
+async function showAlerts(params) {
+  const form = $("#filters");
+  const q = new URLSearchParams();
+  for (const f of FILTERS) {
+    form.elements[f].value = params.get(f) || "";
+    if (params.get(f)) q.set(f, params.get(f));
+  }
+  $("#export-csv").href = `/api/v1/alerts/export?format=csv&${q}`;
+  $("#export-jsonl").href = `/api/v1/alerts/export?format=jsonl&${q}`;
+  $("#first-page").href = `#/alerts?${q}`;
+  $("#explorer-error").textContent = "";
+  const cursor = params.get("cursor");
+  let page;
+  try {
+    page = await api(`/api/v1/alerts?limit=50&${q}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+  } catch (e) {
+    $("#explorer-error").textContent = e.message;
+    $("#explorer tbody").innerHTML = "";
+    return;
+  }
+  $("#explorer tbody").innerHTML = page.alerts.map((a) =>
+    `<tr><td>${esc(a.ts)}</td><td>${sev(a.severity)}</td><td title="${esc(a.title)}">${esc(a.rule)}</td>` +
+    `<td>${esc(a.src_ip)}:${esc(a.src_port)}</td><td>${esc(a.dst_ip)}:${esc(a.dst_port)}</td><td>${esc(units(a))}</td>` +
+    `<td>${esc(a.count)}</td><td>${esc((a.technique || []).join(", "))}</td><td>${esc(a.agent)}</td><td>${esc(a.message || a.title)}</td></tr>`).join("");
+  $("#explorer-status").textContent = `${page.alerts.length} alerts on this page${cursor ? " (not the first)" : ""}`;
+  const next = $("#next-page");
+  next.hidden = !page.next;
+  if (page.next) next.href = `#/alerts?${q}&cursor=${encodeURIComponent(page.next)}`;
+}
+
+$("#filters").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const q = new URLSearchParams();
+  for (const f of FILTERS) { const v = e.target.elements[f].value.trim(); if (v) q.set(f, v); }
+  location.hash = `#/alerts?${q}`;
+});
+$("#clear-filters").addEventListener("click", () => { location.hash = "#/alerts"; });
+
+// Keys 1-3 switch views (not while typing in a field).
+document.addEventListener("keydown", (e) => {
+  if (e.target.closest("input, select, textarea") || e.ctrlKey || e.metaKey || e.altKey) return;
+  const i = ["1", "2", "3"].indexOf(e.key);
+  if (i >= 0) location.hash = ["#/", "#/charts", "#/alerts"][i];
+});
+
+window.addEventListener("hashchange", () => { if (!$("#app").hidden) route(); });
+
+// Charts follow new alerts, at most every few seconds.
+let chartsDue = null;
+function alertArrived() {
+  if (current !== "charts" || chartsDue) return;
+  chartsDue = setTimeout(() => { chartsDue = null; route(); }, 3000);
+}
+
 async function start() {
   $("#login").hidden = true; $("#app").hidden = false;
   const page = await api("/api/v1/alerts?limit=50");
   $("#feed tbody").innerHTML = page.alerts.map(alertRow).join("");
-  await refresh();
+  await route();
   events = new EventSource("/api/v1/alerts/stream");
   events.addEventListener("alert", (e) => {
     const body = $("#feed tbody");
     body.insertAdjacentHTML("afterbegin", alertRow(JSON.parse(e.data)));
     while (body.rows.length > 200) body.deleteRow(-1);
+    alertArrived();
   });
   // The collector ends the stream when the session ends or its credential is revoked.
   events.addEventListener("error", () => { refresh().catch(() => {}); });
-  timer = setInterval(() => refresh().catch(() => {}), 5000);
+  timer = setInterval(() => { if (current === "overview") refresh().catch(() => {}); }, 5000);
 }
 
 document.addEventListener("click", async (e) => {
@@ -131,7 +303,7 @@ $("#signin").addEventListener("click", async () => { if (await login($("#token")
   const params = new URLSearchParams(location.hash.slice(1));
   if (params.get("token")) {
     const ok = await login(params.get("token"));
-    history.replaceState(null, "", "/");
+    history.replaceState(null, "", "/#/");
     if (ok) return start();
   }
   try { signedIn(await api("/api/v1/session")); start(); } catch (_) { showLogin(); }

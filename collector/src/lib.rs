@@ -3,6 +3,7 @@
 //! The storage engine ([`kv`]) is a crate of its own, `otwatch-kv` (`collector/kv/`), which the
 //! agent's outbox uses too: the agent never links the collector.
 
+pub mod attack;
 pub mod audit;
 pub mod auth;
 pub mod config;

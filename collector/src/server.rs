@@ -44,7 +44,9 @@ use crate::store::{Action, AlertFilter, Store, StoreError, allowed};
 pub const FEED_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 mod browser;
+mod download;
 mod session;
+mod stats;
 mod throttle;
 
 use session::Source;
@@ -169,6 +171,7 @@ pub fn router<K: Kv>(state: Shared<K>) -> Router {
         .route("/api/v1/heartbeat", post(heartbeat::<K>))
         .route("/api/v1/alerts", get(alerts::<K>))
         .route("/api/v1/alerts/stream", get(stream::<K>))
+        .route("/api/v1/alerts/export", get(download::export::<K>))
         .route("/api/v1/alerts/{id}", get(alert_by_id::<K>))
         .route("/api/v1/incidents", get(incidents::<K>))
         .route("/api/v1/incidents/{id}/ack", post(ack::<K>))
@@ -176,6 +179,10 @@ pub fn router<K: Kv>(state: Shared<K>) -> Router {
         .route("/api/v1/assets", get(assets::<K>))
         .route("/api/v1/agents", get(agents::<K>))
         .route("/api/v1/posture", get(posture_route::<K>))
+        .route("/api/v1/stats/timeline", get(stats::timeline::<K>))
+        .route("/api/v1/stats/top", get(stats::top::<K>))
+        .route("/api/v1/stats/techniques", get(stats::techniques::<K>))
+        .route("/api/v1/attack", get(stats::matrix::<K>))
         .route("/api/v1/openapi.json", get(openapi))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .layer(middleware::from_fn_with_state(state.clone(), timing::<K>))

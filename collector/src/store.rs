@@ -22,6 +22,7 @@ mod migrate;
 pub mod model;
 mod query;
 mod retention;
+pub mod rollup;
 pub mod session;
 
 use std::collections::HashMap;
@@ -40,9 +41,9 @@ use model::{AgentRecord, AssetRecord, Incident, IncidentState, Role, StateChange
 pub use query::{AlertFilter, AlertPage};
 
 /// The on-disk schema this build reads and writes. A store of schema 1 (one index key per
-/// alert and value, before postings) or 2 (index keys not prefix-free) is upgraded in place
-/// when opened.
-pub const SCHEMA_VERSION: u32 = 3;
+/// alert and value, before postings), 2 (index keys not prefix-free) or 3 (before the
+/// [`rollup`] counts) is upgraded in place when opened.
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Longest note on an incident change, in bytes.
 pub const MAX_NOTE: usize = 4096;
@@ -121,7 +122,10 @@ impl<K: Kv> Store<K> {
                     migrate::from_v1(&kv, key.clone(), migrate::V2)?;
                 }
                 if found == migrate::V1 || found == migrate::V2 {
-                    migrate::from_v2(&kv, key, SCHEMA_VERSION)?;
+                    migrate::from_v2(&kv, key.clone(), migrate::V3)?;
+                }
+                if (migrate::V1..=migrate::V3).contains(&found) {
+                    migrate::from_v3(&kv, key, SCHEMA_VERSION)?;
                 } else if found != SCHEMA_VERSION {
                     return Err(StoreError::Schema { found });
                 }
@@ -209,6 +213,11 @@ impl<K: Kv> Store<K> {
             stored.to_be_bytes().to_vec(),
         );
         self.count_per_agent(&mut b, &indexed)?;
+        let mut counts = rollup::Changes::default();
+        for (_, a) in &indexed {
+            counts.add(a);
+        }
+        counts.write(&self.kv, &mut b)?;
         reply.assets += self.merge_assets(&mut b, batch)?;
         if reply.accepted > 0 {
             let key = keys::named(keys::AGENT, batch.agent.as_bytes());

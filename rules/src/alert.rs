@@ -48,17 +48,18 @@ impl Severity {
         }
     }
 
+    /// Every severity, least severe first.
+    pub const ALL: [Severity; 5] = [
+        Self::Info,
+        Self::Low,
+        Self::Medium,
+        Self::High,
+        Self::Critical,
+    ];
+
     /// Parses a lowercase name.
     pub fn from_name(name: &str) -> Option<Self> {
-        [
-            Self::Info,
-            Self::Low,
-            Self::Medium,
-            Self::High,
-            Self::Critical,
-        ]
-        .into_iter()
-        .find(|s| s.name() == name)
+        Self::ALL.into_iter().find(|s| s.name() == name)
     }
 }
 

@@ -35,6 +35,16 @@ fn chromium_for(test: &str) -> Option<PathBuf> {
     found
 }
 
+/// What each browser test starts from: Chromium, a folder, a collector's site with agent hall-1
+/// enrolled and its token; `None` after saying that `test` is skipped without Chromium.
+fn browser_site(test: &str) -> Option<(PathBuf, tempfile::TempDir, Site, String)> {
+    let chromium = chromium_for(test)?;
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::init(dir.path());
+    let agent = site.enroll_agent("hall-1");
+    Some((chromium, dir, site, agent))
+}
+
 /// Agent hall-1 delivers `alerts` and `assets` to the collector.
 fn ingest(collector: &Collector, agent: &str, alerts: Value, assets: Value) {
     let batch = json!({ "agent": "hall-1", "alerts": alerts, "assets": assets });
@@ -200,13 +210,11 @@ fn kiln_stop() -> otwatch_rules::alert::Alert {
 
 #[test]
 fn the_dashboard_shows_an_alert_just_ingested_and_the_posture() {
-    let Some(chromium) = chromium_for("the_dashboard_shows_an_alert_just_ingested_and_the_posture")
+    let Some((chromium, dir, site, agent)) =
+        browser_site("the_dashboard_shows_an_alert_just_ingested_and_the_posture")
     else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let site = Site::init(dir.path());
-    let agent = site.enroll_agent("hall-1");
     let viewer = site.enroll_viewer("soc");
     let collector = site.serve();
     let alert = kiln_stop();
@@ -260,14 +268,11 @@ fn the_dashboard_shows_an_alert_just_ingested_and_the_posture() {
 
 #[test]
 fn an_admin_acknowledges_from_the_page_and_signing_out_ends_the_session() {
-    let Some(chromium) =
-        chromium_for("an_admin_acknowledges_from_the_page_and_signing_out_ends_the_session")
+    let Some((chromium, dir, site, agent)) =
+        browser_site("an_admin_acknowledges_from_the_page_and_signing_out_ends_the_session")
     else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let site = Site::init(dir.path());
-    let agent = site.enroll_agent("hall-1");
     let collector = site.serve();
     let alert = kiln_stop();
     ingest(&collector, &agent, json!([alert]), json!([]));
@@ -307,4 +312,154 @@ fn an_admin_acknowledges_from_the_page_and_signing_out_ends_the_session() {
     assert!(text.contains("Sign in"), "{text}");
     let after = browser.eval("fetch('/api/v1/session').then((r) => r.status)");
     assert_eq!(after, json!(401), "the session ended");
+}
+
+/// Waits until `expression` is true in the page (or 20 s), and says whether it became true.
+fn wait_for(browser: &mut Browser, expression: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if browser.eval(expression) == json!(true) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sets the page's size, as a laptop or a wall screen shows it.
+fn resize(browser: &mut Browser, width: u32, height: u32) {
+    browser.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": false }),
+        true,
+    );
+}
+
+#[test]
+fn charts_and_the_alert_explorer_show_what_the_api_holds_and_link_by_clicks() {
+    let Some((chromium, dir, site, agent)) =
+        browser_site("charts_and_the_alert_explorer_show_what_the_api_holds_and_link_by_clicks")
+    else {
+        return;
+    };
+    let viewer = site.enroll_viewer("soc");
+    let collector = site.serve();
+    // Three stops from one master and a listen-only from another, with a message a
+    // spreadsheet would run.
+    let mut alerts = Vec::new();
+    for n in 0..3 {
+        let mut a = kiln_stop();
+        a.ts = Timestamp::from_secs(1_800_000_000 + n * 600);
+        a.first_ts = a.ts;
+        a.id = a.derived_id(0);
+        alerts.push(a);
+    }
+    let mut listen = agent_alert(
+        "hall-1",
+        &rule::FORCE_LISTEN_ONLY,
+        Timestamp::from_secs(1_800_000_100),
+        "192.168.1.11:50000".parse().unwrap(),
+        "=cmd|' /C calc'!A0".into(),
+    );
+    listen.dst_ip = "192.168.1.20".parse().unwrap();
+    listen.id = listen.derived_id(0);
+    alerts.push(listen.clone());
+    ingest(&collector, &agent, json!(alerts), json!([]));
+
+    let url = format!("{}/#token={viewer}", site.url());
+    let mut browser = Browser::open(&chromium, &dir.path().join("chromium"), &url);
+    browser.text_with(&["soc (viewer)"]);
+    browser.eval("location.hash = '#/charts?range=7d'");
+    let text = browser.text_with(&[
+        "ALERTS OVER TIME",
+        "program.umas_stop",
+        "Change Operating Mode",
+    ]);
+    // The page shows what the API answers for the range the page chose.
+    let shown = browser.eval(
+        "[...document.querySelectorAll('#top-rules .bar')].map((b) => b.innerText.replace(/\\s+/g, ' ').trim())",
+    );
+    let range = browser.eval("location.hash.split('?')[1] || ''");
+    assert_eq!(range, json!("range=7d"), "the view has its own URL");
+    let q = browser.eval("chartRangeQuery()");
+    let (status, top) = collector.client.get(
+        &format!("/api/v1/stats/top?by=rule&limit=10&{}", q.as_str().unwrap()),
+        Some(&viewer),
+    );
+    assert_eq!(status, 200, "{top}");
+    let expected: Vec<String> = top["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {}", r["value"].as_str().unwrap(), r["count"]))
+        .collect();
+    assert_eq!(shown, json!(expected), "{text}");
+    assert_eq!(expected[0], "program.umas_stop 3");
+    // Every hour's bar adds up to what the timeline endpoint holds: four alerts drawn.
+    let drawn = browser.eval(
+        "[...document.querySelectorAll('#timeline rect title')].map((t) => +t.textContent.split(': ')[1].split(' ')[0]).reduce((a, b) => a + b, 0)",
+    );
+    assert_eq!(drawn, json!(4));
+    // Techniques seen are links in the matrix, with their counts.
+    let seen = browser.eval(
+        "[...document.querySelectorAll('#matrix a.t')].map((a) => a.textContent.trim()).sort()",
+    );
+    let seen: Vec<String> = serde_json::from_value(seen).unwrap();
+    assert!(
+        seen.contains(&"3Change Operating Mode".to_string()),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&"1Device Restart/Shutdown".to_string()),
+        "{seen:?}"
+    );
+    assert!(
+        browser
+            .text_with(&["MITRE"])
+            .contains("The MITRE Corporation")
+    );
+
+    let out_dir = workspace_root().join("target/test-data");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    for (width, height, name) in [(1366, 768, "laptop"), (3840, 2160, "wall")] {
+        resize(&mut browser, width, height);
+        let fits = browser.eval("document.documentElement.scrollWidth <= window.innerWidth");
+        assert_eq!(
+            fits,
+            json!(true),
+            "the charts fit {width}x{height} without scrolling sideways"
+        );
+        browser.screenshot(&out_dir.join(format!("dashboard-charts-{name}.png")));
+    }
+    resize(&mut browser, 1400, 1100);
+
+    // A click on a rule opens the explorer on that rule's alerts in the range.
+    browser.eval("document.querySelector('#top-rules .bar a').click()");
+    assert!(wait_for(
+        &mut browser,
+        "location.hash.startsWith('#/alerts?rule=program.umas_stop') && document.querySelectorAll('#explorer tbody tr').length === 3"
+    ));
+    assert_eq!(
+        browser.eval("document.querySelector('#filters').elements.rule.value"),
+        json!("program.umas_stop")
+    );
+    // The export link exports what is shown; cells a spreadsheet would run are neutralised.
+    browser.eval("location.hash = '#/alerts?agent=hall-1'");
+    assert!(wait_for(
+        &mut browser,
+        "document.querySelectorAll('#explorer tbody tr').length === 4"
+    ));
+    let csv =
+        browser.eval("fetch(document.querySelector('#export-csv').href).then((r) => r.text())");
+    let csv = csv.as_str().unwrap();
+    assert_eq!(csv.lines().count(), 5, "a header and four alerts:\n{csv}");
+    assert!(csv.contains(&listen.id), "{csv}");
+    assert!(csv.contains("'=cmd|' /C calc'!A0"), "{csv}");
+    browser.screenshot(&out_dir.join("dashboard-alerts.png"));
+    // A filter the API refuses is shown with the API's reason.
+    browser.eval("location.hash = '#/alerts?asset=not-an-address'");
+    let text = browser.text_with(&["asset: \"not-an-address\" is not valid"]);
+    assert!(text.contains("expected an IP address"), "{text}");
 }

@@ -627,6 +627,7 @@ async fn an_unknown_route_is_a_json_404() {
 }
 
 mod sessions;
+mod stats;
 
 #[tokio::test]
 async fn a_schema_1_retry_of_what_an_earlier_collector_stored_is_a_duplicate_not_a_second_alert() {

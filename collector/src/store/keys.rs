@@ -14,6 +14,7 @@
 //! | `K` | `K` + rule `0` source `0` destination | open incident id (8) |
 //! | `C` | `C` + counter name | counter (8) |
 //! | `E` | `E` + SHA-256 of a session id (hex) | dashboard session (JSON) |
+//! | `H` | `H` + span + dimension + bucket (8) + tag (+ value) | alerts counted per hour and day ([`super::rollup`]) |
 //!
 //! Index keys are prefix-free: the value's length comes before it, so no value's postings sort
 //! among another's, whatever bytes either holds (schema 2 ended a value with a `0` byte, and an
@@ -51,6 +52,8 @@ pub const INCIDENT_KEY: u8 = b'K';
 pub const COUNTER: u8 = b'C';
 /// Dashboard sessions.
 pub const SESSION: u8 = b'E';
+/// Alerts counted per hour and day, for charts.
+pub const ROLLUP: u8 = b'H';
 
 /// Which field an index is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,13 +4,16 @@
 
 use std::ops::Bound;
 
-use super::{StoreError, keys};
+use super::{StoreError, corrupt, keys, rollup};
 use crate::kv::{Batch, Entry, Kv, Order};
 
 /// The schema before postings.
 pub(super) const V1: u32 = 1;
 /// The schema whose index keys ended a value with a `0` byte (not prefix-free).
 pub(super) const V2: u32 = 2;
+
+/// The schema before the rollup counts.
+pub(super) const V3: u32 = 3;
 
 /// Schema 1 and 2's index namespace.
 pub(super) const V2_INDEX: u8 = b'X';
@@ -58,6 +61,27 @@ pub(super) fn from_v1<K: Kv>(kv: &K, version_key: Vec<u8>, to: u32) -> Result<()
         for (record, list) in keys::posting_records(postings.iter().map(Vec::as_slice), true) {
             b.put(record, list);
         }
+        Ok(())
+    })?;
+    set_version(kv, version_key, to)
+}
+
+/// Schema 3 kept no chart counts: every stored alert is counted into them
+/// ([`rollup`]), a page of alerts per atomic, flushed batch. Counts an upgrade cut short left
+/// behind are removed first, so the next start counts from scratch.
+pub(super) fn from_v3<K: Kv>(kv: &K, version_key: Vec<u8>, to: u32) -> Result<(), StoreError> {
+    each_page(kv, keys::ROLLUP, PAGE, |page, b| {
+        for (key, _) in page {
+            b.delete(key.clone());
+        }
+        Ok(())
+    })?;
+    each_page(kv, keys::ALERT, PAGE, |page, b| {
+        let mut counts = rollup::Changes::default();
+        for (_, value) in page {
+            counts.add(&serde_json::from_slice(value).map_err(corrupt)?);
+        }
+        counts.write(kv, b)
     })?;
     set_version(kv, version_key, to)
 }
@@ -69,7 +93,7 @@ fn each_page<K: Kv>(
     kv: &K,
     namespace: u8,
     page_size: usize,
-    mut each: impl FnMut(&[Entry], &mut Batch),
+    mut each: impl FnMut(&[Entry], &mut Batch) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let (first, end) = ([namespace], [namespace + 1]);
     let mut after: Option<Vec<u8>> = None;
@@ -89,7 +113,7 @@ fn each_page<K: Kv>(
         };
         after = Some(last.clone());
         let mut b = Batch::new();
-        each(&page, &mut b);
+        each(&page, &mut b)?;
         kv.apply(b)?;
         kv.flush()?;
     }
@@ -144,6 +168,7 @@ pub(super) fn from_v2<K: Kv>(kv: &K, version_key: Vec<u8>, to: u32) -> Result<()
             }
             b.delete(key.clone());
         }
+        Ok(())
     })?;
     each_page(kv, keys::POSTING_RECORDS, POSTINGS_PAGE, |page, b| {
         for (record, list) in page {
@@ -160,6 +185,7 @@ pub(super) fn from_v2<K: Kv>(kv: &K, version_key: Vec<u8>, to: u32) -> Result<()
                 keys::posting_list(moved.iter().map(Vec::as_slice)),
             );
         }
+        Ok(())
     })?;
     set_version(kv, version_key, to)
 }

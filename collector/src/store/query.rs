@@ -86,17 +86,11 @@ impl AlertFilter {
         } else if let Some(h) = &self.asset {
             vec![keys::index_prefix(Field::Asset, h.to_string().as_bytes())]
         } else if let Some(min) = self.min_severity {
-            [
-                Severity::Info,
-                Severity::Low,
-                Severity::Medium,
-                Severity::High,
-                Severity::Critical,
-            ]
-            .into_iter()
-            .filter(|s| *s >= min)
-            .map(|s| keys::index_prefix(Field::Severity, &[s as u8]))
-            .collect()
+            Severity::ALL
+                .into_iter()
+                .filter(|s| *s >= min)
+                .map(|s| keys::index_prefix(Field::Severity, &[s as u8]))
+                .collect()
         } else {
             Vec::new()
         }

@@ -8,7 +8,7 @@ use std::ops::Bound;
 use otwatch_rules::alert::Alert;
 use otwatch_rules::time::Timestamp;
 
-use super::{Store, StoreError, corrupt, keys, poisoned, u64_of};
+use super::{Store, StoreError, corrupt, keys, poisoned, rollup, u64_of};
 use crate::kv::{Batch, Kv, Order, scan_prefix};
 
 /// The prefix of the per-agent stored-alert counters (`C` + this + agent name).
@@ -151,6 +151,7 @@ impl<K: Kv> Store<K> {
             )?;
             let mut b = Batch::new();
             let mut gone: BTreeMap<String, u64> = BTreeMap::new();
+            let mut counts = rollup::Changes::default();
             let mut done = page.len() < PAGE;
             for (k, v) in &page {
                 from = Bound::Excluded(k.clone());
@@ -178,6 +179,7 @@ impl<K: Kv> Store<K> {
                 if let Some(id) = keys::alert_id(&alert.id) {
                     b.delete(keys::named(keys::ID, &id));
                 }
+                counts.remove(&alert);
                 *gone.entry(alert.agent).or_default() += 1;
             }
             let in_page: u64 = gone.values().sum();
@@ -197,6 +199,7 @@ impl<K: Kv> Store<K> {
                         .saturating_sub(n);
                     b.put(key, left.to_be_bytes().to_vec());
                 }
+                counts.write(&self.kv, &mut b)?;
                 self.kv.apply(b)?;
                 drop(writer);
                 self.kv.flush()?;
@@ -206,6 +209,7 @@ impl<K: Kv> Store<K> {
             }
         }
         self.remove_spent_postings()?;
+        self.remove_spent_rollups()?;
         if let Some(newest) = newest_shared {
             self.remove_dead_postings(newest.saturating_add(keys::POSTING_SPAN_NANOS))?;
         }
