@@ -26,8 +26,8 @@ async function login(token) {
 }
 
 // A change made with the session cookie: same origin (the browser sends Origin) and a JSON body.
-function change(path) {
-  return api(path, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
+function change(path, body) {
+  return api(path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body || {}) });
 }
 
 let events = null;
@@ -57,10 +57,27 @@ function units(a) {
   return seen.length ? runs(seen) : a.unit_id;
 }
 
+// A host as a link to its page.
+const host = (ip, label) => `<a href="#/asset/${encodeURIComponent(ip)}">${esc(label || ip)}</a>`;
+const incidentLink = (id) => `<a href="#/incident/${encodeURIComponent(id)}">#${esc(id)}</a>`;
+
 function alertRow(a) {
   return `<tr class="new"><td>${esc(a.ts)}</td><td>${sev(a.severity)}</td><td title="${esc(a.title)}">${esc(a.rule)}</td>` +
-    `<td>${esc(a.src_ip)}:${esc(a.src_port)}</td><td>${esc(a.dst_ip)}:${esc(a.dst_port)}</td><td>${esc(units(a))}</td>` +
+    `<td>${host(a.src_ip)}:${esc(a.src_port)}</td><td>${host(a.dst_ip)}:${esc(a.dst_port)}</td><td>${esc(units(a))}</td>` +
     `<td>${esc(a.count)}</td><td>${esc((a.technique || []).join(", "))}</td><td>${esc(a.message || a.title)}</td></tr>`;
+}
+
+// An alert with its agent, for the explorer and asset pages.
+function agentAlertRow(a) {
+  return `<tr><td>${esc(a.ts)}</td><td>${sev(a.severity)}</td><td title="${esc(a.title)}">${esc(a.rule)}</td>` +
+    `<td>${host(a.src_ip)}:${esc(a.src_port)}</td><td>${host(a.dst_ip)}:${esc(a.dst_port)}</td><td>${esc(units(a))}</td>` +
+    `<td>${esc(a.count)}</td><td>${esc((a.technique || []).join(", "))}</td><td>${esc(a.agent)}</td><td>${esc(a.message || a.title)}</td></tr>`;
+}
+
+function incidentRow(i, actions) {
+  const last = i.history.length ? i.history[i.history.length - 1].by : "";
+  return `<tr><td>${incidentLink(i.id)}</td><td>${esc(i.state)}</td><td>${sev(i.severity)}</td><td>${esc(i.rule)}</td><td>${host(i.src_ip)}</td>` +
+    `<td>${host(i.dst_ip)}</td><td>${i.alerts}</td><td>${esc(i.last_ts)}</td>` + (actions === undefined ? "" : `<td>${esc(last)}</td><td>${actions}</td>`) + "</tr>";
 }
 
 async function refresh() {
@@ -73,20 +90,18 @@ async function refresh() {
     ["critical", "high", "medium", "low", "info"].map((s) => tile(`open ${s}`, open[s] || 0)).join("") +
     tile("acknowledged", posture.acknowledged_incidents);
   $("#risky tbody").innerHTML = posture.assets.slice(0, 10).map((r) =>
-    `<tr><td>${esc(r.name || r.ip)}</td><td>${esc(r.zone)}</td><td>${r.score.toFixed(0)}</td><td>${esc(r.factors.map((f) => f.factor).join("; "))}</td></tr>`).join("");
+    `<tr><td>${host(r.ip, r.name || r.ip)}</td><td>${esc(r.zone)}</td><td>${r.score.toFixed(0)}</td><td>${esc(r.factors.map((f) => f.factor).join("; "))}</td></tr>`).join("");
   $("#zones tbody").innerHTML = posture.zones.map((z) =>
     `<tr><td>${esc(z.zone)}</td><td>${z.score.toFixed(0)}</td><td>${esc(z.factors.map((f) => f.factor).join("; "))}</td></tr>`).join("");
   $("#incidents tbody").innerHTML = incidents.map((i) => {
-    const last = i.history.length ? i.history[i.history.length - 1].by : "";
     const actions = role === "admin" && i.state !== "resolved"
       ? `${i.state === "open" ? `<button data-act="ack" data-id="${i.id}">ack</button>` : ""} <button data-act="resolve" data-id="${i.id}">resolve</button>` : "";
-    return `<tr><td>${i.id}</td><td>${esc(i.state)}</td><td>${sev(i.severity)}</td><td>${esc(i.rule)}</td><td>${esc(i.src_ip)}</td>` +
-      `<td>${esc(i.dst_ip)}</td><td>${i.alerts}</td><td>${esc(i.last_ts)}</td><td>${esc(last)}</td><td>${actions}</td></tr>`;
+    return incidentRow(i, actions);
   }).join("");
   const conflicts = (a) => Object.entries(a.conflicts || {}).map(([field, claims]) =>
     `${field}: ${claims.map((c) => `${c.agent}=${c.value}`).join(", ")}`).join("; ");
   $("#assets tbody").innerHTML = assets.map((a) =>
-    `<tr><td>${esc(a.name || a.ip)}</td><td>${a.master ? "master " : ""}${a.slave ? "slave" : ""}</td><td>${esc((a.units || []).join(","))}</td>` +
+    `<tr><td>${host(a.ip, a.name || a.ip)}</td><td>${a.master ? "master " : ""}${a.slave ? "slave" : ""}</td><td>${esc((a.units || []).join(","))}</td>` +
     `<td>${esc([a.vendor, a.product_name || a.product_code, a.revision].filter(Boolean).join(" "))}</td><td>${esc(a.last_seen)}</td>` +
     `<td class="conflict">${esc(conflicts(a))}</td></tr>`).join("");
   $("#agents tbody").innerHTML = agents.map((g) =>
@@ -96,20 +111,132 @@ async function refresh() {
 
 // ---- views: each has its own URL (#/, #/charts?range=7d, #/alerts?rule=...) ----
 
-const VIEWS = ["overview", "charts", "alerts"];
+const VIEWS = ["overview", "charts", "alerts", "incident", "asset"];
 let current = "overview";
 
 function route() {
   const [path, query] = location.hash.replace(/^#/, "").split("?");
   const params = new URLSearchParams(query || "");
-  const name = (path || "/").replace(/^\//, "") || "overview";
+  const [name, arg] = (path || "/").replace(/^\//, "").split("/").map(decodeURIComponent);
   current = VIEWS.includes(name) ? name : "overview";
   for (const v of VIEWS) $(`#view-${v}`).hidden = v !== current;
   for (const a of document.querySelectorAll("#nav a")) {
     if (a.dataset.view === current) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
-  const shown = current === "charts" ? showCharts(params) : current === "alerts" ? showAlerts(params) : refresh();
-  return shown.catch((e) => console.error(e));
+  const shown = {
+    charts: () => showCharts(params),
+    alerts: () => showAlerts(params),
+    incident: () => showIncident(arg, params),
+    asset: () => showAsset(arg),
+  }[current] || refresh;
+  return shown().catch((e) => console.error(e));
+}
+
+// ---- incident page: its alerts decoded on a timeline, ATT&CK names, state and history ----
+
+// What a folded alert saw: units, functions and address ranges.
+function seenText(a) {
+  const s = a.seen;
+  if (!s) return "";
+  const parts = [];
+  if (s.units && s.units.length) parts.push(`units ${runs(s.units)}`);
+  if (s.functions && s.functions.length) parts.push(`functions ${s.functions.join(",")}`);
+  if (s.ranges && s.ranges.length) parts.push(`addresses ${s.ranges.map((r) => r[0] === r[1] ? r[0] : `${r[0]}-${r[1]}`).join(", ")}`);
+  return parts.join("; ");
+}
+
+let shownIncident = null;
+
+async function showIncident(id, params) {
+  const cursor = params.get("cursor");
+  let data;
+  try {
+    data = await api(`/api/v1/incidents/${encodeURIComponent(id)}${cursor ? `?cursor=${encodeURIComponent(cursor)}` : ""}`);
+  } catch (e) {
+    $("#incident-title").textContent = `Incident ${id}: ${e.message}`;
+    return;
+  }
+  const i = data.incident;
+  shownIncident = i.id;
+  $("#incident-title").textContent = `Incident #${i.id}: ${i.title}`;
+  const fact = (k, v) => `<dt>${esc(k)}</dt><dd>${v}</dd>`;
+  $("#incident-head").innerHTML = fact("rule", esc(i.rule)) + fact("severity", sev(i.severity)) + fact("state", esc(i.state)) +
+    fact("source", host(i.src_ip)) + fact("target", host(i.dst_ip)) + fact("first", esc(i.first_ts)) + fact("last", esc(i.last_ts)) +
+    fact("alerts", `${i.alerts} (${i.occurrences} occurrences)`) + fact("seen by", esc([...i.agents].join(", "))) +
+    fact("all alerts", `<a href="#/alerts?rule=${encodeURIComponent(i.rule)}&asset=${encodeURIComponent(i.src_ip)}">in the explorer</a>`);
+  $("#incident-attack").innerHTML = data.techniques.map((t) =>
+    `<div class="technique-card"><b>${esc(t.id)} ${esc(t.name || "(not in ATT&CK for ICS)")}</b>` +
+    `<span class="dim">${esc(t.tactics.map((x) => x.name).join(", "))}</span><div>${esc(t.description || "")}</div></div>`).join("");
+  $("#incident-state").innerHTML = `<p>${esc(i.state)}</p><ul class="history">` +
+    i.history.map((h) => `<li>${esc(h.at)}: ${esc(h.state)} by ${esc(h.by)}${h.note ? `: ${esc(h.note)}` : ""}</li>`).join("") +
+    (i.earlier_changes ? `<li class="dim">${i.earlier_changes} earlier changes</li>` : "") + "</ul>";
+  const actions = role === "admin" && i.state !== "resolved";
+  $("#incident-actions").hidden = !actions;
+  $("#incident-ack").hidden = i.state !== "open";
+  $("#incident-timeline").innerHTML = incidentTimeline(data.alerts, i);
+  $("#incident-alerts tbody").innerHTML = data.alerts.map((a) =>
+    `<tr><td>${esc(a.ts)}</td><td>${sev(a.severity)}</td><td>${esc(a.function || "")}${a.function_code != null ? ` (${a.function_code})` : ""}</td>` +
+    `<td>${esc(units(a))}</td><td>${esc(a.address)}</td><td>${esc(a.quantity)}</td><td title="${esc((a.values || []).join(" "))}">${esc((a.values || []).slice(0, 8).join(" "))}${(a.values || []).length > 8 ? " ..." : ""}</td>` +
+    `<td>${esc(a.exception || "")}</td><td>${esc(seenText(a))}</td><td>${esc(a.count)}</td><td>${esc(a.agent)}</td><td>${esc(a.message || a.title)}</td></tr>`).join("");
+  const more = $("#incident-more");
+  more.hidden = !data.next;
+  if (data.next) more.href = `#/incident/${i.id}?cursor=${encodeURIComponent(data.next)}`;
+}
+
+// The incident's alerts as marks along its time span, higher for more severe.
+function incidentTimeline(alerts, i) {
+  const W = Math.max(400, $("#incident-timeline").clientWidth || 1000), H = 90, pad = 12;
+  const t0 = Date.parse(i.first_ts), t1 = Math.max(Date.parse(i.last_ts), t0 + 1000);
+  const x = (t) => pad + ((Date.parse(t) - t0) / (t1 - t0)) * (W - 2 * pad);
+  let out = `<svg viewBox="0 0 ${W} ${H + 16}" role="img" aria-label="alerts over the incident's span">`;
+  out += `<line x1="${pad}" y1="${H - 10}" x2="${W - pad}" y2="${H - 10}" stroke="var(--line)"/>`;
+  for (const a of alerts) {
+    const y = H - 20 - SEVERITIES.indexOf(a.severity) * 12;
+    out += `<circle cx="${x(a.ts).toFixed(1)}" cy="${y}" r="5" class="f-${esc(a.severity)}"><title>${esc(a.ts)}: ${esc(a.message || a.title)}</title></circle>`;
+  }
+  out += `<text x="${pad}" y="${H + 12}">${esc(i.first_ts)}</text><text x="${W - pad}" y="${H + 12}" text-anchor="end">${esc(i.last_ts)}</text>`;
+  return out + "</svg>";
+}
+
+async function changeIncident(act) {
+  const note = $("#incident-note").value.trim();
+  await change(`/api/v1/incidents/${shownIncident}/${act}`, note ? { note } : {});
+  $("#incident-note").value = "";
+  route();
+}
+$("#incident-ack").addEventListener("click", () => changeIncident("ack"));
+$("#incident-resolve").addEventListener("click", () => changeIncident("resolve"));
+
+// ---- asset page: identity, risk and why, its incidents and latest alerts ----
+
+async function showAsset(ip) {
+  let data;
+  try {
+    data = await api(`/api/v1/assets/${encodeURIComponent(ip)}`);
+  } catch (e) {
+    $("#asset-title").textContent = `${ip}: ${e.message}`;
+    $("#asset-identity").innerHTML = "";
+    return;
+  }
+  const r = data.record ? data.record : null;
+  const a = r || {};
+  $("#asset-title").textContent = `${a.name ? `${a.name} (${data.ip})` : data.ip}`;
+  const fact = (k, v) => v ? `<dt>${esc(k)}</dt><dd>${v}</dd>` : "";
+  const roles = [a.master ? "master" : "", a.slave ? "slave" : ""].filter(Boolean).join(", ");
+  $("#asset-identity").innerHTML = (r ? "" : `<dt>inventory</dt><dd>no agent reported this host: it is seen only in alerts</dd>`) +
+    fact("vendor", esc(a.vendor)) + fact("product", esc([a.product_name, a.product_code].filter(Boolean).join(" / "))) +
+    fact("revision", esc(a.revision)) + fact("role", esc(roles)) + fact("zone", esc(a.zone)) + fact("criticality", esc(a.criticality)) +
+    fact("units", esc(runs(a.units || []))) +
+    fact("functions", esc(data.functions.map((f) => `${f.name || "function"} (${f.code})`).join(", "))) +
+    fact("peers", (a.peers || []).map((p) => host(p)).join(", ")) + fact("MACs", esc((a.macs || []).join(", "))) +
+    fact("first seen", esc(a.first_seen)) + fact("last seen", esc(a.last_seen)) +
+    fact("seen by", esc(((r && r.reported_by) || []).map((x) => x.agent).join(", ")));
+  $("#asset-risk").innerHTML = data.risk
+    ? `<p><b>${data.risk.score.toFixed(0)}</b> / 100</p><ul class="history">${data.risk.factors.map((f) => `<li>${esc(f.factor)} (${f.points.toFixed(1)})</li>`).join("")}</ul>`
+    : `<p class="dim">No risk factors.</p>`;
+  $("#asset-incidents tbody").innerHTML = data.incidents.map((i) => incidentRow(i)).join("");
+  $("#asset-alerts tbody").innerHTML = data.alerts.map(agentAlertRow).join("");
+  $("#asset-all-alerts").href = `#/alerts?asset=${encodeURIComponent(data.ip)}`;
 }
 
 // ---- charts: answered by the collector's aggregation endpoints ----
@@ -231,10 +358,7 @@ async function showAlerts(params) {
     $("#explorer tbody").innerHTML = "";
     return;
   }
-  $("#explorer tbody").innerHTML = page.alerts.map((a) =>
-    `<tr><td>${esc(a.ts)}</td><td>${sev(a.severity)}</td><td title="${esc(a.title)}">${esc(a.rule)}</td>` +
-    `<td>${esc(a.src_ip)}:${esc(a.src_port)}</td><td>${esc(a.dst_ip)}:${esc(a.dst_port)}</td><td>${esc(units(a))}</td>` +
-    `<td>${esc(a.count)}</td><td>${esc((a.technique || []).join(", "))}</td><td>${esc(a.agent)}</td><td>${esc(a.message || a.title)}</td></tr>`).join("");
+  $("#explorer tbody").innerHTML = page.alerts.map(agentAlertRow).join("");
   $("#explorer-status").textContent = `${page.alerts.length} alerts on this page${cursor ? " (not the first)" : ""}`;
   const next = $("#next-page");
   next.hidden = !page.next;

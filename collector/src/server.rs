@@ -44,6 +44,7 @@ use crate::store::{Action, AlertFilter, Store, StoreError, allowed};
 pub const FEED_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 mod browser;
+mod detail;
 mod download;
 mod session;
 mod stats;
@@ -174,9 +175,11 @@ pub fn router<K: Kv>(state: Shared<K>) -> Router {
         .route("/api/v1/alerts/export", get(download::export::<K>))
         .route("/api/v1/alerts/{id}", get(alert_by_id::<K>))
         .route("/api/v1/incidents", get(incidents::<K>))
+        .route("/api/v1/incidents/{id}", get(detail::incident::<K>))
         .route("/api/v1/incidents/{id}/ack", post(ack::<K>))
         .route("/api/v1/incidents/{id}/resolve", post(resolve::<K>))
         .route("/api/v1/assets", get(assets::<K>))
+        .route("/api/v1/assets/{ip}", get(detail::asset::<K>))
         .route("/api/v1/agents", get(agents::<K>))
         .route("/api/v1/posture", get(posture_route::<K>))
         .route("/api/v1/stats/timeline", get(stats::timeline::<K>))

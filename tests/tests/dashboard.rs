@@ -463,3 +463,79 @@ fn charts_and_the_alert_explorer_show_what_the_api_holds_and_link_by_clicks() {
     let text = browser.text_with(&["asset: \"not-an-address\" is not valid"]);
     assert!(text.contains("expected an IP address"), "{text}");
 }
+
+#[test]
+fn incident_and_asset_pages_link_by_clicks_and_an_admin_resolves_with_a_note() {
+    let Some((chromium, dir, site, agent)) =
+        browser_site("incident_and_asset_pages_link_by_clicks_and_an_admin_resolves_with_a_note")
+    else {
+        return;
+    };
+    let collector = site.serve();
+    let mut alerts = Vec::new();
+    for n in 0..3 {
+        let mut a = kiln_stop();
+        a.ts = Timestamp::from_secs(1_800_000_000 + n * 60);
+        a.first_ts = a.ts;
+        a.id = a.derived_id(0);
+        alerts.push(a);
+    }
+    let mut plc = AssetObservation::new(
+        "192.168.1.20".parse().unwrap(),
+        Timestamp::from_secs(1_800_000_000),
+    );
+    plc.slave = true;
+    plc.name = Some("kiln-plc".into());
+    plc.vendor = Some("Schneider Electric".into());
+    plc.functions = vec![3, 90];
+    ingest(&collector, &agent, json!(alerts), json!([plc]));
+
+    let url = format!("{}/#token={}", site.url(), site.admin);
+    let mut browser = Browser::open(&chromium, &dir.path().join("chromium"), &url);
+    browser.text_with(&["admin (admin)", "program.umas_stop"]);
+    // Overview -> incident.
+    assert!(wait_for(
+        &mut browser,
+        "!!document.querySelector('#incidents a[href^=\"#/incident/\"]')"
+    ));
+    browser.eval("document.querySelector('#incidents a[href^=\"#/incident/\"]').click()");
+    let text = browser.text_with(&["Incident #1", "Change Operating Mode", "ALERTS, DECODED"]);
+    assert!(
+        text.contains("Inhibit Response Function"),
+        "tactic names:\n{text}"
+    );
+    assert!(wait_for(
+        &mut browser,
+        "document.querySelectorAll('#incident-alerts tbody tr').length === 3 && document.querySelectorAll('#incident-timeline circle').length === 3"
+    ));
+    let out_dir = workspace_root().join("target/test-data");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    browser.screenshot(&out_dir.join("dashboard-incident.png"));
+    // Incident -> its target's asset page.
+    browser
+        .eval("document.querySelector('#incident-head a[href=\"#/asset/192.168.1.20\"]').click()");
+    let text = browser.text_with(&["kiln-plc (192.168.1.20)", "Schneider Electric"]);
+    assert!(text.contains("read_holding_registers (3)"), "{text}");
+    assert!(wait_for(
+        &mut browser,
+        "document.querySelectorAll('#asset-incidents tbody tr').length === 1"
+    ));
+    browser.screenshot(&out_dir.join("dashboard-asset.png"));
+    // Asset -> back to the incident, resolved there with a note.
+    browser.eval("document.querySelector('#asset-incidents a[href^=\"#/incident/\"]').click()");
+    assert!(wait_for(
+        &mut browser,
+        "location.hash === '#/incident/1' && !document.querySelector('#incident-actions').hidden"
+    ));
+    browser.eval("document.querySelector('#incident-note').value = 'stop was the planned kiln shutdown'; document.querySelector('#incident-resolve').click()");
+    let text = browser.text_with(&["stop was the planned kiln shutdown"]);
+    assert!(text.contains("resolved by admin"), "{text}");
+    let (_, incident) = collector
+        .client
+        .get("/api/v1/incidents/1", Some(&site.admin));
+    assert_eq!(incident["incident"]["state"], "resolved");
+    assert_eq!(
+        incident["incident"]["history"][0]["note"],
+        "stop was the planned kiln shutdown"
+    );
+}

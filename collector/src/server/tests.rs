@@ -626,6 +626,7 @@ async fn an_unknown_route_is_a_json_404() {
     assert_eq!(r.body["error"], "no such route");
 }
 
+mod detail;
 mod sessions;
 mod stats;
 

@@ -20,6 +20,7 @@ use otwatch_rules::time::Timestamp;
 use serde::Serialize;
 
 use super::keys::{self, Field};
+use super::model::Incident;
 use super::{Store, StoreError, corrupt};
 use crate::kv::{Kv, Order};
 
@@ -29,6 +30,8 @@ const PAGE: usize = 256;
 const POSTINGS_PAGE: usize = 8;
 /// Most alerts one query considers before returning a cursor.
 const MAX_SCAN: usize = 20_000;
+/// Most queries one page of an incident's alerts makes.
+const INCIDENT_PAGES: usize = 8;
 
 /// Which alerts a query wants. Every field is optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -262,5 +265,45 @@ impl<K: Kv> Store<K> {
                 });
             }
         }
+    }
+
+    /// Up to `limit` alerts of an incident, newest first, older than `cursor` if given: the
+    /// alerts of its rule between its two hosts (source to destination) within its time span.
+    /// Incidents of one rule and pair follow one another in time, so these are its own.
+    pub fn incident_alerts(
+        &self,
+        incident: &Incident,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<AlertPage, StoreError> {
+        let filter = AlertFilter {
+            since: Some(incident.first_ts),
+            until: Some(Timestamp::from_nanos(
+                incident.last_ts.as_nanos().saturating_add(1),
+            )),
+            asset: Some(incident.src_ip),
+            rule: Some(incident.rule.clone()),
+            ..AlertFilter::default()
+        };
+        let mut alerts = Vec::new();
+        let mut cursor = cursor.map(str::to_string);
+        // The source's alerts to other hosts are read and passed over: a few pages per
+        // request at most, then the cursor says where to go on.
+        for _ in 0..INCIDENT_PAGES {
+            let page = self.query_alerts(&filter, cursor.as_deref(), limit - alerts.len())?;
+            alerts.extend(
+                page.alerts
+                    .into_iter()
+                    .filter(|a| a.src_ip == incident.src_ip && a.dst_ip == incident.dst_ip),
+            );
+            cursor = page.next;
+            if alerts.len() >= limit || cursor.is_none() {
+                break;
+            }
+        }
+        Ok(AlertPage {
+            alerts,
+            next: cursor,
+        })
     }
 }
