@@ -70,16 +70,19 @@ fn batches() -> Vec<IngestBatch> {
             agent: "hall-1".into(),
             alerts: alerts.clone(),
             assets: vec![asset.clone()],
+            conversations: Vec::new(),
         },
         IngestBatch {
             agent: "hall-1".into(),
             alerts: alerts.into_iter().take(1).collect(),
             assets: Vec::new(),
+            conversations: Vec::new(),
         },
         IngestBatch {
             agent: "hall-1".into(),
             alerts: Vec::new(),
             assets: vec![asset],
+            conversations: Vec::new(),
         },
     ]
 }

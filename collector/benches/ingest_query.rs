@@ -213,6 +213,7 @@ fn main() {
                         agent,
                         alerts,
                         assets: Vec::new(),
+                        conversations: Vec::new(),
                     })
                     .unwrap();
                     let sent = Instant::now();

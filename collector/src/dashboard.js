@@ -111,7 +111,7 @@ async function refresh() {
 
 // ---- views: each has its own URL (#/, #/charts?range=7d, #/alerts?rule=...) ----
 
-const VIEWS = ["overview", "charts", "alerts", "incident", "asset"];
+const VIEWS = ["overview", "map", "charts", "alerts", "incident", "asset"];
 let current = "overview";
 
 function route() {
@@ -124,6 +124,7 @@ function route() {
     if (a.dataset.view === current) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
   const shown = {
+    map: () => showMap(),
     charts: () => showCharts(params),
     alerts: () => showAlerts(params),
     incident: () => showIncident(arg, params),
@@ -239,6 +240,161 @@ async function showAsset(ip) {
   $("#asset-all-alerts").href = `#/alerts?asset=${encodeURIComponent(data.ip)}`;
 }
 
+// ---- network map: hosts grouped by zone, conversations as lines master -> slave ----
+
+const NODE_W = 130, NODE_H = 78;
+let mapView = null;   // { x, y, w, h, bounds, keep }
+let mapNodes = [];    // [{ ip, name, x, y, ... }]
+
+// Places each host on a grid inside its zone's box, zones side by side in rows.
+function layout(nodes) {
+  const groups = new Map();
+  for (const n of nodes) {
+    const zone = n.zone ? `zone ${n.zone}` : n.in_inventory ? "unzoned" : "not in the inventory";
+    if (!groups.has(zone)) groups.set(zone, []);
+    groups.get(zone).push(n);
+  }
+  const names = [...groups.keys()].sort((a, b) => {
+    const rank = (z) => z.startsWith("zone ") ? 0 : z === "unzoned" ? 1 : 2;
+    return rank(a) - rank(b) || a.localeCompare(b);
+  });
+  const role = (n) => n.master && !n.slave ? 0 : n.slave ? 1 : 2;
+  const boxes = names.map((name) => {
+    const members = groups.get(name).sort((a, b) => role(a) - role(b) || a.ip.localeCompare(b.ip, undefined, { numeric: true }));
+    const cols = Math.max(1, Math.ceil(Math.sqrt(members.length * 1.6)));
+    const rows = Math.ceil(members.length / cols);
+    return { name, members, cols, w: cols * NODE_W + 20, h: rows * NODE_H + 40 };
+  });
+  const area = boxes.reduce((a, b) => a + b.w * b.h, 0);
+  const maxW = Math.max(900, Math.sqrt(area) * 1.6);
+  let x = 0, y = 0, rowH = 0, widest = 0;
+  for (const b of boxes) {
+    if (x > 0 && x + b.w > maxW) { x = 0; y += rowH + 30; rowH = 0; }
+    b.x = x; b.y = y;
+    b.members.forEach((n, i) => {
+      n.x = x + 10 + (i % b.cols) * NODE_W + NODE_W / 2;
+      n.y = y + 40 + Math.floor(i / b.cols) * NODE_H + 20;
+    });
+    x += b.w + 30; rowH = Math.max(rowH, b.h); widest = Math.max(widest, x);
+  }
+  return { boxes, width: widest, height: y + rowH };
+}
+
+async function showMap() {
+  const data = await api("/api/v1/map");
+  const { boxes, width, height } = layout(data.nodes);
+  const at = new Map(data.nodes.map((n) => [n.ip, n]));
+  mapNodes = data.nodes;
+  let svg = `<svg id="map-svg" role="img" aria-label="network map"><defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerUnits="userSpaceOnUse" markerWidth="12" markerHeight="12" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#8a94a6"/></marker></defs><g id="map-layer">`;
+  for (const b of boxes) {
+    svg += `<g class="zone"><rect x="${b.x}" y="${b.y}" width="${b.w}" height="${b.h}" rx="8"/><text x="${b.x + 10}" y="${b.y + 22}">${esc(b.name)} (${b.members.length})</text></g>`;
+  }
+  for (const e of data.edges) {
+    const m = at.get(e.master), sl = at.get(e.slave);
+    if (!m || !sl) continue;
+    const dx = sl.x - m.x, dy = sl.y - m.y, len = Math.max(1, Math.hypot(dx, dy));
+    const x1 = m.x + (dx / len) * 16, y1 = m.y + (dy / len) * 16, x2 = sl.x - (dx / len) * 18, y2 = sl.y - (dy / len) * 18;
+    const width = e.kind === "incident" ? 1.5 : 1 + Math.min(7, Math.log2(1 + e.rate));
+    const what = e.kind === "incident" ? "only incidents link them" :
+      `${e.rate.toFixed(1)} requests/s, functions ${e.functions.join(", ")}`;
+    const title = `${e.master} -> ${e.slave}: ${what}${e.incidents ? `; ${e.incidents} open incidents, worst ${e.worst}` : ""}`;
+    const line = `x1="${x1.toFixed(1)}" y1="${y1.toFixed(1)}" x2="${x2.toFixed(1)}" y2="${y2.toFixed(1)}"`;
+    svg += `<g class="edge ${e.kind}${e.worst ? ` e-${esc(e.worst)}` : ""}" data-master="${esc(e.master)}" data-slave="${esc(e.slave)}"><title>${esc(title)}</title>` +
+      `<line class="show" ${line} stroke-width="${width.toFixed(1)}" marker-end="url(#arrow)"/><line class="hit" ${line}/></g>`;
+  }
+  for (const n of data.nodes) {
+    const classes = ["node", n.master ? "master" : "", n.slave ? "slave" : "", n.name ? "" : "unknown", n.only_in_alerts ? "alerts-only" : ""].filter(Boolean).join(" ");
+    const what = [n.master ? "master" : "", n.slave ? "slave" : "", n.vendor || "", n.only_in_alerts ? "seen only in alerts" : "",
+      n.name ? "" : "not named by any policy", n.worst ? `worst open incident ${n.worst}` : ""].filter(Boolean).join(", ");
+    svg += `<g class="${classes}" data-ip="${esc(n.ip)}" tabindex="0" role="link" aria-label="${esc(n.name || n.ip)}"><title>${esc(n.ip)}: ${esc(what)}</title>` +
+      `<circle cx="${n.x}" cy="${n.y}" r="14"/>` +
+      (n.worst ? `<circle class="worst" cx="${n.x}" cy="${n.y}" r="19" style="stroke:var(--${esc(n.worst)})"/>` : "") +
+      `<text x="${n.x}" y="${n.y + 31}">${esc(n.name || n.ip)}</text>` + (n.name ? `<text class="ip" x="${n.x}" y="${n.y + 43}">${esc(n.ip)}</text>` : "") + "</g>";
+  }
+  svg += "</g></svg>";
+  $("#map").innerHTML = svg;
+  const bounds = { x: -20, y: -20, w: width + 40, h: height + 40 };
+  mapView = mapView && mapView.keep ? Object.assign(mapView, { bounds }) : Object.assign({}, bounds, { bounds });
+  setView();
+  $("#map-status").textContent = `${data.nodes.length} hosts, ${data.edges.length} links` +
+    (data.truncated ? " (the busiest shown: the plant has more)" : "");
+  findHosts($("#map-search").value);
+}
+
+function setView() {
+  const svg = $("#map-svg");
+  if (svg && mapView) svg.setAttribute("viewBox", `${mapView.x} ${mapView.y} ${mapView.w} ${mapView.h}`);
+}
+
+function fitMap() {
+  if (!mapView) return;
+  Object.assign(mapView, mapView.bounds, { keep: false });
+  setView();
+}
+
+// Marks the hosts whose address or name holds `q`; returns the first.
+function findHosts(q) {
+  q = (q || "").trim().toLowerCase();
+  $("#map").classList.toggle("searching", !!q);
+  let first = null;
+  for (const g of document.querySelectorAll("#map .node")) {
+    const n = mapNodes.find((x) => x.ip === g.dataset.ip);
+    const hit = !!q && !!n && (n.ip.includes(q) || (n.name || "").toLowerCase().includes(q));
+    g.classList.toggle("match", hit);
+    if (hit && !first) first = n;
+  }
+  return first;
+}
+
+$("#map-search").addEventListener("input", (e) => findHosts(e.target.value));
+$("#map-search").addEventListener("keydown", (e) => {
+  if (e.key !== "Enter") return;
+  const n = findHosts(e.target.value);
+  if (!n || !mapView) return;
+  Object.assign(mapView, { x: n.x - 300, y: n.y - 200, w: 600, h: 400, keep: true });
+  setView();
+  const g = document.querySelector(`#map .node[data-ip="${CSS.escape(n.ip)}"]`);
+  if (g) g.focus();
+});
+$("#map-fit").addEventListener("click", fitMap);
+
+// Zoom about the pointer; pan by dragging.
+$("#map").addEventListener("wheel", (e) => {
+  if (!mapView) return;
+  e.preventDefault();
+  const r = $("#map").getBoundingClientRect();
+  const fx = (e.clientX - r.left) / r.width, fy = (e.clientY - r.top) / r.height;
+  const k = e.deltaY > 0 ? 1.15 : 1 / 1.15;
+  const w = Math.min(mapView.bounds.w * 4, Math.max(80, mapView.w * k)), h = w * (mapView.h / mapView.w);
+  Object.assign(mapView, { x: mapView.x + (mapView.w - w) * fx, y: mapView.y + (mapView.h - h) * fy, w, h, keep: true });
+  setView();
+}, { passive: false });
+let drag = null;
+$("#map").addEventListener("pointerdown", (e) => {
+  if (!mapView || e.target.closest(".node, .edge")) return;
+  drag = { x: e.clientX, y: e.clientY, vx: mapView.x, vy: mapView.y };
+  $("#map").setPointerCapture(e.pointerId);
+});
+$("#map").addEventListener("pointermove", (e) => {
+  if (!drag) return;
+  const r = $("#map").getBoundingClientRect();
+  mapView.x = drag.vx - (e.clientX - drag.x) * (mapView.w / r.width);
+  mapView.y = drag.vy - (e.clientY - drag.y) * (mapView.h / r.height);
+  mapView.keep = true;
+  setView();
+});
+$("#map").addEventListener("pointerup", () => { drag = null; });
+$("#map").addEventListener("click", (e) => {
+  const node = e.target.closest(".node");
+  if (node) { location.hash = `#/asset/${encodeURIComponent(node.dataset.ip)}`; return; }
+  const edge = e.target.closest(".edge");
+  if (edge) location.hash = `#/alerts?asset=${encodeURIComponent(edge.dataset.master)}&peer=${encodeURIComponent(edge.dataset.slave)}`;
+});
+$("#map").addEventListener("keydown", (e) => {
+  const node = e.target.closest(".node");
+  if (node && e.key === "Enter") location.hash = `#/asset/${encodeURIComponent(node.dataset.ip)}`;
+});
+
 // ---- charts: answered by the collector's aggregation endpoints ----
 
 const RANGES = { "24h": [86400e3, "hour"], "7d": [7 * 86400e3, "hour"], "30d": [30 * 86400e3, "day"] };
@@ -336,7 +492,7 @@ function matrix(seen, q) {
 
 // ---- alert explorer: every filter of the API, paged by cursor, exported as shown ----
 
-const FILTERS = ["min_severity", "rule", "technique", "asset", "agent", "since", "until"];
+const FILTERS = ["min_severity", "rule", "technique", "asset", "peer", "agent", "since", "until"];
 
 async function showAlerts(params) {
   const form = $("#filters");
@@ -373,20 +529,20 @@ $("#filters").addEventListener("submit", (e) => {
 });
 $("#clear-filters").addEventListener("click", () => { location.hash = "#/alerts"; });
 
-// Keys 1-3 switch views (not while typing in a field).
+// Keys 1-4 switch views (not while typing in a field).
 document.addEventListener("keydown", (e) => {
   if (e.target.closest("input, select, textarea") || e.ctrlKey || e.metaKey || e.altKey) return;
-  const i = ["1", "2", "3"].indexOf(e.key);
-  if (i >= 0) location.hash = ["#/", "#/charts", "#/alerts"][i];
+  const i = ["1", "2", "3", "4"].indexOf(e.key);
+  if (i >= 0) location.hash = ["#/", "#/map", "#/charts", "#/alerts"][i];
 });
 
 window.addEventListener("hashchange", () => { if (!$("#app").hidden) route(); });
 
-// Charts follow new alerts, at most every few seconds.
-let chartsDue = null;
+// Charts and the map follow new alerts, at most every few seconds.
+let redrawDue = null;
 function alertArrived() {
-  if (current !== "charts" || chartsDue) return;
-  chartsDue = setTimeout(() => { chartsDue = null; route(); }, 3000);
+  if ((current !== "charts" && current !== "map") || redrawDue) return;
+  redrawDue = setTimeout(() => { redrawDue = null; route(); }, 3000);
 }
 
 async function start() {

@@ -56,5 +56,6 @@ pub(crate) fn batch(agent: &str, alerts: Vec<Alert>) -> IngestBatch {
         agent: agent.into(),
         alerts,
         assets: Vec::new(),
+        conversations: Vec::new(),
     }
 }

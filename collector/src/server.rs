@@ -46,6 +46,7 @@ pub const FEED_KEEP_ALIVE: Duration = Duration::from_secs(15);
 mod browser;
 mod detail;
 mod download;
+mod map;
 mod session;
 mod stats;
 mod throttle;
@@ -182,6 +183,7 @@ pub fn router<K: Kv>(state: Shared<K>) -> Router {
         .route("/api/v1/assets/{ip}", get(detail::asset::<K>))
         .route("/api/v1/agents", get(agents::<K>))
         .route("/api/v1/posture", get(posture_route::<K>))
+        .route("/api/v1/map", get(map::map::<K>))
         .route("/api/v1/stats/timeline", get(stats::timeline::<K>))
         .route("/api/v1/stats/top", get(stats::top::<K>))
         .route("/api/v1/stats/techniques", get(stats::techniques::<K>))
@@ -468,6 +470,7 @@ fn filter_of(
             }
             "agent" => f.agent = Some(v.clone()),
             "asset" => f.asset = Some(v.parse::<IpAddr>().map_err(|_| bad("an IP address"))?),
+            "peer" => f.peer = Some(v.parse::<IpAddr>().map_err(|_| bad("an IP address"))?),
             "rule" => f.rule = Some(v.clone()),
             "technique" => f.technique = Some(v.clone()),
             "cursor" => cursor = Some(v.clone()),
@@ -480,10 +483,15 @@ fn filter_of(
             }
             _ => {
                 return Err(ApiError::bad_request(format!(
-                    "{k}: unknown parameter (expected since, until, min_severity, agent, asset, rule, technique, cursor, limit)"
+                    "{k}: unknown parameter (expected since, until, min_severity, agent, asset, peer, rule, technique, cursor, limit)"
                 )));
             }
         }
+    }
+    if f.peer.is_some() && f.asset.is_none() {
+        return Err(ApiError::bad_request(
+            "peer: taken only with asset (the alerts between the two hosts)",
+        ));
     }
     Ok((f, cursor, limit))
 }

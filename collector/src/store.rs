@@ -17,6 +17,7 @@
 //! agents can be enrolled while the collector runs.
 
 mod asset;
+pub mod conversation;
 mod keys;
 mod migrate;
 pub mod model;
@@ -37,6 +38,7 @@ use otwatch_rules::time::Timestamp;
 use otwatch_rules::wire::{Heartbeat, IngestBatch, IngestReply};
 
 use crate::kv::{Batch, Kv, KvError, Order, scan_prefix};
+use conversation::ConversationRecord;
 use model::{AgentRecord, AssetRecord, Incident, IncidentState, Role, StateChange};
 pub use query::{AlertFilter, AlertPage};
 
@@ -57,6 +59,11 @@ const OPEN_INCIDENTS: &[u8] = b"incidents_open";
 /// The counter of asset list entries (MACs, units, functions, peers, reports) dropped because
 /// a list was full.
 const ASSET_ENTRIES_DROPPED: &[u8] = b"asset_entries_dropped";
+
+/// The counters of conversations stored, and of reports of new ones not kept because
+/// [`conversation::MAX_CONVERSATIONS`] were.
+const CONVERSATIONS: &[u8] = b"conversations";
+const CONVERSATIONS_DROPPED: &[u8] = b"conversations_dropped";
 
 /// Alerts of one rule between the same hosts join an incident while they come less than this
 /// apart.
@@ -219,6 +226,7 @@ impl<K: Kv> Store<K> {
         }
         counts.write(&self.kv, &mut b)?;
         reply.assets += self.merge_assets(&mut b, batch)?;
+        self.merge_conversations(&mut b, batch)?;
         if reply.accepted > 0 {
             let key = keys::named(keys::AGENT, batch.agent.as_bytes());
             let mut record = self.agent(&batch.agent)?.unwrap_or_else(|| AgentRecord {
@@ -350,6 +358,61 @@ impl<K: Kv> Store<K> {
             );
         }
         Ok(taken)
+    }
+
+    /// Merges a batch's conversation windows into the stored conversations; a new pair past
+    /// [`conversation::MAX_CONVERSATIONS`] is counted, not stored.
+    fn merge_conversations(&self, b: &mut Batch, batch: &IngestBatch) -> Result<(), StoreError> {
+        if batch.conversations.is_empty() {
+            return Ok(());
+        }
+        let mut merged: HashMap<Vec<u8>, ConversationRecord> = HashMap::new();
+        let mut stored = self.counter(CONVERSATIONS)?;
+        let mut dropped = 0u64;
+        for o in &batch.conversations {
+            let key = keys::conversation(o.master, o.slave);
+            match merged.entry(key) {
+                Entry::Occupied(mut known) => known.get_mut().observe(&batch.agent, o),
+                Entry::Vacant(slot) => match self.kv.get(slot.key())? {
+                    Some(v) => {
+                        let mut known: ConversationRecord =
+                            serde_json::from_slice(&v).map_err(corrupt)?;
+                        known.observe(&batch.agent, o);
+                        slot.insert(known);
+                    }
+                    None if stored < conversation::MAX_CONVERSATIONS => {
+                        stored += 1;
+                        slot.insert(ConversationRecord::new(&batch.agent, o));
+                    }
+                    None => dropped += 1,
+                },
+            }
+        }
+        for (key, record) in merged {
+            b.put(key, json(&record));
+        }
+        b.put(
+            keys::named(keys::COUNTER, CONVERSATIONS),
+            stored.to_be_bytes().to_vec(),
+        );
+        if dropped > 0 {
+            let total = self.counter(CONVERSATIONS_DROPPED)? + dropped;
+            b.put(
+                keys::named(keys::COUNTER, CONVERSATIONS_DROPPED),
+                total.to_be_bytes().to_vec(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Stored conversations (at most `limit`).
+    pub fn conversations(&self, limit: usize) -> Result<Vec<ConversationRecord>, StoreError> {
+        self.list(keys::CONVERSATION, limit)
+    }
+
+    /// Reports of new conversations not stored because the store held its most.
+    pub fn conversations_dropped(&self) -> Result<u64, StoreError> {
+        self.counter(CONVERSATIONS_DROPPED)
     }
 
     /// Puts an alert into its incident: the open one for its (rule, source, destination) if the

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alert;
+pub mod conversations;
 pub mod detect;
 pub mod flow;
 pub mod framing;
@@ -20,6 +21,9 @@ pub mod time;
 pub mod transaction;
 pub mod validate;
 pub mod wire;
+
+#[cfg(test)]
+mod test_flow;
 
 use serde::Serialize;
 

@@ -10,8 +10,8 @@
 
 use std::fmt;
 
-use crate::alert::{Alert, FoldKey, SCHEMA_VERSION, Seen};
-use crate::wire::{AssetObservation, Heartbeat, IngestBatch};
+use crate::alert::{Alert, FoldKey, SCHEMA_VERSION, Seen, seen};
+use crate::wire::{AssetObservation, ConversationObservation, Heartbeat, IngestBatch};
 
 /// Longest rule id, in bytes.
 pub const MAX_RULE_ID: usize = 128;
@@ -358,6 +358,39 @@ pub fn asset(o: &AssetObservation) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// The longest report window a conversation observation may cover.
+pub const MAX_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Checks every field of a conversation observation.
+pub fn conversation(o: &ConversationObservation) -> Result<(), Invalid> {
+    if o.until < o.since || o.until.since(o.since) > MAX_WINDOW {
+        return Err(Invalid::new(
+            "until",
+            o.until,
+            format!("a time at or after since ({}), within a day of it", o.since),
+        ));
+    }
+    for (field, list, what) in [
+        ("units", &o.units, "unit ids"),
+        ("functions", &o.functions, "function codes"),
+    ] {
+        if !seen::ascending_once(list) {
+            return Err(Invalid::new(
+                field,
+                list,
+                format!("{what} in ascending order, each once"),
+            ));
+        }
+    }
+    for (side, ranges) in [("reads", &o.reads), ("writes", &o.writes)] {
+        for (table, list) in ranges.tables() {
+            seen::check_ranges(list)
+                .map_err(|expected| Invalid::new(format_args!("{side}.{table}"), list, expected))?;
+        }
+    }
+    Ok(())
+}
+
 fn is_mac(text: &str) -> bool {
     text.len() == 17
         && text.split(':').count() == 6
@@ -403,6 +436,9 @@ pub fn batch(b: &IngestBatch) -> Result<(), Invalid> {
     }
     for (i, o) in b.assets.iter().enumerate() {
         asset(o).map_err(|e| e.within(&format!("assets[{i}]")))?;
+    }
+    for (i, o) in b.conversations.iter().enumerate() {
+        conversation(o).map_err(|e| e.within(&format!("conversations[{i}]")))?;
     }
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! What agents send the collector: batches of alerts and asset observations, and heartbeats.
+//! What agents send the collector: batches of alerts, asset and conversation observations,
+//! and heartbeats.
 //! JSON over HTTPS; versioned with the alert schema.
 
 use std::net::IpAddr;
@@ -20,6 +21,83 @@ pub struct IngestBatch {
     /// What the agent learned about hosts since its last batch.
     #[serde(default)]
     pub assets: Vec<AssetObservation>,
+    /// What the agent saw of each Modbus conversation in its last report windows (agents
+    /// before the network map send none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conversations: Vec<ConversationObservation>,
+}
+
+/// What an agent saw of one Modbus conversation, a master polling a slave, over one report
+/// window: how busy it was, and what it touched so far. For the collector's network map and
+/// asset pages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationObservation {
+    /// The master (the client that sends requests).
+    pub master: IpAddr,
+    /// The slave (the server that answers them).
+    pub slave: IpAddr,
+    /// The window's start, in capture time.
+    pub since: Timestamp,
+    /// The window's end: `requests / (until - since)` is the conversation's request rate.
+    pub until: Timestamp,
+    /// Requests in the window.
+    pub requests: u64,
+    /// Exception responses in the window.
+    pub exceptions: u64,
+    /// Unit ids addressed so far, ascending.
+    #[serde(default)]
+    pub units: Vec<u8>,
+    /// Function codes used so far, ascending.
+    #[serde(default)]
+    pub functions: Vec<u8>,
+    /// Addresses read so far, per table.
+    #[serde(default)]
+    pub reads: TableRanges,
+    /// Addresses written so far, per table.
+    #[serde(default)]
+    pub writes: TableRanges,
+}
+
+/// Address ranges per Modbus table, each list `[first, last]` ranges, ascending and apart, at
+/// most [`crate::alert::seen::MAX_RANGES`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableRanges {
+    /// Coils.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub coils: Vec<[u16; 2]>,
+    /// Discrete inputs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub discrete_inputs: Vec<[u16; 2]>,
+    /// Holding registers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holding_registers: Vec<[u16; 2]>,
+    /// Input registers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub input_registers: Vec<[u16; 2]>,
+}
+
+impl TableRanges {
+    /// Each table's name and ranges, in the order above.
+    pub fn tables(&self) -> [(&'static str, &Vec<[u16; 2]>); 4] {
+        [
+            ("coils", &self.coils),
+            ("discrete_inputs", &self.discrete_inputs),
+            ("holding_registers", &self.holding_registers),
+            ("input_registers", &self.input_registers),
+        ]
+    }
+
+    /// Each table's ranges, mutable, in the order of [`Self::tables`].
+    pub fn tables_mut(&mut self) -> [&mut Vec<[u16; 2]>; 4] {
+        [
+            &mut self.coils,
+            &mut self.discrete_inputs,
+            &mut self.holding_registers,
+            &mut self.input_registers,
+        ]
+    }
 }
 
 /// The collector's answer to an ingest, sent once the batch is durable.

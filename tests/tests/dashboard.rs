@@ -539,3 +539,139 @@ fn incident_and_asset_pages_link_by_clicks_and_an_admin_resolves_with_a_note() {
         "stop was the planned kiln shutdown"
     );
 }
+
+/// Records the attack capture (real tokio-modbus peers) and replays it into the collector as
+/// agent hall-1 with the capture's policy, as a SPAN-port agent would report it.
+fn replay_attack(site: &Site, token: &str, dir: &Path) {
+    let pcap = dir.join("attack.pcap");
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(otwatch_tests::attack::record_attack(&pcap))
+        .unwrap();
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, otwatch_tests::attack::POLICY).unwrap();
+    let out = Command::new(otwatch_tests::binary("otwatch-agent"))
+        .args([
+            "replay",
+            "--no-progress",
+            "--agent-name",
+            "hall-1",
+            "--pcap",
+        ])
+        .arg(&pcap)
+        .arg("--policy")
+        .arg(&policy)
+        .args(["--collector", &site.url(), "--ca"])
+        .arg(site.ca())
+        .arg("--outbox")
+        .arg(dir.join("outbox"))
+        .env("OTWATCH_COLLECTOR_TOKEN", token)
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_map_of_a_replayed_attack_leads_by_clicks_to_the_asset_its_incident_and_the_alerts() {
+    let Some((chromium, dir, site, agent)) = browser_site(
+        "the_map_of_a_replayed_attack_leads_by_clicks_to_the_asset_its_incident_and_the_alerts",
+    ) else {
+        return;
+    };
+    let viewer = site.enroll_viewer("soc");
+    let collector = site.serve();
+    replay_attack(&site, &agent, dir.path());
+    // A host no agent saw talk, only an alert names: a scan of the PLC.
+    let mut scan = agent_alert(
+        "hall-1",
+        &rule::READ_DEVICE_ID,
+        Timestamp::from_secs(1_800_000_000),
+        "192.168.1.66:41000".parse().unwrap(),
+        "device identification read by an unknown host".into(),
+    );
+    scan.dst_ip = "192.168.1.20".parse().unwrap();
+    scan.id = scan.derived_id(0);
+    ingest(&collector, &agent, json!([scan]), json!([]));
+    let (status, map) = collector.client.get("/api/v1/map", Some(&viewer));
+    assert_eq!(status, 200, "{map}");
+    let conversation = map["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "conversation")
+        .cloned()
+        .unwrap_or_else(|| panic!("the replay reported the conversation: {map}"));
+    assert_eq!(
+        (&conversation["master"], &conversation["slave"]),
+        (&json!("192.168.1.10"), &json!("192.168.1.20"))
+    );
+    assert_eq!(conversation["worst"], "critical", "{conversation}");
+
+    let url = format!("{}/#token={viewer}", site.url());
+    let mut browser = Browser::open(&chromium, &dir.path().join("chromium"), &url);
+    browser.text_with(&["soc (viewer)"]);
+    browser.eval("location.hash = '#/map'");
+    assert!(wait_for(
+        &mut browser,
+        "document.querySelectorAll('#map .node').length === 3 && document.querySelectorAll('#map .edge').length === 2"
+    ));
+    // Zones from the policy, the scanner highlighted as seen only in alerts.
+    let text = browser.text_with(&["zone control (1)", "zone kiln (1)", "kiln-plc"]);
+    assert!(text.contains("not in the inventory (1)"), "{text}");
+    assert_eq!(
+        browser.eval("document.querySelector('#map .node.alerts-only').dataset.ip"),
+        json!("192.168.1.66")
+    );
+    // Search finds a host by name.
+    browser.eval(
+        "(() => { const s = document.querySelector('#map-search'); s.value = 'kiln'; s.dispatchEvent(new Event('input')); s.dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter' })); })()",
+    );
+    assert_eq!(
+        browser.eval("[...document.querySelectorAll('#map .node.match')].map((n) => n.dataset.ip)"),
+        json!(["192.168.1.20"])
+    );
+    assert_eq!(
+        browser.eval("document.activeElement.dataset.ip"),
+        json!("192.168.1.20")
+    );
+    let out_dir = workspace_root().join("target/test-data");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    browser.eval("document.querySelector('#map-fit').click()");
+    browser.screenshot(&out_dir.join("dashboard-map.png"));
+    // A line opens the alerts between its two hosts.
+    browser.eval(
+        "document.querySelector('#map .edge.conversation line.hit').dispatchEvent(new MouseEvent('click', { bubbles: true }))",
+    );
+    assert!(wait_for(
+        &mut browser,
+        "location.hash.startsWith('#/alerts?asset=192.168.1.10&peer=192.168.1.20') && document.querySelectorAll('#explorer tbody tr').length > 0"
+    ));
+    // Map -> asset -> incident, by clicks.
+    browser.eval("location.hash = '#/map'");
+    assert!(wait_for(
+        &mut browser,
+        "!!document.querySelector('#map .node[data-ip=\"192.168.1.20\"]')"
+    ));
+    browser.eval(
+        "document.querySelector('#map .node[data-ip=\"192.168.1.20\"] circle').dispatchEvent(new MouseEvent('click', { bubbles: true }))",
+    );
+    let text = browser.text_with(&["kiln-plc (192.168.1.20)", "INCIDENTS"]);
+    assert!(text.contains("program.umas_stop"), "{text}");
+    browser.eval(
+        "[...document.querySelectorAll('#asset-incidents tbody tr')].find((r) => r.innerText.includes('program.umas_stop')).querySelector('a').click()",
+    );
+    let text = browser.text_with(&["Change Operating Mode", "ALERTS, DECODED"]);
+    assert!(text.contains("Schneider UMAS stop PLC"), "{text}");
+    assert!(wait_for(
+        &mut browser,
+        "document.querySelectorAll('#incident-alerts tbody tr').length > 0"
+    ));
+}

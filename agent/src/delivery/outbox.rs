@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use otwatch_delivery::Lane;
 use otwatch_kv::{Batch, Kv, KvError, Order};
 use otwatch_rules::alert::Alert;
-use otwatch_rules::wire::AssetObservation;
+use otwatch_rules::wire::{AssetObservation, ConversationObservation};
 use serde::{Deserialize, Serialize};
 
 /// One thing to deliver.
@@ -33,6 +33,8 @@ pub enum Record {
     Alert(Alert),
     /// What the agent learned about a host.
     Asset(AssetObservation),
+    /// What the agent saw of a conversation over one report window.
+    Conversation(ConversationObservation),
 }
 
 impl Record {
@@ -40,7 +42,7 @@ impl Record {
     pub fn lane(&self) -> Lane {
         match self {
             Record::Alert(_) => Lane::Alerts,
-            Record::Asset(_) => Lane::Observations,
+            Record::Asset(_) | Record::Conversation(_) => Lane::Observations,
         }
     }
 }

@@ -358,11 +358,13 @@ impl Worker {
             agent: self.config.agent.clone(),
             alerts: Vec::new(),
             assets: Vec::new(),
+            conversations: Vec::new(),
         };
         for record in records {
             match record {
                 Record::Alert(a) => batch.alerts.push(a),
                 Record::Asset(a) => batch.assets.push(a),
+                Record::Conversation(c) => batch.conversations.push(c),
             }
         }
         batch

@@ -56,6 +56,7 @@ fn plant() -> Store<MemoryKv> {
                 asset("10.0.1.6", "cell-1", None, &["10.0.0.9"]),
                 asset("10.0.2.7", "cell-2", None, &[]),
             ],
+            conversations: Vec::new(),
         },
         NOW,
     )
@@ -205,6 +206,7 @@ fn a_critical_asset_outranks_a_normal_one_under_the_same_incidents() {
             agent: "a1".into(),
             alerts,
             assets: vec![asset("10.0.1.5", "kiln", Some("critical"), &[])],
+            conversations: Vec::new(),
         },
         NOW,
     )

@@ -15,12 +15,14 @@
 //! | `C` | `C` + counter name | counter (8) |
 //! | `E` | `E` + SHA-256 of a session id (hex) | dashboard session (JSON) |
 //! | `H` | `H` + span + dimension + bucket (8) + tag (+ value) | alerts counted per hour and day ([`super::rollup`]) |
+//! | `V` | `V` + master's length (1) + master + slave (addresses as text) | conversation (JSON) |
 //!
 //! Index keys are prefix-free: the value's length comes before it, so no value's postings sort
 //! among another's, whatever bytes either holds (schema 2 ended a value with a `0` byte, and an
 //! agent could make a value that was another one followed by `0`). Schema 2's `X` postings are
 //! moved to `Y` when such a store is opened.
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use otwatch_rules::alert::Alert;
 
@@ -54,6 +56,20 @@ pub const COUNTER: u8 = b'C';
 pub const SESSION: u8 = b'E';
 /// Alerts counted per hour and day, for charts.
 pub const ROLLUP: u8 = b'H';
+/// Conversations.
+pub const CONVERSATION: u8 = b'V';
+
+/// A conversation's key: the master's length first, so no pair's key is another's prefix.
+pub fn conversation(master: IpAddr, slave: IpAddr) -> Vec<u8> {
+    let (m, s) = (master.to_string(), slave.to_string());
+    let mut k = Vec::with_capacity(2 + m.len() + s.len());
+    k.push(CONVERSATION);
+    // An address as text is at most 45 bytes.
+    k.push(u8::try_from(m.len()).unwrap_or(u8::MAX));
+    k.extend_from_slice(m.as_bytes());
+    k.extend_from_slice(s.as_bytes());
+    k
+}
 
 /// Which field an index is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

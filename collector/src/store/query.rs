@@ -46,6 +46,8 @@ pub struct AlertFilter {
     pub agent: Option<String>,
     /// With this host as source or destination.
     pub asset: Option<IpAddr>,
+    /// Between `asset` and this host, either way (taken only with `asset`).
+    pub peer: Option<IpAddr>,
     /// Of this rule.
     pub rule: Option<String>,
     /// Naming this technique.
@@ -60,6 +62,11 @@ impl AlertFilter {
             && self.min_severity.is_none_or(|s| a.severity >= s)
             && self.agent.as_ref().is_none_or(|g| &a.agent == g)
             && self.asset.is_none_or(|h| a.src_ip == h || a.dst_ip == h)
+            && self.peer.is_none_or(|p| {
+                self.asset.is_some_and(|h| {
+                    (a.src_ip == h && a.dst_ip == p) || (a.src_ip == p && a.dst_ip == h)
+                })
+            })
             && self.rule.as_ref().is_none_or(|r| &a.rule == r)
             && self
                 .technique

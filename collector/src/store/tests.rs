@@ -566,6 +566,7 @@ fn report(s: &Store<MemoryKv>, agent: &str, obs: AssetObservation) {
             agent: agent.into(),
             alerts: vec![],
             assets: vec![obs],
+            conversations: Vec::new(),
         },
         NOW,
     )
@@ -685,6 +686,7 @@ fn two_views_of_one_host_in_one_batch_are_both_kept() {
                 agent: "a1".into(),
                 alerts: vec![],
                 assets: vec![one, other],
+                conversations: Vec::new(),
             },
             NOW,
         )

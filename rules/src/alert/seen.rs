@@ -38,33 +38,83 @@ impl Seen {
     /// Why the lists are not what [`Tally`] makes (ascending, apart, bounded), if they are not:
     /// the field and what was expected.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
-        if !self.units.windows(2).all(|w| w[0] < w[1]) {
+        if !ascending_once(&self.units) {
             return Err((
                 "seen.units",
                 "unit ids in ascending order, each once".into(),
             ));
         }
-        if !self.functions.windows(2).all(|w| w[0] < w[1]) {
+        if !ascending_once(&self.functions) {
             return Err((
                 "seen.functions",
                 "function codes in ascending order, each once".into(),
             ));
         }
-        if self.ranges.len() > MAX_RANGES {
-            return Err(("seen.ranges", format!("at most {MAX_RANGES} ranges")));
+        check_ranges(&self.ranges).map_err(|expected| ("seen.ranges", expected))
+    }
+}
+
+/// Whether `list` is in ascending order with each item once.
+pub fn ascending_once(list: &[u8]) -> bool {
+    list.windows(2).all(|w| w[0] < w[1])
+}
+
+/// Why `ranges` are not what [`Ranges`] makes (at most [`MAX_RANGES`], each `[first, last]`
+/// with first <= last, ascending and apart), if they are not: what was expected.
+pub fn check_ranges(ranges: &[[u16; 2]]) -> Result<(), String> {
+    if ranges.len() > MAX_RANGES {
+        return Err(format!("at most {MAX_RANGES} ranges"));
+    }
+    if !ranges.iter().all(|[a, b]| a <= b)
+        || !ranges
+            .windows(2)
+            .all(|w| u32::from(w[0][1]) + 1 < u32::from(w[1][0]))
+    {
+        return Err("[first, last] ranges, first <= last, ascending and apart".into());
+    }
+    Ok(())
+}
+
+/// Address ranges gathered in bounded memory: ranges that overlap or touch merge, and past
+/// [`MAX_RANGES`] the two closest merge (the cover grows least; a listed range may then cover
+/// addresses between two that were seen, never fewer than were seen).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ranges(Vec<(u16, u16)>);
+
+impl Ranges {
+    /// Adds the addresses `first` to `last`.
+    pub fn add(&mut self, first: u16, last: u16) {
+        let (first, last) = (first.min(last), first.max(last));
+        // A poll reads what it read before: nothing to do, nothing allocated.
+        if self.0.iter().any(|&(a, b)| a <= first && last <= b) {
+            return;
         }
-        if !self.ranges.iter().all(|[a, b]| a <= b)
-            || !self
-                .ranges
-                .windows(2)
-                .all(|w| u32::from(w[0][1]) + 1 < u32::from(w[1][0]))
-        {
-            return Err((
-                "seen.ranges",
-                "[first, last] ranges, first <= last, ascending and apart".into(),
-            ));
+        // Merged with what overlaps or touches, as a policy's ranges are.
+        let mut ranges = self.0.clone();
+        ranges.push((first, last));
+        self.0 = RangeSet::from_ranges(ranges).ranges().to_vec();
+        while self.0.len() > MAX_RANGES {
+            let closest = (1..self.0.len())
+                .min_by_key(|&i| self.0[i].0 - self.0[i - 1].1)
+                .unwrap_or(1);
+            let right = self.0.remove(closest);
+            self.0[closest - 1].1 = right.1;
         }
-        Ok(())
+    }
+
+    /// Adds `quantity` items from `address` (at least one; cut at the last address).
+    pub fn add_items(&mut self, address: u16, quantity: u16) {
+        self.add(address, address.saturating_add(quantity.max(1) - 1));
+    }
+
+    /// The ranges, `[first, last]`, ascending and apart.
+    pub fn list(&self) -> Vec<[u16; 2]> {
+        self.0.iter().map(|&(a, b)| [a, b]).collect()
+    }
+
+    /// Whether no address was added.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -126,19 +176,30 @@ impl std::fmt::Display for Seen {
 /// [`MAX_RANGES`] + 1 ranges).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
-    units: [u64; 4],
-    functions: [u64; 4],
-    ranges: Vec<(u16, u16)>,
+    units: Bits,
+    functions: Bits,
+    ranges: Ranges,
 }
 
-fn set(bits: &mut [u64; 4], n: u8) {
-    bits[usize::from(n / 64)] |= 1 << (n % 64);
-}
+/// A set of bytes (unit ids or function codes) in 256 bits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bits([u64; 4]);
 
-fn members(bits: &[u64; 4]) -> Vec<u8> {
-    (0..=255u8)
-        .filter(|n| bits[usize::from(n / 64)] & (1 << (n % 64)) != 0)
-        .collect()
+impl Bits {
+    /// Adds `n`; true when it was new.
+    pub fn insert(&mut self, n: u8) -> bool {
+        let (word, bit) = (usize::from(n / 64), 1u64 << (n % 64));
+        let fresh = self.0[word] & bit == 0;
+        self.0[word] |= bit;
+        fresh
+    }
+
+    /// The members, ascending.
+    pub fn members(&self) -> Vec<u8> {
+        (0..=255u8)
+            .filter(|n| self.0[usize::from(n / 64)] & (1 << (n % 64)) != 0)
+            .collect()
+    }
 }
 
 impl Tally {
@@ -151,38 +212,22 @@ impl Tally {
         quantity: Option<u16>,
     ) {
         if let Some(u) = unit {
-            set(&mut self.units, u);
+            self.units.insert(u);
         }
         if let Some(f) = function {
-            set(&mut self.functions, f);
+            self.functions.insert(f);
         }
         if let Some(first) = address {
-            let last = first.saturating_add(quantity.unwrap_or(1).max(1) - 1);
-            self.add_range(first, last);
-        }
-    }
-
-    fn add_range(&mut self, first: u16, last: u16) {
-        // Merged with what overlaps or touches, as a policy's ranges are.
-        let mut ranges = self.ranges.clone();
-        ranges.push((first, last));
-        self.ranges = RangeSet::from_ranges(ranges).ranges().to_vec();
-        while self.ranges.len() > MAX_RANGES {
-            // Merge the two closest neighbours: the cover grows least.
-            let closest = (1..self.ranges.len())
-                .min_by_key(|&i| self.ranges[i].0 - self.ranges[i - 1].1)
-                .unwrap_or(1);
-            let right = self.ranges.remove(closest);
-            self.ranges[closest - 1].1 = right.1;
+            self.ranges.add_items(first, quantity.unwrap_or(1));
         }
     }
 
     /// What was gathered.
     pub fn seen(&self) -> Seen {
         Seen {
-            units: members(&self.units),
-            functions: members(&self.functions),
-            ranges: self.ranges.iter().map(|&(a, b)| [a, b]).collect(),
+            units: self.units.members(),
+            functions: self.functions.members(),
+            ranges: self.ranges.list(),
         }
     }
 }

@@ -1,40 +1,20 @@
 use std::net::IpAddr;
 
 use super::*;
-use crate::flow::Protocol;
-use crate::framing::Encapsulation;
 use crate::modbus::Request;
+use crate::test_flow::{request_event, tcp_flow};
 use crate::transaction::{Outcome, Transaction};
 
 fn flow(client: &str, server: &str) -> FlowInfo {
     FlowInfo {
-        id: 1,
-        vlan: 0,
-        protocol: Protocol::Tcp,
-        client: format!("{client}:40000").parse().unwrap(),
-        server: format!("{server}:502").parse().unwrap(),
-        encapsulation: Some(Encapsulation::Mbap),
-        requests: 1,
-        first_seen: Timestamp::from_secs(1),
-        last_gap: None,
-        first_answer: None,
-        last_answer: None,
-        answered_requests: 0,
-        handshake_seen: true,
         client_mac: Some([0, 0x1d, 0x9c, 0, 0, 9]),
         server_mac: Some([0, 0x80, 0xf4, 0, 0, 3]),
+        ..tcp_flow(client, server)
     }
 }
 
 fn request(inv: &mut Inventory, ts: u64, flow: &FlowInfo, unit: u8, pdu: &[u8]) {
-    let request = Request::decode(pdu).unwrap();
-    let event = Event::Request {
-        transaction_id: Some(1),
-        unit_id: unit,
-        request,
-        raw: pdu,
-        outstanding: 1,
-    };
+    let event = request_event(unit, pdu);
     inv.observe(Timestamp::from_secs(ts), flow, &FlowEvent::Session(&event));
 }
 

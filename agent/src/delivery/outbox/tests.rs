@@ -38,6 +38,7 @@ fn messages(peeked: &Peeked) -> Vec<String> {
         .map(|r| match r {
             Record::Alert(a) => a.message.clone().unwrap(),
             Record::Asset(a) => a.ip.to_string(),
+            Record::Conversation(c) => format!("{} -> {}", c.master, c.slave),
         })
         .collect()
 }

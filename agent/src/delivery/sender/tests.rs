@@ -46,6 +46,7 @@ fn nothing_listening_is_unreachable_so_the_shipper_retries() {
         agent: "a".into(),
         alerts: Vec::new(),
         assets: Vec::new(),
+        conversations: Vec::new(),
     };
     assert!(matches!(
         sender.ingest(0, &batch),

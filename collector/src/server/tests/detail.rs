@@ -1,5 +1,6 @@
 //! The incident and asset pages' endpoints.
-use otwatch_rules::wire::AssetObservation;
+use otwatch_rules::time::Timestamp;
+use otwatch_rules::wire::{AssetObservation, IngestBatch};
 
 use super::*;
 
@@ -145,5 +146,119 @@ async fn an_asset_page_holds_its_record_risk_incidents_and_alerts() {
             .as_str()
             .unwrap()
             .starts_with("ip: \"plc-1\" is not valid")
+    );
+}
+
+/// The HMI polling the PLC at 5 requests/s, reported by two agents on one segment.
+fn polling(agent: &str) -> IngestBatch {
+    let mut b = batch(agent, Vec::new());
+    b.conversations
+        .push(otwatch_rules::wire::ConversationObservation {
+            master: "10.0.0.2".parse().unwrap(),
+            slave: "10.0.1.5".parse().unwrap(),
+            since: Timestamp::from_secs(1_000),
+            until: Timestamp::from_secs(1_010),
+            requests: 50,
+            exceptions: 0,
+            units: vec![1],
+            functions: vec![3],
+            reads: otwatch_rules::wire::TableRanges {
+                holding_registers: vec![[0, 9]],
+                ..Default::default()
+            },
+            writes: Default::default(),
+        });
+    b
+}
+
+#[tokio::test]
+async fn the_map_draws_conversations_incident_pairs_and_hosts_only_alerts_name() {
+    let f = investigated().await;
+    for agent in ["a1", "a1"] {
+        assert_eq!(
+            f.ingest(Some(&f.agent), &polling(agent)).await.status,
+            StatusCode::OK
+        );
+    }
+    let r = f.get("/api/v1/map", &f.viewer).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let edges = r.body["edges"].as_array().unwrap();
+    let polled = edges.iter().find(|e| e["kind"] == "conversation").unwrap();
+    assert_eq!(
+        (&polled["master"], &polled["slave"]),
+        (&Value::from("10.0.0.2"), &Value::from("10.0.1.5"))
+    );
+    assert_eq!(polled["rate"], 5.0);
+    assert_eq!(polled["requests"], 100, "one agent reporting two windows");
+    // The attacker's pairs are incident edges, with their worst incident.
+    let attacks: Vec<&Value> = edges.iter().filter(|e| e["kind"] == "incident").collect();
+    assert_eq!(attacks.len(), 2, "{edges:?}");
+    assert!(
+        attacks
+            .iter()
+            .all(|e| e["master"] == "10.0.0.9" && e["worst"] == "high")
+    );
+    let node = |ip: &str| {
+        r.body["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["ip"] == ip)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(node("10.0.0.9")["only_in_alerts"], true);
+    assert_eq!(node("10.0.1.5")["in_inventory"], true);
+    assert_eq!(node("10.0.1.5")["worst"], "high");
+    assert_eq!(node("10.0.0.2")["master"], true);
+    assert_eq!(node("10.0.0.2")["only_in_alerts"], false);
+    assert_eq!(r.body["truncated"], false);
+}
+
+#[tokio::test]
+async fn a_conversation_report_out_of_bounds_is_refused_naming_the_field() {
+    let f = fixture();
+    let mut b = polling("a1");
+    b.conversations[0].units = vec![3, 1];
+    let r = f.ingest(Some(&f.agent), &b).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(
+        r.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("conversations[0].units"),
+        "{}",
+        r.body
+    );
+    let mut b = polling("a1");
+    b.conversations[0].until = Timestamp::from_secs(900);
+    let r = f.ingest(Some(&f.agent), &b).await;
+    assert!(
+        r.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("conversations[0].until"),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn the_alerts_between_two_hosts_are_those_either_way_and_peer_needs_asset() {
+    let f = investigated().await;
+    let r = f
+        .get("/api/v1/alerts?asset=10.0.0.9&peer=10.0.1.6", &f.viewer)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let alerts = r.body["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 2);
+    assert!(alerts.iter().all(|a| a["dst_ip"] == "10.0.1.6"));
+    let r = f.get("/api/v1/alerts?peer=10.0.1.6", &f.viewer).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("peer: taken only with asset")
     );
 }
