@@ -308,7 +308,7 @@ async function showMap() {
       n.name ? "" : "not named by any policy", n.worst ? `worst open incident ${n.worst}` : ""].filter(Boolean).join(", ");
     svg += `<g class="${classes}" data-ip="${esc(n.ip)}" tabindex="0" role="link" aria-label="${esc(n.name || n.ip)}"><title>${esc(n.ip)}: ${esc(what)}</title>` +
       `<circle cx="${n.x}" cy="${n.y}" r="14"/>` +
-      (n.worst ? `<circle class="worst" cx="${n.x}" cy="${n.y}" r="19" style="stroke:var(--${esc(n.worst)})"/>` : "") +
+      (n.worst ? `<circle class="worst w-${esc(n.worst)}" cx="${n.x}" cy="${n.y}" r="19"/>` : "") +
       `<text x="${n.x}" y="${n.y + 31}">${esc(n.name || n.ip)}</text>` + (n.name ? `<text class="ip" x="${n.x}" y="${n.y + 43}">${esc(n.ip)}</text>` : "") + "</g>";
   }
   svg += "</g></svg>";
@@ -408,12 +408,13 @@ async function showCharts(params) {
   let until = params.get("until") ? new Date(params.get("until")) : null;
   if (!until || isNaN(until)) {
     until = new Date();
-    // A replayed capture's alerts carry the capture's times (an agent's clock may be off, too):
-    // when the newest alert falls outside the range, the range ends at it instead.
+    // A replayed capture's alerts carry the capture's times: when the newest alert is older
+    // than the range, the range ends at it instead (never later than now: one alert dated in
+    // the future must not empty everyone's charts).
     const latest = await api("/api/v1/alerts?limit=1");
     if (latest.alerts.length) {
       const t = new Date(latest.alerts[0].ts);
-      if (t < until - ms || t > until) until = new Date(Math.ceil((t.getTime() + 1) / 3600e3) * 3600e3);
+      if (t < until - ms) until = new Date(Math.ceil((t.getTime() + 1) / 3600e3) * 3600e3);
     }
   }
   const since = new Date(until.getTime() - ms);
@@ -432,6 +433,7 @@ async function showCharts(params) {
   $("#timeline").innerHTML = timelineSvg(line.buckets, bucket);
   $("#top-rules").innerHTML = bars(rules, "rule", q);
   $("#top-sources").innerHTML = bars(sources, "asset", q);
+  sizeBars($("#view-charts"));
   matrix(techniques, q);
 }
 
@@ -472,8 +474,13 @@ function bars(top, filter, q) {
   const max = Math.max(1, ...top.top.map((r) => r.count));
   const rows = top.top.map((r) =>
     `<div class="bar"><a href="#/alerts?${filter}=${encodeURIComponent(r.value)}&${q}">${esc(r.value)}</a>` +
-    `<span><span class="fill" style="width:${(100 * r.count / max).toFixed(1)}%"></span></span><b>${r.count}</b></div>`).join("");
+    `<span><span class="fill" data-share="${(100 * r.count / max).toFixed(1)}"></span></span><b>${r.count}</b></div>`).join("");
   return rows + (top.rest ? `<p class="dim">${top.rest} more in other values</p>` : "");
+}
+
+// Bar widths, set through the CSSOM: the page's policy allows no inline style attributes.
+function sizeBars(root) {
+  for (const f of root.querySelectorAll(".fill[data-share]")) f.style.width = `${f.dataset.share}%`;
 }
 
 // The ATT&CK for ICS matrix: every technique under its tactics, those seen in the range as links.

@@ -74,6 +74,10 @@ pub struct AppState<K: Kv> {
     store_gauges_at: Mutex<Option<Instant>>,
     /// Logins, admin actions and credential changes.
     pub audit: Arc<AuditLog>,
+    /// Alert exports running at once (`download::MAX_EXPORTS`).
+    exports: Arc<tokio::sync::Semaphore>,
+    /// The network map as last built, reused for `map::FRESH`.
+    map_cache: Mutex<Option<(Instant, bytes::Bytes)>>,
 }
 
 impl<K: Kv> AppState<K> {
@@ -95,6 +99,8 @@ impl<K: Kv> AppState<K> {
             audit: Arc::new(AuditLog::in_dir(&config.data)),
             config,
             rates: Mutex::new(HashMap::new()),
+            exports: Arc::new(tokio::sync::Semaphore::new(download::MAX_EXPORTS)),
+            map_cache: Mutex::new(None),
         }
     }
 }

@@ -61,9 +61,17 @@ const OPEN_INCIDENTS: &[u8] = b"incidents_open";
 const ASSET_ENTRIES_DROPPED: &[u8] = b"asset_entries_dropped";
 
 /// The counters of conversations stored, and of reports of new ones not kept because
-/// [`conversation::MAX_CONVERSATIONS`] were.
+/// [`conversation::MAX_CONVERSATIONS`] were, or the reporting agent's
+/// [`conversation::MAX_PER_AGENT`].
 const CONVERSATIONS: &[u8] = b"conversations";
 const CONVERSATIONS_DROPPED: &[u8] = b"conversations_dropped";
+
+/// The counter of conversations `agent` was first to report.
+fn conversations_by(agent: &str) -> Vec<u8> {
+    let mut name = b"conversations_by/".to_vec();
+    name.extend_from_slice(agent.as_bytes());
+    keys::named(keys::COUNTER, &name)
+}
 
 /// Alerts of one rule between the same hosts join an incident while they come less than this
 /// apart.
@@ -361,13 +369,16 @@ impl<K: Kv> Store<K> {
     }
 
     /// Merges a batch's conversation windows into the stored conversations; a new pair past
-    /// [`conversation::MAX_CONVERSATIONS`] is counted, not stored.
+    /// [`conversation::MAX_CONVERSATIONS`], or past [`conversation::MAX_PER_AGENT`] first
+    /// reported by this agent, is counted, not stored: one agent cannot fill the map for all.
     fn merge_conversations(&self, b: &mut Batch, batch: &IngestBatch) -> Result<(), StoreError> {
         if batch.conversations.is_empty() {
             return Ok(());
         }
         let mut merged: HashMap<Vec<u8>, ConversationRecord> = HashMap::new();
         let mut stored = self.counter(CONVERSATIONS)?;
+        let by_agent_key = conversations_by(&batch.agent);
+        let mut by_agent = self.kv.get(&by_agent_key)?.map_or(0, |v| u64_of(&v));
         let mut dropped = 0u64;
         for o in &batch.conversations {
             let key = keys::conversation(o.master, o.slave);
@@ -380,8 +391,11 @@ impl<K: Kv> Store<K> {
                         known.observe(&batch.agent, o);
                         slot.insert(known);
                     }
-                    None if stored < conversation::MAX_CONVERSATIONS => {
+                    None if stored < conversation::MAX_CONVERSATIONS
+                        && by_agent < conversation::MAX_PER_AGENT =>
+                    {
                         stored += 1;
+                        by_agent += 1;
                         slot.insert(ConversationRecord::new(&batch.agent, o));
                     }
                     None => dropped += 1,
@@ -395,12 +409,38 @@ impl<K: Kv> Store<K> {
             keys::named(keys::COUNTER, CONVERSATIONS),
             stored.to_be_bytes().to_vec(),
         );
+        b.put(by_agent_key, by_agent.to_be_bytes().to_vec());
         if dropped > 0 {
             let total = self.counter(CONVERSATIONS_DROPPED)? + dropped;
             b.put(
                 keys::named(keys::COUNTER, CONVERSATIONS_DROPPED),
                 total.to_be_bytes().to_vec(),
             );
+        }
+        Ok(())
+    }
+
+    /// Takes `gone` conversations off the stored count, and each first reporter's share off
+    /// its count (`by_agent`).
+    fn count_conversations_gone(
+        &self,
+        b: &mut Batch,
+        gone: u64,
+        by_agent: &std::collections::BTreeMap<String, u64>,
+    ) -> Result<(), StoreError> {
+        let left = self.counter(CONVERSATIONS)?.saturating_sub(gone);
+        b.put(
+            keys::named(keys::COUNTER, CONVERSATIONS),
+            left.to_be_bytes().to_vec(),
+        );
+        for (agent, n) in by_agent {
+            let key = conversations_by(agent);
+            let left = self
+                .kv
+                .get(&key)?
+                .map_or(0, |v| u64_of(&v))
+                .saturating_sub(*n);
+            b.put(key, left.to_be_bytes().to_vec());
         }
         Ok(())
     }

@@ -4,8 +4,9 @@
 //! far.
 //!
 //! Memory is bounded: at most [`MAX_CONVERSATIONS`] pairs are tracked (a scan from one master
-//! to a whole subnet is counted beyond that, not kept), each holding two 256-bit sets and at
-//! most [`crate::alert::seen::MAX_RANGES`] ranges per table and direction.
+//! to a whole subnet is counted beyond that, not kept, and pairs quiet for
+//! [`FORGET_AFTER_WINDOWS`] windows are forgotten), each holding two 256-bit sets and at most
+//! [`crate::alert::seen::MAX_RANGES`] ranges per table and direction.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,6 +16,7 @@ use crate::flow::{FlowEvent, FlowInfo};
 use crate::modbus::{Response, Table};
 use crate::session::Event;
 use crate::time::Timestamp;
+use crate::validate;
 use crate::wire::{ConversationObservation, TableRanges};
 
 /// Most conversations tracked at once.
@@ -34,7 +36,13 @@ struct Conversation {
     changed: bool,
     /// The last report had requests: the next says if they stopped.
     was_active: bool,
+    /// Windows in a row without a request.
+    quiet_windows: u32,
 }
+
+/// Windows without a request after which a conversation is forgotten (an hour at the agent's
+/// 10 s reports): a scan's one-off pairs leave room for the plant's own.
+pub const FORGET_AFTER_WINDOWS: u32 = 360;
 
 fn table_index(t: Table) -> usize {
     match t {
@@ -114,10 +122,7 @@ impl Conversations {
                     (request.write_range(), &mut c.writes),
                 ] {
                     if let Some((table, address, quantity)) = range {
-                        let r = &mut tables[table_index(table)];
-                        let before = r.clone();
-                        r.add_items(address, quantity);
-                        fresh |= *r != before;
+                        fresh |= tables[table_index(table)].add_items(address, quantity);
                     }
                 }
                 c.changed |= fresh;
@@ -141,7 +146,24 @@ impl Conversations {
     /// requests in it, touched something new, or had requests in the window before (so the
     /// collector learns it went quiet). Their window counts start again from zero.
     pub fn take_window(&mut self, until: Timestamp) -> Vec<ConversationObservation> {
-        let since = self.window_start.take().unwrap_or(until).min(until);
+        // Never longer than the collector takes (a clock that jumped ahead, a gap in a file).
+        let since = self
+            .window_start
+            .take()
+            .unwrap_or(until)
+            .min(until)
+            .max(until.saturating_sub(validate::MAX_WINDOW));
+        for c in self.pairs.values_mut() {
+            let quiet = c.requests == 0 && !c.changed && !c.was_active;
+            c.quiet_windows = if quiet {
+                c.quiet_windows.saturating_add(1)
+            } else {
+                0
+            };
+        }
+        // Pairs quiet for long are forgotten: a scan's one-off pairs leave room.
+        self.pairs
+            .retain(|_, c| c.quiet_windows <= FORGET_AFTER_WINDOWS);
         let mut out: Vec<ConversationObservation> = self
             .pairs
             .iter_mut()

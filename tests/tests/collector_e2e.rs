@@ -202,8 +202,8 @@ fn every_alert_of_an_attack_reaches_the_collector_once_and_shows_in_the_api_feed
     assert_eq!(delivery["delivered"]["duplicates"], 0, "{summary}");
     assert_eq!(
         delivery["delivered"]["records"].as_u64().unwrap(),
-        produced.len() as u64 + 2,
-        "every alert and both hosts: {summary}"
+        produced.len() as u64 + 3,
+        "every alert, both hosts and their one conversation: {summary}"
     );
 
     let stored = stored_ids(client, &viewer);

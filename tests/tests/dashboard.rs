@@ -351,7 +351,7 @@ fn charts_and_the_alert_explorer_show_what_the_api_holds_and_link_by_clicks() {
     let mut alerts = Vec::new();
     for n in 0..3 {
         let mut a = kiln_stop();
-        a.ts = Timestamp::from_secs(1_800_000_000 + n * 600);
+        a.ts = Timestamp::from_secs(1_790_000_000 + n * 600);
         a.first_ts = a.ts;
         a.id = a.derived_id(0);
         alerts.push(a);
@@ -359,7 +359,7 @@ fn charts_and_the_alert_explorer_show_what_the_api_holds_and_link_by_clicks() {
     let mut listen = agent_alert(
         "hall-1",
         &rule::FORCE_LISTEN_ONLY,
-        Timestamp::from_secs(1_800_000_100),
+        Timestamp::from_secs(1_790_000_100),
         "192.168.1.11:50000".parse().unwrap(),
         "=cmd|' /C calc'!A0".into(),
     );
@@ -397,6 +397,15 @@ fn charts_and_the_alert_explorer_show_what_the_api_holds_and_link_by_clicks() {
         .collect();
     assert_eq!(shown, json!(expected), "{text}");
     assert_eq!(expected[0], "program.umas_stop 3");
+    // Bars are as long as their counts (3 and 1).
+    let widths = browser.eval(
+        "[...document.querySelectorAll('#top-rules .fill')].map((f) => Math.round(f.getBoundingClientRect().width))",
+    );
+    let widths: Vec<f64> = serde_json::from_value(widths).unwrap();
+    assert!(
+        widths[0] > 0.0 && (widths[1] * 3.0 - widths[0]).abs() <= 3.0,
+        "{widths:?}"
+    );
     // Every hour's bar adds up to what the timeline endpoint holds: four alerts drawn.
     let drawn = browser.eval(
         "[...document.querySelectorAll('#timeline rect title')].map((t) => +t.textContent.split(': ')[1].split(' ')[0]).reduce((a, b) => a + b, 0)",
@@ -629,6 +638,11 @@ fn the_map_of_a_replayed_attack_leads_by_clicks_to_the_asset_its_incident_and_th
     assert_eq!(
         browser.eval("document.querySelector('#map .node.alerts-only').dataset.ip"),
         json!("192.168.1.66")
+    );
+    // The PLC's ring has the colour of its worst open incident.
+    assert_eq!(
+        browser.eval("getComputedStyle(document.querySelector('#map .node[data-ip=\"192.168.1.20\"] .worst')).stroke"),
+        browser.eval("getComputedStyle(document.querySelector('.sev.critical')).backgroundColor"),
     );
     // Search finds a host by name.
     browser.eval(

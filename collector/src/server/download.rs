@@ -2,9 +2,10 @@
 //! `/api/v1/alerts`, without `cursor` and `limit`) as a download, newest first: CSV for a
 //! spreadsheet (`format=csv`, the default) or JSON lines (`format=jsonl`).
 //!
-//! The export streams page by page from a blocking task, so a large one holds one page in
-//! memory, and stops when the client goes away. It holds at most [`MAX_EXPORT`] alerts (the
-//! response says so in `X-Otwatch-Export-Limit`): narrow the filter for more.
+//! The export streams page by page (each read off the async workers), so a large one holds one
+//! page in memory, and stops when the client goes away; at most [`MAX_EXPORTS`] run at once
+//! (429 beyond). It holds at most [`MAX_EXPORT`] alerts (the response says so in
+//! `X-Otwatch-Export-Limit`): narrow the filter for more.
 //!
 //! Alert fields come from agents and are hostile: a CSV cell that a spreadsheet would run as
 //! a formula (starting with `=`, `+`, `-`, `@`, a tab or a carriage return) is prefixed with
@@ -15,7 +16,7 @@ use std::io;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use otwatch_rules::alert::Alert;
@@ -27,6 +28,10 @@ use crate::store::Action;
 
 /// Most alerts one export holds.
 pub const MAX_EXPORT: usize = 1_000_000;
+
+/// Most exports running at once: each holds a connection and reads the store page by page
+/// for as long as its client takes to read; more are refused with 429.
+pub const MAX_EXPORTS: usize = 4;
 
 /// Alerts read and sent per page.
 const PAGE: usize = 1000;
@@ -151,25 +156,40 @@ pub(super) async fn export<K: Kv>(
         }
     }
     let (filter, _, _) = filter_of(&params)?;
+    let permit = state.exports.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{MAX_EXPORTS} exports are running (at most {MAX_EXPORTS} at once): try again when one ends"),
+        )
+    })?;
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(2);
     let store = state.store.clone();
-    tokio::task::spawn_blocking(move || {
+    tokio::spawn(async move {
+        // Held until the export ends, however it ends.
+        let _permit = permit;
         let mut cursor: Option<String> = None;
         let mut sent = 0usize;
         loop {
             let want = PAGE.min(MAX_EXPORT - sent);
-            let chunk = store
-                .query_alerts(&filter, cursor.as_deref(), want)
-                .map_err(|e| io::Error::other(e.to_string()))
-                .and_then(|page| {
-                    let bytes = encode(format, &page.alerts, cursor.is_none())?;
-                    sent += page.alerts.len();
-                    cursor = page.next;
-                    Ok(bytes)
-                });
+            let (store, filter, at) = (store.clone(), filter.clone(), cursor.clone());
+            // One page off the async workers; waiting for a slow client holds no thread.
+            let page = tokio::task::spawn_blocking(move || {
+                let page = store
+                    .query_alerts(&filter, at.as_deref(), want)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                let bytes = encode(format, &page.alerts, at.is_none())?;
+                Ok::<_, io::Error>((bytes, page.alerts.len(), page.next))
+            })
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+            let chunk = page.map(|(bytes, n, next)| {
+                sent += n;
+                cursor = next;
+                Bytes::from(bytes)
+            });
             let failed = chunk.is_err();
             // A client that went away ends the export.
-            if tx.blocking_send(chunk.map(Bytes::from)).is_err() || failed {
+            if tx.send(chunk).await.is_err() || failed {
                 return;
             }
             if cursor.is_none() || sent >= MAX_EXPORT {

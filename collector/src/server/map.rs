@@ -5,14 +5,17 @@
 //! conversation covers (a scan, a rogue master whose requests went unanswered).
 //!
 //! Bounded: the busiest [`MAX_EDGES`] conversations and at most [`MAX_NODES`] hosts;
-//! `truncated` says when something was left out.
+//! `truncated` says when something was left out. A built map is reused for [`FRESH`]. "Open"
+//! incidents here are those not resolved: open or acknowledged.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
+use bytes::Bytes;
 use otwatch_rules::alert::Severity;
 use otwatch_rules::time::Timestamp;
 use serde::Serialize;
@@ -27,6 +30,9 @@ use crate::store::{Action, StoreError};
 pub const MAX_EDGES: usize = 5_000;
 /// Most hosts the map draws.
 pub const MAX_NODES: usize = 2_000;
+/// How long a built map is reused: a wall of dashboards redrawing as alerts arrive costs one
+/// build every few seconds, not one per page.
+pub const FRESH: Duration = Duration::from_secs(5);
 /// Incidents and assets read (the posture's bounds).
 const INCIDENTS_READ: usize = 10_000;
 const ASSETS_READ: usize = 100_000;
@@ -201,14 +207,32 @@ pub(super) async fn map<K: Kv>(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&state, &headers, Action::Read)?;
+    let cached = state
+        .map_cache
+        .lock()
+        .ok()
+        .and_then(|c| c.clone())
+        .filter(|(at, _)| at.elapsed() < FRESH);
+    if let Some((_, map)) = cached {
+        return Ok(json_response(map));
+    }
     let store = state.store.clone();
     let map = blocking(move || {
         let conversations = store.conversations(conversation::MAX_CONVERSATIONS as usize)?;
         let incidents = store.incidents(None, INCIDENTS_READ)?;
         let assets = store.assets(ASSETS_READ)?;
         let dropped = store.conversations_dropped()?;
-        Ok::<_, StoreError>(build(conversations, &incidents, &assets, dropped))
+        let map = build(conversations, &incidents, &assets, dropped);
+        serde_json::to_vec(&map).map_err(|e| StoreError::Corrupt(e.to_string()))
     })
     .await?;
-    Ok(axum::Json(map))
+    let map = Bytes::from(map);
+    if let Ok(mut c) = state.map_cache.lock() {
+        *c = Some((Instant::now(), map.clone()));
+    }
+    Ok(json_response(map))
+}
+
+fn json_response(body: Bytes) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], body)
 }

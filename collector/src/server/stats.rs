@@ -33,6 +33,10 @@ const DEFAULT_RANGE: Duration = Duration::from_secs(24 * 3600);
 /// Most values `top` returns.
 const MAX_LIMIT: usize = 100;
 
+/// Most techniques `techniques` returns, the most seen first: the whole matrix and room for a
+/// policy's own ids; alerts of the rest are counted in `rest`.
+const MAX_TECHNIQUES: usize = 200;
+
 /// Every parameter of a stats request, parsed; `allowed` names those this endpoint takes.
 struct Params {
     since: Timestamp,
@@ -181,9 +185,8 @@ pub(super) async fn techniques<K: Kv>(
     authorize(&state, &headers, Action::Read)?;
     let p = params(&query, &["since", "until"])?;
     let store = state.store.clone();
-    // Every technique counted (a bucket counts at most `rollup::MAX_VALUES`).
     let top =
-        blocking(move || store.top(Dimension::Technique, p.since, p.until, usize::MAX)).await?;
+        blocking(move || store.top(Dimension::Technique, p.since, p.until, MAX_TECHNIQUES)).await?;
     let m = attack::matrix();
     Ok(axum::Json(serde_json::json!({
         "since": p.since,
@@ -191,6 +194,7 @@ pub(super) async fn techniques<K: Kv>(
         "attack_version": m.version,
         "attribution": m.attribution,
         "techniques": top.top.into_iter().map(TechniqueCount::of).collect::<Vec<_>>(),
+        "rest": top.rest,
         "uncounted": top.uncounted,
     })))
 }

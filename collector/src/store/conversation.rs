@@ -6,9 +6,12 @@
 //! - Each agent's latest window is kept apart (at most [`MAX_REPORTERS`] agents): the record's
 //!   request rate is that of the newest window, its request count the highest any one agent
 //!   counted. Agents on one segment see the same requests; adding their counts would count
-//!   each request once per agent.
-//! - At most [`MAX_CONVERSATIONS`] are stored: reports of further pairs are counted, not
-//!   kept, so a hostile agent inventing pairs cannot grow the store without bound.
+//!   each request once per agent. A window ending no later than the agent's newest one (a
+//!   retried batch) adds nothing to the counts.
+//! - At most [`MAX_CONVERSATIONS`] are stored, at most [`MAX_PER_AGENT`] first reported by
+//!   any one agent: reports of further pairs are counted, not kept, so a hostile agent
+//!   inventing pairs grows neither the store nor the map without bound. Retention with an age
+//!   limit removes conversations quiet for longer than it.
 
 use std::net::IpAddr;
 
@@ -22,6 +25,10 @@ pub const MAX_REPORTERS: usize = 16;
 
 /// Most conversations stored.
 pub const MAX_CONVERSATIONS: u64 = 100_000;
+
+/// Most conversations one agent may be first to report: a compromised agent inventing pairs
+/// fills its own share, not the map.
+pub const MAX_PER_AGENT: u64 = 10_000;
 
 /// A conversation as merged from every agent's reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +139,8 @@ impl ConversationRecord {
         self.reads = union_ranges(&self.reads, &o.reads);
         self.writes = union_ranges(&self.writes, &o.writes);
         let at = match self.agents.iter().position(|w| w.agent == agent) {
+            // A window this agent's counts already hold (a retried batch): counted once.
+            Some(at) if self.agents.get(at).is_some_and(|w| o.until <= w.until) => return,
             Some(at) => at,
             None if self.agents.len() < MAX_REPORTERS => {
                 self.agents.push(AgentWindow {
@@ -197,6 +206,16 @@ mod tests {
         r.observe("a2", &window(105, 106, 500));
         assert_eq!(r.rate, 2.0);
         assert_eq!(r.agents.len(), 2);
+    }
+
+    #[test]
+    fn a_retried_window_is_counted_once() {
+        let mut r = ConversationRecord::new("a1", &window(100, 110, 50));
+        r.observe("a1", &window(100, 110, 50));
+        assert_eq!(r.requests, 50);
+        r.observe("a1", &window(110, 120, 10));
+        r.observe("a1", &window(110, 120, 10));
+        assert_eq!(r.requests, 60);
     }
 
     #[test]

@@ -275,8 +275,9 @@ impl<K: Kv> Store<K> {
     }
 
     /// Up to `limit` alerts of an incident, newest first, older than `cursor` if given: the
-    /// alerts of its rule between its two hosts (source to destination) within its time span.
-    /// Incidents of one rule and pair follow one another in time, so these are its own.
+    /// alerts of its rule from its source to its destination within its time span. Incidents
+    /// of one rule and pair follow one another, so these are its own, but for alerts that
+    /// arrived late within an hour of a later incident's start, which show on both.
     pub fn incident_alerts(
         &self,
         incident: &Incident,
@@ -289,13 +290,14 @@ impl<K: Kv> Store<K> {
                 incident.last_ts.as_nanos().saturating_add(1),
             )),
             asset: Some(incident.src_ip),
+            peer: Some(incident.dst_ip),
             rule: Some(incident.rule.clone()),
             ..AlertFilter::default()
         };
         let mut alerts = Vec::new();
         let mut cursor = cursor.map(str::to_string);
-        // The source's alerts to other hosts are read and passed over: a few pages per
-        // request at most, then the cursor says where to go on.
+        // The pair's alerts the other way are passed over: a few pages per request at most,
+        // then the cursor says where to go on.
         for _ in 0..INCIDENT_PAGES {
             let page = self.query_alerts(&filter, cursor.as_deref(), limit - alerts.len())?;
             alerts.extend(

@@ -8,6 +8,7 @@ use std::ops::Bound;
 use otwatch_rules::alert::Alert;
 use otwatch_rules::time::Timestamp;
 
+use super::conversation::ConversationRecord;
 use super::{Store, StoreError, corrupt, keys, poisoned, rollup, u64_of};
 use crate::kv::{Batch, Kv, Order, scan_prefix};
 
@@ -210,10 +211,51 @@ impl<K: Kv> Store<K> {
         }
         self.remove_spent_postings()?;
         self.remove_spent_rollups()?;
+        if let Some(t) = older_than {
+            self.expire_conversations(t)?;
+        }
         if let Some(newest) = newest_shared {
             self.remove_dead_postings(newest.saturating_add(keys::POSTING_SPAN_NANOS))?;
         }
         Ok(removed)
+    }
+
+    /// Removes the conversations quiet since before `older_than` (no window with requests
+    /// since), freeing their place under the caps. A page at a time under the writer lock.
+    fn expire_conversations(&self, older_than: Timestamp) -> Result<(), StoreError> {
+        let mut from = Bound::Included(vec![keys::CONVERSATION]);
+        loop {
+            let writer = self.writer.lock().map_err(|_| poisoned())?;
+            let page = self.kv.range(
+                from.as_ref().map(Vec::as_slice),
+                Bound::Excluded(&[keys::CONVERSATION + 1][..]),
+                Order::Ascending,
+                PAGE,
+            )?;
+            let Some((last, _)) = page.last() else {
+                return Ok(());
+            };
+            from = Bound::Excluded(last.clone());
+            let mut b = Batch::new();
+            let mut gone = 0u64;
+            let mut by_agent: BTreeMap<String, u64> = BTreeMap::new();
+            for (k, v) in &page {
+                let c: ConversationRecord = serde_json::from_slice(v).map_err(corrupt)?;
+                if c.last_seen.max(c.first_seen) >= older_than {
+                    continue;
+                }
+                b.delete(k.clone());
+                gone += 1;
+                if let Some(first) = c.agents.first() {
+                    *by_agent.entry(first.agent.clone()).or_default() += 1;
+                }
+            }
+            if gone > 0 {
+                self.count_conversations_gone(&mut b, gone, &by_agent)?;
+                self.kv.apply(b)?;
+            }
+            drop(writer);
+        }
     }
 
     /// Removes every posting, among the groups whose newest alert is before `until`

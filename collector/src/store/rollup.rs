@@ -7,9 +7,11 @@
 //! - The counts are those of the stored alerts: ingest adds each alert it stores (never a
 //!   duplicate) in the batch that stores it, retention takes each alert away in the batch that
 //!   removes it.
-//! - One bucket of one dimension holds at most [`MAX_VALUES`] distinct values: a hostile agent
-//!   or a spoofed flood cannot make a chart read millions of keys. Alerts with further values
-//!   are counted under `other`, so totals stay exact.
+//! - One bucket of one dimension holds at most [`MAX_VALUES`] distinct values (severity, with
+//!   five, is never capped): a hostile agent or a spoofed flood cannot make a chart read
+//!   millions of keys. Alerts with further values are counted under `other`, so totals stay
+//!   exact. A range spans at most [`MAX_BUCKETS`] days, so a query reads at most about 1,000
+//!   keys per day of its range and dimension.
 //!
 //! Keys: `H`, the span (`h` or `d`), a dimension byte, the bucket (8 bytes: hours or days since
 //! the epoch), then a tag: `0` for the bucket's count of distinct values, `1` and the value for
@@ -192,6 +194,8 @@ impl Changes {
             let held = kv.get(&key)?.map(|v| u64_of(&v));
             let counted_alone = match held {
                 Some(_) => true,
+                // Five severities: never a reason to count one under `other`.
+                None if delta > 0 && dim == Dimension::Severity => true,
                 None if delta > 0 => {
                     let n = match distinct.entry((span, dim, bucket)) {
                         Entry::Occupied(e) => e.into_mut(),
@@ -359,6 +363,16 @@ impl<K: Kv> Store<K> {
         until: Timestamp,
         limit: usize,
     ) -> Result<Top, StoreError> {
+        let (h0, h1) = buckets(Span::Hour, since, until);
+        if h1 - h0 > MAX_BUCKETS * 24 {
+            return Err(StoreError::Invalid {
+                field: "since".into(),
+                message: format!(
+                    "the range spans {} days (expected at most {MAX_BUCKETS})",
+                    (h1 - h0).div_ceil(24)
+                ),
+            });
+        }
         let mut counts: HashMap<Vec<u8>, u64> = HashMap::new();
         let mut uncounted = 0u64;
         let mut tally = |_: u64, tag: u8, value: &[u8], n: u64| match tag {
@@ -370,7 +384,6 @@ impl<K: Kv> Store<K> {
             _ => {}
         };
         // Whole days from days, the hours at either end from hours.
-        let (h0, h1) = buckets(Span::Hour, since, until);
         let per_day = Span::Day.nanos() / Span::Hour.nanos();
         let (d0, d1) = (h0.div_ceil(per_day), h1 / per_day);
         if d0 < d1 {

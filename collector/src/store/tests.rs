@@ -1276,3 +1276,58 @@ fn one_credential_keeps_at_most_its_newest_sessions() {
     assert!(s.session(&format!("h{}", max + 4), now).unwrap().is_some());
     assert!(s.session("other", now).unwrap().is_some());
 }
+
+/// A window of `master` polling `slave` from `since` for 10 s, 20 requests.
+fn polled(
+    master: std::net::IpAddr,
+    slave: &str,
+    since: u64,
+) -> otwatch_rules::wire::ConversationObservation {
+    otwatch_rules::wire::ConversationObservation {
+        master,
+        slave: slave.parse().unwrap(),
+        since: Timestamp::from_secs(since),
+        until: Timestamp::from_secs(since + 10),
+        requests: 20,
+        exceptions: 0,
+        units: vec![1],
+        functions: vec![3],
+        reads: Default::default(),
+        writes: Default::default(),
+    }
+}
+
+#[test]
+fn one_agent_inventing_conversations_fills_its_own_share_and_old_ones_expire() {
+    let s = store();
+    let cap = conversation::MAX_PER_AGENT;
+    let mut next = 0u32;
+    while u64::from(next) < cap + 5 {
+        let mut b = batch("rogue", Vec::new());
+        for _ in 0..1000 {
+            let master = std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a01_0000 + next));
+            b.conversations.push(polled(master, "10.0.1.5", 1_000));
+            next += 1;
+        }
+        s.ingest(&b, NOW).unwrap();
+    }
+    assert_eq!(s.conversations(usize::MAX).unwrap().len() as u64, cap);
+    assert_eq!(s.conversations_dropped().unwrap(), u64::from(next) - cap);
+    // Another agent's conversation still finds room.
+    let mut b = batch("hall-1", Vec::new());
+    b.conversations
+        .push(polled("10.0.0.2".parse().unwrap(), "10.0.1.5", 50_000));
+    s.ingest(&b, NOW).unwrap();
+    assert_eq!(s.conversations(usize::MAX).unwrap().len() as u64, cap + 1);
+    // An age limit removes the quiet ones, and their share is free again.
+    s.enforce_retention(Some(Timestamp::from_secs(40_000)), None)
+        .unwrap();
+    let left = s.conversations(usize::MAX).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].master.to_string(), "10.0.0.2");
+    let mut b = batch("rogue", Vec::new());
+    b.conversations
+        .push(polled("10.9.9.9".parse().unwrap(), "10.0.1.5", 60_000));
+    s.ingest(&b, NOW).unwrap();
+    assert_eq!(s.conversations(usize::MAX).unwrap().len(), 2);
+}

@@ -82,12 +82,12 @@ pub fn check_ranges(ranges: &[[u16; 2]]) -> Result<(), String> {
 pub struct Ranges(Vec<(u16, u16)>);
 
 impl Ranges {
-    /// Adds the addresses `first` to `last`.
-    pub fn add(&mut self, first: u16, last: u16) {
+    /// Adds the addresses `first` to `last`; false when they were listed already.
+    pub fn add(&mut self, first: u16, last: u16) -> bool {
         let (first, last) = (first.min(last), first.max(last));
         // A poll reads what it read before: nothing to do, nothing allocated.
         if self.0.iter().any(|&(a, b)| a <= first && last <= b) {
-            return;
+            return false;
         }
         // Merged with what overlaps or touches, as a policy's ranges are.
         let mut ranges = self.0.clone();
@@ -100,11 +100,13 @@ impl Ranges {
             let right = self.0.remove(closest);
             self.0[closest - 1].1 = right.1;
         }
+        true
     }
 
-    /// Adds `quantity` items from `address` (at least one; cut at the last address).
-    pub fn add_items(&mut self, address: u16, quantity: u16) {
-        self.add(address, address.saturating_add(quantity.max(1) - 1));
+    /// Adds `quantity` items from `address` (at least one; cut at the last address); false
+    /// when they were listed already.
+    pub fn add_items(&mut self, address: u16, quantity: u16) -> bool {
+        self.add(address, address.saturating_add(quantity.max(1) - 1))
     }
 
     /// The ranges, `[first, last]`, ascending and apart.

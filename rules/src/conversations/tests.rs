@@ -101,3 +101,34 @@ fn a_scan_of_many_slaves_keeps_the_table_bounded_and_counts_the_rest() {
     let report = c.take_window(Timestamp::from_secs(110));
     assert_eq!(report.len(), MAX_CONVERSATIONS);
 }
+
+#[test]
+fn a_pair_quiet_for_an_hour_of_windows_is_forgotten_and_a_long_gap_is_cut_to_a_day() {
+    let mut c = Conversations::new();
+    let scan = flow("10.9.9.9", "10.0.1.77");
+    request(&mut c, 100, &scan, 1, &[0x03, 0x00, 0x00, 0x00, 0x01]);
+    let mut t = 110;
+    c.take_window(Timestamp::from_secs(t));
+    for _ in 0..=FORGET_AFTER_WINDOWS {
+        t += 10;
+        c.take_window(Timestamp::from_secs(t));
+    }
+    assert_eq!(
+        c.len(),
+        1,
+        "still remembered after {FORGET_AFTER_WINDOWS} quiet windows"
+    );
+    c.take_window(Timestamp::from_secs(t + 10));
+    assert!(c.is_empty(), "forgotten");
+    // A capture with a two-day gap: the window reported covers at most a day.
+    let hmi = flow("10.0.0.2", "10.0.1.5");
+    request(&mut c, t + 20, &hmi, 1, &[0x03, 0x00, 0x00, 0x00, 0x01]);
+    c.take_window(Timestamp::from_secs(t + 30));
+    let later = t + 30 + 2 * 86_400;
+    request(&mut c, later, &hmi, 1, &[0x03, 0x00, 0x00, 0x00, 0x01]);
+    let report = c.take_window(Timestamp::from_secs(later + 5));
+    assert!(
+        crate::validate::conversation(&report[0]).is_ok(),
+        "{report:?}"
+    );
+}

@@ -95,7 +95,7 @@ fn assert_counts_match(s: &Store<MemoryKv>) {
         (base + 86_400, base + 3 * 86_400),
         (base + 86_400 - 1, base + 3 * 86_400 + 1),
         (base + 40_000, base + 40_001),
-        (0, u64::MAX / 2_000_000_000),
+        (base - 10 * 86_400, base + 990 * 86_400),
     ] {
         let (from, to) = (Timestamp::from_secs(since), Timestamp::from_secs(until));
         for dim in Dimension::ALL {
@@ -200,6 +200,33 @@ fn a_timeline_of_too_many_buckets_is_refused_naming_since() {
         .unwrap()
         .len(),
         1000
+    );
+}
+
+#[test]
+fn a_top_over_more_than_a_thousand_days_is_refused_naming_since() {
+    let s = Store::open(MemoryKv::new()).unwrap();
+    let err = s
+        .top(
+            Dimension::Rule,
+            Timestamp::from_secs(0),
+            Timestamp::from_secs(1001 * 86_400),
+            10,
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("since: the range spans 1001 days"),
+        "{err}"
+    );
+    assert!(
+        s.top(
+            Dimension::Rule,
+            Timestamp::from_secs(0),
+            Timestamp::from_secs(1000 * 86_400),
+            10
+        )
+        .is_ok()
     );
 }
 
