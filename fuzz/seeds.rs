@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use otwatch_rules::alert::{Seen, rule};
 use otwatch_rules::detect::agent_alert;
 use otwatch_rules::time::Timestamp;
-use otwatch_rules::wire::{AssetObservation, IngestBatch};
+use otwatch_rules::wire::{AssetObservation, ConversationObservation, IngestBatch, TableRanges};
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
@@ -82,7 +82,26 @@ fn batches() -> Vec<IngestBatch> {
             agent: "hall-1".into(),
             alerts: Vec::new(),
             assets: vec![asset],
-            conversations: Vec::new(),
+            conversations: vec![ConversationObservation {
+                master: addr.ip(),
+                slave: "10.0.1.5".parse().expect("an address"),
+                since: Timestamp::from_secs(1_700_000_000),
+                until: Timestamp::from_secs(1_700_000_010),
+                requests: 50,
+                exceptions: 1,
+                units: vec![1, 2],
+                functions: vec![3, 6, 16],
+                reads: TableRanges {
+                    holding_registers: vec![[0, 9], [100, 101]],
+                    input_registers: vec![[0, 3]],
+                    ..TableRanges::default()
+                },
+                writes: TableRanges {
+                    holding_registers: vec![[14, 14]],
+                    coils: vec![[3, 3]],
+                    ..TableRanges::default()
+                },
+            }],
         },
     ]
 }

@@ -1,11 +1,13 @@
 //! The collector's ingest on arbitrary bodies: decoding an agent's batch and the one validator
 //! (`otwatch_rules::validate::batch`) every record goes through. None may panic; what the
 //! validator takes keeps its promises (an id that derives from the alert's own fields, `seen`
-//! lists as an agent makes them, only from schema 3) and, encoded again as the collector
+//! lists as an agent makes them, only from schema 3; conversation windows of at most a day
+//! with lists as an agent makes them) and, encoded again as the collector
 //! stores it, decodes to a batch the validator still takes with the same ids.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use otwatch_rules::alert::seen;
 use otwatch_rules::validate;
 use otwatch_rules::wire::IngestBatch;
 
@@ -26,6 +28,21 @@ fuzz_target!(|data: &[u8]| {
         if let Some(seen) = &a.seen {
             assert!(a.schema >= 3, "took `seen` before schema 3");
             assert!(seen.check().is_ok(), "took {seen:?}");
+        }
+    }
+    for c in &batch.conversations {
+        assert!(
+            c.since <= c.until && c.until.since(c.since) <= validate::MAX_WINDOW,
+            "took {c:?}"
+        );
+        assert!(
+            seen::ascending_once(&c.units) && seen::ascending_once(&c.functions),
+            "took {c:?}"
+        );
+        for side in [&c.reads, &c.writes] {
+            for (_, ranges) in side.tables() {
+                assert!(seen::check_ranges(ranges).is_ok(), "took {c:?}");
+            }
         }
     }
     let stored = serde_json::to_vec(&batch).expect("a batch encodes");
