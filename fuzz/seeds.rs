@@ -181,6 +181,47 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The packet targets' frames (a selector byte, a length byte, then the frame) as the evidence
+/// target's buffer input: mode 0x51 (six frames or 384 bytes per flow), each frame in flow 1.
+fn evidence_frames(frames: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x51];
+    let mut at = frames;
+    while let [_, len, rest @ ..] = at {
+        let n = usize::from(*len).min(rest.len());
+        out.extend_from_slice(&[1, *len]);
+        out.extend_from_slice(&rest[..n]);
+        at = &rest[n..];
+    }
+    out
+}
+
+/// The same frames as an evidence pcap, as an agent writes it, for the validator (mode 0).
+fn evidence_pcap(frames: &[u8]) -> Option<Vec<u8>> {
+    use otwatch_packet::evidence::{EvidenceBuffer, Limits};
+    use otwatch_packet::frame::{CapturedPacket, LinkType};
+    let mut buffer = EvidenceBuffer::new(Limits::default());
+    let mut at = frames;
+    let mut ts = 1_700_000_000_000_000_000u64;
+    while let [_, len, rest @ ..] = at {
+        let n = usize::from(*len).min(rest.len());
+        let data = &rest[..n];
+        buffer.keep(
+            1,
+            &CapturedPacket {
+                ts: Timestamp::from_nanos(ts),
+                link: LinkType::Ethernet,
+                data,
+                orig_len: n as u32,
+            },
+        );
+        ts += 1_000_000;
+        at = &rest[n..];
+    }
+    let mut out = vec![0];
+    out.extend(buffer.pcap(1)?);
+    Some(out)
+}
+
 fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1).map(PathBuf::from);
     let (Some(corpus), Some(policies)) = (args.next(), args.next()) else {
@@ -206,6 +247,10 @@ fn main() -> std::io::Result<()> {
                 continue;
             };
             write(&corpus.join("packet"), &format!("seed-{i}"), &frames)?;
+            write(&corpus.join("evidence"), &format!("frames-{i}"), &evidence_frames(&frames))?;
+            if let Some(pcap) = evidence_pcap(&frames) {
+                write(&corpus.join("evidence"), &format!("pcap-{i}"), &pcap)?;
+            }
             // The detection target reads a policy from its first eight bytes: every class of
             // function, registers 0-100, values 0-2000, a 60 s window.
             let mut detection = vec![6, 0x3f, 0, 100, 0, 40, 59, 9];

@@ -15,6 +15,7 @@ pub mod capture_file;
 pub mod defrag;
 pub mod detector;
 pub mod dissect;
+pub mod evidence;
 pub mod flow_table;
 pub mod frame;
 pub mod modbus_counters;

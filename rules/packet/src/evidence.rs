@@ -1,0 +1,348 @@
+//! Evidence packets: the last frames of each Modbus flow, kept so that a serious alert can be
+//! sent with the packets behind it as a pcap, and the check the collector makes of any pcap an
+//! agent sends as evidence.
+//!
+//! [`EvidenceBuffer`] is bounded three ways, each cut counted: per flow by packets and by bytes
+//! (the flow's oldest frames go first), and in all by bytes (the oldest frame of any flow goes
+//! first). Frames are copied into buffers that are reused, so a busy capture allocates only
+//! while the buffer grows to its bound. [`EvidenceBuffer::pcap`] writes a flow's frames as a
+//! classic pcap (little-endian, nanosecond timestamps, the capture's link type) with crate
+//! `pcap-file`;
+//! [`validate`] reads one back with the project's own capture decoder and refuses anything an
+//! agent could not have written.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use pcap_file::{Endianness, TsResolution};
+
+use crate::capture_file::{CaptureDecoder, CaptureError, InMemory};
+use crate::frame::{CapturedPacket, LinkType};
+use otwatch_rules::time::Timestamp;
+
+/// How much evidence is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most frames kept per flow.
+    pub per_flow_packets: usize,
+    /// Most bytes of frames kept per flow.
+    pub per_flow_bytes: usize,
+    /// Most bytes of frames kept in all.
+    pub total_bytes: usize,
+}
+
+impl Default for Limits {
+    /// 32 frames or 64 KiB per flow, 16 MiB in all.
+    fn default() -> Self {
+        Self {
+            per_flow_packets: 32,
+            per_flow_bytes: 64 << 10,
+            total_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Frames cut to keep within the limits, by which limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cuts {
+    /// Frames dropped because their flow held its most frames or bytes.
+    pub per_flow: u64,
+    /// Frames dropped because the buffer held its most bytes in all.
+    pub total: u64,
+}
+
+/// One kept frame.
+#[derive(Debug)]
+struct Kept {
+    /// The frame's place in arrival order, across flows.
+    seq: u64,
+    ts: Timestamp,
+    orig_len: u32,
+    data: Vec<u8>,
+}
+
+/// One flow's frames, oldest first, and their link type.
+#[derive(Debug, Default)]
+struct FlowFrames {
+    link: Option<LinkType>,
+    frames: VecDeque<Kept>,
+    bytes: usize,
+}
+
+/// The last frames of each flow, within [`Limits`].
+#[derive(Debug, Default)]
+pub struct EvidenceBuffer {
+    limits: Limits,
+    flows: HashMap<u64, FlowFrames>,
+    /// Every kept frame's (flow, seq), in arrival order: the oldest in all is at the front
+    /// (entries of frames a flow already cut are skipped when reached).
+    order: VecDeque<(u64, u64)>,
+    next_seq: u64,
+    bytes: usize,
+    cuts: Cuts,
+    /// Buffers of frames that went, for the next frames.
+    spare: Vec<Vec<u8>>,
+}
+
+/// Buffers kept for reuse at most: enough for a flow's worth of frames.
+const SPARE: usize = 64;
+
+impl EvidenceBuffer {
+    /// An empty buffer within `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    /// Bytes of frames held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Frames cut so far.
+    pub fn cuts(&self) -> Cuts {
+        self.cuts
+    }
+
+    /// Frames held for `flow`.
+    pub fn frames(&self, flow: u64) -> usize {
+        self.flows.get(&flow).map_or(0, |f| f.frames.len())
+    }
+
+    /// Keeps a copy of `packet`, a frame of `flow`, cutting what the limits require. A frame
+    /// larger than a flow may hold, or of another link type than the flow's first, is not
+    /// kept (and counted as cut).
+    pub fn keep(&mut self, flow: u64, packet: &CapturedPacket<'_>) {
+        let size = packet.data.len();
+        let limit = self.limits.per_flow_bytes.min(self.limits.total_bytes);
+        let entry = self.flows.entry(flow).or_default();
+        let link = *entry.link.get_or_insert(packet.link);
+        if size > limit || link != packet.link || self.limits.per_flow_packets == 0 {
+            self.cuts.per_flow += 1;
+            return;
+        }
+        // The flow's own bounds first, then the whole buffer's.
+        while entry.frames.len() >= self.limits.per_flow_packets
+            || entry.bytes + size > self.limits.per_flow_bytes
+        {
+            let Some(old) = entry.frames.pop_front() else {
+                break;
+            };
+            entry.bytes -= old.data.len();
+            self.bytes -= old.data.len();
+            self.cuts.per_flow += 1;
+            if self.spare.len() < SPARE {
+                self.spare.push(old.data);
+            }
+        }
+        while self.bytes + size > self.limits.total_bytes {
+            if !self.cut_oldest() {
+                break;
+            }
+        }
+        let mut data = self.spare.pop().unwrap_or_default();
+        data.clear();
+        data.extend_from_slice(packet.data);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.bytes += size;
+        let entry = self.flows.entry(flow).or_default();
+        entry.bytes += size;
+        entry.frames.push_back(Kept {
+            seq,
+            ts: packet.ts,
+            orig_len: packet.orig_len,
+            data,
+        });
+        self.order.push_back((flow, seq));
+        // Entries of frames already cut pile up only as far as frames are kept.
+        if self.order.len() > 4 * (self.limits.total_bytes / 64).max(1024) {
+            self.compact_order();
+        }
+    }
+
+    /// Cuts the oldest frame held in all; false when there is none.
+    fn cut_oldest(&mut self) -> bool {
+        while let Some((flow, seq)) = self.order.pop_front() {
+            let Some(f) = self.flows.get_mut(&flow) else {
+                continue;
+            };
+            if f.frames.front().is_some_and(|k| k.seq == seq) {
+                if let Some(old) = f.frames.pop_front() {
+                    f.bytes -= old.data.len();
+                    self.bytes -= old.data.len();
+                    self.cuts.total += 1;
+                    if self.spare.len() < SPARE {
+                        self.spare.push(old.data);
+                    }
+                }
+                if f.frames.is_empty() {
+                    self.flows.remove(&flow);
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Drops the order's entries of frames no longer held.
+    fn compact_order(&mut self) {
+        let flows = &self.flows;
+        self.order.retain(|(flow, seq)| {
+            flows
+                .get(flow)
+                .is_some_and(|f| f.frames.front().is_some_and(|k| k.seq <= *seq))
+        });
+    }
+
+    /// Forgets a flow (it closed).
+    pub fn forget(&mut self, flow: u64) {
+        if let Some(f) = self.flows.remove(&flow) {
+            self.bytes -= f.bytes;
+            for k in f.frames {
+                if self.spare.len() < SPARE {
+                    self.spare.push(k.data);
+                }
+            }
+        }
+    }
+
+    /// The flow's frames as a classic pcap, oldest first; `None` when none is held.
+    pub fn pcap(&self, flow: u64) -> Option<Vec<u8>> {
+        let f = self.flows.get(&flow)?;
+        let link = f.link?;
+        if f.frames.is_empty() {
+            return None;
+        }
+        let header = PcapHeader {
+            ts_resolution: TsResolution::NanoSecond,
+            endianness: Endianness::Little,
+            datalink: pcap_file::DataLink::from(linktype(link)),
+            ..PcapHeader::default()
+        };
+        let mut w = PcapWriter::with_header(Vec::new(), header).ok()?;
+        for k in &f.frames {
+            let packet = PcapPacket::new(
+                Duration::from_nanos(k.ts.as_nanos()),
+                k.orig_len.max(len32(k.data.len())),
+                &k.data,
+            );
+            w.write_packet(&packet).ok()?;
+        }
+        Some(w.into_writer())
+    }
+}
+
+fn len32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// A link type's LINKTYPE number.
+fn linktype(link: LinkType) -> u32 {
+    match link {
+        LinkType::Ethernet => 1,
+        LinkType::LinuxSll => 113,
+        LinkType::LinuxSll2 => 276,
+        LinkType::RawIp => 101,
+        LinkType::Ipv4 => 228,
+        LinkType::Ipv6 => 229,
+        LinkType::Null => 0,
+        LinkType::Unsupported(code) => code,
+    }
+}
+
+/// Most bytes of evidence the collector takes for one alert: a flow's worth at the default
+/// limits, with headers.
+pub const MAX_EVIDENCE_BYTES: usize = 80 << 10;
+/// Most frames of evidence for one alert.
+pub const MAX_EVIDENCE_PACKETS: usize = 64;
+
+/// What an evidence pcap holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvidenceSummary {
+    /// Frames.
+    pub packets: usize,
+    /// The first frame's capture time.
+    pub first: Timestamp,
+    /// The last frame's capture time.
+    pub last: Timestamp,
+}
+
+/// Why an evidence pcap is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EvidenceError {
+    /// Larger than [`MAX_EVIDENCE_BYTES`].
+    TooLarge {
+        /// Its size.
+        bytes: usize,
+    },
+    /// Not a classic pcap, or damaged.
+    Unreadable(String),
+    /// A pcapng file: agents write classic pcap.
+    Pcapng,
+    /// A link type no capture of an agent has.
+    LinkType(u32),
+    /// No frame.
+    Empty,
+    /// More than [`MAX_EVIDENCE_PACKETS`] frames.
+    TooManyPackets,
+}
+
+impl std::fmt::Display for EvidenceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooLarge { bytes } => {
+                write!(f, "{bytes} bytes (expected at most {MAX_EVIDENCE_BYTES})")
+            }
+            Self::Unreadable(why) => write!(f, "not a readable classic pcap: {why}"),
+            Self::Pcapng => f.write_str("a pcapng file (expected a classic pcap)"),
+            Self::LinkType(code) => write!(
+                f,
+                "link type {code} (expected one an agent captures: Ethernet, Linux cooked, raw IP, null)"
+            ),
+            Self::Empty => f.write_str("no frame (expected at least one)"),
+            Self::TooManyPackets => write!(f, "more than {MAX_EVIDENCE_PACKETS} frames"),
+        }
+    }
+}
+
+impl std::error::Error for EvidenceError {}
+
+/// Checks a pcap an agent sent as evidence: a classic pcap within the bounds, of a link type
+/// agents capture, every record whole, at least one frame. What it takes, tshark and
+/// Wireshark open.
+pub fn validate(bytes: &[u8]) -> Result<EvidenceSummary, EvidenceError> {
+    if bytes.len() > MAX_EVIDENCE_BYTES {
+        return Err(EvidenceError::TooLarge { bytes: bytes.len() });
+    }
+    if bytes.get(..4) == Some(&[0x0A, 0x0D, 0x0D, 0x0A][..]) {
+        return Err(EvidenceError::Pcapng);
+    }
+    let mut input = InMemory::new(bytes, &[]);
+    let mut decoder = CaptureDecoder::with_limits(MAX_EVIDENCE_BYTES, MAX_EVIDENCE_BYTES);
+    let unreadable = |e: CaptureError| EvidenceError::Unreadable(e.to_string());
+    let mut summary: Option<EvidenceSummary> = None;
+    while let Some(p) = decoder.next_packet(&mut input).map_err(unreadable)? {
+        if let LinkType::Unsupported(code) = p.link {
+            return Err(EvidenceError::LinkType(code));
+        }
+        let s = summary.get_or_insert(EvidenceSummary {
+            packets: 0,
+            first: p.ts,
+            last: p.ts,
+        });
+        s.packets += 1;
+        s.first = s.first.min(p.ts);
+        s.last = s.last.max(p.ts);
+        if s.packets > MAX_EVIDENCE_PACKETS {
+            return Err(EvidenceError::TooManyPackets);
+        }
+    }
+    summary.ok_or(EvidenceError::Empty)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,167 @@
+use super::*;
+
+fn frame(n: u8, len: usize) -> Vec<u8> {
+    vec![n; len]
+}
+
+fn packet(ts: u64, data: &[u8]) -> CapturedPacket<'_> {
+    CapturedPacket {
+        ts: Timestamp::from_nanos(ts),
+        link: LinkType::Ethernet,
+        data,
+        orig_len: len32(data.len()),
+    }
+}
+
+/// The frames of a pcap, read back with the project's own decoder.
+fn read_back(pcap: &[u8]) -> Vec<(u64, Vec<u8>)> {
+    let mut input = InMemory::new(pcap, &[]);
+    let mut decoder = CaptureDecoder::new();
+    let mut out = Vec::new();
+    while let Some(p) = decoder.next_packet(&mut input).unwrap() {
+        assert_eq!(p.link, LinkType::Ethernet);
+        out.push((p.ts.as_nanos(), p.data.to_vec()));
+    }
+    out
+}
+
+#[test]
+fn a_flow_keeps_its_last_frames_and_writes_them_as_a_pcap_its_own_reader_and_the_validator_take() {
+    let mut b = EvidenceBuffer::new(Limits {
+        per_flow_packets: 4,
+        ..Limits::default()
+    });
+    for n in 0..6u8 {
+        b.keep(7, &packet(1_000_000_123 + u64::from(n), &frame(n, 60)));
+    }
+    b.keep(8, &packet(5, &frame(99, 70)));
+    assert_eq!((b.frames(7), b.frames(8)), (4, 1));
+    assert_eq!(
+        b.cuts(),
+        Cuts {
+            per_flow: 2,
+            total: 0
+        }
+    );
+    let pcap = b.pcap(7).unwrap();
+    let frames = read_back(&pcap);
+    assert_eq!(frames.len(), 4);
+    // The newest four, nanoseconds intact.
+    assert_eq!(frames[0], (1_000_000_125, frame(2, 60)));
+    assert_eq!(frames[3], (1_000_000_128, frame(5, 60)));
+    let summary = validate(&pcap).unwrap();
+    assert_eq!(summary.packets, 4);
+    assert_eq!(summary.last, Timestamp::from_nanos(1_000_000_128));
+    b.forget(7);
+    assert_eq!((b.frames(7), b.bytes()), (0, 70));
+    assert_eq!(b.pcap(7), None);
+}
+
+#[test]
+fn the_whole_buffer_stays_within_its_bytes_by_cutting_the_oldest_frame_of_any_flow() {
+    let mut b = EvidenceBuffer::new(Limits {
+        per_flow_packets: 100,
+        per_flow_bytes: 10_000,
+        total_bytes: 1_000,
+    });
+    for n in 0..30u64 {
+        b.keep(n % 3, &packet(n, &frame(n as u8, 100)));
+        assert!(b.bytes() <= 1_000);
+    }
+    assert_eq!(b.bytes(), 1_000);
+    assert_eq!(
+        b.cuts(),
+        Cuts {
+            per_flow: 0,
+            total: 20
+        }
+    );
+    // The ten newest remain, spread over the three flows.
+    let kept: Vec<u64> = (0..3)
+        .flat_map(|f| read_back(&b.pcap(f).unwrap()))
+        .map(|(ts, _)| ts)
+        .collect();
+    let mut kept = kept;
+    kept.sort_unstable();
+    assert_eq!(kept, (20..30).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_flow_keeps_within_its_bytes_and_a_frame_too_large_is_counted_not_kept() {
+    let mut b = EvidenceBuffer::new(Limits {
+        per_flow_packets: 100,
+        per_flow_bytes: 250,
+        total_bytes: 10_000,
+    });
+    for n in 0..5u8 {
+        b.keep(1, &packet(u64::from(n), &frame(n, 100)));
+    }
+    assert_eq!((b.frames(1), b.bytes()), (2, 200));
+    b.keep(1, &packet(9, &frame(9, 251)));
+    assert_eq!(b.frames(1), 2);
+    assert_eq!(b.cuts().per_flow, 4);
+}
+
+#[test]
+fn memory_stays_flat_however_many_frames_pass() {
+    let mut b = EvidenceBuffer::new(Limits {
+        per_flow_packets: 8,
+        per_flow_bytes: 4096,
+        total_bytes: 4096,
+    });
+    for n in 0..200_000u64 {
+        b.keep(n % 50, &packet(n, &frame(1, 64)));
+    }
+    assert!(b.bytes() <= 4096);
+    assert!(b.order.len() <= 4 * 1024 + 1, "{}", b.order.len());
+    assert!(b.flows.len() <= 64);
+}
+
+#[test]
+fn the_validator_refuses_what_an_agent_could_not_have_written_naming_why() {
+    let mut b = EvidenceBuffer::new(Limits::default());
+    b.keep(1, &packet(1, &frame(1, 60)));
+    let good = b.pcap(1).unwrap();
+    assert!(validate(&good).is_ok());
+    // Cut short.
+    let cut = &good[..good.len() - 10];
+    assert!(
+        matches!(validate(cut), Err(EvidenceError::Unreadable(_))),
+        "{:?}",
+        validate(cut)
+    );
+    // A header alone.
+    assert_eq!(validate(&good[..24]), Err(EvidenceError::Empty));
+    // pcapng, junk, too large.
+    assert_eq!(
+        validate(&[0x0A, 0x0D, 0x0D, 0x0A, 0, 0, 0, 0]),
+        Err(EvidenceError::Pcapng)
+    );
+    assert!(matches!(
+        validate(b"GIF89a..."),
+        Err(EvidenceError::Unreadable(_))
+    ));
+    let huge = vec![0u8; MAX_EVIDENCE_BYTES + 1];
+    assert_eq!(
+        validate(&huge),
+        Err(EvidenceError::TooLarge {
+            bytes: MAX_EVIDENCE_BYTES + 1
+        })
+    );
+    // An unknown link type.
+    let mut odd = good.clone();
+    odd[20..24].copy_from_slice(&147u32.to_le_bytes());
+    assert_eq!(validate(&odd), Err(EvidenceError::LinkType(147)));
+    // Too many frames.
+    let mut many = EvidenceBuffer::new(Limits {
+        per_flow_packets: MAX_EVIDENCE_PACKETS + 1,
+        ..Limits::default()
+    });
+    for n in 0..=MAX_EVIDENCE_PACKETS as u64 {
+        many.keep(1, &packet(n, &frame(1, 60)));
+    }
+    assert_eq!(
+        validate(&many.pcap(1).unwrap()),
+        Err(EvidenceError::TooManyPackets)
+    );
+}
