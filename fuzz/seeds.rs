@@ -71,12 +71,14 @@ fn batches() -> Vec<IngestBatch> {
             alerts: alerts.clone(),
             assets: vec![asset.clone()],
             conversations: Vec::new(),
+            evidence: Vec::new(),
         },
         IngestBatch {
             agent: "hall-1".into(),
             alerts: alerts.into_iter().take(1).collect(),
             assets: Vec::new(),
             conversations: Vec::new(),
+            evidence: Vec::new(),
         },
         IngestBatch {
             agent: "hall-1".into(),
@@ -102,6 +104,7 @@ fn batches() -> Vec<IngestBatch> {
                     ..TableRanges::default()
                 },
             }],
+            evidence: Vec::new(),
         },
     ]
 }

@@ -214,6 +214,7 @@ fn main() {
                         alerts,
                         assets: Vec::new(),
                         conversations: Vec::new(),
+                        evidence: Vec::new(),
                     })
                     .unwrap();
                     let sent = Instant::now();

@@ -57,5 +57,6 @@ pub(crate) fn batch(agent: &str, alerts: Vec<Alert>) -> IngestBatch {
         alerts,
         assets: Vec::new(),
         conversations: Vec::new(),
+        evidence: Vec::new(),
     }
 }

@@ -46,6 +46,7 @@ pub const FEED_KEEP_ALIVE: Duration = Duration::from_secs(15);
 mod browser;
 mod detail;
 mod download;
+mod evidence;
 mod map;
 mod session;
 mod stats;
@@ -181,6 +182,7 @@ pub fn router<K: Kv>(state: Shared<K>) -> Router {
         .route("/api/v1/alerts/stream", get(stream::<K>))
         .route("/api/v1/alerts/export", get(download::export::<K>))
         .route("/api/v1/alerts/{id}", get(alert_by_id::<K>))
+        .route("/api/v1/alerts/{id}/pcap", get(evidence::pcap::<K>))
         .route("/api/v1/incidents", get(incidents::<K>))
         .route("/api/v1/incidents/{id}", get(detail::incident::<K>))
         .route("/api/v1/incidents/{id}/ack", post(ack::<K>))
@@ -369,9 +371,12 @@ async fn ingest<K: Kv>(
     // the agent to set that record aside and deliver the rest (a 403 would hold its whole
     // outbox back).
     validate::batch(&batch).map_err(|e| invalid(&state, e))?;
+    let packets = evidence::decoded(&batch).inspect_err(|_| {
+        state.metrics.refused.with_label_values(&["invalid"]).inc();
+    })?;
     let mut batch = batch;
     let store = state.store.clone();
-    let (mut reply, fresh, stored_before) = blocking(move || {
+    let (mut reply, fresh, stored_before, kept) = blocking(move || {
         let sent = batch.alerts.len();
         batch.alerts.retain_mut(|alert| {
             // Only schema 1 ids are ever rebound.
@@ -386,9 +391,19 @@ async fn ingest<K: Kv>(
         });
         let stored_before = sent - batch.alerts.len();
         let (reply, fresh) = store.ingest(&batch, now())?;
-        Ok((reply, fresh, stored_before))
+        let kept = if packets.is_empty() {
+            Ok(())
+        } else {
+            evidence::keep(&store, &batch.agent, packets)?
+        };
+        Ok((reply, fresh, stored_before, kept))
     })
     .await?;
+    if let Err(why) = kept {
+        // The alerts are stored (a retry finds them as duplicates); the evidence is refused.
+        state.metrics.refused.with_label_values(&["invalid"]).inc();
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, why));
+    }
     reply.duplicates += stored_before;
     state.metrics.ingested.inc_by(reply.accepted as u64);
     state.metrics.duplicates.inc_by(reply.duplicates as u64);

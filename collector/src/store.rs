@@ -445,6 +445,30 @@ impl<K: Kv> Store<K> {
         Ok(())
     }
 
+    /// Keeps evidence pcaps by alert id (ids checked by the caller), durably before it
+    /// returns. Sent again, one replaces itself.
+    pub fn put_evidence(&self, records: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut b = Batch::new();
+        for (id, pcap) in records {
+            let bytes = keys::alert_id(id).ok_or_else(|| StoreError::Invalid {
+                field: "evidence[].alert".into(),
+                message: format!("{id:?} is not an alert id (expected 32 hex digits)"),
+            })?;
+            b.put(keys::named(keys::EVIDENCE, &bytes), pcap.clone());
+        }
+        self.kv.apply(b)?;
+        self.kv.flush()?;
+        Ok(())
+    }
+
+    /// The evidence pcap of an alert, if its agent sent one.
+    pub fn evidence(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(bytes) = keys::alert_id(id) else {
+            return Ok(None);
+        };
+        Ok(self.kv.get(&keys::named(keys::EVIDENCE, &bytes))?)
+    }
+
     /// Stored conversations (at most `limit`).
     pub fn conversations(&self, limit: usize) -> Result<Vec<ConversationRecord>, StoreError> {
         self.list(keys::CONVERSATION, limit)

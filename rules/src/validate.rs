@@ -11,7 +11,9 @@
 use std::fmt;
 
 use crate::alert::{Alert, FoldKey, SCHEMA_VERSION, Seen, seen};
-use crate::wire::{AssetObservation, ConversationObservation, Heartbeat, IngestBatch};
+use crate::wire::{
+    AssetObservation, ConversationObservation, EvidenceRecord, Heartbeat, IngestBatch,
+};
 
 /// Longest rule id, in bytes.
 pub const MAX_RULE_ID: usize = 128;
@@ -358,6 +360,30 @@ pub fn asset(o: &AssetObservation) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// The longest evidence pcap in base64 characters: 80 KiB of pcap (what the collector takes,
+/// `otwatch_packet::evidence::MAX_EVIDENCE_BYTES`), encoded.
+pub const MAX_EVIDENCE_BASE64: usize = (80usize << 10).div_ceil(3) * 4;
+
+/// Checks the shape of an evidence record: an alert id, and base64 within the bound. (The
+/// collector decodes the pcap and checks its structure with `otwatch_packet::evidence`.)
+pub fn evidence(e: &EvidenceRecord) -> Result<(), Invalid> {
+    if e.alert.len() != 32 || !e.alert.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Invalid::new(
+            "alert",
+            &e.alert,
+            "an alert id (32 hex digits)",
+        ));
+    }
+    if e.pcap.len() > MAX_EVIDENCE_BASE64 {
+        return Err(Invalid::new(
+            "pcap",
+            format_args!("{} characters", e.pcap.len()),
+            format!("at most {MAX_EVIDENCE_BASE64} characters of base64"),
+        ));
+    }
+    Ok(())
+}
+
 /// The longest report window a conversation observation may cover.
 pub const MAX_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
@@ -439,6 +465,9 @@ pub fn batch(b: &IngestBatch) -> Result<(), Invalid> {
     }
     for (i, o) in b.conversations.iter().enumerate() {
         conversation(o).map_err(|e| e.within(&format!("conversations[{i}]")))?;
+    }
+    for (i, e) in b.evidence.iter().enumerate() {
+        evidence(e).map_err(|e| e.within(&format!("evidence[{i}]")))?;
     }
     Ok(())
 }

@@ -25,6 +25,20 @@ pub struct IngestBatch {
     /// before the network map send none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conversations: Vec<ConversationObservation>,
+    /// The packets behind some of the agent's alerts (agents before evidence send none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<EvidenceRecord>,
+}
+
+/// The packets behind one alert, as the agent kept them: a classic pcap of the alert's flow,
+/// the alert's frame among them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceRecord {
+    /// The alert's id: an alert of the batch's agent, sent before or in the same batch.
+    pub alert: String,
+    /// The pcap, in base64 (standard alphabet, padded).
+    pub pcap: String,
 }
 
 /// What an agent saw of one Modbus conversation, a master polling a slave, over one report

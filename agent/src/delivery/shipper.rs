@@ -359,6 +359,7 @@ impl Worker {
             alerts: Vec::new(),
             assets: Vec::new(),
             conversations: Vec::new(),
+            evidence: Vec::new(),
         };
         for record in records {
             match record {

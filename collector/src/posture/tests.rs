@@ -57,6 +57,7 @@ fn plant() -> Store<MemoryKv> {
                 asset("10.0.2.7", "cell-2", None, &[]),
             ],
             conversations: Vec::new(),
+            evidence: Vec::new(),
         },
         NOW,
     )
@@ -207,6 +208,7 @@ fn a_critical_asset_outranks_a_normal_one_under_the_same_incidents() {
             alerts,
             assets: vec![asset("10.0.1.5", "kiln", Some("critical"), &[])],
             conversations: Vec::new(),
+            evidence: Vec::new(),
         },
         NOW,
     )

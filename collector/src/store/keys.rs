@@ -16,6 +16,7 @@
 //! | `E` | `E` + SHA-256 of a session id (hex) | dashboard session (JSON) |
 //! | `H` | `H` + span + dimension + bucket (8) + tag (+ value) | alerts counted per hour and day ([`super::rollup`]) |
 //! | `V` | `V` + master's length (1) + master + slave (addresses as text) | conversation (JSON) |
+//! | `Q` | `Q` + alert id (16) | the alert's evidence pcap |
 //!
 //! Index keys are prefix-free: the value's length comes before it, so no value's postings sort
 //! among another's, whatever bytes either holds (schema 2 ended a value with a `0` byte, and an
@@ -58,6 +59,8 @@ pub const SESSION: u8 = b'E';
 pub const ROLLUP: u8 = b'H';
 /// Conversations.
 pub const CONVERSATION: u8 = b'V';
+/// Evidence pcaps.
+pub const EVIDENCE: u8 = b'Q';
 
 /// A conversation's key: the master's length first, so no pair's key is another's prefix.
 pub fn conversation(master: IpAddr, slave: IpAddr) -> Vec<u8> {

@@ -179,6 +179,7 @@ impl<K: Kv> Store<K> {
                 b.delete(k.clone());
                 if let Some(id) = keys::alert_id(&alert.id) {
                     b.delete(keys::named(keys::ID, &id));
+                    b.delete(keys::named(keys::EVIDENCE, &id));
                 }
                 counts.remove(&alert);
                 *gone.entry(alert.agent).or_default() += 1;

@@ -567,6 +567,7 @@ fn report(s: &Store<MemoryKv>, agent: &str, obs: AssetObservation) {
             alerts: vec![],
             assets: vec![obs],
             conversations: Vec::new(),
+            evidence: Vec::new(),
         },
         NOW,
     )
@@ -687,6 +688,7 @@ fn two_views_of_one_host_in_one_batch_are_both_kept() {
                 alerts: vec![],
                 assets: vec![one, other],
                 conversations: Vec::new(),
+                evidence: Vec::new(),
             },
             NOW,
         )

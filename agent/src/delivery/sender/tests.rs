@@ -47,6 +47,7 @@ fn nothing_listening_is_unreachable_so_the_shipper_retries() {
         alerts: Vec::new(),
         assets: Vec::new(),
         conversations: Vec::new(),
+        evidence: Vec::new(),
     };
     assert!(matches!(
         sender.ingest(0, &batch),
