@@ -175,10 +175,12 @@ async function showIncident(id, params) {
   $("#incident-actions").hidden = !actions;
   $("#incident-ack").hidden = i.state !== "open";
   $("#incident-timeline").innerHTML = incidentTimeline(data.alerts, i);
+  const withPackets = new Set(data.packets || []);
   $("#incident-alerts tbody").innerHTML = data.alerts.map((a) =>
     `<tr><td>${esc(a.ts)}</td><td>${sev(a.severity)}</td><td>${esc(a.function || "")}${a.function_code != null ? ` (${a.function_code})` : ""}</td>` +
     `<td>${esc(units(a))}</td><td>${esc(a.address)}</td><td>${esc(a.quantity)}</td><td title="${esc((a.values || []).join(" "))}">${esc((a.values || []).slice(0, 8).join(" "))}${(a.values || []).length > 8 ? " ..." : ""}</td>` +
-    `<td>${esc(a.exception || "")}</td><td>${esc(seenText(a))}</td><td>${esc(a.count)}</td><td>${esc(a.agent)}</td><td>${esc(a.message || a.title)}</td></tr>`).join("");
+    `<td>${esc(a.exception || "")}</td><td>${esc(seenText(a))}</td><td>${esc(a.count)}</td><td>${esc(a.agent)}</td><td>${esc(a.message || a.title)}</td>` +
+    `<td>${withPackets.has(a.id) ? `<a class="pcap" href="/api/v1/alerts/${encodeURIComponent(a.id)}/pcap" download>pcap</a>` : ""}</td></tr>`).join("");
   const more = $("#incident-more");
   more.hidden = !data.next;
   if (data.next) more.href = `#/incident/${i.id}?cursor=${encodeURIComponent(data.next)}`;

@@ -454,7 +454,11 @@ impl<K: Kv> Store<K> {
                 field: "evidence[].alert".into(),
                 message: format!("{id:?} is not an alert id (expected 32 hex digits)"),
             })?;
-            b.put(keys::named(keys::EVIDENCE, &bytes), pcap.clone());
+            let marker = keys::named(keys::EVIDENCE, &bytes);
+            let mut body = marker.clone();
+            body.push(b'p');
+            b.put(marker, (pcap.len() as u64).to_be_bytes().to_vec());
+            b.put(body, pcap.clone());
         }
         self.kv.apply(b)?;
         self.kv.flush()?;
@@ -466,7 +470,17 @@ impl<K: Kv> Store<K> {
         let Some(bytes) = keys::alert_id(id) else {
             return Ok(None);
         };
-        Ok(self.kv.get(&keys::named(keys::EVIDENCE, &bytes))?)
+        let mut body = keys::named(keys::EVIDENCE, &bytes);
+        body.push(b'p');
+        Ok(self.kv.get(&body)?)
+    }
+
+    /// Whether an alert has evidence (reads the small marker, not the pcap).
+    pub fn has_evidence(&self, id: &str) -> Result<bool, StoreError> {
+        let Some(bytes) = keys::alert_id(id) else {
+            return Ok(false);
+        };
+        Ok(self.kv.get(&keys::named(keys::EVIDENCE, &bytes))?.is_some())
     }
 
     /// Stored conversations (at most `limit`).

@@ -589,9 +589,9 @@ fn replay_attack(site: &Site, token: &str, dir: &Path) {
 }
 
 #[test]
-fn the_map_of_a_replayed_attack_leads_by_clicks_to_the_asset_its_incident_and_the_alerts() {
+fn the_map_of_a_replayed_attack_leads_by_clicks_to_the_asset_its_incident_and_its_packets() {
     let Some((chromium, dir, site, agent)) = browser_site(
-        "the_map_of_a_replayed_attack_leads_by_clicks_to_the_asset_its_incident_and_the_alerts",
+        "the_map_of_a_replayed_attack_leads_by_clicks_to_the_asset_its_incident_and_its_packets",
     ) else {
         return;
     };
@@ -623,6 +623,12 @@ fn the_map_of_a_replayed_attack_leads_by_clicks_to_the_asset_its_incident_and_th
         (&json!("192.168.1.10"), &json!("192.168.1.20"))
     );
     assert_eq!(conversation["worst"], "critical", "{conversation}");
+
+    let (_, stops) = collector
+        .client
+        .get("/api/v1/alerts?rule=program.umas_stop", Some(&viewer));
+    let stop = stops["alerts"][0].clone();
+    send_evidence(&collector, &agent, &dir.path().join("attack.pcap"), &stop);
 
     let url = format!("{}/#token={viewer}", site.url());
     let mut browser = Browser::open(&chromium, &dir.path().join("chromium"), &url);
@@ -688,4 +694,70 @@ fn the_map_of_a_replayed_attack_leads_by_clicks_to_the_asset_its_incident_and_th
         &mut browser,
         "document.querySelectorAll('#incident-alerts tbody tr').length > 0"
     ));
+    // The packets behind the alert: downloaded in the page, read by the project's own reader,
+    // holding the alert's frame.
+    let href =
+        browser.eval("(document.querySelector('#incident-alerts a.pcap') || {}).href || null");
+    let href = href.as_str().expect("the stop alert has a pcap link");
+    assert!(
+        href.ends_with(&format!(
+            "/api/v1/alerts/{}/pcap",
+            stop["id"].as_str().unwrap()
+        )),
+        "{href}"
+    );
+    let downloaded = browser.eval(&format!(
+        "fetch('{href}').then((r) => r.arrayBuffer()).then((b) => btoa(String.fromCharCode(...new Uint8Array(b))))"
+    ));
+    let pcap = base64::engine::general_purpose::STANDARD
+        .decode(downloaded.as_str().unwrap())
+        .unwrap();
+    let frames = frames_of(&pcap);
+    let stop_ts = stop["ts"].as_str().unwrap().parse::<Timestamp>().unwrap();
+    assert!(
+        frames.iter().any(|(ts, _)| *ts == stop_ts),
+        "the pcap holds the alert's frame at {stop_ts}: {:?}",
+        frames
+            .iter()
+            .map(|(ts, _)| ts.to_string())
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Every frame of a capture, with its time, read by the project's own capture reader.
+fn frames_of(capture: &[u8]) -> Vec<(Timestamp, Vec<u8>)> {
+    use otwatch_packet::capture_file::{CaptureDecoder, InMemory};
+    let mut input = InMemory::new(capture, &[]);
+    let mut decoder = CaptureDecoder::new();
+    let mut out = Vec::new();
+    while let Some(p) = decoder.next_packet(&mut input).unwrap() {
+        out.push((p.ts, p.data.to_vec()));
+    }
+    out
+}
+
+/// Sends, as agent hall-1, the packets of `capture` up to `alert`'s frame as its evidence,
+/// as the agent's evidence buffer writes them.
+fn send_evidence(collector: &Collector, agent: &str, capture: &Path, alert: &Value) {
+    use otwatch_packet::evidence::{EvidenceBuffer, Limits};
+    use otwatch_packet::frame::{CapturedPacket, LinkType};
+    let at = alert["ts"].as_str().unwrap().parse::<Timestamp>().unwrap();
+    let mut buffer = EvidenceBuffer::new(Limits::default());
+    for (ts, frame) in frames_of(&std::fs::read(capture).unwrap()) {
+        if ts <= at {
+            buffer.keep(
+                1,
+                &CapturedPacket {
+                    ts,
+                    link: LinkType::Ethernet,
+                    data: &frame,
+                    orig_len: frame.len() as u32,
+                },
+            );
+        }
+    }
+    let pcap = base64::engine::general_purpose::STANDARD.encode(buffer.pcap(1).unwrap());
+    let batch = json!({ "agent": "hall-1", "evidence": [{ "alert": alert["id"], "pcap": pcap }] });
+    let (status, reply) = collector.client.post("/api/v1/ingest", Some(agent), &batch);
+    assert_eq!(status, 200, "{reply}");
 }

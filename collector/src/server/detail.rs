@@ -106,10 +106,16 @@ pub(super) async fn incident<K: Kv>(
             return Ok(None);
         };
         let page = store.incident_alerts(&incident, cursor.as_deref(), limit)?;
-        Ok(Some((incident, page)))
+        let mut packets = Vec::new();
+        for a in &page.alerts {
+            if store.has_evidence(&a.id)? {
+                packets.push(a.id.clone());
+            }
+        }
+        Ok(Some((incident, page, packets)))
     })
     .await?;
-    let Some((incident, page)) = found else {
+    let Some((incident, page, packets)) = found else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "incident not found"));
     };
     let techniques: Vec<NamedTechnique> = incident.technique.iter().map(|t| named(t)).collect();
@@ -118,6 +124,7 @@ pub(super) async fn incident<K: Kv>(
         "techniques": techniques,
         "alerts": page.alerts,
         "next": page.next,
+        "packets": packets,
     })))
 }
 

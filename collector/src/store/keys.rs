@@ -16,7 +16,8 @@
 //! | `E` | `E` + SHA-256 of a session id (hex) | dashboard session (JSON) |
 //! | `H` | `H` + span + dimension + bucket (8) + tag (+ value) | alerts counted per hour and day ([`super::rollup`]) |
 //! | `V` | `V` + master's length (1) + master + slave (addresses as text) | conversation (JSON) |
-//! | `Q` | `Q` + alert id (16) | the alert's evidence pcap |
+//! | `Q` | `Q` + alert id (16) | the length of the alert's evidence pcap (that it has one) |
+//! | `Q` | `Q` + alert id (16) + `p` | the alert's evidence pcap |
 //!
 //! Index keys are prefix-free: the value's length comes before it, so no value's postings sort
 //! among another's, whatever bytes either holds (schema 2 ended a value with a `0` byte, and an

@@ -179,7 +179,11 @@ impl<K: Kv> Store<K> {
                 b.delete(k.clone());
                 if let Some(id) = keys::alert_id(&alert.id) {
                     b.delete(keys::named(keys::ID, &id));
-                    b.delete(keys::named(keys::EVIDENCE, &id));
+                    let marker = keys::named(keys::EVIDENCE, &id);
+                    let mut body = marker.clone();
+                    body.push(b'p');
+                    b.delete(marker);
+                    b.delete(body);
                 }
                 counts.remove(&alert);
                 *gone.entry(alert.agent).or_default() += 1;
