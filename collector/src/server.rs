@@ -79,6 +79,8 @@ pub struct AppState<K: Kv> {
     exports: Arc<tokio::sync::Semaphore>,
     /// The network map as last built, reused for `map::FRESH`.
     map_cache: Mutex<Option<(Instant, bytes::Bytes)>>,
+    /// Held while the map is built: requests that find it stale wait for one build.
+    map_build: tokio::sync::Mutex<()>,
 }
 
 impl<K: Kv> AppState<K> {
@@ -102,6 +104,7 @@ impl<K: Kv> AppState<K> {
             rates: Mutex::new(HashMap::new()),
             exports: Arc::new(tokio::sync::Semaphore::new(download::MAX_EXPORTS)),
             map_cache: Mutex::new(None),
+            map_build: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -371,12 +374,9 @@ async fn ingest<K: Kv>(
     // the agent to set that record aside and deliver the rest (a 403 would hold its whole
     // outbox back).
     validate::batch(&batch).map_err(|e| invalid(&state, e))?;
-    let packets = evidence::decoded(&batch).inspect_err(|_| {
-        state.metrics.refused.with_label_values(&["invalid"]).inc();
-    })?;
     let mut batch = batch;
     let store = state.store.clone();
-    let (mut reply, fresh, stored_before, kept) = blocking(move || {
+    let outcome = blocking(move || {
         let sent = batch.alerts.len();
         batch.alerts.retain_mut(|alert| {
             // Only schema 1 ids are ever rebound.
@@ -389,21 +389,29 @@ async fn ingest<K: Kv>(
             let earlier = id_sent.and_then(|id| store.alert(&id).ok().flatten());
             earlier.is_none_or(|stored| stored.agent != alert.agent)
         });
+        // Evidence is checked whole before anything is stored: a refusal stores nothing.
+        let packets = match evidence::checked(&store, &batch)? {
+            Ok(packets) => packets,
+            Err(why) => return Ok(Err(why)),
+        };
         let stored_before = sent - batch.alerts.len();
         let (reply, fresh) = store.ingest(&batch, now())?;
+        // The alerts are durable: they are reported whatever happens to their evidence.
         let kept = if packets.is_empty() {
             Ok(())
         } else {
-            evidence::keep(&store, &batch.agent, packets)?
+            store.put_evidence(&batch.agent, &packets)
         };
-        Ok((reply, fresh, stored_before, kept))
+        Ok(Ok((reply, fresh, stored_before, kept)))
     })
     .await?;
-    if let Err(why) = kept {
-        // The alerts are stored (a retry finds them as duplicates); the evidence is refused.
-        state.metrics.refused.with_label_values(&["invalid"]).inc();
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, why));
-    }
+    let (mut reply, fresh, stored_before, kept) = match outcome {
+        Ok(stored) => stored,
+        Err(why) => {
+            state.metrics.refused.with_label_values(&["invalid"]).inc();
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, why));
+        }
+    };
     reply.duplicates += stored_before;
     state.metrics.ingested.inc_by(reply.accepted as u64);
     state.metrics.duplicates.inc_by(reply.duplicates as u64);
@@ -415,6 +423,9 @@ async fn ingest<K: Kv>(
             .inc();
     }
     state.feed.publish(&fresh);
+    // Evidence that could not be kept: the agent sends the batch again (its alerts then
+    // count as duplicates, already reported).
+    kept?;
     Ok(axum::Json(reply))
 }
 

@@ -66,6 +66,17 @@ const ASSET_ENTRIES_DROPPED: &[u8] = b"asset_entries_dropped";
 const CONVERSATIONS: &[u8] = b"conversations";
 const CONVERSATIONS_DROPPED: &[u8] = b"conversations_dropped";
 
+/// Most bytes of evidence one agent's alerts may hold: evidence beyond is refused, so one
+/// agent's packets cannot crowd out every other agent's history.
+pub const MAX_EVIDENCE_PER_AGENT: u64 = 256 << 20;
+
+/// The counter of the bytes of evidence `agent`'s alerts hold.
+fn evidence_bytes_key(agent: &str) -> Vec<u8> {
+    let mut name = b"evidence_bytes/".to_vec();
+    name.extend_from_slice(agent.as_bytes());
+    keys::named(keys::COUNTER, &name)
+}
+
 /// The counter of conversations `agent` was first to report.
 fn conversations_by(agent: &str) -> Vec<u8> {
     let mut name = b"conversations_by/".to_vec();
@@ -445,24 +456,48 @@ impl<K: Kv> Store<K> {
         Ok(())
     }
 
-    /// Keeps evidence pcaps by alert id (ids checked by the caller), durably before it
-    /// returns. Sent again, one replaces itself.
-    pub fn put_evidence(&self, records: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+    /// Keeps `agent`'s evidence pcaps by alert id (checked by the caller), durably before it
+    /// returns; under the writer lock, so an alert retention removed meanwhile gets none (its
+    /// evidence would never go). Sent again, one replaces itself. Counts each agent's bytes.
+    pub fn put_evidence(
+        &self,
+        agent: &str,
+        records: &[(String, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        let writer = self.writer.lock().map_err(|_| poisoned())?;
         let mut b = Batch::new();
+        let key = evidence_bytes_key(agent);
+        let mut held = self.kv.get(&key)?.map_or(0, |v| u64_of(&v));
         for (id, pcap) in records {
-            let bytes = keys::alert_id(id).ok_or_else(|| StoreError::Invalid {
-                field: "evidence[].alert".into(),
-                message: format!("{id:?} is not an alert id (expected 32 hex digits)"),
-            })?;
+            let Some(bytes) = keys::alert_id(id) else {
+                continue;
+            };
+            if self.kv.get(&keys::named(keys::ID, &bytes))?.is_none() {
+                continue;
+            }
             let marker = keys::named(keys::EVIDENCE, &bytes);
+            let before = self.kv.get(&marker)?.map_or(0, |v| u64_of(&v));
             let mut body = marker.clone();
             body.push(b'p');
+            held = held
+                .saturating_sub(before)
+                .saturating_add(pcap.len() as u64);
             b.put(marker, (pcap.len() as u64).to_be_bytes().to_vec());
             b.put(body, pcap.clone());
         }
+        b.put(key, held.to_be_bytes().to_vec());
         self.kv.apply(b)?;
+        drop(writer);
         self.kv.flush()?;
         Ok(())
+    }
+
+    /// Bytes of evidence `agent`'s alerts hold.
+    pub fn evidence_bytes(&self, agent: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .kv
+            .get(&evidence_bytes_key(agent))?
+            .map_or(0, |v| u64_of(&v)))
     }
 
     /// The evidence pcap of an alert, if its agent sent one.

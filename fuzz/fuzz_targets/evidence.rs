@@ -1,8 +1,8 @@
 //! Evidence packets: any bytes as the pcap an agent sends as evidence, and any sequence of
 //! frames through the agent's evidence buffer. The validator never panics, and what it takes
 //! the project's own capture reader reads whole, frame for frame; the buffer stays within its
-//! limits, and the pcap it writes for a flow the validator takes, holding that flow's newest
-//! frames.
+//! limits, and every flow that holds frames writes a pcap the validator takes, with as many
+//! frames as it holds.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -66,12 +66,14 @@ fuzz_target!(|data: &[u8]| {
         let flow = u64::from(flow);
         let held = buffer.frames(flow);
         assert!(held <= limits.per_flow_packets, "over a flow's frames");
-        let Some(pcap) = buffer.pcap(flow) else {
+        let pcap = buffer.pcap(flow);
+        assert_eq!(pcap.is_some(), held > 0, "a flow holding frames writes a pcap");
+        let Some(pcap) = pcap else {
             continue;
         };
         let summary = evidence::validate(&pcap).expect("the buffer writes what the validator takes");
         assert_eq!(summary.packets, held);
-        // A flow's newest frame is kept unless it was too large or cut for room since.
+        // The frames held are the flow's own, none newer than its newest.
         assert!(summary.last.as_nanos() <= newest);
     }
 });

@@ -364,6 +364,9 @@ pub fn asset(o: &AssetObservation) -> Result<(), Invalid> {
 /// `otwatch_packet::evidence::MAX_EVIDENCE_BYTES`), encoded.
 pub const MAX_EVIDENCE_BASE64: usize = (80usize << 10).div_ceil(3) * 4;
 
+/// Most evidence records one batch carries.
+pub const MAX_EVIDENCE_RECORDS: usize = 64;
+
 /// Checks the shape of an evidence record: an alert id, and base64 within the bound. (The
 /// collector decodes the pcap and checks its structure with `otwatch_packet::evidence`.)
 pub fn evidence(e: &EvidenceRecord) -> Result<(), Invalid> {
@@ -465,6 +468,13 @@ pub fn batch(b: &IngestBatch) -> Result<(), Invalid> {
     }
     for (i, o) in b.conversations.iter().enumerate() {
         conversation(o).map_err(|e| e.within(&format!("conversations[{i}]")))?;
+    }
+    if b.evidence.len() > MAX_EVIDENCE_RECORDS {
+        return Err(Invalid::new(
+            "evidence",
+            format_args!("{} records", b.evidence.len()),
+            format!("at most {MAX_EVIDENCE_RECORDS} records per batch"),
+        ));
     }
     for (i, e) in b.evidence.iter().enumerate() {
         evidence(e).map_err(|e| e.within(&format!("evidence[{i}]")))?;

@@ -207,13 +207,20 @@ pub(super) async fn map<K: Kv>(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&state, &headers, Action::Read)?;
-    let cached = state
-        .map_cache
-        .lock()
-        .ok()
-        .and_then(|c| c.clone())
-        .filter(|(at, _)| at.elapsed() < FRESH);
-    if let Some((_, map)) = cached {
+    let cached = || {
+        state
+            .map_cache
+            .lock()
+            .ok()
+            .and_then(|c| c.clone())
+            .filter(|(at, _)| at.elapsed() < FRESH)
+    };
+    if let Some((_, map)) = cached() {
+        return Ok(json_response(map));
+    }
+    // One build at a time; who waited for it takes what it built.
+    let _building = state.map_build.lock().await;
+    if let Some((_, map)) = cached() {
         return Ok(json_response(map));
     }
     let store = state.store.clone();

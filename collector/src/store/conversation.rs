@@ -6,8 +6,8 @@
 //! - Each agent's latest window is kept apart (at most [`MAX_REPORTERS`] agents): the record's
 //!   request rate is that of the newest window, its request count the highest any one agent
 //!   counted. Agents on one segment see the same requests; adding their counts would count
-//!   each request once per agent. A window ending no later than the agent's newest one (a
-//!   retried batch) adds nothing to the counts.
+//!   each request once per agent. The window an agent sent last, sent again (a retried
+//!   batch), adds nothing to the counts.
 //! - At most [`MAX_CONVERSATIONS`] are stored, at most [`MAX_PER_AGENT`] first reported by
 //!   any one agent: reports of further pairs are counted, not kept, so a hostile agent
 //!   inventing pairs grows neither the store nor the map without bound. Retention with an age
@@ -70,7 +70,9 @@ pub struct AgentWindow {
     pub requests: u64,
     /// Exception responses it counted in all.
     pub exceptions: u64,
-    /// The end of its newest window.
+    /// The start of the window it sent last.
+    pub since: Timestamp,
+    /// The end of the window it sent last.
     pub until: Timestamp,
 }
 
@@ -139,14 +141,22 @@ impl ConversationRecord {
         self.reads = union_ranges(&self.reads, &o.reads);
         self.writes = union_ranges(&self.writes, &o.writes);
         let at = match self.agents.iter().position(|w| w.agent == agent) {
-            // A window this agent's counts already hold (a retried batch): counted once.
-            Some(at) if self.agents.get(at).is_some_and(|w| o.until <= w.until) => return,
+            // The window this agent sent last, again (a retried batch): counted once.
+            Some(at)
+                if self
+                    .agents
+                    .get(at)
+                    .is_some_and(|w| (w.since, w.until) == (o.since, o.until)) =>
+            {
+                return;
+            }
             Some(at) => at,
             None if self.agents.len() < MAX_REPORTERS => {
                 self.agents.push(AgentWindow {
                     agent: agent.to_string(),
                     requests: 0,
                     exceptions: 0,
+                    since: o.since,
                     until: o.until,
                 });
                 self.agents.len() - 1
@@ -160,7 +170,8 @@ impl ConversationRecord {
         };
         window.requests = window.requests.saturating_add(o.requests);
         window.exceptions = window.exceptions.saturating_add(o.exceptions);
-        window.until = window.until.max(o.until);
+        window.since = o.since;
+        window.until = o.until;
         self.requests = self.agents.iter().map(|w| w.requests).max().unwrap_or(0);
         self.exceptions = self.agents.iter().map(|w| w.exceptions).max().unwrap_or(0);
     }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use otwatch_rules::alert::Alert;
+use otwatch_rules::alert::{Alert, Severity};
 use otwatch_rules::time::Timestamp;
 
 use super::conversation::ConversationRecord;
@@ -153,6 +153,7 @@ impl<K: Kv> Store<K> {
             let mut b = Batch::new();
             let mut gone: BTreeMap<String, u64> = BTreeMap::new();
             let mut counts = rollup::Changes::default();
+            let mut evidence_gone: BTreeMap<String, u64> = BTreeMap::new();
             let mut done = page.len() < PAGE;
             for (k, v) in &page {
                 from = Bound::Excluded(k.clone());
@@ -179,11 +180,16 @@ impl<K: Kv> Store<K> {
                 b.delete(k.clone());
                 if let Some(id) = keys::alert_id(&alert.id) {
                     b.delete(keys::named(keys::ID, &id));
-                    let marker = keys::named(keys::EVIDENCE, &id);
-                    let mut body = marker.clone();
-                    body.push(b'p');
-                    b.delete(marker);
-                    b.delete(body);
+                    if alert.severity >= Severity::High {
+                        let marker = keys::named(keys::EVIDENCE, &id);
+                        if let Some(len) = self.kv.get(&marker)? {
+                            *evidence_gone.entry(alert.agent.clone()).or_default() += u64_of(&len);
+                            let mut body = marker.clone();
+                            body.push(b'p');
+                            b.delete(marker);
+                            b.delete(body);
+                        }
+                    }
                 }
                 counts.remove(&alert);
                 *gone.entry(alert.agent).or_default() += 1;
@@ -206,6 +212,15 @@ impl<K: Kv> Store<K> {
                     b.put(key, left.to_be_bytes().to_vec());
                 }
                 counts.write(&self.kv, &mut b)?;
+                for (agent, n) in evidence_gone {
+                    let key = super::evidence_bytes_key(&agent);
+                    let left = self
+                        .kv
+                        .get(&key)?
+                        .map_or(0, |v| u64_of(&v))
+                        .saturating_sub(n);
+                    b.put(key, left.to_be_bytes().to_vec());
+                }
                 self.kv.apply(b)?;
                 drop(writer);
                 self.kv.flush()?;

@@ -4,12 +4,12 @@
 //!
 //! [`EvidenceBuffer`] is bounded three ways, each cut counted: per flow by packets and by bytes
 //! (the flow's oldest frames go first), and in all by bytes (the oldest frame of any flow goes
-//! first). Frames are copied into buffers that are reused, so a busy capture allocates only
-//! while the buffer grows to its bound. [`EvidenceBuffer::pcap`] writes a flow's frames as a
-//! classic pcap (little-endian, nanosecond timestamps, the capture's link type) with crate
-//! `pcap-file`;
-//! [`validate`] reads one back with the project's own capture decoder and refuses anything an
-//! agent could not have written.
+//! first). Frames are copied into buffers that are reused when close to the frame's size (the
+//! bound counts lengths), so a busy capture allocates little once the buffer is full.
+//! [`EvidenceBuffer::pcap`] writes a flow's frames as a classic pcap (little-endian, nanosecond
+//! timestamps, the capture's link type) with crate `pcap-file`; [`validate`] reads one back
+//! with the project's own capture decoder and refuses what is not a whole classic pcap within
+//! the bounds, of a link type agents capture.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -87,6 +87,9 @@ pub struct EvidenceBuffer {
 
 /// Buffers kept for reuse at most: enough for a flow's worth of frames.
 const SPARE: usize = 64;
+/// The largest buffer kept for reuse: a full-size Ethernet frame's, so spare buffers hold at
+/// most 128 KiB outside the bound.
+const SPARE_BYTES: usize = 2048;
 
 impl EvidenceBuffer {
     /// An empty buffer within `limits`.
@@ -118,24 +121,28 @@ impl EvidenceBuffer {
     pub fn keep(&mut self, flow: u64, packet: &CapturedPacket<'_>) {
         let size = packet.data.len();
         let limit = self.limits.per_flow_bytes.min(self.limits.total_bytes);
-        let entry = self.flows.entry(flow).or_default();
-        let link = *entry.link.get_or_insert(packet.link);
-        if size > limit || link != packet.link || self.limits.per_flow_packets == 0 {
+        let held_link = self.flows.get(&flow).and_then(|f| f.link);
+        if size > limit
+            || held_link.is_some_and(|l| l != packet.link)
+            || self.limits.per_flow_packets == 0
+        {
             self.cuts.per_flow += 1;
             return;
         }
         // The flow's own bounds first, then the whole buffer's.
-        while entry.frames.len() >= self.limits.per_flow_packets
-            || entry.bytes + size > self.limits.per_flow_bytes
-        {
-            let Some(old) = entry.frames.pop_front() else {
-                break;
-            };
-            entry.bytes -= old.data.len();
-            self.bytes -= old.data.len();
-            self.cuts.per_flow += 1;
-            if self.spare.len() < SPARE {
-                self.spare.push(old.data);
+        if let Some(entry) = self.flows.get_mut(&flow) {
+            while entry.frames.len() >= self.limits.per_flow_packets
+                || entry.bytes + size > self.limits.per_flow_bytes
+            {
+                let Some(old) = entry.frames.pop_front() else {
+                    break;
+                };
+                entry.bytes -= old.data.len();
+                self.bytes -= old.data.len();
+                self.cuts.per_flow += 1;
+                if self.spare.len() < SPARE && old.data.capacity() <= SPARE_BYTES {
+                    self.spare.push(old.data);
+                }
             }
         }
         while self.bytes + size > self.limits.total_bytes {
@@ -143,13 +150,21 @@ impl EvidenceBuffer {
                 break;
             }
         }
-        let mut data = self.spare.pop().unwrap_or_default();
+        // A spare buffer only when it is not much larger than the frame: the bound counts
+        // lengths, so capacity must stay close to them.
+        let mut data = match self.spare.pop() {
+            Some(v) if v.capacity() <= size.max(64) * 2 => v,
+            _ => Vec::with_capacity(size),
+        };
         data.clear();
         data.extend_from_slice(packet.data);
         let seq = self.next_seq;
         self.next_seq += 1;
         self.bytes += size;
+        // The entry may be new, or gone and made again (cutting the oldest frame in all may
+        // have emptied it): its link type is this frame's.
         let entry = self.flows.entry(flow).or_default();
+        entry.link.get_or_insert(packet.link);
         entry.bytes += size;
         entry.frames.push_back(Kept {
             seq,
@@ -175,7 +190,7 @@ impl EvidenceBuffer {
                     f.bytes -= old.data.len();
                     self.bytes -= old.data.len();
                     self.cuts.total += 1;
-                    if self.spare.len() < SPARE {
+                    if self.spare.len() < SPARE && old.data.capacity() <= SPARE_BYTES {
                         self.spare.push(old.data);
                     }
                 }
@@ -203,7 +218,7 @@ impl EvidenceBuffer {
         if let Some(f) = self.flows.remove(&flow) {
             self.bytes -= f.bytes;
             for k in f.frames {
-                if self.spare.len() < SPARE {
+                if self.spare.len() < SPARE && k.data.capacity() <= SPARE_BYTES {
                     self.spare.push(k.data);
                 }
             }
@@ -220,6 +235,8 @@ impl EvidenceBuffer {
         let header = PcapHeader {
             ts_resolution: TsResolution::NanoSecond,
             endianness: Endianness::Little,
+            // Larger than any frame kept (a frame over the snap length is refused by writers).
+            snaplen: 1 << 18,
             datalink: pcap_file::DataLink::from(linktype(link)),
             ..PcapHeader::default()
         };
@@ -322,7 +339,8 @@ pub fn validate(bytes: &[u8]) -> Result<EvidenceSummary, EvidenceError> {
         return Err(EvidenceError::Pcapng);
     }
     let mut input = InMemory::new(bytes, &[]);
-    let mut decoder = CaptureDecoder::with_limits(MAX_EVIDENCE_BYTES, MAX_EVIDENCE_BYTES);
+    // A buffer the size of the input, not of the largest input.
+    let mut decoder = CaptureDecoder::with_limits(bytes.len(), MAX_EVIDENCE_BYTES);
     let unreadable = |e: CaptureError| EvidenceError::Unreadable(e.to_string());
     let mut summary: Option<EvidenceSummary> = None;
     while let Some(p) = decoder.next_packet(&mut input).map_err(unreadable)? {

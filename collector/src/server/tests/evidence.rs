@@ -154,6 +154,52 @@ async fn evidence_that_is_not_a_whole_pcap_or_not_the_agents_own_alert_is_refuse
 }
 
 #[tokio::test]
+async fn a_batch_whose_evidence_is_refused_stores_nothing_and_only_serious_alerts_take_it() {
+    let f = fixture();
+    let serious = alert(
+        1,
+        "write-denied",
+        Severity::High,
+        "10.0.0.9",
+        "10.0.1.5",
+        "a1",
+    );
+    let mut b = batch("a1", vec![serious.clone()]);
+    b.evidence.push(record(&"0".repeat(32), &pcap()));
+    let r = f.ingest(Some(&f.agent), &b).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert_eq!(
+        f.stored(),
+        0,
+        "the alerts wait for the agent to set the record aside"
+    );
+    let minor = alert(2, "recon", Severity::Low, "10.0.0.9", "10.0.1.5", "a1");
+    let mut b = batch("a1", vec![minor.clone()]);
+    b.evidence.push(record(&minor.id, &pcap()));
+    let r = f.ingest(Some(&f.agent), &b).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("is a low alert (evidence is taken for high and critical alerts)"),
+        "{}",
+        r.body
+    );
+    let mut b = batch("a1", Vec::new());
+    for _ in 0..=otwatch_rules::validate::MAX_EVIDENCE_RECORDS {
+        b.evidence.push(record(&serious.id, &pcap()));
+    }
+    let r = f.ingest(Some(&f.agent), &b).await;
+    assert!(
+        r.body["error"].as_str().unwrap().starts_with("evidence: "),
+        "{}",
+        r.body
+    );
+    assert_eq!(f.state.store.evidence_bytes("a1").unwrap(), 0);
+}
+
+#[tokio::test]
 async fn evidence_goes_with_its_alert_when_retention_removes_it() {
     let f = fixture();
     let a = alert(
@@ -168,9 +214,14 @@ async fn evidence_goes_with_its_alert_when_retention_removes_it() {
     b.evidence.push(record(&a.id, &pcap()));
     assert_eq!(f.ingest(Some(&f.agent), &b).await.status, StatusCode::OK);
     assert!(f.state.store.evidence(&a.id).unwrap().is_some());
+    assert_eq!(
+        f.state.store.evidence_bytes("a1").unwrap(),
+        pcap().len() as u64
+    );
     f.state
         .store
         .enforce_retention(Some(Timestamp::from_secs(1_000_000)), None)
         .unwrap();
     assert_eq!(f.state.store.evidence(&a.id).unwrap(), None);
+    assert_eq!(f.state.store.evidence_bytes("a1").unwrap(), 0);
 }

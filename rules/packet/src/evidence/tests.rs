@@ -165,3 +165,32 @@ fn the_validator_refuses_what_an_agent_could_not_have_written_naming_why() {
         Err(EvidenceError::TooManyPackets)
     );
 }
+
+#[test]
+fn a_flow_emptied_by_the_buffers_bound_keeps_writing_its_pcap() {
+    let mut b = EvidenceBuffer::new(Limits {
+        per_flow_packets: 10,
+        per_flow_bytes: 1_000,
+        total_bytes: 200,
+    });
+    // Flow 1's only frame is the oldest in all; flow 1's next frame cuts it.
+    b.keep(1, &packet(1, &frame(1, 100)));
+    b.keep(2, &packet(2, &frame(2, 100)));
+    b.keep(1, &packet(3, &frame(3, 100)));
+    assert_eq!((b.frames(1), b.frames(2)), (1, 1));
+    assert_eq!(read_back(&b.pcap(1).unwrap()), vec![(3, frame(3, 100))]);
+    // A refused frame leaves no entry behind.
+    b.keep(9, &packet(4, &frame(9, 201)));
+    assert_eq!(b.frames(9), 0);
+    assert_eq!(b.pcap(9), None);
+    assert!(!b.flows.contains_key(&9));
+}
+
+#[test]
+fn a_frame_of_the_largest_size_kept_still_writes() {
+    let mut b = EvidenceBuffer::new(Limits::default());
+    let big = frame(7, 64 << 10);
+    b.keep(1, &packet(1, &big));
+    let pcap = b.pcap(1).expect("a frame over 65535 bytes writes");
+    assert_eq!(read_back(&pcap)[0].1.len(), 64 << 10);
+}
