@@ -203,23 +203,11 @@ impl<K: Kv> Store<K> {
                     left.to_be_bytes().to_vec(),
                 );
                 for (agent, n) in gone {
-                    let key = stored_key(&agent);
-                    let left = self
-                        .kv
-                        .get(&key)?
-                        .map_or(0, |v| u64_of(&v))
-                        .saturating_sub(n);
-                    b.put(key, left.to_be_bytes().to_vec());
+                    self.take_off(&mut b, stored_key(&agent), n)?;
                 }
                 counts.write(&self.kv, &mut b)?;
                 for (agent, n) in evidence_gone {
-                    let key = super::evidence_bytes_key(&agent);
-                    let left = self
-                        .kv
-                        .get(&key)?
-                        .map_or(0, |v| u64_of(&v))
-                        .saturating_sub(n);
-                    b.put(key, left.to_be_bytes().to_vec());
+                    self.take_off(&mut b, super::evidence_bytes_key(&agent), n)?;
                 }
                 self.kv.apply(b)?;
                 drop(writer);
@@ -238,6 +226,17 @@ impl<K: Kv> Store<K> {
             self.remove_dead_postings(newest.saturating_add(keys::POSTING_SPAN_NANOS))?;
         }
         Ok(removed)
+    }
+
+    /// Writes the counter under `key` less `n` (not below 0) into `b`.
+    fn take_off(&self, b: &mut Batch, key: Vec<u8>, n: u64) -> Result<(), StoreError> {
+        let left = self
+            .kv
+            .get(&key)?
+            .map_or(0, |v| u64_of(&v))
+            .saturating_sub(n);
+        b.put(key, left.to_be_bytes().to_vec());
+        Ok(())
     }
 
     /// Removes the conversations quiet since before `older_than` (no window with requests
