@@ -237,6 +237,15 @@ async function showAsset(ip) {
   $("#asset-risk").innerHTML = data.risk
     ? `<p><b>${data.risk.score.toFixed(0)}</b> / 100</p><ul class="history">${data.risk.factors.map((f) => `<li>${esc(f.factor)} (${f.points.toFixed(1)})</li>`).join("")}</ul>`
     : `<p class="dim">No risk factors.</p>`;
+  // Table ranges as text: "holding_registers 0-9, 100".
+  const ranges = (t) => Object.entries(t || {}).map(([table, list]) =>
+    `${table} ${list.map((r) => r[0] === r[1] ? r[0] : `${r[0]}-${r[1]}`).join(", ")}`).join("; ");
+  const conversationRow = (master, slave, c) =>
+    `<tr><td>${host(master)}</td><td>${host(slave)}</td><td>${Number(c.rate).toFixed(1)}</td><td>${esc(runs(c.units || []))}</td>` +
+    `<td>${esc((c.functions || []).join(", "))}</td><td>${esc(ranges(c.reads))}</td><td>${esc(ranges(c.writes))}</td><td>${esc(c.last_seen)}</td></tr>`;
+  $("#asset-conversations tbody").innerHTML =
+    (data.as_slave || []).map((c) => conversationRow(c.master, data.ip, c)).join("") +
+    (data.as_master || []).map((c) => conversationRow(data.ip, c.slave, c)).join("");
   $("#asset-incidents tbody").innerHTML = data.incidents.map((i) => incidentRow(i)).join("");
   $("#asset-alerts tbody").innerHTML = data.alerts.map(agentAlertRow).join("");
   $("#asset-all-alerts").href = `#/alerts?asset=${encodeURIComponent(data.ip)}`;

@@ -683,8 +683,16 @@ fn the_map_of_a_replayed_attack_leads_by_clicks_to_the_asset_its_incident_and_it
     browser.eval(
         "document.querySelector('#map .node[data-ip=\"192.168.1.20\"] circle').dispatchEvent(new MouseEvent('click', { bubbles: true }))",
     );
-    let text = browser.text_with(&["kiln-plc (192.168.1.20)", "INCIDENTS"]);
+    let text = browser.text_with(&["kiln-plc (192.168.1.20)", "INCIDENTS", "holding_registers"]);
     assert!(text.contains("program.umas_stop"), "{text}");
+    // The registers the workstation read and wrote, from the agent's conversation reports.
+    assert!(
+        wait_for(
+            &mut browser,
+            "document.querySelectorAll('#asset-conversations tbody tr').length === 1"
+        ),
+        "{text}"
+    );
     browser.eval(
         "[...document.querySelectorAll('#asset-incidents tbody tr')].find((r) => r.innerText.includes('program.umas_stop')).querySelector('a').click()",
     );

@@ -1,5 +1,6 @@
 //! The investigation pages' endpoints: one incident with its alerts and ATT&CK names, one
-//! host with its inventory record, risk, incidents and latest alerts.
+//! host with its inventory record, risk, incidents, latest alerts, and the conversations it
+//! is part of (the registers its masters read and write, what it polls).
 //!
 //! - `GET /api/v1/incidents/{id}?cursor&limit`
 //! - `GET /api/v1/assets/{ip}`
@@ -17,6 +18,7 @@ use super::{ApiError, Shared, authorize, blocking};
 use crate::attack;
 use crate::kv::Kv;
 use crate::posture;
+use crate::store::conversation::ConversationRecord;
 use crate::store::{Action, AlertFilter, StoreError};
 
 /// Alerts an incident page shows at once, unless `limit` says otherwise.
@@ -25,6 +27,8 @@ const INCIDENT_ALERTS: usize = 200;
 const ASSET_ALERTS: usize = 50;
 /// Incidents read to find a host's (the same bound as the posture's).
 const INCIDENTS_READ: usize = 10_000;
+/// Conversations read to find a host's (all the store keeps).
+const CONVERSATIONS_READ: usize = crate::store::conversation::MAX_CONVERSATIONS as usize;
 
 /// A technique with its ATT&CK for ICS names.
 #[derive(Debug, Serialize)]
@@ -140,7 +144,7 @@ pub(super) async fn asset<K: Kv>(
         ApiError::bad_request(format!("ip: {ip:?} is not valid (expected an IP address)"))
     })?;
     let store = state.store.clone();
-    let (record, incidents, alerts) = blocking(move || {
+    let (record, incidents, alerts, conversations) = blocking(move || {
         let record = store.asset(ip)?;
         let incidents: Vec<_> = store
             .incidents(None, INCIDENTS_READ)?
@@ -152,10 +156,19 @@ pub(super) async fn asset<K: Kv>(
             ..AlertFilter::default()
         };
         let alerts = store.query_alerts(&filter, None, ASSET_ALERTS)?;
-        Ok::<_, StoreError>((record, incidents, alerts))
+        let conversations: Vec<_> = store
+            .conversations(CONVERSATIONS_READ)?
+            .into_iter()
+            .filter(|c| c.master == ip || c.slave == ip)
+            .collect();
+        Ok::<_, StoreError>((record, incidents, alerts, conversations))
     })
     .await?;
-    if record.is_none() && incidents.is_empty() && alerts.alerts.is_empty() {
+    if record.is_none()
+        && incidents.is_empty()
+        && alerts.alerts.is_empty()
+        && conversations.is_empty()
+    {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "no agent reported this host and no alert names it",
@@ -174,9 +187,28 @@ pub(super) async fn asset<K: Kv>(
             serde_json::json!({ "code": code, "name": name })
         })
         .collect();
+    // What its masters read and wrote of it, and what it read and wrote of its slaves.
+    let side = |peer: &str,
+                of: fn(&ConversationRecord) -> IpAddr,
+                keep: &dyn Fn(&ConversationRecord) -> bool| {
+        conversations
+            .iter()
+            .filter(|c| keep(c))
+            .map(|c| {
+                let mut v = serde_json::json!({ "rate": c.rate, "functions": c.functions,
+                    "units": c.units, "reads": c.reads, "writes": c.writes, "last_seen": c.last_seen });
+                v[peer] = serde_json::json!(of(c));
+                v
+            })
+            .collect::<Vec<_>>()
+    };
+    let served = side("master", |c| c.master, &|c| c.slave == ip);
+    let polled = side("slave", |c| c.slave, &|c| c.master == ip);
     Ok(axum::Json(serde_json::json!({
         "ip": ip,
         "record": record,
+        "as_slave": served,
+        "as_master": polled,
         "functions": functions,
         "risk": risk,
         "incidents": incidents,

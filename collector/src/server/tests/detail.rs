@@ -216,6 +216,24 @@ async fn the_map_draws_conversations_incident_pairs_and_hosts_only_alerts_name()
     assert_eq!(node("10.0.0.2")["master"], true);
     assert_eq!(node("10.0.0.2")["only_in_alerts"], false);
     assert_eq!(r.body["truncated"], false);
+    // The PLC's page lists what its master reads of it.
+    let page = f.get("/api/v1/assets/10.0.1.5", &f.viewer).await;
+    assert_eq!(
+        page.body["as_slave"][0]["master"], "10.0.0.2",
+        "{}",
+        page.body
+    );
+    assert_eq!(
+        page.body["as_slave"][0]["reads"]["holding_registers"],
+        serde_json::json!([[0, 9]])
+    );
+    let hmi = f.get("/api/v1/assets/10.0.0.2", &f.viewer).await;
+    assert_eq!(
+        hmi.status,
+        StatusCode::OK,
+        "a host only conversations name has a page"
+    );
+    assert_eq!(hmi.body["as_master"][0]["slave"], "10.0.1.5");
 }
 
 #[tokio::test]
