@@ -188,22 +188,21 @@ pub(super) async fn asset<K: Kv>(
         })
         .collect();
     // What its masters read and wrote of it, and what it read and wrote of its slaves.
-    let side = |peer: &str,
-                of: fn(&ConversationRecord) -> IpAddr,
-                keep: &dyn Fn(&ConversationRecord) -> bool| {
-        conversations
-            .iter()
-            .filter(|c| keep(c))
-            .map(|c| {
-                let mut v = serde_json::json!({ "rate": c.rate, "functions": c.functions,
-                    "units": c.units, "reads": c.reads, "writes": c.writes, "last_seen": c.last_seen });
-                v[peer] = serde_json::json!(of(c));
-                v
-            })
-            .collect::<Vec<_>>()
+    let summary = |c: &ConversationRecord| {
+        serde_json::json!({ "master": c.master, "slave": c.slave, "rate": c.rate,
+            "functions": c.functions, "units": c.units, "reads": c.reads, "writes": c.writes,
+            "last_seen": c.last_seen })
     };
-    let served = side("master", |c| c.master, &|c| c.slave == ip);
-    let polled = side("slave", |c| c.slave, &|c| c.master == ip);
+    let served: Vec<_> = conversations
+        .iter()
+        .filter(|c| c.slave == ip)
+        .map(summary)
+        .collect();
+    let polled: Vec<_> = conversations
+        .iter()
+        .filter(|c| c.master == ip)
+        .map(summary)
+        .collect();
     Ok(axum::Json(serde_json::json!({
         "ip": ip,
         "record": record,
