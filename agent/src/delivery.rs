@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::delivery::outbox::{Outbox, OutboxError};
 use crate::delivery::sender::{HttpsSender, SenderSetupError};
 use crate::delivery::shipper::{Shipper, ShipperConfig};
+use crate::detection::evidence::EvidenceOptions;
 use crate::telemetry::events::{InternalEvent, OutboxFailed};
 use crate::telemetry::status::Status;
 use otwatch_delivery::Delivered;
@@ -37,6 +38,8 @@ pub struct DeliveryOptions {
     pub heartbeat_every: Duration,
     /// How long a replay waits at the end for the outbox to empty.
     pub drain_timeout: Duration,
+    /// Which alerts send their packets, and the frames kept for them; none when off.
+    pub evidence: Option<EvidenceOptions>,
 }
 
 impl std::fmt::Debug for DeliveryOptions {
@@ -49,6 +52,7 @@ impl std::fmt::Debug for DeliveryOptions {
             .field("outbox_budget", &self.outbox_budget)
             .field("heartbeat_every", &self.heartbeat_every)
             .field("drain_timeout", &self.drain_timeout)
+            .field("evidence", &self.evidence)
             .finish()
     }
 }

@@ -1,12 +1,16 @@
 //! Wires the detection engine into the pipeline: every flow event goes to the engine, every
 //! alert it raises goes to the outbox, then to the alert log, the terminal and the counters.
 //!
+//! With evidence on ([`Detection::with_evidence`]), every frame is kept a while and each
+//! serious alert's packets follow it into the outbox ([`evidence`]).
+//!
 //! An alert reported anywhere is already durable: with an outbox, alerts are queued as they are
 //! raised and reported only at the end of their batch ([`Detection::flush_log`]), once one
 //! flush has made the whole batch durable (group commit). A `kill -9` can then lose only
 //! alerts that were never reported, which the traffic after a restart raises again.
 
 pub(crate) mod assets;
+pub mod evidence;
 pub mod policy_file;
 pub(crate) mod policy_reload;
 
@@ -23,11 +27,13 @@ use otwatch_rules::time::Timestamp;
 use serde::Serialize;
 
 use crate::delivery::outbox::{Outbox, Record};
+use crate::detection::evidence::{Evidence, EvidenceCounts, EvidenceOptions};
 use crate::detection::policy_reload::Reload;
 use crate::outputs::jsonl::JsonLines;
 use crate::telemetry::events::{InternalEvent, OutboxFailed};
 use crate::telemetry::status::Status;
 use otwatch_packet::detector::{AlertSink, Detector};
+use otwatch_packet::frame::CapturedPacket;
 use otwatch_packet::pipeline::Observer;
 
 /// Alerts raised, by rule and by severity.
@@ -82,6 +88,8 @@ struct Sink<W: Write> {
     outbox: Option<(Arc<Outbox>, Arc<Status>)>,
     /// Alerts queued in the outbox, not yet durable and so not yet reported.
     unreported: Vec<Alert>,
+    /// Frames kept for the packets behind serious alerts.
+    evidence: Option<Evidence>,
 }
 
 impl<W: Write> AlertSink for Sink<W> {
@@ -91,6 +99,9 @@ impl<W: Write> AlertSink for Sink<W> {
                 if let Err(e) = outbox.push(&[Record::Alert(alert.clone())]) {
                     OutboxFailed { error: &e }.emit(status);
                 }
+                if let Some(evidence) = self.evidence.as_mut() {
+                    evidence.alert(&alert);
+                }
                 self.unreported.push(alert);
             }
             None => self.report(&alert),
@@ -99,15 +110,27 @@ impl<W: Write> AlertSink for Sink<W> {
 }
 
 impl<W: Write> Sink<W> {
-    /// Makes the queued alerts durable with one flush, then reports them.
+    /// Queues the batch's evidence after its alerts, makes them durable with one flush, then
+    /// reports the alerts.
     fn commit(&mut self) {
-        if self.unreported.is_empty() {
+        let evidence = self
+            .evidence
+            .as_mut()
+            .map(Evidence::end_batch)
+            .unwrap_or_default();
+        if self.unreported.is_empty() && evidence.is_empty() {
             return;
         }
-        if let Some((outbox, status)) = &self.outbox
-            && let Err(e) = outbox.flush()
-        {
-            OutboxFailed { error: &e }.emit(status);
+        if let Some((outbox, status)) = &self.outbox {
+            if !evidence.is_empty() {
+                let records: Vec<Record> = evidence.into_iter().map(Record::Evidence).collect();
+                if let Err(e) = outbox.push(&records) {
+                    OutboxFailed { error: &e }.emit(status);
+                }
+            }
+            if let Err(e) = outbox.flush() {
+                OutboxFailed { error: &e }.emit(status);
+            }
         }
         for alert in std::mem::take(&mut self.unreported) {
             self.report(&alert);
@@ -145,6 +168,7 @@ impl<W: Write> Detection<W> {
             counts: AlertCounts::default(),
             outbox: None,
             unreported: Vec::new(),
+            evidence: None,
         };
         Self {
             detector: Detector::new(Engine::new(config, policy), sink),
@@ -155,6 +179,18 @@ impl<W: Write> Detection<W> {
     pub fn with_outbox(mut self, outbox: Arc<Outbox>, status: Arc<Status>) -> Self {
         self.detector.sink_mut().outbox = Some((outbox, status));
         self
+    }
+
+    /// Also keeps the last frames of every flow and queues the packets behind each alert at or
+    /// above `options.min_severity` in the outbox, after the alert (with an outbox only).
+    pub fn with_evidence(mut self, options: EvidenceOptions) -> Self {
+        self.detector.sink_mut().evidence = Some(Evidence::new(options));
+        self
+    }
+
+    /// What became of evidence so far, when it is on.
+    pub fn evidence_counts(&self) -> Option<EvidenceCounts> {
+        self.detector.sink().evidence.as_ref().map(Evidence::counts)
     }
 
     /// Alerts reported so far ([`Detection::flush_log`] reports those of the last batch).
@@ -236,6 +272,17 @@ pub fn render(alert: &Alert) -> String {
 impl<W: Write> Observer for Detection<W> {
     fn flow_event(&mut self, ts: Timestamp, flow: &FlowInfo, event: &FlowEvent<'_>) {
         self.detector.flow_event(ts, flow, event);
+        if let FlowEvent::Closed(_) = event
+            && let Some(evidence) = self.detector.sink_mut().evidence.as_mut()
+        {
+            evidence.closed(flow.id);
+        }
+    }
+
+    fn frame(&mut self, flow: u64, packet: &CapturedPacket<'_>) {
+        if let Some(evidence) = self.detector.sink_mut().evidence.as_mut() {
+            evidence.frame(flow, packet);
+        }
     }
 
     fn tick(&mut self, now: Timestamp) {

@@ -32,8 +32,10 @@ use crate::capture::pnet::PnetOptions;
 use crate::capture::ring::RingOptions;
 use crate::commands::run::Source;
 use crate::delivery::DeliveryOptions;
-use crate::settings::config::{AgentConfig, CaptureBackend, ConfigError};
+use crate::detection::evidence::EvidenceOptions;
+use crate::settings::config::{AgentConfig, CaptureBackend, ConfigError, EvidenceLevel};
 use flags::{DecodingFlags, DeliveryFlags, ReplayFlags, RunFlags};
+use otwatch_packet::evidence::Limits;
 use otwatch_telemetry::{LogFormat, Telemetry};
 
 /// Default socket receive buffer of the pnet backend.
@@ -41,6 +43,9 @@ pub const DEFAULT_SOCKET_BUFFER_MB: u64 = 8;
 
 /// Default outbox budget.
 pub const DEFAULT_OUTBOX_BUDGET_MB: u64 = 256;
+
+/// Default size of the evidence buffer.
+pub const DEFAULT_EVIDENCE_BUFFER_MB: u64 = 16;
 
 /// Default time between heartbeats.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
@@ -205,6 +210,12 @@ const METRICS: Field = Field::new(
     "metrics_listen",
 );
 const DRAIN: Field = Field::new("--drain-timeout", "OTWATCH_DRAIN_TIMEOUT", "drain_timeout");
+const EVIDENCE: Field = Field::new("--evidence", "OTWATCH_EVIDENCE", "evidence");
+const EVIDENCE_BUFFER: Field = Field::new(
+    "--evidence-buffer-mb",
+    "OTWATCH_EVIDENCE_BUFFER_MB",
+    "evidence_buffer_mb",
+);
 
 /// A value and where it came from (for error messages).
 type Sourced<T> = Option<(T, &'static str)>;
@@ -588,6 +599,7 @@ fn delivery(
         "seconds",
         file.drain_timeout,
     )?;
+    let evidence = evidence(flags, env, file)?;
     Ok(Some(DeliveryOptions {
         url,
         token,
@@ -610,6 +622,41 @@ fn delivery(
         outbox_budget: budget_mb.saturating_mul(1024 * 1024),
         heartbeat_every: heartbeat.map_or(DEFAULT_HEARTBEAT, |(d, _)| d),
         drain_timeout: drain.map_or(DEFAULT_DRAIN_TIMEOUT, |(s, _)| Duration::from_secs(s)),
+        evidence,
+    }))
+}
+
+/// Which alerts send their packets and how many frames are kept for them; none when off.
+fn evidence(
+    flags: &DeliveryFlags,
+    env: &Env,
+    file: &AgentConfig,
+) -> Result<Option<EvidenceOptions>, SettingsError> {
+    let level = pick(
+        EVIDENCE,
+        flags.evidence,
+        env,
+        "high, critical or off",
+        file.evidence,
+    )?
+    .map_or(EvidenceLevel::High, |(l, _)| l);
+    let buffer_mb = in_range(
+        pick(
+            EVIDENCE_BUFFER,
+            flags.evidence_buffer_mb,
+            env,
+            "megabytes, 1 to 1024",
+            file.evidence_buffer_mb,
+        )?,
+        1..=1024,
+    )?
+    .unwrap_or(DEFAULT_EVIDENCE_BUFFER_MB);
+    Ok(level.min_severity().map(|min_severity| EvidenceOptions {
+        min_severity,
+        limits: Limits {
+            total_bytes: usize::try_from(buffer_mb << 20).unwrap_or(usize::MAX),
+            ..Limits::default()
+        },
     }))
 }
 

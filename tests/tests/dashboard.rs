@@ -627,8 +627,8 @@ fn the_map_of_a_replayed_attack_leads_by_clicks_to_the_asset_its_incident_and_it
     let (_, stops) = collector
         .client
         .get("/api/v1/alerts?rule=program.umas_stop", Some(&viewer));
+    // The agent sent the packets behind it after it (evidence is on by default).
     let stop = stops["alerts"][0].clone();
-    send_evidence(&collector, &agent, &dir.path().join("attack.pcap"), &stop);
 
     let url = format!("{}/#token={viewer}", site.url());
     let mut browser = Browser::open(&chromium, &dir.path().join("chromium"), &url);
@@ -702,8 +702,8 @@ fn the_map_of_a_replayed_attack_leads_by_clicks_to_the_asset_its_incident_and_it
         &mut browser,
         "document.querySelectorAll('#incident-alerts tbody tr').length > 0"
     ));
-    // The packets behind the alert: downloaded in the page, read by the project's own reader,
-    // holding the alert's frame.
+    // The packets the agent kept behind the alert: downloaded in the page, read by the
+    // project's own reader, holding the alert's frame.
     let href =
         browser.eval("(document.querySelector('#incident-alerts a.pcap') || {}).href || null");
     let href = href.as_str().expect("the stop alert has a pcap link");
@@ -742,30 +742,4 @@ fn frames_of(capture: &[u8]) -> Vec<(Timestamp, Vec<u8>)> {
         out.push((p.ts, p.data.to_vec()));
     }
     out
-}
-
-/// Sends, as agent hall-1, the packets of `capture` up to `alert`'s frame as its evidence,
-/// as the agent's evidence buffer writes them.
-fn send_evidence(collector: &Collector, agent: &str, capture: &Path, alert: &Value) {
-    use otwatch_packet::evidence::{EvidenceBuffer, Limits};
-    use otwatch_packet::frame::{CapturedPacket, LinkType};
-    let at = alert["ts"].as_str().unwrap().parse::<Timestamp>().unwrap();
-    let mut buffer = EvidenceBuffer::new(Limits::default());
-    for (ts, frame) in frames_of(&std::fs::read(capture).unwrap()) {
-        if ts <= at {
-            buffer.keep(
-                1,
-                &CapturedPacket {
-                    ts,
-                    link: LinkType::Ethernet,
-                    data: &frame,
-                    orig_len: frame.len() as u32,
-                },
-            );
-        }
-    }
-    let pcap = base64::engine::general_purpose::STANDARD.encode(buffer.pcap(1).unwrap());
-    let batch = json!({ "agent": "hall-1", "evidence": [{ "alert": alert["id"], "pcap": pcap }] });
-    let (status, reply) = collector.client.post("/api/v1/ingest", Some(agent), &batch);
-    assert_eq!(status, 200, "{reply}");
 }

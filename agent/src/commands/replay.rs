@@ -244,6 +244,9 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
     );
     if let Some(outbox) = &outbox {
         detection = detection.with_outbox(outbox.clone(), status.clone());
+        if let Some(evidence) = options.delivery.as_ref().and_then(|d| d.evidence) {
+            detection = detection.with_evidence(evidence);
+        }
     }
     let assets = outbox
         .as_ref()
@@ -336,6 +339,7 @@ fn view<W: Write>(pipeline: &Pipeline<ReplayObserver<W>>) -> View<'_> {
         modbus,
         alerts: detection.counts(),
         clock_steps: pipeline.clock_steps(),
+        evidence: detection.evidence_counts(),
     }
 }
 

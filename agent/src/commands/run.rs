@@ -412,6 +412,11 @@ fn worker(
     );
     if let Some(outbox) = &shared.outbox {
         detection = detection.with_outbox(outbox.clone(), shared.status.clone());
+        // Each worker keeps its own flows' frames, in its share of the buffer.
+        if let Some(mut evidence) = options.delivery.as_ref().and_then(|d| d.evidence) {
+            evidence.limits.total_bytes /= options.workers.max(1);
+            detection = detection.with_evidence(evidence);
+        }
     }
     let assets = shared
         .outbox
@@ -586,5 +591,6 @@ fn view(pipeline: &Pipeline<RunObserver>) -> View<'_> {
         modbus,
         alerts: detection.counts(),
         clock_steps: pipeline.clock_steps(),
+        evidence: detection.evidence_counts(),
     }
 }

@@ -2,7 +2,7 @@
 //! [`Kv`] trait) before it is shipped, and removed only once the collector has acknowledged
 //! it. It survives restarts and `kill -9`, and a collector outage of hours.
 //!
-//! It holds one queue per [`Lane`] (alerts, then asset observations), each delivered oldest
+//! It holds one queue per [`Lane`] (alerts, then observations, then evidence), each delivered oldest
 //! first, all within one disk budget (bytes of records). Each lane may hold at most its
 //! [`Lane::budget`] share; when a new record would not fit, the oldest records go first: a new
 //! alert pushes out the last lane's oldest records before any alert, a lower lane's record only
@@ -11,9 +11,9 @@
 //! own once it is reachable (see [`Outbox::report_drops`]).
 //!
 //! Records are kept under a lane's prefix (`q` for alerts, as every record was before lanes,
-//! `o` for observations) + a big-endian sequence number, so each lane's oldest come first;
-//! counters under `m:`. An outbox from before lanes keeps its records, asset observations
-//! included, in the alerts lane, and delivers them first.
+//! `o` for observations, `e` for evidence) + a big-endian sequence number, so each lane's
+//! oldest come first; counters under `m:`. An outbox from before lanes keeps its records, asset
+//! observations included, in the alerts lane, and delivers them first.
 
 use std::collections::VecDeque;
 use std::ops::Bound;
@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use otwatch_delivery::Lane;
 use otwatch_kv::{Batch, Kv, KvError, Order};
 use otwatch_rules::alert::Alert;
-use otwatch_rules::wire::{AssetObservation, ConversationObservation};
+use otwatch_rules::wire::{AssetObservation, ConversationObservation, EvidenceRecord};
 use serde::{Deserialize, Serialize};
 
 /// One thing to deliver.
@@ -35,6 +35,8 @@ pub enum Record {
     Asset(AssetObservation),
     /// What the agent saw of a conversation over one report window.
     Conversation(ConversationObservation),
+    /// The packets behind a serious alert, queued after the alert.
+    Evidence(EvidenceRecord),
 }
 
 impl Record {
@@ -43,6 +45,7 @@ impl Record {
         match self {
             Record::Alert(_) => Lane::Alerts,
             Record::Asset(_) | Record::Conversation(_) => Lane::Observations,
+            Record::Evidence(_) => Lane::Evidence,
         }
     }
 }
@@ -69,6 +72,7 @@ fn prefix(lane: Lane) -> u8 {
     match lane {
         Lane::Alerts => b'q',
         Lane::Observations => b'o',
+        Lane::Evidence => b'e',
     }
 }
 

@@ -366,6 +366,7 @@ impl Worker {
                 Record::Alert(a) => batch.alerts.push(a),
                 Record::Asset(a) => batch.assets.push(a),
                 Record::Conversation(c) => batch.conversations.push(c),
+                Record::Evidence(e) => batch.evidence.push(e),
             }
         }
         batch

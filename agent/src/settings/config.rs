@@ -9,6 +9,8 @@
 //! collector_ca = "/etc/otwatch/ca.pem"
 //! outbox = "/var/lib/otwatch-agent/outbox"
 //! outbox_budget_mb = 256
+//! evidence = "high"
+//! evidence_buffer_mb = 16
 //! heartbeat_interval = "5s"
 //! metrics_listen = "127.0.0.1:9102"
 //! policy = "/etc/otwatch/policy.toml"
@@ -45,6 +47,11 @@ pub struct AgentConfig {
     pub outbox: Option<PathBuf>,
     /// Most megabytes of undelivered records kept (oldest dropped beyond).
     pub outbox_budget_mb: Option<u64>,
+    /// Which alerts send the packets behind them to the collector: "high" (high and critical,
+    /// the default), "critical", or "off".
+    pub evidence: Option<EvidenceLevel>,
+    /// Megabytes of recent frames kept for evidence, shared by the capture workers (default 16).
+    pub evidence_buffer_mb: Option<u64>,
     /// Time between heartbeats ("5s").
     #[serde(default, deserialize_with = "duration")]
     pub heartbeat_interval: Option<Duration>,
@@ -119,6 +126,44 @@ pub enum CaptureBackend {
     Ring,
     /// pnet's `AF_PACKET` channel: one system call per frame (portable, simple).
     Pnet,
+}
+
+/// Which alerts send the packets behind them (a pcap of their flow's last frames) to the
+/// collector, which keeps evidence of high and critical alerts only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EvidenceLevel {
+    /// High and critical alerts.
+    High,
+    /// Critical alerts only.
+    Critical,
+    /// None.
+    Off,
+}
+
+impl EvidenceLevel {
+    /// The lowest severity that sends its packets; none when off.
+    pub fn min_severity(self) -> Option<otwatch_rules::alert::Severity> {
+        use otwatch_rules::alert::Severity;
+        match self {
+            Self::High => Some(Severity::High),
+            Self::Critical => Some(Severity::Critical),
+            Self::Off => None,
+        }
+    }
+}
+
+impl std::str::FromStr for EvidenceLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "high" => Ok(Self::High),
+            "critical" => Ok(Self::Critical),
+            "off" => Ok(Self::Off),
+            other => Err(format!("{other:?} (expected high, critical or off)")),
+        }
+    }
 }
 
 impl std::str::FromStr for CaptureBackend {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::settings::config::CaptureBackend;
+use crate::settings::config::{CaptureBackend, EvidenceLevel};
 use otwatch_telemetry::LogFormat;
 
 /// Passive Modbus security monitor agent.
@@ -222,6 +222,14 @@ pub struct DeliveryFlags {
     /// dropped beyond (and reported to the collector). [env: OTWATCH_OUTBOX_BUDGET_MB]
     #[arg(long, value_name = "MB")]
     pub outbox_budget_mb: Option<u64>,
+    /// Which alerts send the packets behind them to the collector, as a pcap: high (high and
+    /// critical, the default), critical, or off. [env: OTWATCH_EVIDENCE]
+    #[arg(long, value_name = "LEVEL")]
+    pub evidence: Option<EvidenceLevel>,
+    /// Megabytes of recent frames kept for evidence, shared by the capture workers (default
+    /// 16, 1 to 1024). [env: OTWATCH_EVIDENCE_BUFFER_MB]
+    #[arg(long, value_name = "MB")]
+    pub evidence_buffer_mb: Option<u64>,
     /// Time between heartbeats to the collector ("5s"). [env: OTWATCH_HEARTBEAT_INTERVAL]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Option<Duration>,

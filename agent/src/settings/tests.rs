@@ -325,3 +325,61 @@ fn no_debug_output_of_the_settings_shows_the_token() {
     }
     assert_eq!(settings.delivery.unwrap().token, "otw_env_secret");
 }
+
+#[test]
+fn evidence_is_on_for_high_alerts_by_default_and_set_or_refused_by_every_source() {
+    let base = "collector_url = \"https://c\"\ncollector_token = \"t\"\n";
+    let d = replay(&replay_flags(), &no_env(), &file(base), None)
+        .unwrap()
+        .delivery
+        .unwrap();
+    let evidence = d.evidence.unwrap();
+    assert_eq!(evidence.min_severity, otwatch_rules::alert::Severity::High);
+    assert_eq!(
+        evidence.limits.total_bytes as u64,
+        DEFAULT_EVIDENCE_BUFFER_MB << 20
+    );
+    // The file turns it to critical, the environment off, the flag back on.
+    let config = file(&format!(
+        "{base}evidence = \"critical\"\nevidence_buffer_mb = 4\n"
+    ));
+    let d = replay(&replay_flags(), &no_env(), &config, None)
+        .unwrap()
+        .delivery
+        .unwrap();
+    let evidence = d.evidence.unwrap();
+    assert_eq!(
+        evidence.min_severity,
+        otwatch_rules::alert::Severity::Critical
+    );
+    assert_eq!(evidence.limits.total_bytes, 4 << 20);
+    let env = Env::from_pairs([("OTWATCH_EVIDENCE", "off")]);
+    let d = replay(&replay_flags(), &env, &config, None)
+        .unwrap()
+        .delivery
+        .unwrap();
+    assert_eq!(d.evidence, None);
+    let mut flags = replay_flags();
+    flags.delivery.evidence = Some(EvidenceLevel::High);
+    let d = replay(&flags, &env, &config, None)
+        .unwrap()
+        .delivery
+        .unwrap();
+    assert!(d.evidence.is_some());
+    // Out of range or unknown: refused naming the source and what was expected.
+    let env = Env::from_pairs([("OTWATCH_EVIDENCE_BUFFER_MB", "0")]);
+    let e = replay(&replay_flags(), &env, &file(base), None)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(e, "OTWATCH_EVIDENCE_BUFFER_MB: 0 (expected 1 to 1024)");
+    let env = Env::from_pairs([("OTWATCH_EVIDENCE", "medium")]);
+    let e = replay(&replay_flags(), &env, &file(base), None)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "OTWATCH_EVIDENCE: \"medium\" (expected high, critical or off)"
+    );
+    let e = AgentConfig::parse(&format!("{base}evidence = \"low\"\n")).unwrap_err();
+    assert!(e.contains("evidence"), "{e}");
+}

@@ -27,6 +27,8 @@ pub struct AgentMetrics {
     truncated: IntCounter,
     datagrams: IntCounterVec,
     clock_steps: IntCounter,
+    evidence: IntCounterVec,
+    evidence_cuts: IntCounterVec,
     flows_active: IntGauge,
     flows: IntCounterVec,
     transactions: IntCounterVec,
@@ -106,6 +108,16 @@ impl AgentMetrics {
             clock_steps: counter(
                 "otwatch_agent_clock_steps_total",
                 "Times capture time went back by a minute or more (a corrected clock): flows were closed and detection windows restarted",
+            )?,
+            evidence: vec(
+                "otwatch_agent_evidence_total",
+                "Serious alerts that wanted their packets: queued (a pcap in the outbox), no_frames (none of the flow's frames was held) or over_limit (too many in one batch)",
+                &["outcome"],
+            )?,
+            evidence_cuts: vec(
+                "otwatch_agent_evidence_frames_cut_total",
+                "Frames the evidence buffer let go to stay within its bounds: per_flow (a flow's last frames only) or total (the buffer's size)",
+                &["limit"],
             )?,
             flows_active: gauge("otwatch_agent_flows_active", "Flows tracked now")?,
             flows: vec(
@@ -211,6 +223,27 @@ impl AgentMetrics {
             );
             advance(&self.truncated, old.truncated, now.truncated);
             advance(&self.clock_steps, old.clock_steps, now.clock_steps);
+            for (outcome, was, is) in [
+                ("queued", old.evidence.queued, now.evidence.queued),
+                ("no_frames", old.evidence.no_frames, now.evidence.no_frames),
+                (
+                    "over_limit",
+                    old.evidence.over_limit,
+                    now.evidence.over_limit,
+                ),
+            ] {
+                advance(&self.evidence.with_label_values(&[outcome]), was, is);
+            }
+            for (limit, was, is) in [
+                (
+                    "per_flow",
+                    old.evidence.cuts.per_flow,
+                    now.evidence.cuts.per_flow,
+                ),
+                ("total", old.evidence.cuts.total, now.evidence.cuts.total),
+            ] {
+                advance(&self.evidence_cuts.with_label_values(&[limit]), was, is);
+            }
             for (result, was, is) in [
                 (
                     "reassembled",

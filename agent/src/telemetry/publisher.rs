@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::detection::AlertCounts;
+use crate::detection::evidence::EvidenceCounts;
 use crate::telemetry::events::{FlowsEvicted, InternalEvent, PacketsDropped, Throttle};
 use crate::telemetry::status::{Datagrams, Snapshot, Status};
 use otwatch_packet::flow_table::FlowTable;
@@ -24,6 +25,8 @@ pub struct View<'a> {
     pub alerts: &'a AlertCounts,
     /// Times the capture's clock stepped back.
     pub clock_steps: u64,
+    /// What became of evidence, when it is on.
+    pub evidence: Option<EvidenceCounts>,
 }
 
 /// Counters from outside the pipeline: the capture and the policy reloader.
@@ -109,6 +112,7 @@ impl Publisher {
                 expired: view.packets.fragments_expired,
             },
             clock_steps: view.clock_steps,
+            evidence: view.evidence.unwrap_or_default(),
             flows_active: view.flows.len() as u64,
             flows_created: flows.created,
             flows_evicted: flows.evicted,

@@ -10,6 +10,8 @@ use otwatch_rules::time::Timestamp;
 
 use otwatch_packet::modbus_counters::ByFunction;
 
+use crate::detection::evidence::EvidenceCounts;
+
 /// The pipeline's counters at one moment.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
@@ -28,6 +30,8 @@ pub struct Snapshot {
     pub datagrams: Datagrams,
     /// Times capture time went back by a minute or more (a corrected clock).
     pub clock_steps: u64,
+    /// What became of the packets behind serious alerts.
+    pub evidence: EvidenceCounts,
     /// Flows tracked now.
     pub flows_active: u64,
     /// Flows created.
@@ -73,6 +77,7 @@ impl Snapshot {
         self.flows_active += other.flows_active;
         self.flows_created += other.flows_created;
         self.flows_evicted += other.flows_evicted;
+        self.evidence.merge(&other.evidence);
         self.requests.merge(&other.requests);
         for (kind, n) in &other.decode_errors {
             *self.decode_errors.entry(kind).or_default() += n;

@@ -4,8 +4,9 @@
 //! the machine always sends from the first lane that has records. Alerts come first and are
 //! never dropped to make room for another lane's records: when the outbox is full, a new
 //! alert pushes out the lowest lane's oldest records before any alert, and a lower lane's
-//! record only ever pushes out records of its own lane. Bulky records (evidence captures,
-//! learned policies) get a lane of their own after these when they arrive.
+//! record only ever pushes out records of its own lane. Bulky records get a lane of their own
+//! after these: evidence captures (the packets behind serious alerts), and learned policies
+//! when they arrive.
 
 /// A kind of record, by delivery priority: earlier lanes go first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -14,11 +15,13 @@ pub enum Lane {
     Alerts,
     /// What the agent learned about hosts: after alerts, within a quarter of the budget.
     Observations,
+    /// The packets behind serious alerts: last, within an eighth of the budget.
+    Evidence,
 }
 
 impl Lane {
     /// Every lane, first to last.
-    pub const ALL: [Lane; 2] = [Lane::Alerts, Lane::Observations];
+    pub const ALL: [Lane; 3] = [Lane::Alerts, Lane::Observations, Lane::Evidence];
 
     /// How many lanes there are.
     pub const COUNT: usize = Self::ALL.len();
@@ -33,6 +36,7 @@ impl Lane {
         match self {
             Lane::Alerts => "alerts",
             Lane::Observations => "observations",
+            Lane::Evidence => "evidence",
         }
     }
 
@@ -43,9 +47,23 @@ impl Lane {
         match self {
             Lane::Alerts => total,
             Lane::Observations => total / 4,
+            Lane::Evidence => total / 8,
+        }
+    }
+
+    /// The most records of this lane in one batch, when `configured` is the machine's
+    /// setting: evidence records go at most [`MAX_EVIDENCE_PER_BATCH`] at a time, below what the
+    /// collector takes in one batch (64), whatever their size.
+    pub fn batch_records(self, configured: usize) -> usize {
+        match self {
+            Lane::Evidence => configured.clamp(1, MAX_EVIDENCE_PER_BATCH),
+            Lane::Alerts | Lane::Observations => configured.max(1),
         }
     }
 }
+
+/// Most evidence records per batch (the collector takes 64).
+pub const MAX_EVIDENCE_PER_BATCH: usize = 16;
 
 #[cfg(test)]
 mod tests {
@@ -63,5 +81,14 @@ mod tests {
     fn alerts_may_use_the_whole_budget_and_other_lanes_only_a_share() {
         assert_eq!(Lane::Alerts.budget(1000), 1000);
         assert_eq!(Lane::Observations.budget(1000), 250);
+        assert_eq!(Lane::Evidence.budget(1000), 125);
+    }
+
+    #[test]
+    fn evidence_goes_a_few_records_per_batch_whatever_the_setting() {
+        assert_eq!(Lane::Evidence.batch_records(500), MAX_EVIDENCE_PER_BATCH);
+        assert_eq!(Lane::Evidence.batch_records(4), 4);
+        assert_eq!(Lane::Alerts.batch_records(500), 500);
+        assert_eq!(Lane::Observations.batch_records(0), 1);
     }
 }

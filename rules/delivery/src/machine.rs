@@ -204,7 +204,7 @@ impl Machine {
     pub fn new(config: Config, seed: u64) -> Self {
         Self {
             backoff: Backoff::new(config.backoff_min, config.backoff_max, seed),
-            batch_limit: [config.batch_records.max(1); Lane::COUNT],
+            batch_limit: Lane::ALL.map(|l| l.batch_records(config.batch_records)),
             empty: [false; Lane::COUNT],
             in_pass: false,
             state: State::Ready,
@@ -446,7 +446,8 @@ impl Machine {
             d.batches += 1;
             d.rejected += removal.unreadable;
             self.backoff.reset();
-            self.batch_limit[removal.lane.index()] = self.config.batch_records.max(1);
+            self.batch_limit[removal.lane.index()] =
+                removal.lane.batch_records(self.config.batch_records);
         }
         if removal.unreadable > 0 {
             self.events.push_back(Event::SetAside {

@@ -490,13 +490,14 @@ impl FlowTable {
         self.counters
     }
 
-    /// Routes one packet to its flow, creating, closing and evicting flows as needed.
+    /// Routes one packet to its flow, creating, closing and evicting flows as needed; returns
+    /// the flow's id, or none when the packet belongs to no flow (it would not open one).
     pub fn packet(
         &mut self,
         now: Timestamp,
         packet: &Dissected<'_>,
         emit: &mut impl FnMut(&FlowInfo, FlowEvent<'_>),
-    ) {
+    ) -> Option<u64> {
         if now.since(self.last_sweep) >= Duration::from_secs(1) {
             self.sweep(now, emit);
         }
@@ -518,11 +519,12 @@ impl FlowTable {
                     .as_ref()
                     .is_some_and(|t| t.opening_syn != Some(packet_seq(packet)));
             if !reused {
+                let id = flow.info.id;
                 if let Some(reason) = flow.packet(now, packet, emit) {
                     flow.close(now, reason, emit);
                     self.remove(&key);
                 }
-                return;
+                return Some(id);
             }
             flow.close(now, CloseReason::Reused, emit);
             self.remove(&key);
@@ -530,7 +532,7 @@ impl FlowTable {
         let creates =
             !packet.payload.is_empty() || matches!(packet.transport, Transport::Tcp(f) if f.syn);
         if !creates {
-            return;
+            return None;
         }
         if self.order.len() >= self.config.max_flows.max(1)
             && let Some(mut evicted) = self.remove_lru()
@@ -546,11 +548,13 @@ impl FlowTable {
             // Picked up at the server's answer to a SYN the capture missed.
             flow.syn_ack(packet, emit);
         }
+        let id = flow.info.id;
         match flow.packet(now, packet, emit) {
             Some(reason) => flow.close(now, reason, emit),
             None => self.insert(key, flow, now),
         }
         self.counters.peak = self.counters.peak.max(self.order.len() as u64);
+        Some(id)
     }
 
     /// Closes flows idle for longer than the idle timeout.

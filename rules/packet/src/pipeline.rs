@@ -18,6 +18,12 @@ pub trait Observer {
     /// One event of one flow, at capture time `ts`.
     fn flow_event(&mut self, ts: Timestamp, flow: &FlowInfo, event: &FlowEvent<'_>);
 
+    /// The frame just handled went to flow `flow` (after the events it caused): for observers
+    /// that keep a flow's frames, such as the evidence behind alerts. A frame that completed a
+    /// fragmented datagram is reported, its earlier fragments are not.
+    #[inline]
+    fn frame(&mut self, _flow: u64, _packet: &CapturedPacket<'_>) {}
+
     /// Capture time has reached `now` with no packet to say so (a quiet live capture): close
     /// what is due (fold windows, periodic reports).
     fn tick(&mut self, _now: Timestamp) {}
@@ -34,6 +40,12 @@ impl<T: Observer> Observer for Option<T> {
     fn flow_event(&mut self, ts: Timestamp, flow: &FlowInfo, event: &FlowEvent<'_>) {
         if let Some(inner) = self {
             inner.flow_event(ts, flow, event);
+        }
+    }
+
+    fn frame(&mut self, flow: u64, packet: &CapturedPacket<'_>) {
+        if let Some(inner) = self {
+            inner.frame(flow, packet);
         }
     }
 
@@ -59,6 +71,10 @@ impl<T: Observer> Observer for Option<T> {
 impl<T: Observer + ?Sized> Observer for &mut T {
     fn flow_event(&mut self, ts: Timestamp, flow: &FlowInfo, event: &FlowEvent<'_>) {
         (**self).flow_event(ts, flow, event);
+    }
+
+    fn frame(&mut self, flow: u64, packet: &CapturedPacket<'_>) {
+        (**self).frame(flow, packet);
     }
 
     fn tick(&mut self, now: Timestamp) {
@@ -92,6 +108,10 @@ macro_rules! forward_observer {
                 event: &$crate::__rules::flow::FlowEvent<'_>,
             ) {
                 $($crate::pipeline::Observer::flow_event(&mut self.$field, ts, flow, event);)+
+            }
+
+            fn frame(&mut self, flow: u64, packet: &$crate::frame::CapturedPacket<'_>) {
+                $($crate::pipeline::Observer::frame(&mut self.$field, flow, packet);)+
             }
 
             fn tick(&mut self, now: $crate::__rules::time::Timestamp) {
@@ -203,37 +223,53 @@ impl<O: Observer> Pipeline<O> {
         let mut emit = |info: &FlowInfo, event: FlowEvent<'_>| {
             observer.flow_event(now, info, &event);
         };
-        match dissect::dissect(packet) {
+        let flow = match dissect::dissect(packet) {
             Dissection::Packet(p) => self.flows.packet(now, &p, &mut emit),
             Dissection::Fragment(fragment) => {
                 self.counters.fragments += 1;
-                match self.defrag.add(now, &fragment) {
-                    Reassembly::Incomplete => {}
-                    Reassembly::Invalid => self.counters.fragments_invalid += 1,
+                let flow = match self.defrag.add(now, &fragment) {
+                    Reassembly::Incomplete => None,
+                    Reassembly::Invalid => {
+                        self.counters.fragments_invalid += 1;
+                        None
+                    }
                     Reassembly::Complete(datagram) => {
                         self.counters.reassembled += 1;
                         match dissect::reassembled(&fragment, &datagram) {
                             Dissection::Packet(p) => self.flows.packet(now, &p, &mut emit),
                             Dissection::Ignored(why) => {
-                                *self.counters.ignored.entry(why).or_default() += 1
+                                *self.counters.ignored.entry(why).or_default() += 1;
+                                None
                             }
                             Dissection::Malformed(why) => {
-                                *self.counters.malformed.entry(why).or_default() += 1
+                                *self.counters.malformed.entry(why).or_default() += 1;
+                                None
                             }
                             Dissection::Fragment(_) => {
                                 *self
                                     .counters
                                     .malformed
                                     .entry("nested_fragment")
-                                    .or_default() += 1
+                                    .or_default() += 1;
+                                None
                             }
                         }
                     }
-                }
+                };
                 self.counters.fragments_expired = self.defrag.dropped;
+                flow
             }
-            Dissection::Ignored(why) => *self.counters.ignored.entry(why).or_default() += 1,
-            Dissection::Malformed(why) => *self.counters.malformed.entry(why).or_default() += 1,
+            Dissection::Ignored(why) => {
+                *self.counters.ignored.entry(why).or_default() += 1;
+                None
+            }
+            Dissection::Malformed(why) => {
+                *self.counters.malformed.entry(why).or_default() += 1;
+                None
+            }
+        };
+        if let Some(flow) = flow {
+            self.observer.frame(flow, packet);
         }
     }
 

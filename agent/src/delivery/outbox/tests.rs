@@ -39,6 +39,7 @@ fn messages(peeked: &Peeked) -> Vec<String> {
             Record::Alert(a) => a.message.clone().unwrap(),
             Record::Asset(a) => a.ip.to_string(),
             Record::Conversation(c) => format!("{} -> {}", c.master, c.slave),
+            Record::Evidence(e) => format!("evidence of {}", e.alert),
         })
         .collect()
 }
@@ -415,4 +416,44 @@ fn a_push_that_stores_records_wakes_whoever_waits_for_them() {
     }));
     huge.push(&[alert(1)]).unwrap();
     assert_eq!(none.load(Ordering::Relaxed), 0);
+}
+
+fn evidence(n: u8) -> Record {
+    Record::Evidence(otwatch_rules::wire::EvidenceRecord {
+        alert: format!("alert-{n}"),
+        pcap: "A".repeat(40),
+    })
+}
+
+#[test]
+fn evidence_waits_in_its_own_lane_within_an_eighth_and_goes_first_when_an_alert_needs_room() {
+    let one = size(&alert(1));
+    let budget = 8 * one;
+    let outbox = Outbox::open(Arc::new(MemoryKv::new()), budget).unwrap();
+    outbox.push(&[asset(1)]).unwrap();
+    let pushed = outbox
+        .push(&(1..=20).map(evidence).collect::<Vec<_>>())
+        .unwrap();
+    assert!(pushed.dropped > 0, "more than an eighth was offered");
+    let held = outbox.peek(Lane::Evidence, 100, u64::MAX).unwrap();
+    let bytes: u64 = held.records.iter().map(size).sum();
+    assert!(bytes <= Lane::Evidence.budget(budget), "{bytes}");
+    assert_eq!(
+        messages(&held).last().map(String::as_str),
+        Some("evidence of alert-20"),
+        "the newest kept"
+    );
+    assert_eq!(
+        outbox.depth_of(Lane::Observations),
+        1,
+        "evidence drops only evidence"
+    );
+    // Alerts filling the budget push out evidence before the observation.
+    let evidence_before = outbox.depth_of(Lane::Evidence);
+    outbox
+        .push(&(1..=7).map(alert).collect::<Vec<_>>())
+        .unwrap();
+    assert_eq!(outbox.depth_of(Lane::Alerts), 7);
+    assert!(outbox.depth_of(Lane::Evidence) < evidence_before);
+    assert_eq!(outbox.depth_of(Lane::Observations), 1);
 }

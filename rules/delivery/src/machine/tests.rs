@@ -291,6 +291,7 @@ fn an_empty_outbox_is_looked_at_again_soon_and_at_once_when_records_arrive() {
     sim.step(); // heartbeat
     sim.step(); // alerts: empty
     sim.step(); // observations: empty
+    sim.step(); // evidence: empty
     assert_eq!(
         sim.machine.poll(sim.now),
         Poll::Wait {
@@ -732,7 +733,8 @@ fn observations_that_arrive_unannounced_while_idle_are_found_when_the_rest_ends(
     let mut sim = Sim::new(vec![honest()]);
     sim.step(); // heartbeat
     sim.step(); // alerts: empty
-    sim.step(); // observations: empty, idle
+    sim.step(); // observations: empty
+    sim.step(); // evidence: empty, idle
     assert!(matches!(sim.machine.state, State::Idle { .. }));
     // Written without a nudge: the machine finds them once its rest is over.
     sim.lanes[Lane::Observations.index()].insert(LANE_SEQS + 1, Rec::Good);

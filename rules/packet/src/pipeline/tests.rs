@@ -258,3 +258,53 @@ fn a_clock_stepped_back_closes_the_flows_and_time_goes_on_from_the_new_clock() {
     assert_eq!(p.clock_steps(), 2);
     assert_eq!(p.flows().len(), 0);
 }
+
+/// Records which flow each frame went to, and the flow of each `Opened` event.
+#[derive(Default)]
+struct FrameLog {
+    frames: Vec<(u64, usize)>,
+    opened: Vec<u64>,
+}
+
+impl Observer for FrameLog {
+    fn flow_event(&mut self, _ts: Timestamp, flow: &FlowInfo, event: &FlowEvent<'_>) {
+        if matches!(event, FlowEvent::Opened) {
+            self.opened.push(flow.id);
+        }
+    }
+
+    fn frame(&mut self, flow: u64, packet: &CapturedPacket<'_>) {
+        self.frames.push((flow, packet.data.len()));
+    }
+}
+
+#[test]
+fn every_frame_of_a_flow_is_reported_with_the_flow_id_of_its_events() {
+    let mut p = Pipeline::new(FlowConfig::default(), FrameLog::default());
+    let request = Frame::to_server(40000, 1).build(&read_request(1));
+    let response = Frame::to_client(40000, 1).build(&read_response(1));
+    let other = Frame::to_server(40001, 1).build(&read_request(2));
+    // A frame that is not TCP or UDP belongs to no flow.
+    let arp = [0xffu8; 42];
+    for (i, f) in [&request[..], &response, &other, &arp]
+        .into_iter()
+        .enumerate()
+    {
+        p.packet(&CapturedPacket {
+            ts: Timestamp::from_nanos(i as u64 * 1_000_000),
+            link: LinkType::Ethernet,
+            data: f,
+            orig_len: f.len() as u32,
+        });
+    }
+    let log = p.observer();
+    assert_eq!(log.opened.len(), 2);
+    assert_eq!(
+        log.frames,
+        vec![
+            (log.opened[0], request.len()),
+            (log.opened[0], response.len()),
+            (log.opened[1], other.len()),
+        ]
+    );
+}
