@@ -14,7 +14,8 @@
 # each capture is stopped after the sender finishes. Suricata is skipped with a note when it
 # is not installed (see ../shared/README.md).
 # LATENCY_WITH_OUTBOX=1 runs the latency step with an outbox (a collector it cannot reach), so
-# each alert is durable before its line is written, as on a deployed agent.
+# each alert is durable before its line is written, as on a deployed agent; WITH_OUTBOX=1 runs
+# every step so, the evidence buffer on (every frame kept; OTWATCH_EVIDENCE=off turns it off).
 # OTWATCH_AGENT_BIN=PATH measures that agent binary instead of this tree's (another build, for
 # a before/after comparison).
 set -euo pipefail
@@ -53,6 +54,16 @@ wait_for() {
 
 results="$out/results.txt"
 : > "$results"
+# Delivery to a collector the agent cannot reach (port 9 on the namespace's loopback): an
+# outbox, evidence on, every alert durable before its line is written. Sets the array `delivery`.
+outbox_args() { # kind
+  rm -rf "$out/outbox-$1"
+  [ -s "$out/ca.pem" ] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+    -nodes -keyout "$out/ca.key" -out "$out/ca.pem" -days 1 -subj /CN=bench 2>/dev/null
+  echo otw_bench > "$out/token"
+  delivery=(--collector https://127.0.0.1:9 --ca "$out/ca.pem"
+    --collector-token-file "$out/token" --outbox "$out/outbox-$1")
+}
 run() { # kind rate
   local kind=$1 rate=$2 count log pid c0 c1 sent received
   count=$(( rate > 0 ? rate * seconds : 3000000 ))
@@ -60,10 +71,11 @@ run() { # kind rate
   rm -f "$log"
   case $kind in
     ring|pnet|ring-2)
-      local backend=${kind%-2} workers=1
+      local backend=${kind%-2} workers=1 delivery=()
       [ "$kind" = ring-2 ] && workers=2
+      [ "${WITH_OUTBOX:-0}" = 1 ] && outbox_args "$kind"
       ip netns exec "$ns" "$agent" run --iface cap0 --capture-backend "$backend" \
-        --workers "$workers" --agent-name load 2>"$log" >/dev/null &
+        --workers "$workers" --agent-name load "${delivery[@]}" 2>"$log" >/dev/null &
       pid=$!
       wait_for "$log" "capturing with"
       ;;
@@ -119,13 +131,8 @@ latency_step() { # kind
   # namespace's loopback), so every alert is made durable in its outbox (one sled flush per
   # batch) before its line is written: the path a deployed agent takes.
   local delivery=()
-  if [ "${LATENCY_WITH_OUTBOX:-0}" = 1 ]; then
-    rm -rf "$out/outbox-$kind"
-    [ -s "$out/ca.pem" ] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
-      -nodes -keyout "$out/ca.key" -out "$out/ca.pem" -days 1 -subj /CN=bench 2>/dev/null
-    echo otw_bench > "$out/token"
-    delivery=(--collector https://127.0.0.1:9 --ca "$out/ca.pem"
-      --collector-token-file "$out/token" --outbox "$out/outbox-$kind")
+  if [ "${LATENCY_WITH_OUTBOX:-0}" = 1 ] || [ "${WITH_OUTBOX:-0}" = 1 ]; then
+    outbox_args "$kind"
   fi
   ip netns exec "$ns" "$agent" run --iface cap0 --capture-backend "$kind" --agent-name load \
     --alerts "$alerts" "${delivery[@]}" 2>"$log" >/dev/null &

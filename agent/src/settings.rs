@@ -216,6 +216,16 @@ const EVIDENCE_BUFFER: Field = Field::new(
     "OTWATCH_EVIDENCE_BUFFER_MB",
     "evidence_buffer_mb",
 );
+const EVIDENCE_FLOW_PACKETS: Field = Field::new(
+    "--evidence-flow-packets",
+    "OTWATCH_EVIDENCE_FLOW_PACKETS",
+    "evidence_flow_packets",
+);
+const EVIDENCE_FLOW_KB: Field = Field::new(
+    "--evidence-flow-kb",
+    "OTWATCH_EVIDENCE_FLOW_KB",
+    "evidence_flow_kb",
+);
 
 /// A value and where it came from (for error messages).
 type Sourced<T> = Option<(T, &'static str)>;
@@ -651,11 +661,36 @@ fn evidence(
         1..=1024,
     )?
     .unwrap_or(DEFAULT_EVIDENCE_BUFFER_MB);
+    // A flow's pcap stays within what the collector takes for one alert (64 frames, 80 KiB).
+    let defaults = Limits::default();
+    let flow_packets = in_range(
+        pick(
+            EVIDENCE_FLOW_PACKETS,
+            flags.evidence_flow_packets,
+            env,
+            "frames, 1 to 64",
+            file.evidence_flow_packets,
+        )?,
+        1..=64,
+    )?
+    .map_or(defaults.per_flow_packets, |n| n as usize);
+    let flow_kb = in_range(
+        pick(
+            EVIDENCE_FLOW_KB,
+            flags.evidence_flow_kb,
+            env,
+            "kilobytes, 1 to 64",
+            file.evidence_flow_kb,
+        )?,
+        1..=64,
+    )?
+    .map_or(defaults.per_flow_bytes, |kb| (kb as usize) << 10);
     Ok(level.min_severity().map(|min_severity| EvidenceOptions {
         min_severity,
         limits: Limits {
+            per_flow_packets: flow_packets,
+            per_flow_bytes: flow_kb,
             total_bytes: usize::try_from(buffer_mb << 20).unwrap_or(usize::MAX),
-            ..Limits::default()
         },
     }))
 }

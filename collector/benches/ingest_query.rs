@@ -8,9 +8,11 @@
 //!
 //! Last, the chart endpoints (`/api/v1/stats/...`) over the whole span of the alerts.
 //!
-//! `cargo bench -p otwatch-collector --bench ingest_query [-- ALERTS] [days=N]` (default
-//! 1,000,000 alerts, 1 ms apart; `days=N` spreads them over N days, as a week of a plant's
-//! alerts is spread over the chart's hours).
+//! `cargo bench -p otwatch-collector --bench ingest_query [-- ALERTS] [days=N] [evidence=K]`
+//! (default 1,000,000 alerts, 1 ms apart; `days=N` spreads them over N days, as a week of a
+//! plant's alerts is spread over the chart's hours; `evidence=K` follows each batch with the
+//! packets behind K of its high and critical alerts, a 32-frame pcap each, in batches of up to 64
+//! as an agent's evidence lane sends them, and counts their time in the ingest rate).
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::net::{SocketAddr, TcpListener};
@@ -31,7 +33,7 @@ use otwatch_collector::store::Store;
 use otwatch_collector::store::model::Role;
 use otwatch_rules::alert::{Alert, SCHEMA_VERSION, Severity};
 use otwatch_rules::time::Timestamp;
-use otwatch_rules::wire::IngestBatch;
+use otwatch_rules::wire::{EvidenceRecord, IngestBatch};
 use ureq::tls::{PemItem, RootCerts, TlsConfig};
 
 /// The collector binary's allocator, so the benchmark measures what runs.
@@ -93,6 +95,28 @@ fn alert(n: u64, agent: &str, step_nanos: u64) -> Alert {
     alert
 }
 
+/// A flow's worth of evidence as an agent's buffer writes it: 32 Modbus/TCP-sized frames,
+/// in base64.
+fn evidence_pcap() -> String {
+    use base64::Engine as _;
+    use otwatch_packet::evidence::{EvidenceBuffer, Limits};
+    use otwatch_packet::frame::{CapturedPacket, LinkType};
+    let mut buffer = EvidenceBuffer::new(Limits::default());
+    for n in 0..32u8 {
+        let frame = vec![n; 66];
+        buffer.keep(
+            1,
+            &CapturedPacket {
+                ts: Timestamp::from_nanos(BASE_NANOS + u64::from(n)),
+                link: LinkType::Ethernet,
+                data: &frame,
+                orig_len: 66,
+            },
+        );
+    }
+    base64::engine::general_purpose::STANDARD.encode(buffer.pcap(1).unwrap())
+}
+
 fn client(ca: &std::path::Path) -> ureq::Agent {
     let pem = std::fs::read(ca).unwrap();
     let certs: Vec<_> = ureq::tls::parse_pem(&pem)
@@ -125,6 +149,11 @@ fn main() {
         .skip(1)
         .find_map(|a| a.strip_prefix("days=")?.parse().ok())
         .unwrap_or(0);
+    let evidence_per_batch: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.strip_prefix("evidence=")?.parse().ok())
+        .unwrap_or(0);
+    let pcap = evidence_pcap();
     let step_nanos = if days == 0 {
         1_000_000
     } else {
@@ -194,7 +223,8 @@ fn main() {
     let started = Instant::now();
     let workers: Vec<_> = (0..2)
         .map(|_| {
-            let (next, base, tokens) = (next.clone(), base.clone(), tokens.clone());
+            let (next, base, tokens, pcap) =
+                (next.clone(), base.clone(), tokens.clone(), pcap.clone());
             let http = client(&files.ca);
             std::thread::spawn(move || {
                 let mut latencies = Vec::new();
@@ -209,28 +239,52 @@ fn main() {
                         .map(|n| alert(n, &agent, step_nanos))
                         .collect();
                     // Encoded as the agent's sender does (straight from the wire type).
+                    let evidence: Vec<EvidenceRecord> = alerts
+                        .iter()
+                        .filter(|a| a.severity >= Severity::High)
+                        .take(evidence_per_batch)
+                        .map(|a| EvidenceRecord {
+                            alert: a.id.clone(),
+                            pcap: pcap.clone(),
+                        })
+                        .collect();
                     let body = serde_json::to_vec(&IngestBatch {
-                        agent,
+                        agent: agent.clone(),
                         alerts,
                         assets: Vec::new(),
                         conversations: Vec::new(),
                         evidence: Vec::new(),
                     })
                     .unwrap();
+                    let post = |body: &[u8]| {
+                        let mut reply = http
+                            .post(format!("{base}/api/v1/ingest"))
+                            .header("Authorization", format!("Bearer {}", tokens[agent_index]))
+                            .header("Content-Type", "application/json")
+                            .send(body)
+                            .unwrap();
+                        assert_eq!(
+                            reply.status(),
+                            200,
+                            "{}",
+                            reply.body_mut().read_to_string().unwrap_or_default()
+                        );
+                    };
                     let sent = Instant::now();
-                    let mut reply = http
-                        .post(format!("{base}/api/v1/ingest"))
-                        .header("Authorization", format!("Bearer {}", tokens[agent_index]))
-                        .header("Content-Type", "application/json")
-                        .send(&body[..])
-                        .unwrap();
-                    assert_eq!(
-                        reply.status(),
-                        200,
-                        "{}",
-                        reply.body_mut().read_to_string().unwrap_or_default()
-                    );
+                    post(&body);
                     latencies.push(sent.elapsed());
+                    for chunk in evidence.chunks(otwatch_rules::validate::MAX_EVIDENCE_RECORDS) {
+                        post(
+                            &serde_json::to_vec(&IngestBatch {
+                                agent: agent.clone(),
+                                alerts: Vec::new(),
+                                assets: Vec::new(),
+                                conversations: Vec::new(),
+                                evidence: chunk.to_vec(),
+                            })
+                            .unwrap(),
+                        );
+                    }
                 }
             })
         })
@@ -251,6 +305,16 @@ fn main() {
         percentile(&batch_latencies, 0.99).as_secs_f64() * 1e3,
         store.kv().size_on_disk().unwrap() as f64 / 1e6,
     );
+    if evidence_per_batch > 0 {
+        let bytes: u64 = (0..AGENTS)
+            .map(|i| store.evidence_bytes(&format!("agent-{i}")).unwrap())
+            .sum();
+        assert!(bytes > 0, "the evidence was stored");
+        println!(
+            "evidence: the packets of {evidence_per_batch} alerts after each batch (in batches of up to 64), {:.0} MB of pcaps stored",
+            bytes as f64 / 1e6
+        );
+    }
 
     // Queries.
     let http = client(&files.ca);

@@ -147,6 +147,8 @@ function seenText(a) {
 }
 
 let shownIncident = null;
+// The shown incident's (rule, source, target): alerts with the same join it.
+let shownIncidentKey = null;
 
 async function showIncident(id, params) {
   const cursor = params.get("cursor");
@@ -159,6 +161,7 @@ async function showIncident(id, params) {
   }
   const i = data.incident;
   shownIncident = i.id;
+  shownIncidentKey = [i.rule, i.src_ip, i.dst_ip].join(" ");
   $("#incident-title").textContent = `Incident #${i.id}: ${i.title}`;
   const fact = (k, v) => `<dt>${esc(k)}</dt><dd>${v}</dd>`;
   $("#incident-head").innerHTML = fact("rule", esc(i.rule)) + fact("severity", sev(i.severity)) + fact("state", esc(i.state)) +
@@ -212,7 +215,11 @@ $("#incident-resolve").addEventListener("click", () => changeIncident("resolve")
 
 // ---- asset page: identity, risk and why, its incidents and latest alerts ----
 
+// The shown asset's address: alerts from or to it redraw its page.
+let shownAsset = null;
+
 async function showAsset(ip) {
+  shownAsset = ip;
   let data;
   try {
     data = await api(`/api/v1/assets/${encodeURIComponent(ip)}`);
@@ -369,16 +376,19 @@ $("#map-search").addEventListener("keydown", (e) => {
 });
 $("#map-fit").addEventListener("click", fitMap);
 
+// Zooms by `k` (below 1 is closer) about the point at fractions (fx, fy) of the view.
+function zoomMap(k, fx, fy) {
+  const w = Math.min(mapView.bounds.w * 4, Math.max(80, mapView.w * k)), h = w * (mapView.h / mapView.w);
+  Object.assign(mapView, { x: mapView.x + (mapView.w - w) * fx, y: mapView.y + (mapView.h - h) * fy, w, h, keep: true });
+  setView();
+}
+
 // Zoom about the pointer; pan by dragging.
 $("#map").addEventListener("wheel", (e) => {
   if (!mapView) return;
   e.preventDefault();
   const r = $("#map").getBoundingClientRect();
-  const fx = (e.clientX - r.left) / r.width, fy = (e.clientY - r.top) / r.height;
-  const k = e.deltaY > 0 ? 1.15 : 1 / 1.15;
-  const w = Math.min(mapView.bounds.w * 4, Math.max(80, mapView.w * k)), h = w * (mapView.h / mapView.w);
-  Object.assign(mapView, { x: mapView.x + (mapView.w - w) * fx, y: mapView.y + (mapView.h - h) * fy, w, h, keep: true });
-  setView();
+  zoomMap(e.deltaY > 0 ? 1.15 : 1 / 1.15, (e.clientX - r.left) / r.width, (e.clientY - r.top) / r.height);
 }, { passive: false });
 let drag = null;
 $("#map").addEventListener("pointerdown", (e) => {
@@ -401,9 +411,23 @@ $("#map").addEventListener("click", (e) => {
   const edge = e.target.closest(".edge");
   if (edge) location.hash = `#/alerts?asset=${encodeURIComponent(edge.dataset.master)}&peer=${encodeURIComponent(edge.dataset.slave)}`;
 });
+// From the keyboard: Enter on a node opens it; + and - zoom about the centre, the arrows pan
+// by a tenth of the view, 0 fits the whole map.
 $("#map").addEventListener("keydown", (e) => {
   const node = e.target.closest(".node");
-  if (node && e.key === "Enter") location.hash = `#/asset/${encodeURIComponent(node.dataset.ip)}`;
+  if (node && e.key === "Enter") { location.hash = `#/asset/${encodeURIComponent(node.dataset.ip)}`; return; }
+  if (!mapView || e.ctrlKey || e.metaKey || e.altKey) return;
+  const pan = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] }[e.key];
+  if (pan) {
+    mapView.x += pan[0] * mapView.w / 10;
+    mapView.y += pan[1] * mapView.h / 10;
+    mapView.keep = true;
+    setView();
+  } else if (e.key === "+" || e.key === "=") zoomMap(1 / 1.25, 0.5, 0.5);
+  else if (e.key === "-") zoomMap(1.25, 0.5, 0.5);
+  else if (e.key === "0") fitMap();
+  else return;
+  e.preventDefault();
 });
 
 // ---- charts: answered by the collector's aggregation endpoints ----
@@ -556,10 +580,14 @@ document.addEventListener("keydown", (e) => {
 
 window.addEventListener("hashchange", () => { if (!$("#app").hidden) route(); });
 
-// Charts and the map follow new alerts, at most every few seconds.
+// Charts, the map, and the incident or asset page an alert concerns follow new alerts, at
+// most every few seconds.
 let redrawDue = null;
-function alertArrived() {
-  if ((current !== "charts" && current !== "map") || redrawDue) return;
+function alertArrived(a) {
+  const concerned = current === "charts" || current === "map" ||
+    (current === "incident" && [a.rule, a.src_ip, a.dst_ip].join(" ") === shownIncidentKey) ||
+    (current === "asset" && (a.src_ip === shownAsset || a.dst_ip === shownAsset));
+  if (!concerned || redrawDue) return;
   redrawDue = setTimeout(() => { redrawDue = null; route(); }, 3000);
 }
 
@@ -571,9 +599,10 @@ async function start() {
   events = new EventSource("/api/v1/alerts/stream");
   events.addEventListener("alert", (e) => {
     const body = $("#feed tbody");
-    body.insertAdjacentHTML("afterbegin", alertRow(JSON.parse(e.data)));
+    const alert = JSON.parse(e.data);
+    body.insertAdjacentHTML("afterbegin", alertRow(alert));
     while (body.rows.length > 200) body.deleteRow(-1);
-    alertArrived();
+    alertArrived(alert);
   });
   // The collector ends the stream when the session ends or its credential is revoked.
   events.addEventListener("error", () => { refresh().catch(() => {}); });

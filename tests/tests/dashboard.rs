@@ -517,6 +517,17 @@ fn incident_and_asset_pages_link_by_clicks_and_an_admin_resolves_with_a_note() {
         &mut browser,
         "document.querySelectorAll('#incident-alerts tbody tr').length === 3 && document.querySelectorAll('#incident-timeline circle').length === 3"
     ));
+    // A new alert of the incident appears on its page by itself (live updates, no reload).
+    browser.eval("window.notReloaded = true");
+    let mut later = kiln_stop();
+    later.ts = Timestamp::from_secs(1_800_000_000 + 3 * 60);
+    later.first_ts = later.ts;
+    later.id = later.derived_id(0);
+    ingest(&collector, &agent, json!([later]), json!([]));
+    assert!(wait_for(
+        &mut browser,
+        "document.querySelectorAll('#incident-alerts tbody tr').length === 4 && window.notReloaded === true"
+    ));
     let out_dir = workspace_root().join("target/test-data");
     std::fs::create_dir_all(&out_dir).unwrap();
     browser.screenshot(&out_dir.join("dashboard-incident.png"));
@@ -662,6 +673,36 @@ fn the_map_of_a_replayed_attack_leads_by_clicks_to_the_asset_its_incident_and_it
         browser.eval("document.activeElement.dataset.ip"),
         json!("192.168.1.20")
     );
+    // Zoom and pan from the keyboard: + closer, an arrow right, 0 back to the whole map.
+    let view_box = |browser: &mut Browser| -> Vec<f64> {
+        let text = browser.eval("document.querySelector('#map-svg').getAttribute('viewBox')");
+        text.as_str()
+            .unwrap()
+            .split(' ')
+            .map(|v| v.parse().unwrap())
+            .collect()
+    };
+    let key = |browser: &mut Browser, key: &str| {
+        browser.eval(&format!(
+            "document.querySelector('#map').focus(); document.querySelector('#map').dispatchEvent(new KeyboardEvent('keydown', {{ key: '{key}', bubbles: true }}))"
+        ));
+    };
+    key(&mut browser, "0");
+    let whole = view_box(&mut browser);
+    key(&mut browser, "+");
+    let closer = view_box(&mut browser);
+    assert!(
+        closer[2] < whole[2],
+        "{closer:?} is not closer than {whole:?}"
+    );
+    key(&mut browser, "ArrowRight");
+    let right = view_box(&mut browser);
+    assert!(
+        right[0] > closer[0] && right[2] == closer[2],
+        "{right:?} after {closer:?}"
+    );
+    key(&mut browser, "0");
+    assert_eq!(view_box(&mut browser), whole);
     let out_dir = workspace_root().join("target/test-data");
     std::fs::create_dir_all(&out_dir).unwrap();
     browser.eval("document.querySelector('#map-fit').click()");

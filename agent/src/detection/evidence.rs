@@ -23,6 +23,14 @@ use otwatch_rules::wire::EvidenceRecord;
 /// many addresses at once) costs bounded time and outbox room; the others are counted.
 pub const MAX_PER_BATCH: usize = 64;
 
+// What one batch of packets makes, and one batch of the outbox's evidence lane carries, the
+// collector takes in one ingest batch.
+const _: () = assert!(
+    MAX_PER_BATCH <= otwatch_rules::validate::MAX_EVIDENCE_RECORDS
+        && otwatch_delivery::lane::MAX_EVIDENCE_PER_BATCH
+            <= otwatch_rules::validate::MAX_EVIDENCE_RECORDS
+);
+
 /// What evidence to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EvidenceOptions {

@@ -52,6 +52,10 @@ pub struct AgentConfig {
     pub evidence: Option<EvidenceLevel>,
     /// Megabytes of recent frames kept for evidence, shared by the capture workers (default 16).
     pub evidence_buffer_mb: Option<u64>,
+    /// Most frames of one flow kept for evidence (default 32, at most 64).
+    pub evidence_flow_packets: Option<u64>,
+    /// Most kilobytes of one flow's frames kept for evidence (default 64, at most 64).
+    pub evidence_flow_kb: Option<u64>,
     /// Time between heartbeats ("5s").
     #[serde(default, deserialize_with = "duration")]
     pub heartbeat_interval: Option<Duration>,

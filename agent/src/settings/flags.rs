@@ -230,6 +230,14 @@ pub struct DeliveryFlags {
     /// 16, 1 to 1024). [env: OTWATCH_EVIDENCE_BUFFER_MB]
     #[arg(long, value_name = "MB")]
     pub evidence_buffer_mb: Option<u64>,
+    /// Most frames of one flow kept for evidence (default 32, 1 to 64).
+    /// [env: OTWATCH_EVIDENCE_FLOW_PACKETS]
+    #[arg(long, value_name = "FRAMES")]
+    pub evidence_flow_packets: Option<u64>,
+    /// Most kilobytes of one flow's frames kept for evidence (default 64, 1 to 64).
+    /// [env: OTWATCH_EVIDENCE_FLOW_KB]
+    #[arg(long, value_name = "KB")]
+    pub evidence_flow_kb: Option<u64>,
     /// Time between heartbeats to the collector ("5s"). [env: OTWATCH_HEARTBEAT_INTERVAL]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Option<Duration>,

@@ -341,7 +341,7 @@ fn evidence_is_on_for_high_alerts_by_default_and_set_or_refused_by_every_source(
     );
     // The file turns it to critical, the environment off, the flag back on.
     let config = file(&format!(
-        "{base}evidence = \"critical\"\nevidence_buffer_mb = 4\n"
+        "{base}evidence = \"critical\"\nevidence_buffer_mb = 4\nevidence_flow_packets = 8\nevidence_flow_kb = 16\n"
     ));
     let d = replay(&replay_flags(), &no_env(), &config, None)
         .unwrap()
@@ -353,6 +353,8 @@ fn evidence_is_on_for_high_alerts_by_default_and_set_or_refused_by_every_source(
         otwatch_rules::alert::Severity::Critical
     );
     assert_eq!(evidence.limits.total_bytes, 4 << 20);
+    assert_eq!(evidence.limits.per_flow_packets, 8);
+    assert_eq!(evidence.limits.per_flow_bytes, 16 << 10);
     let env = Env::from_pairs([("OTWATCH_EVIDENCE", "off")]);
     let d = replay(&replay_flags(), &env, &config, None)
         .unwrap()
@@ -372,6 +374,12 @@ fn evidence_is_on_for_high_alerts_by_default_and_set_or_refused_by_every_source(
         .unwrap_err()
         .to_string();
     assert_eq!(e, "OTWATCH_EVIDENCE_BUFFER_MB: 0 (expected 1 to 1024)");
+    let mut flags = replay_flags();
+    flags.delivery.evidence_flow_packets = Some(65);
+    let e = replay(&flags, &no_env(), &file(base), None)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(e, "--evidence-flow-packets: 65 (expected 1 to 64)");
     let env = Env::from_pairs([("OTWATCH_EVIDENCE", "medium")]);
     let e = replay(&replay_flags(), &env, &file(base), None)
         .unwrap_err()

@@ -52,8 +52,8 @@ impl Lane {
     }
 
     /// The most records of this lane in one batch, when `configured` is the machine's
-    /// setting: evidence records go at most [`MAX_EVIDENCE_PER_BATCH`] at a time, below what the
-    /// collector takes in one batch (64), whatever their size.
+    /// setting: evidence records go at most [`MAX_EVIDENCE_PER_BATCH`] at a time (what the
+    /// collector takes in one batch), whatever their size.
     pub fn batch_records(self, configured: usize) -> usize {
         match self {
             Lane::Evidence => configured.clamp(1, MAX_EVIDENCE_PER_BATCH),
@@ -62,8 +62,10 @@ impl Lane {
     }
 }
 
-/// Most evidence records per batch (the collector takes 64).
-pub const MAX_EVIDENCE_PER_BATCH: usize = 16;
+/// Most evidence records per batch: what the collector takes in one
+/// (`otwatch_rules::validate::MAX_EVIDENCE_RECORDS`, checked by a test of the agent). The
+/// batch's byte limit keeps large pcaps to fewer.
+pub const MAX_EVIDENCE_PER_BATCH: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -88,6 +90,7 @@ mod tests {
     fn evidence_goes_a_few_records_per_batch_whatever_the_setting() {
         assert_eq!(Lane::Evidence.batch_records(500), MAX_EVIDENCE_PER_BATCH);
         assert_eq!(Lane::Evidence.batch_records(4), 4);
+        assert_eq!(Lane::Evidence.batch_records(64), 64);
         assert_eq!(Lane::Alerts.batch_records(500), 500);
         assert_eq!(Lane::Observations.batch_records(0), 1);
     }

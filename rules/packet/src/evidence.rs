@@ -3,19 +3,25 @@
 //! agent sends as evidence.
 //!
 //! [`EvidenceBuffer`] is bounded three ways, each cut counted: per flow by packets and by bytes
-//! (the flow's oldest frames go first), and in all by bytes (the oldest frame of any flow goes
-//! first). Frames are copied into buffers that are reused when close to the frame's size (the
-//! bound counts lengths), so a busy capture allocates little once the buffer is full.
+//! (the flow's oldest frames go first), and in all by bytes (the oldest frames of the flow
+//! that has been quiet longest go first: what an alert of an active flow needs stays).
+//! Flows are kept in a linked hash map in the order of their last frame, so both cuts cost a
+//! lookup and a pop, whatever the number of flows. Frames are copied into buffers that
+//! are reused when close to the frame's size (the bound counts lengths): a flow at its cap
+//! writes its new frame into the buffer of the frame it cuts, so a busy capture allocates
+//! little once the buffer is full.
 //! [`EvidenceBuffer::pcap`] writes a flow's frames as a classic pcap (little-endian, nanosecond
 //! timestamps, the capture's link type) with crate `pcap-file`; [`validate`] reads one back
 //! with the project's own capture decoder and refuses what is not a whole classic pcap within
 //! the bounds, of a link type agents capture.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
+use hashlink::LinkedHashMap;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::{Endianness, TsResolution};
+use rustc_hash::FxBuildHasher;
 
 use crate::capture_file::{CaptureDecoder, CaptureError, InMemory};
 use crate::frame::{CapturedPacket, LinkType};
@@ -55,8 +61,6 @@ pub struct Cuts {
 /// One kept frame.
 #[derive(Debug)]
 struct Kept {
-    /// The frame's place in arrival order, across flows.
-    seq: u64,
     ts: Timestamp,
     orig_len: u32,
     data: Vec<u8>,
@@ -74,11 +78,11 @@ struct FlowFrames {
 #[derive(Debug, Default)]
 pub struct EvidenceBuffer {
     limits: Limits,
-    flows: HashMap<u64, FlowFrames>,
-    /// Every kept frame's (flow, seq), in arrival order: the oldest in all is at the front
-    /// (entries of frames a flow already cut are skipped when reached).
-    order: VecDeque<(u64, u64)>,
-    next_seq: u64,
+    /// Flows by their last frame: the one quiet longest at the front.
+    flows: LinkedHashMap<u64, FlowFrames, FxBuildHasher>,
+    /// The flow at the back, when known: the next frame of an exchange finds it without a
+    /// lookup (a request's answer follows it).
+    last: Option<u64>,
     bytes: usize,
     cuts: Cuts,
     /// Buffers of frames that went, for the next frames.
@@ -121,100 +125,107 @@ impl EvidenceBuffer {
     pub fn keep(&mut self, flow: u64, packet: &CapturedPacket<'_>) {
         let size = packet.data.len();
         let limit = self.limits.per_flow_bytes.min(self.limits.total_bytes);
-        let held_link = self.flows.get(&flow).and_then(|f| f.link);
-        if size > limit
-            || held_link.is_some_and(|l| l != packet.link)
-            || self.limits.per_flow_packets == 0
+        let other_link = |f: &FlowFrames| f.link.is_some_and(|l| l != packet.link);
+        if size > limit || self.limits.per_flow_packets == 0 {
+            self.cuts.per_flow += 1;
+            return;
+        }
+        // The whole buffer's bound first: the flows quiet longest lose their oldest frames
+        // (this flow's own included, while it is among them; its entry stays). Nothing is cut
+        // for a frame that will not be kept.
+        if self.bytes + size > self.limits.total_bytes
+            && self.flows.get(&flow).is_some_and(other_link)
         {
             self.cuts.per_flow += 1;
             return;
         }
-        // The flow's own bounds first, then the whole buffer's.
-        if let Some(entry) = self.flows.get_mut(&flow) {
-            while entry.frames.len() >= self.limits.per_flow_packets
-                || entry.bytes + size > self.limits.per_flow_bytes
-            {
-                let Some(old) = entry.frames.pop_front() else {
-                    break;
-                };
-                entry.bytes -= old.data.len();
+        while self.bytes + size > self.limits.total_bytes {
+            let Some(mut front) = self.flows.front_entry() else {
+                break;
+            };
+            let f = front.get_mut();
+            if let Some(old) = f.frames.pop_front() {
+                f.bytes -= old.data.len();
                 self.bytes -= old.data.len();
-                self.cuts.per_flow += 1;
+                self.cuts.total += 1;
                 if self.spare.len() < SPARE && old.data.capacity() <= SPARE_BYTES {
                     self.spare.push(old.data);
                 }
             }
-        }
-        while self.bytes + size > self.limits.total_bytes {
-            if !self.cut_oldest() {
-                break;
+            if f.frames.is_empty() && *front.key() != flow {
+                if self.last == Some(*front.key()) {
+                    self.last = None;
+                }
+                front.remove();
             }
         }
-        // A spare buffer only when it is not much larger than the frame: the bound counts
+        // Then the flow's own, the flow moving to the back (the latest to send a frame).
+        let held = if self.last == Some(flow) {
+            self.flows.back_entry().map(|e| e.into_mut())
+        } else {
+            self.flows.to_back(&flow)
+        };
+        let entry = match held {
+            Some(entry) if other_link(entry) => {
+                self.cuts.per_flow += 1;
+                return;
+            }
+            Some(entry) => entry,
+            None => self.flows.entry(flow).or_insert_with(FlowFrames::default),
+        };
+        self.last = Some(flow);
+        let mut reuse = None;
+        while entry.frames.len() >= self.limits.per_flow_packets
+            || entry.bytes + size > self.limits.per_flow_bytes
+        {
+            let Some(old) = entry.frames.pop_front() else {
+                break;
+            };
+            entry.bytes -= old.data.len();
+            self.bytes -= old.data.len();
+            self.cuts.per_flow += 1;
+            if let Some(earlier) = reuse.replace(old.data)
+                && self.spare.len() < SPARE
+                && earlier.capacity() <= SPARE_BYTES
+            {
+                self.spare.push(earlier);
+            }
+        }
+        // A reused buffer only when it is not much larger than the frame: the bound counts
         // lengths, so capacity must stay close to them.
-        let mut data = match self.spare.pop() {
-            Some(v) if v.capacity() <= size.max(64) * 2 => v,
-            _ => Vec::with_capacity(size),
+        let fits = |v: &Vec<u8>| v.capacity() <= size.max(64) * 2;
+        let mut data = match reuse {
+            Some(v) if fits(&v) => v,
+            other => {
+                if let Some(v) = other
+                    && self.spare.len() < SPARE
+                    && v.capacity() <= SPARE_BYTES
+                {
+                    self.spare.push(v);
+                }
+                match self.spare.pop() {
+                    Some(v) if fits(&v) => v,
+                    _ => Vec::with_capacity(size),
+                }
+            }
         };
         data.clear();
         data.extend_from_slice(packet.data);
-        let seq = self.next_seq;
-        self.next_seq += 1;
         self.bytes += size;
-        // The entry may be new, or gone and made again (cutting the oldest frame in all may
-        // have emptied it): its link type is this frame's.
-        let entry = self.flows.entry(flow).or_default();
         entry.link.get_or_insert(packet.link);
         entry.bytes += size;
         entry.frames.push_back(Kept {
-            seq,
             ts: packet.ts,
             orig_len: packet.orig_len,
             data,
-        });
-        self.order.push_back((flow, seq));
-        // Entries of frames already cut pile up only as far as frames are kept.
-        if self.order.len() > 4 * (self.limits.total_bytes / 64).max(1024) {
-            self.compact_order();
-        }
-    }
-
-    /// Cuts the oldest frame held in all; false when there is none.
-    fn cut_oldest(&mut self) -> bool {
-        while let Some((flow, seq)) = self.order.pop_front() {
-            let Some(f) = self.flows.get_mut(&flow) else {
-                continue;
-            };
-            if f.frames.front().is_some_and(|k| k.seq == seq) {
-                if let Some(old) = f.frames.pop_front() {
-                    f.bytes -= old.data.len();
-                    self.bytes -= old.data.len();
-                    self.cuts.total += 1;
-                    if self.spare.len() < SPARE && old.data.capacity() <= SPARE_BYTES {
-                        self.spare.push(old.data);
-                    }
-                }
-                if f.frames.is_empty() {
-                    self.flows.remove(&flow);
-                }
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Drops the order's entries of frames no longer held.
-    fn compact_order(&mut self) {
-        let flows = &self.flows;
-        self.order.retain(|(flow, seq)| {
-            flows
-                .get(flow)
-                .is_some_and(|f| f.frames.front().is_some_and(|k| k.seq <= *seq))
         });
     }
 
     /// Forgets a flow (it closed).
     pub fn forget(&mut self, flow: u64) {
+        if self.last == Some(flow) {
+            self.last = None;
+        }
         if let Some(f) = self.flows.remove(&flow) {
             self.bytes -= f.bytes;
             for k in f.frames {
