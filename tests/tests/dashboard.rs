@@ -762,6 +762,24 @@ fn the_map_of_a_replayed_attack_leads_by_clicks_to_the_asset_its_incident_and_it
         .decode(downloaded.as_str().unwrap())
         .unwrap();
     let frames = frames_of(&pcap);
+    // libpcap, the reference reader of the classic format (what tcpdump and Wireshark's
+    // pcap support stand on), reads every frame of it.
+    let file = dir.path().join("downloaded.pcap");
+    std::fs::write(&file, &pcap).unwrap();
+    match Command::new("tcpdump").arg("-nn").arg("-r").arg(&file).output() {
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "tcpdump: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+            assert_eq!(lines, frames.len(), "tcpdump reads every frame");
+        }
+        Err(_) => eprintln!(
+            "SKIPPED the tcpdump check of the downloaded pcap: tcpdump is not installed (apt-get install tcpdump; CI installs it)"
+        ),
+    }
     let stop_ts = stop["ts"].as_str().unwrap().parse::<Timestamp>().unwrap();
     assert!(
         frames.iter().any(|(ts, _)| *ts == stop_ts),
