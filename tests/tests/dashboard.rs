@@ -766,7 +766,12 @@ fn the_map_of_a_replayed_attack_leads_by_clicks_to_the_asset_its_incident_and_it
     // pcap support stand on), reads every frame of it.
     let file = dir.path().join("downloaded.pcap");
     std::fs::write(&file, &pcap).unwrap();
-    match Command::new("tcpdump").arg("-nn").arg("-r").arg(&file).output() {
+    match Command::new("tcpdump")
+        .arg("-nn")
+        .arg("-r")
+        .arg(&file)
+        .output()
+    {
         Ok(out) => {
             assert!(
                 out.status.success(),

@@ -140,6 +140,7 @@ impl EvidenceBuffer {
             return;
         }
         while self.bytes + size > self.limits.total_bytes {
+            let alone = self.flows.len() == 1;
             let Some(mut front) = self.flows.front_entry() else {
                 break;
             };
@@ -152,7 +153,16 @@ impl EvidenceBuffer {
                     self.spare.push(old.data);
                 }
             }
-            if f.frames.is_empty() && *front.key() != flow {
+            if f.frames.is_empty() {
+                if *front.key() == flow {
+                    // This flow, emptied: the others pay the rest (it moves to the back below
+                    // anyway); alone, it holds nothing and the frame fits.
+                    if alone {
+                        break;
+                    }
+                    front.to_back();
+                    continue;
+                }
                 if self.last == Some(*front.key()) {
                     self.last = None;
                 }

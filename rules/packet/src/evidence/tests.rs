@@ -204,3 +204,24 @@ fn a_frame_of_the_largest_size_kept_still_writes() {
     let pcap = b.pcap(1).expect("a frame over 65535 bytes writes");
     assert_eq!(read_back(&pcap)[0].1.len(), 64 << 10);
 }
+
+/// Found by the `evidence` fuzz target (a timeout): a flow quiet longest, emptied by its own
+/// new frame's room, stayed at the front and was asked for frames it no longer had.
+#[test]
+fn a_flow_emptied_for_its_own_frame_lets_the_others_pay_the_rest() {
+    let mut b = EvidenceBuffer::new(Limits {
+        per_flow_packets: 10,
+        per_flow_bytes: 300,
+        total_bytes: 300,
+    });
+    b.keep(1, &packet(1, &frame(1, 100)));
+    b.keep(2, &packet(2, &frame(2, 100)));
+    b.keep(1, &packet(3, &frame(3, 250)));
+    assert_eq!((b.frames(1), b.frames(2)), (1, 0));
+    assert_eq!(b.bytes(), 250);
+    assert_eq!(b.cuts().total, 2);
+    assert_eq!(read_back(&b.pcap(1).unwrap()), vec![(3, frame(3, 250))]);
+    // And the other way round: the newest flow's frame needs every byte.
+    b.keep(2, &packet(4, &frame(4, 300)));
+    assert_eq!((b.frames(1), b.frames(2), b.bytes()), (0, 1, 300));
+}
