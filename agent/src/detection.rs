@@ -96,11 +96,16 @@ impl<W: Write> AlertSink for Sink<W> {
     fn alert(&mut self, alert: Alert) {
         match &self.outbox {
             Some((outbox, status)) => {
-                if let Err(e) = outbox.push(&[Record::Alert(alert.clone())]) {
-                    OutboxFailed { error: &e }.emit(status);
-                }
-                if let Some(evidence) = self.evidence.as_mut() {
-                    evidence.alert(&alert);
+                match outbox.push(&[Record::Alert(alert.clone())]) {
+                    // Evidence only for an alert the outbox holds: the collector takes
+                    // evidence only for alerts it has.
+                    Ok(pushed) if pushed.stored == 1 => {
+                        if let Some(evidence) = self.evidence.as_mut() {
+                            evidence.alert(&alert);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => OutboxFailed { error: &e }.emit(status),
                 }
                 self.unreported.push(alert);
             }
@@ -272,11 +277,6 @@ pub fn render(alert: &Alert) -> String {
 impl<W: Write> Observer for Detection<W> {
     fn flow_event(&mut self, ts: Timestamp, flow: &FlowInfo, event: &FlowEvent<'_>) {
         self.detector.flow_event(ts, flow, event);
-        if let FlowEvent::Closed(_) = event
-            && let Some(evidence) = self.detector.sink_mut().evidence.as_mut()
-        {
-            evidence.closed(flow.id);
-        }
     }
 
     fn frame(&mut self, flow: u64, packet: &CapturedPacket<'_>) {

@@ -1,8 +1,9 @@
 //! Evidence packets: any bytes as the pcap an agent sends as evidence, and any sequence of
 //! frames through the agent's evidence buffer. The validator never panics, and what it takes
 //! the project's own capture reader reads whole, frame for frame; the buffer stays within its
-//! limits, and every flow that holds frames writes a pcap the validator takes, with as many
-//! frames as it holds.
+//! limits and consistent (its bytes those of its frames, the flow of the last frame last),
+//! every flow that holds frames writes a pcap the validator takes, with as many frames as it
+//! holds, ending with the frame just kept, and a forgotten flow holds nothing.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -30,50 +31,67 @@ fuzz_target!(|data: &[u8]| {
         }
         return;
     }
-    // Frames through the buffer: each record is a flow byte, a length byte, and that many
-    // bytes of frame; limits come from the mode byte.
+    // Frames through the buffer: each record is a control byte, a length byte, and that many
+    // bytes of frame; limits come from the mode byte. The control byte's low 4 bits name the
+    // flow; bit 7 forgets the flow instead; bit 6 makes the frame raw IP rather than Ethernet
+    // (a flow keeps its first frame's link type and refuses the other).
     let limits = Limits {
         per_flow_packets: usize::from(mode >> 4) + 1,
         per_flow_bytes: usize::from(mode & 0x0e) * 64 + 64,
         total_bytes: 1024,
     };
     let mut buffer = EvidenceBuffer::new(limits);
-    let mut last: std::collections::HashMap<u8, u64> = std::collections::HashMap::new();
     let mut at = rest;
     let mut ts = 0u64;
-    while let [flow, len, tail @ ..] = at {
+    while let [control, len, tail @ ..] = at {
         let n = usize::from(*len).min(tail.len());
         let (frame, next) = tail.split_at(n);
         at = next;
         ts += 1;
-        if *flow == 0xff {
-            buffer.forget(0xff);
+        let flow = u64::from(control & 0x0f);
+        if control & 0x80 != 0 {
+            buffer.forget(flow);
+            assert_eq!(buffer.frames(flow), 0);
+            assert_eq!(buffer.pcap(flow), None);
+            assert!(buffer.is_consistent(), "inconsistent after forget");
             continue;
         }
-        buffer.keep(
-            u64::from(*flow),
+        let link = if control & 0x40 != 0 {
+            LinkType::RawIp
+        } else {
+            LinkType::Ethernet
+        };
+        let kept = buffer.keep(
+            flow,
             &CapturedPacket {
                 ts: Timestamp::from_nanos(ts),
-                link: LinkType::Ethernet,
+                link,
                 data: frame,
                 orig_len: n as u32,
             },
         );
-        last.insert(*flow, ts);
+        assert!(buffer.is_consistent(), "inconsistent after keep");
         assert!(buffer.bytes() <= limits.total_bytes, "over the buffer's bytes");
-    }
-    for (flow, newest) in last {
-        let flow = u64::from(flow);
         let held = buffer.frames(flow);
         assert!(held <= limits.per_flow_packets, "over a flow's frames");
         let pcap = buffer.pcap(flow);
         assert_eq!(pcap.is_some(), held > 0, "a flow holding frames writes a pcap");
-        let Some(pcap) = pcap else {
-            continue;
-        };
-        let summary = evidence::validate(&pcap).expect("the buffer writes what the validator takes");
-        assert_eq!(summary.packets, held);
-        // The frames held are the flow's own, none newer than its newest.
-        assert!(summary.last.as_nanos() <= newest);
+        if let Some(pcap) = pcap {
+            let summary =
+                evidence::validate(&pcap).expect("the buffer writes what the validator takes");
+            assert_eq!(summary.packets, held);
+            if kept {
+                // The pcap ends with the frame just kept, of this flow.
+                let mut input = InMemory::new(&pcap, &[]);
+                let mut decoder = CaptureDecoder::new();
+                let mut last = None;
+                while let Some(p) = decoder.next_packet(&mut input).expect("validated") {
+                    last = Some((p.ts, p.link, p.data.to_vec()));
+                }
+                assert_eq!(last, Some((Timestamp::from_nanos(ts), link, frame.to_vec())));
+            }
+        } else {
+            assert!(!kept, "a kept frame leaves its flow a pcap");
+        }
     }
 });

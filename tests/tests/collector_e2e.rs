@@ -200,15 +200,29 @@ fn every_alert_of_an_attack_reaches_the_collector_once_and_shows_in_the_api_feed
     let delivery = &summary["delivery"];
     assert_eq!(delivery["waiting"], 0, "{summary}");
     assert_eq!(delivery["delivered"]["duplicates"], 0, "{summary}");
+    let pcaps = summary["evidence"]["queued"].as_u64().unwrap();
     assert_eq!(
         delivery["delivered"]["records"].as_u64().unwrap(),
-        produced.len() as u64 + 3,
-        "every alert, both hosts and their one conversation: {summary}"
+        produced.len() as u64 + 3 + pcaps,
+        "every alert, both hosts, their one conversation and the packets behind the serious alerts: {summary}"
     );
 
     let stored = stored_ids(client, &viewer);
     assert_eq!(stored.len(), produced.len(), "each alert once");
     assert_eq!(stored.iter().cloned().collect::<BTreeSet<_>>(), produced);
+    // Every high and critical alert came with its packets, which the collector serves.
+    let (_, serious) = client.get("/api/v1/alerts?min_severity=high&limit=100", Some(&viewer));
+    let serious = serious["alerts"].as_array().unwrap().clone();
+    assert_eq!(serious.len() as u64, pcaps, "{summary}");
+    for alert in &serious {
+        let id = alert["id"].as_str().unwrap();
+        let (status, reply) = client.get(&format!("/api/v1/alerts/{id}/pcap"), Some(&viewer));
+        assert_eq!(
+            status, 200,
+            "the packets of {} {id}: {reply}",
+            alert["rule"]
+        );
+    }
 
     let mut live = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -18,6 +18,7 @@ use crate::capture::file::CaptureFileError;
 use crate::commands::offline::{self, FileReport};
 use crate::delivery::{Delivery, DeliveryError, DeliveryOptions, DeliveryReport};
 use crate::detection::assets::AssetReporter;
+use crate::detection::evidence::EvidenceCounts;
 use crate::detection::{AlertCounts, Detection};
 use crate::outputs::event_log::EventLog;
 use crate::outputs::transaction_log::TransactionLog;
@@ -78,6 +79,8 @@ pub struct ReplayReport {
     pub assets: Option<usize>,
     /// What reached the collector (when delivering).
     pub delivery: Option<DeliveryReport>,
+    /// The packets behind serious alerts (when delivering with evidence on).
+    pub evidence: Option<EvidenceCounts>,
     /// Wall time.
     #[serde(serialize_with = "seconds")]
     pub elapsed: Duration,
@@ -177,6 +180,12 @@ impl ReplayReport {
                 d.delivered.failures,
                 d.outbox_dropped,
                 self.assets.unwrap_or(0)
+            );
+        }
+        if let Some(e) = &self.evidence {
+            out += &format!(
+                "evidence: {} pcaps queued  {} alerts without frames  {} over the per-batch limit\n",
+                e.queued, e.no_frames, e.over_limit
             );
         }
         out += &format!(
@@ -282,6 +291,7 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         assets,
     } = pipeline.into_observer();
     let alerts = detection.counts().clone();
+    let evidence = detection.evidence_counts();
     detection
         .finish_log()
         .map_err(output_error(options.alerts.as_deref()))?;
@@ -306,6 +316,7 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         policy_hash: options.policy.as_ref().map(|p| p.hash.clone()),
         assets: assets.map(|a| a.hosts()),
         delivery,
+        evidence,
         elapsed,
         packets_per_second,
     })

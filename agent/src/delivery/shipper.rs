@@ -127,6 +127,7 @@ impl Shipper {
             wake: wake.clone(),
             delivered: delivered.clone(),
             overflow: Throttle::starting_at(outbox.dropped_total()),
+            rechecked: false,
         };
         let thread = std::thread::Builder::new()
             .name("otwatch-shipper".into())
@@ -201,6 +202,8 @@ struct Worker {
     started: Instant,
     /// Logs the outbox's drops, at most once per quiet time.
     overflow: Throttle,
+    /// A later lane's batch waited once already for alerts that arrived during its pass.
+    rechecked: bool,
 }
 
 impl Worker {
@@ -259,6 +262,16 @@ impl Worker {
         let Some(through) = peeked.through else {
             return self.machine.handle_empty(self.now(), lane);
         };
+        // Alerts pushed after this pass found their lane empty go first: evidence names its
+        // alert, which the collector must have before it. One look again, not a loop, should
+        // the alerts lane hold nothing it can send.
+        if lane != Lane::Alerts
+            && !std::mem::replace(&mut self.rechecked, true)
+            && self.outbox.depth_of(Lane::Alerts) > 0
+        {
+            return self.machine.handle_nudge();
+        }
+        self.rechecked = false;
         let sent = Sent {
             lane,
             oldest: peeked.seqs.first().copied(),

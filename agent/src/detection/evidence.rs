@@ -5,10 +5,15 @@
 //!
 //! An alert is raised while its frame's events are handled, before the pipeline hands over the
 //! frame itself ([`otwatch_packet::pipeline::Observer::frame`]): the pcap is made at that next
-//! frame, so it ends with the alert's own frame, and the flow's later frames cannot push it
-//! out. Alerts raised without a frame (a window closing at a tick, a flow closing at the end)
-//! take theirs when the batch ends. A flow's frames are forgotten only once its batch has
-//! ended, so an alert raised as its flow closes still finds them.
+//! frame, of the flow's frames up to the alert's time, so it ends with the alert's own frame
+//! and the flow's later frames can push nothing out. Alerts raised without a frame (a window
+//! closing at a tick, a flow closing at the end) take theirs when the batch ends; one raised by
+//! a frame of another window or flow (a folded alert whose window that frame closed) takes its
+//! flow's frames up to its last occurrence. A flow's frames stay after it closes, until the
+//! buffer needs their room for busier flows (the flows quiet longest go first), so a folded
+//! alert raised when its window closes, after its connection ended, still finds them. An alert whose own frame
+//! was not kept (larger than a flow may hold) takes the frames before it; of a datagram
+//! rebuilt from fragments, the last fragment is kept.
 //!
 //! Bounds: the buffer's own (per flow and in all), and at most [`MAX_PER_BATCH`] pcaps per
 //! batch of packets; every alert that wanted its packets and got none is counted by why.
@@ -17,6 +22,7 @@ use base64::Engine as _;
 use otwatch_packet::evidence::{Cuts, EvidenceBuffer, Limits};
 use otwatch_packet::frame::CapturedPacket;
 use otwatch_rules::alert::{Alert, Severity};
+use otwatch_rules::time::Timestamp;
 use otwatch_rules::wire::EvidenceRecord;
 
 /// Most evidence pcaps made per batch of packets: a burst of serious alerts (an attack from
@@ -51,7 +57,7 @@ impl Default for EvidenceOptions {
 }
 
 /// What became of the alerts that wanted their packets, and of the frames kept.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct EvidenceCounts {
     /// Pcaps queued.
     pub queued: u64,
@@ -79,10 +85,8 @@ impl EvidenceCounts {
 pub struct Evidence {
     buffer: EvidenceBuffer,
     min_severity: Severity,
-    /// Alerts raised since the last frame that want their packets: (alert id, flow).
-    pending: Vec<(String, u64)>,
-    /// Flows closed in this batch: forgotten when it ends.
-    closed: Vec<u64>,
+    /// Alerts raised since the last frame that want their packets: (alert id, flow, time).
+    pending: Vec<(String, u64, Timestamp)>,
     /// Evidence made in this batch, for the outbox.
     ready: Vec<EvidenceRecord>,
     /// Pcaps made or refused in this batch (against [`MAX_PER_BATCH`]).
@@ -97,7 +101,6 @@ impl Evidence {
             buffer: EvidenceBuffer::new(options.limits),
             min_severity: options.min_severity,
             pending: Vec::new(),
-            closed: Vec::new(),
             ready: Vec::new(),
             this_batch: 0,
             counts: EvidenceCounts::default(),
@@ -116,22 +119,14 @@ impl Evidence {
     pub fn alert(&mut self, alert: &Alert) {
         // Flow 0 is no flow: alerts about the agent itself.
         if alert.severity >= self.min_severity && alert.flow != 0 {
-            self.pending.push((alert.id.clone(), alert.flow));
+            self.pending.push((alert.id.clone(), alert.flow, alert.ts));
         }
     }
 
-    /// Notes that `flow` closed: its frames go when the batch ends.
-    pub fn closed(&mut self, flow: u64) {
-        self.closed.push(flow);
-    }
-
-    /// Ends a batch: makes the pcaps still pending, forgets the flows that closed, and hands
-    /// over the evidence made, oldest first.
+    /// Ends a batch: makes the pcaps still pending and hands over the evidence made, oldest
+    /// first.
     pub fn end_batch(&mut self) -> Vec<EvidenceRecord> {
         self.make_pending();
-        for flow in self.closed.drain(..) {
-            self.buffer.forget(flow);
-        }
         self.this_batch = 0;
         self.counts.cuts = self.buffer.cuts();
         std::mem::take(&mut self.ready)
@@ -146,13 +141,13 @@ impl Evidence {
     }
 
     fn make_pending(&mut self) {
-        for (alert, flow) in std::mem::take(&mut self.pending) {
+        for (alert, flow, ts) in std::mem::take(&mut self.pending) {
             if self.this_batch >= MAX_PER_BATCH {
                 self.counts.over_limit += 1;
                 continue;
             }
             self.this_batch += 1;
-            match self.buffer.pcap(flow) {
+            match self.buffer.pcap_until(flow, ts) {
                 Some(pcap) => {
                     self.counts.queued += 1;
                     self.ready.push(EvidenceRecord {

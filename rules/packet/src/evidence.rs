@@ -50,7 +50,7 @@ impl Default for Limits {
 }
 
 /// Frames cut to keep within the limits, by which limit.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Cuts {
     /// Frames dropped because their flow held its most frames or bytes.
     pub per_flow: u64,
@@ -89,6 +89,13 @@ pub struct EvidenceBuffer {
     spare: Vec<Vec<u8>>,
 }
 
+/// Flows held at most for a buffer of `total_bytes`: one per KiB (at least 16), so that the
+/// bookkeeping of many small flows (a SYN flood's) stays a fraction of the frames' bound. Past
+/// it, a new flow's first frame pushes out the flow quiet longest.
+pub fn max_flows(total_bytes: usize) -> usize {
+    (total_bytes / 1024).max(16)
+}
+
 /// Buffers kept for reuse at most: enough for a flow's worth of frames.
 const SPARE: usize = 64;
 /// The largest buffer kept for reuse: a full-size Ethernet frame's, so spare buffers hold at
@@ -119,16 +126,16 @@ impl EvidenceBuffer {
         self.flows.get(&flow).map_or(0, |f| f.frames.len())
     }
 
-    /// Keeps a copy of `packet`, a frame of `flow`, cutting what the limits require. A frame
-    /// larger than a flow may hold, or of another link type than the flow's first, is not
-    /// kept (and counted as cut).
-    pub fn keep(&mut self, flow: u64, packet: &CapturedPacket<'_>) {
+    /// Keeps a copy of `packet`, a frame of `flow`, cutting what the limits require; returns
+    /// whether it was kept. A frame larger than a flow may hold, or of another link type than
+    /// the flow's first, is not kept (and counted as cut).
+    pub fn keep(&mut self, flow: u64, packet: &CapturedPacket<'_>) -> bool {
         let size = packet.data.len();
         let limit = self.limits.per_flow_bytes.min(self.limits.total_bytes);
         let other_link = |f: &FlowFrames| f.link.is_some_and(|l| l != packet.link);
         if size > limit || self.limits.per_flow_packets == 0 {
             self.cuts.per_flow += 1;
-            return;
+            return false;
         }
         // The whole buffer's bound first: the flows quiet longest lose their oldest frames
         // (this flow's own included, while it is among them; its entry stays). Nothing is cut
@@ -137,7 +144,7 @@ impl EvidenceBuffer {
             && self.flows.get(&flow).is_some_and(other_link)
         {
             self.cuts.per_flow += 1;
-            return;
+            return false;
         }
         while self.bytes + size > self.limits.total_bytes {
             let alone = self.flows.len() == 1;
@@ -175,15 +182,30 @@ impl EvidenceBuffer {
         } else {
             self.flows.to_back(&flow)
         };
+        // The flow is at the back now, kept or not (a new one is put there below).
+        self.last = Some(flow);
         let entry = match held {
             Some(entry) if other_link(entry) => {
                 self.cuts.per_flow += 1;
-                return;
+                return false;
             }
             Some(entry) => entry,
-            None => self.flows.entry(flow).or_insert_with(FlowFrames::default),
+            None => {
+                while self.flows.len() >= max_flows(self.limits.total_bytes) {
+                    let Some((_, old)) = self.flows.pop_front() else {
+                        break;
+                    };
+                    self.bytes -= old.bytes;
+                    self.cuts.total += old.frames.len() as u64;
+                    for k in old.frames {
+                        if self.spare.len() < SPARE && k.data.capacity() <= SPARE_BYTES {
+                            self.spare.push(k.data);
+                        }
+                    }
+                }
+                self.flows.entry(flow).or_insert_with(FlowFrames::default)
+            }
         };
-        self.last = Some(flow);
         let mut reuse = None;
         while entry.frames.len() >= self.limits.per_flow_packets
             || entry.bytes + size > self.limits.per_flow_bytes
@@ -229,9 +251,33 @@ impl EvidenceBuffer {
             orig_len: packet.orig_len,
             data,
         });
+        true
     }
 
-    /// Forgets a flow (it closed).
+    /// Whether the buffer's bookkeeping holds (for tests and fuzzing): its bytes are those of
+    /// the frames held, every flow keeps within its bounds and the buffer within its own, the
+    /// flow of the last frame is the last in the order, and no flow but that one is empty.
+    pub fn is_consistent(&self) -> bool {
+        let held: usize = self.flows.values().map(|f| f.bytes).sum();
+        let flows_ok = self.flows.iter().all(|(id, f)| {
+            f.bytes == f.frames.iter().map(|k| k.data.len()).sum::<usize>()
+                && f.frames.len() <= self.limits.per_flow_packets
+                && f.bytes <= self.limits.per_flow_bytes
+                && (!f.frames.is_empty() || self.last == Some(*id))
+        });
+        let last_ok = match self.last {
+            Some(id) => self.flows.back().is_some_and(|(k, _)| *k == id),
+            None => true,
+        };
+        held == self.bytes
+            && self.bytes <= self.limits.total_bytes
+            && self.flows.len() <= max_flows(self.limits.total_bytes)
+            && flows_ok
+            && last_ok
+    }
+
+    /// Forgets a flow and its frames (one that sends no more frames and whose alerts are all
+    /// made; the agent lets closed flows go with the bounds instead, for alerts raised later).
     pub fn forget(&mut self, flow: u64) {
         if self.last == Some(flow) {
             self.last = None;
@@ -248,9 +294,16 @@ impl EvidenceBuffer {
 
     /// The flow's frames as a classic pcap, oldest first; `None` when none is held.
     pub fn pcap(&self, flow: u64) -> Option<Vec<u8>> {
+        self.pcap_until(flow, Timestamp::from_nanos(u64::MAX))
+    }
+
+    /// The flow's frames captured at or before `until` as a classic pcap, oldest first (what
+    /// an alert of that time saw); `None` when none is held.
+    pub fn pcap_until(&self, flow: u64, until: Timestamp) -> Option<Vec<u8>> {
         let f = self.flows.get(&flow)?;
         let link = f.link?;
-        if f.frames.is_empty() {
+        let frames = f.frames.iter().take_while(|k| k.ts <= until);
+        if f.frames.front().is_none_or(|k| k.ts > until) {
             return None;
         }
         let header = PcapHeader {
@@ -262,7 +315,7 @@ impl EvidenceBuffer {
             ..PcapHeader::default()
         };
         let mut w = PcapWriter::with_header(Vec::new(), header).ok()?;
-        for k in &f.frames {
+        for k in frames {
             let packet = PcapPacket::new(
                 Duration::from_nanos(k.ts.as_nanos()),
                 k.orig_len.max(len32(k.data.len())),

@@ -217,7 +217,7 @@ fn a_burst_of_serious_alerts_is_cut_at_the_batch_limit_and_counted() {
 }
 
 #[test]
-fn a_flow_closed_in_a_batch_keeps_its_frames_until_the_batch_ends_then_forgets_them() {
+fn a_closed_flows_frames_stay_for_an_alert_raised_batches_later() {
     let mut evidence = Evidence::new(EvidenceOptions::default());
     let f = frame(true, 1, &adu(1, &[3, 0, 0, 0, 1]));
     let packet = CapturedPacket {
@@ -227,8 +227,9 @@ fn a_flow_closed_in_a_batch_keeps_its_frames_until_the_batch_ends_then_forgets_t
         orig_len: f.len() as u32,
     };
     evidence.frame(7, &packet);
-    evidence.closed(7);
-    // An alert raised as the flow closed (no frame follows) still finds its frames.
+    assert!(evidence.end_batch().is_empty());
+    // A folded alert of flow 7 raised when its window closes, batches after the connection
+    // ended, still finds the frames up to its last occurrence.
     let mut alert = otwatch_rules::detect::agent_alert(
         "a",
         &otwatch_rules::alert::rule::FORCE_LISTEN_ONLY,
@@ -238,11 +239,15 @@ fn a_flow_closed_in_a_batch_keeps_its_frames_until_the_batch_ends_then_forgets_t
     );
     alert.flow = 7;
     alert.severity = Severity::High;
+    assert!(evidence.end_batch().is_empty());
     evidence.alert(&alert);
-    assert_eq!(evidence.end_batch().len(), 1);
-    // The next batch: gone.
+    let made = evidence.end_batch();
+    assert_eq!(made.len(), 1);
+    assert_eq!(frames_of(&made[0].pcap), vec![f]);
+    // One older than every frame held gets none, counted.
+    alert.ts = Timestamp::from_nanos(0);
     evidence.alert(&alert);
-    assert_eq!(evidence.end_batch().len(), 0);
+    assert!(evidence.end_batch().is_empty());
     assert_eq!(evidence.counts().no_frames, 1);
 }
 

@@ -225,3 +225,61 @@ fn a_flow_emptied_for_its_own_frame_lets_the_others_pay_the_rest() {
     b.keep(2, &packet(4, &frame(4, 300)));
     assert_eq!((b.frames(1), b.frames(2), b.bytes()), (0, 1, 300));
 }
+
+/// Found in review: a refused frame of another link type moved its flow to the back without
+/// the buffer noting it, and the next flow's frames were filed under the refused one's.
+#[test]
+fn a_frame_of_another_link_type_is_refused_and_the_next_frames_go_to_their_own_flow() {
+    let mut b = EvidenceBuffer::new(Limits::default());
+    b.keep(1, &packet(1, &frame(1, 60)));
+    assert!(b.keep(2, &packet(2, &frame(2, 60))));
+    let ip = frame(3, 40);
+    let raw = CapturedPacket {
+        link: LinkType::RawIp,
+        ..packet(3, &ip)
+    };
+    assert!(!b.keep(1, &raw));
+    assert!(b.is_consistent());
+    assert!(b.keep(2, &packet(4, &frame(4, 60))));
+    assert!(b.is_consistent());
+    assert_eq!((b.frames(1), b.frames(2)), (1, 2));
+    assert_eq!(
+        read_back(&b.pcap(2).unwrap()),
+        vec![(2, frame(2, 60)), (4, frame(4, 60))]
+    );
+}
+
+#[test]
+fn a_pcap_until_a_time_holds_the_frames_up_to_it() {
+    let mut b = EvidenceBuffer::new(Limits::default());
+    for n in 1..=5u64 {
+        b.keep(7, &packet(n, &frame(n as u8, 60)));
+    }
+    let times = |pcap: Vec<u8>| read_back(&pcap).iter().map(|(t, _)| *t).collect::<Vec<_>>();
+    assert_eq!(
+        times(b.pcap_until(7, Timestamp::from_nanos(3)).unwrap()),
+        [1, 2, 3]
+    );
+    assert_eq!(times(b.pcap(7).unwrap()), [1, 2, 3, 4, 5]);
+    assert_eq!(b.pcap_until(7, Timestamp::from_nanos(0)), None);
+}
+
+#[test]
+fn many_small_flows_are_held_up_to_one_per_kib_the_quietest_going_first() {
+    let limits = Limits {
+        per_flow_packets: 4,
+        per_flow_bytes: 1024,
+        total_bytes: 64 << 10,
+    };
+    let most = max_flows(limits.total_bytes);
+    assert_eq!(most, 64);
+    let mut b = EvidenceBuffer::new(limits);
+    // A SYN flood's worth of one-frame flows.
+    for n in 0..1_000u64 {
+        assert!(b.keep(n, &packet(n, &frame(1, 60))));
+        assert!(b.flows.len() <= most);
+    }
+    assert!(b.is_consistent());
+    assert_eq!(b.cuts().total, 1_000 - most as u64);
+    assert_eq!((b.frames(1_000 - most as u64 - 1), b.frames(999)), (0, 1));
+}
