@@ -427,3 +427,6 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
