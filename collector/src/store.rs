@@ -21,6 +21,7 @@ pub mod conversation;
 mod keys;
 mod migrate;
 pub mod model;
+pub mod policy;
 mod query;
 mod retention;
 pub mod rollup;

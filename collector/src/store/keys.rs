@@ -18,6 +18,8 @@
 //! | `V` | `V` + master's length (1) + master + slave (addresses as text) | conversation (JSON) |
 //! | `Q` | `Q` + alert id (16) | the length of the alert's evidence pcap (that it has one) |
 //! | `Q` | `Q` + alert id (16) + `p` | the alert's evidence pcap |
+//! | `L` | `L` + name length (1) + name + `h` | the policy's version in force ([`super::policy`]) |
+//! | `L` | `L` + name length (1) + name + `v` + version (8) | a version of the policy |
 //!
 //! Index keys are prefix-free: the value's length comes before it, so no value's postings sort
 //! among another's, whatever bytes either holds (schema 2 ended a value with a `0` byte, and an
@@ -62,6 +64,8 @@ pub const ROLLUP: u8 = b'H';
 pub const CONVERSATION: u8 = b'V';
 /// Evidence pcaps.
 pub const EVIDENCE: u8 = b'Q';
+/// Policies and their versions.
+pub const POLICY: u8 = b'L';
 
 /// A conversation's key: the master's length first, so no pair's key is another's prefix.
 pub fn conversation(master: IpAddr, slave: IpAddr) -> Vec<u8> {

@@ -1,0 +1,332 @@
+//! Policies kept by the collector: named, each a list of versions (the TOML, its hash, who
+//! stored it and when), the newest in force. Storing is conditional, as HTTP's `If-Match`:
+//! changing a policy that exists names the version it replaces, so two admins editing at once
+//! cannot silently overwrite each other; storing the text in force again makes no version.
+//! A rollback stores an old version's text as a new version, so history only grows.
+//!
+//! The text is checked before it gets here (the same checker as `otwatch-agent check`); the
+//! store bounds what it keeps: [`MAX_POLICIES`] policies, [`MAX_POLICY_BYTES`] of TOML each,
+//! the newest [`MAX_VERSIONS`] versions of each (older ones go as new ones come).
+//!
+//! Keys (namespace `L`): `L` + name length (1) + name + `h` holds the head (the version in
+//! force and its hash); `L` + name length + name + `v` + version number (8) holds a version.
+
+use std::ops::Bound;
+
+use otwatch_rules::time::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::keys::POLICY;
+use super::{Store, StoreError, corrupt, poisoned};
+use crate::kv::{Batch, Kv, Order};
+
+/// Most policies kept.
+pub const MAX_POLICIES: usize = 256;
+/// Most bytes of TOML in one version.
+pub const MAX_POLICY_BYTES: usize = 256 << 10;
+/// Most versions kept per policy: the oldest go first.
+pub const MAX_VERSIONS: u64 = 1000;
+
+/// One version of a policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyVersion {
+    /// 1 for the first version, one more for each after it.
+    pub version: u64,
+    /// The text's hash (`otwatch_rules::policy::Policy::hash`, what agents report in their
+    /// heartbeats): the version's ETag.
+    pub hash: String,
+    /// The policy, as TOML.
+    pub toml: String,
+    /// Who stored it (a credential's name).
+    pub author: String,
+    /// When (the collector's clock).
+    pub at: Timestamp,
+    /// Why, when the collector knows: a rollback names the version it restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// The version in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Head {
+    version: u64,
+    hash: String,
+}
+
+/// A policy's name and the version in force, for listings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicySummary {
+    /// The policy's name.
+    pub name: String,
+    /// The version in force.
+    pub version: u64,
+    /// Its hash.
+    pub hash: String,
+    /// Who stored it.
+    pub author: String,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// A new version to store.
+#[derive(Debug, Clone, Copy)]
+pub struct NewVersion<'a> {
+    /// The policy, as TOML (already checked).
+    pub toml: &'a str,
+    /// Its hash.
+    pub hash: &'a str,
+    /// Who stores it.
+    pub author: &'a str,
+    /// When.
+    pub at: Timestamp,
+    /// Why, if the collector knows.
+    pub note: Option<&'a str>,
+}
+
+/// What storing a version did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyPut {
+    /// A new version is in force.
+    Stored(PolicyVersion),
+    /// The text is the one in force already: no new version.
+    Unchanged(PolicyVersion),
+    /// The condition failed: the policy exists and no version was named (`current` is the
+    /// version in force), another version is in force than the one named, or a version was
+    /// named for a policy that does not exist (`current` is none).
+    Precondition {
+        /// The hash of the version in force, if the policy exists.
+        current: Option<String>,
+    },
+}
+
+/// Whether `name` may name a policy: 1 to 64 of ASCII letters, digits, `.`, `_` and `-`,
+/// not starting with `.` (it appears in URLs and file names).
+pub fn valid_policy_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn prefix(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + name.len() + 9);
+    k.push(POLICY);
+    // Names are at most 64 bytes (checked before any key is made).
+    k.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn head_key(name: &str) -> Vec<u8> {
+    let mut k = prefix(name);
+    k.push(b'h');
+    k
+}
+
+fn version_key(name: &str, version: u64) -> Vec<u8> {
+    let mut k = prefix(name);
+    k.push(b'v');
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
+
+fn check_name(name: &str) -> Result<(), StoreError> {
+    if valid_policy_name(name) {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid {
+            field: "name".into(),
+            message: format!(
+                "{name:?} (expected 1 to 64 letters, digits, '.', '_' or '-', not starting with '.')"
+            ),
+        })
+    }
+}
+
+impl<K: Kv> Store<K> {
+    /// Stores a new version of policy `name` if `if_match` names the version in force (none for
+    /// a new policy); the text in force again makes no version.
+    pub fn put_policy(
+        &self,
+        name: &str,
+        new: NewVersion<'_>,
+        if_match: Option<&str>,
+    ) -> Result<PolicyPut, StoreError> {
+        check_name(name)?;
+        if new.toml.len() > MAX_POLICY_BYTES {
+            return Err(StoreError::Invalid {
+                field: "policy".into(),
+                message: format!(
+                    "{} bytes (expected at most {MAX_POLICY_BYTES})",
+                    new.toml.len()
+                ),
+            });
+        }
+        let _writer = self.writer.lock().map_err(|_| poisoned())?;
+        let head = self.policy_head(name)?;
+        match (&head, if_match) {
+            (Some(h), Some(wanted)) if h.hash == wanted => {}
+            (None, None) => {}
+            (h, _) => {
+                return Ok(PolicyPut::Precondition {
+                    current: h.as_ref().map(|h| h.hash.clone()),
+                });
+            }
+        }
+        if let Some(h) = &head
+            && h.hash == new.hash
+        {
+            let current = self
+                .policy_version(name, h.version)?
+                .ok_or_else(|| StoreError::Corrupt(format!("policy {name:?} lost its head")))?;
+            return Ok(PolicyPut::Unchanged(current));
+        }
+        if head.is_none() && self.policy_count()? >= MAX_POLICIES {
+            return Err(StoreError::Invalid {
+                field: "name".into(),
+                message: format!(
+                    "a new policy, but the collector holds {MAX_POLICIES} already (expected a change to one of them)"
+                ),
+            });
+        }
+        let version = head.as_ref().map_or(1, |h| h.version + 1);
+        let stored = PolicyVersion {
+            version,
+            hash: new.hash.to_string(),
+            toml: new.toml.to_string(),
+            author: new.author.to_string(),
+            at: new.at,
+            note: new.note.map(str::to_string),
+        };
+        let mut b = Batch::new();
+        b.put(
+            version_key(name, version),
+            serde_json::to_vec(&stored).map_err(corrupt)?,
+        );
+        b.put(
+            head_key(name),
+            serde_json::to_vec(&Head {
+                version,
+                hash: stored.hash.clone(),
+            })
+            .map_err(corrupt)?,
+        );
+        if version > MAX_VERSIONS {
+            b.delete(version_key(name, version - MAX_VERSIONS));
+        }
+        self.kv.apply(b)?;
+        self.kv.flush()?;
+        Ok(PolicyPut::Stored(stored))
+    }
+
+    /// The version of `name` in force.
+    pub fn policy(&self, name: &str) -> Result<Option<PolicyVersion>, StoreError> {
+        check_name(name)?;
+        match self.policy_head(name)? {
+            Some(h) => self.policy_version(name, h.version),
+            None => Ok(None),
+        }
+    }
+
+    /// Version `version` of `name`, if kept.
+    pub fn policy_version(
+        &self,
+        name: &str,
+        version: u64,
+    ) -> Result<Option<PolicyVersion>, StoreError> {
+        check_name(name)?;
+        self.kv
+            .get(&version_key(name, version))?
+            .map(|v| serde_json::from_slice(&v).map_err(corrupt))
+            .transpose()
+    }
+
+    /// The kept versions of `name`, newest first (at most `limit`).
+    pub fn policy_history(
+        &self,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<PolicyVersion>, StoreError> {
+        check_name(name)?;
+        let mut start = prefix(name);
+        start.push(b'v');
+        let mut end = start.clone();
+        end.extend_from_slice(&[0xff; 9]);
+        self.kv
+            .range(
+                Bound::Included(&start[..]),
+                Bound::Excluded(&end[..]),
+                Order::Descending,
+                limit,
+            )?
+            .into_iter()
+            .map(|(_, v)| serde_json::from_slice(&v).map_err(corrupt))
+            .collect()
+    }
+
+    /// Every policy and the version in force, by name.
+    pub fn policies(&self) -> Result<Vec<PolicySummary>, StoreError> {
+        let mut out = Vec::new();
+        for name in self.policy_names()? {
+            if let Some(v) = self.policy(&name)? {
+                out.push(PolicySummary {
+                    name,
+                    version: v.version,
+                    hash: v.hash,
+                    author: v.author,
+                    at: v.at,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn policy_head(&self, name: &str) -> Result<Option<Head>, StoreError> {
+        self.kv
+            .get(&head_key(name))?
+            .map(|v| serde_json::from_slice(&v).map_err(corrupt))
+            .transpose()
+    }
+
+    fn policy_count(&self) -> Result<usize, StoreError> {
+        Ok(self.policy_names()?.len())
+    }
+
+    /// The names of the policies, in key order (by length, then bytes), from their heads: one
+    /// key read per name, skipping each policy's versions.
+    fn policy_names(&self) -> Result<Vec<String>, StoreError> {
+        let mut names = Vec::new();
+        let mut from = vec![POLICY];
+        loop {
+            let next = self.kv.range(
+                Bound::Excluded(&from[..]),
+                Bound::Excluded(&[POLICY + 1][..]),
+                Order::Ascending,
+                1,
+            )?;
+            let Some((key, _)) = next.into_iter().next() else {
+                break;
+            };
+            let len = usize::from(*key.get(1).unwrap_or(&0));
+            let name = key
+                .get(2..2 + len)
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .ok_or_else(|| StoreError::Corrupt("a policy key without a name".into()))?
+                .to_string();
+            if self.policy_head(&name)?.is_some() {
+                names.push(name.clone());
+            }
+            // Past every key of this name: its prefix followed by the highest tag.
+            from = prefix(&name);
+            from.push(0xff);
+            if names.len() > MAX_POLICIES {
+                break;
+            }
+        }
+        Ok(names)
+    }
+}
+
+#[cfg(test)]
+mod tests;
