@@ -24,7 +24,8 @@ pub struct Event {
     /// When (the collector's clock).
     pub ts: Timestamp,
     /// What: `login`, `login_failed`, `login_throttled`, `logout`, `incident_acknowledged`,
-    /// `incident_resolved`, `enroll`, `revoke`, `rotate_cert`.
+    /// `incident_resolved`, `enroll`, `revoke`, `rotate_cert`, `policy_stored`,
+    /// `policy_rolled_back`.
     pub event: &'static str,
     /// Who: the credential's name (absent when nobody was recognised).
     #[serde(skip_serializing_if = "Option::is_none")]

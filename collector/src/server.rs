@@ -48,6 +48,7 @@ mod detail;
 mod download;
 mod evidence;
 mod map;
+mod policies;
 mod session;
 mod stats;
 mod throttle;
@@ -195,6 +196,19 @@ pub fn router<K: Kv>(state: Shared<K>) -> Router {
         .route("/api/v1/agents", get(agents::<K>))
         .route("/api/v1/posture", get(posture_route::<K>))
         .route("/api/v1/map", get(map::map::<K>))
+        .route("/api/v1/policies", get(policies::list::<K>))
+        .route(
+            "/api/v1/policies/{name}",
+            get(policies::get::<K>).put(policies::put::<K>),
+        )
+        .route(
+            "/api/v1/policies/{name}/history",
+            get(policies::history::<K>),
+        )
+        .route(
+            "/api/v1/policies/{name}/rollback",
+            post(policies::rollback::<K>),
+        )
         .route("/api/v1/stats/timeline", get(stats::timeline::<K>))
         .route("/api/v1/stats/top", get(stats::top::<K>))
         .route("/api/v1/stats/techniques", get(stats::techniques::<K>))

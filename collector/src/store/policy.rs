@@ -265,6 +265,37 @@ impl<K: Kv> Store<K> {
             .collect()
     }
 
+    /// The newest kept version of `name` whose hash is `hash`, read a few versions at a time.
+    pub fn policy_version_by_hash(
+        &self,
+        name: &str,
+        hash: &str,
+    ) -> Result<Option<PolicyVersion>, StoreError> {
+        check_name(name)?;
+        let mut start = prefix(name);
+        start.push(b'v');
+        let mut end = start.clone();
+        end.extend_from_slice(&[0xff; 9]);
+        loop {
+            let page = self.kv.range(
+                Bound::Included(&start[..]),
+                Bound::Excluded(&end[..]),
+                Order::Descending,
+                8,
+            )?;
+            let Some((last, _)) = page.last() else {
+                return Ok(None);
+            };
+            end = last.clone();
+            for (_, v) in &page {
+                let version: PolicyVersion = serde_json::from_slice(v).map_err(corrupt)?;
+                if version.hash == hash {
+                    return Ok(Some(version));
+                }
+            }
+        }
+    }
+
     /// Every policy and the version in force, by name.
     pub fn policies(&self) -> Result<Vec<PolicySummary>, StoreError> {
         let mut out = Vec::new();

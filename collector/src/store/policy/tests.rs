@@ -151,4 +151,8 @@ fn only_the_newest_versions_are_kept() {
     assert_eq!(kept.first().map(|v| v.version), Some(MAX_VERSIONS + 5));
     assert_eq!(kept.last().map(|v| v.version), Some(6));
     assert_eq!(s.policy_version("hall", 5).unwrap(), None);
+    // Found by hash, the newest with it, however far back (read a few at a time).
+    let found = s.policy_version_by_hash("hall", "h6").unwrap().unwrap();
+    assert_eq!(found.version, 7);
+    assert_eq!(s.policy_version_by_hash("hall", "h1").unwrap(), None);
 }

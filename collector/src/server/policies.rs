@@ -1,0 +1,428 @@
+//! The policy API: policies kept by the collector ([`crate::store::policy`]), read by viewers
+//! and admins, changed by admins.
+//!
+//! - `GET /api/v1/policies`: every policy and its version in force.
+//! - `GET /api/v1/policies/{name}`: the TOML in force, `ETag` its hash.
+//! - `PUT /api/v1/policies/{name}`: a new version (`Content-Type: application/toml`), checked
+//!   by the same checker as `otwatch-agent check`: 400 with the line, column, field and what
+//!   was expected; warnings in the reply. Changing a policy that exists needs `If-Match` with
+//!   the ETag of the version in force (428 without, 412 when another is in force).
+//! - `GET /api/v1/policies/{name}/history`: the kept versions, newest first, each with a
+//!   unified diff from the version before it.
+//! - `POST /api/v1/policies/{name}/rollback` (`{"version": "HASH or NUMBER"}`): the text of a
+//!   kept version becomes a new version.
+//!
+//! Every change is an audit record (`policy_stored`, `policy_rolled_back`).
+
+use std::net::IpAddr;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use otwatch_rules::policy::Policy;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::session::Source;
+use super::{ApiError, Shared, authorize, blocking, body_bytes, now};
+use crate::audit::{self, detail};
+use crate::kv::Kv;
+use crate::store::Action;
+use crate::store::policy::{
+    MAX_POLICY_BYTES, NewVersion, PolicyPut, PolicyVersion, valid_policy_name,
+};
+
+/// The media type of a policy.
+const TOML: &str = "application/toml";
+
+fn named(name: &str) -> Result<(), ApiError> {
+    if valid_policy_name(name) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "name: {name:?} (expected 1 to 64 letters, digits, '.', '_' or '-', not starting with '.')"
+        )))
+    }
+}
+
+fn etag(hash: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{hash}\"")).unwrap_or(HeaderValue::from_static("\"\""))
+}
+
+/// The version an `If-Match` header names (its first entity tag, quotes and a weak prefix
+/// taken off); `*` names whatever is in force.
+fn if_match(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::bad_request("If-Match: not ASCII (expected an ETag)"))?;
+    let first = text.split(',').next().unwrap_or("").trim();
+    let tag = first.trim_start_matches("W/").trim_matches('"');
+    if tag.is_empty() {
+        return Err(ApiError::bad_request(
+            "If-Match: empty (expected the ETag of the version in force)",
+        ));
+    }
+    Ok(Some(tag.to_string()))
+}
+
+/// `GET /api/v1/policies`.
+pub(super) async fn list<K: Kv>(
+    State(state): State<Shared<K>>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&state, &headers, Action::Read)?;
+    let store = state.store.clone();
+    Ok(axum::Json(blocking(move || store.policies()).await?))
+}
+
+/// `GET /api/v1/policies/{name}`.
+pub(super) async fn get<K: Kv>(
+    State(state): State<Shared<K>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Action::Read)?;
+    named(&name)?;
+    let store = state.store.clone();
+    let wanted = name.clone();
+    let Some(version) = blocking(move || store.policy(&wanted)).await? else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("policy {name:?} not found"),
+        ));
+    };
+    let mut response = version.toml.into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(TOML));
+    h.insert(header::ETAG, etag(&version.hash));
+    Ok(response)
+}
+
+/// `PUT /api/v1/policies/{name}`.
+pub(super) async fn put<K: Kv>(
+    State(state): State<Shared<K>>,
+    Source(source): Source,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let principal = authorize(&state, &headers, Action::Change)?;
+    named(&name)?;
+    let is_toml = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(TOML));
+    if !is_toml {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type: expected {TOML}"),
+        ));
+    }
+    let wanted = if_match(&headers)?;
+    let asked = wanted.is_some();
+    let bytes = body_bytes(&state, body).await?;
+    if bytes.len() > MAX_POLICY_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "policy: {} bytes (expected at most {MAX_POLICY_BYTES})",
+                bytes.len()
+            ),
+        ));
+    }
+    let text = String::from_utf8(bytes.to_vec())
+        .map_err(|_| ApiError::bad_request("policy: not UTF-8 (expected TOML text)"))?;
+    let (policy, warnings) = match Policy::parse(&text, &format!("{name}.toml")) {
+        Ok(parsed) => parsed,
+        Err(e) => return Ok(refused(&e)),
+    };
+    let store = state.store.clone();
+    let (author, key, hash) = (principal.name.clone(), name.clone(), policy.hash.clone());
+    let put = blocking(move || {
+        store.put_policy(
+            &key,
+            NewVersion {
+                toml: &text,
+                hash: &hash,
+                author: &author,
+                at: now(),
+                note: None,
+            },
+            wanted.as_deref(),
+        )
+    })
+    .await?;
+    let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    stored(
+        &state,
+        source,
+        &principal.name,
+        &name,
+        put,
+        asked,
+        warnings,
+        None,
+    )
+    .await
+}
+
+/// 400 for a policy the checker refuses: where and what, as fields and as one line.
+fn refused(e: &otwatch_rules::policy::PolicyError) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({
+            "error": e.to_string(),
+            "line": e.line,
+            "column": e.column,
+            "field": e.field,
+            "message": e.message,
+        })),
+    )
+        .into_response()
+}
+
+/// The reply to a store of a version, audited when something changed; `asked` says whether
+/// the request named a version (`If-Match`).
+#[allow(clippy::too_many_arguments)]
+async fn stored<K: Kv>(
+    state: &Shared<K>,
+    source: Option<IpAddr>,
+    who: &str,
+    name: &str,
+    put: PolicyPut,
+    asked: bool,
+    warnings: Vec<String>,
+    rollback_to: Option<u64>,
+) -> Result<Response, ApiError> {
+    let (status, version, changed) = match put {
+        PolicyPut::Stored(v) if v.version == 1 => (StatusCode::CREATED, v, true),
+        PolicyPut::Stored(v) => (StatusCode::OK, v, true),
+        PolicyPut::Unchanged(v) => (StatusCode::OK, v, false),
+        PolicyPut::Precondition { current: None } => {
+            return Err(ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                format!(
+                    "If-Match: policy {name:?} does not exist (expected no If-Match to create it)"
+                ),
+            ));
+        }
+        PolicyPut::Precondition { current: Some(h) } if !asked => {
+            return Err(ApiError::new(
+                StatusCode::PRECONDITION_REQUIRED,
+                format!(
+                    "If-Match: required to change policy {name:?} (expected \"{h}\", the ETag of the version in force)"
+                ),
+            ));
+        }
+        PolicyPut::Precondition { current: Some(h) } => {
+            return Err(ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                format!(
+                    "If-Match: expected \"{h}\", the ETag of the version in force (GET the policy, then change that version)"
+                ),
+            ));
+        }
+    };
+    if changed {
+        let fields = detail([
+            ("policy", json!(name)),
+            ("version", json!(version.version)),
+            ("hash", json!(version.hash)),
+            ("restored", json!(rollback_to)),
+        ]);
+        audit::note_off_the_workers(
+            state.audit.clone(),
+            audit::Event {
+                ts: now(),
+                event: if rollback_to.is_some() {
+                    "policy_rolled_back"
+                } else {
+                    "policy_stored"
+                },
+                who: Some(who.to_string()),
+                source,
+                detail: fields,
+            },
+        )
+        .await;
+    }
+    let mut response = (
+        status,
+        axum::Json(json!({
+            "policy": name,
+            "version": version.version,
+            "hash": version.hash,
+            "changed": changed,
+            "warnings": warnings,
+        })),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::ETAG, etag(&version.hash));
+    Ok(response)
+}
+
+/// The query of a history: how many versions, newest first.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HistoryQuery {
+    /// 1 to [`MAX_HISTORY`], default 20.
+    limit: Option<usize>,
+}
+
+/// Most versions one history reply holds (each up to 256 KiB of TOML).
+const MAX_HISTORY: usize = 100;
+
+/// `GET /api/v1/policies/{name}/history`.
+pub(super) async fn history<K: Kv>(
+    State(state): State<Shared<K>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(query): Query<HistoryQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&state, &headers, Action::Read)?;
+    named(&name)?;
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=MAX_HISTORY).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit: {limit} (expected 1 to {MAX_HISTORY})"
+        )));
+    }
+    let store = state.store.clone();
+    let key = name.clone();
+    // One more than shown, for the diff of the oldest shown.
+    let mut versions = blocking(move || store.policy_history(&key, limit + 1)).await?;
+    let before_oldest = (versions.len() > limit).then(|| versions.remove(limit));
+    if versions.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("policy {name:?} not found"),
+        ));
+    }
+    let out: Vec<serde_json::Value> = versions
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            // The version before is the next one kept (newest first).
+            let before = versions.get(i + 1).or(before_oldest.as_ref());
+            let diff = before.map(|before| diff(before, v));
+            json!({
+                "version": v.version,
+                "hash": v.hash,
+                "author": v.author,
+                "at": v.at,
+                "note": v.note,
+                "diff": diff,
+            })
+        })
+        .collect();
+    Ok(axum::Json(out))
+}
+
+/// A unified diff from `before` to `after`.
+fn diff(before: &PolicyVersion, after: &PolicyVersion) -> String {
+    similar::TextDiff::from_lines(&before.toml, &after.toml)
+        .unified_diff()
+        .context_radius(3)
+        .header(
+            &format!("version {}", before.version),
+            &format!("version {}", after.version),
+        )
+        .to_string()
+}
+
+/// The body of a rollback.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rollback {
+    /// The version to restore: its hash (ETag) or its number.
+    version: String,
+}
+
+/// `POST /api/v1/policies/{name}/rollback`.
+pub(super) async fn rollback<K: Kv>(
+    State(state): State<Shared<K>>,
+    Source(source): Source,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let principal = authorize(&state, &headers, Action::Change)?;
+    named(&name)?;
+    let wanted = if_match(&headers)?;
+    let bytes = body_bytes(&state, body).await?;
+    let request: Rollback = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "malformed JSON body: {e} (expected {{\"version\": \"HASH or NUMBER\"}})"
+        ))
+    })?;
+    let store = state.store.clone();
+    let (key, asked) = (name.clone(), request.version.clone());
+    let (current, target) = blocking(move || {
+        let current = store.policy(&key)?;
+        let target = match asked.parse::<u64>() {
+            Ok(n) => store.policy_version(&key, n)?,
+            Err(_) => store.policy_version_by_hash(&key, &asked)?,
+        };
+        Ok((current, target))
+    })
+    .await?;
+    let Some(current) = current else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("policy {name:?} not found"),
+        ));
+    };
+    let target = target.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "version: {:?} is no kept version of policy {name:?} (expected a hash or a number from its history)",
+                    request.version
+                ),
+            )
+        })?;
+    // Checked again: what was valid then must be valid for today's checker.
+    let (policy, warnings) = match Policy::parse(&target.toml, &format!("{name}.toml")) {
+        Ok(parsed) => parsed,
+        Err(e) => return Ok(refused(&e)),
+    };
+    let store = state.store.clone();
+    let (author, key, text) = (principal.name.clone(), name.clone(), target.toml.clone());
+    let note = format!("rollback to version {}", target.version);
+    let restored = target.version;
+    // Without If-Match, the rollback applies to the version in force when it was asked for.
+    let condition = wanted.unwrap_or_else(|| current.hash.clone());
+    let put = blocking(move || {
+        store.put_policy(
+            &key,
+            NewVersion {
+                toml: &text,
+                hash: &policy.hash,
+                author: &author,
+                at: now(),
+                note: Some(&note),
+            },
+            Some(&condition),
+        )
+    })
+    .await?;
+    let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    stored(
+        &state,
+        source,
+        &principal.name,
+        &name,
+        put,
+        true,
+        warnings,
+        Some(restored),
+    )
+    .await
+}

@@ -1,0 +1,251 @@
+//! The policy API: checked, conditional versions with history and rollback.
+use super::*;
+
+const HALL: &str =
+    "version = 1\nname = \"hall\"\n\n[[asset]]\nname = \"plc\"\naddress = \"10.0.0.20\"\n";
+
+impl Fixture {
+    /// A request with headers of its own.
+    async fn send_with(
+        &self,
+        method: Method,
+        uri: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {token}"));
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = router(self.state.clone())
+            .oneshot(request.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        Reply::of(response).await
+    }
+
+    async fn put_policy(&self, name: &str, text: &str, if_match: Option<&str>) -> Reply {
+        let mut headers = vec![("content-type", "application/toml")];
+        if let Some(m) = if_match {
+            headers.push(("if-match", m));
+        }
+        let uri = format!("/api/v1/policies/{name}");
+        self.send_with(Method::PUT, &uri, &self.admin.clone(), &headers, text)
+            .await
+    }
+}
+
+fn etag(r: &Reply) -> String {
+    r.headers["etag"].to_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_policy_is_stored_read_back_and_changed_only_against_the_version_in_force() {
+    let f = fixture();
+    let created = f.put_policy("hall", HALL, None).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.body["version"], 1);
+    let tag = etag(&created);
+    let read = f.get("/api/v1/policies/hall", &f.viewer).await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.body, Value::String(HALL.into()));
+    assert_eq!(read.headers["content-type"], "application/toml");
+    assert_eq!(etag(&read), tag);
+
+    let changed =
+        format!("{HALL}\n[[allow]]\nfrom = \"10.0.0.5\"\nto = \"plc\"\nfunctions = [\"read\"]\n");
+    // Without If-Match: 428 naming the version in force; with a stale one: 412.
+    let r = f.put_policy("hall", &changed, None).await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_REQUIRED, "{}", r.body);
+    assert!(
+        r.body["error"].as_str().unwrap().contains(&tag),
+        "{}",
+        r.body
+    );
+    let r = f.put_policy("hall", &changed, Some("\"0000\"")).await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "{}", r.body);
+    let r = f.put_policy("hall", &changed, Some(&tag)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        (r.body["version"].as_u64(), r.body["changed"].as_bool()),
+        (Some(2), Some(true))
+    );
+    let v2 = etag(&r);
+    // Someone else, still holding version 1's tag, is refused.
+    let r = f.put_policy("hall", HALL, Some(&tag)).await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
+    // The same text again: no new version.
+    let r = f.put_policy("hall", &changed, Some(&v2)).await;
+    assert_eq!(
+        (r.body["version"].as_u64(), r.body["changed"].as_bool()),
+        (Some(2), Some(false))
+    );
+
+    let list = f.get("/api/v1/policies", &f.viewer).await;
+    assert_eq!(list.body[0]["name"], "hall");
+    assert_eq!(list.body[0]["version"], 2);
+    assert_eq!(list.body[0]["author"], "lead");
+    // The history shows each version, who stored it and what changed.
+    let history = f.get("/api/v1/policies/hall/history", &f.viewer).await;
+    assert_eq!(history.body.as_array().unwrap().len(), 2);
+    let diff = history.body[0]["diff"].as_str().unwrap();
+    assert!(
+        diff.contains("+[[allow]]") && diff.contains("version 1"),
+        "{diff}"
+    );
+    assert_eq!(history.body[1]["diff"], Value::Null);
+    // One version shown: still diffed against the one before it.
+    let newest = f
+        .get("/api/v1/policies/hall/history?limit=1", &f.viewer)
+        .await;
+    assert_eq!(newest.body.as_array().unwrap().len(), 1);
+    assert_eq!(newest.body[0]["diff"], history.body[0]["diff"]);
+    let r = f
+        .get("/api/v1/policies/hall/history?limit=101", &f.viewer)
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.body["error"].as_str().unwrap().starts_with("limit: "),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn a_broken_policy_is_refused_with_its_line_column_and_field() {
+    let f = fixture();
+    let broken =
+        "version = 1\n\n[[allow]]\nfrom = \"10.0.0.5\"\nto = \"nowhere\"\nfunctions = [\"read\"]\n";
+    let r = f.put_policy("hall", broken, None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.body["line"].as_u64().unwrap() >= 1, "{}", r.body);
+    assert!(r.body["column"].as_u64().unwrap() >= 1, "{}", r.body);
+    assert!(
+        r.body["field"].as_str().unwrap().starts_with("allow[0]"),
+        "{}",
+        r.body
+    );
+    assert!(!r.body["message"].as_str().unwrap().is_empty());
+    let r = f.put_policy("hall", "version = 1\nnot toml [", None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["field"], "toml", "{}", r.body);
+    // Nothing was stored.
+    assert_eq!(
+        f.get("/api/v1/policies/hall", &f.viewer).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // Not TOML by its type, not UTF-8, a bad name: each refused naming why.
+    let r = f
+        .send_with(
+            Method::PUT,
+            "/api/v1/policies/hall",
+            &f.admin.clone(),
+            &[("content-type", "application/json")],
+            HALL,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let r = f.put_policy(".hidden", HALL, None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.body["error"].as_str().unwrap().starts_with("name: "),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn a_rollback_restores_an_old_text_as_a_new_version() {
+    let f = fixture();
+    let v1 = etag(&f.put_policy("hall", HALL, None).await);
+    let newer = HALL.replace("10.0.0.20", "10.0.0.21");
+    let v2 = etag(&f.put_policy("hall", &newer, Some(&v1)).await);
+    let hash1 = v1.trim_matches('"').to_string();
+    let r = f
+        .send_with(
+            Method::POST,
+            "/api/v1/policies/hall/rollback",
+            &f.admin.clone(),
+            &[("content-type", "application/json")],
+            &json!({ "version": hash1 }).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["version"], 3);
+    assert_eq!(etag(&r), v1, "version 1's text, so version 1's hash");
+    assert_ne!(etag(&r), v2);
+    let read = f.get("/api/v1/policies/hall", &f.viewer).await;
+    assert_eq!(read.body, Value::String(HALL.into()));
+    let history = f.get("/api/v1/policies/hall/history", &f.viewer).await;
+    assert_eq!(history.body[0]["note"], "rollback to version 1");
+    // By number too; an unknown version is 404 naming it.
+    let r = f
+        .send_with(
+            Method::POST,
+            "/api/v1/policies/hall/rollback",
+            &f.admin.clone(),
+            &[],
+            r#"{"version": "2"}"#,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["version"].as_u64()),
+        (StatusCode::OK, Some(4))
+    );
+    let r = f
+        .send_with(
+            Method::POST,
+            "/api/v1/policies/hall/rollback",
+            &f.admin.clone(),
+            &[],
+            r#"{"version": "99"}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(
+        r.body["error"].as_str().unwrap().starts_with("version: "),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn viewers_read_policies_and_only_admins_change_them() {
+    let f = fixture();
+    f.put_policy("hall", HALL, None).await;
+    for token in [f.viewer.clone(), f.agent.clone()] {
+        let r = f
+            .send_with(
+                Method::PUT,
+                "/api/v1/policies/hall",
+                &token,
+                &[("content-type", "application/toml")],
+                HALL,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let r = f
+            .send_with(
+                Method::POST,
+                "/api/v1/policies/hall/rollback",
+                &token,
+                &[],
+                r#"{"version": "1"}"#,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+    }
+    assert_eq!(
+        f.get("/api/v1/policies", &f.viewer).await.status,
+        StatusCode::OK
+    );
+    // Agents get no policy from this API (an agent's own assigned policy comes later).
+    assert_eq!(
+        f.get("/api/v1/policies/hall", &f.agent).await.status,
+        StatusCode::FORBIDDEN
+    );
+}
