@@ -198,6 +198,10 @@ pub fn router<K: Kv>(state: Shared<K>) -> Router {
         .route("/api/v1/map", get(map::map::<K>))
         .route("/api/v1/policies", get(policies::list::<K>))
         .route(
+            "/api/v1/agents/{agent}/policy",
+            get(policies::assigned::<K>).put(policies::assign::<K>),
+        )
+        .route(
             "/api/v1/policies/{name}",
             get(policies::get::<K>).put(policies::put::<K>),
         )
@@ -490,8 +494,19 @@ async fn heartbeat<K: Kv>(
     .await?;
     validate::heartbeat(&hb).map_err(|e| invalid(&state, e))?;
     let store = state.store.clone();
-    blocking(move || store.heartbeat(&hb, now())).await?;
-    Ok(axum::Json(json!({ "ok": true })))
+    // The answer names the agent's assigned policy and its version in force, so an agent that
+    // follows the collector's policy fetches it when that changes.
+    let policy = blocking(move || {
+        store.heartbeat(&hb, now())?;
+        let Some(name) = store.assigned_policy(&hb.agent)? else {
+            return Ok(None);
+        };
+        Ok(store
+            .policy(&name)?
+            .map(|v| json!({ "name": name, "hash": v.hash })))
+    })
+    .await?;
+    Ok(axum::Json(json!({ "ok": true, "policy": policy })))
 }
 
 /// Turns query parameters into an alert filter, naming any bad or unknown parameter.

@@ -858,6 +858,7 @@ pub fn allowed(role: Role, action: Action) -> bool {
         Action::Ingest => role == Role::Agent,
         Action::Read => role.can_read(),
         Action::Change => role == Role::Admin,
+        Action::ReadPolicy => role == Role::Agent || role.can_read(),
     }
 }
 
@@ -870,6 +871,9 @@ pub enum Action {
     Read,
     /// Acknowledge or resolve incidents.
     Change,
+    /// Read the policy assigned to an agent: viewers and admins any agent's, an agent its own
+    /// only (the caller checks the name).
+    ReadPolicy,
 }
 
 #[cfg(test)]

@@ -11,8 +11,13 @@
 //!   unified diff from the version before it.
 //! - `POST /api/v1/policies/{name}/rollback` (`{"version": "HASH or NUMBER"}`): the text of a
 //!   kept version becomes a new version.
+//! - `PUT /api/v1/agents/{agent}/policy` (`{"policy": "NAME"}`, or `null` to take it away):
+//!   assigns a policy to an agent (admin).
+//! - `GET /api/v1/agents/{agent}/policy`: the TOML of the policy assigned to the agent, `ETag`
+//!   its hash: viewers and admins read any agent's, an agent its own only. The answer to an
+//!   agent's heartbeat names it and its hash.
 //!
-//! Every change is an audit record (`policy_stored`, `policy_rolled_back`).
+//! Every change is an audit record (`policy_stored`, `policy_rolled_back`, `policy_assigned`).
 
 use std::net::IpAddr;
 
@@ -29,6 +34,7 @@ use super::{ApiError, Shared, authorize, blocking, body_bytes, now};
 use crate::audit::{self, detail};
 use crate::kv::Kv;
 use crate::store::Action;
+use crate::store::model::Role;
 use crate::store::policy::{
     MAX_POLICY_BYTES, NewVersion, PolicyPut, PolicyVersion, valid_policy_name,
 };
@@ -425,4 +431,96 @@ pub(super) async fn rollback<K: Kv>(
         Some(restored),
     )
     .await
+}
+
+/// The body of an assignment.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Assignment {
+    /// The policy's name; `null` takes the assignment away.
+    policy: Option<String>,
+}
+
+/// `PUT /api/v1/agents/{agent}/policy`.
+pub(super) async fn assign<K: Kv>(
+    State(state): State<Shared<K>>,
+    Source(source): Source,
+    headers: HeaderMap,
+    Path(agent): Path<String>,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
+    let principal = authorize(&state, &headers, Action::Change)?;
+    let bytes = body_bytes(&state, body).await?;
+    let request: Assignment = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "malformed JSON body: {e} (expected {{\"policy\": \"NAME\"}} or {{\"policy\": null}})"
+        ))
+    })?;
+    if let Some(p) = &request.policy {
+        named(p).map_err(|_| {
+            ApiError::bad_request(format!(
+                "policy: {p:?} (expected the name of a policy the collector keeps)"
+            ))
+        })?;
+    }
+    let store = state.store.clone();
+    let (key, policy) = (agent.clone(), request.policy.clone());
+    blocking(move || store.assign_policy(&key, policy.as_deref())).await?;
+    audit::note_off_the_workers(
+        state.audit.clone(),
+        audit::Event {
+            ts: now(),
+            event: "policy_assigned",
+            who: Some(principal.name.clone()),
+            source,
+            detail: detail([("agent", json!(agent)), ("policy", json!(request.policy))]),
+        },
+    )
+    .await;
+    Ok(axum::Json(
+        json!({ "agent": agent, "policy": request.policy }),
+    ))
+}
+
+/// `GET /api/v1/agents/{agent}/policy`.
+pub(super) async fn assigned<K: Kv>(
+    State(state): State<Shared<K>>,
+    headers: HeaderMap,
+    Path(agent): Path<String>,
+) -> Result<Response, ApiError> {
+    let principal = authorize(&state, &headers, Action::ReadPolicy)?;
+    if principal.role == Role::Agent && principal.name != agent {
+        state
+            .metrics
+            .refused
+            .with_label_values(&["forbidden"])
+            .inc();
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "an agent may read only its own policy",
+        ));
+    }
+    let store = state.store.clone();
+    let key = agent.clone();
+    let found = blocking(move || {
+        let Some(name) = store.assigned_policy(&key)? else {
+            return Ok(None);
+        };
+        Ok(store.policy(&name)?.map(|v| (name, v)))
+    })
+    .await?;
+    let Some((name, version)) = found else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no policy is assigned to agent {agent:?}"),
+        ));
+    };
+    let mut response = version.toml.into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(TOML));
+    h.insert(header::ETAG, etag(&version.hash));
+    if let Ok(v) = HeaderValue::from_str(&name) {
+        h.insert("x-otwatch-policy", v);
+    }
+    Ok(response)
 }

@@ -20,6 +20,7 @@
 //! | `Q` | `Q` + alert id (16) + `p` | the alert's evidence pcap |
 //! | `L` | `L` + name length (1) + name + `h` | the policy's version in force ([`super::policy`]) |
 //! | `L` | `L` + name length (1) + name + `v` + version (8) | a version of the policy |
+//! | `B` | `B` + agent name | the name of the policy assigned to the agent |
 //!
 //! Index keys are prefix-free: the value's length comes before it, so no value's postings sort
 //! among another's, whatever bytes either holds (schema 2 ended a value with a `0` byte, and an
@@ -66,6 +67,8 @@ pub const CONVERSATION: u8 = b'V';
 pub const EVIDENCE: u8 = b'Q';
 /// Policies and their versions.
 pub const POLICY: u8 = b'L';
+/// Policies assigned to agents.
+pub const ASSIGNMENT: u8 = b'B';
 
 /// A conversation's key: the master's length first, so no pair's key is another's prefix.
 pub fn conversation(master: IpAddr, slave: IpAddr) -> Vec<u8> {

@@ -10,13 +10,15 @@
 //!
 //! Keys (namespace `L`): `L` + name length (1) + name + `h` holds the head (the version in
 //! force and its hash); `L` + name length + name + `v` + version number (8) holds a version.
+//! Assignments (namespace `B`): `B` + agent name holds the name of the agent's policy; at most
+//! [`MAX_ASSIGNMENTS`].
 
 use std::ops::Bound;
 
 use otwatch_rules::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::keys::POLICY;
+use super::keys::{ASSIGNMENT, POLICY, named};
 use super::{Store, StoreError, corrupt, poisoned};
 use crate::kv::{Batch, Kv, Order};
 
@@ -26,6 +28,8 @@ pub const MAX_POLICIES: usize = 256;
 pub const MAX_POLICY_BYTES: usize = 256 << 10;
 /// Most versions kept per policy: the oldest go first.
 pub const MAX_VERSIONS: u64 = 1000;
+/// Most agents with a policy assigned.
+pub const MAX_ASSIGNMENTS: usize = 10_000;
 
 /// One version of a policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -311,6 +315,70 @@ impl<K: Kv> Store<K> {
             }
         }
         Ok(out)
+    }
+
+    /// Assigns policy `policy` to agent `agent` (which must be a valid agent name), or takes
+    /// its assignment away (`None`). The policy must exist.
+    pub fn assign_policy(&self, agent: &str, policy: Option<&str>) -> Result<(), StoreError> {
+        otwatch_rules::validate::agent_name("agent", agent).map_err(|e| StoreError::Invalid {
+            field: e.field,
+            message: format!("{} is not valid (expected {})", e.found, e.expected),
+        })?;
+        let _writer = self.writer.lock().map_err(|_| poisoned())?;
+        let key = named(ASSIGNMENT, agent.as_bytes());
+        let mut b = Batch::new();
+        match policy {
+            Some(p) => {
+                check_name(p)?;
+                if self.policy_head(p)?.is_none() {
+                    return Err(StoreError::NotFound(format!("policy {p:?}")));
+                }
+                if self.kv.get(&key)?.is_none() && self.assignments()?.len() >= MAX_ASSIGNMENTS {
+                    return Err(StoreError::Invalid {
+                        field: "agent".into(),
+                        message: format!(
+                            "{MAX_ASSIGNMENTS} agents have a policy already (expected one of them)"
+                        ),
+                    });
+                }
+                b.put(key, p.as_bytes().to_vec());
+            }
+            None => b.delete(key),
+        }
+        self.kv.apply(b)?;
+        self.kv.flush()?;
+        Ok(())
+    }
+
+    /// The name of the policy assigned to `agent`, if any.
+    pub fn assigned_policy(&self, agent: &str) -> Result<Option<String>, StoreError> {
+        self.kv
+            .get(&named(ASSIGNMENT, agent.as_bytes()))?
+            .map(|v| {
+                String::from_utf8(v)
+                    .map_err(|_| StoreError::Corrupt("an assignment that is not UTF-8".into()))
+            })
+            .transpose()
+    }
+
+    /// Every assignment: (agent, policy), by agent name.
+    pub fn assignments(&self) -> Result<Vec<(String, String)>, StoreError> {
+        crate::kv::scan_prefix(
+            &self.kv,
+            &[ASSIGNMENT],
+            Order::Ascending,
+            MAX_ASSIGNMENTS + 1,
+        )?
+        .into_iter()
+        .map(|(k, v)| {
+            let text = |b: &[u8]| {
+                std::str::from_utf8(b)
+                    .map(str::to_string)
+                    .map_err(|_| StoreError::Corrupt("an assignment that is not UTF-8".into()))
+            };
+            Ok((text(k.get(1..).unwrap_or_default())?, text(&v)?))
+        })
+        .collect()
     }
 
     fn policy_head(&self, name: &str) -> Result<Option<Head>, StoreError> {

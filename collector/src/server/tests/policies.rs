@@ -39,6 +39,21 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    /// Assigns `policy` to agent a1, as the admin.
+    async fn assign(&self, policy: Value) -> Reply {
+        let body = json!({ "policy": policy }).to_string();
+        self.send_with(
+            Method::PUT,
+            "/api/v1/agents/a1/policy",
+            &self.admin.clone(),
+            &[("content-type", "application/json")],
+            &body,
+        )
+        .await
+    }
+}
+
 fn etag(r: &Reply) -> String {
     r.headers["etag"].to_str().unwrap().to_string()
 }
@@ -247,5 +262,86 @@ async fn viewers_read_policies_and_only_admins_change_them() {
     assert_eq!(
         f.get("/api/v1/policies/hall", &f.agent).await.status,
         StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn an_assigned_policy_is_named_in_the_heartbeat_answer_and_read_by_its_agent_only() {
+    let f = fixture();
+    let created = f.put_policy("hall", HALL, None).await;
+    let tag = etag(&created);
+    // No assignment yet: the heartbeat answer names none, the agent reads none.
+    let heartbeat = serde_json::to_string(&otwatch_rules::wire::Heartbeat {
+        agent: "a1".into(),
+        version: "test".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let beat = || f.send_with(Method::POST, "/api/v1/heartbeat", &f.agent, &[], &heartbeat);
+    assert_eq!(beat().await.body["policy"], Value::Null);
+    assert_eq!(
+        f.get("/api/v1/agents/a1/policy", &f.agent).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // An unknown policy cannot be assigned; a known one can, by an admin only.
+    let r = f.assign(json!("nowhere")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    let r = f
+        .send_with(
+            Method::PUT,
+            "/api/v1/agents/a1/policy",
+            &f.viewer.clone(),
+            &[],
+            r#"{"policy": "hall"}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(f.assign(json!("hall")).await.status, StatusCode::OK);
+    let answer = beat().await;
+    assert_eq!(answer.body["policy"]["name"], "hall");
+    assert_eq!(
+        format!("\"{}\"", answer.body["policy"]["hash"].as_str().unwrap()),
+        tag
+    );
+    // The agent reads its own policy; a viewer reads any; another agent's is refused.
+    let own = f.get("/api/v1/agents/a1/policy", &f.agent).await;
+    assert_eq!(own.status, StatusCode::OK);
+    assert_eq!(own.body, Value::String(HALL.into()));
+    assert_eq!(etag(&own), tag);
+    assert_eq!(own.headers["x-otwatch-policy"], "hall");
+    assert_eq!(
+        f.get("/api/v1/agents/a1/policy", &f.viewer).await.status,
+        StatusCode::OK
+    );
+    let other = f.get("/api/v1/agents/a2/policy", &f.agent).await;
+    assert_eq!(other.status, StatusCode::FORBIDDEN);
+    // A new version is named by the next heartbeat answer.
+    let newer = HALL.replace("10.0.0.20", "10.0.0.21");
+    let v2 = etag(&f.put_policy("hall", &newer, Some(&tag)).await);
+    assert_eq!(
+        format!(
+            "\"{}\"",
+            beat().await.body["policy"]["hash"].as_str().unwrap()
+        ),
+        v2
+    );
+    // Taken away: none again.
+    assert_eq!(f.assign(Value::Null).await.status, StatusCode::OK);
+    assert_eq!(beat().await.body["policy"], Value::Null);
+    // A bad agent name is refused naming the field.
+    let r = f
+        .send_with(
+            Method::PUT,
+            "/api/v1/agents/bad%0Aname/policy",
+            &f.admin.clone(),
+            &[],
+            r#"{"policy": "hall"}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(
+        r.body["error"].as_str().unwrap().starts_with("agent: "),
+        "{}",
+        r.body
     );
 }
