@@ -63,7 +63,7 @@ impl std::fmt::Display for CrossSite {
             ),
             Self::NotJson(t) => write!(
                 f,
-                "Content-Type: {t:?} is not allowed (expected application/json on a change made with the session cookie)"
+                "Content-Type: {t:?} is not allowed (expected application/json, or application/toml for a policy, on a change made with the session cookie)"
             ),
         }
     }
@@ -90,7 +90,8 @@ pub fn same_origin(headers: &HeaderMap, https: bool) -> Result<(), CrossSite> {
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
-    if essence != "application/json" {
+    // Types a form cannot send (each needs a CORS preflight): JSON, and TOML for policies.
+    if essence != "application/json" && essence != "application/toml" {
         return Err(CrossSite::NotJson(content_type));
     }
     Ok(())

@@ -22,6 +22,7 @@
 use std::net::IpAddr;
 
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -56,23 +57,59 @@ fn etag(hash: &str) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{hash}\"")).unwrap_or(HeaderValue::from_static("\"\""))
 }
 
-/// The version an `If-Match` header names (its first entity tag, quotes and a weak prefix
-/// taken off); `*` names whatever is in force.
-fn if_match(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get(header::IF_MATCH) else {
+/// What an `If-Match` header asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum IfMatch {
+    /// `*`: whatever version is in force (the policy must exist).
+    Any,
+    /// One of these versions (strong entity tags, quotes off; weak ones never match).
+    Tags(Vec<String>),
+}
+
+/// The `If-Match` headers, every list entry of each (RFC 9110).
+fn if_match(headers: &HeaderMap) -> Result<Option<IfMatch>, ApiError> {
+    let mut tags = Vec::new();
+    let mut any = false;
+    let mut present = false;
+    for value in headers.get_all(header::IF_MATCH) {
+        present = true;
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::bad_request("If-Match: not ASCII (expected an ETag)"))?;
+        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            if entry == "*" {
+                any = true;
+            } else if !entry.starts_with("W/") {
+                tags.push(entry.trim_matches('"').to_string());
+            }
+        }
+    }
+    Ok(match (present, any) {
+        (false, _) => None,
+        (true, true) => Some(IfMatch::Any),
+        (true, false) => Some(IfMatch::Tags(tags)),
+    })
+}
+
+/// The version the store is to find in force: the one `wanted` names if it is in force, the
+/// first named otherwise (so the store refuses with the version in force), none without
+/// `If-Match`.
+fn condition<K: Kv>(
+    store: &crate::store::Store<K>,
+    name: &str,
+    wanted: Option<IfMatch>,
+) -> Result<Option<String>, crate::store::StoreError> {
+    let Some(wanted) = wanted else {
         return Ok(None);
     };
-    let text = value
-        .to_str()
-        .map_err(|_| ApiError::bad_request("If-Match: not ASCII (expected an ETag)"))?;
-    let first = text.split(',').next().unwrap_or("").trim();
-    let tag = first.trim_start_matches("W/").trim_matches('"');
-    if tag.is_empty() {
-        return Err(ApiError::bad_request(
-            "If-Match: empty (expected the ETag of the version in force)",
-        ));
-    }
-    Ok(Some(tag.to_string()))
+    let current = store.policy_hash(name)?;
+    Ok(Some(match (current, wanted) {
+        (Some(h), IfMatch::Any) => h,
+        (Some(h), IfMatch::Tags(tags)) if tags.contains(&h) => h,
+        (_, IfMatch::Tags(tags)) => tags.into_iter().next().unwrap_or_default(),
+        // No policy: any condition fails.
+        (None, IfMatch::Any) => "*".to_string(),
+    }))
 }
 
 /// `GET /api/v1/policies`.
@@ -150,6 +187,7 @@ pub(super) async fn put<K: Kv>(
     let store = state.store.clone();
     let (author, key, hash) = (principal.name.clone(), name.clone(), policy.hash.clone());
     let put = blocking(move || {
+        let condition = condition(&store, &key, wanted)?;
         store.put_policy(
             &key,
             NewVersion {
@@ -159,7 +197,7 @@ pub(super) async fn put<K: Kv>(
                 at: now(),
                 note: None,
             },
-            wanted.as_deref(),
+            condition.as_deref(),
         )
     })
     .await?;
@@ -283,17 +321,23 @@ pub(super) struct HistoryQuery {
 }
 
 /// Most versions one history reply holds (each up to 256 KiB of TOML).
-const MAX_HISTORY: usize = 100;
+const MAX_HISTORY: usize = 50;
+/// Most time one diff may take: a diff of two large, wholly different texts is cut short
+/// (what it found by then is shown), so no request holds a thread for long.
+const DIFF_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
+/// Most bytes of diffs in one history reply; later versions get none, said so.
+const MAX_DIFF_BYTES: usize = 4 << 20;
 
 /// `GET /api/v1/policies/{name}/history`.
 pub(super) async fn history<K: Kv>(
     State(state): State<Shared<K>>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    Query(query): Query<HistoryQuery>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&state, &headers, Action::Read)?;
     named(&name)?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = query.limit.unwrap_or(20);
     if !(1..=MAX_HISTORY).contains(&limit) {
         return Err(ApiError::bad_request(format!(
@@ -302,38 +346,53 @@ pub(super) async fn history<K: Kv>(
     }
     let store = state.store.clone();
     let key = name.clone();
-    // One more than shown, for the diff of the oldest shown.
-    let mut versions = blocking(move || store.policy_history(&key, limit + 1)).await?;
-    let before_oldest = (versions.len() > limit).then(|| versions.remove(limit));
-    if versions.is_empty() {
+    // Read and diffed off the async workers. One more than shown, for the diff of the oldest
+    // shown.
+    let out = blocking(move || {
+        let mut versions = store.policy_history(&key, limit + 1)?;
+        let before_oldest = (versions.len() > limit).then(|| versions.remove(limit));
+        let mut budget = MAX_DIFF_BYTES;
+        let out: Vec<serde_json::Value> = versions
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                // The version before is the next one kept (newest first).
+                let before = versions.get(i + 1).or(before_oldest.as_ref());
+                let diff = match before.map(|before| diff(before, v)) {
+                    Some(d) if d.len() <= budget => {
+                        budget -= d.len();
+                        json!(d)
+                    }
+                    Some(_) => json!("(not shown: this reply's diffs reached their size limit; ask for fewer versions)"),
+                    None => serde_json::Value::Null,
+                };
+                json!({
+                    "version": v.version,
+                    "hash": v.hash,
+                    "author": v.author,
+                    "at": v.at,
+                    "note": v.note,
+                    "diff": diff,
+                })
+            })
+            .collect();
+        Ok(out)
+    })
+    .await?;
+    if out.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("policy {name:?} not found"),
         ));
     }
-    let out: Vec<serde_json::Value> = versions
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            // The version before is the next one kept (newest first).
-            let before = versions.get(i + 1).or(before_oldest.as_ref());
-            let diff = before.map(|before| diff(before, v));
-            json!({
-                "version": v.version,
-                "hash": v.hash,
-                "author": v.author,
-                "at": v.at,
-                "note": v.note,
-                "diff": diff,
-            })
-        })
-        .collect();
     Ok(axum::Json(out))
 }
 
-/// A unified diff from `before` to `after`.
+/// A unified diff from `before` to `after`, within [`DIFF_TIMEOUT`].
 fn diff(before: &PolicyVersion, after: &PolicyVersion) -> String {
-    similar::TextDiff::from_lines(&before.toml, &after.toml)
+    similar::TextDiff::configure()
+        .timeout(DIFF_TIMEOUT)
+        .diff_lines(&before.toml, &after.toml)
         .unified_diff()
         .context_radius(3)
         .header(
@@ -348,7 +407,24 @@ fn diff(before: &PolicyVersion, after: &PolicyVersion) -> String {
 #[serde(deny_unknown_fields)]
 struct Rollback {
     /// The version to restore: its hash (ETag) or its number.
-    version: String,
+    version: Target,
+}
+
+/// A version named by number or by text (its hash, or its number as text).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Target {
+    Number(u64),
+    Text(String),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Number(n) => write!(f, "{n}"),
+            Self::Text(t) => write!(f, "{t:?}"),
+        }
+    }
 }
 
 /// `POST /api/v1/policies/{name}/rollback`.
@@ -371,10 +447,17 @@ pub(super) async fn rollback<K: Kv>(
     let store = state.store.clone();
     let (key, asked) = (name.clone(), request.version.clone());
     let (current, target) = blocking(move || {
-        let current = store.policy(&key)?;
-        let target = match asked.parse::<u64>() {
-            Ok(n) => store.policy_version(&key, n)?,
-            Err(_) => store.policy_version_by_hash(&key, &asked)?,
+        let current = store.policy_hash(&key)?;
+        let target = match asked {
+            Target::Number(n) => store.policy_version(&key, n)?,
+            // A hash first (one of digits only is possible), then a number as text.
+            Target::Text(t) => match store.policy_version_by_hash(&key, &t)? {
+                Some(v) => Some(v),
+                None => match t.parse::<u64>() {
+                    Ok(n) => store.policy_version(&key, n)?,
+                    Err(_) => None,
+                },
+            },
         };
         Ok((current, target))
     })
@@ -389,7 +472,7 @@ pub(super) async fn rollback<K: Kv>(
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!(
-                    "version: {:?} is no kept version of policy {name:?} (expected a hash or a number from its history)",
+                    "version: {} is no kept version of policy {name:?} (expected a hash or a number from its history)",
                     request.version
                 ),
             )
@@ -404,8 +487,11 @@ pub(super) async fn rollback<K: Kv>(
     let note = format!("rollback to version {}", target.version);
     let restored = target.version;
     // Without If-Match, the rollback applies to the version in force when it was asked for.
-    let condition = wanted.unwrap_or_else(|| current.hash.clone());
     let put = blocking(move || {
+        let condition = match wanted {
+            Some(w) => condition(&store, &key, Some(w))?.unwrap_or_default(),
+            None => current,
+        };
         store.put_policy(
             &key,
             NewVersion {

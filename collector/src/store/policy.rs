@@ -50,11 +50,13 @@ pub struct PolicyVersion {
     pub note: Option<String>,
 }
 
-/// The version in force.
+/// The version in force, and what a listing shows of it (so a listing reads no TOML).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Head {
     version: u64,
     hash: String,
+    author: String,
+    at: Timestamp,
 }
 
 /// A policy's name and the version in force, for listings.
@@ -213,6 +215,8 @@ impl<K: Kv> Store<K> {
             serde_json::to_vec(&Head {
                 version,
                 hash: stored.hash.clone(),
+                author: stored.author.clone(),
+                at: stored.at,
             })
             .map_err(corrupt)?,
         );
@@ -300,21 +304,28 @@ impl<K: Kv> Store<K> {
         }
     }
 
-    /// Every policy and the version in force, by name.
+    /// Every policy and the version in force, by name (from the heads: no TOML is read).
     pub fn policies(&self) -> Result<Vec<PolicySummary>, StoreError> {
         let mut out = Vec::new();
         for name in self.policy_names()? {
-            if let Some(v) = self.policy(&name)? {
+            if let Some(h) = self.policy_head(&name)? {
                 out.push(PolicySummary {
                     name,
-                    version: v.version,
-                    hash: v.hash,
-                    author: v.author,
-                    at: v.at,
+                    version: h.version,
+                    hash: h.hash,
+                    author: h.author,
+                    at: h.at,
                 });
             }
         }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// The hash of the version of `name` in force, if the policy exists.
+    pub fn policy_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
+        check_name(name)?;
+        Ok(self.policy_head(name)?.map(|h| h.hash))
     }
 
     /// Assigns policy `policy` to agent `agent` (which must be a valid agent name), or takes
