@@ -80,6 +80,15 @@ function incidentRow(i, actions) {
     `<td>${host(i.dst_ip)}</td><td>${i.alerts}</td><td>${esc(i.last_ts)}</td>` + (actions === undefined ? "" : `<td>${esc(last)}</td><td>${actions}</td>`) + "</tr>";
 }
 
+// The policy the collector assigned to an agent and its version, marked when the agent applies
+// another (it has not fetched it yet, or rejected it).
+function assignedCell(g) {
+  const p = g.assigned_policy;
+  if (!p) return "<td class=\"dim\">local file</td>";
+  const behind = p.hash !== g.heartbeat.policy_hash;
+  return `<td class="${behind ? "conflict" : "online"}" title="${behind ? "the agent applies another version" : "applied"}">${esc(p.name)} ${esc(p.hash || "")}</td>`;
+}
+
 async function refresh() {
   const [posture, incidents, assets, agents] = await Promise.all([
     api("/api/v1/posture"), api("/api/v1/incidents?limit=100"), api("/api/v1/assets"), api("/api/v1/agents")]);
@@ -106,7 +115,8 @@ async function refresh() {
     `<td class="conflict">${esc(conflicts(a))}</td></tr>`).join("");
   $("#agents tbody").innerHTML = agents.map((g) =>
     `<tr><td>${esc(g.heartbeat.agent)}</td><td class="${g.online ? "online" : "offline"}">${g.online ? "online" : "offline"}</td>` +
-    `<td>${(g.heartbeat.packets_per_s || 0).toFixed(0)}</td><td>${g.heartbeat.drops}</td><td>${g.heartbeat.outbox_depth}</td><td>${esc(g.heartbeat.policy_hash)}</td></tr>`).join("");
+    `<td>${(g.heartbeat.packets_per_s || 0).toFixed(0)}</td><td>${g.heartbeat.drops}</td><td>${g.heartbeat.outbox_depth}</td>` +
+    `<td>${esc(g.heartbeat.policy_hash)}</td>${assignedCell(g)}</tr>`).join("");
 }
 
 // ---- views: each has its own URL (#/, #/charts?range=7d, #/alerts?rule=...) ----

@@ -757,6 +757,28 @@ async fn agents<K: Kv>(
         now(),
         state.config.agent_offline_after,
     );
+    // Each agent's assigned policy and the hash of its version in force, beside the hash the
+    // agent reports applying: assigned vs applied.
+    let assigned: HashMap<String, String> = state.store.assignments()?.into_iter().collect();
+    let mut hashes: HashMap<&str, Option<String>> = HashMap::new();
+    for policy in assigned.values() {
+        if !hashes.contains_key(policy.as_str()) {
+            hashes.insert(policy, state.store.policy_hash(policy)?);
+        }
+    }
+    let list: Vec<serde_json::Value> = list
+        .into_iter()
+        .map(|a| {
+            let policy = assigned.get(&a.record.heartbeat.agent).map(|name| {
+                json!({ "name": name, "hash": hashes.get(name.as_str()).cloned().flatten() })
+            });
+            let mut v = serde_json::to_value(&a).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("assigned_policy".into(), json!(policy));
+            }
+            v
+        })
+        .collect();
     Ok(axum::Json(list))
 }
 

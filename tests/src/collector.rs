@@ -273,6 +273,24 @@ impl Client {
         }
     }
 
+    /// PUT a body of `content_type` to `path`: the status and the JSON reply (0 when
+    /// unreachable).
+    pub fn put(&self, path: &str, token: &str, content_type: &str, body: &str) -> (u16, Value) {
+        let request = self
+            .agent
+            .put(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {token}"))
+            .header("Content-Type", content_type);
+        match request.send(body) {
+            Ok(mut r) => {
+                let status = r.status().as_u16();
+                let value = r.body_mut().read_json().unwrap_or(Value::Null);
+                (status, value)
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+
     /// Opens the live feed and returns a reader of its lines.
     pub fn stream(&self, path: &str, token: &str) -> impl std::io::BufRead + Send + 'static {
         let agent = ureq::Agent::config_builder()

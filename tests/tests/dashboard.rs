@@ -227,15 +227,39 @@ fn the_dashboard_shows_an_alert_just_ingested_and_the_posture() {
     plc.zone = Some("kiln".into());
     plc.vendor = Some("Schneider Electric".into());
     ingest(&collector, &agent, json!([alert]), json!([plc]));
+    // A policy the collector keeps, assigned to hall-1, which still applies none: the agents
+    // view shows assigned against applied.
+    let (status, stored) = collector.client.put(
+        "/api/v1/policies/kiln",
+        &site.admin,
+        "application/toml",
+        "version = 1\nname = \"kiln\"\n",
+    );
+    assert_eq!(status, 201, "{stored}");
+    let (status, _) = collector.client.put(
+        "/api/v1/agents/hall-1/policy",
+        &site.admin,
+        "application/json",
+        r#"{"policy": "kiln"}"#,
+    );
+    assert_eq!(status, 200);
+    let heartbeat = json!({ "agent": "hall-1", "version": "test", "uptime_s": 1, "packets_per_s": 0.0, "packets": 0, "drops": 0, "flows": 0, "outbox_depth": 0, "outbox_dropped": 0 });
+    let (status, answer) = collector
+        .client
+        .post("/api/v1/heartbeat", Some(&agent), &heartbeat);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["policy"]["hash"], stored["hash"]);
 
     let url = format!("{}/#token={viewer}", site.url());
     let mut browser = Browser::open(&chromium, &dir.path().join("chromium"), &url);
+    let kiln_policy = format!("kiln {}", stored["hash"].as_str().unwrap());
     let wanted = [
         "soc (viewer)",
         "program.umas_stop",
         "stop command to the kiln PLC",
         "kiln-plc",
         "Schneider Electric",
+        kiln_policy.as_str(),
     ];
     let text = browser.text_with(&wanted);
     for w in wanted {
@@ -255,6 +279,13 @@ fn the_dashboard_shows_an_alert_just_ingested_and_the_posture() {
     ingest(&collector, &agent, json!([later]), json!([]));
     let text = browser.text_with(&["listen-only forced on the kiln PLC"]);
     assert!(text.contains("diag.force_listen_only"), "{text}");
+    // The agent applies another version than the one assigned: marked.
+    assert_eq!(
+        browser.eval(
+            "[...document.querySelectorAll('#agents td.conflict')].map((c) => c.textContent)"
+        ),
+        json!([kiln_policy])
+    );
 
     let out_dir = workspace_root().join("target/test-data");
     std::fs::create_dir_all(&out_dir).unwrap();

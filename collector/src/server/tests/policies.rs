@@ -294,6 +294,17 @@ async fn an_assigned_policy_is_named_in_the_heartbeat_answer_and_read_by_its_age
         format!("\"{}\"", answer.body["policy"]["hash"].as_str().unwrap()),
         tag
     );
+    // The agents view shows what is assigned beside what the agent applies (none yet).
+    let agents = f.get("/api/v1/agents", &f.viewer).await;
+    assert_eq!(agents.body[0]["assigned_policy"]["name"], "hall");
+    assert_eq!(
+        format!(
+            "\"{}\"",
+            agents.body[0]["assigned_policy"]["hash"].as_str().unwrap()
+        ),
+        tag
+    );
+    assert_eq!(agents.body[0]["heartbeat"]["policy_hash"], Value::Null);
     // The agent reads its own policy; a viewer reads any; another agent's is refused.
     let own = f.get("/api/v1/agents/a1/policy", &f.agent).await;
     assert_eq!(own.status, StatusCode::OK);
