@@ -501,9 +501,10 @@ async fn heartbeat<K: Kv>(
         let Some(name) = store.assigned_policy(&hb.agent)? else {
             return Ok(None);
         };
+        // The head only: no TOML is read for a heartbeat.
         Ok(store
-            .policy(&name)?
-            .map(|v| json!({ "name": name, "hash": v.hash })))
+            .policy_hash(&name)?
+            .map(|hash| json!({ "name": name, "hash": hash })))
     })
     .await?;
     Ok(axum::Json(json!({ "ok": true, "policy": policy })))

@@ -128,7 +128,6 @@ impl Evidence {
     pub fn end_batch(&mut self) -> Vec<EvidenceRecord> {
         self.make_pending();
         self.this_batch = 0;
-        self.counts.cuts = self.buffer.cuts();
         std::mem::take(&mut self.ready)
     }
 

@@ -133,16 +133,9 @@ pub(super) async fn get<K: Kv>(
     let store = state.store.clone();
     let wanted = name.clone();
     let Some(version) = blocking(move || store.policy(&wanted)).await? else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("policy {name:?} not found"),
-        ));
+        return Err(not_found(&name));
     };
-    let mut response = version.toml.into_response();
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(TOML));
-    h.insert(header::ETAG, etag(&version.hash));
-    Ok(response)
+    Ok(toml_response(version))
 }
 
 /// `PUT /api/v1/policies/{name}`.
@@ -180,8 +173,8 @@ pub(super) async fn put<K: Kv>(
     }
     let text = String::from_utf8(bytes.to_vec())
         .map_err(|_| ApiError::bad_request("policy: not UTF-8 (expected TOML text)"))?;
-    let (policy, warnings) = match Policy::parse(&text, &format!("{name}.toml")) {
-        Ok(parsed) => parsed,
+    let (policy, warnings) = match checked(&name, &text) {
+        Ok(checked) => checked,
         Err(e) => return Ok(refused(&e)),
     };
     let store = state.store.clone();
@@ -201,7 +194,6 @@ pub(super) async fn put<K: Kv>(
         )
     })
     .await?;
-    let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
     stored(
         &state,
         source,
@@ -213,6 +205,30 @@ pub(super) async fn put<K: Kv>(
         None,
     )
     .await
+}
+
+/// `text` as policy `name`, checked as `otwatch-agent check` checks a file, with its warnings
+/// as lines.
+fn checked(
+    name: &str,
+    text: &str,
+) -> Result<(Policy, Vec<String>), otwatch_rules::policy::PolicyError> {
+    let (policy, warnings) = Policy::parse(text, &format!("{name}.toml"))?;
+    Ok((policy, warnings.iter().map(ToString::to_string).collect()))
+}
+
+/// 404 for a policy the collector does not keep.
+fn not_found(name: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("policy {name:?} not found"))
+}
+
+/// A policy version as the reply: its TOML, `ETag` its hash.
+fn toml_response(version: PolicyVersion) -> Response {
+    let mut response = version.toml.into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(TOML));
+    h.insert(header::ETAG, etag(&version.hash));
+    response
 }
 
 /// 400 for a policy the checker refuses: where and what, as fields and as one line.
@@ -380,10 +396,7 @@ pub(super) async fn history<K: Kv>(
     })
     .await?;
     if out.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("policy {name:?} not found"),
-        ));
+        return Err(not_found(&name));
     }
     Ok(axum::Json(out))
 }
@@ -463,10 +476,7 @@ pub(super) async fn rollback<K: Kv>(
     })
     .await?;
     let Some(current) = current else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("policy {name:?} not found"),
-        ));
+        return Err(not_found(&name));
     };
     let target = target.ok_or_else(|| {
             ApiError::new(
@@ -478,8 +488,8 @@ pub(super) async fn rollback<K: Kv>(
             )
         })?;
     // Checked again: what was valid then must be valid for today's checker.
-    let (policy, warnings) = match Policy::parse(&target.toml, &format!("{name}.toml")) {
-        Ok(parsed) => parsed,
+    let (policy, warnings) = match checked(&name, &target.toml) {
+        Ok(checked) => checked,
         Err(e) => return Ok(refused(&e)),
     };
     let store = state.store.clone();
@@ -505,7 +515,6 @@ pub(super) async fn rollback<K: Kv>(
         )
     })
     .await?;
-    let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
     stored(
         &state,
         source,
@@ -601,12 +610,9 @@ pub(super) async fn assigned<K: Kv>(
             format!("no policy is assigned to agent {agent:?}"),
         ));
     };
-    let mut response = version.toml.into_response();
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(TOML));
-    h.insert(header::ETAG, etag(&version.hash));
+    let mut response = toml_response(version);
     if let Ok(v) = HeaderValue::from_str(&name) {
-        h.insert("x-otwatch-policy", v);
+        response.headers_mut().insert("x-otwatch-policy", v);
     }
     Ok(response)
 }

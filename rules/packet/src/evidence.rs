@@ -102,6 +102,14 @@ const SPARE: usize = 64;
 /// most 128 KiB outside the bound.
 const SPARE_BYTES: usize = 2048;
 
+/// Keeps the buffer of a frame that went for the next frames, within [`SPARE`] buffers of at
+/// most [`SPARE_BYTES`].
+fn recycle(spare: &mut Vec<Vec<u8>>, data: Vec<u8>) {
+    if spare.len() < SPARE && data.capacity() <= SPARE_BYTES {
+        spare.push(data);
+    }
+}
+
 impl EvidenceBuffer {
     /// An empty buffer within `limits`.
     pub fn new(limits: Limits) -> Self {
@@ -156,9 +164,7 @@ impl EvidenceBuffer {
                 f.bytes -= old.data.len();
                 self.bytes -= old.data.len();
                 self.cuts.total += 1;
-                if self.spare.len() < SPARE && old.data.capacity() <= SPARE_BYTES {
-                    self.spare.push(old.data);
-                }
+                recycle(&mut self.spare, old.data);
             }
             if f.frames.is_empty() {
                 if *front.key() == flow {
@@ -198,9 +204,7 @@ impl EvidenceBuffer {
                     self.bytes -= old.bytes;
                     self.cuts.total += old.frames.len() as u64;
                     for k in old.frames {
-                        if self.spare.len() < SPARE && k.data.capacity() <= SPARE_BYTES {
-                            self.spare.push(k.data);
-                        }
+                        recycle(&mut self.spare, k.data);
                     }
                 }
                 self.flows.entry(flow).or_insert_with(FlowFrames::default)
@@ -216,11 +220,8 @@ impl EvidenceBuffer {
             entry.bytes -= old.data.len();
             self.bytes -= old.data.len();
             self.cuts.per_flow += 1;
-            if let Some(earlier) = reuse.replace(old.data)
-                && self.spare.len() < SPARE
-                && earlier.capacity() <= SPARE_BYTES
-            {
-                self.spare.push(earlier);
+            if let Some(earlier) = reuse.replace(old.data) {
+                recycle(&mut self.spare, earlier);
             }
         }
         // A reused buffer only when it is not much larger than the frame: the bound counts
@@ -229,11 +230,8 @@ impl EvidenceBuffer {
         let mut data = match reuse {
             Some(v) if fits(&v) => v,
             other => {
-                if let Some(v) = other
-                    && self.spare.len() < SPARE
-                    && v.capacity() <= SPARE_BYTES
-                {
-                    self.spare.push(v);
+                if let Some(v) = other {
+                    recycle(&mut self.spare, v);
                 }
                 match self.spare.pop() {
                     Some(v) if fits(&v) => v,
@@ -285,9 +283,7 @@ impl EvidenceBuffer {
         if let Some(f) = self.flows.remove(&flow) {
             self.bytes -= f.bytes;
             for k in f.frames {
-                if self.spare.len() < SPARE && k.data.capacity() <= SPARE_BYTES {
-                    self.spare.push(k.data);
-                }
+                recycle(&mut self.spare, k.data);
             }
         }
     }

@@ -40,6 +40,18 @@ impl Fixture {
 }
 
 impl Fixture {
+    /// Rolls policy hall back as the admin, with `body`.
+    async fn rollback(&self, body: &str) -> Reply {
+        self.send_with(
+            Method::POST,
+            "/api/v1/policies/hall/rollback",
+            &self.admin.clone(),
+            &[("content-type", "application/json")],
+            body,
+        )
+        .await
+    }
+
     /// Assigns `policy` to agent a1, as the admin.
     async fn assign(&self, policy: Value) -> Reply {
         let body = json!({ "policy": policy }).to_string();
@@ -171,15 +183,7 @@ async fn a_rollback_restores_an_old_text_as_a_new_version() {
     let newer = HALL.replace("10.0.0.20", "10.0.0.21");
     let v2 = etag(&f.put_policy("hall", &newer, Some(&v1)).await);
     let hash1 = v1.trim_matches('"').to_string();
-    let r = f
-        .send_with(
-            Method::POST,
-            "/api/v1/policies/hall/rollback",
-            &f.admin.clone(),
-            &[("content-type", "application/json")],
-            &json!({ "version": hash1 }).to_string(),
-        )
-        .await;
+    let r = f.rollback(&json!({ "version": hash1 }).to_string()).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["version"], 3);
     assert_eq!(etag(&r), v1, "version 1's text, so version 1's hash");
@@ -189,28 +193,12 @@ async fn a_rollback_restores_an_old_text_as_a_new_version() {
     let history = f.get("/api/v1/policies/hall/history", &f.viewer).await;
     assert_eq!(history.body[0]["note"], "rollback to version 1");
     // By number too; an unknown version is 404 naming it.
-    let r = f
-        .send_with(
-            Method::POST,
-            "/api/v1/policies/hall/rollback",
-            &f.admin.clone(),
-            &[],
-            r#"{"version": "2"}"#,
-        )
-        .await;
+    let r = f.rollback(r#"{"version": "2"}"#).await;
     assert_eq!(
         (r.status, r.body["version"].as_u64()),
         (StatusCode::OK, Some(4))
     );
-    let r = f
-        .send_with(
-            Method::POST,
-            "/api/v1/policies/hall/rollback",
-            &f.admin.clone(),
-            &[],
-            r#"{"version": "99"}"#,
-        )
-        .await;
+    let r = f.rollback(r#"{"version": "99"}"#).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert!(
         r.body["error"].as_str().unwrap().starts_with("version: "),
@@ -367,15 +355,7 @@ async fn if_match_takes_a_list_or_star_and_weak_tags_never_match() {
     let r = f.put_policy("absent", HALL, Some("*")).await;
     assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
     // A rollback by a JSON number.
-    let r = f
-        .send_with(
-            Method::POST,
-            "/api/v1/policies/hall/rollback",
-            &f.admin.clone(),
-            &[],
-            r#"{"version": 2}"#,
-        )
-        .await;
+    let r = f.rollback(r#"{"version": 2}"#).await;
     assert_eq!(
         (r.status, r.body["version"].as_u64()),
         (StatusCode::OK, Some(4))
