@@ -2,6 +2,7 @@
 //! set up from the agent's settings and torn down with a report of what was delivered.
 
 pub mod outbox;
+pub mod policy_follow;
 pub mod sender;
 pub mod shipper;
 
@@ -14,6 +15,7 @@ use otwatch_kv::sled::{AGENT_CACHE_BYTES, SledKv};
 use serde::Serialize;
 
 use crate::delivery::outbox::{Outbox, OutboxError};
+use crate::delivery::policy_follow::PolicyFollower;
 use crate::delivery::sender::{HttpsSender, SenderSetupError};
 use crate::delivery::shipper::{Shipper, ShipperConfig};
 use crate::detection::evidence::EvidenceOptions;
@@ -97,12 +99,14 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Opens the outbox and starts shipping.
+    /// Opens the outbox and starts shipping; with a `follower`, the shipper also fetches the
+    /// policy the collector assigns.
     pub fn start(
         options: &DeliveryOptions,
         agent: &str,
         agent_addr: SocketAddr,
         status: Arc<Status>,
+        follower: Option<PolicyFollower>,
     ) -> Result<Self, DeliveryError> {
         let sender = HttpsSender::new(&options.url, &options.token, options.ca.as_deref())?;
         let outbox_error = |source| DeliveryError::Outbox {
@@ -115,6 +119,7 @@ impl Delivery {
             Arc::new(Outbox::open(Arc::new(kv), options.outbox_budget).map_err(outbox_error)?);
         let mut config = ShipperConfig::new(agent.to_string(), agent_addr);
         config.heartbeat_every = options.heartbeat_every;
+        config.follower = follower;
         let shipper = Shipper::spawn(outbox.clone(), Box::new(sender), status.clone(), config)?;
         tracing::info!(
             "delivering to {} (outbox {}, {} records waiting)",

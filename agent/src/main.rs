@@ -19,6 +19,7 @@ use otwatch_agent::settings::config::{AgentConfig, CaptureBackend};
 use otwatch_agent::settings::flags::{CheckFlags, Cli, Command, LearnFlags, ReplayFlags, RunFlags};
 use otwatch_agent::settings::{self, DEFAULT_SOCKET_BUFFER_MB, Env};
 use otwatch_rules::detect::DetectionConfig;
+use otwatch_rules::wire::PolicySource;
 use otwatch_telemetry::Telemetry;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
@@ -192,6 +193,35 @@ fn load_policy(path: &std::path::Path) -> Result<Arc<otwatch_rules::policy::Poli
     }
 }
 
+/// The last good policy the collector assigned, kept in `path`: enforced from the start, even
+/// while the collector is unreachable. None kept yet, or one this build cannot read (it was
+/// written by another), and the built-in detectors run until the collector's arrives.
+fn cached_policy(path: &std::path::Path) -> Option<Arc<otwatch_rules::policy::Policy>> {
+    if !path.exists() {
+        tracing::info!(
+            "no policy from the collector kept in {} yet: the built-in detectors run until the assigned one arrives",
+            path.display()
+        );
+        return None;
+    }
+    match policy_file::load(path) {
+        Ok((policy, _)) => {
+            tracing::info!(
+                "enforcing the last policy the collector assigned ({}, {}) until it says otherwise",
+                path.display(),
+                policy.hash
+            );
+            Some(Arc::new(policy))
+        }
+        Err(e) => {
+            tracing::error!(
+                "the kept policy is unusable ({e}): the built-in detectors run until the collector's arrives"
+            );
+            None
+        }
+    }
+}
+
 /// `learn --iface`: watches the interface until the duration ends or SIGTERM/Ctrl-C.
 fn learn_live(
     args: &LearnFlags,
@@ -243,7 +273,9 @@ fn run_live(args: &RunFlags, env: &Env, file: &AgentConfig) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
-    let policy = match resolved.policy {
+    let following = resolved.policy_source == PolicySource::Collector;
+    let policy = match resolved.policy.clone() {
+        Some(path) if following => cached_policy(&path).map(|p| (path, p)),
         Some(path) => match load_policy(&path) {
             Ok(policy) => Some((path, policy)),
             Err(code) => return code,
@@ -256,7 +288,7 @@ fn run_live(args: &RunFlags, env: &Env, file: &AgentConfig) -> ExitCode {
             return fail(&e);
         }
     }
-    if policy.is_none() {
+    if policy.is_none() && !following {
         // Without a policy there is nothing to reload: SIGHUP must not end the agent.
         if let Err(e) = signal_hook::flag::register(SIGHUP, Arc::new(AtomicBool::new(false))) {
             return fail(&e);
@@ -270,6 +302,7 @@ fn run_live(args: &RunFlags, env: &Env, file: &AgentConfig) -> ExitCode {
             ..DetectionConfig::default()
         },
         policy,
+        follow: resolved.policy.filter(|_| following),
         alerts: resolved.alerts,
         print_alerts: resolved.print_alerts || std::io::stdout().is_terminal(),
         delivery: resolved.delivery,

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use otwatch_packet::flow_table::FlowConfig;
 use otwatch_rules::transaction::TrackerConfig;
+use otwatch_rules::wire::PolicySource;
 
 use crate::capture::bpf::Program;
 #[cfg(target_os = "linux")]
@@ -153,6 +154,8 @@ impl Field {
 
 const INTERFACE: Field = Field::new("--iface", "OTWATCH_INTERFACE", "interface");
 const POLICY: Field = Field::new("--policy", "OTWATCH_POLICY", "policy");
+const POLICY_SOURCE: Field =
+    Field::new("--policy-source", "OTWATCH_POLICY_SOURCE", "policy_source");
 const ALERTS: Field = Field::new("--alerts", "OTWATCH_ALERTS", "alerts");
 const AGENT_NAME: Field = Field::new("--agent-name", "OTWATCH_AGENT_NAME", "agent_name");
 const BACKEND: Field = Field::new(
@@ -302,8 +305,11 @@ pub struct RunSettings {
     pub flows: FlowConfig,
     /// The agent's name.
     pub agent_name: String,
-    /// The policy file, if any.
+    /// The policy file, if any (with `policy_source = "collector"`, where the assigned
+    /// policy is kept).
     pub policy: Option<PathBuf>,
+    /// Where the policy comes from.
+    pub policy_source: PolicySource,
     /// Where to append alerts as JSON lines, if anywhere.
     pub alerts: Option<PathBuf>,
     /// Whether `--print-alerts` was given.
@@ -380,18 +386,13 @@ pub fn run(
             ),
         ));
     }
+    let (policy, policy_source) = policy(flags, env, file, delivery.as_ref())?;
     Ok(RunSettings {
         source,
         flows: flow_config(&flags.decoding)?,
         agent_name: agent_name(flags.agent_name.clone(), env, file, host)?,
-        policy: pick(
-            POLICY,
-            flags.policy.clone(),
-            env,
-            "a file",
-            file.policy.clone(),
-        )?
-        .map(|(p, _)| p),
+        policy,
+        policy_source,
         alerts: pick(
             ALERTS,
             flags.alerts.clone(),
@@ -405,6 +406,49 @@ pub fn run(
         delivery,
         workers: usize::try_from(workers).unwrap_or(1),
     })
+}
+
+/// The policy file and where the policy comes from. Following the collector needs one, and
+/// keeps what it assigns in the policy file, by default `assigned-policy.toml` beside the
+/// outbox.
+fn policy(
+    flags: &RunFlags,
+    env: &Env,
+    file: &AgentConfig,
+    delivery: Option<&DeliveryOptions>,
+) -> Result<(Option<PathBuf>, PolicySource), SettingsError> {
+    let path = pick(
+        POLICY,
+        flags.policy.clone(),
+        env,
+        "a file",
+        file.policy.clone(),
+    )?
+    .map(|(p, _)| p);
+    let source = pick(
+        POLICY_SOURCE,
+        flags.policy_source,
+        env,
+        "file or collector",
+        file.policy_source,
+    )?;
+    match (source, delivery) {
+        (Some((PolicySource::Collector, from)), None) => Err(invalid(
+            from,
+            "collector, but no collector is set (expected collector_url in agent.toml, --collector or OTWATCH_COLLECTOR_URL)",
+        )),
+        (Some((PolicySource::Collector, _)), Some(delivery)) => {
+            let kept = path.unwrap_or_else(|| {
+                delivery
+                    .outbox
+                    .parent()
+                    .unwrap_or_else(|| Path::new(""))
+                    .join("assigned-policy.toml")
+            });
+            Ok((Some(kept), PolicySource::Collector))
+        }
+        _ => Ok((path, PolicySource::File)),
+    }
 }
 
 /// Resolves `replay`'s settings; `host` is the host's name (the default agent name).

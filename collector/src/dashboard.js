@@ -84,9 +84,12 @@ function incidentRow(i, actions) {
 // another (it has not fetched it yet, or rejected it).
 function assignedCell(g) {
   const p = g.assigned_policy;
-  if (!p) return "<td class=\"dim\">local file</td>";
+  const local = g.heartbeat.policy_source !== "collector";
+  if (!p) return `<td class="dim">${local ? "local file" : "none assigned"}</td>`;
   const behind = p.hash !== g.heartbeat.policy_hash;
-  return `<td class="${behind ? "conflict" : "online"}" title="${behind ? "the agent applies another version" : "applied"}">${esc(p.name)} ${esc(p.hash || "")}</td>`;
+  const why = local ? "the agent reads a local policy file, not the collector's (policy_source)"
+    : behind ? "the agent applies another version" : "applied";
+  return `<td class="${behind ? "conflict" : "online"}" title="${esc(why)}">${esc(p.name)} ${esc(p.hash || "")}${local ? " (agent on a local file)" : ""}</td>`;
 }
 
 async function refresh() {

@@ -18,8 +18,15 @@ pub use eval::{Candidates, Violation, ViolationKind};
 pub use lint::Warning;
 use matcher::{AddrSet, Bounds, FunctionSet, RangeSet, Rate, ReadBounds, TimeWindow, UnitSet};
 
-/// The only policy file version this build reads.
+/// The only policy file version this build reads: the policy language's version, which
+/// agents report in their heartbeats so the collector never assigns one a policy it cannot read.
 pub const POLICY_VERSION: u32 = 1;
+
+/// Whether an agent that reads policy-language versions up to `agent_reads` can read a policy
+/// written in `policy_version` (agents read every version up to their own).
+pub fn readable_by(policy_version: u32, agent_reads: u32) -> bool {
+    policy_version <= agent_reads
+}
 
 /// What an asset is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -162,6 +169,8 @@ pub struct Tuning {
 /// A validated policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
+    /// The policy-language version it is written in (`version = N`).
+    pub version: u32,
     /// The policy's name.
     pub name: Option<String>,
     /// A hash of the file's text, reported in heartbeats to tell versions apart.

@@ -42,6 +42,11 @@ pub const MAX_PEERS: usize = 1024;
 pub const MAX_LABEL: usize = 256;
 /// Longest version or policy hash in a heartbeat, in bytes.
 pub const MAX_VERSION: usize = 64;
+/// Longest policy text (TOML) the collector keeps, an agent fetches or uploads, in bytes.
+pub const MAX_POLICY_BYTES: usize = 256 << 10;
+/// Highest policy-language version a heartbeat may claim: far above any there will be, low
+/// enough to be a plain number everywhere it is shown.
+pub const MAX_POLICY_LANGUAGE: u32 = 1000;
 
 /// A field that is not what it must be.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -437,6 +442,15 @@ pub fn heartbeat(h: &Heartbeat) -> Result<(), Invalid> {
     bounded("version", &h.version, MAX_VERSION)?;
     bounded_opt("policy_hash", h.policy_hash.as_deref(), MAX_VERSION)?;
     bounded_opt("last_error", h.last_error.as_deref(), MAX_MESSAGE)?;
+    if let Some(language) = h.policy_language
+        && !(1..=MAX_POLICY_LANGUAGE).contains(&language)
+    {
+        return Err(Invalid::new(
+            "policy_language",
+            language,
+            format!("a policy-language version from 1 to {MAX_POLICY_LANGUAGE}"),
+        ));
+    }
     if !(h.packets_per_s.is_finite() && h.packets_per_s >= 0.0) {
         return Err(Invalid::new(
             "packets_per_s",

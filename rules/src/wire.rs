@@ -138,6 +138,14 @@ pub struct Heartbeat {
     /// The hash of the policy in force, if any.
     #[serde(default)]
     pub policy_hash: Option<String>,
+    /// Where the agent's policy comes from (agents before central policies send none: a
+    /// local file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_source: Option<PolicySource>,
+    /// The newest policy-language version the agent reads (`version = N` in a policy; it
+    /// reads every older one too). Agents before central policies send none: they read 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_language: Option<u32>,
     /// Packets per second over the last interval.
     #[serde(default)]
     pub packets_per_s: f64,
@@ -159,6 +167,57 @@ pub struct Heartbeat {
     /// The last error the agent met, if any.
     #[serde(default)]
     pub last_error: Option<String>,
+}
+
+/// Where an agent takes its policy from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicySource {
+    /// A file on the agent's host, edited there.
+    #[default]
+    File,
+    /// The policy the collector assigns it, fetched when it changes.
+    Collector,
+}
+
+impl PolicySource {
+    /// Its name in settings and heartbeats.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::File => "file",
+            Self::Collector => "collector",
+        }
+    }
+}
+
+impl std::str::FromStr for PolicySource {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "file" => Ok(Self::File),
+            "collector" => Ok(Self::Collector),
+            other => Err(format!("{other:?} (expected file or collector)")),
+        }
+    }
+}
+
+/// The collector's answer to a heartbeat. Read leniently: a newer collector may say more.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    /// The policy assigned to the agent and its version in force, if one is (collectors
+    /// before central policies say nothing).
+    #[serde(default)]
+    pub policy: Option<AssignedPolicy>,
+}
+
+/// A policy assigned to an agent, as a heartbeat's answer names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignedPolicy {
+    /// The policy's name on the collector.
+    pub name: String,
+    /// The hash of its version in force (`Policy::hash`).
+    pub hash: String,
 }
 
 /// What an agent saw of one host.

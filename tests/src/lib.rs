@@ -11,6 +11,37 @@ pub mod wire;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// A two-thread tokio runtime for the async peers (PLCs, recording proxies) a test drives.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("no tokio runtime: {e}"))
+}
+
+/// The header and packets of the capture at `pcap`, to play as a live stream.
+pub fn packets_of(
+    pcap: &Path,
+) -> (
+    pcap_file::pcap::PcapHeader,
+    Vec<pcap_file::pcap::PcapPacket<'static>>,
+) {
+    let file = std::fs::File::open(pcap).unwrap_or_else(|e| panic!("{}: {e}", pcap.display()));
+    let mut reader = pcap_file::pcap::PcapReader::new(file)
+        .unwrap_or_else(|e| panic!("{}: {e}", pcap.display()));
+    let header = reader.header();
+    let mut packets = Vec::new();
+    while let Some(packet) = reader.next_packet() {
+        packets.push(
+            packet
+                .unwrap_or_else(|e| panic!("{}: {e}", pcap.display()))
+                .into_owned(),
+        );
+    }
+    (header, packets)
+}
+
 /// The workspace's top folder.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

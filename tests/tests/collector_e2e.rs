@@ -16,17 +16,9 @@ use otwatch_rules::alert::rule;
 use otwatch_rules::detect::agent_alert;
 use otwatch_rules::time::Timestamp;
 use otwatch_tests::attack::{POLICY, record_attack, record_polling};
-use otwatch_tests::binary;
 use otwatch_tests::collector::{Site, free_addr};
+use otwatch_tests::{binary, packets_of, runtime};
 use serde_json::{Value, json};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// A capture with attacks and the policy it breaks, in `dir`.
 fn attack_capture(dir: &Path) -> (PathBuf, PathBuf) {
@@ -484,22 +476,6 @@ fn requests_without_the_right_credential_are_refused_over_https_and_store_nothin
         plain.is_err() || plain.unwrap().status() != 200,
         "plain HTTP is not served"
     );
-}
-
-/// The packets of a capture, with its header.
-fn packets_of(
-    pcap: &Path,
-) -> (
-    pcap_file::pcap::PcapHeader,
-    Vec<pcap_file::pcap::PcapPacket<'static>>,
-) {
-    let mut reader = pcap_file::pcap::PcapReader::new(std::fs::File::open(pcap).unwrap()).unwrap();
-    let header = reader.header();
-    let mut packets = Vec::new();
-    while let Some(packet) = reader.next_packet() {
-        packets.push(packet.unwrap().into_owned());
-    }
-    (header, packets)
 }
 
 fn size_of(path: &Path) -> u64 {

@@ -14,21 +14,13 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use otwatch_rules::alert::rule_by_id;
-use otwatch_tests::binary;
 use otwatch_tests::collector::{Site, free_addr};
 use otwatch_tests::netns::{Plant, root_or_skip};
 use otwatch_tests::sim::{self, Layout, Pace, attack::STEPS, peers};
+use otwatch_tests::{binary, runtime};
 use serde_json::Value;
 use tokio_modbus::client::{Client, Reader};
 use tokio_modbus::prelude::Request;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// A running `otwatch-agent run`.
 struct Agent {

@@ -236,7 +236,15 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
     let delivery = options
         .delivery
         .as_ref()
-        .map(|d| Delivery::start(d, &options.detection.agent, REPLAY_ADDR, status.clone()))
+        .map(|d| {
+            Delivery::start(
+                d,
+                &options.detection.agent,
+                REPLAY_ADDR,
+                status.clone(),
+                None,
+            )
+        })
         .transpose()?;
     let outbox = delivery.as_ref().map(|d| d.outbox().clone());
     if let Some(addr) = options.metrics_listen {

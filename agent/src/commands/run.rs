@@ -27,6 +27,7 @@ use crate::capture::pcap_stream::PcapStream;
 use crate::capture::pnet::{PnetOptions, PnetSource};
 #[cfg(target_os = "linux")]
 use crate::capture::ring::{RingOptions, RingSource};
+use crate::delivery::policy_follow::PolicyFollower;
 use crate::delivery::{Delivery, DeliveryError, DeliveryOptions, DeliveryReport};
 use crate::detection::assets::AssetReporter;
 use crate::detection::policy_reload::{Reload, Reloader};
@@ -66,6 +67,9 @@ pub struct RunOptions {
     pub detection: DetectionConfig,
     /// The policy file and its contents, if any: it is reloaded when it changes.
     pub policy: Option<(PathBuf, Arc<Policy>)>,
+    /// With `policy_source = "collector"`, the file that keeps the last good policy the
+    /// collector assigned (the `policy` above, when it held one at start).
+    pub follow: Option<PathBuf>,
     /// Where to append alerts as JSON lines, if anywhere.
     pub alerts: Option<PathBuf>,
     /// Whether to print alerts readably on standard output.
@@ -258,10 +262,19 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunErro
     let addr = agent_addr(&options.source);
     let policy = options.policy.as_ref().map(|(_, p)| p.clone());
     let mut reloader = options
-        .policy
+        .follow
         .as_ref()
-        .map(|(path, _)| Reloader::new(path))
+        .or(options.policy.as_ref().map(|(path, _)| path))
+        .map(|path| Reloader::new(path))
         .transpose()?;
+    let follower = match (&options.follow, reloader.as_mut()) {
+        (Some(cache), Some(reloader)) => Some(PolicyFollower::new(
+            cache.clone(),
+            policy.as_ref().map(|p| p.hash.clone()),
+            reloader.follow_collector(),
+        )),
+        _ => None,
+    };
     let alert_log = match &options.alerts {
         Some(path) => Some(SharedWriter::new(
             File::options()
@@ -279,7 +292,7 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunErro
     let delivery = options
         .delivery
         .as_ref()
-        .map(|d| Delivery::start(d, &options.detection.agent, addr, status.clone()))
+        .map(|d| Delivery::start(d, &options.detection.agent, addr, status.clone(), follower))
         .transpose()?;
     if let Some(listen) = options.metrics_listen {
         let server =

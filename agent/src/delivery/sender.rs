@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use otwatch_delivery::Failure;
-use otwatch_rules::wire::{Heartbeat, IngestBatch, IngestReply};
+use otwatch_rules::validate::MAX_POLICY_BYTES;
+use otwatch_rules::wire::{Heartbeat, HeartbeatReply, IngestBatch, IngestReply};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use ureq::tls::{PemItem, RootCerts, TlsConfig};
 
 /// Delivers batches and heartbeats to the collectors, by index (see
@@ -18,8 +20,16 @@ pub trait Sender: Send {
     fn collectors(&self) -> usize;
     /// Delivers a batch to collector `collector`; `Ok` means it stored the batch durably.
     fn ingest(&mut self, collector: usize, batch: &IngestBatch) -> Result<IngestReply, Failure>;
-    /// Reports the agent's health to collector `collector`.
-    fn heartbeat(&mut self, collector: usize, heartbeat: &Heartbeat) -> Result<(), Failure>;
+    /// Reports the agent's health to collector `collector`, which answers with the policy
+    /// assigned to the agent.
+    fn heartbeat(
+        &mut self,
+        collector: usize,
+        heartbeat: &Heartbeat,
+    ) -> Result<HeartbeatReply, Failure>;
+    /// Fetches the policy collector `collector` assigns to `agent`: its TOML, or `None` when
+    /// none is assigned.
+    fn policy(&mut self, collector: usize, agent: &str) -> Result<Option<String>, Failure>;
 }
 
 /// Why a sender could not be set up.
@@ -101,6 +111,33 @@ impl HttpsSender {
         })
     }
 
+    /// Reads a failed response into a delivery outcome: its status, `Retry-After` and message.
+    fn failure(response: &mut ureq::http::Response<ureq::Body>) -> Failure {
+        let status = response.status().as_u16();
+        // Only the delay-seconds form: an HTTP date would need the wall clock to be right.
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let message = response
+            .body_mut()
+            .with_config()
+            .limit(64 << 10)
+            .read_json::<serde_json::Value>()
+            .ok()
+            .and_then(|v| v.get("error").and_then(|m| m.as_str()).map(String::from))
+            .unwrap_or_else(|| {
+                response
+                    .status()
+                    .canonical_reason()
+                    .unwrap_or("")
+                    .to_string()
+            });
+        Failure::from_http(status, retry_after, message)
+    }
+
     fn post<T: serde::Serialize, R: serde::de::DeserializeOwned>(
         &self,
         path: &str,
@@ -112,33 +149,13 @@ impl HttpsSender {
             .header("Authorization", &self.authorization)
             .send_json(body)
             .map_err(|e| Failure::Unreachable(e.to_string()))?;
-        let status = response.status().as_u16();
         if response.status().is_success() {
             return response
                 .body_mut()
                 .read_json()
                 .map_err(|e| Failure::Unreachable(format!("unreadable reply: {e}")));
         }
-        // Only the delay-seconds form: an HTTP date would need the wall clock to be right.
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let message = response
-            .body_mut()
-            .read_json::<serde_json::Value>()
-            .ok()
-            .and_then(|v| v.get("error").and_then(|m| m.as_str()).map(String::from))
-            .unwrap_or_else(|| {
-                response
-                    .status()
-                    .canonical_reason()
-                    .unwrap_or("")
-                    .to_string()
-            });
-        Err(Failure::from_http(status, retry_after, message))
+        Err(Self::failure(&mut response))
     }
 }
 
@@ -152,9 +169,43 @@ impl Sender for HttpsSender {
         self.post("/api/v1/ingest", batch)
     }
 
-    fn heartbeat(&mut self, _collector: usize, heartbeat: &Heartbeat) -> Result<(), Failure> {
-        self.post::<_, serde_json::Value>("/api/v1/heartbeat", heartbeat)
-            .map(|_| ())
+    fn heartbeat(
+        &mut self,
+        _collector: usize,
+        heartbeat: &Heartbeat,
+    ) -> Result<HeartbeatReply, Failure> {
+        self.post("/api/v1/heartbeat", heartbeat)
+    }
+
+    fn policy(&mut self, _collector: usize, agent: &str) -> Result<Option<String>, Failure> {
+        let segment = utf8_percent_encode(agent, NON_ALPHANUMERIC);
+        let mut response = self
+            .agent
+            .get(format!("{}/api/v1/agents/{segment}/policy", self.base))
+            .header("Authorization", &self.authorization)
+            .header("Accept", "application/toml")
+            .call()
+            .map_err(|e| Failure::Unreachable(e.to_string()))?;
+        if response.status().as_u16() == 404 {
+            return Ok(None);
+        }
+        if !response.status().is_success() {
+            return Err(Self::failure(&mut response));
+        }
+        // One byte over the bound tells a policy the collector would not keep from one it
+        // would.
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_POLICY_BYTES as u64 + 1)
+            .read_to_string()
+            .map_err(|e| Failure::Unreachable(format!("unreadable policy: {e}")))?;
+        if text.len() > MAX_POLICY_BYTES {
+            return Err(Failure::Unreachable(format!(
+                "the assigned policy is over {MAX_POLICY_BYTES} bytes"
+            )));
+        }
+        Ok(Some(text))
     }
 }
 

@@ -14,10 +14,12 @@ use std::time::{Duration, Instant};
 use otwatch_delivery::{Config, Delivered, Event, Lane, Machine, Poll, Sent};
 use otwatch_rules::alert::rule;
 use otwatch_rules::detect::agent_alert;
+use otwatch_rules::policy::POLICY_VERSION;
 use otwatch_rules::validate;
-use otwatch_rules::wire::{Heartbeat, IngestBatch};
+use otwatch_rules::wire::{Heartbeat, HeartbeatReply, IngestBatch, PolicySource};
 
 use crate::delivery::outbox::{Outbox, Record};
+use crate::delivery::policy_follow::PolicyFollower;
 use crate::delivery::sender::Sender;
 use crate::telemetry::events::{
     DeliveryFailed, InternalEvent, OutboxFailed, OutboxOverflow, RecordsSetAside, Throttle,
@@ -25,7 +27,7 @@ use crate::telemetry::events::{
 use crate::telemetry::status::{Status, wall_clock};
 
 /// How the shipper paces itself.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ShipperConfig {
     /// The agent's name (the collector checks it against the credential).
     pub agent: String,
@@ -41,6 +43,8 @@ pub struct ShipperConfig {
     pub backoff_min: Duration,
     /// Longest wait after repeated failures.
     pub backoff_max: Duration,
+    /// Follows the policy the collector assigns (`policy_source = "collector"`), if set.
+    pub follower: Option<PolicyFollower>,
 }
 
 impl ShipperConfig {
@@ -54,6 +58,7 @@ impl ShipperConfig {
             heartbeat_every: Duration::from_secs(5),
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(60),
+            follower: None,
         }
     }
 }
@@ -219,7 +224,11 @@ impl Worker {
                     let heartbeat = self.heartbeat();
                     let outcome = self.sender.heartbeat(collector, &heartbeat);
                     tracing::trace!(collector, ok = outcome.is_ok(), "heartbeat");
-                    self.machine.handle_heartbeat(self.now(), outcome);
+                    if let Ok(reply) = &outcome {
+                        self.follow(collector, reply, heartbeat.policy_hash.as_deref());
+                    }
+                    self.machine
+                        .handle_heartbeat(self.now(), outcome.map(|_| ()));
                 }
                 Poll::Batch {
                     collector,
@@ -247,6 +256,33 @@ impl Worker {
                 }
             }
             self.tell_the_world();
+        }
+    }
+
+    /// Fetches the assigned policy when the heartbeat's answer names a version the agent does
+    /// not enforce. A failed fetch is tried again at the next heartbeat.
+    fn follow(&mut self, collector: usize, reply: &HeartbeatReply, applied: Option<&str>) {
+        let Some(follower) = self.config.follower.as_mut() else {
+            return;
+        };
+        let Some(assigned) = follower.wanted(reply, applied).cloned() else {
+            return;
+        };
+        match self.sender.policy(collector, &self.config.agent) {
+            Ok(text) => {
+                if let Some(hash) = follower.take(&assigned, text) {
+                    tracing::info!(
+                        policy = assigned.name,
+                        hash,
+                        "fetched the policy the collector assigns"
+                    );
+                }
+            }
+            Err(failure) => tracing::warn!(
+                policy = assigned.name,
+                %failure,
+                "cannot fetch the policy the collector assigns; trying again at the next heartbeat"
+            ),
         }
     }
 
@@ -414,6 +450,12 @@ impl Worker {
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_s: self.status.uptime().as_secs(),
             policy_hash: snapshot.policy_hash.clone(),
+            policy_source: Some(if self.config.follower.is_some() {
+                PolicySource::Collector
+            } else {
+                PolicySource::File
+            }),
+            policy_language: Some(POLICY_VERSION),
             packets_per_s: snapshot.packets_per_s,
             packets: snapshot.packets,
             drops: snapshot.kernel_drops + snapshot.queue_drops + self.outbox.dropped_total(),

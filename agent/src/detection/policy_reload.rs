@@ -1,4 +1,5 @@
-//! Reloading the policy while the agent runs: on SIGHUP and when the file changes.
+//! Reloading the policy while the agent runs: on SIGHUP, when the file changes, and when a
+//! policy the collector assigns arrives (`policy_source = "collector"`).
 //!
 //! The check is cheap (an atomic flag and a metadata call) and is made between packets, so the
 //! new policy takes over from one packet to the next and none is lost. A changed file is loaded
@@ -9,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant, SystemTime};
 
 use otwatch_rules::policy::{Policy, Warning};
@@ -50,6 +52,8 @@ pub struct Reloader {
     /// A change seen but not yet loaded: how the file looked and since when it has.
     settling: Option<(Option<Stamp>, Instant)>,
     hangup: Arc<AtomicBool>,
+    /// Policies the collector assigns, already checked and written to the file.
+    assigned: Option<Receiver<Reload>>,
     reloads: u64,
     failures: u64,
 }
@@ -65,9 +69,18 @@ impl Reloader {
             last: stamp(path),
             settling: None,
             hangup,
+            assigned: None,
             reloads: 0,
             failures: 0,
         })
+    }
+
+    /// Takes policies the collector assigns from the returned channel: each is checked and
+    /// written to the watched file before it is sent, so it is not loaded a second time.
+    pub fn follow_collector(&mut self) -> Sender<Reload> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.assigned = Some(rx);
+        tx
     }
 
     /// Successful reloads so far.
@@ -83,6 +96,9 @@ impl Reloader {
     /// Reloads if SIGHUP arrived, or if the file changed since the last load and has since
     /// stayed unchanged for [`SETTLE`]; `None` otherwise.
     pub fn poll(&mut self) -> Option<Reload> {
+        if let Some(outcome) = self.assigned.as_ref().and_then(|rx| rx.try_recv().ok()) {
+            return Some(self.count(outcome));
+        }
         let hangup = self.hangup.swap(false, Ordering::Relaxed);
         let now = stamp(&self.path);
         if !hangup {
@@ -104,16 +120,27 @@ impl Reloader {
         }
         self.settling = None;
         self.last = now;
-        Some(match policy_file::load(&self.path) {
-            Ok((policy, warnings)) => {
+        let outcome = match policy_file::load(&self.path) {
+            Ok((policy, warnings)) => Reload::Loaded(Arc::new(policy), warnings),
+            Err(e) => Reload::Rejected(e),
+        };
+        Some(self.count(outcome))
+    }
+
+    /// Counts an outcome; a policy from the collector was written to the file, which is then
+    /// known as loaded.
+    fn count(&mut self, outcome: Reload) -> Reload {
+        match &outcome {
+            Reload::Loaded(..) => {
                 self.reloads += 1;
-                Reload::Loaded(Arc::new(policy), warnings)
+                if self.assigned.is_some() {
+                    self.last = stamp(&self.path);
+                    self.settling = None;
+                }
             }
-            Err(e) => {
-                self.failures += 1;
-                Reload::Rejected(e)
-            }
-        })
+            Reload::Rejected(_) => self.failures += 1,
+        }
+        outcome
     }
 }
 

@@ -14,6 +14,7 @@
 //! heartbeat_interval = "5s"
 //! metrics_listen = "127.0.0.1:9102"
 //! policy = "/etc/otwatch/policy.toml"
+//! policy_source = "file"
 //! interface = "eth1"
 //!
 //! [capture]
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use otwatch_rules::wire::PolicySource;
 use otwatch_telemetry::LogFormat;
 
 /// `agent.toml`.
@@ -61,8 +63,10 @@ pub struct AgentConfig {
     pub heartbeat_interval: Option<Duration>,
     /// Where to serve `/metrics`.
     pub metrics_listen: Option<SocketAddr>,
-    /// The policy file.
+    /// The policy file (with `policy_source = "collector"`, where the assigned one is kept).
     pub policy: Option<PathBuf>,
+    /// Where the policy comes from: `"file"` (the default) or `"collector"`.
+    pub policy_source: Option<PolicySource>,
     /// The interface `run` captures on (a SPAN port or TAP).
     pub interface: Option<String>,
     /// Also append every alert to this JSON-lines file.

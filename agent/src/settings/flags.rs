@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::settings::config::{CaptureBackend, EvidenceLevel};
+use otwatch_rules::wire::PolicySource;
 use otwatch_telemetry::LogFormat;
 
 /// Passive Modbus security monitor agent.
@@ -67,6 +68,12 @@ pub struct RunFlags {
     /// [env: OTWATCH_POLICY]
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// Where the policy comes from: `file` (the default: --policy, edited on this host) or
+    /// `collector` (the one the collector assigns this agent, fetched when it changes and kept
+    /// in --policy, by default `assigned-policy.toml` beside the outbox).
+    /// [env: OTWATCH_POLICY_SOURCE]
+    #[arg(long, value_name = "file|collector")]
+    pub policy_source: Option<PolicySource>,
     /// Also append one JSON line per alert to this file. [env: OTWATCH_ALERTS]
     #[arg(long, value_name = "OUT.jsonl")]
     pub alerts: Option<PathBuf>,

@@ -391,3 +391,54 @@ fn evidence_is_on_for_high_alerts_by_default_and_set_or_refused_by_every_source(
     let e = AgentConfig::parse(&format!("{base}evidence = \"low\"\n")).unwrap_err();
     assert!(e.contains("evidence"), "{e}");
 }
+
+#[test]
+fn following_the_collector_needs_one_and_keeps_its_policy_beside_the_outbox() {
+    let refused = run(
+        &stream(),
+        &Env::from_pairs([("OTWATCH_POLICY_SOURCE", "collector")]),
+        &AgentConfig::default(),
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        refused.starts_with("OTWATCH_POLICY_SOURCE: collector, but no collector is set"),
+        "{refused}"
+    );
+    let config = file(
+        r#"
+collector_url = "https://127.0.0.1:8443"
+collector_token = "otw_abc"
+outbox = "/var/lib/otwatch-agent/outbox"
+policy_source = "collector"
+"#,
+    );
+    let s = run(&stream(), &no_env(), &config, None).unwrap();
+    assert_eq!(s.policy_source, PolicySource::Collector);
+    assert_eq!(
+        s.policy.as_deref(),
+        Some(Path::new("/var/lib/otwatch-agent/assigned-policy.toml"))
+    );
+    let mut flags = stream();
+    flags.policy = Some("/etc/otwatch/agent/kept.toml".into());
+    let s = run(&flags, &no_env(), &config, None).unwrap();
+    assert_eq!(
+        s.policy.as_deref(),
+        Some(Path::new("/etc/otwatch/agent/kept.toml"))
+    );
+    flags.policy_source = Some(PolicySource::File);
+    assert_eq!(
+        run(&flags, &no_env(), &config, None).unwrap().policy_source,
+        PolicySource::File
+    );
+    let bad = run(
+        &stream(),
+        &Env::from_pairs([("OTWATCH_POLICY_SOURCE", "cloud")]),
+        &config,
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(bad.contains("expected file or collector"), "{bad}");
+}

@@ -32,6 +32,7 @@ fn heartbeat(agent: &str) -> Heartbeat {
         outbox_depth: 0,
         outbox_dropped: 0,
         last_error: None,
+        ..Heartbeat::default()
     }
 }
 

@@ -26,7 +26,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use otwatch_rules::policy::Policy;
+use otwatch_rules::policy::{POLICY_VERSION, Policy, readable_by};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -179,21 +179,33 @@ pub(super) async fn put<K: Kv>(
     };
     let store = state.store.clone();
     let (author, key, hash) = (principal.name.clone(), name.clone(), policy.hash.clone());
+    let language = policy.version;
     let put = blocking(move || {
+        let agents: Vec<String> = store
+            .assignments()?
+            .into_iter()
+            .filter(|(_, p)| *p == key)
+            .map(|(agent, _)| agent)
+            .collect();
+        if let Some(refusal) = unreadable(&store, &agents, &key, language)? {
+            return Ok(Err(refusal));
+        }
         let condition = condition(&store, &key, wanted)?;
-        store.put_policy(
-            &key,
-            NewVersion {
-                toml: &text,
-                hash: &hash,
-                author: &author,
-                at: now(),
-                note: None,
-            },
-            condition.as_deref(),
-        )
+        store
+            .put_policy(
+                &key,
+                NewVersion {
+                    toml: &text,
+                    hash: &hash,
+                    author: &author,
+                    at: now(),
+                    note: None,
+                },
+                condition.as_deref(),
+            )
+            .map(Ok)
     })
-    .await?;
+    .await??;
     stored(
         &state,
         source,
@@ -205,6 +217,31 @@ pub(super) async fn put<K: Kv>(
         None,
     )
     .await
+}
+
+/// 409 when one of `agents` (assigned policy `name`) has said it reads only policy-language
+/// versions older than `version`: it could not use the policy. Agents not heard from yet, or
+/// from before central policies (which read version 1), are taken as able.
+fn unreadable<K: Kv>(
+    store: &crate::store::Store<K>,
+    agents: &[String],
+    name: &str,
+    version: u32,
+) -> Result<Option<ApiError>, crate::store::StoreError> {
+    for agent in agents {
+        let reads = store
+            .agent(agent)?
+            .map_or(POLICY_VERSION, |r| r.heartbeat.policy_language.unwrap_or(1));
+        if !readable_by(version, reads) {
+            return Ok(Some(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "agent {agent:?} reads policy-language versions up to {reads}; policy {name:?} is written in version {version} (expected an agent upgraded first, or a policy it reads)"
+                ),
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// `text` as policy `name`, checked as `otwatch-agent check` checks a file, with its warnings
@@ -560,7 +597,18 @@ pub(super) async fn assign<K: Kv>(
     }
     let store = state.store.clone();
     let (key, policy) = (agent.clone(), request.policy.clone());
-    blocking(move || store.assign_policy(&key, policy.as_deref())).await?;
+    blocking(move || {
+        if let Some(name) = &policy
+            && let Some(version) = store.policy(name)?
+            && let Ok((parsed, _)) = Policy::parse(&version.toml, name)
+            && let Some(refusal) =
+                unreadable(&store, std::slice::from_ref(&key), name, parsed.version)?
+        {
+            return Ok(Err(refusal));
+        }
+        store.assign_policy(&key, policy.as_deref()).map(Ok)
+    })
+    .await??;
     audit::note_off_the_workers(
         state.audit.clone(),
         audit::Event {

@@ -24,8 +24,8 @@ use crate::kv::{Batch, Kv, Order};
 
 /// Most policies kept.
 pub const MAX_POLICIES: usize = 256;
-/// Most bytes of TOML in one version.
-pub const MAX_POLICY_BYTES: usize = 256 << 10;
+/// Most bytes of TOML in one version (the bound agents apply to what they fetch).
+pub use otwatch_rules::validate::MAX_POLICY_BYTES;
 /// Most versions kept per policy: the oldest go first.
 pub const MAX_VERSIONS: u64 = 1000;
 /// Most agents with a policy assigned.

@@ -116,6 +116,7 @@ pub(super) fn compile(text: &str, name: &str) -> Result<Policy, PolicyError> {
     let checks_reads = allow.iter().any(|r| r.matcher.read_values.is_some());
     Ok(Policy {
         checks_reads,
+        version: *file.version.get_ref(),
         name: file.name,
         hash: blake3::hash(text.as_bytes())
             .to_hex()

@@ -440,3 +440,12 @@ fn a_span_is_covered_only_when_one_merged_range_holds_all_of_it() {
     let but_one = RangeSet::from_ranges(vec![(0, 65_534)]);
     assert!(all.covers(&but_one) && !but_one.covers(&all) && set.covers(&set));
 }
+
+#[test]
+fn a_policy_knows_its_language_version_and_who_reads_it() {
+    let (p, _) = Policy::parse(GOOD, "plant.toml").unwrap();
+    assert_eq!(p.version, POLICY_VERSION);
+    assert!(readable_by(p.version, POLICY_VERSION));
+    assert!(readable_by(1, 2), "an agent reads every older version");
+    assert!(!readable_by(2, 1), "an agent cannot read a newer version");
+}

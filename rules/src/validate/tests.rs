@@ -236,6 +236,23 @@ fn a_heartbeat_is_bounded_and_its_rate_is_a_number() {
     h.last_error = None;
     h.packets_per_s = f64::NAN;
     assert_eq!(heartbeat(&h).unwrap_err().field, "packets_per_s");
+    h.packets_per_s = 0.0;
+    for bad in [0, MAX_POLICY_LANGUAGE + 1] {
+        h.policy_language = Some(bad);
+        assert_eq!(heartbeat(&h).unwrap_err().field, "policy_language");
+    }
+    h.policy_language = Some(crate::policy::POLICY_VERSION);
+    assert_eq!(heartbeat(&h), Ok(()));
+}
+
+#[test]
+fn a_heartbeat_from_before_central_policies_still_reads() {
+    let old = r#"{"agent":"a1","version":"0.1.0","uptime_s":3,"policy_hash":"ab"}"#;
+    let h: Heartbeat = serde_json::from_str(old).unwrap();
+    assert_eq!((h.policy_source, h.policy_language), (None, None));
+    let new = r#"{"agent":"a1","version":"0.2.0","uptime_s":3,"policy_source":"collector","policy_language":1}"#;
+    let h: Heartbeat = serde_json::from_str(new).unwrap();
+    assert_eq!(h.policy_source, Some(crate::wire::PolicySource::Collector));
 }
 
 #[test]

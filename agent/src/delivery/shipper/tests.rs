@@ -76,8 +76,16 @@ impl Sender for Recorder {
         })
     }
 
-    fn heartbeat(&mut self, _collector: usize, _heartbeat: &Heartbeat) -> Result<(), Failure> {
-        Ok(())
+    fn heartbeat(
+        &mut self,
+        _collector: usize,
+        _heartbeat: &Heartbeat,
+    ) -> Result<HeartbeatReply, Failure> {
+        Ok(HeartbeatReply::default())
+    }
+
+    fn policy(&mut self, _collector: usize, _agent: &str) -> Result<Option<String>, Failure> {
+        Ok(None)
     }
 }
 

@@ -103,3 +103,26 @@ fn sighup_reloads_even_an_unchanged_file() {
     signal_hook::low_level::raise(signal_hook::consts::SIGHUP).unwrap();
     assert_eq!(name(r.poll()), "one");
 }
+
+#[test]
+fn a_policy_from_the_collector_is_applied_once_and_its_file_not_reloaded() {
+    let _alone = alone();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("assigned-policy.toml");
+    let mut r = Reloader::new(&path).unwrap();
+    let assigned = r.follow_collector();
+    assert_eq!(name(r.poll()), "none", "no cached policy yet");
+    // The follower writes the file, then hands the policy over.
+    std::fs::write(&path, V2).unwrap();
+    let (policy, warnings) = Policy::parse(V2, "collector").unwrap();
+    assigned
+        .send(Reload::Loaded(Arc::new(policy), warnings))
+        .unwrap();
+    assert_eq!(name(r.poll()), "two");
+    assert_eq!(
+        name(settled(&mut r)),
+        "none",
+        "the file it wrote is not loaded again"
+    );
+    assert_eq!((r.reloads(), r.failures()), (1, 0));
+}

@@ -1,0 +1,205 @@
+//! Policies kept by the collector and followed by agents, as separate processes over real
+//! HTTPS: a policy stored and assigned through the API is applied by an agent with
+//! `--policy-source collector` within 10 s (its heartbeat shows the version) and judges its
+//! traffic; a broken policy is refused at the API and never reaches the agent; an agent
+//! restarted while the collector is down enforces the last good version it kept.
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use otwatch_tests::attack::{POLICY, record_attack};
+use otwatch_tests::collector::{Client, Site};
+use otwatch_tests::{binary, packets_of, read_alerts, runtime};
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use serde_json::Value;
+
+/// The attack capture's header and packets.
+fn attack(dir: &Path) -> (PcapHeader, Vec<PcapPacket<'static>>) {
+    let pcap = dir.join("attack.pcap");
+    runtime().block_on(record_attack(&pcap)).unwrap();
+    packets_of(&pcap)
+}
+
+/// An agent following the collector's policy, reading a live pcap stream from its standard
+/// input, its alerts logged to `alerts` and its messages to `log`.
+fn following_agent(site: &Site, token: &str, dir: &Path, alerts: &Path, log: &Path) -> Child {
+    Command::new(binary("otwatch-agent"))
+        .args([
+            "run",
+            "--pcap-stream",
+            "-",
+            "--agent-name",
+            "hall-1",
+            "--policy-source",
+            "collector",
+            "--heartbeat-interval",
+            "1s",
+            "--drain-timeout",
+            "2",
+        ])
+        .arg("--alerts")
+        .arg(alerts)
+        .args(["--collector", &site.url(), "--ca"])
+        .arg(site.ca())
+        .arg("--outbox")
+        .arg(dir.join("outbox"))
+        .env("OTWATCH_COLLECTOR_TOKEN", token)
+        .env("OTWATCH_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// A running agent and its pcap stream, its header written (the agent starts capturing once it
+/// has read it).
+struct Live {
+    agent: Child,
+    stream: PcapWriter<std::process::ChildStdin>,
+}
+
+impl Live {
+    fn start(mut agent: Child, header: PcapHeader) -> Self {
+        let stream = PcapWriter::with_header(agent.stdin.take().unwrap(), header).unwrap();
+        Self { agent, stream }
+    }
+
+    /// Plays `packets`, ends the stream, and waits for the agent to finish.
+    fn play(self, packets: &[PcapPacket<'static>]) {
+        let Self {
+            mut agent,
+            mut stream,
+        } = self;
+        for p in packets {
+            stream.write_packet(p).unwrap();
+        }
+        drop(stream);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = agent.try_wait().unwrap() {
+                assert!(status.success(), "the agent ended with {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "the agent did not finish");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// What the collector knows of agent `name`: its last heartbeat and assigned policy.
+fn agent_record(client: &Client, token: &str, name: &str) -> Option<Value> {
+    let (status, agents) = client.get("/api/v1/agents", Some(token));
+    assert_eq!(status, 200, "{agents}");
+    agents
+        .as_array()?
+        .iter()
+        .find(|a| a["heartbeat"]["agent"] == name)
+        .cloned()
+}
+
+/// The policy-rule alerts (those only a policy raises) the attack capture raises.
+fn policy_rules(alerts: &Path) -> BTreeSet<String> {
+    read_alerts(alerts)
+        .into_iter()
+        .map(|a| a.rule)
+        .filter(|r| r.starts_with("policy."))
+        .collect()
+}
+
+#[test]
+fn an_assigned_policy_is_applied_within_10_s_judges_traffic_and_outlives_the_collector() {
+    let dir = tempfile::tempdir().unwrap();
+    let (header, packets) = attack(dir.path());
+    let site = Site::init(dir.path());
+    let token = site.enroll_agent("hall-1");
+    let collector = site.serve();
+    let client = &collector.client;
+
+    let (status, stored) = client.put(
+        "/api/v1/policies/kiln",
+        &site.admin,
+        "application/toml",
+        POLICY,
+    );
+    assert_eq!(status, 201, "{stored}");
+    let hash = stored["hash"].as_str().unwrap().to_string();
+    let (status, body) = client.put(
+        "/api/v1/agents/hall-1/policy",
+        &site.admin,
+        "application/json",
+        r#"{"policy": "kiln"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+
+    let alerts = dir.path().join("alerts-1.jsonl");
+    let log = dir.path().join("agent-1.log");
+    let agent = Live::start(
+        following_agent(&site, &token, dir.path(), &alerts, &log),
+        header,
+    );
+    let started = Instant::now();
+    let applied = || {
+        agent_record(client, &site.admin, "hall-1")
+            .is_some_and(|a| a["heartbeat"]["policy_hash"] == hash.as_str())
+    };
+    while !applied() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the agent did not apply the assigned policy within 10 s: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let record = agent_record(client, &site.admin, "hall-1").unwrap();
+    assert_eq!(record["heartbeat"]["policy_source"], "collector");
+    assert_eq!(record["assigned_policy"]["hash"], hash.as_str());
+
+    // A broken version is refused at the API, naming where, and never reaches the agent.
+    let broken = POLICY.replace("to = \"kiln-plc\"", "to = \"kiln-plc-2\"");
+    let (status, refusal) = client.put(
+        "/api/v1/policies/kiln",
+        &site.admin,
+        "application/toml",
+        &broken,
+    );
+    assert_eq!(status, 400, "{refusal}");
+    assert!(
+        refusal["error"].as_str().unwrap().contains("kiln-plc-2"),
+        "{refusal}"
+    );
+    let (_, policies) = client.get("/api/v1/policies", Some(&site.admin));
+    assert!(policies.to_string().contains(&hash), "{policies}");
+
+    agent.play(&packets);
+    let judged = policy_rules(&alerts);
+    assert!(
+        judged.contains("policy.setpoint_out_of_bounds"),
+        "the assigned policy judged the traffic: {judged:?}"
+    );
+    let record = agent_record(client, &site.admin, "hall-1").unwrap();
+    assert_eq!(record["heartbeat"]["policy_hash"], hash.as_str());
+
+    // The collector goes down; the agent restarts and enforces the version it kept.
+    drop(collector);
+    let alerts_2 = dir.path().join("alerts-2.jsonl");
+    let log_2 = dir.path().join("agent-2.log");
+    Live::start(
+        following_agent(&site, &token, dir.path(), &alerts_2, &log_2),
+        header,
+    )
+    .play(&packets);
+    assert_eq!(
+        policy_rules(&alerts_2),
+        judged,
+        "with the collector down: {}",
+        std::fs::read_to_string(&log_2).unwrap_or_default()
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("assigned-policy.toml")).unwrap(),
+        POLICY
+    );
+}
