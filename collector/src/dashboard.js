@@ -173,6 +173,8 @@ async function showIncident(id, params) {
     return;
   }
   const i = data.incident;
+  // A change being reviewed stays through the live redraws of its own incident.
+  if (shownIncident !== i.id) { $("#incident-allow").hidden = true; allowOffer = null; }
   shownIncident = i.id;
   shownIncidentKey = [i.rule, i.src_ip, i.dst_ip].join(" ");
   $("#incident-title").textContent = `Incident #${i.id}: ${i.title}`;
@@ -196,11 +198,48 @@ async function showIncident(id, params) {
     `<tr><td>${esc(a.ts)}</td><td>${sev(a.severity)}</td><td>${esc(a.function || "")}${a.function_code != null ? ` (${a.function_code})` : ""}</td>` +
     `<td>${esc(units(a))}</td><td>${esc(a.address)}</td><td>${esc(a.quantity)}</td><td title="${esc((a.values || []).join(" "))}">${esc((a.values || []).slice(0, 8).join(" "))}${(a.values || []).length > 8 ? " ..." : ""}</td>` +
     `<td>${esc(a.exception || "")}</td><td>${esc(seenText(a))}</td><td>${esc(a.count)}</td><td>${esc(a.agent)}</td><td>${esc(a.message || a.title)}</td>` +
-    `<td>${withPackets.has(a.id) ? `<a class="pcap" href="/api/v1/alerts/${encodeURIComponent(a.id)}/pcap" download>pcap</a>` : ""}</td></tr>`).join("");
+    `<td>${withPackets.has(a.id) ? `<a class="pcap" href="/api/v1/alerts/${encodeURIComponent(a.id)}/pcap" download>pcap</a>` : ""}</td>` +
+    `<td><button class="allow" data-alert="${esc(a.id)}">allow this</button></td></tr>`).join("");
   const more = $("#incident-more");
   more.hidden = !data.next;
   if (data.next) more.href = `#/incident/${i.id}?cursor=${encodeURIComponent(data.next)}`;
 }
+
+// "Allow this": the smallest change to the alert's agent's assigned policy, as a diff; an
+// admin applies it as a new version against the version it was made from.
+let allowOffer = null;
+async function offerAllow(id) {
+  const box = $("#incident-allow");
+  box.hidden = false;
+  $("#allow-notes").innerHTML = ""; $("#allow-diff").textContent = ""; $("#allow-result").textContent = "";
+  $("#allow-apply").hidden = true;
+  allowOffer = null;
+  try {
+    allowOffer = await api(`/api/v1/alerts/${encodeURIComponent(id)}/allow-rule`);
+  } catch (e) {
+    $("#allow-summary").textContent = `No change offered: ${e.message}`;
+    return;
+  }
+  $("#allow-summary").textContent = `Policy ${allowOffer.policy} (version ${allowOffer.base_version}): ${allowOffer.summary}`;
+  $("#allow-notes").innerHTML = allowOffer.notes.map((n) => `<li>${esc(n)}</li>`).join("");
+  $("#allow-diff").textContent = allowOffer.diff;
+  $("#allow-apply").hidden = role !== "admin";
+}
+async function applyAllow() {
+  if (!allowOffer) return;
+  const r = await fetch(`/api/v1/policies/${encodeURIComponent(allowOffer.policy)}`, { method: "PUT", credentials: "same-origin",
+    headers: { "content-type": "application/toml", "if-match": `"${allowOffer.base}"` }, body: allowOffer.toml });
+  const body = await r.json().catch(() => ({}));
+  $("#allow-result").textContent = r.ok
+    ? `Version ${body.version} of ${body.policy} is in force; agents following it apply it at their next heartbeat.`
+    : r.status === 412 ? "Someone changed the policy meanwhile: offer the change again." : `Refused: ${body.error || r.statusText}`;
+  if (r.ok) { $("#allow-apply").hidden = true; allowOffer = null; }
+}
+$("#incident-alerts").addEventListener("click", (e) => {
+  const b = e.target.closest("button.allow");
+  if (b) offerAllow(b.dataset.alert);
+});
+$("#allow-apply").addEventListener("click", applyAllow);
 
 // The incident's alerts as marks along its time span, higher for more severe.
 function incidentTimeline(alerts, i) {

@@ -43,6 +43,7 @@ use crate::store::{Action, AlertFilter, Store, StoreError, allowed};
 /// moving, which is what tells the listener it is alive (see `listener.rs`).
 pub const FEED_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+mod allow_rule;
 mod browser;
 mod detail;
 mod download;
@@ -187,6 +188,10 @@ pub fn router<K: Kv>(state: Shared<K>) -> Router {
         .route("/api/v1/alerts/export", get(download::export::<K>))
         .route("/api/v1/alerts/{id}", get(alert_by_id::<K>))
         .route("/api/v1/alerts/{id}/pcap", get(evidence::pcap::<K>))
+        .route(
+            "/api/v1/alerts/{id}/allow-rule",
+            get(allow_rule::allow_rule::<K>),
+        )
         .route("/api/v1/incidents", get(incidents::<K>))
         .route("/api/v1/incidents/{id}", get(detail::incident::<K>))
         .route("/api/v1/incidents/{id}/ack", post(ack::<K>))

@@ -322,3 +322,39 @@ pub fn rule_by_id(id: &str) -> Option<&'static RuleMeta> {
 
 #[cfg(test)]
 mod tests;
+
+/// A valid schema-3 alert for tests: agent `a1`, 10.0.0.5 writing 7 to holding register 100
+/// of unit 1 at 10.0.0.9 (the frame included), `policy.unauthorized_write`, id derived.
+#[cfg(test)]
+pub(crate) fn sample() -> Alert {
+    let first = Timestamp::from_secs(1_700_000_000);
+    let mut a = Alert {
+        schema: SCHEMA_VERSION,
+        id: String::new(),
+        ts: first,
+        agent: "a1".into(),
+        severity: Severity::High,
+        rule: rule::UNAUTHORIZED_WRITE.id.into(),
+        title: rule::UNAUTHORIZED_WRITE.title.into(),
+        technique: vec!["T0855".into(), "T0836".into()],
+        src_ip: IpAddr::from([10, 0, 0, 5]),
+        src_port: 40_000,
+        dst_ip: IpAddr::from([10, 0, 0, 9]),
+        dst_port: 502,
+        unit_id: Some(1),
+        function_code: Some(6),
+        function: Some("write_single_register".into()),
+        address: Some(100),
+        quantity: Some(1),
+        values: Some(vec![7]),
+        exception: None,
+        count: 1,
+        first_ts: first,
+        evidence: Some("000100000006010600640007".into()),
+        flow: 1,
+        message: None,
+        seen: None,
+    };
+    a.id = a.derived_id(0);
+    a
+}

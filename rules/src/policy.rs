@@ -3,6 +3,7 @@
 //! `deploy/policies/`), validated once into types that cannot be malformed, then evaluated
 //! against every request.
 
+mod allow_this;
 mod compile;
 mod eval;
 mod lint;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use crate::alert::Severity;
 
+pub use allow_this::{AllowChange, NotAllowable, allow_this};
 pub use eval::{Candidates, Violation, ViolationKind};
 pub use lint::Warning;
 use matcher::{AddrSet, Bounds, FunctionSet, RangeSet, Rate, ReadBounds, TimeWindow, UnitSet};

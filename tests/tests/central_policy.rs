@@ -141,19 +141,7 @@ fn an_assigned_policy_is_applied_within_10_s_judges_traffic_and_outlives_the_col
         following_agent(&site, &token, dir.path(), &alerts, &log),
         header,
     );
-    let started = Instant::now();
-    let applied = || {
-        agent_record(client, &site.admin, "hall-1")
-            .is_some_and(|a| a["heartbeat"]["policy_hash"] == hash.as_str())
-    };
-    while !applied() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the agent did not apply the assigned policy within 10 s: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_applied(client, &site.admin, &hash, &log);
     let record = agent_record(client, &site.admin, "hall-1").unwrap();
     assert_eq!(record["heartbeat"]["policy_source"], "collector");
     assert_eq!(record["assigned_policy"]["hash"], hash.as_str());
@@ -201,5 +189,102 @@ fn an_assigned_policy_is_applied_within_10_s_judges_traffic_and_outlives_the_col
     assert_eq!(
         std::fs::read_to_string(dir.path().join("assigned-policy.toml")).unwrap(),
         POLICY
+    );
+}
+
+/// Waits until the collector's record of hall-1 shows it enforcing `hash`.
+fn wait_applied(client: &Client, admin: &str, hash: &str, log: &Path) {
+    let started = Instant::now();
+    while !agent_record(client, admin, "hall-1")
+        .is_some_and(|a| a["heartbeat"]["policy_hash"] == hash)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the agent did not apply {hash} within 10 s: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn allowing_an_alert_from_the_api_stops_it_on_a_replay_and_keeps_every_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let (header, packets) = attack(dir.path());
+    let site = Site::init(dir.path());
+    let token = site.enroll_agent("hall-1");
+    let collector = site.serve();
+    let client = &collector.client;
+    let (status, stored) = client.put(
+        "/api/v1/policies/kiln",
+        &site.admin,
+        "application/toml",
+        POLICY,
+    );
+    assert_eq!(status, 201, "{stored}");
+    let v1 = stored["hash"].as_str().unwrap().to_string();
+    let body = r#"{"policy": "kiln"}"#;
+    let (status, _) = client.put(
+        "/api/v1/agents/hall-1/policy",
+        &site.admin,
+        "application/json",
+        body,
+    );
+    assert_eq!(status, 200);
+
+    let run = |tag: &str, hash: &str| {
+        let alerts = dir.path().join(format!("alerts-{tag}.jsonl"));
+        let log = dir.path().join(format!("agent-{tag}.log"));
+        let live = Live::start(
+            following_agent(&site, &token, dir.path(), &alerts, &log),
+            header,
+        );
+        wait_applied(client, &site.admin, hash, &log);
+        live.play(&packets);
+        read_alerts(&alerts)
+    };
+    let before = run("before", &v1);
+    // The alert to allow: a policy violation of one occurrence, which the collector holds.
+    let chosen = before
+        .iter()
+        .find(|a| a.rule == "policy.setpoint_out_of_bounds" && a.count == 1)
+        .unwrap_or_else(|| panic!("no setpoint alert in {before:?}"))
+        .clone();
+    let path = format!("/api/v1/alerts/{}", chosen.id);
+    let started = Instant::now();
+    while client.get(&path, Some(&site.admin)).0 != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the alert did not arrive"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, offer) = client.get(&format!("{path}/allow-rule"), Some(&site.admin));
+    assert_eq!(status, 200, "{offer}");
+    assert_eq!(offer["base"], v1.as_str());
+    let applied = otwatch_tests::collector::https_agent(&site.ca(), Duration::from_secs(30))
+        .put(format!("{}/api/v1/policies/kiln", site.url()))
+        .header("Authorization", format!("Bearer {}", site.admin))
+        .header("Content-Type", "application/toml")
+        .header("If-Match", format!("\"{v1}\""))
+        .send(offer["toml"].as_str().unwrap())
+        .unwrap()
+        .body_mut()
+        .read_json::<Value>()
+        .unwrap();
+    assert_eq!(applied["version"], 2, "{applied}");
+    let v2 = applied["hash"].as_str().unwrap().to_string();
+
+    let after = run("after", &v2);
+    let ids = |alerts: &[otwatch_rules::alert::Alert]| -> BTreeSet<String> {
+        alerts.iter().map(|a| a.id.clone()).collect()
+    };
+    let mut expected = ids(&before);
+    expected.remove(&chosen.id);
+    assert_eq!(
+        ids(&after),
+        expected,
+        "only the allowed alert is gone: {}",
+        offer["diff"]
     );
 }

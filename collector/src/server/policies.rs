@@ -440,15 +440,23 @@ pub(super) async fn history<K: Kv>(
 
 /// A unified diff from `before` to `after`, within [`DIFF_TIMEOUT`].
 fn diff(before: &PolicyVersion, after: &PolicyVersion) -> String {
+    unified_diff(
+        &before.toml,
+        &after.toml,
+        &format!("version {}", before.version),
+        &format!("version {}", after.version),
+    )
+}
+
+/// A unified diff of two policy texts, labelled, within [`DIFF_TIMEOUT`] (a diff past it is
+/// coarser, never late).
+pub(super) fn unified_diff(before: &str, after: &str, from: &str, to: &str) -> String {
     similar::TextDiff::configure()
         .timeout(DIFF_TIMEOUT)
-        .diff_lines(&before.toml, &after.toml)
+        .diff_lines(before, after)
         .unified_diff()
         .context_radius(3)
-        .header(
-            &format!("version {}", before.version),
-            &format!("version {}", after.version),
-        )
+        .header(from, to)
         .to_string()
 }
 

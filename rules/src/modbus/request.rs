@@ -327,6 +327,17 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// The sub-function the policy language can name (`"8/1"`, `"43/14"`): a Diagnostics
+    /// request's sub-function, an MEI request's type.
+    pub fn sub_function(&self) -> Option<u16> {
+        match self {
+            Self::Diagnostics { sub_function, .. } => Some(sub_function.code()),
+            Self::ReadDeviceId(_) => Some(14),
+            Self::CanOpen { .. } => Some(13),
+            _ => None,
+        }
+    }
+
     /// The table, first address and count this request reads, if it reads process data.
     pub fn read_range(&self) -> Option<(Table, u16, u16)> {
         match *self {

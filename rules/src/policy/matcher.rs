@@ -158,13 +158,9 @@ impl FunctionSet {
         if self.codes >> code & 1 == 1 {
             return true;
         }
-        let sub = match request {
-            Request::Diagnostics { sub_function, .. } => sub_function.code(),
-            Request::ReadDeviceId(_) => 14,
-            Request::CanOpen { .. } => 13,
-            _ => return false,
-        };
-        self.subs.contains(&(code, sub))
+        request
+            .sub_function()
+            .is_some_and(|sub| self.subs.contains(&(code, sub)))
     }
 
     /// Whether every function of `other` is in `self`.

@@ -1,7 +1,7 @@
 use std::net::IpAddr;
 
 use super::*;
-use crate::alert::{Severity, rule};
+use crate::alert::rule;
 use crate::time::Timestamp;
 
 fn ip(text: &str) -> IpAddr {
@@ -10,36 +10,7 @@ fn ip(text: &str) -> IpAddr {
 
 /// A valid alert of agent `a1`, its id derived as an agent derives it.
 fn valid() -> Alert {
-    let first = Timestamp::from_secs(1_700_000_000);
-    let mut a = Alert {
-        schema: SCHEMA_VERSION,
-        id: String::new(),
-        ts: first,
-        agent: "a1".into(),
-        severity: Severity::High,
-        rule: rule::UNAUTHORIZED_WRITE.id.into(),
-        title: rule::UNAUTHORIZED_WRITE.title.into(),
-        technique: vec!["T0855".into(), "T0836".into()],
-        src_ip: ip("10.0.0.5"),
-        src_port: 40_000,
-        dst_ip: ip("10.0.0.9"),
-        dst_port: 502,
-        unit_id: Some(1),
-        function_code: Some(6),
-        function: Some("write_single_register".into()),
-        address: Some(100),
-        quantity: Some(1),
-        values: Some(vec![7]),
-        exception: None,
-        count: 1,
-        first_ts: first,
-        evidence: Some("000100000006010600640007".into()),
-        flow: 1,
-        message: None,
-        seen: None,
-    };
-    reid(&mut a, 0);
-    a
+    crate::alert::sample()
 }
 
 fn reid(a: &mut Alert, seq: u64) {

@@ -385,3 +385,133 @@ async fn if_match_takes_a_list_or_star_and_weak_tags_never_match() {
     assert_eq!(names, ["a-first", "hall"]);
     assert_eq!(list.body[1]["version"], 4);
 }
+
+impl Fixture {
+    /// A heartbeat of agent a1, following the collector's policy or a local file.
+    async fn beat(&self, source: otwatch_rules::wire::PolicySource) {
+        let heartbeat = serde_json::to_string(&otwatch_rules::wire::Heartbeat {
+            agent: "a1".into(),
+            version: "test".into(),
+            policy_source: Some(source),
+            policy_language: Some(otwatch_rules::policy::POLICY_VERSION),
+            ..Default::default()
+        })
+        .unwrap();
+        let r = self
+            .send_with(
+                Method::POST,
+                "/api/v1/heartbeat",
+                &self.agent.clone(),
+                &[],
+                &heartbeat,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+}
+
+#[tokio::test]
+async fn allow_rule_offers_a_diff_to_the_assigned_policy_that_applies_as_a_new_version() {
+    use otwatch_rules::wire::PolicySource;
+    let f = fixture();
+    let write = alert(
+        1,
+        "policy.unauthorized_write",
+        Severity::High,
+        "10.0.0.5",
+        "10.0.0.20",
+        "a1",
+    );
+    let rate = alert(
+        2,
+        "policy.rate_exceeded",
+        Severity::Medium,
+        "10.0.0.5",
+        "10.0.0.20",
+        "a1",
+    );
+    let r = f
+        .ingest(
+            Some(&f.agent.clone()),
+            &batch("a1", vec![write.clone(), rate.clone()]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let uri = format!("/api/v1/alerts/{}/allow-rule", write.id);
+
+    // An agent on a local file (or one from before central policies): 409 saying so.
+    f.beat(PolicySource::File).await;
+    let r = f.get(&uri, &f.viewer).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert!(
+        r.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("local policy file"),
+        "{}",
+        r.body
+    );
+    // Following the collector, but nothing assigned: 409.
+    f.beat(PolicySource::Collector).await;
+    let r = f.get(&uri, &f.viewer).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert!(
+        r.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no policy is assigned"),
+        "{}",
+        r.body
+    );
+
+    let created = f.put_policy("hall", HALL, None).await;
+    assert_eq!(f.assign(json!("hall")).await.status, StatusCode::OK);
+    let offer = f.get(&uri, &f.viewer).await;
+    assert_eq!(offer.status, StatusCode::OK, "{}", offer.body);
+    assert_eq!(offer.body["policy"], "hall");
+    assert_eq!(
+        format!("\"{}\"", offer.body["base"].as_str().unwrap()),
+        etag(&created)
+    );
+    let diff = offer.body["diff"].as_str().unwrap();
+    assert!(diff.contains("+[[allow]]"), "{diff}");
+    assert!(diff.contains("+from = \"10.0.0.5\""), "{diff}");
+    assert!(
+        diff.contains("+functions = [\"write_single_register\"]"),
+        "{diff}"
+    );
+    assert!(!diff.contains("\n-"), "only additions: {diff}");
+    // A rate is a number to choose, not a rule to add: 422 saying what to do.
+    let r = f
+        .get(&format!("/api/v1/alerts/{}/allow-rule", rate.id), &f.viewer)
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(
+        r.body["error"].as_str().unwrap().contains("rate"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        f.get(
+            "/api/v1/alerts/0123456789abcdef0123456789abcdef/allow-rule",
+            &f.viewer
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Applying it: the offered text against the version it was made from.
+    let applied = f
+        .put_policy(
+            "hall",
+            offer.body["toml"].as_str().unwrap(),
+            Some(&etag(&created)),
+        )
+        .await;
+    assert_eq!(applied.status, StatusCode::OK, "{}", applied.body);
+    assert_eq!(applied.body["version"], 2);
+    // Offered again, it builds on the new version.
+    let again = f.get(&uri, &f.viewer).await;
+    assert_eq!(again.body["base_version"], 2);
+}
