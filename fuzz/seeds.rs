@@ -72,6 +72,7 @@ fn batches() -> Vec<IngestBatch> {
             assets: vec![asset.clone()],
             conversations: Vec::new(),
             evidence: Vec::new(),
+            learned: Vec::new(),
         },
         IngestBatch {
             agent: "hall-1".into(),
@@ -79,6 +80,7 @@ fn batches() -> Vec<IngestBatch> {
             assets: Vec::new(),
             conversations: Vec::new(),
             evidence: Vec::new(),
+            learned: Vec::new(),
         },
         IngestBatch {
             agent: "hall-1".into(),
@@ -105,6 +107,7 @@ fn batches() -> Vec<IngestBatch> {
                 },
             }],
             evidence: Vec::new(),
+            learned: Vec::new(),
         },
     ]
 }

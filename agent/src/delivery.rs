@@ -19,6 +19,7 @@ use crate::delivery::policy_follow::PolicyFollower;
 use crate::delivery::sender::{HttpsSender, SenderSetupError};
 use crate::delivery::shipper::{Shipper, ShipperConfig};
 use crate::detection::evidence::EvidenceOptions;
+use crate::detection::learn_requests::LearnRequests;
 use crate::telemetry::events::{InternalEvent, OutboxFailed};
 use crate::telemetry::status::Status;
 use otwatch_delivery::Delivered;
@@ -100,13 +101,15 @@ pub struct Delivery {
 
 impl Delivery {
     /// Opens the outbox and starts shipping; with a `follower`, the shipper also fetches the
-    /// policy the collector assigns.
+    /// policy the collector assigns, and with `learn`, it posts the collector's learn requests
+    /// there.
     pub fn start(
         options: &DeliveryOptions,
         agent: &str,
         agent_addr: SocketAddr,
         status: Arc<Status>,
         follower: Option<PolicyFollower>,
+        learn: Option<Arc<LearnRequests>>,
     ) -> Result<Self, DeliveryError> {
         let sender = HttpsSender::new(&options.url, &options.token, options.ca.as_deref())?;
         let outbox_error = |source| DeliveryError::Outbox {
@@ -120,6 +123,7 @@ impl Delivery {
         let mut config = ShipperConfig::new(agent.to_string(), agent_addr);
         config.heartbeat_every = options.heartbeat_every;
         config.follower = follower;
+        config.learn = learn;
         let shipper = Shipper::spawn(outbox.clone(), Box::new(sender), status.clone(), config)?;
         tracing::info!(
             "delivering to {} (outbox {}, {} records waiting)",

@@ -11,6 +11,7 @@
 
 pub(crate) mod assets;
 pub mod evidence;
+pub mod learn_requests;
 pub mod policy_file;
 pub(crate) mod policy_reload;
 

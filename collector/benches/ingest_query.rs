@@ -254,6 +254,7 @@ fn main() {
                         assets: Vec::new(),
                         conversations: Vec::new(),
                         evidence: Vec::new(),
+                        learned: Vec::new(),
                     })
                     .unwrap();
                     let post = |body: &[u8]| {
@@ -281,6 +282,7 @@ fn main() {
                                 assets: Vec::new(),
                                 conversations: Vec::new(),
                                 evidence: chunk.to_vec(),
+                                learned: Vec::new(),
                             })
                             .unwrap(),
                         );

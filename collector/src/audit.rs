@@ -25,7 +25,7 @@ pub struct Event {
     pub ts: Timestamp,
     /// What: `login`, `login_failed`, `login_throttled`, `logout`, `incident_acknowledged`,
     /// `incident_resolved`, `enroll`, `revoke`, `rotate_cert`, `policy_stored`,
-    /// `policy_rolled_back`.
+    /// `policy_rolled_back`, `policy_assigned`, `learning_requested`, `policy_proposed`.
     pub event: &'static str,
     /// Who: the credential's name (absent when nobody was recognised).
     #[serde(skip_serializing_if = "Option::is_none")]

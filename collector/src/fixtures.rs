@@ -58,5 +58,6 @@ pub(crate) fn batch(agent: &str, alerts: Vec<Alert>) -> IngestBatch {
         assets: Vec::new(),
         conversations: Vec::new(),
         evidence: Vec::new(),
+        learned: Vec::new(),
     }
 }

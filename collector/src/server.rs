@@ -48,6 +48,7 @@ mod browser;
 mod detail;
 mod download;
 mod evidence;
+mod learn;
 mod map;
 mod policies;
 mod session;
@@ -202,6 +203,7 @@ pub fn router<K: Kv>(state: Shared<K>) -> Router {
         .route("/api/v1/posture", get(posture_route::<K>))
         .route("/api/v1/map", get(map::map::<K>))
         .route("/api/v1/policies", get(policies::list::<K>))
+        .route("/api/v1/agents/{agent}/learn", post(learn::ask::<K>))
         .route(
             "/api/v1/agents/{agent}/policy",
             get(policies::assigned::<K>).put(policies::assign::<K>),
@@ -397,6 +399,7 @@ async fn ingest<K: Kv>(
     // the agent to set that record aside and deliver the rest (a 403 would hold its whole
     // outbox back).
     validate::batch(&batch).map_err(|e| invalid(&state, e))?;
+    let batch_agent = batch.agent.clone();
     let mut batch = batch;
     let store = state.store.clone();
     let outcome = blocking(move || {
@@ -418,6 +421,19 @@ async fn ingest<K: Kv>(
             Err(why) => return Ok(Err(why)),
         };
         let stored_before = sent - batch.alerts.len();
+        // What the agent learned: kept and merged into its proposal, before the rest is
+        // acknowledged (a refusal stores nothing of the batch).
+        let mut proposed = Vec::with_capacity(batch.learned.len());
+        for learned in &batch.learned {
+            match learn::take(&store, &batch.agent, learned) {
+                Ok(Some(p)) => proposed.push(p),
+                Ok(None) => {}
+                Err(StoreError::Invalid { field, message }) => {
+                    return Ok(Err(format!("{field}: {message}")));
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let (reply, fresh) = store.ingest(&batch, now())?;
         // The alerts are durable: they are reported whatever happens to their evidence.
         let kept = if packets.is_empty() {
@@ -425,10 +441,10 @@ async fn ingest<K: Kv>(
         } else {
             store.put_evidence(&batch.agent, &packets)
         };
-        Ok(Ok((reply, fresh, stored_before, kept)))
+        Ok(Ok((reply, fresh, stored_before, kept, proposed)))
     })
     .await?;
-    let (mut reply, fresh, stored_before, kept) = match outcome {
+    let (mut reply, fresh, stored_before, kept, proposed) = match outcome {
         Ok(stored) => stored,
         Err(why) => {
             state.metrics.refused.with_label_values(&["invalid"]).inc();
@@ -446,6 +462,23 @@ async fn ingest<K: Kv>(
             .inc();
     }
     state.feed.publish(&fresh);
+    for (policy, version, agents) in proposed {
+        audit::note_off_the_workers(
+            state.audit.clone(),
+            audit::Event {
+                ts: now(),
+                event: "policy_proposed",
+                who: Some(batch_agent.clone()),
+                source: None,
+                detail: audit::detail([
+                    ("policy", json!(policy)),
+                    ("version", json!(version)),
+                    ("agents", json!(agents)),
+                ]),
+            },
+        )
+        .await;
+    }
     // Evidence that could not be kept: the agent sends the batch again (its alerts then
     // count as duplicates, already reported).
     kept?;
@@ -501,18 +534,26 @@ async fn heartbeat<K: Kv>(
     let store = state.store.clone();
     // The answer names the agent's assigned policy and its version in force, so an agent that
     // follows the collector's policy fetches it when that changes.
-    let policy = blocking(move || {
+    let (policy, learn) = blocking(move || {
         store.heartbeat(&hb, now())?;
+        // A learn request goes with every answer until what the agent learned arrives.
+        let learn = store
+            .learn_record(&hb.agent)?
+            .filter(|r| r.received_at.is_none())
+            .map(|r| json!({ "id": r.id, "duration_s": r.duration_s }));
         let Some(name) = store.assigned_policy(&hb.agent)? else {
-            return Ok(None);
+            return Ok((None, learn));
         };
         // The head only: no TOML is read for a heartbeat.
-        Ok(store
+        let policy = store
             .policy_hash(&name)?
-            .map(|hash| json!({ "name": name, "hash": hash })))
+            .map(|hash| json!({ "name": name, "hash": hash }));
+        Ok((policy, learn))
     })
     .await?;
-    Ok(axum::Json(json!({ "ok": true, "policy": policy })))
+    Ok(axum::Json(
+        json!({ "ok": true, "policy": policy, "learn": learn }),
+    ))
 }
 
 /// Turns query parameters into an alert filter, naming any bad or unknown parameter.
@@ -772,15 +813,27 @@ async fn agents<K: Kv>(
             hashes.insert(policy, state.store.policy_hash(policy)?);
         }
     }
+    // Each agent's latest learn request, without what it learned (the proposal holds that).
+    let mut learning: HashMap<String, serde_json::Value> = state
+        .store
+        .learn_records()?
+        .into_iter()
+        .map(|mut r| {
+            r.toml = None;
+            (r.agent.clone(), json!(r))
+        })
+        .collect();
     let list: Vec<serde_json::Value> = list
         .into_iter()
         .map(|a| {
             let policy = assigned.get(&a.record.heartbeat.agent).map(|name| {
                 json!({ "name": name, "hash": hashes.get(name.as_str()).cloned().flatten() })
             });
+            let learn = learning.remove(&a.record.heartbeat.agent);
             let mut v = serde_json::to_value(&a).unwrap_or_default();
             if let Some(o) = v.as_object_mut() {
                 o.insert("assigned_policy".into(), json!(policy));
+                o.insert("learning".into(), json!(learn));
             }
             v
         })

@@ -19,6 +19,7 @@
 mod asset;
 pub mod conversation;
 mod keys;
+pub mod learn;
 mod migrate;
 pub mod model;
 pub mod policy;

@@ -117,6 +117,19 @@ impl Learner {
         Self::default()
     }
 
+    /// Takes in what another learner saw (another capture worker's share of the same
+    /// traffic): one learner, as if it had seen both.
+    pub fn merge(&mut self, other: Learner) {
+        for (key, theirs) in other.pairs {
+            match self.pairs.get_mut(&key) {
+                None => {
+                    self.pairs.insert(key, theirs);
+                }
+                Some(ours) => ours.merge(&theirs),
+            }
+        }
+    }
+
     /// Requests seen in all.
     pub fn requests(&self) -> u64 {
         self.pairs.values().map(|p| p.requests).sum()

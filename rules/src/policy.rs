@@ -8,6 +8,7 @@ mod compile;
 mod eval;
 mod lint;
 pub mod matcher;
+mod merge;
 mod syntax;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ pub use allow_this::{AllowChange, NotAllowable, allow_this};
 pub use eval::{Candidates, Violation, ViolationKind};
 pub use lint::Warning;
 use matcher::{AddrSet, Bounds, FunctionSet, RangeSet, Rate, ReadBounds, TimeWindow, UnitSet};
+pub use merge::{LearnedError, check_learned, merge_learned};
 
 /// The only policy file version this build reads: the policy language's version, which
 /// agents report in their heartbeats so the collector never assigns one a policy it cannot read.

@@ -13,6 +13,7 @@ use std::fmt;
 use crate::alert::{Alert, FoldKey, SCHEMA_VERSION, Seen, seen};
 use crate::wire::{
     AssetObservation, ConversationObservation, EvidenceRecord, Heartbeat, IngestBatch,
+    LearnedPolicy,
 };
 
 /// Longest rule id, in bytes.
@@ -442,6 +443,9 @@ pub fn heartbeat(h: &Heartbeat) -> Result<(), Invalid> {
     bounded("version", &h.version, MAX_VERSION)?;
     bounded_opt("policy_hash", h.policy_hash.as_deref(), MAX_VERSION)?;
     bounded_opt("last_error", h.last_error.as_deref(), MAX_MESSAGE)?;
+    if let Some(id) = &h.learning {
+        learn_id("learning", id)?;
+    }
     if let Some(language) = h.policy_language
         && !(1..=MAX_POLICY_LANGUAGE).contains(&language)
     {
@@ -493,6 +497,57 @@ pub fn batch(b: &IngestBatch) -> Result<(), Invalid> {
     for (i, e) in b.evidence.iter().enumerate() {
         evidence(e).map_err(|e| e.within(&format!("evidence[{i}]")))?;
     }
+    if b.learned.len() > MAX_LEARNED_RECORDS {
+        return Err(Invalid::new(
+            "learned",
+            format_args!("{} records", b.learned.len()),
+            format!("at most {MAX_LEARNED_RECORDS} learned policies per batch"),
+        ));
+    }
+    for (i, l) in b.learned.iter().enumerate() {
+        learned(l).map_err(|e| e.within(&format!("learned[{i}]")))?;
+    }
+    Ok(())
+}
+
+/// Most learned policies in one batch (each up to [`MAX_POLICY_BYTES`]).
+pub const MAX_LEARNED_RECORDS: usize = 4;
+
+/// Checks a learn request's id: 32 lowercase hex digits, as the collector makes them.
+pub fn learn_id(field: &str, id: &str) -> Result<(), Invalid> {
+    if id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            field,
+            id,
+            "a learn request id: 32 lowercase hex digits",
+        ))
+    }
+}
+
+/// Checks a learned policy: its request id, its size, and that it is a valid policy holding
+/// only what learning writes (it goes into a proposal an admin reviews).
+pub fn learned(l: &LearnedPolicy) -> Result<(), Invalid> {
+    learn_id("request", &l.request)?;
+    if l.toml.len() > MAX_POLICY_BYTES {
+        return Err(Invalid::new(
+            "toml",
+            format_args!("{} bytes", l.toml.len()),
+            format!("at most {MAX_POLICY_BYTES} bytes"),
+        ));
+    }
+    crate::policy::check_learned(&l.toml, "learned").map_err(|e| {
+        Invalid::new(
+            "toml",
+            format_args!("{e}"),
+            "a policy as `otwatch-agent learn` writes it",
+        )
+    })?;
     Ok(())
 }
 

@@ -28,6 +28,10 @@ pub struct IngestBatch {
     /// The packets behind some of the agent's alerts (agents before evidence send none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub evidence: Vec<EvidenceRecord>,
+    /// Policies the agent learned because the collector asked (sent only to a collector that
+    /// asked, so never to one that would not know the field).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub learned: Vec<LearnedPolicy>,
 }
 
 /// The packets behind one alert, as the agent kept them: a classic pcap of the alert's flow,
@@ -146,6 +150,9 @@ pub struct Heartbeat {
     /// reads every older one too). Agents before central policies send none: they read 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_language: Option<u32>,
+    /// The learn request the agent is working on, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learning: Option<String>,
     /// Packets per second over the last interval.
     #[serde(default)]
     pub packets_per_s: f64,
@@ -202,6 +209,27 @@ impl std::str::FromStr for PolicySource {
     }
 }
 
+/// A policy an agent learned from its traffic when the collector asked it to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LearnedPolicy {
+    /// The request it answers ([`LearnRequest::id`]).
+    pub request: String,
+    /// The policy, as `otwatch-agent learn` writes it.
+    pub toml: String,
+    /// Requests it was learned from.
+    pub requests: u64,
+}
+
+/// The collector asks the agent to learn its traffic for a while and send what it learned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnRequest {
+    /// The request's id: 32 hex digits.
+    pub id: String,
+    /// How long to learn, in seconds.
+    pub duration_s: u64,
+}
+
 /// The collector's answer to a heartbeat. Read leniently: a newer collector may say more.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatReply {
@@ -209,6 +237,9 @@ pub struct HeartbeatReply {
     /// before central policies say nothing).
     #[serde(default)]
     pub policy: Option<AssignedPolicy>,
+    /// A request to learn, until the agent has sent what it learned.
+    #[serde(default)]
+    pub learn: Option<LearnRequest>,
 }
 
 /// A policy assigned to an agent, as a heartbeat's answer names it.

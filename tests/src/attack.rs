@@ -59,14 +59,48 @@ pub async fn record_polling(path: &Path) -> std::io::Result<()> {
     record(path, false).await
 }
 
+/// Normal polling on another segment: `client` reads holding registers `first`..`first + 9`
+/// of `server` five times and writes register `first + 10`, as [`record_polling`] does on the
+/// attack's segment.
+pub async fn record_segment(
+    path: &Path,
+    client: [u8; 4],
+    server: [u8; 4],
+    first: u16,
+) -> std::io::Result<()> {
+    record_between(
+        path,
+        false,
+        Endpoints {
+            client: (client, 50_000),
+            server: (server, 502),
+        },
+        first,
+    )
+    .await
+}
+
 async fn record(path: &Path, hostile: bool) -> std::io::Result<()> {
+    let endpoints = Endpoints {
+        client: (ATTACKER, 50_000),
+        server: (PLC, 502),
+    };
+    record_between(path, hostile, endpoints, 0).await
+}
+
+async fn record_between(
+    path: &Path,
+    hostile: bool,
+    endpoints: Endpoints,
+    first: u16,
+) -> std::io::Result<()> {
     let server = serve_tcp().await?;
     let (proxy, recording) = record_proxy(server).await?;
     let mut ctx = tcp::connect_slave(proxy, Slave(1)).await?;
     for _ in 0..5 {
-        step(ctx.read_holding_registers(0, 10)).await;
+        step(ctx.read_holding_registers(first, 10)).await;
     }
-    step(ctx.write_single_register(10, 1200)).await;
+    step(ctx.write_single_register(first + 10, 1200)).await;
     if hostile {
         attack(&mut ctx).await;
     }
@@ -77,14 +111,7 @@ async fn record(path: &Path, hostile: bool) -> std::io::Result<()> {
         .lock()
         .map_err(|_| std::io::Error::other("recording poisoned"))?
         .clone();
-    write_pcap(
-        path,
-        &chunks,
-        Endpoints {
-            client: (ATTACKER, 50_000),
-            server: (PLC, 502),
-        },
-    )
+    write_pcap(path, &chunks, endpoints)
 }
 
 async fn attack(ctx: &mut client::Context) {

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use otwatch_tests::attack::{POLICY, record_attack};
+use otwatch_tests::attack::{ATTACKER, PLC, POLICY, record_attack, record_segment};
 use otwatch_tests::collector::{Client, Site};
 use otwatch_tests::{binary, packets_of, read_alerts, runtime};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
@@ -26,20 +26,24 @@ fn attack(dir: &Path) -> (PcapHeader, Vec<PcapPacket<'static>>) {
 /// An agent following the collector's policy, reading a live pcap stream from its standard
 /// input, its alerts logged to `alerts` and its messages to `log`.
 fn following_agent(site: &Site, token: &str, dir: &Path, alerts: &Path, log: &Path) -> Child {
+    let extra = ["--policy-source", "collector"];
+    agent_named("hall-1", &extra, site, token, dir, alerts, log)
+}
+
+/// Agent `name` with `extra` flags, its outbox in `dir`, reading a live pcap stream.
+fn agent_named(
+    name: &str,
+    extra: &[&str],
+    site: &Site,
+    token: &str,
+    dir: &Path,
+    alerts: &Path,
+    log: &Path,
+) -> Child {
     Command::new(binary("otwatch-agent"))
-        .args([
-            "run",
-            "--pcap-stream",
-            "-",
-            "--agent-name",
-            "hall-1",
-            "--policy-source",
-            "collector",
-            "--heartbeat-interval",
-            "1s",
-            "--drain-timeout",
-            "2",
-        ])
+        .args(["run", "--pcap-stream", "-", "--agent-name", name])
+        .args(extra)
+        .args(["--heartbeat-interval", "1s", "--drain-timeout", "2"])
         .arg("--alerts")
         .arg(alerts)
         .args(["--collector", &site.url(), "--ca"])
@@ -68,15 +72,17 @@ impl Live {
         Self { agent, stream }
     }
 
-    /// Plays `packets`, ends the stream, and waits for the agent to finish.
-    fn play(self, packets: &[PcapPacket<'static>]) {
-        let Self {
-            mut agent,
-            mut stream,
-        } = self;
+    /// Writes `packets` into the stream, which stays open.
+    fn send(&mut self, packets: &[PcapPacket<'static>]) {
         for p in packets {
-            stream.write_packet(p).unwrap();
+            self.stream.write_packet(p).unwrap();
         }
+    }
+
+    /// Plays `packets`, ends the stream, and waits for the agent to finish.
+    fn play(mut self, packets: &[PcapPacket<'static>]) {
+        self.send(packets);
+        let Self { mut agent, stream } = self;
         drop(stream);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -287,4 +293,123 @@ fn allowing_an_alert_from_the_api_stops_it_on_a_replay_and_keeps_every_other() {
         "only the allowed alert is gone: {}",
         offer["diff"]
     );
+}
+
+/// The policy alerts `otwatch-agent replay` raises on `pcaps` under `policy`.
+fn policy_alerts_of(pcaps: &[&Path], policy: &Path, dir: &Path) -> BTreeSet<String> {
+    let alerts = dir.join("replayed.jsonl");
+    let _ = std::fs::remove_file(&alerts);
+    let mut command = Command::new(binary("otwatch-agent"));
+    command
+        .args(["replay", "--no-progress", "--policy"])
+        .arg(policy);
+    for p in pcaps {
+        command.arg("--pcap").arg(p);
+    }
+    let out = command.arg("--alerts").arg(&alerts).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    policy_rules(&alerts)
+}
+
+#[test]
+fn two_agents_learn_on_request_and_the_merged_proposal_allows_both_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    // Segment 1 is the attack's (its normal part); segment 2 another master, PLC and registers.
+    let (seg_1, seg_2) = (dir.path().join("seg-1.pcap"), dir.path().join("seg-2.pcap"));
+    let rt = runtime();
+    rt.block_on(record_segment(&seg_1, ATTACKER, PLC, 0))
+        .unwrap();
+    rt.block_on(record_segment(&seg_2, [10, 2, 0, 5], [10, 2, 1, 20], 100))
+        .unwrap();
+    let site = Site::init(dir.path());
+    let tokens = [site.enroll_agent("hall-1"), site.enroll_agent("hall-2")];
+    let collector = site.serve();
+    let client = &collector.client;
+    let mut requests = Vec::new();
+    for agent in ["hall-1", "hall-2"] {
+        let (status, asked) = client.post(
+            &format!("/api/v1/agents/{agent}/learn"),
+            Some(&site.admin),
+            &serde_json::json!({ "duration": "3s", "proposal": "plant" }),
+        );
+        assert_eq!(status, 202, "{asked}");
+        requests.push(asked["request"].as_str().unwrap().to_string());
+    }
+    let mut agents = Vec::new();
+    for (i, (name, pcap)) in [("hall-1", &seg_1), ("hall-2", &seg_2)]
+        .into_iter()
+        .enumerate()
+    {
+        let own = dir.path().join(name);
+        std::fs::create_dir_all(&own).unwrap();
+        let (header, packets) = packets_of(pcap);
+        let child = agent_named(
+            name,
+            &[],
+            &site,
+            &tokens[i],
+            &own,
+            &own.join("alerts.jsonl"),
+            &own.join("agent.log"),
+        );
+        agents.push((Live::start(child, header), packets, own.join("agent.log")));
+    }
+    // Each agent learns once its heartbeat's answer asked: its traffic comes after that.
+    for ((live, packets, log), (name, request)) in agents
+        .iter_mut()
+        .zip(["hall-1", "hall-2"].into_iter().zip(&requests))
+    {
+        let started = Instant::now();
+        while !agent_record(client, &site.admin, name)
+            .is_some_and(|a| a["heartbeat"]["learning"] == request.as_str())
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{name} did not start learning: {}",
+                std::fs::read_to_string(&*log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        live.send(packets);
+    }
+    let started = Instant::now();
+    while !["hall-1", "hall-2"].iter().all(|name| {
+        agent_record(client, &site.admin, name)
+            .is_some_and(|a| !a["learning"]["received_at"].is_null())
+    }) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the learned policies did not arrive"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for (live, _, _) in agents {
+        live.play(&[]);
+    }
+
+    // The proposal merges both, is assigned to no one, and allows both segments' traffic.
+    let (status, proposal) = client.get("/api/v1/policies/plant", Some(&site.admin));
+    assert_eq!(status, 200, "{proposal}");
+    let proposal = proposal.as_str().unwrap().to_string();
+    assert!(proposal.contains("learned by agent hall-1"), "{proposal}");
+    assert!(proposal.contains("learned by agent hall-2"), "{proposal}");
+    for name in ["hall-1", "hall-2"] {
+        assert!(agent_record(client, &site.admin, name).unwrap()["assigned_policy"].is_null());
+    }
+    let policy = dir.path().join("proposal.toml");
+    std::fs::write(&policy, &proposal).unwrap();
+    let none: BTreeSet<String> = BTreeSet::new();
+    assert_eq!(
+        policy_alerts_of(&[&seg_1, &seg_2], &policy, dir.path()),
+        none,
+        "{proposal}"
+    );
+    // It allows what was seen, not everything: the attack on segment 1 still breaks it.
+    let attack_pcap = dir.path().join("attack.pcap");
+    rt.block_on(record_attack(&attack_pcap)).unwrap();
+    assert!(!policy_alerts_of(&[&attack_pcap], &policy, dir.path()).is_empty());
 }

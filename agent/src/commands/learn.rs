@@ -5,26 +5,16 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use otwatch_rules::flow::{FlowEvent, FlowInfo};
 use otwatch_rules::learn::Learner;
-use otwatch_rules::time::Timestamp;
 
 use crate::capture::file::CaptureFileError;
 use crate::capture::live::{Capture, LiveSource, Next};
 use crate::commands::offline::{self, FileReport};
+use crate::detection::learn_requests::Learning;
 use crate::telemetry::events::{CaptureFailed, InternalEvent};
 use crate::telemetry::status::Status;
 use otwatch_packet::flow_table::FlowConfig;
-use otwatch_packet::pipeline::{Observer, Pipeline};
-
-/// Feeds the learner from the pipeline.
-struct Learning(Learner);
-
-impl Observer for Learning {
-    fn flow_event(&mut self, ts: Timestamp, flow: &FlowInfo, event: &FlowEvent<'_>) {
-        self.0.observe(ts, flow, event);
-    }
-}
+use otwatch_packet::pipeline::Pipeline;
 
 /// What learning produced.
 #[derive(Debug)]

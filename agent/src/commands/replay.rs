@@ -243,6 +243,7 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
                 REPLAY_ADDR,
                 status.clone(),
                 None,
+                None,
             )
         })
         .transpose()?;

@@ -30,6 +30,7 @@ use crate::capture::ring::{RingOptions, RingSource};
 use crate::delivery::policy_follow::PolicyFollower;
 use crate::delivery::{Delivery, DeliveryError, DeliveryOptions, DeliveryReport};
 use crate::detection::assets::AssetReporter;
+use crate::detection::learn_requests::{LearnRequests, Learning};
 use crate::detection::policy_reload::{Reload, Reloader};
 use crate::detection::{AlertCounts, Detection};
 use crate::outputs::jsonl::SharedWriter;
@@ -42,6 +43,10 @@ use crate::telemetry::status::Status;
 use otwatch_packet::flow_table::FlowConfig;
 use otwatch_packet::modbus_counters::ModbusCounters;
 use otwatch_packet::pipeline::{PacketCounters, Pipeline};
+
+mod learning;
+
+use learning::{Coordinator, LearnCommand};
 
 /// Where packets come from.
 #[derive(Debug, Clone)]
@@ -169,9 +174,11 @@ struct RunObserver {
     modbus: ModbusCounters,
     detection: Detection<SharedWriter>,
     assets: Option<AssetReporter>,
+    /// Learning for a request of the collector, while it lasts.
+    learning: Option<Learning>,
 }
 
-otwatch_packet::forward_observer!(impl[] RunObserver { modbus, detection, assets });
+otwatch_packet::forward_observer!(impl[] RunObserver { modbus, detection, assets, learning });
 
 /// How long the pipeline waits for packets before doing its housekeeping.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
@@ -242,6 +249,14 @@ struct WorkerReport {
     ended_by: &'static str,
 }
 
+/// What the thread that watches the policy and learn requests tells a worker.
+enum WorkerCommand {
+    /// Apply a policy change.
+    Policy(PolicyChange),
+    /// Start or finish learning.
+    Learn(LearnCommand),
+}
+
 /// A policy change the agent's one [`Reloader`] passes to a worker.
 struct PolicyChange {
     /// What to apply: a new policy (every worker), or a rejection to report (one worker only,
@@ -289,10 +304,24 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunErro
         None => None,
     };
     let sources = open_sources(&options.source, options.workers.max(1))?;
+    // Learning when the collector asks needs a collector to ask and take the result.
+    let learn_requests = options
+        .delivery
+        .is_some()
+        .then(|| Arc::new(LearnRequests::new()));
     let delivery = options
         .delivery
         .as_ref()
-        .map(|d| Delivery::start(d, &options.detection.agent, addr, status.clone(), follower))
+        .map(|d| {
+            Delivery::start(
+                d,
+                &options.detection.agent,
+                addr,
+                status.clone(),
+                follower,
+                learn_requests.clone(),
+            )
+        })
         .transpose()?;
     if let Some(listen) = options.metrics_listen {
         let server =
@@ -321,6 +350,12 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunErro
         addr,
         stop,
     };
+    let mut coordinator = learn_requests.map(|requests| {
+        Coordinator::new(
+            requests,
+            format!("agent {}, {description}", options.detection.agent),
+        )
+    });
     let several = sources.len() > 1;
     let mut captures = Vec::with_capacity(sources.len());
     for source in sources {
@@ -346,12 +381,20 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunErro
         // This thread watches the policy for all workers, so each change is seen (and
         // reported) once, in order. Once stopping, nothing new is dispatched: the workers
         // apply what they already have before they finish.
+        let tells: Vec<_> = changes
+            .iter()
+            .map(|tx| move |c: LearnCommand| tx.send(WorkerCommand::Learn(c)).is_ok())
+            .collect();
         while !handles.iter().all(|h| h.is_finished()) {
             std::thread::sleep(IDLE_WAIT);
-            if let Some(reloader) = reloader.as_mut()
-                && !stop.load(Ordering::Relaxed)
-            {
+            if stop.load(Ordering::Relaxed) {
+                continue;
+            }
+            if let Some(reloader) = reloader.as_mut() {
                 dispatch_reload(reloader, &changes);
+            }
+            if let Some(coordinator) = coordinator.as_mut() {
+                coordinator.poll(&tells, shared.outbox.as_deref());
             }
         }
         handles
@@ -414,7 +457,7 @@ fn worker(
     shared: &Shared<'_>,
     capture: Capture,
     index: Option<usize>,
-    changes: &Receiver<PolicyChange>,
+    changes: &Receiver<WorkerCommand>,
 ) -> WorkerReport {
     let options = shared.options;
     let mut detection = Detection::new(
@@ -441,6 +484,7 @@ fn worker(
             modbus: ModbusCounters::default(),
             detection,
             assets,
+            learning: None,
         },
     );
     let mut publisher = Publisher::new(
@@ -514,7 +558,7 @@ fn worker(
 /// Checks the policy file (and SIGHUP) and passes what changed to the workers: a new policy to
 /// every one, a rejection to one only, which raises the alert the collector hears of. The first
 /// worker still running announces the change once it has applied it.
-fn dispatch_reload(reloader: &mut Reloader, workers: &[Sender<PolicyChange>]) {
+fn dispatch_reload(reloader: &mut Reloader, workers: &[Sender<WorkerCommand>]) {
     let Some(outcome) = reloader.poll() else {
         return;
     };
@@ -534,7 +578,8 @@ fn dispatch_reload(reloader: &mut Reloader, workers: &[Sender<PolicyChange>]) {
                 announce: false,
             },
         };
-        if let Err(SendError(refused)) = worker.send(change)
+        if let Err(SendError(WorkerCommand::Policy(refused))) =
+            worker.send(WorkerCommand::Policy(change))
             && refused.announce
         {
             // That worker has stopped: the next one announces instead.
@@ -543,15 +588,26 @@ fn dispatch_reload(reloader: &mut Reloader, workers: &[Sender<PolicyChange>]) {
     }
 }
 
-/// Applies every policy change waiting for this worker.
+/// Applies every command waiting for this worker: policy changes, and learning started or
+/// finished.
 fn apply_all(
-    changes: &Receiver<PolicyChange>,
+    changes: &Receiver<WorkerCommand>,
     pipeline: &mut Pipeline<RunObserver>,
     publisher: &mut Publisher,
     addr: SocketAddr,
 ) {
-    while let Ok(change) = changes.try_recv() {
-        apply(change, pipeline, publisher, addr);
+    while let Ok(command) = changes.try_recv() {
+        match command {
+            WorkerCommand::Policy(change) => apply(change, pipeline, publisher, addr),
+            WorkerCommand::Learn(LearnCommand::Start) => {
+                pipeline.observer_mut().learning = Some(Learning::default());
+            }
+            WorkerCommand::Learn(LearnCommand::Finish(share)) => {
+                let learned = pipeline.observer_mut().learning.take().unwrap_or_default();
+                // The coordinator may have stopped waiting: what was learned is then dropped.
+                let _ = share.send(learned.0);
+            }
+        }
     }
 }
 

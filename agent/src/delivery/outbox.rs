@@ -22,7 +22,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use otwatch_delivery::Lane;
 use otwatch_kv::{Batch, Kv, KvError, Order};
 use otwatch_rules::alert::Alert;
-use otwatch_rules::wire::{AssetObservation, ConversationObservation, EvidenceRecord};
+use otwatch_rules::wire::{
+    AssetObservation, ConversationObservation, EvidenceRecord, LearnedPolicy,
+};
 use serde::{Deserialize, Serialize};
 
 /// One thing to deliver.
@@ -37,6 +39,8 @@ pub enum Record {
     Conversation(ConversationObservation),
     /// The packets behind a serious alert, queued after the alert.
     Evidence(EvidenceRecord),
+    /// A policy learned because the collector asked.
+    Learned(LearnedPolicy),
 }
 
 impl Record {
@@ -46,6 +50,7 @@ impl Record {
             Record::Alert(_) => Lane::Alerts,
             Record::Asset(_) | Record::Conversation(_) => Lane::Observations,
             Record::Evidence(_) => Lane::Evidence,
+            Record::Learned(_) => Lane::Learned,
         }
     }
 }
@@ -73,6 +78,7 @@ fn prefix(lane: Lane) -> u8 {
         Lane::Alerts => b'q',
         Lane::Observations => b'o',
         Lane::Evidence => b'e',
+        Lane::Learned => b'l',
     }
 }
 

@@ -21,6 +21,7 @@ use otwatch_rules::wire::{Heartbeat, HeartbeatReply, IngestBatch, PolicySource};
 use crate::delivery::outbox::{Outbox, Record};
 use crate::delivery::policy_follow::PolicyFollower;
 use crate::delivery::sender::Sender;
+use crate::detection::learn_requests::LearnRequests;
 use crate::telemetry::events::{
     DeliveryFailed, InternalEvent, OutboxFailed, OutboxOverflow, RecordsSetAside, Throttle,
 };
@@ -45,6 +46,8 @@ pub struct ShipperConfig {
     pub backoff_max: Duration,
     /// Follows the policy the collector assigns (`policy_source = "collector"`), if set.
     pub follower: Option<PolicyFollower>,
+    /// Where learn requests from the collector go, if the agent can learn (`run`).
+    pub learn: Option<Arc<LearnRequests>>,
 }
 
 impl ShipperConfig {
@@ -59,6 +62,7 @@ impl ShipperConfig {
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(60),
             follower: None,
+            learn: None,
         }
     }
 }
@@ -226,6 +230,9 @@ impl Worker {
                     tracing::trace!(collector, ok = outcome.is_ok(), "heartbeat");
                     if let Ok(reply) = &outcome {
                         self.follow(collector, reply, heartbeat.policy_hash.as_deref());
+                        if let (Some(board), Some(request)) = (&self.config.learn, &reply.learn) {
+                            board.post(request);
+                        }
                     }
                     self.machine
                         .handle_heartbeat(self.now(), outcome.map(|_| ()));
@@ -409,6 +416,7 @@ impl Worker {
             assets: Vec::new(),
             conversations: Vec::new(),
             evidence: Vec::new(),
+            learned: Vec::new(),
         };
         for record in records {
             match record {
@@ -416,6 +424,7 @@ impl Worker {
                 Record::Asset(a) => batch.assets.push(a),
                 Record::Conversation(c) => batch.conversations.push(c),
                 Record::Evidence(e) => batch.evidence.push(e),
+                Record::Learned(l) => batch.learned.push(l),
             }
         }
         batch
@@ -456,6 +465,7 @@ impl Worker {
                 PolicySource::File
             }),
             policy_language: Some(POLICY_VERSION),
+            learning: self.config.learn.as_ref().and_then(|b| b.current()),
             packets_per_s: snapshot.packets_per_s,
             packets: snapshot.packets,
             drops: snapshot.kernel_drops + snapshot.queue_drops + self.outbox.dropped_total(),

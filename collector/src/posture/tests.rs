@@ -59,6 +59,7 @@ fn plant() -> Store<MemoryKv> {
             ],
             conversations: Vec::new(),
             evidence: Vec::new(),
+            learned: Vec::new(),
         },
         NOW,
     )
@@ -210,6 +211,7 @@ fn a_critical_asset_outranks_a_normal_one_under_the_same_incidents() {
             assets: vec![asset("10.0.1.5", "kiln", Some("critical"), &[])],
             conversations: Vec::new(),
             evidence: Vec::new(),
+            learned: Vec::new(),
         },
         NOW,
     )

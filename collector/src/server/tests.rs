@@ -628,6 +628,7 @@ async fn an_unknown_route_is_a_json_404() {
 
 mod detail;
 mod evidence;
+mod learn;
 mod policies;
 mod sessions;
 mod stats;

@@ -568,6 +568,7 @@ fn report(s: &Store<MemoryKv>, agent: &str, obs: AssetObservation) {
             assets: vec![obs],
             conversations: Vec::new(),
             evidence: Vec::new(),
+            learned: Vec::new(),
         },
         NOW,
     )
@@ -689,6 +690,7 @@ fn two_views_of_one_host_in_one_batch_are_both_kept() {
                 assets: vec![one, other],
                 conversations: Vec::new(),
                 evidence: Vec::new(),
+                learned: Vec::new(),
             },
             NOW,
         )

@@ -5,8 +5,7 @@
 //! never dropped to make room for another lane's records: when the outbox is full, a new
 //! alert pushes out the lowest lane's oldest records before any alert, and a lower lane's
 //! record only ever pushes out records of its own lane. Bulky records get a lane of their own
-//! after these: evidence captures (the packets behind serious alerts), and learned policies
-//! when they arrive.
+//! after these: evidence captures (the packets behind serious alerts), then learned policies.
 
 /// A kind of record, by delivery priority: earlier lanes go first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -15,13 +14,21 @@ pub enum Lane {
     Alerts,
     /// What the agent learned about hosts: after alerts, within a quarter of the budget.
     Observations,
-    /// The packets behind serious alerts: last, within an eighth of the budget.
+    /// The packets behind serious alerts: within an eighth of the budget.
     Evidence,
+    /// Policies learned because the collector asked: last, one per batch, within an eighth
+    /// of the budget.
+    Learned,
 }
 
 impl Lane {
     /// Every lane, first to last.
-    pub const ALL: [Lane; 3] = [Lane::Alerts, Lane::Observations, Lane::Evidence];
+    pub const ALL: [Lane; 4] = [
+        Lane::Alerts,
+        Lane::Observations,
+        Lane::Evidence,
+        Lane::Learned,
+    ];
 
     /// How many lanes there are.
     pub const COUNT: usize = Self::ALL.len();
@@ -37,6 +44,7 @@ impl Lane {
             Lane::Alerts => "alerts",
             Lane::Observations => "observations",
             Lane::Evidence => "evidence",
+            Lane::Learned => "learned",
         }
     }
 
@@ -47,7 +55,7 @@ impl Lane {
         match self {
             Lane::Alerts => total,
             Lane::Observations => total / 4,
-            Lane::Evidence => total / 8,
+            Lane::Evidence | Lane::Learned => total / 8,
         }
     }
 
@@ -57,6 +65,8 @@ impl Lane {
     pub fn batch_records(self, configured: usize) -> usize {
         match self {
             Lane::Evidence => configured.clamp(1, MAX_EVIDENCE_PER_BATCH),
+            // Each is up to 256 KiB: one at a time keeps a batch small.
+            Lane::Learned => 1,
             Lane::Alerts | Lane::Observations => configured.max(1),
         }
     }
@@ -93,5 +103,6 @@ mod tests {
         assert_eq!(Lane::Evidence.batch_records(64), 64);
         assert_eq!(Lane::Alerts.batch_records(500), 500);
         assert_eq!(Lane::Observations.batch_records(0), 1);
+        assert_eq!(Lane::Learned.batch_records(500), 1);
     }
 }

@@ -272,3 +272,26 @@ fn values_read_back_become_bounds_per_register_but_counters_and_rare_reads_stay_
     assert_eq!(bound(3), None, "the counter is free");
     assert_eq!(bound(9), None, "the rare one is free");
 }
+
+#[test]
+fn two_learners_merged_write_the_policy_one_learner_of_both_shares_writes() {
+    let (a, b) = (flow("10.0.0.5:40000"), flow("10.0.0.6:40000"));
+    let mut one = Learner::new();
+    let (mut first, mut second) = (Learner::new(), Learner::new());
+    for (i, (f, pdu)) in [
+        (&a, &[3u8, 0, 0, 0, 10][..]),
+        (&b, &[4, 0, 5, 0, 2]),
+        (&a, &[6, 0, 3, 0, 40]),
+        (&a, &[3, 0, 20, 0, 2]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        observe(&mut one, f, i as f64, 1, pdu);
+        let share = if i % 2 == 0 { &mut first } else { &mut second };
+        observe(share, f, i as f64, 1, pdu);
+    }
+    first.merge(second);
+    assert_eq!(first.requests(), 4);
+    assert_eq!(first.to_policy(&["x".into()]), one.to_policy(&["x".into()]));
+}

@@ -169,6 +169,7 @@ fn a_batch_names_the_record_and_field_at_fault() {
         assets: Vec::new(),
         conversations: Vec::new(),
         evidence: Vec::new(),
+        learned: Vec::new(),
     };
     let e = batch(&b).unwrap_err();
     assert_eq!(e.field, "alerts[1].rule");

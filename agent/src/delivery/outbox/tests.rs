@@ -40,6 +40,7 @@ fn messages(peeked: &Peeked) -> Vec<String> {
             Record::Asset(a) => a.ip.to_string(),
             Record::Conversation(c) => format!("{} -> {}", c.master, c.slave),
             Record::Evidence(e) => format!("evidence of {}", e.alert),
+            Record::Learned(l) => format!("learned for {}", l.request),
         })
         .collect()
 }

@@ -14,6 +14,7 @@ fn assigned(hash: &str) -> AssignedPolicy {
 fn reply(hash: &str) -> HeartbeatReply {
     HeartbeatReply {
         policy: Some(assigned(hash)),
+        learn: None,
     }
 }
 

@@ -48,6 +48,7 @@ fn nothing_listening_is_unreachable_so_the_shipper_retries() {
         assets: Vec::new(),
         conversations: Vec::new(),
         evidence: Vec::new(),
+        learned: Vec::new(),
     };
     assert!(matches!(
         sender.ingest(0, &batch),

@@ -6,7 +6,7 @@ const HALL: &str =
 
 impl Fixture {
     /// A request with headers of its own.
-    async fn send_with(
+    pub(super) async fn send_with(
         &self,
         method: Method,
         uri: &str,

@@ -1,0 +1,191 @@
+//! Central learning: asked of an agent, answered in its batches, merged into a proposal.
+use super::*;
+
+const LEARNED: &str = "version = 1\nname = \"learned\"\n\n[[asset]]\nname = \"host-10-0-0-5\"\naddress = \"10.0.0.5\"\nrole = \"master\"\n\n[[allow]]\nfrom = \"host-10-0-0-5\"\nto = \"10.0.1.5\"\nfunctions = [\"read_holding_registers\"]\nholding_registers = [\"0-9\"]\n";
+
+impl Fixture {
+    async fn post_as(&self, uri: &str, token: &str, body: Value) -> Reply {
+        self.call(
+            Method::POST,
+            uri,
+            Some(token),
+            serde_json::to_vec(&body).unwrap(),
+        )
+        .await
+    }
+
+    async fn heartbeat_reply(&self) -> Value {
+        let body = serde_json::to_vec(&otwatch_rules::wire::Heartbeat {
+            agent: "a1".into(),
+            version: "test".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let r = self
+            .call(
+                Method::POST,
+                "/api/v1/heartbeat",
+                Some(&self.agent.clone()),
+                body,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r.body
+    }
+}
+
+fn learned_batch(request: &str, toml: &str) -> IngestBatch {
+    let mut b = batch("a1", Vec::new());
+    b.learned.push(otwatch_rules::wire::LearnedPolicy {
+        request: request.into(),
+        toml: toml.into(),
+        requests: 42,
+    });
+    b
+}
+
+#[tokio::test]
+async fn an_agent_asked_to_learn_sends_a_policy_that_becomes_an_unassigned_proposal() {
+    let f = fixture();
+    let admin = f.admin.clone();
+    let ask = json!({ "duration": "2h", "proposal": "plant-proposal" });
+    // Only an admin asks; only an enrolled agent can be asked; durations are bounded.
+    let r = f
+        .post_as("/api/v1/agents/a1/learn", &f.viewer.clone(), ask.clone())
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = f
+        .post_as("/api/v1/agents/ghost/learn", &admin, ask.clone())
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    let r = f
+        .post_as(
+            "/api/v1/agents/a1/learn",
+            &admin,
+            json!({ "duration": "40d" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(
+        r.body["error"].as_str().unwrap().starts_with("duration:"),
+        "{}",
+        r.body
+    );
+    let r = f.post_as("/api/v1/agents/a1/learn", &admin, ask).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let request = r.body["request"].as_str().unwrap().to_string();
+    assert_eq!(r.body["duration_s"], 7200);
+
+    // The heartbeat's answer carries the request until the learned policy arrives.
+    let reply = f.heartbeat_reply().await;
+    assert_eq!(reply["learn"]["id"], request.as_str());
+    assert_eq!(reply["learn"]["duration_s"], 7200);
+
+    // What learning never writes, and what answers no request, are refused naming the field.
+    let hostile = format!("{LEARNED}\n[detectors.\"program.umas_stop\"]\nenabled = false\n");
+    let r = f
+        .ingest(Some(&f.agent.clone()), &learned_batch(&request, &hostile))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(
+        r.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("learned[0].toml"),
+        "{}",
+        r.body
+    );
+    let other = "0123456789abcdef0123456789abcdef";
+    let r = f
+        .ingest(Some(&f.agent.clone()), &learned_batch(other, LEARNED))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(
+        r.body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("learned.request"),
+        "{}",
+        r.body
+    );
+
+    let r = f
+        .ingest(Some(&f.agent.clone()), &learned_batch(&request, LEARNED))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // Sent again (a retry): no new version.
+    let r = f
+        .ingest(Some(&f.agent.clone()), &learned_batch(&request, LEARNED))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let history = f
+        .get("/api/v1/policies/plant-proposal/history", &f.viewer)
+        .await;
+    assert_eq!(history.status, StatusCode::OK, "{}", history.body);
+    assert_eq!(
+        history.body.as_array().unwrap().len(),
+        1,
+        "{}",
+        history.body
+    );
+    assert_eq!(history.body[0]["author"], "learning");
+    assert!(
+        history.body[0]["note"].as_str().unwrap().contains("a1"),
+        "{}",
+        history.body
+    );
+    let proposal = f.get("/api/v1/policies/plant-proposal", &f.viewer).await;
+    assert!(
+        proposal
+            .body
+            .as_str()
+            .unwrap()
+            .contains("learned by agent a1"),
+        "{}",
+        proposal.body
+    );
+    // Assigned to no one; the agent is no longer asked; the agents view says what it learned.
+    assert!(f.state.store.assignments().unwrap().is_empty());
+    assert_eq!(f.heartbeat_reply().await["learn"], Value::Null);
+    let agents = f.get("/api/v1/agents", &f.viewer).await;
+    assert_eq!(
+        agents.body[0]["learning"]["requests"], 42,
+        "{}",
+        agents.body
+    );
+    assert_eq!(agents.body[0]["learning"]["toml"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_proposal_an_admin_assigned_is_not_a_learning_target() {
+    let f = fixture();
+    let admin = f.admin.clone();
+    let r = f
+        .send_with(
+            Method::PUT,
+            "/api/v1/policies/hall",
+            &admin,
+            &[("content-type", "application/toml")],
+            LEARNED,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let r = f
+        .send_with(
+            Method::PUT,
+            "/api/v1/agents/a1/policy",
+            &admin,
+            &[("content-type", "application/json")],
+            r#"{"policy": "hall"}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = f
+        .post_as(
+            "/api/v1/agents/a1/learn",
+            &admin,
+            json!({ "duration": "1h", "proposal": "hall" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+}

@@ -1,0 +1,166 @@
+use super::*;
+
+const HALL_1: &str = r#"# learned on hall 1
+version = 1
+name = "learned"
+
+[[asset]]
+name = "host-10-0-0-5"
+address = "10.0.0.5"
+role = "master"
+
+[[asset]]
+name = "host-10-0-1-10"
+address = "10.0.1.10"
+units = [1]
+role = "slave"
+
+[[asset]]
+name = "host-10-0-1-11"
+address = "10.0.1.11"
+units = [1]
+role = "slave"
+
+[groups]
+alike-1 = ["host-10-0-1-10", "host-10-0-1-11"]
+
+# 10 requests
+[[allow]]
+name = "host-10-0-0-5 -> alike-1 unit 1"
+from = "host-10-0-0-5"
+to = "alike-1"
+units = [1]
+functions = ["read_holding_registers"]
+holding_registers = ["0-9"]
+"#;
+
+const HALL_2: &str = r#"version = 1
+name = "learned"
+
+[[asset]]
+name = "host-10-0-0-5"
+address = "10.0.0.5"
+role = "master"
+
+[[asset]]
+name = "host-10-0-2-20"
+address = "10.0.2.20"
+units = [3]
+role = "slave"
+
+[[asset]]
+name = "host-10-0-2-21"
+address = "10.0.2.21"
+units = [3]
+role = "slave"
+
+[groups]
+alike-1 = ["host-10-0-2-20", "host-10-0-2-21"]
+
+[[allow]]
+from = "host-10-0-0-5"
+to = "alike-1"
+units = [3]
+functions = ["read_input_registers"]
+input_registers = ["100-120"]
+"#;
+
+fn allows(policy: &Policy, to: &str, unit: u8, pdu: &[u8]) -> bool {
+    let request = crate::modbus::Request::decode(pdu).unwrap();
+    let candidates = policy.candidates("10.0.0.5".parse().unwrap(), to.parse().unwrap());
+    policy
+        .allowing_rule(
+            &candidates,
+            crate::time::Timestamp::from_secs(1_700_000_000),
+            unit,
+            &request,
+            |_, _| true,
+        )
+        .is_ok()
+}
+
+#[test]
+fn the_merge_allows_what_each_segment_did_and_keeps_groups_apart() {
+    let text = merge_learned("plant", &[("hall-1", HALL_1), ("hall 2", HALL_2)]).unwrap();
+    let (policy, _) = Policy::parse(&text, "plant").unwrap();
+    assert_eq!(policy.name.as_deref(), Some("plant"));
+    assert!(allows(&policy, "10.0.1.11", 1, &[3, 0, 0, 0, 10]));
+    assert!(allows(&policy, "10.0.2.21", 3, &[4, 0, 110, 0, 5]));
+    // Each group keeps its own members: segment 2's reads are not allowed on segment 1.
+    assert!(!allows(&policy, "10.0.1.11", 3, &[4, 0, 110, 0, 5]));
+    assert!(!allows(&policy, "10.0.2.21", 1, &[3, 0, 0, 0, 10]));
+    // The shared master is one asset; the groups are renamed after their agents.
+    assert_eq!(
+        policy
+            .assets
+            .iter()
+            .filter(|a| a.name == "host-10-0-0-5")
+            .count(),
+        1
+    );
+    assert!(policy.groups.contains_key("hall-1.alike-1"), "{text}");
+    assert!(policy.groups.contains_key("hall_2.alike-1"), "{text}");
+    assert!(
+        text.contains("# ---- learned by agent hall-1 ----\n# 10 requests\n[[allow]]"),
+        "{text}"
+    );
+    assert!(
+        text.find("host-10-0-1-11") < text.find("host-10-0-2-20"),
+        "{text}"
+    );
+    assert!(text.starts_with("# Proposed by otwatch from what agents learned: hall-1, hall 2."));
+}
+
+#[test]
+fn an_asset_name_another_agent_gave_another_address_is_renamed_with_its_rules() {
+    let hostile = HALL_2.replace("address = \"10.0.0.5\"", "addresses = [\"10.0.0.0/8\"]");
+    let text = merge_learned("plant", &[("hall-1", HALL_1), ("evil", &hostile)]).unwrap();
+    let (policy, _) = Policy::parse(&text, "plant").unwrap();
+    let original = policy
+        .assets
+        .iter()
+        .find(|a| a.name == "host-10-0-0-5")
+        .unwrap();
+    assert!(!original.addresses.contains("10.9.9.9".parse().unwrap()));
+    assert!(
+        policy.assets.iter().any(|a| a.name == "evil.host-10-0-0-5"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_same_host_seen_as_master_and_slave_loses_its_role_and_keeps_every_unit() {
+    let other = HALL_2.replace(
+        "name = \"host-10-0-0-5\"\naddress = \"10.0.0.5\"\nrole = \"master\"",
+        "name = \"host-10-0-0-5\"\naddress = \"10.0.0.5\"\nunits = [7]\nrole = \"slave\"",
+    );
+    let text = merge_learned("plant", &[("hall-1", HALL_1), ("hall-2", &other)]).unwrap();
+    let (policy, _) = Policy::parse(&text, "plant").unwrap();
+    let host = policy
+        .assets
+        .iter()
+        .find(|a| a.name == "host-10-0-0-5")
+        .unwrap();
+    assert_eq!(host.role, None, "{text}");
+}
+
+#[test]
+fn a_learned_policy_with_more_than_learning_writes_is_refused_naming_it() {
+    for (extra, named) in [
+        (
+            "[detectors.\"program.umas_stop\"]\nenabled = false\n",
+            "detectors",
+        ),
+        (
+            "[[alert]]\nname = \"x\"\nfrom = \"any\"\nto = \"any\"\nfunctions = \"read\"\n",
+            "alert",
+        ),
+    ] {
+        let text = format!("{HALL_1}\n{extra}");
+        let e = check_learned(&text, "learned").unwrap_err();
+        assert_eq!(e, LearnedError::NotLearned(named.into()), "{extra}");
+    }
+    let e = check_learned("version = 1\n[[allow]]\nfrom = \"any\"\n", "learned").unwrap_err();
+    assert!(matches!(e, LearnedError::Invalid(_)), "{e}");
+    assert!(check_learned(HALL_1, "learned").is_ok());
+}
