@@ -688,3 +688,22 @@ async fn an_alert_is_fetched_by_its_id_and_a_bad_or_unknown_id_is_named() {
         .await;
     assert_eq!(agent.status, StatusCode::FORBIDDEN);
 }
+
+#[test]
+fn every_api_route_is_in_the_openapi_document() {
+    let spec: Value = serde_json::from_str(include_str!("../openapi.json")).unwrap();
+    let source = include_str!("../server.rs");
+    let routes: Vec<&str> = source
+        .split(".route(")
+        .skip(1)
+        .filter_map(|rest| rest.trim_start().strip_prefix('"')?.split('"').next())
+        .filter(|r| r.starts_with("/api/v1/") && *r != "/api/v1/openapi.json")
+        .collect();
+    assert!(routes.len() > 20, "{routes:?}");
+    for route in routes {
+        assert!(
+            spec["paths"].get(route).is_some(),
+            "{route} is not documented in openapi.json"
+        );
+    }
+}

@@ -413,3 +413,37 @@ fn seen_on_a_per_unit_rule_or_without_the_alerts_own_occurrence_is_refused() {
     reid(&mut ok, 0);
     assert_eq!(alert(&ok), Ok(()));
 }
+
+#[test]
+fn a_learned_policy_is_bounded_checked_and_only_what_learning_writes() {
+    let good =
+        "version = 1\n[[allow]]\nfrom = \"10.0.0.5\"\nto = \"10.0.1.5\"\nfunctions = \"read\"\n";
+    let learned_policy = |request: &str, toml: String| crate::wire::LearnedPolicy {
+        request: request.into(),
+        toml,
+        requests: 1,
+    };
+    let id = "0123456789abcdef0123456789abcdef";
+    let mut b = IngestBatch {
+        agent: "a1".into(),
+        learned: vec![learned_policy(id, good.into())],
+        ..IngestBatch::default()
+    };
+    assert_eq!(batch(&b), Ok(()));
+    b.learned = vec![learned_policy("not-an-id", good.into())];
+    assert_eq!(batch(&b).unwrap_err().field, "learned[0].request");
+    b.learned = vec![learned_policy(
+        id,
+        format!("{good}\n[detectors.\"program.umas_stop\"]\nenabled = false\n"),
+    )];
+    let e = batch(&b).unwrap_err();
+    assert_eq!(e.field, "learned[0].toml");
+    assert!(e.to_string().contains("detectors"), "{e}");
+    b.learned = vec![learned_policy(
+        id,
+        format!("{good}#{}", "x".repeat(MAX_POLICY_BYTES)),
+    )];
+    assert_eq!(batch(&b).unwrap_err().field, "learned[0].toml");
+    b.learned = vec![learned_policy(id, good.into()); MAX_LEARNED_RECORDS + 1];
+    assert_eq!(batch(&b).unwrap_err().field, "learned");
+}
