@@ -82,6 +82,13 @@ function incidentRow(i, actions) {
 
 // The policy the collector assigned to an agent and its version, marked when the agent applies
 // another (it has not fetched it yet, or rejected it).
+// An agent's latest learn request: learning, or what it sent.
+function learningText(g) {
+  const l = g.learning;
+  if (!l) return "";
+  return l.received_at ? `learned ${l.requests} requests into ${l.proposal}` : `learning into ${l.proposal} (asked ${l.requested_at})`;
+}
+
 function assignedCell(g) {
   const p = g.assigned_policy;
   const local = g.heartbeat.policy_source !== "collector";
@@ -119,12 +126,12 @@ async function refresh() {
   $("#agents tbody").innerHTML = agents.map((g) =>
     `<tr><td>${esc(g.heartbeat.agent)}</td><td class="${g.online ? "online" : "offline"}">${g.online ? "online" : "offline"}</td>` +
     `<td>${(g.heartbeat.packets_per_s || 0).toFixed(0)}</td><td>${g.heartbeat.drops}</td><td>${g.heartbeat.outbox_depth}</td>` +
-    `<td>${esc(g.heartbeat.policy_hash)}</td>${assignedCell(g)}</tr>`).join("");
+    `<td>${esc(g.heartbeat.policy_hash)}</td>${assignedCell(g)}<td>${esc(learningText(g))}</td></tr>`).join("");
 }
 
 // ---- views: each has its own URL (#/, #/charts?range=7d, #/alerts?rule=...) ----
 
-const VIEWS = ["overview", "map", "charts", "alerts", "incident", "asset"];
+const VIEWS = ["overview", "map", "charts", "alerts", "incident", "asset", "policies"];
 let current = "overview";
 
 function route() {
@@ -142,9 +149,112 @@ function route() {
     alerts: () => showAlerts(params),
     incident: () => showIncident(arg, params),
     asset: () => showAsset(arg),
+    policies: () => showPolicies(arg),
   }[current] || refresh;
   return shown().catch((e) => console.error(e));
 }
+
+// ---- policies: the versions in force, an editor, history with diffs and rollback, assignment
+// and learning ----
+
+let shownPolicy = null;
+
+async function showPolicies(name) {
+  const list = await api("/api/v1/policies");
+  $("#policies tbody").innerHTML = list.map((p) =>
+    `<tr><td><a href="#/policies/${encodeURIComponent(p.name)}">${esc(p.name)}</a></td><td>${esc(p.version)}</td>` +
+    `<td>${esc(p.hash)}</td><td>${esc(p.author)}</td><td>${esc(p.at)}</td></tr>`).join("");
+  const admin = role === "admin";
+  $("#policy-new-box").hidden = !admin;
+  $("#learn-ask").disabled = !admin;
+  if (!name) { $("#policy-detail").hidden = true; shownPolicy = null; return; }
+  const r = await fetch(`/api/v1/policies/${encodeURIComponent(name)}`, { credentials: "same-origin" });
+  if (r.status === 401) { showLogin(); return; }
+  const exists = r.ok;
+  // A policy being edited keeps its text through a redraw of the same version.
+  const etag = exists ? r.headers.get("etag") : null;
+  const text = exists ? await r.text() : "version = 1\n";
+  const same = shownPolicy && shownPolicy.name === name && shownPolicy.etag === etag;
+  if (!same) {
+    $("#policy-text").value = text;
+    $("#policy-result").textContent = ""; $("#policy-warnings").innerHTML = "";
+  }
+  shownPolicy = { name, etag };
+  $("#policy-detail").hidden = false;
+  $("#policy-title").textContent = exists ? `Policy ${name}` : `New policy ${name}`;
+  $("#policy-text").readOnly = !admin;
+  $("#policy-save").hidden = !admin;
+  $("#policy-assign-box").hidden = !admin || !exists;
+  if (!exists) { $("#policy-history").innerHTML = "<p class=\"dim\">Not stored yet.</p>"; return; }
+  const history = await api(`/api/v1/policies/${encodeURIComponent(name)}/history`);
+  $("#policy-history").innerHTML = history.map((v, i) =>
+    `<div class="version"><p><b>version ${esc(v.version)}</b> ${esc(v.hash)} by ${esc(v.author)} at ${esc(v.at)}` +
+    `${v.note ? ` (${esc(v.note)})` : ""}${admin && i > 0 ? ` <button data-rollback="${esc(v.version)}">roll back to this</button>` : ""}</p>` +
+    `${v.diff ? `<pre class="diff">${esc(v.diff)}</pre>` : ""}</div>`).join("");
+}
+
+async function savePolicy() {
+  if (!shownPolicy) return;
+  const headers = { "content-type": "application/toml" };
+  if (shownPolicy.etag) headers["if-match"] = shownPolicy.etag;
+  const r = await fetch(`/api/v1/policies/${encodeURIComponent(shownPolicy.name)}`, { method: "PUT", credentials: "same-origin",
+    headers, body: $("#policy-text").value });
+  const body = await r.json().catch(() => ({}));
+  $("#policy-warnings").innerHTML = (body.warnings || []).map((w) => `<li>${esc(w)}</li>`).join("");
+  if (r.ok) {
+    shownPolicy = null;
+    await showPolicies(body.policy);
+    $("#policy-result").textContent = body.changed ? `Version ${body.version} is in force.` : "Unchanged: the same text is in force.";
+    $("#policy-warnings").innerHTML = (body.warnings || []).map((w) => `<li>${esc(w)}</li>`).join("");
+    return;
+  }
+  $("#policy-result").textContent = r.status === 400 && body.line
+    ? `Refused: line ${body.line}, column ${body.column}: ${body.field}: ${body.message}`
+    : r.status === 412 ? "Someone changed the policy meanwhile: reload it and make the change again." : `Refused: ${body.error || r.statusText}`;
+}
+
+async function rollbackPolicy(version) {
+  const body = await change(`/api/v1/policies/${encodeURIComponent(shownPolicy.name)}/rollback`, { version: Number(version) });
+  shownPolicy = null;
+  await showPolicies(body.policy);
+  $("#policy-result").textContent = `Version ${body.version} restores version ${version}.`;
+}
+
+async function assignPolicy() {
+  const agent = $("#policy-assign-agent").value.trim();
+  if (!agent || !shownPolicy) return;
+  const r = await fetch(`/api/v1/agents/${encodeURIComponent(agent)}/policy`, { method: "PUT", credentials: "same-origin",
+    headers: { "content-type": "application/json" }, body: JSON.stringify({ policy: shownPolicy.name }) });
+  const body = await r.json().catch(() => ({}));
+  $("#policy-assign-result").textContent = r.ok ? `Assigned to ${agent}.` : `Refused: ${body.error || r.statusText}`;
+}
+
+async function askToLearn() {
+  const agents = $("#learn-agents").value.split(",").map((a) => a.trim()).filter(Boolean);
+  const duration = $("#learn-duration").value.trim(), proposal = $("#learn-proposal").value.trim();
+  const said = [];
+  for (const agent of agents) {
+    try {
+      await change(`/api/v1/agents/${encodeURIComponent(agent)}/learn`, { duration, proposal });
+      said.push(`${agent}: asked`);
+    } catch (e) {
+      said.push(`${agent}: ${e.message}`);
+    }
+  }
+  $("#learn-result").textContent = said.join("; ");
+}
+
+$("#policy-save").addEventListener("click", savePolicy);
+$("#policy-assign").addEventListener("click", assignPolicy);
+$("#learn-ask").addEventListener("click", askToLearn);
+$("#policy-create").addEventListener("click", () => {
+  const name = $("#policy-new").value.trim();
+  if (name) location.hash = `#/policies/${encodeURIComponent(name)}`;
+});
+$("#policy-history").addEventListener("click", (e) => {
+  const b = e.target.closest("button[data-rollback]");
+  if (b) rollbackPolicy(b.dataset.rollback);
+});
 
 // ---- incident page: its alerts decoded on a timeline, ATT&CK names, state and history ----
 
@@ -197,9 +307,9 @@ async function showIncident(id, params) {
   $("#incident-alerts tbody").innerHTML = data.alerts.map((a) =>
     `<tr><td>${esc(a.ts)}</td><td>${sev(a.severity)}</td><td>${esc(a.function || "")}${a.function_code != null ? ` (${a.function_code})` : ""}</td>` +
     `<td>${esc(units(a))}</td><td>${esc(a.address)}</td><td>${esc(a.quantity)}</td><td title="${esc((a.values || []).join(" "))}">${esc((a.values || []).slice(0, 8).join(" "))}${(a.values || []).length > 8 ? " ..." : ""}</td>` +
-    `<td>${esc(a.exception || "")}</td><td>${esc(seenText(a))}</td><td>${esc(a.count)}</td><td>${esc(a.agent)}</td><td>${esc(a.message || a.title)}</td>` +
+    `<td>${esc(a.exception || "")}</td><td>${esc(seenText(a))}</td><td>${esc(a.count)}</td><td>${esc(a.agent)}</td><td class="wrap">${esc(a.message || a.title)}</td>` +
     `<td>${withPackets.has(a.id) ? `<a class="pcap" href="/api/v1/alerts/${encodeURIComponent(a.id)}/pcap" download>pcap</a>` : ""}</td>` +
-    `<td><button class="allow" data-alert="${esc(a.id)}">allow this</button></td></tr>`).join("");
+    `<td><button class="allow" data-alert="${esc(a.id)}">allow</button></td></tr>`).join("");
   const more = $("#incident-more");
   more.hidden = !data.next;
   if (data.next) more.href = `#/incident/${i.id}?cursor=${encodeURIComponent(data.next)}`;
@@ -224,6 +334,7 @@ async function offerAllow(id) {
   $("#allow-notes").innerHTML = allowOffer.notes.map((n) => `<li>${esc(n)}</li>`).join("");
   $("#allow-diff").textContent = allowOffer.diff;
   $("#allow-apply").hidden = role !== "admin";
+  box.scrollIntoView({ block: "nearest" });
 }
 async function applyAllow() {
   if (!allowOffer) return;

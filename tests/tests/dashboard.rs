@@ -838,3 +838,120 @@ fn frames_of(capture: &[u8]) -> Vec<(Timestamp, Vec<u8>)> {
     }
     out
 }
+
+/// Agent hall-1's alert: 192.168.1.10 writes 7 to holding register 100 of the kiln PLC, which
+/// no rule allows (the frame included, as an agent sends it).
+fn kiln_write() -> otwatch_rules::alert::Alert {
+    let mut alert = agent_alert(
+        "hall-1",
+        &rule::UNAUTHORIZED_WRITE,
+        Timestamp::from_secs(1_800_000_000),
+        "192.168.1.10:50000".parse().unwrap(),
+        "function write_single_register not allowed".into(),
+    );
+    alert.dst_ip = "192.168.1.20".parse().unwrap();
+    alert.dst_port = 502;
+    alert.unit_id = Some(1);
+    alert.function_code = Some(6);
+    alert.function = Some("write_single_register".into());
+    (alert.address, alert.quantity, alert.values) = (Some(100), Some(1), Some(vec![7]));
+    alert.evidence = Some("000100000006010600640007".into());
+    alert.id = alert.derived_id(0);
+    alert
+}
+
+/// Runs `script` (a click or a value set) once `ready` is true in the page.
+fn act(browser: &mut Browser, ready: &str, script: &str) {
+    assert!(wait_for(browser, ready), "not ready: {ready}");
+    browser.eval(script);
+}
+
+#[test]
+fn an_admin_edits_a_policy_and_allows_an_alert_from_its_incident_page() {
+    let Some((chromium, dir, site, agent)) =
+        browser_site("an_admin_edits_a_policy_and_allows_an_alert_from_its_incident_page")
+    else {
+        return;
+    };
+    let collector = site.serve();
+    // hall-1 follows the collector's policy.
+    let heartbeat = json!({ "agent": "hall-1", "version": "test", "uptime_s": 1, "policy_source": "collector", "policy_language": 1 });
+    assert_eq!(
+        collector
+            .client
+            .post("/api/v1/heartbeat", Some(&agent), &heartbeat)
+            .0,
+        200
+    );
+    ingest(&collector, &agent, json!([kiln_write()]), json!([]));
+    let url = format!("{}/#token={}", site.url(), site.admin);
+    let mut browser = Browser::open(&chromium, &dir.path().join("chromium"), &url);
+    browser.text_with(&["admin (admin)"]);
+
+    // A new policy: a mistake is refused naming its line; the fixed text is stored.
+    browser.eval("location.hash = '#/policies/kiln'");
+    let broken = "version = 1\\n[[allow]]\\nfrom = \\\"nowhere\\\"\\nto = \\\"any\\\"\\nfunctions = \\\"read\\\"\\n";
+    act(
+        &mut browser,
+        "!document.querySelector('#policy-detail').hidden && !document.querySelector('#policy-save').hidden",
+        &format!(
+            "document.querySelector('#policy-text').value = \"{broken}\"; document.querySelector('#policy-save').click()"
+        ),
+    );
+    assert!(
+        wait_for(
+            &mut browser,
+            "document.querySelector('#policy-result').textContent.startsWith('Refused: line 3, column 8')"
+        ),
+        "{}",
+        browser.text_with(&["Refused"])
+    );
+    let good =
+        "version = 1\\n\\n[[asset]]\\nname = \\\"kiln-plc\\\"\\naddress = \\\"192.168.1.20\\\"\\n";
+    browser.eval(&format!("document.querySelector('#policy-text').value = \"{good}\"; document.querySelector('#policy-save').click()"));
+    assert!(wait_for(
+        &mut browser,
+        "document.querySelector('#policy-result').textContent === 'Version 1 is in force.' && document.querySelectorAll('#policies tbody tr').length === 1"
+    ));
+    act(
+        &mut browser,
+        "!document.querySelector('#policy-assign-box').hidden",
+        "document.querySelector('#policy-assign-agent').value = 'hall-1'; document.querySelector('#policy-assign').click()",
+    );
+    assert!(wait_for(
+        &mut browser,
+        "document.querySelector('#policy-assign-result').textContent === 'Assigned to hall-1.'"
+    ));
+
+    // The incident page offers the change that allows its alert; applying it is version 2.
+    browser.eval("location.hash = '#/incident/1'");
+    act(
+        &mut browser,
+        "!!document.querySelector('#incident-alerts button.allow')",
+        "document.querySelector('#incident-alerts button.allow').click()",
+    );
+    assert!(wait_for(
+        &mut browser,
+        "document.querySelector('#allow-diff').textContent.includes('+[[allow]]') && !document.querySelector('#allow-apply').hidden"
+    ));
+    let out_dir = workspace_root().join("target/test-data");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    browser.screenshot(&out_dir.join("dashboard-allow-this.png"));
+    browser.eval("document.querySelector('#allow-apply').click()");
+    assert!(wait_for(
+        &mut browser,
+        "document.querySelector('#allow-result').textContent.startsWith('Version 2 of kiln is in force')"
+    ));
+
+    // The history shows both versions, who made them, and the diff.
+    browser.eval("location.hash = '#/policies/kiln'");
+    assert!(wait_for(
+        &mut browser,
+        "document.querySelectorAll('#policy-history .version').length === 2 && document.querySelector('#policy-history pre.diff').textContent.includes('+from = \"192.168.1.10\"')"
+    ));
+    let (_, history) = collector
+        .client
+        .get("/api/v1/policies/kiln/history", Some(&site.admin));
+    assert_eq!(history[0]["version"], 2);
+    assert_eq!(history[0]["author"], "admin");
+}
