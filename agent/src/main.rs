@@ -14,6 +14,7 @@ use otwatch_agent::capture::ring::RingOptions;
 use otwatch_agent::commands::learn;
 use otwatch_agent::commands::replay::{self, ReplayOptions};
 use otwatch_agent::commands::run;
+use otwatch_agent::delivery::policy_follow;
 use otwatch_agent::detection::policy_file;
 use otwatch_agent::settings::config::{AgentConfig, CaptureBackend};
 use otwatch_agent::settings::flags::{CheckFlags, Cli, Command, LearnFlags, ReplayFlags, RunFlags};
@@ -274,6 +275,16 @@ fn run_live(args: &RunFlags, env: &Env, file: &AgentConfig) -> ExitCode {
         Err(e) => return fail(&e),
     };
     let following = resolved.policy_source == PolicySource::Collector;
+    if following
+        && let Some(path) = &resolved.policy
+        && let Err(e) = policy_follow::can_keep(path)
+    {
+        eprintln!(
+            "otwatch-agent: policy: {}: {e} (with policy_source = \"collector\" the agent keeps the assigned policy there: expected a file in a writable folder, such as the state folder)",
+            path.display()
+        );
+        return ExitCode::from(2);
+    }
     let policy = match resolved.policy.clone() {
         Some(path) if following => cached_policy(&path).map(|p| (path, p)),
         Some(path) => match load_policy(&path) {

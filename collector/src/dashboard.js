@@ -86,7 +86,8 @@ function incidentRow(i, actions) {
 function learningText(g) {
   const l = g.learning;
   if (!l) return "";
-  return l.received_at ? `learned ${l.requests} requests into ${l.proposal}` : `learning into ${l.proposal} (asked ${l.requested_at})`;
+  if (!l.received_at) return `learning into ${l.proposal} (asked ${l.requested_at})`;
+  return `learned ${l.requests} requests into ${l.proposal}${l.error ? `; ${l.error}` : ""}`;
 }
 
 function assignedCell(g) {

@@ -813,15 +813,12 @@ async fn agents<K: Kv>(
             hashes.insert(policy, state.store.policy_hash(policy)?);
         }
     }
-    // Each agent's latest learn request, without what it learned (the proposal holds that).
+    // Each agent's latest learn request (what it learned is in the proposal).
     let mut learning: HashMap<String, serde_json::Value> = state
         .store
         .learn_records()?
         .into_iter()
-        .map(|mut r| {
-            r.toml = None;
-            (r.agent.clone(), json!(r))
-        })
+        .map(|r| (r.agent.clone(), json!(r)))
         .collect();
     let list: Vec<serde_json::Value> = list
         .into_iter()

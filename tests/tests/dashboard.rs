@@ -243,7 +243,7 @@ fn the_dashboard_shows_an_alert_just_ingested_and_the_posture() {
         r#"{"policy": "kiln"}"#,
     );
     assert_eq!(status, 200);
-    let heartbeat = json!({ "agent": "hall-1", "version": "test", "uptime_s": 1, "packets_per_s": 0.0, "packets": 0, "drops": 0, "flows": 0, "outbox_depth": 0, "outbox_dropped": 0 });
+    let heartbeat = json!({ "agent": "hall-1", "version": "test", "uptime_s": 1, "policy_source": "collector", "packets_per_s": 0.0, "packets": 0, "drops": 0, "flows": 0, "outbox_depth": 0, "outbox_dropped": 0 });
     let (status, answer) = collector
         .client
         .post("/api/v1/heartbeat", Some(&agent), &heartbeat);

@@ -282,6 +282,9 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunErro
         .or(options.policy.as_ref().map(|(path, _)| path))
         .map(|path| Reloader::new(path))
         .transpose()?;
+    if let Some(reloader) = reloader.as_mut() {
+        reloader.set_in_force(policy.as_ref().map(|p| p.hash.clone()));
+    }
     let follower = match (&options.follow, reloader.as_mut()) {
         (Some(cache), Some(reloader)) => Some(PolicyFollower::new(
             cache.clone(),

@@ -13,12 +13,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
 
 use otwatch_rules::policy::Policy;
 use otwatch_rules::wire::{AssignedPolicy, HeartbeatReply};
 
 use crate::detection::policy_file::PolicyLoadError;
 use crate::detection::policy_reload::Reload;
+
+/// How long a version that could not be kept waits before it is fetched again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Decides when to fetch the assigned policy, checks what was fetched, keeps the last good
 /// one on disk and hands each outcome to the reloader.
@@ -29,6 +33,9 @@ pub struct PolicyFollower {
     handed: Option<String>,
     /// The hash of the last version refused, not fetched again.
     refused: Option<String>,
+    /// The last version that could not be kept, and when: fetched again only after
+    /// [`RETRY_AFTER`].
+    unkept: Option<(String, Instant)>,
     reloader: Sender<Reload>,
 }
 
@@ -40,6 +47,7 @@ impl PolicyFollower {
             cache,
             handed: in_force,
             refused: None,
+            unkept: None,
             reloader,
         }
     }
@@ -54,7 +62,14 @@ impl PolicyFollower {
     ) -> Option<&'a AssignedPolicy> {
         let assigned = reply.policy.as_ref()?;
         let known = |hash: &Option<String>| hash.as_deref() == Some(assigned.hash.as_str());
-        (applied != Some(assigned.hash.as_str()) && !known(&self.handed) && !known(&self.refused))
+        let waiting = self
+            .unkept
+            .as_ref()
+            .is_some_and(|(hash, at)| *hash == assigned.hash && at.elapsed() < RETRY_AFTER);
+        (applied != Some(assigned.hash.as_str())
+            && !known(&self.handed)
+            && !known(&self.refused)
+            && !waiting)
             .then_some(assigned)
     }
 
@@ -72,8 +87,9 @@ impl PolicyFollower {
                     Reload::Loaded(Arc::new(policy), warnings)
                 }
                 Err(source) => {
-                    // Not kept, so not applied: a restart would not enforce it. Tried again at
-                    // the next heartbeat.
+                    // Not kept, so not applied: a restart would not enforce it. Tried again
+                    // after a while.
+                    self.unkept = Some((assigned.hash.clone(), Instant::now()));
                     tracing::warn!(
                         "cannot keep the assigned policy in {}: {source}; it is not applied",
                         self.cache.display()
@@ -109,7 +125,23 @@ pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     file.write_all(text.as_bytes())?;
     file.as_file().sync_all()?;
     file.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(folder)?.sync_all()
+    // The new file is in place: a folder that cannot be flushed only risks the rename on a
+    // crash, which leaves the old policy (still a good one).
+    if let Err(e) = std::fs::File::open(folder).and_then(|f| f.sync_all()) {
+        tracing::warn!("cannot flush {} to disk: {e}", folder.display());
+    }
+    Ok(())
+}
+
+/// Whether the agent can keep a policy in `path`: its folder takes a new file. Checked at start,
+/// so an agent told to follow the collector into a read-only place says so at once rather than
+/// fetching forever.
+pub fn can_keep(path: &Path) -> std::io::Result<()> {
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    tempfile::NamedTempFile::new_in(folder).map(drop)
 }
 
 #[cfg(test)]

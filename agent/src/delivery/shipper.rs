@@ -231,7 +231,7 @@ impl Worker {
                     if let Ok(reply) = &outcome {
                         self.follow(collector, reply, heartbeat.policy_hash.as_deref());
                         if let (Some(board), Some(request)) = (&self.config.learn, &reply.learn) {
-                            board.post(request);
+                            board.post(request, self.outbox.depth_of(Lane::Learned) > 0);
                         }
                     }
                     self.machine

@@ -42,10 +42,18 @@ impl LearnRequests {
 
     /// Posts a request from a heartbeat's answer, unless it is the one in progress or done.
     /// A new request replaces one not yet finished (the collector asked again, differently).
-    pub fn post(&self, request: &LearnRequest) {
+    /// One done is learned again when the collector still asks once nothing learned waits in
+    /// the outbox (`learned_waiting` false): what was sent never reached it.
+    pub fn post(&self, request: &LearnRequest, learned_waiting: bool) {
         let Ok(mut board) = self.board.lock() else {
             return;
         };
+        if !learned_waiting && board.done.remove(&request.id) {
+            tracing::warn!(
+                request = request.id,
+                "the collector still asks for what this agent learned and sent: learning again"
+            );
+        }
         let known = board.current.as_ref().is_some_and(|c| c.id == request.id)
             || board.done.contains(&request.id);
         if !known {

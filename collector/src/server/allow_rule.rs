@@ -97,6 +97,8 @@ pub(super) async fn allow_rule<K: Kv>(
     // rule can allow (a rate, an [[alert]] rule, an agent's own alert) says why.
     let change = change.map_err(|e| match e {
         NotAllowable::AlreadyAllowed(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+        // A change that fails the checker is this collector's defect, not the alert's.
+        NotAllowable::Invalid(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         e => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
     })?;
     let diff = unified_diff(

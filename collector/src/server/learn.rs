@@ -12,6 +12,7 @@
 //! Every request is an audit record (`learning_requested`), and so is every proposal stored
 //! (`policy_proposed`).
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -27,7 +28,7 @@ use super::session::Source;
 use super::{ApiError, Shared, authorize, blocking, body_bytes, now};
 use crate::audit::{self, detail};
 use crate::kv::Kv;
-use crate::store::learn::{LearnRecord, Taken};
+use crate::store::learn::LearnRecord;
 use crate::store::model::Role;
 use crate::store::policy::{NewVersion, PolicyPut, valid_policy_name};
 use crate::store::{Action, Store, StoreError};
@@ -109,7 +110,7 @@ pub(super) async fn ask<K: Kv>(
         requested_at: now(),
         received_at: None,
         requests: None,
-        toml: None,
+        error: None,
     };
     let store = state.store.clone();
     let (kept, name) = (record.clone(), proposal.clone());
@@ -152,57 +153,97 @@ pub(super) async fn ask<K: Kv>(
     ))
 }
 
-/// Keeps what `agent` learned and stores the merged proposal; returns the proposal's name
-/// and new version when one was stored. Runs on a blocking thread.
+/// One merge at a time: two agents' policies arriving together would otherwise each store a
+/// proposal without the other's.
+static MERGING: Mutex<()> = Mutex::new(());
+
+/// Keeps what `agent` learned and stores the merged proposal; returns the proposal's name,
+/// its new version and the agents merged when one was stored. The proposal is stored before
+/// the learned policy is marked received, so a failure to store it leaves the agent's batch
+/// unacknowledged and sent again. A learned policy that cannot be merged (the merge would not
+/// be a valid policy, or too large) is kept with the reason, out of the proposal, and the
+/// batch acknowledged: sending it again would not help. Runs on a blocking thread.
 pub(super) fn take<K: Kv>(
     store: &Store<K>,
     agent: &str,
     learned: &LearnedPolicy,
 ) -> Result<Option<(String, u64, Vec<String>)>, StoreError> {
-    let Taken::Kept { proposal, learned } = store.take_learned(agent, learned, now())? else {
+    let _merging = MERGING.lock().unwrap_or_else(|e| e.into_inner());
+    let record = store.answered(agent, learned)?;
+    if record.received_at.is_some()
+        && store.learned_toml(agent)?.as_deref() == Some(learned.toml.as_str())
+    {
+        // A retried batch: merged already.
         return Ok(None);
-    };
+    }
+    let proposal = record.proposal;
     if let Some((holder, _)) = store
         .assignments()?
         .into_iter()
         .find(|(_, p)| *p == proposal)
     {
-        tracing::warn!(
-            "learned policies for {proposal:?} not merged: an admin assigned it to {holder:?} meanwhile"
-        );
+        let why = format!("not merged: an admin assigned {proposal:?} to {holder:?} meanwhile");
+        tracing::warn!("learned policy of {agent:?} {why}");
+        store.keep_learned(agent, learned, now(), Some(why))?;
         return Ok(None);
     }
-    let parts: Vec<(&str, &str)> = learned
+    let mut parts: Vec<(String, String)> = Vec::new();
+    for other in store.learn_records()? {
+        if other.agent != agent
+            && other.proposal == proposal
+            && other.received_at.is_some()
+            && other.error.is_none()
+            && let Some(toml) = store.learned_toml(&other.agent)?
+        {
+            parts.push((other.agent, toml));
+        }
+    }
+    parts.push((agent.to_string(), learned.toml.clone()));
+    parts.sort();
+    let borrowed: Vec<(&str, &str)> = parts
         .iter()
         .map(|(a, t)| (a.as_str(), t.as_str()))
         .collect();
-    let merged = merge_learned(&proposal, &parts).map_err(|e| StoreError::Invalid {
-        field: "learned.toml".into(),
-        message: e.to_string(),
-    })?;
-    let hash = otwatch_rules::policy::Policy::parse(&merged, &proposal)
-        .map_err(|e| StoreError::Invalid {
-            field: "learned.toml".into(),
-            message: e.to_string(),
-        })?
-        .0
-        .hash;
-    let agents: Vec<String> = learned.into_iter().map(|(a, _)| a).collect();
+    let merged = match merge_learned(&proposal, &borrowed) {
+        Ok(merged) => merged,
+        Err(e) => {
+            let why = format!("not merged: {e}");
+            tracing::warn!("learned policy of {agent:?} {why}");
+            store.keep_learned(agent, learned, now(), Some(why))?;
+            return Ok(None);
+        }
+    };
+    let Ok((policy, _)) = otwatch_rules::policy::Policy::parse(&merged, &proposal) else {
+        // merge_learned parses what it returns: not reached.
+        store.keep_learned(agent, learned, now(), Some("not merged".into()))?;
+        return Ok(None);
+    };
+    let agents: Vec<String> = parts.into_iter().map(|(a, _)| a).collect();
     let note = format!("merged from what agents learned: {}", agents.join(", "));
     let current = store.policy_hash(&proposal)?;
     let put = store.put_policy(
         &proposal,
         NewVersion {
             toml: &merged,
-            hash: &hash,
+            hash: &policy.hash,
             author: "learning",
             at: now(),
             note: Some(&note),
         },
         current.as_deref(),
-    )?;
-    Ok(match put {
-        PolicyPut::Stored(v) => Some((proposal, v.version, agents)),
-        PolicyPut::Unchanged(_) | PolicyPut::Precondition { .. } => None,
-    })
+    );
+    let stored = match put {
+        Ok(PolicyPut::Stored(v)) => Some((proposal, v.version, agents)),
+        Ok(_) => None,
+        // Too large, or too many policies: kept, with why, out of the proposal.
+        Err(StoreError::Invalid { field, message }) => {
+            let why = format!("not merged: {field}: {message}");
+            tracing::warn!("learned policy of {agent:?} {why}");
+            store.keep_learned(agent, learned, now(), Some(why))?;
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    store.keep_learned(agent, learned, now(), None)?;
+    Ok(stored)
 }

@@ -69,8 +69,10 @@ pub const EVIDENCE: u8 = b'Q';
 pub const POLICY: u8 = b'L';
 /// Policies assigned to agents.
 pub const ASSIGNMENT: u8 = b'B';
-/// Learn requests and what agents learned.
+/// Learn requests.
 pub const LEARN: u8 = b'R';
+/// What agents learned.
+pub const LEARNED: u8 = b'U';
 
 /// A conversation's key: the master's length first, so no pair's key is another's prefix.
 pub fn conversation(master: IpAddr, slave: IpAddr) -> Vec<u8> {

@@ -3,14 +3,15 @@
 //! version of that proposal, a policy like any other, assigned to no one until an admin
 //! assigns it.
 //!
-//! Keys (namespace `R`): `R` + agent name holds the agent's latest request ([`LearnRecord`]),
-//! with what it learned once it arrives. One request per agent: asking again replaces it.
+//! Keys: `R` + agent name holds the agent's latest request ([`LearnRecord`]), with when what it
+//! learned arrived; `U` + agent name holds the learned policy itself (up to 256 KiB, read only
+//! to merge). One request per agent: asking again replaces it and its learned policy.
 
 use otwatch_rules::time::Timestamp;
 use otwatch_rules::wire::LearnedPolicy;
 use serde::{Deserialize, Serialize};
 
-use super::keys::{LEARN, named};
+use super::keys::{LEARN, LEARNED, named};
 use super::{Store, StoreError, corrupt, poisoned};
 use crate::kv::{Batch, Kv, Order};
 
@@ -38,25 +39,11 @@ pub struct LearnRecord {
     /// Requests it was learned from.
     #[serde(default)]
     pub requests: Option<u64>,
-    /// The learned policy.
+    /// Why what it learned is not in the proposal, if it is not (a merge that failed, a
+    /// proposal an admin assigned meanwhile).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub toml: Option<String>,
+    pub error: Option<String>,
 }
-
-/// What taking a learned policy did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Taken {
-    /// The same policy arrived before (a retried batch): nothing changed.
-    Again,
-    /// Kept; every learned policy of its proposal so far, `(agent, toml)` by agent name.
-    Kept {
-        /// The proposal.
-        proposal: String,
-        /// Every policy learned for it.
-        learned: Vec<(String, String)>,
-    },
-}
-
 fn invalid(field: &str, message: String) -> StoreError {
     StoreError::Invalid {
         field: field.into(),
@@ -77,6 +64,7 @@ impl<K: Kv> Store<K> {
         }
         let mut b = Batch::new();
         b.put(key, serde_json::to_vec(record).map_err(corrupt)?);
+        b.delete(named(LEARNED, record.agent.as_bytes()));
         self.kv.apply(b)?;
         self.kv.flush()?;
         Ok(())
@@ -98,16 +86,24 @@ impl<K: Kv> Store<K> {
             .collect()
     }
 
-    /// Keeps what `agent` learned for its request. A policy for another request than the
-    /// agent's latest is refused naming the field.
-    pub fn take_learned(
+    /// The policy `agent` learned for its latest request, if it arrived.
+    pub fn learned_toml(&self, agent: &str) -> Result<Option<String>, StoreError> {
+        self.kv
+            .get(&named(LEARNED, agent.as_bytes()))?
+            .map(|v| {
+                String::from_utf8(v)
+                    .map_err(|_| StoreError::Corrupt("a learned policy that is not UTF-8".into()))
+            })
+            .transpose()
+    }
+
+    /// `agent`'s latest request, if `learned` answers it; refused naming the field otherwise.
+    pub fn answered(
         &self,
         agent: &str,
         learned: &LearnedPolicy,
-        now: Timestamp,
-    ) -> Result<Taken, StoreError> {
-        let _writer = self.writer.lock().map_err(|_| poisoned())?;
-        let Some(mut record) = self.learn_record(agent)? else {
+    ) -> Result<LearnRecord, StoreError> {
+        let Some(record) = self.learn_record(agent)? else {
             return Err(invalid(
                 "learned.request",
                 format!(
@@ -125,29 +121,35 @@ impl<K: Kv> Store<K> {
                 ),
             ));
         }
-        if record.toml.as_deref() == Some(learned.toml.as_str()) {
-            return Ok(Taken::Again);
-        }
+        Ok(record)
+    }
+
+    /// Keeps what `agent` learned for its request, with why it is not in the proposal if it
+    /// is not. Refused when the request is no longer the agent's latest.
+    pub fn keep_learned(
+        &self,
+        agent: &str,
+        learned: &LearnedPolicy,
+        now: Timestamp,
+        error: Option<String>,
+    ) -> Result<(), StoreError> {
+        let _writer = self.writer.lock().map_err(|_| poisoned())?;
+        let mut record = self.answered(agent, learned)?;
         record.received_at = Some(now);
         record.requests = Some(learned.requests);
-        record.toml = Some(learned.toml.clone());
+        record.error = error;
         let mut b = Batch::new();
         b.put(
             named(LEARN, agent.as_bytes()),
             serde_json::to_vec(&record).map_err(corrupt)?,
         );
+        b.put(
+            named(LEARNED, agent.as_bytes()),
+            learned.toml.as_bytes().to_vec(),
+        );
         self.kv.apply(b)?;
         self.kv.flush()?;
-        let learned = self
-            .learn_records()?
-            .into_iter()
-            .filter(|r| r.proposal == record.proposal)
-            .filter_map(|r| Some((r.agent, r.toml?)))
-            .collect();
-        Ok(Taken::Kept {
-            proposal: record.proposal,
-            learned,
-        })
+        Ok(())
     }
 }
 

@@ -95,6 +95,15 @@ pub fn allow_this(policy: &str, alert: &Alert) -> Result<AllowChange, NotAllowab
     };
     let text = doc.to_string();
     Policy::parse(&text, "the changed policy")?;
+    // What a new rule is for: the request in the alert's frame is allowed by the new text.
+    if alert.rule.starts_with("policy.")
+        && request_in(alert).is_some()
+        && already_allowed(&text, alert).is_none()
+    {
+        return Err(NotAllowable::Kind(
+            "no rule written from the alert's fields allows its request: add one by hand".into(),
+        ));
+    }
     Ok(AllowChange {
         text,
         summary,
@@ -287,7 +296,9 @@ fn add_allow_rule(
     rule.insert("from", toml_edit::value(alert.src_ip.to_string()));
     rule.insert("to", toml_edit::value(alert.dst_ip.to_string()));
     let units = units_of(alert);
-    if !units.is_empty() {
+    if units.is_empty() {
+        notes.push("the alert names no unit id: the rule allows every unit of the target".into());
+    } else {
         rule.insert(
             "units",
             toml_edit::value(units.iter().map(|u| i64::from(*u)).collect::<Array>()),

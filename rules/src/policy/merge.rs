@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, Table, Value};
+use toml_edit::{Array, ArrayOfTables, Decor, DocumentMut, Item, Table, Value};
 
 use crate::policy::{POLICY_VERSION, Policy, PolicyError};
 
@@ -61,9 +61,9 @@ pub fn check_learned(text: &str, source: &str) -> Result<Policy, LearnedError> {
 }
 
 /// A name safe to prefix another with: the agent's name, anything but letters, digits, `-`
-/// and `_` made `_`.
-fn prefix_of(agent: &str) -> String {
-    agent
+/// and `_` made `_`; `-2`, `-3`... after it when another agent's made the same.
+fn prefix_of(agent: &str, taken: &mut BTreeSet<String>) -> String {
+    let base: String = agent
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
@@ -72,7 +72,77 @@ fn prefix_of(agent: &str) -> String {
                 '_'
             }
         })
-        .collect()
+        .collect();
+    unique(base, taken)
+}
+
+/// `name`, or `name-2`, `name-3`... whichever `taken` does not hold yet; then taken.
+fn unique(name: String, taken: &mut BTreeSet<String>) -> String {
+    let mut candidate = name.clone();
+    let mut n = 1;
+    while taken.contains(&candidate) {
+        n += 1;
+        candidate = format!("{name}-{n}");
+    }
+    taken.insert(candidate.clone());
+    candidate
+}
+
+/// Marks every comment line of `decor` as the agent's: an agent's comments cannot pass for
+/// the merge's own or another agent's.
+fn attribute_decor(decor: &mut Decor, agent: &str) {
+    let mark = |raw: Option<&str>| {
+        raw.filter(|r| r.contains('#')).map(|r| {
+            r.split_inclusive('\n')
+                .map(|line| match line.trim_start().strip_prefix('#') {
+                    Some(rest) => format!("# {agent}:{rest}"),
+                    None => line.to_string(),
+                })
+                .collect::<String>()
+        })
+    };
+    if let Some(p) = mark(decor.prefix().and_then(|p| p.as_str())) {
+        decor.set_prefix(p);
+    }
+    if let Some(s) = mark(decor.suffix().and_then(|s| s.as_str())) {
+        decor.set_suffix(s);
+    }
+}
+
+fn attribute_value(value: &mut Value, agent: &str) {
+    attribute_decor(value.decor_mut(), agent);
+    match value {
+        Value::Array(list) => {
+            for v in list.iter_mut() {
+                attribute_value(v, agent);
+            }
+            let trailing = list.trailing().as_str().filter(|t| t.contains('#'));
+            if let Some(t) = trailing {
+                let t = t.replace('#', &format!("# {agent}:"));
+                list.set_trailing(t);
+            }
+        }
+        Value::InlineTable(table) => {
+            for (_, v) in table.iter_mut() {
+                attribute_value(v, agent);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Marks every comment in `table` as the agent's.
+fn attribute(table: &mut Table, agent: &str) {
+    attribute_decor(table.decor_mut(), agent);
+    let keys: Vec<String> = table.iter().map(|(k, _)| k.to_string()).collect();
+    for key in keys {
+        if let Some(mut k) = table.key_mut(&key) {
+            attribute_decor(k.leaf_decor_mut(), agent);
+        }
+        if let Some(v) = table.get_mut(&key).and_then(Item::as_value_mut) {
+            attribute_value(v, agent);
+        }
+    }
 }
 
 /// Replaces names in a `from` or `to` value (a string or a list of strings).
@@ -108,12 +178,14 @@ pub fn merge_learned(name: &str, learned: &[(&str, &str)]) -> Result<String, Lea
     let mut asset_index: BTreeMap<String, usize> = BTreeMap::new();
     let mut groups = Table::new();
     let mut rules = ArrayOfTables::new();
+    let mut prefixes = BTreeSet::new();
+    let mut names: BTreeSet<String> = BTreeSet::new();
     for (agent, text) in learned {
         check_learned(text, &format!("learned by {agent}"))?;
         let doc: DocumentMut = text
             .parse()
             .map_err(|_| LearnedError::NotLearned("toml".into()))?;
-        let prefix = prefix_of(agent);
+        let prefix = prefix_of(agent, &mut prefixes);
         let mut renamed: BTreeMap<String, String> = BTreeMap::new();
         for asset in doc
             .get("asset")
@@ -122,6 +194,7 @@ pub fn merge_learned(name: &str, learned: &[(&str, &str)]) -> Result<String, Lea
             .flat_map(ArrayOfTables::iter)
         {
             let mut asset = asset.clone();
+            attribute(&mut asset, agent);
             let asset_name = asset
                 .get("name")
                 .and_then(Item::as_str)
@@ -153,13 +226,14 @@ pub fn merge_learned(name: &str, learned: &[(&str, &str)]) -> Result<String, Lea
                     }
                 }
                 Some(_) => {
-                    let new = format!("{prefix}.{asset_name}");
+                    let new = unique(format!("{prefix}.{asset_name}"), &mut names);
                     asset.insert("name", toml_edit::value(new.as_str()));
                     renamed.insert(asset_name, new.clone());
                     asset_index.insert(new, assets.len());
                     assets.push(asset);
                 }
                 None => {
+                    names.insert(asset_name.clone());
                     asset_index.insert(asset_name, assets.len());
                     assets.push(asset);
                 }
@@ -167,9 +241,12 @@ pub fn merge_learned(name: &str, learned: &[(&str, &str)]) -> Result<String, Lea
         }
         if let Some(own) = doc.get("groups").and_then(Item::as_table) {
             for (group, members) in own.iter() {
-                let new = format!("{prefix}.{group}");
+                let new = unique(format!("{prefix}.{group}"), &mut names);
                 let mut members = members.clone();
                 rename_in(&mut members, &renamed);
+                if let Some(v) = members.as_value_mut() {
+                    attribute_value(v, agent);
+                }
                 renamed.insert(group.to_string(), new.clone());
                 groups.insert(&new, members);
             }
@@ -182,6 +259,7 @@ pub fn merge_learned(name: &str, learned: &[(&str, &str)]) -> Result<String, Lea
             .flat_map(ArrayOfTables::iter)
         {
             let mut rule = rule.clone();
+            attribute(&mut rule, agent);
             for key in ["from", "to"] {
                 if let Some(item) = rule.get_mut(key) {
                     rename_in(item, &renamed);
@@ -192,10 +270,11 @@ pub fn merge_learned(name: &str, learned: &[(&str, &str)]) -> Result<String, Lea
                     .decor()
                     .prefix()
                     .and_then(|p| p.as_str())
-                    .unwrap_or("\n")
+                    .unwrap_or("")
+                    .trim_start_matches('\n')
                     .to_string();
                 rule.decor_mut()
-                    .set_prefix(format!("\n# ---- learned by agent {agent} ----{kept}"));
+                    .set_prefix(format!("\n# ---- learned by agent {agent} ----\n{kept}"));
                 first = false;
             }
             rules.push(rule);

@@ -71,16 +71,28 @@ impl Coordinator {
         let (id, duration) = (id.clone(), *duration);
         self.campaign = None;
         let (tx, rx) = channel();
-        for tell in workers {
-            tell(LearnCommand::Finish(tx.clone()));
-        }
+        let told = workers
+            .iter()
+            .filter(|tell| tell(LearnCommand::Finish(tx.clone())))
+            .count();
         drop(tx);
         let mut learner = Learner::new();
+        let mut shares = 0;
         let deadline = Instant::now() + HANDOVER;
         while let Ok(share) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             learner.merge(share);
+            shares += 1;
         }
         if !self.requests.is_current(&id) {
+            return;
+        }
+        if shares < told {
+            // A policy missing a worker's share would alert on that share's traffic.
+            tracing::error!(
+                request = id,
+                "{shares} of {told} capture workers handed over what they learned: learning again"
+            );
+            self.requests.retry(&id);
             return;
         }
         let source = format!(
@@ -105,13 +117,20 @@ impl Coordinator {
             requests,
         });
         match outbox.map(|o| o.push(std::slice::from_ref(&record))) {
-            Some(Ok(_)) => {
+            Some(Ok(pushed)) if pushed.stored == 1 => {
                 tracing::info!(
                     request = id,
                     requests,
                     "learned; the policy waits in the outbox for the collector"
                 );
                 self.requests.finish(&id);
+            }
+            Some(Ok(_)) => {
+                tracing::error!(
+                    request = id,
+                    "the outbox had no room for the learned policy: learning again"
+                );
+                self.requests.retry(&id);
             }
             Some(Err(e)) => {
                 tracing::error!(

@@ -94,8 +94,10 @@ fn a_policy_that_cannot_be_kept_is_not_applied() {
     let hash = Policy::parse(GOOD, "x").unwrap().0.hash;
     assert_eq!(f.take(&assigned(&hash), Some(GOOD.into())), None);
     assert!(rx.try_recv().is_err());
-    // Tried again at the next heartbeat.
-    assert!(f.wanted(&reply(&hash), None).is_some());
+    // Tried again after a while, not at every heartbeat.
+    assert!(f.wanted(&reply(&hash), None).is_none());
+    assert!(can_keep(&dir.path().join("missing/policy.toml")).is_err());
+    assert!(can_keep(&dir.path().join("policy.toml")).is_ok());
 }
 
 #[test]

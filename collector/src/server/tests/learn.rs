@@ -189,3 +189,72 @@ async fn a_proposal_an_admin_assigned_is_not_a_learning_target() {
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
 }
+
+/// A learned policy of `hosts` masters, each with its own rule: about 150 bytes a host.
+fn big_learned(hosts: u32, third: u8) -> String {
+    let mut text = String::from("version = 1\nname = \"learned\"\n");
+    for i in 0..hosts {
+        let (b, c) = (i / 250, i % 250 + 1);
+        text.push_str(&format!(
+            "\n[[asset]]\nname = \"host-10-{third}-{b}-{c}\"\naddress = \"10.{third}.{b}.{c}\"\n\n[[allow]]\nfrom = \"host-10-{third}-{b}-{c}\"\nto = \"10.0.1.5\"\nfunctions = [\"read_holding_registers\"]\n"
+        ));
+    }
+    text
+}
+
+#[tokio::test]
+async fn a_learned_policy_that_cannot_join_the_proposal_is_kept_with_why_and_acknowledged() {
+    let f = fixture();
+    let admin = f.admin.clone();
+    let a2_token = f.state.credentials.enroll("a2", Role::Agent).unwrap();
+    let ask = json!({ "duration": "1h", "proposal": "plant" });
+    let mut requests = Vec::new();
+    for agent in ["a1", "a2"] {
+        let r = f
+            .post_as(
+                &format!("/api/v1/agents/{agent}/learn"),
+                &admin,
+                ask.clone(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+        requests.push(r.body["request"].as_str().unwrap().to_string());
+    }
+    // Each fits alone; both together are over the 256 KiB a policy may hold.
+    let (one, two) = (big_learned(1200, 1), big_learned(1200, 2));
+    assert!(one.len() < 256 << 10 && one.len() + two.len() > 256 << 10);
+    let r = f
+        .ingest(Some(&f.agent.clone()), &learned_batch(&requests[0], &one))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let mut second = learned_batch(&requests[1], &two);
+    second.agent = "a2".into();
+    let r = f.ingest(Some(&a2_token), &second).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "the batch is acknowledged: {}",
+        r.body
+    );
+    let history = f.get("/api/v1/policies/plant/history", &f.viewer).await;
+    assert_eq!(history.body.as_array().unwrap().len(), 1, "a1's alone");
+    let a2 = f.state.store.learn_record("a2").unwrap().unwrap();
+    assert!(a2.received_at.is_some());
+    assert!(a2.error.unwrap().starts_with("not merged: policy:"));
+    // No longer asked: the admin sees why in the agents view and may ask again.
+    let body = serde_json::to_vec(&otwatch_rules::wire::Heartbeat {
+        agent: "a2".into(),
+        version: "test".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let r = f
+        .call(
+            Method::POST,
+            "/api/v1/heartbeat",
+            Some(&f.agent.clone()),
+            body,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+}

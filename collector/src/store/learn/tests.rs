@@ -11,7 +11,7 @@ fn record(agent: &str, id: &str, proposal: &str) -> LearnRecord {
         requested_at: Timestamp::from_secs(1_000),
         received_at: None,
         requests: None,
-        toml: None,
+        error: None,
     }
 }
 
@@ -24,49 +24,26 @@ fn learned(id: &str, toml: &str) -> LearnedPolicy {
 }
 
 #[test]
-fn learned_policies_are_kept_per_agent_and_gathered_per_proposal() {
+fn a_learned_policy_is_kept_apart_from_its_request_and_a_new_request_forgets_it() {
     let store = Store::open(MemoryKv::new()).unwrap();
     store
         .request_learning(&record("a1", "aa", "plant"))
         .unwrap();
-    store
-        .request_learning(&record("a2", "bb", "plant"))
-        .unwrap();
-    store
-        .request_learning(&record("a3", "cc", "other"))
-        .unwrap();
     let now = Timestamp::from_secs(2_000);
-    assert_eq!(
-        store
-            .take_learned("a1", &learned("aa", "one"), now)
-            .unwrap(),
-        Taken::Kept {
-            proposal: "plant".into(),
-            learned: vec![("a1".into(), "one".into())],
-        }
-    );
-    assert_eq!(
-        store
-            .take_learned("a1", &learned("aa", "one"), now)
-            .unwrap(),
-        Taken::Again,
-        "a retried batch changes nothing"
-    );
     store
-        .take_learned("a3", &learned("cc", "three"), now)
+        .keep_learned("a1", &learned("aa", "one"), now, None)
         .unwrap();
-    let Taken::Kept { learned: all, .. } = store
-        .take_learned("a2", &learned("bb", "two"), now)
-        .unwrap()
-    else {
-        panic!("kept");
-    };
-    assert_eq!(
-        all,
-        [("a1".into(), "one".into()), ("a2".into(), "two".into())]
-    );
     let a1 = store.learn_record("a1").unwrap().unwrap();
-    assert_eq!((a1.received_at, a1.requests), (Some(now), Some(5)));
+    assert_eq!(
+        (a1.received_at, a1.requests, a1.error),
+        (Some(now), Some(5), None)
+    );
+    assert_eq!(store.learned_toml("a1").unwrap().as_deref(), Some("one"));
+    store
+        .request_learning(&record("a1", "ab", "plant"))
+        .unwrap();
+    assert_eq!(store.learned_toml("a1").unwrap(), None);
+    assert_eq!(store.learn_records().unwrap().len(), 1);
 }
 
 #[test]
@@ -74,7 +51,7 @@ fn a_policy_for_another_request_or_an_agent_never_asked_is_refused_naming_the_fi
     let store = Store::open(MemoryKv::new()).unwrap();
     let now = Timestamp::from_secs(2_000);
     let e = store
-        .take_learned("a1", &learned("aa", "x"), now)
+        .keep_learned("a1", &learned("aa", "x"), now, None)
         .unwrap_err();
     assert!(e.to_string().starts_with("learned.request:"), "{e}");
     store
@@ -84,8 +61,6 @@ fn a_policy_for_another_request_or_an_agent_never_asked_is_refused_naming_the_fi
     store
         .request_learning(&record("a1", "ab", "plant"))
         .unwrap();
-    let e = store
-        .take_learned("a1", &learned("aa", "x"), now)
-        .unwrap_err();
+    let e = store.answered("a1", &learned("aa", "x")).unwrap_err();
     assert!(e.to_string().contains("expected \"ab\""), "{e}");
 }

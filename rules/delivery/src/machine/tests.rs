@@ -292,6 +292,7 @@ fn an_empty_outbox_is_looked_at_again_soon_and_at_once_when_records_arrive() {
     sim.step(); // alerts: empty
     sim.step(); // observations: empty
     sim.step(); // evidence: empty
+    sim.step(); // learned: empty
     assert_eq!(
         sim.machine.poll(sim.now),
         Poll::Wait {
@@ -734,7 +735,8 @@ fn observations_that_arrive_unannounced_while_idle_are_found_when_the_rest_ends(
     sim.step(); // heartbeat
     sim.step(); // alerts: empty
     sim.step(); // observations: empty
-    sim.step(); // evidence: empty, idle
+    sim.step(); // evidence: empty
+    sim.step(); // learned: empty, idle
     assert!(matches!(sim.machine.state, State::Idle { .. }));
     // Written without a nudge: the machine finds them once its rest is over.
     sim.lanes[Lane::Observations.index()].insert(LANE_SEQS + 1, Rec::Good);

@@ -101,7 +101,7 @@ fn the_merge_allows_what_each_segment_did_and_keeps_groups_apart() {
     assert!(policy.groups.contains_key("hall-1.alike-1"), "{text}");
     assert!(policy.groups.contains_key("hall_2.alike-1"), "{text}");
     assert!(
-        text.contains("# ---- learned by agent hall-1 ----\n# 10 requests\n[[allow]]"),
+        text.contains("# ---- learned by agent hall-1 ----\n# hall-1: 10 requests\n[[allow]]"),
         "{text}"
     );
     assert!(
@@ -163,4 +163,44 @@ fn a_learned_policy_with_more_than_learning_writes_is_refused_naming_it() {
     let e = check_learned("version = 1\n[[allow]]\nfrom = \"any\"\n", "learned").unwrap_err();
     assert!(matches!(e, LearnedError::Invalid(_)), "{e}");
     assert!(check_learned(HALL_1, "learned").is_ok());
+}
+
+#[test]
+fn agents_whose_names_make_the_same_prefix_keep_their_groups_apart() {
+    let text = merge_learned("plant", &[("a.b", HALL_1), ("a_b", HALL_2)]).unwrap();
+    let (policy, _) = Policy::parse(&text, "plant").unwrap();
+    assert!(policy.groups.contains_key("a_b.alike-1"), "{text}");
+    assert!(policy.groups.contains_key("a_b-2.alike-1"), "{text}");
+    assert!(allows(&policy, "10.0.1.11", 1, &[3, 0, 0, 0, 10]));
+    assert!(
+        !allows(&policy, "10.0.1.11", 3, &[4, 0, 110, 0, 5]),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_agents_comments_are_marked_as_its_own_and_a_bare_rule_stays_a_rule() {
+    let forged = HALL_2.replace(
+        "[[allow]]\nfrom",
+        "# ---- learned by agent hall-1 ----\n[[allow]]\nfrom",
+    );
+    let bare =
+        "version = 1\n[[allow]]\nfrom = \"10.0.0.7\"\nto = \"10.0.3.1\"\nfunctions = \"read\"\n";
+    let text = merge_learned(
+        "plant",
+        &[("hall-1", HALL_1), ("evil", &forged), ("bare", bare)],
+    )
+    .unwrap();
+    assert_eq!(
+        text.matches("\n# ---- learned by agent hall-1 ----")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        text.contains("# evil: ---- learned by agent hall-1 ----"),
+        "{text}"
+    );
+    let (policy, _) = Policy::parse(&text, "plant").unwrap();
+    assert_eq!(policy.allow.len(), 3, "{text}");
 }
