@@ -129,10 +129,13 @@ impl Reloader {
         self.settling = None;
         self.last = now;
         let outcome = match policy_file::load(&self.path) {
-            // The file now holds the policy in force (the collector's, written a moment
-            // before it was handed over): nothing to apply unless SIGHUP asks.
+            // Following the collector, the file now holds the policy in force (written a
+            // moment before it was handed over): nothing to apply unless SIGHUP asks. A file
+            // edited back to the policy in force is applied (and said) as before.
             Ok((policy, _))
-                if !hangup && self.in_force.as_deref() == Some(policy.hash.as_str()) =>
+                if !hangup
+                    && self.assigned.is_some()
+                    && self.in_force.as_deref() == Some(policy.hash.as_str()) =>
             {
                 return None;
             }
