@@ -940,7 +940,7 @@ fn net(text: &str) -> Option<IpNet> {
         .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
-fn parse_offset(text: &str) -> Option<i32> {
+pub(super) fn parse_offset(text: &str) -> Option<i32> {
     let text = text.trim();
     if text == "Z" || text == "UTC" {
         return Some(0);
@@ -951,8 +951,14 @@ fn parse_offset(text: &str) -> Option<i32> {
         _ => return None,
     };
     let (h, m) = rest.split_once(':')?;
+    let digits = |t: &str, most: usize| {
+        (1..=most).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit())
+    };
+    if !(digits(h, 2) && m.len() == 2 && digits(m, 2)) {
+        return None;
+    }
     let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
-    (h <= 14 && (0..60).contains(&m)).then_some(sign * (h * 60 + m))
+    ((0..=14).contains(&h) && (0..60).contains(&m)).then(|| sign * (h * 60 + m))
 }
 
 impl<T> OneOrMany<T> {

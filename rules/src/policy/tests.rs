@@ -449,3 +449,24 @@ fn a_policy_knows_its_language_version_and_who_reads_it() {
     assert!(readable_by(1, 2), "an agent reads every older version");
     assert!(!readable_by(2, 1), "an agent cannot read a newer version");
 }
+
+#[test]
+fn an_offset_is_hours_and_minutes_of_digits_within_a_day_and_never_overflows() {
+    for (offset, minutes) in [
+        ("+01:00", Some(60)),
+        ("-05:30", Some(-330)),
+        ("+14:00", Some(840)),
+    ] {
+        assert_eq!(compile::parse_offset(offset), minutes, "{offset}");
+    }
+    for bad in [
+        "+15:00",
+        "+-5:00",
+        "+01:60",
+        "+1:5",
+        "+0000000000000000002105037818:00",
+        "+2147483647:00",
+    ] {
+        assert_eq!(compile::parse_offset(bad), None, "{bad}");
+    }
+}
