@@ -221,13 +221,18 @@ async function rollbackPolicy(version) {
   $("#policy-result").textContent = `Version ${body.version} restores version ${version}.`;
 }
 
+// Assigns the shown policy to each agent named (a comma-separated group), one request each.
 async function assignPolicy() {
-  const agent = $("#policy-assign-agent").value.trim();
-  if (!agent || !shownPolicy) return;
-  const r = await fetch(`/api/v1/agents/${encodeURIComponent(agent)}/policy`, { method: "PUT", credentials: "same-origin",
-    headers: { "content-type": "application/json" }, body: JSON.stringify({ policy: shownPolicy.name }) });
-  const body = await r.json().catch(() => ({}));
-  $("#policy-assign-result").textContent = r.ok ? `Assigned to ${agent}.` : `Refused: ${body.error || r.statusText}`;
+  const agents = $("#policy-assign-agent").value.split(",").map((a) => a.trim()).filter(Boolean);
+  if (!agents.length || !shownPolicy) return;
+  const said = [];
+  for (const agent of agents) {
+    const r = await fetch(`/api/v1/agents/${encodeURIComponent(agent)}/policy`, { method: "PUT", credentials: "same-origin",
+      headers: { "content-type": "application/json" }, body: JSON.stringify({ policy: shownPolicy.name }) });
+    const body = await r.json().catch(() => ({}));
+    said.push(r.ok ? `Assigned to ${agent}.` : `${agent} refused: ${body.error || r.statusText}`);
+  }
+  $("#policy-assign-result").textContent = said.join(" ");
 }
 
 async function askToLearn() {
@@ -735,11 +740,11 @@ $("#filters").addEventListener("submit", (e) => {
 });
 $("#clear-filters").addEventListener("click", () => { location.hash = "#/alerts"; });
 
-// Keys 1-4 switch views (not while typing in a field).
+// Keys 1-5 switch views (not while typing in a field).
 document.addEventListener("keydown", (e) => {
   if (e.target.closest("input, select, textarea") || e.ctrlKey || e.metaKey || e.altKey) return;
-  const i = ["1", "2", "3", "4"].indexOf(e.key);
-  if (i >= 0) location.hash = ["#/", "#/map", "#/charts", "#/alerts"][i];
+  const i = ["1", "2", "3", "4", "5"].indexOf(e.key);
+  if (i >= 0) location.hash = ["#/", "#/map", "#/charts", "#/alerts", "#/policies"][i];
 });
 
 window.addEventListener("hashchange", () => { if (!$("#app").hidden) route(); });
