@@ -186,7 +186,14 @@ async function showPolicies(name) {
   $("#policy-text").readOnly = !admin;
   $("#policy-save").hidden = !admin;
   $("#policy-assign-box").hidden = !admin || !exists;
-  if (!exists) { $("#policy-history").innerHTML = "<p class=\"dim\">Not stored yet.</p>"; return; }
+  if (!exists) {
+    $("#policy-history").innerHTML = "<p class=\"dim\">Not stored yet.</p>";
+    $("#policy-assignments tbody").innerHTML = "";
+    return;
+  }
+  const changes = await api(`/api/v1/policies/${encodeURIComponent(name)}/assignments`);
+  $("#policy-assignments tbody").innerHTML = changes.map((c) =>
+    `<tr><td>${esc(c.at)}</td><td>${esc(c.agent)}</td><td>${c.assigned ? "assigned" : "taken away"}</td><td>${esc(c.by)}</td></tr>`).join("");
   const history = await api(`/api/v1/policies/${encodeURIComponent(name)}/history`);
   $("#policy-history").innerHTML = history.map((v, i) =>
     `<div class="version"><p><b>version ${esc(v.version)}</b> ${esc(v.hash)} by ${esc(v.author)} at ${esc(v.at)}` +
@@ -232,6 +239,7 @@ async function assignPolicy() {
     const body = await r.json().catch(() => ({}));
     said.push(r.ok ? `Assigned to ${agent}.` : `${agent} refused: ${body.error || r.statusText}`);
   }
+  await showPolicies(shownPolicy.name);
   $("#policy-assign-result").textContent = said.join(" ");
 }
 

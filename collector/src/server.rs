@@ -213,6 +213,10 @@ pub fn router<K: Kv>(state: Shared<K>) -> Router {
             get(policies::get::<K>).put(policies::put::<K>),
         )
         .route(
+            "/api/v1/policies/{name}/assignments",
+            get(policies::assignments::<K>),
+        )
+        .route(
             "/api/v1/policies/{name}/history",
             get(policies::history::<K>),
         )

@@ -920,7 +920,7 @@ fn an_admin_edits_a_policy_and_allows_an_alert_from_its_incident_page() {
     );
     assert!(wait_for(
         &mut browser,
-        "document.querySelector('#policy-assign-result').textContent === 'Assigned to hall-1.'"
+        "document.querySelector('#policy-assign-result').textContent === 'Assigned to hall-1.' && document.querySelector('#policy-assignments tbody').innerText.includes('hall-1\tassigned\tadmin')"
     ));
 
     // The incident page offers the change that allows its alert; applying it is version 2.

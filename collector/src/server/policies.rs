@@ -369,7 +369,8 @@ async fn stored<K: Kv>(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct HistoryQuery {
-    /// 1 to [`MAX_HISTORY`], default 20.
+    /// How many: for a history 1 to [`MAX_HISTORY`] (default 20), for assignments 1 to 1000
+    /// (default 100).
     limit: Option<usize>,
 }
 
@@ -381,6 +382,23 @@ const DIFF_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
 /// Most bytes of diffs in one history reply; later versions get none, said so.
 const MAX_DIFF_BYTES: usize = 4 << 20;
 
+/// The `limit` asked for, `default` without one, refused outside 1 to `max`.
+fn limit_of(
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = query.limit.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::bad_request(format!(
+            "limit: {limit} (expected 1 to {max})"
+        )))
+    }
+}
+
 /// `GET /api/v1/policies/{name}/history`.
 pub(super) async fn history<K: Kv>(
     State(state): State<Shared<K>>,
@@ -390,13 +408,7 @@ pub(super) async fn history<K: Kv>(
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&state, &headers, Action::Read)?;
     named(&name)?;
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = query.limit.unwrap_or(20);
-    if !(1..=MAX_HISTORY).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit: {limit} (expected 1 to {MAX_HISTORY})"
-        )));
-    }
+    let limit = limit_of(query, 20, MAX_HISTORY)?;
     let store = state.store.clone();
     let key = name.clone();
     // Read and diffed off the async workers. One more than shown, for the diff of the oldest
@@ -573,6 +585,32 @@ pub(super) async fn rollback<K: Kv>(
     .await
 }
 
+/// `GET /api/v1/policies/{name}/assignments`: the newest `limit` (1-1000, 100) assignment
+/// changes of the policy, newest first: which agent, given or taken away, by whom, when.
+pub(super) async fn assignments<K: Kv>(
+    State(state): State<Shared<K>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&state, &headers, Action::Read)?;
+    named(&name)?;
+    let limit = limit_of(query, 100, 1000)?;
+    let store = state.store.clone();
+    let key = name.clone();
+    let (exists, changes) = blocking(move || {
+        Ok((
+            store.policy_hash(&key)?.is_some(),
+            store.assignment_changes(&key, limit)?,
+        ))
+    })
+    .await?;
+    if !exists {
+        return Err(not_found(&name));
+    }
+    Ok(axum::Json(changes))
+}
+
 /// The body of an assignment.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -605,6 +643,7 @@ pub(super) async fn assign<K: Kv>(
     }
     let store = state.store.clone();
     let (key, policy) = (agent.clone(), request.policy.clone());
+    let author = principal.name.clone();
     blocking(move || {
         if let Some(name) = &policy
             && let Some(version) = store.policy(name)?
@@ -614,7 +653,9 @@ pub(super) async fn assign<K: Kv>(
         {
             return Ok(Err(refusal));
         }
-        store.assign_policy(&key, policy.as_deref()).map(Ok)
+        store
+            .assign_policy(&key, policy.as_deref(), &author, now())
+            .map(Ok)
     })
     .await??;
     audit::note_off_the_workers(

@@ -137,6 +137,29 @@ fn version_key(name: &str, version: u64) -> Vec<u8> {
     k
 }
 
+fn assignment_key(name: &str, seq: u64) -> Vec<u8> {
+    let mut k = prefix(name);
+    k.push(b'a');
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Most assignment changes kept per policy: the oldest go as new ones come.
+pub const MAX_ASSIGNMENT_CHANGES: u64 = 1000;
+
+/// A policy given to an agent or taken from it: the policy's assignment history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignmentChange {
+    /// The agent.
+    pub agent: String,
+    /// Given (`true`) or taken away, by an assignment of another policy or of none.
+    pub assigned: bool,
+    /// Who (a credential's name).
+    pub by: String,
+    /// When (the collector's clock).
+    pub at: Timestamp,
+}
+
 fn check_name(name: &str) -> Result<(), StoreError> {
     if valid_policy_name(name) {
         Ok(())
@@ -329,8 +352,15 @@ impl<K: Kv> Store<K> {
     }
 
     /// Assigns policy `policy` to agent `agent` (which must be a valid agent name), or takes
-    /// its assignment away (`None`). The policy must exist.
-    pub fn assign_policy(&self, agent: &str, policy: Option<&str>) -> Result<(), StoreError> {
+    /// its assignment away (`None`), as `by` at `at`. The policy must exist. The change goes
+    /// into the assignment history of the policy given and of the one taken away.
+    pub fn assign_policy(
+        &self,
+        agent: &str,
+        policy: Option<&str>,
+        by: &str,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
         otwatch_rules::validate::agent_name("agent", agent).map_err(|e| StoreError::Invalid {
             field: e.field,
             message: format!("{} is not valid (expected {})", e.found, e.expected),
@@ -352,13 +382,81 @@ impl<K: Kv> Store<K> {
                         ),
                     });
                 }
-                b.put(key, p.as_bytes().to_vec());
+                b.put(key.clone(), p.as_bytes().to_vec());
             }
-            None => b.delete(key),
+            None => b.delete(key.clone()),
+        }
+        let before = self.kv.get(&key)?.and_then(|v| String::from_utf8(v).ok());
+        if before.as_deref() != policy {
+            let change = |assigned| AssignmentChange {
+                agent: agent.to_string(),
+                assigned,
+                by: by.to_string(),
+                at,
+            };
+            if let Some(old) = &before {
+                self.note_assignment(&mut b, old, &change(false))?;
+            }
+            if let Some(new) = policy {
+                self.note_assignment(&mut b, new, &change(true))?;
+            }
         }
         self.kv.apply(b)?;
         self.kv.flush()?;
         Ok(())
+    }
+
+    /// Adds `change` to the assignment history of `name`, the oldest past
+    /// [`MAX_ASSIGNMENT_CHANGES`] going.
+    fn note_assignment(
+        &self,
+        b: &mut Batch,
+        name: &str,
+        change: &AssignmentChange,
+    ) -> Result<(), StoreError> {
+        let start = assignment_key(name, 0);
+        let end = assignment_key(name, u64::MAX);
+        let last = self
+            .kv
+            .range(
+                Bound::Included(&start[..]),
+                Bound::Included(&end[..]),
+                Order::Descending,
+                1,
+            )?
+            .into_iter()
+            .next()
+            .and_then(|(k, _)| Some(u64::from_be_bytes(k.get(k.len() - 8..)?.try_into().ok()?)));
+        let seq = last.map_or(1, |s| s + 1);
+        b.put(
+            assignment_key(name, seq),
+            serde_json::to_vec(change).map_err(corrupt)?,
+        );
+        if seq > MAX_ASSIGNMENT_CHANGES {
+            b.delete(assignment_key(name, seq - MAX_ASSIGNMENT_CHANGES));
+        }
+        Ok(())
+    }
+
+    /// The newest `limit` assignment changes of policy `name`, newest first.
+    pub fn assignment_changes(
+        &self,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<AssignmentChange>, StoreError> {
+        check_name(name)?;
+        let start = assignment_key(name, 0);
+        let end = assignment_key(name, u64::MAX);
+        self.kv
+            .range(
+                Bound::Included(&start[..]),
+                Bound::Included(&end[..]),
+                Order::Descending,
+                limit,
+            )?
+            .into_iter()
+            .map(|(_, v)| serde_json::from_slice(&v).map_err(corrupt))
+            .collect()
     }
 
     /// The name of the policy assigned to `agent`, if any.

@@ -515,3 +515,49 @@ async fn allow_rule_offers_a_diff_to_the_assigned_policy_that_applies_as_a_new_v
     let again = f.get(&uri, &f.viewer).await;
     assert_eq!(again.body["base_version"], 2);
 }
+
+#[tokio::test]
+async fn a_policys_assignments_are_its_history_who_gave_it_to_which_agent_and_took_it_away() {
+    let f = fixture();
+    f.put_policy("hall", HALL, None).await;
+    f.put_policy("yard", &HALL.replace("hall", "yard"), None)
+        .await;
+    assert_eq!(f.assign(json!("hall")).await.status, StatusCode::OK);
+    // The same again changes nothing; another policy takes hall away; none takes yard away.
+    assert_eq!(f.assign(json!("hall")).await.status, StatusCode::OK);
+    assert_eq!(f.assign(json!("yard")).await.status, StatusCode::OK);
+    assert_eq!(f.assign(Value::Null).await.status, StatusCode::OK);
+    let hall = f.get("/api/v1/policies/hall/assignments", &f.viewer).await;
+    assert_eq!(hall.status, StatusCode::OK, "{}", hall.body);
+    let said: Vec<(Value, Value, Value)> = hall
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["agent"].clone(), c["assigned"].clone(), c["by"].clone()))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            (json!("a1"), json!(false), json!("lead")),
+            (json!("a1"), json!(true), json!("lead")),
+        ]
+    );
+    let yard = f
+        .get("/api/v1/policies/yard/assignments?limit=1", &f.viewer)
+        .await;
+    assert_eq!(yard.body.as_array().unwrap().len(), 1);
+    assert_eq!(yard.body[0]["assigned"], false);
+    assert_eq!(
+        f.get("/api/v1/policies/none/assignments", &f.viewer)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        f.get("/api/v1/policies/hall/assignments?limit=0", &f.viewer)
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+}

@@ -156,3 +156,25 @@ fn only_the_newest_versions_are_kept() {
     assert_eq!(found.version, 7);
     assert_eq!(s.policy_version_by_hash("hall", "h1").unwrap(), None);
 }
+
+#[test]
+fn a_policys_assignment_history_keeps_its_newest_changes_only() {
+    let store = Store::open(crate::kv::memory::MemoryKv::new()).unwrap();
+    store
+        .put_policy("hall", new(&text(1), "h1", "lead"), None)
+        .unwrap();
+    let extra = 5;
+    for i in 0..MAX_ASSIGNMENT_CHANGES + extra {
+        let at = Timestamp::from_secs(1_000 + i);
+        store
+            .assign_policy(&format!("a{i}"), Some("hall"), "lead", at)
+            .unwrap();
+    }
+    let kept = store.assignment_changes("hall", 5_000).unwrap();
+    assert_eq!(kept.len() as u64, MAX_ASSIGNMENT_CHANGES);
+    assert_eq!(
+        kept[0].agent,
+        format!("a{}", MAX_ASSIGNMENT_CHANGES + extra - 1)
+    );
+    assert_eq!(kept.last().unwrap().agent, format!("a{extra}"));
+}
