@@ -17,12 +17,14 @@ pub(crate) mod policy_reload;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use otwatch_rules::alert::{Alert, Severity, rule};
 use otwatch_rules::detect::{DetectionConfig, Engine};
 use otwatch_rules::flow::{FlowEvent, FlowInfo};
+use otwatch_rules::mac::Mac;
+use otwatch_rules::network::{ArpFrame, Tap, Watch};
 use otwatch_rules::policy::Policy;
 use otwatch_rules::time::Timestamp;
 use serde::Serialize;
@@ -157,6 +159,24 @@ impl<W: Write> Sink<W> {
 /// The engine and where its alerts go.
 pub struct Detection<W: Write> {
     detector: Detector<Sink<W>>,
+    network: Option<Network>,
+}
+
+/// Network-level detection: this worker's sampler and the watch every worker shares.
+struct Network {
+    tap: Tap,
+    watch: Arc<Mutex<Watch>>,
+    worker: usize,
+}
+
+impl Network {
+    /// Hands the seconds this worker finished to the watch; its alerts go to `sink`.
+    fn submit<W: Write>(&mut self, sink: &mut Sink<W>) {
+        let samples = self.tap.take();
+        let mark = self.tap.watermark();
+        let mut watch = self.watch.lock().unwrap_or_else(|e| e.into_inner());
+        watch.submit(self.worker, samples, mark, &mut |a| sink.alert(a));
+    }
 }
 
 impl<W: Write> Detection<W> {
@@ -178,7 +198,25 @@ impl<W: Write> Detection<W> {
         };
         Self {
             detector: Detector::new(Engine::new(config, policy), sink),
+            network: None,
         }
+    }
+
+    /// Also samples floods and who answers for which address (servers on `modbus_ports`),
+    /// for `watch`, which judges the samples of every worker together; this is worker
+    /// `worker` of those it waits for.
+    pub fn with_network(
+        mut self,
+        watch: Arc<Mutex<Watch>>,
+        worker: usize,
+        modbus_ports: &[u16],
+    ) -> Self {
+        self.network = Some(Network {
+            tap: Tap::new(modbus_ports),
+            watch,
+            worker,
+        });
+        self
     }
 
     /// Also queues every alert in `outbox` for the collector (errors go to `status`).
@@ -209,7 +247,13 @@ impl<W: Write> Detection<W> {
     /// `agent.policy_reload_failed` (sent like any alert, so the collector hears of it).
     pub fn apply_reload(&mut self, reload: Reload, ts: Timestamp, agent_addr: SocketAddr) {
         match reload {
-            Reload::Loaded(policy, _) => self.detector.set_policy(Some(policy)),
+            Reload::Loaded(policy, _) => {
+                if let Some(network) = &self.network {
+                    let mut watch = network.watch.lock().unwrap_or_else(|e| e.into_inner());
+                    watch.set_policy(Some(policy.clone()));
+                }
+                self.detector.set_policy(Some(policy));
+            }
             Reload::Rejected(error) => self.detector.agent_alert(
                 &rule::POLICY_RELOAD_FAILED,
                 ts,
@@ -224,6 +268,9 @@ impl<W: Write> Detection<W> {
     /// after every batch of packets.
     pub fn flush_log(&mut self) {
         let sink = self.detector.sink_mut();
+        if let Some(network) = self.network.as_mut() {
+            network.submit(sink);
+        }
         sink.commit();
         if let Some(log) = sink.log.as_mut() {
             log.flush();
@@ -278,6 +325,22 @@ pub fn render(alert: &Alert) -> String {
 impl<W: Write> Observer for Detection<W> {
     fn flow_event(&mut self, ts: Timestamp, flow: &FlowInfo, event: &FlowEvent<'_>) {
         self.detector.flow_event(ts, flow, event);
+        if let Some(network) = self.network.as_mut() {
+            network.tap.flow_event(ts, flow, event);
+        }
+    }
+
+    fn arp(&mut self, ts: Timestamp, frame: &ArpFrame) {
+        if let Some(network) = self.network.as_mut() {
+            network.tap.arp(ts, frame);
+        }
+    }
+
+    #[inline]
+    fn ip_source(&mut self, ts: Timestamp, vlan: u16, ip: IpAddr, mac: Mac) {
+        if let Some(network) = self.network.as_mut() {
+            network.tap.ip_source(ts, vlan, ip, mac);
+        }
     }
 
     fn frame(&mut self, flow: u64, packet: &CapturedPacket<'_>) {
@@ -288,14 +351,28 @@ impl<W: Write> Observer for Detection<W> {
 
     fn tick(&mut self, now: Timestamp) {
         self.detector.tick(now);
+        if let Some(network) = self.network.as_mut() {
+            network.tap.tick(now);
+        }
     }
 
     fn finish(&mut self) {
         self.detector.finish();
+        if let Some(network) = self.network.as_mut() {
+            // This worker's last seconds, then it holds the others back no more.
+            network.tap.finish();
+            let sink = self.detector.sink_mut();
+            network.submit(sink);
+            let mut watch = network.watch.lock().unwrap_or_else(|e| e.into_inner());
+            watch.done(network.worker, &mut |a| sink.alert(a));
+        }
     }
 
     fn clock_stepped(&mut self, before: Timestamp, now: Timestamp) {
         self.detector.clock_stepped(before, now);
+        if let Some(network) = self.network.as_mut() {
+            network.tap.finish();
+        }
     }
 }
 

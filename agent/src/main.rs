@@ -145,6 +145,7 @@ fn run_replay(args: ReplayFlags, env: &Env, file: &AgentConfig) -> ExitCode {
         },
         delivery: resolved.delivery,
         metrics_listen: resolved.metrics_listen,
+        network_detection: resolved.network_detection,
         pcaps: args.pcaps,
         transactions: args.transactions,
         events: args.events,
@@ -319,6 +320,7 @@ fn run_live(args: &RunFlags, env: &Env, file: &AgentConfig) -> ExitCode {
         delivery: resolved.delivery,
         metrics_listen: resolved.metrics_listen,
         workers: resolved.workers,
+        network_detection: resolved.network_detection,
     };
     match run::run(&options, &stop) {
         Ok(report) => {

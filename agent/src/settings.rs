@@ -194,6 +194,11 @@ const IGNORE_OUTGOING: Field = Field::new(
     "OTWATCH_IGNORE_OUTGOING",
     "[capture] ignore_outgoing",
 );
+const NETWORK_DETECTION: Field = Field::new(
+    "--network-detection",
+    "OTWATCH_NETWORK_DETECTION",
+    "network_detection",
+);
 const COLLECTOR: Field = Field::new("--collector", "OTWATCH_COLLECTOR_URL", "collector_url");
 const CA: Field = Field::new("--ca", "OTWATCH_COLLECTOR_CA", "collector_ca");
 const OUTBOX: Field = Field::new("--outbox", "OTWATCH_OUTBOX", "outbox");
@@ -320,6 +325,8 @@ pub struct RunSettings {
     pub metrics_listen: Option<SocketAddr>,
     /// Pipelines in parallel.
     pub workers: usize,
+    /// Whether floods and ARP or MAC spoofing are detected.
+    pub network_detection: bool,
 }
 
 /// Everything `replay` needs from the settings, validated (the rest is its flags).
@@ -335,6 +342,24 @@ pub struct ReplaySettings {
     pub delivery: Option<DeliveryOptions>,
     /// Where to serve `/metrics`.
     pub metrics_listen: Option<SocketAddr>,
+    /// Whether floods and ARP or MAC spoofing are detected.
+    pub network_detection: bool,
+}
+
+/// Whether floods and ARP or MAC spoofing are detected: flag, environment, file, else on.
+fn network_detection(
+    flags: &DecodingFlags,
+    env: &Env,
+    file: &AgentConfig,
+) -> Result<bool, SettingsError> {
+    Ok(pick(
+        NETWORK_DETECTION,
+        flags.network_detection,
+        env,
+        "true or false",
+        file.network_detection,
+    )?
+    .is_none_or(|(on, _)| on))
 }
 
 /// Resolves `run`'s settings; `host` is the host's name (the default agent name).
@@ -345,6 +370,7 @@ pub fn run(
     host: Option<String>,
 ) -> Result<RunSettings, SettingsError> {
     let delivery = delivery(&flags.delivery, env, file)?;
+    let network_detection = network_detection(&flags.decoding, env, file)?;
     let interface = pick(
         INTERFACE,
         flags.iface.clone(),
@@ -364,7 +390,7 @@ pub fn run(
         (None, Some((interface, _))) => {
             let backend = backend.map_or(CaptureBackend::default(), |(b, _)| b);
             (
-                interface_source(flags, env, file, interface, backend)?,
+                interface_source(flags, env, file, interface, backend, network_detection)?,
                 backend == CaptureBackend::Ring,
             )
         }
@@ -405,6 +431,7 @@ pub fn run(
         metrics_listen: metrics_listen(&flags.delivery, env, file)?,
         delivery,
         workers: usize::try_from(workers).unwrap_or(1),
+        network_detection,
     })
 }
 
@@ -458,6 +485,7 @@ pub fn replay(
     file: &AgentConfig,
     host: Option<String>,
 ) -> Result<ReplaySettings, SettingsError> {
+    let network_detection = network_detection(&flags.decoding, env, file)?;
     Ok(ReplaySettings {
         flows: flow_config(&flags.decoding)?,
         agent_name: agent_name(flags.agent_name.clone(), env, file, host)?,
@@ -471,6 +499,7 @@ pub fn replay(
         .map(|(p, _)| p),
         delivery: delivery(&flags.delivery, env, file)?,
         metrics_listen: metrics_listen(&flags.delivery, env, file)?,
+        network_detection,
     })
 }
 
@@ -754,6 +783,7 @@ fn interface_source(
     file: &AgentConfig,
     interface: String,
     backend: CaptureBackend,
+    network_detection: bool,
 ) -> Result<Source, SettingsError> {
     let capture = &file.capture;
     let filter = match pick(
@@ -764,8 +794,22 @@ fn interface_source(
         capture.filter.clone(),
     )? {
         Some((setting, source)) => {
-            Program::from_setting(&setting).map_err(|e| invalid(source, e.to_string()))?
+            let program =
+                Program::from_setting(&setting).map_err(|e| invalid(source, e.to_string()))?;
+            if network_detection {
+                match program.keeps_arp() {
+                    Some(true) => {}
+                    Some(false) => tracing::warn!(
+                        "the capture filter ({source}) drops ARP: ARP spoofing is judged from the Ethernet source of IP traffic only (expected a filter that keeps arp, such as \"tcp-udp-or-arp\", or network_detection = false)"
+                    ),
+                    None => tracing::warn!(
+                        "cannot tell whether the capture filter ({source}) keeps ARP, which ARP spoofing detection reads"
+                    ),
+                }
+            }
+            program
         }
+        None if network_detection => Program::tcp_udp_or_arp(),
         None => Program::tcp_or_udp(),
     };
     let ignore_outgoing = pick(
@@ -846,6 +890,7 @@ fn interface_source(
     _file: &AgentConfig,
     interface: String,
     _backend: CaptureBackend,
+    _network_detection: bool,
 ) -> Result<Source, SettingsError> {
     Err(invalid(
         "--iface",

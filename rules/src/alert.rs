@@ -288,6 +288,9 @@ rules! {
     BUSY_STORM = "dos.busy_exception_storm", "Server-device-busy exception storm", Medium, ["T0814"], Fold::After(3);
     ACKNOWLEDGE_STORM = "dos.acknowledge_exception_storm", "Acknowledge exception storm", Medium, ["T0814"], Fold::After(3);
     REQUEST_FLOOD = "dos.request_flood", "Request flood: requests piling up unanswered", High, ["T0814"], Fold::Counted;
+    SYN_FLOOD = "dos.syn_flood", "SYN flood: connection attempts to one server that mostly never complete", High, ["T0814", "T0826"], Fold::Counted;
+    CONNECTION_FLOOD = "dos.connection_flood", "Connection flood: far more connections to one server than it takes normally", High, ["T0814", "T0826"], Fold::Counted;
+    DISTRIBUTED_FLOOD = "dos.distributed_flood", "Distributed request flood: many masters driving one server far above its normal rate", High, ["T0814"], Fold::Counted;
     BRUTE_FORCE_IO = "impact.brute_force_io", "Brute-force I/O: points written over and over", High, ["T0806"], Fold::Counted;
     BROADCAST_WRITE = "impact.broadcast_write", "Write broadcast to unit 0", High, ["T0855", "T0836"];
     UMAS_PROGRAM_DOWNLOAD = "program.umas_download", "Schneider UMAS program download to the PLC", Critical, ["T0843"];
@@ -299,6 +302,8 @@ rules! {
     FILE_WRITE = "file.write_record", "Write File Record (function 21)", High, ["T0857", "T0839"];
     UNSOLICITED_RESPONSE = "spoof.unsolicited_response", "Response that answers no request", Medium, ["T0856"];
     RESPONSE_MISMATCH = "spoof.response_mismatch", "Response that does not match its request", Medium, ["T0856"];
+    ARP_SPOOF = "spoof.arp", "ARP spoofing: two Ethernet addresses claim one IP address", High, ["T0830"], Fold::Counted;
+    MAC_CHANGE = "spoof.mac_change", "An IP address moved to an Ethernet address the policy does not declare", Low, ["T0830"], Fold::Counted;
     DEVICE_UNRESPONSIVE = "availability.device_unresponsive", "A device that had been answering stopped answering a master that kept trying", High, ["T0814", "T0826"];
     DEVICE_RECOVERED = "availability.device_recovered", "A device that had stopped answering answers again", Info, ["T0814", "T0826"];
     NEW_PAIR = "baseline.new_pair", "New master/slave pair after the baseline period", Low, ["T0848"];

@@ -13,12 +13,16 @@
 //! one rule per (master, unit), a write seen on some members allowed on all and flagged for
 //! review; `to_policy_per_device` writes one rule per (master, target, unit) instead.
 
+mod link;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use crate::flow::{FlowEvent, FlowInfo};
+use crate::flow::{FlowEvent, FlowInfo, Protocol};
+use crate::mac::Mac;
 use crate::modbus::{Request, Response, Table};
+use crate::network::ArpFrame;
 use crate::policy::matcher::RangeSet;
 use crate::session::Event;
 use crate::time::Timestamp;
@@ -109,6 +113,7 @@ struct PairStats {
 #[derive(Debug, Default)]
 pub struct Learner {
     pairs: BTreeMap<(IpAddr, IpAddr, u8), PairStats>,
+    link: link::Link,
 }
 
 impl Learner {
@@ -120,6 +125,7 @@ impl Learner {
     /// Takes in what another learner saw (another capture worker's share of the same
     /// traffic): one learner, as if it had seen both.
     pub fn merge(&mut self, other: Learner) {
+        self.link.merge(other.link);
         for (key, theirs) in other.pairs {
             match self.pairs.get_mut(&key) {
                 None => {
@@ -143,6 +149,9 @@ impl Learner {
                 unit_id, request, ..
             }) => (unit_id, request),
             FlowEvent::Session(Event::Transaction(t)) => return self.read_back(flow, t),
+            FlowEvent::Opened if flow.protocol == Protocol::Tcp && flow.handshake_seen => {
+                return self.link.connection(ts, flow.client.ip(), flow.server.ip());
+            }
             _ => return,
         };
         let key = (flow.client.ip(), flow.server.ip(), *unit_id);
@@ -197,6 +206,17 @@ impl Learner {
                     .to_vec();
             }
         }
+    }
+
+    /// Learns from a frame of IP traffic from `ip` with Ethernet source `mac`: the Ethernet
+    /// addresses each host answers from (written as its asset's `macs`).
+    pub fn ip_source(&mut self, ip: IpAddr, mac: Mac) {
+        self.link.ip_source(ip, mac);
+    }
+
+    /// Learns from an ARP packet: the address its sender claims.
+    pub fn arp(&mut self, frame: &ArpFrame) {
+        self.link.arp(frame);
     }
 
     /// Records the register values an answered read brought back.
@@ -256,7 +276,8 @@ impl Learner {
             self.pairs.len()
         );
         out.push_str("# each rule allows what was seen, with a little room (see the README).\n");
-        out.push_str("version = 1\nname = \"learned\"\n");
+        let header = out.len();
+        let mut language = 1;
         let masters: BTreeSet<IpAddr> = self.pairs.keys().map(|k| k.0).collect();
         let servers: BTreeMap<IpAddr, BTreeSet<u8>> =
             self.pairs.keys().fold(BTreeMap::new(), |mut m, k| {
@@ -281,7 +302,14 @@ impl Learner {
             if let Some(role) = role {
                 let _ = writeln!(out, "role = \"{role}\"");
             }
+            language =
+                language.max(self.write_network(&mut out, *host, servers.contains_key(host)));
         }
+        language = language.max(self.write_routers(&mut out, &hosts));
+        out.insert_str(
+            header,
+            &format!("version = {language}\nname = \"learned\"\n"),
+        );
         let groups = if grouping { self.alike() } else { Vec::new() };
         if !groups.is_empty() {
             out.push_str(
@@ -317,6 +345,65 @@ impl Learner {
             self.write_group_rules(&mut out, &group_name(i), members);
         }
         out
+    }
+
+    /// Writes what the network-level detectors judge `host` by: the Ethernet addresses it
+    /// answered from and, for a server, the busiest second's requests and the busiest
+    /// minute's connections (every master together). Returns the policy language this needs
+    /// (2 when anything was written, 1 otherwise).
+    fn write_network(&self, out: &mut String, host: IpAddr, server: bool) -> u32 {
+        let mut language = 1;
+        let macs = self.link.macs_of(host);
+        if !macs.is_empty() && macs.len() <= crate::policy::MAX_MACS {
+            let macs: Vec<String> = macs.iter().map(|m| format!("\"{m}\"")).collect();
+            let _ = writeln!(out, "macs = [{}]", macs.join(", "));
+            language = 2;
+        }
+        if server {
+            let requests: u64 = self
+                .pairs
+                .iter()
+                .filter(|((_, s, _), _)| *s == host)
+                .map(|(_, p)| u64::from(p.peak_per_second))
+                .sum();
+            if requests > 0 {
+                let _ = writeln!(out, "request_rate = \"{requests}/s\"");
+                language = 2;
+            }
+            let connections = self.link.connections_to(host);
+            if connections > 0 {
+                let _ = writeln!(out, "connection_rate = \"{connections}/min\"");
+                language = 2;
+            }
+        }
+        language
+    }
+
+    /// Writes each router seen (an Ethernet address carrying many hosts' traffic) as an
+    /// asset with `role = "router"`, under the address it claimed in ARP; one that claimed
+    /// none, or one of the Modbus `hosts`, is only named in a comment. Returns the policy
+    /// language this needs.
+    fn write_routers(&self, out: &mut String, hosts: &BTreeSet<IpAddr>) -> u32 {
+        let mut language = 1;
+        for (mac, own, carried) in self.link.routers() {
+            match own.map(IpAddr::V4).filter(|ip| !hosts.contains(ip)) {
+                Some(ip) => {
+                    let _ = writeln!(
+                        out,
+                        "\n# Carried the traffic of {carried} addresses: a router.\n[[asset]]\nname = \"router-{}\"\naddress = \"{ip}\"\nrole = \"router\"\nmacs = [\"{mac}\"]",
+                        ip.to_string().replace(['.', ':'], "-")
+                    );
+                    language = 2;
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "\n# {mac} carried the traffic of {carried} addresses: a router? Declare it as an\n# asset with role = \"router\" and macs = [\"{mac}\"]."
+                    );
+                }
+            }
+        }
+        language
     }
 
     /// Targets seen by the same masters on the same units doing the same reads, in groups of

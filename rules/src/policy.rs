@@ -17,14 +17,17 @@ use std::time::Duration;
 use crate::alert::Severity;
 
 pub use allow_this::{AllowChange, NotAllowable, allow_this};
+pub use compile::MAX_MACS;
 pub use eval::{Candidates, Violation, ViolationKind};
 pub use lint::Warning;
 use matcher::{AddrSet, Bounds, FunctionSet, RangeSet, Rate, ReadBounds, TimeWindow, UnitSet};
 pub use merge::{LearnedError, check_learned, merge_learned};
 
-/// The only policy file version this build reads: the policy language's version, which
-/// agents report in their heartbeats so the collector never assigns one a policy it cannot read.
-pub const POLICY_VERSION: u32 = 1;
+/// The newest policy-language version this build reads (it reads every version from 1 up),
+/// which agents report in their heartbeats so the collector never assigns one a policy it
+/// cannot read. 2: assets may declare `macs`, `connection_rate`, `request_rate` and
+/// `role = "router"` (network-level detection).
+pub const POLICY_VERSION: u32 = 2;
 
 /// Whether an agent that reads policy-language versions up to `agent_reads` can read a policy
 /// written in `policy_version` (agents read every version up to their own).
@@ -42,6 +45,9 @@ pub enum Role {
     Slave,
     /// Programs and configures devices.
     Engineering,
+    /// Routes between networks: every routed host's traffic carries its Ethernet address
+    /// (policy language 2).
+    Router,
 }
 
 /// How much an asset matters.
@@ -85,6 +91,16 @@ pub struct Asset {
     pub zone: Option<String>,
     /// How much it matters.
     pub criticality: Option<Criticality>,
+    /// The Ethernet addresses it answers from (policy language 2; empty: not declared).
+    pub macs: Vec<crate::mac::Mac>,
+    /// The connections it normally takes per period, learned (policy language 2): connection
+    /// floods are judged against it.
+    pub connection_rate: Option<Rate>,
+    /// The requests it normally answers per period, learned (policy language 2): request
+    /// floods are judged against it.
+    pub request_rate: Option<Rate>,
+    /// Line of its `[[asset]]` in the policy file.
+    pub line: usize,
 }
 
 /// Which traffic a rule covers.

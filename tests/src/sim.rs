@@ -5,6 +5,7 @@
 //! agent captures it on a real interface.
 
 pub mod attack;
+pub mod crafted;
 pub mod peers;
 pub mod plc;
 pub mod tank;
@@ -33,6 +34,9 @@ pub struct Layout {
     pub engineering: IpAddr,
     /// The intruder's address (not in the policy).
     pub intruder: IpAddr,
+    /// The interface the intruder sends crafted frames on raw, where there is one (in the
+    /// namespace layout, the captured veth end; needs root).
+    pub wire: Option<String>,
 }
 
 const fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
@@ -50,6 +54,7 @@ impl Layout {
             hmi: v4(127, 0, 20, 1),
             engineering: v4(127, 0, 30, 1),
             intruder: v4(127, 0, 66, 6),
+            wire: None,
         }
     }
 
@@ -63,6 +68,7 @@ impl Layout {
             hmi: v4(10, 66, 0, 10),
             engineering: v4(10, 66, 0, 11),
             intruder: v4(10, 66, 0, 66),
+            wire: None,
         }
     }
 
@@ -71,6 +77,7 @@ impl Layout {
         Link {
             bind: Some(ip),
             tap: tap.cloned(),
+            wire: self.wire.clone(),
         }
     }
 }
@@ -130,6 +137,7 @@ pub async fn attack_once(
             &layout.link(layout.intruder, tap),
             &layout.link(layout.engineering, tap),
             *plc,
+            layout.hmi,
             say,
         )
         .await;

@@ -281,6 +281,7 @@ fn on_loopback_with_two_workers_each_transaction_and_alert_is_seen_once_the_poli
         let link = peers::Link {
             bind: Some("127.0.20.6".parse().unwrap()),
             tap: None,
+            wire: None,
         };
         let mut ctx = peers::connect(&link, plcs[0], 1).await.unwrap();
         for _ in 0..20 {
@@ -392,7 +393,7 @@ fn attacks_across_namespaces_reach_the_collector_with_their_techniques_and_norma
 fn attacks_across_namespaces(
     workers: u32,
 ) -> std::collections::BTreeSet<(String, String, String, String)> {
-    let layout = Layout::namespaces();
+    let mut layout = Layout::namespaces();
     let plant = Plant::create(
         &[
             "10.66.0.1/24",
@@ -403,6 +404,8 @@ fn attacks_across_namespaces(
         &["10.66.0.2/24", "10.66.0.3/24"],
     )
     .unwrap();
+    // The intruder's crafted frames (a SYN flood, ARP poisoning) go raw onto the captured end.
+    layout.wire = Some(plant.outside.clone());
     let dir = tempfile::tempdir().unwrap();
     let mut plcs = plant
         .command(Path::new(env!("CARGO_BIN_EXE_otwatch-sim")))
@@ -550,17 +553,42 @@ fn attacks_across_namespaces(
     assert_eq!(crashed_by["address"], sim::plc::FRAGILE, "{crashed_by}");
     for a in &alerts {
         let src = a["src_ip"].as_str().unwrap();
+        let crafted_mac = a["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("02:66:66:66:66:66"));
         let from_attack = src == intruder
             || (src == engineering && a["rule"] == "policy.setpoint_out_of_bounds")
-            || a["rule"].as_str().unwrap().starts_with("availability.");
+            || a["rule"].as_str().unwrap().starts_with("availability.")
+            || (a["rule"].as_str().unwrap().starts_with("spoof.") && crafted_mac)
+            // Spoofed sources: many, so no one address.
+            || (a["rule"] == "dos.syn_flood" && src == "0.0.0.0");
         assert!(
             from_attack,
             "{workers} workers: normal traffic raised an alert: {a}"
         );
         assert_eq!(a["agent"], "netns-agent");
     }
+    // Every alert is about the attacked PLC, but ARP spoofing's: it names the address
+    // claimed (the PLC's, the HMI's, the intruder's own announced from its crafted address).
     let plc: IpAddr = layout.plcs[0].ip();
-    assert!(alerts.iter().all(|a| a["dst_ip"] == plc.to_string()));
+    let claimed = [plc, layout.hmi, layout.intruder].map(|ip| ip.to_string());
+    for a in &alerts {
+        let dst = a["dst_ip"].as_str().unwrap();
+        let spoofing = a["rule"].as_str().unwrap().starts_with("spoof.");
+        assert!(
+            dst == plc.to_string() || (spoofing && claimed.iter().any(|c| c == dst)),
+            "{workers} workers: {a}"
+        );
+    }
+    // ARP spoofing names the intruder (by the address it announced for itself) and both
+    // Ethernet addresses.
+    let poisoned = by_rule["spoof.arp"]
+        .iter()
+        .find(|a| a["dst_ip"] == plc.to_string())
+        .unwrap_or_else(|| panic!("{workers} workers: the PLC's address was not seen poisoned"));
+    assert_eq!(poisoned["src_ip"], intruder.as_str(), "{poisoned}");
+    let message = poisoned["message"].as_str().unwrap();
+    assert!(message.contains("02:66:66:66:66:66"), "{message}");
     drop(collector);
     drop(plant);
     alerts
@@ -609,6 +637,7 @@ fn learning_on_an_interface_for_a_while_writes_a_policy_of_what_was_seen() {
         let link = peers::Link {
             bind: Some("127.0.20.7".parse().unwrap()),
             tap: None,
+            wire: None,
         };
         let mut ctx = peers::connect(&link, plcs[0], 1).await.unwrap();
         for _ in 0..10 {

@@ -1,9 +1,9 @@
 //! Capture filters: classic BPF programs the kernel runs on every frame before the agent sees
 //! it, so what the agent never looks at costs no copy.
 //!
-//! The default keeps TCP and UDP over IPv4 and IPv6 (and every frame that still carries an
-//! 802.1Q or QinQ tag, which the agent unwraps itself); ARP, spanning tree, LLDP and the like
-//! are dropped in the kernel. Any other filter is given as `tcpdump -ddd` prints it, so an
+//! The default keeps TCP and UDP over IPv4 and IPv6, ARP (for network-level detection; not
+//! when that is off), and every frame that still carries an 802.1Q or QinQ tag, which the agent
+//! unwraps itself; spanning tree, LLDP and the like are dropped in the kernel. Any other filter is given as `tcpdump -ddd` prints it, so an
 //! operator writes it in tcpdump's language without the agent linking libpcap:
 //!
 //! ```text
@@ -11,6 +11,8 @@
 //! ```
 
 use std::fmt;
+
+pub mod interpret;
 
 /// One classic BPF instruction (`struct sock_filter`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +36,7 @@ pub struct Program(Vec<Instruction>);
 pub enum FilterError {
     /// The text is not `tcpdump -ddd` output.
     #[error(
-        "filter: {0} (expected \"tcp-or-udp\", \"all\", or the output of `tcpdump -ddd EXPRESSION`: a count, then one \"code jt jf k\" per instruction, separated by commas or new lines)"
+        "filter: {0} (expected \"tcp-or-udp\", \"tcp-udp-or-arp\", \"all\", or the output of `tcpdump -ddd EXPRESSION`: a count, then one \"code jt jf k\" per instruction, separated by commas or new lines)"
     )]
     Syntax(String),
 }
@@ -92,6 +94,37 @@ impl Program {
         ])
     }
 
+    /// [`Program::tcp_or_udp`] and ARP: the default when network-level detection is on (ARP
+    /// spoofing is told from ARP packets).
+    pub fn tcp_udp_or_arp() -> Self {
+        Self(vec![
+            op(LDH_ABS, 0, 0, 12),    // 0: ethertype
+            op(JEQ_K, 6, 0, 0x0800),  // 1: IPv4 -> 8
+            op(JEQ_K, 8, 0, 0x86dd),  // 2: IPv6 -> 11
+            op(JEQ_K, 12, 0, 0x8100), // 3: 802.1Q -> accept
+            op(JEQ_K, 11, 0, 0x88a8), // 4: 802.1ad -> accept
+            op(JEQ_K, 10, 0, 0x9100), // 5: old QinQ -> accept
+            op(JEQ_K, 9, 0, 0x0806),  // 6: ARP -> accept
+            op(RET_K, 0, 0, 0),       // 7: drop
+            op(LDB_ABS, 0, 0, 23),    // 8: IPv4 protocol
+            op(JEQ_K, 6, 0, 6),       // 9: TCP -> accept
+            op(JEQ_K, 5, 4, 17),      // 10: UDP -> accept, else drop
+            op(LDB_ABS, 0, 0, 20),    // 11: IPv6 next header
+            op(JEQ_K, 3, 0, 6),       // 12: TCP -> accept
+            op(JEQ_K, 2, 0, 17),      // 13: UDP -> accept
+            op(JEQ_K, 1, 0, 44),      // 14: fragment header -> accept
+            op(RET_K, 0, 0, 0),       // 15: drop
+            op(RET_K, 0, 0, ACCEPT),  // 16: accept
+        ])
+    }
+
+    /// Whether this program keeps an ARP request on an untagged Ethernet segment (run in
+    /// [`interpret`], as the kernel would): `None` when it uses an instruction the
+    /// interpreter does not know, so nobody can say.
+    pub fn keeps_arp(&self) -> Option<bool> {
+        interpret::run(self, &interpret::ARP_REQUEST, 0, 0).map(|kept| kept > 0)
+    }
+
     /// A fanout selector for `workers` sockets: the index of the socket a frame goes to, from
     /// its IP addresses XORed together (IPv4; the low 32 bits of each IPv6 address), so both
     /// directions of every conversation between two hosts go to the same worker, and with
@@ -135,11 +168,12 @@ impl Program {
         Self(vec![op(RET_K, 0, 0, ACCEPT)])
     }
 
-    /// The filter a configuration names: `tcp-or-udp` (the default), `all`, or a program as
-    /// `tcpdump -ddd` prints it.
+    /// The filter a configuration names: `tcp-or-udp`, `tcp-udp-or-arp`, `all`, or a program
+    /// as `tcpdump -ddd` prints it.
     pub fn from_setting(setting: &str) -> Result<Self, FilterError> {
         match setting.trim() {
             "tcp-or-udp" => Ok(Self::tcp_or_udp()),
+            "tcp-udp-or-arp" => Ok(Self::tcp_udp_or_arp()),
             "all" => Ok(Self::everything()),
             program => Self::parse(program),
         }

@@ -6,11 +6,12 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use otwatch_rules::detect::DetectionConfig;
 use otwatch_rules::modbus::FunctionCode;
+use otwatch_rules::network::Watch;
 use otwatch_rules::policy::Policy;
 use serde::Serialize;
 
@@ -54,6 +55,8 @@ pub struct ReplayOptions {
     pub delivery: Option<DeliveryOptions>,
     /// Where to serve `/metrics`, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Whether floods and ARP or MAC spoofing are detected.
+    pub network_detection: bool,
 }
 
 /// Everything a replay found.
@@ -260,6 +263,16 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         alert_log,
         options.print_alerts,
     );
+    if options.network_detection {
+        let watch = Watch::new(
+            1,
+            options.detection.agent.clone(),
+            options.detection.default_window,
+            options.policy.clone(),
+        );
+        detection =
+            detection.with_network(Arc::new(Mutex::new(watch)), 0, &options.flows.modbus_ports);
+    }
     if let Some(outbox) = &outbox {
         detection = detection.with_outbox(outbox.clone(), status.clone());
         if let Some(evidence) = options.delivery.as_ref().and_then(|d| d.evidence) {

@@ -8,12 +8,13 @@ use std::fs::File;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SendError, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use otwatch_rules::detect::DetectionConfig;
+use otwatch_rules::network::Watch;
 use otwatch_rules::policy::Policy;
 use otwatch_rules::time::Timestamp;
 use serde::Serialize;
@@ -85,6 +86,9 @@ pub struct RunOptions {
     pub metrics_listen: Option<SocketAddr>,
     /// Pipelines working in parallel (ring backend; 1 otherwise).
     pub workers: usize,
+    /// Whether floods and ARP or MAC spoofing are detected (one watch judges every
+    /// worker's samples together).
+    pub network_detection: bool,
 }
 
 /// Why the agent could not start.
@@ -236,6 +240,8 @@ struct Shared<'a> {
     policy: Option<Arc<Policy>>,
     outbox: Option<Arc<crate::delivery::outbox::Outbox>>,
     alert_log: Option<SharedWriter>,
+    /// The one watch that judges every worker's network samples together, when on.
+    watch: Option<Arc<Mutex<Watch>>>,
     addr: SocketAddr,
     stop: &'a AtomicBool,
 }
@@ -344,12 +350,21 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<RunReport, RunErro
             sources.first().map(|s| s.describe()).unwrap_or_default()
         ),
     };
+    let watch = options.network_detection.then(|| {
+        Arc::new(Mutex::new(Watch::new(
+            sources.len(),
+            options.detection.agent.clone(),
+            options.detection.default_window,
+            policy.clone(),
+        )))
+    });
     let shared = Shared {
         options,
         status: status.clone(),
         policy,
         outbox: delivery.as_ref().map(|d| d.outbox().clone()),
         alert_log,
+        watch,
         addr,
         stop,
     };
@@ -469,6 +484,13 @@ fn worker(
         shared.alert_log.clone(),
         options.print_alerts,
     );
+    if let Some(watch) = &shared.watch {
+        detection = detection.with_network(
+            watch.clone(),
+            index.unwrap_or(0),
+            &options.flows.modbus_ports,
+        );
+    }
     if let Some(outbox) = &shared.outbox {
         detection = detection.with_outbox(outbox.clone(), shared.status.clone());
         // Each worker keeps its own flows' frames, in its share of the buffer.

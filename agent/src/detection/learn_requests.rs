@@ -6,12 +6,15 @@
 //! collector keeps asking, and the next run learns again from the start.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use otwatch_packet::pipeline::Observer;
 use otwatch_rules::flow::{FlowEvent, FlowInfo};
 use otwatch_rules::learn::Learner;
+use otwatch_rules::mac::Mac;
+use otwatch_rules::network::ArpFrame;
 use otwatch_rules::time::Timestamp;
 use otwatch_rules::wire::LearnRequest;
 
@@ -119,6 +122,15 @@ pub struct Learning(pub Learner);
 impl Observer for Learning {
     fn flow_event(&mut self, ts: Timestamp, flow: &FlowInfo, event: &FlowEvent<'_>) {
         self.0.observe(ts, flow, event);
+    }
+
+    fn arp(&mut self, _ts: Timestamp, frame: &ArpFrame) {
+        self.0.arp(frame);
+    }
+
+    #[inline]
+    fn ip_source(&mut self, _ts: Timestamp, _vlan: u16, ip: IpAddr, mac: Mac) {
+        self.0.ip_source(ip, mac);
     }
 }
 

@@ -77,6 +77,9 @@ pub struct AgentConfig {
     pub log_level: Option<String>,
     /// Log lines as "text" or "json".
     pub log_format: Option<LogFormat>,
+    /// Whether to detect floods and ARP or MAC spoofing (default true). On, the default
+    /// capture filter lets ARP through.
+    pub network_detection: Option<bool>,
     /// How `run` captures.
     #[serde(default)]
     pub capture: CaptureConfig,

@@ -275,6 +275,10 @@ pub struct DecodingFlags {
     /// Most requests waiting for a response per connection, at least 1.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub max_pending: u64,
+    /// Whether to detect floods and ARP or MAC spoofing (default true; `network_detection` in
+    /// agent.toml).
+    #[arg(long, value_name = "BOOL")]
+    pub network_detection: Option<bool>,
 }
 
 impl Default for DecodingFlags {
@@ -285,6 +289,7 @@ impl Default for DecodingFlags {
             idle_timeout: 300,
             response_timeout: 10,
             max_pending: 1024,
+            network_detection: None,
         }
     }
 }

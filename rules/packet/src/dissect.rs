@@ -4,14 +4,16 @@
 //! because the IP length bounds the payload), Linux SLL and SLL2, raw IP, BSD loopback. IPv4 and
 //! IPv6; IPv4 fragments are handed back for [`crate::defrag`] to reassemble.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use etherparse::{
-    EtherType, Ethernet2Slice, IpNumber, Ipv4Slice, Ipv6Slice, LinuxSllProtocolType, LinuxSllSlice,
-    SingleVlanSlice, TcpSlice, UdpSlice,
+    ArpHardwareId, ArpPacketSlice, EtherType, Ethernet2Slice, IpNumber, Ipv4Slice, Ipv6Slice,
+    LinuxSllProtocolType, LinuxSllSlice, SingleVlanSlice, TcpSlice, UdpSlice,
 };
 
 use crate::frame::{CapturedPacket, LinkType};
+use otwatch_rules::mac::Mac;
+use otwatch_rules::network::ArpFrame;
 
 /// TCP header fields the reassembler needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +90,9 @@ pub enum Dissection<'a> {
     Packet(Dissected<'a>),
     /// An IPv4 fragment.
     Fragment(Fragment<'a>),
-    /// Valid but of no interest (ARP, ICMP, IPv6 fragments, ...), with a reason for the counters.
+    /// An ARP packet for IPv4 over Ethernet.
+    Arp(ArpFrame),
+    /// Valid but of no interest (ICMP, IPv6 fragments, ...), with a reason for the counters.
     Ignored(&'static str),
     /// Headers that do not parse, with a reason for the counters.
     Malformed(&'static str),
@@ -155,11 +159,42 @@ fn ether_payload(mut ether_type: EtherType, mut data: &[u8]) -> Dissection<'_> {
                 }
                 Err(_) => return Dissection::Malformed("vlan_header"),
             },
-            EtherType::ARP => return Dissection::Ignored("arp"),
+            EtherType::ARP => return arp(vlan.unwrap_or(0), data),
             _ => return Dissection::Ignored("not_ip"),
         }
     }
     Dissection::Malformed("too_many_vlan_tags")
+}
+
+/// An ARP packet, if it maps IPv4 addresses to Ethernet ones (the only kind there is on an
+/// industrial segment; others are ignored).
+fn arp(vlan: u16, data: &[u8]) -> Dissection<'static> {
+    let Ok(arp) = ArpPacketSlice::from_slice(data) else {
+        return Dissection::Malformed("arp_header");
+    };
+    let six = |b: &[u8]| <[u8; 6]>::try_from(b).ok().map(Mac);
+    let four = |b: &[u8]| <[u8; 4]>::try_from(b).ok().map(Ipv4Addr::from);
+    if arp.hw_addr_type() != ArpHardwareId::ETHERNET || arp.proto_addr_type() != EtherType::IPV4 {
+        return Dissection::Ignored("arp_not_ipv4_over_ethernet");
+    }
+    match (
+        six(arp.sender_hw_addr()),
+        four(arp.sender_protocol_addr()),
+        six(arp.target_hw_addr()),
+        four(arp.target_protocol_addr()),
+    ) {
+        (Some(sender_mac), Some(sender_ip), Some(target_mac), Some(target_ip)) => {
+            Dissection::Arp(ArpFrame {
+                vlan,
+                operation: arp.operation().0,
+                sender_mac,
+                sender_ip,
+                target_mac,
+                target_ip,
+            })
+        }
+        _ => Dissection::Ignored("arp_not_ipv4_over_ethernet"),
+    }
 }
 
 fn ip(vlan: u16, data: &[u8]) -> Dissection<'_> {

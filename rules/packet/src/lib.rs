@@ -19,6 +19,7 @@ pub mod evidence;
 pub mod flow_table;
 pub mod frame;
 pub mod modbus_counters;
+pub mod network_tap;
 pub mod pipeline;
 
 /// For [`forward_observer!`]: the rules crate's types, by a path that works from any crate.

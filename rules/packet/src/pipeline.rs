@@ -2,8 +2,11 @@
 //! [`Observer`]. One pipeline serves replay and live capture alike.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
+use otwatch_rules::mac::Mac;
+use otwatch_rules::network::ArpFrame;
 use otwatch_rules::time::Timestamp;
 use serde::Serialize;
 
@@ -23,6 +26,15 @@ pub trait Observer {
     /// fragmented datagram is reported, its earlier fragments are not.
     #[inline]
     fn frame(&mut self, _flow: u64, _packet: &CapturedPacket<'_>) {}
+
+    /// An ARP packet, at capture time `ts`.
+    #[inline]
+    fn arp(&mut self, _ts: Timestamp, _frame: &ArpFrame) {}
+
+    /// A frame of IP traffic from `ip` with Ethernet source `mac`, at capture time `ts`
+    /// (before its flow's events): who answers for which address.
+    #[inline]
+    fn ip_source(&mut self, _ts: Timestamp, _vlan: u16, _ip: IpAddr, _mac: Mac) {}
 
     /// Capture time has reached `now` with no packet to say so (a quiet live capture): close
     /// what is due (fold windows, periodic reports).
@@ -46,6 +58,19 @@ impl<T: Observer> Observer for Option<T> {
     fn frame(&mut self, flow: u64, packet: &CapturedPacket<'_>) {
         if let Some(inner) = self {
             inner.frame(flow, packet);
+        }
+    }
+
+    fn arp(&mut self, ts: Timestamp, frame: &ArpFrame) {
+        if let Some(inner) = self {
+            inner.arp(ts, frame);
+        }
+    }
+
+    #[inline]
+    fn ip_source(&mut self, ts: Timestamp, vlan: u16, ip: IpAddr, mac: Mac) {
+        if let Some(inner) = self {
+            inner.ip_source(ts, vlan, ip, mac);
         }
     }
 
@@ -75,6 +100,15 @@ impl<T: Observer + ?Sized> Observer for &mut T {
 
     fn frame(&mut self, flow: u64, packet: &CapturedPacket<'_>) {
         (**self).frame(flow, packet);
+    }
+
+    fn arp(&mut self, ts: Timestamp, frame: &ArpFrame) {
+        (**self).arp(ts, frame);
+    }
+
+    #[inline]
+    fn ip_source(&mut self, ts: Timestamp, vlan: u16, ip: IpAddr, mac: Mac) {
+        (**self).ip_source(ts, vlan, ip, mac);
     }
 
     fn tick(&mut self, now: Timestamp) {
@@ -114,6 +148,25 @@ macro_rules! forward_observer {
                 $($crate::pipeline::Observer::frame(&mut self.$field, flow, packet);)+
             }
 
+            fn arp(
+                &mut self,
+                ts: $crate::__rules::time::Timestamp,
+                frame: &$crate::__rules::network::ArpFrame,
+            ) {
+                $($crate::pipeline::Observer::arp(&mut self.$field, ts, frame);)+
+            }
+
+            #[inline]
+            fn ip_source(
+                &mut self,
+                ts: $crate::__rules::time::Timestamp,
+                vlan: u16,
+                ip: ::std::net::IpAddr,
+                mac: $crate::__rules::mac::Mac,
+            ) {
+                $($crate::pipeline::Observer::ip_source(&mut self.$field, ts, vlan, ip, mac);)+
+            }
+
             fn tick(&mut self, now: $crate::__rules::time::Timestamp) {
                 $($crate::pipeline::Observer::tick(&mut self.$field, now);)+
             }
@@ -144,6 +197,8 @@ pub struct PacketCounters {
     pub truncated: u64,
     /// IPv4 fragments seen.
     pub fragments: u64,
+    /// ARP packets seen.
+    pub arp: u64,
     /// Datagrams rebuilt from fragments.
     pub reassembled: u64,
     /// Fragmented datagrams given up because fragments contradicted each other.
@@ -163,6 +218,7 @@ impl PacketCounters {
         self.bytes += other.bytes;
         self.truncated += other.truncated;
         self.fragments += other.fragments;
+        self.arp += other.arp;
         self.reassembled += other.reassembled;
         self.fragments_invalid += other.fragments_invalid;
         self.fragments_expired += other.fragments_expired;
@@ -220,12 +276,25 @@ impl<O: Observer> Pipeline<O> {
             self.counters.truncated += 1;
         }
         let observer = &mut self.observer;
-        let mut emit = |info: &FlowInfo, event: FlowEvent<'_>| {
-            observer.flow_event(now, info, &event);
-        };
         let flow = match dissect::dissect(packet) {
-            Dissection::Packet(p) => self.flows.packet(now, &p, &mut emit),
+            Dissection::Packet(p) => {
+                if let Some((src, _)) = p.macs {
+                    observer.ip_source(now, p.vlan, p.src, Mac(src));
+                }
+                let mut emit = |info: &FlowInfo, event: FlowEvent<'_>| {
+                    observer.flow_event(now, info, &event);
+                };
+                self.flows.packet(now, &p, &mut emit)
+            }
+            Dissection::Arp(frame) => {
+                self.counters.arp += 1;
+                observer.arp(now, &frame);
+                None
+            }
             Dissection::Fragment(fragment) => {
+                let mut emit = |info: &FlowInfo, event: FlowEvent<'_>| {
+                    observer.flow_event(now, info, &event);
+                };
                 self.counters.fragments += 1;
                 let flow = match self.defrag.add(now, &fragment) {
                     Reassembly::Incomplete => None,
@@ -245,7 +314,8 @@ impl<O: Observer> Pipeline<O> {
                                 *self.counters.malformed.entry(why).or_default() += 1;
                                 None
                             }
-                            Dissection::Fragment(_) => {
+                            // `reassembled` reads a transport header: neither can come back.
+                            Dissection::Fragment(_) | Dissection::Arp(_) => {
                                 *self
                                     .counters
                                     .malformed

@@ -77,9 +77,19 @@ fn exception_bursts_raise_at_the_third_counting_detectors_at_once_and_the_rest_a
     ] {
         assert_eq!(r.fold, Fold::After(3), "{}", r.id);
     }
-    for r in [UNIT_ID_SCAN, ADDRESS_SWEEP, BRUTE_FORCE_IO, REQUEST_FLOOD] {
+    for r in [
+        UNIT_ID_SCAN,
+        ADDRESS_SWEEP,
+        BRUTE_FORCE_IO,
+        REQUEST_FLOOD,
+        SYN_FLOOD,
+        CONNECTION_FLOOD,
+        DISTRIBUTED_FLOOD,
+        ARP_SPOOF,
+        MAC_CHANGE,
+    ] {
         assert_eq!(r.fold, Fold::Counted, "{}", r.id);
     }
     let first = ALL.iter().filter(|r| r.fold == Fold::After(1)).count();
-    assert_eq!(first, ALL.len() - 8);
+    assert_eq!(first, ALL.len() - 13);
 }

@@ -295,3 +295,57 @@ fn two_learners_merged_write_the_policy_one_learner_of_both_shares_writes() {
     assert_eq!(first.requests(), 4);
     assert_eq!(first.to_policy(&["x".into()]), one.to_policy(&["x".into()]));
 }
+
+#[test]
+fn learning_writes_each_hosts_macs_a_servers_rates_and_routers_in_language_2() {
+    let mut l = Learner::new();
+    let scada = flow("10.0.0.5:40000");
+    let mac = |last: u8| Mac([0x00, 0x1d, 0x9c, 0, 0, last]);
+    for i in 0..50 {
+        let t = f64::from(i) / 10.0;
+        observe(&mut l, &scada, t, 1, &[3, 0, 0, 0, 10]);
+        l.ip_source(ip("10.0.0.5"), mac(5));
+        l.ip_source(ip("10.0.1.10"), mac(10));
+    }
+    for n in 0..3u64 {
+        l.observe(Timestamp::from_secs(n), &scada, &FlowEvent::Opened);
+    }
+    // A router: one Ethernet address carrying five remote hosts, its own address in ARP.
+    for host in 1..=5u8 {
+        l.ip_source(ip(&format!("192.168.9.{host}")), mac(0xfe));
+    }
+    l.arp(&ArpFrame {
+        vlan: 0,
+        operation: 2,
+        sender_mac: mac(0xfe),
+        sender_ip: "10.0.0.254".parse().unwrap(),
+        target_mac: mac(5),
+        target_ip: "10.0.0.5".parse().unwrap(),
+    });
+    let text = l.to_policy(&["test".into()]);
+    let (p, _) = Policy::parse(&text, "learned.toml").unwrap();
+    assert_eq!(p.version, 2, "{text}");
+    let plc = p.asset_of(ip("10.0.1.10")).unwrap();
+    assert_eq!(plc.macs, [mac(10)], "{text}");
+    assert_eq!(
+        plc.request_rate.map(|r| (r.count, r.period.as_secs())),
+        Some((10, 1)),
+        "{text}"
+    );
+    assert_eq!(
+        plc.connection_rate.map(|r| (r.count, r.period.as_secs())),
+        Some((3, 60)),
+        "{text}"
+    );
+    assert_eq!(p.asset_of(ip("10.0.0.5")).unwrap().macs, [mac(5)]);
+    let router = p.asset_of(ip("10.0.0.254")).unwrap();
+    assert_eq!(router.role, Some(crate::policy::Role::Router), "{text}");
+    assert_eq!(router.macs, [mac(0xfe)]);
+    // Nothing seen, nothing of language 2 written.
+    let empty = Learner::new().to_policy(&["test".into()]);
+    assert!(empty.contains("version = 1"), "{empty}");
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}

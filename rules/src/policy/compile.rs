@@ -20,6 +20,7 @@ use super::{
     Tuning,
 };
 use crate::alert::{Severity, rule_by_id};
+use crate::mac::Mac;
 use crate::modbus::{FunctionClass, FunctionCode, Table};
 use crate::validate;
 
@@ -78,13 +79,13 @@ pub(super) fn compile(text: &str, name: &str) -> Result<Policy, PolicyError> {
             e.message().trim().to_string(),
         )
     })?;
-    if *file.version.get_ref() != POLICY_VERSION {
+    let version = *file.version.get_ref();
+    if !(1..=POLICY_VERSION).contains(&version) {
         return Err(src.at(
             &file.version,
             "version",
             format!(
-                "version {} is not supported (expected {POLICY_VERSION})",
-                file.version.get_ref()
+                "version {version} is not supported (expected 1 to {POLICY_VERSION}; a newer agent reads newer versions)"
             ),
         ));
     }
@@ -107,7 +108,7 @@ pub(super) fn compile(text: &str, name: &str) -> Result<Policy, PolicyError> {
         .map(|w| duration(&src, w, "default_window"))
         .transpose()?;
 
-    let assets = assets(&src, &file.assets)?;
+    let assets = assets(&src, version, &file.assets)?;
     let groups = groups(&src, &file.groups, &assets)?;
     let resolver = Resolver::new(&assets, &groups);
     let allow = allow_rules(&src, &resolver, &file.allows)?;
@@ -134,18 +135,23 @@ pub(super) fn compile(text: &str, name: &str) -> Result<Policy, PolicyError> {
 }
 
 /// The `[[asset]]` sections: names unique and not addresses, addresses parsed.
-fn assets(src: &Source<'_>, file_assets: &[AssetSyntax]) -> Result<Vec<Asset>, PolicyError> {
+fn assets(
+    src: &Source<'_>,
+    version: u32,
+    file_assets: &[AssetSyntax],
+) -> Result<Vec<Asset>, PolicyError> {
     let mut assets: Vec<Asset> = Vec::new();
     for (i, a) in file_assets.iter().enumerate() {
-        let asset = asset(src, i, a, &assets)?;
+        let asset = asset(src, version, i, a, &assets)?;
         assets.push(asset);
     }
     Ok(assets)
 }
 
-/// The `i`th `[[asset]]`, `a`, after the `earlier` ones.
+/// The `i`th `[[asset]]`, `a`, after the `earlier` ones, in a file of language `version`.
 fn asset(
     src: &Source<'_>,
+    version: u32,
     i: usize,
     a: &AssetSyntax,
     earlier: &[Asset],
@@ -213,11 +219,13 @@ fn asset(
             "master" => Ok(Role::Master),
             "slave" => Ok(Role::Slave),
             "engineering" => Ok(Role::Engineering),
+            "router" if version >= 2 => Ok(Role::Router),
+            "router" => Err(needs_version_2(src, r, &field("role"), "role = \"router\"")),
             other => Err(src.at(
                 r,
                 &field("role"),
                 format!(
-                    "{other:?} is not a role (expected \"master\", \"slave\" or \"engineering\")"
+                    "{other:?} is not a role (expected \"master\", \"slave\", \"engineering\" or, from version 2, \"router\")"
                 ),
             )),
         })
@@ -237,6 +245,34 @@ fn asset(
             )),
         })
         .transpose()?;
+    let macs = match &a.macs {
+        Some(list) if version < 2 => {
+            return Err(needs_version_2(src, list, &field("macs"), "macs"));
+        }
+        Some(list) => macs(src, list, &field("macs"))?,
+        None => Vec::new(),
+    };
+    let mut rates = [None, None];
+    for (slot, (f, text)) in rates.iter_mut().zip([
+        ("connection_rate", &a.connection_rate),
+        ("request_rate", &a.request_rate),
+    ]) {
+        let Some(text) = text else { continue };
+        if version < 2 {
+            return Err(needs_version_2(src, text, &field(f), f));
+        }
+        *slot = Some(Rate::parse(text.get_ref()).ok_or_else(|| {
+            src.at(
+                text,
+                &field(f),
+                format!(
+                    "{:?} is not a rate (expected like \"6/min\": a positive count per s, min or h)",
+                    text.get_ref()
+                ),
+            )
+        })?);
+    }
+    let [connection_rate, request_rate] = rates;
     Ok(Asset {
         name,
         addresses: AddrSet::Nets(nets),
@@ -244,7 +280,63 @@ fn asset(
         role,
         zone: a.zone.clone(),
         criticality,
+        macs,
+        connection_rate,
+        request_rate,
+        line: src.line_of(a.name.span()),
     })
+}
+
+/// The refusal of `what` in a file of policy-language version 1.
+fn needs_version_2<T>(src: &Source<'_>, at: &Spanned<T>, field: &str, what: &str) -> PolicyError {
+    src.at(
+        at,
+        field,
+        format!(
+            "{what} is policy language version 2 (expected version = 2 at the top of the file)"
+        ),
+    )
+}
+
+/// Most Ethernet addresses one asset declares.
+pub const MAX_MACS: usize = 16;
+
+/// An asset's `macs`: unicast Ethernet addresses, at most [`MAX_MACS`], none twice.
+fn macs(
+    src: &Source<'_>,
+    list: &Spanned<Vec<Spanned<String>>>,
+    field: &str,
+) -> Result<Vec<Mac>, PolicyError> {
+    if list.get_ref().len() > MAX_MACS {
+        return Err(src.at(
+            list,
+            field,
+            format!(
+                "{} addresses (expected at most {MAX_MACS})",
+                list.get_ref().len()
+            ),
+        ));
+    }
+    let mut out: Vec<Mac> = Vec::new();
+    for item in list.get_ref() {
+        let mac: Mac = item.get_ref().parse().map_err(|e: crate::mac::NotAMac| {
+            src.at(item, field, format!("{:?} is {e}", item.get_ref()))
+        })?;
+        if mac.is_group() || mac.is_zero() {
+            return Err(src.at(
+                item,
+                field,
+                format!(
+                    "{mac} is a group or empty address, which no one device owns (expected a unicast address)"
+                ),
+            ));
+        }
+        if out.contains(&mac) {
+            return Err(src.at(item, field, format!("{mac} is listed twice")));
+        }
+        out.push(mac);
+    }
+    Ok(out)
 }
 
 /// The `[groups]` section: every member an asset, no group named like an asset.

@@ -29,6 +29,30 @@ impl std::fmt::Display for Warning {
     }
 }
 
+/// What is odd about an asset's network-level fields (policy language 2).
+fn network_fields(asset: &Asset) -> Option<String> {
+    let hosts: u128 = match &asset.addresses {
+        AddrSet::Nets(nets) => nets
+            .iter()
+            .map(|n| 1u128 << (u32::from(n.max_prefix_len() - n.prefix_len())).min(127))
+            .sum(),
+        AddrSet::Any => u128::MAX,
+    };
+    if !asset.macs.is_empty() && hosts > 1 {
+        return Some(
+            "macs name one device's Ethernet addresses, but this asset covers a network: every host in it is judged against them (expected one address per asset with macs)"
+                .into(),
+        );
+    }
+    if asset.role == Some(super::Role::Router) && asset.macs.is_empty() {
+        return Some(
+            "a router is told by its Ethernet addresses: without macs, its routed traffic is quiet only once it has carried many hosts (expected macs = [...])"
+                .into(),
+        );
+    }
+    None
+}
+
 pub(super) fn lint(policy: &Policy) -> Vec<Warning> {
     let mut warnings = Vec::new();
     let rules = policy
@@ -56,6 +80,15 @@ pub(super) fn lint(policy: &Policy) -> Vec<Warning> {
             warnings.push(Warning {
                 line: rule.line,
                 rule: rule.name.clone(),
+                message: why,
+            });
+        }
+    }
+    for asset in &policy.assets {
+        if let Some(why) = network_fields(asset) {
+            warnings.push(Warning {
+                line: asset.line,
+                rule: format!("asset {}", asset.name),
                 message: why,
             });
         }

@@ -16,7 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use toml_edit::{Array, ArrayOfTables, Decor, DocumentMut, Item, Table, Value};
 
-use crate::policy::{POLICY_VERSION, Policy, PolicyError};
+use crate::mac::Mac;
+use crate::policy::matcher::Rate;
+use crate::policy::{MAX_MACS, Policy, PolicyError};
 
 /// The keys a learned policy may have at its top level.
 const LEARNED_KEYS: [&str; 5] = ["version", "name", "asset", "groups", "allow"];
@@ -161,6 +163,42 @@ fn rename_in(item: &mut Item, renamed: &BTreeMap<String, String>) {
     }
 }
 
+/// What two agents learned of one asset for the network-level detectors (policy language
+/// 2), together: every Ethernet address either saw (at most [`MAX_MACS`]), and the higher of
+/// each rate (two agents on overlapping segments see the same traffic).
+fn merge_network(known: &mut Table, other: &Table) {
+    let macs = |t: &Table| -> BTreeSet<String> {
+        t.get("macs")
+            .and_then(Item::as_array)
+            .into_iter()
+            .flat_map(Array::iter)
+            .filter_map(|v| v.as_str().and_then(|m| m.parse::<Mac>().ok()))
+            .map(|m| m.to_string())
+            .collect()
+    };
+    let all: BTreeSet<String> = macs(known).union(&macs(other)).cloned().collect();
+    if !all.is_empty() {
+        known.insert(
+            "macs",
+            toml_edit::value(all.into_iter().take(MAX_MACS).collect::<Array>()),
+        );
+    }
+    for key in ["request_rate", "connection_rate"] {
+        let per_s = |t: &Table| {
+            t.get(key)
+                .and_then(Item::as_str)
+                .and_then(Rate::parse)
+                .map(|r| f64::from(r.count) / r.period.as_secs_f64())
+        };
+        if let (Some(theirs), ours) = (per_s(other), per_s(known))
+            && ours.is_none_or(|o| theirs > o)
+            && let Some(v) = other.get(key)
+        {
+            known.insert(key, v.clone());
+        }
+    }
+}
+
 fn units_of(asset: &Table) -> BTreeSet<i64> {
     asset
         .get("units")
@@ -180,8 +218,10 @@ pub fn merge_learned(name: &str, learned: &[(&str, &str)]) -> Result<String, Lea
     let mut rules = ArrayOfTables::new();
     let mut prefixes = BTreeSet::new();
     let mut names: BTreeSet<String> = BTreeSet::new();
+    let mut version = 1;
     for (agent, text) in learned {
-        check_learned(text, &format!("learned by {agent}"))?;
+        let policy = check_learned(text, &format!("learned by {agent}"))?;
+        version = version.max(policy.version);
         let doc: DocumentMut = text
             .parse()
             .map_err(|_| LearnedError::NotLearned("toml".into()))?;
@@ -224,6 +264,7 @@ pub fn merge_learned(name: &str, learned: &[(&str, &str)]) -> Result<String, Lea
                     {
                         known.remove("role");
                     }
+                    merge_network(known, &asset);
                 }
                 Some(_) => {
                     let new = unique(format!("{prefix}.{asset_name}"), &mut names);
@@ -286,7 +327,7 @@ pub fn merge_learned(name: &str, learned: &[(&str, &str)]) -> Result<String, Lea
         "# Proposed by otwatch from what agents learned: {}.\n# Review it before assigning it: each rule allows what one agent saw, with a little room.\n",
         agents.join(", ")
     ));
-    out.insert("version", toml_edit::value(i64::from(POLICY_VERSION)));
+    out.insert("version", toml_edit::value(i64::from(version)));
     out.insert("name", toml_edit::value(name));
     // Tables keep the place they had in their own policy: they are given new places, in order.
     let mut place = 0;

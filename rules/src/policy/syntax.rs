@@ -52,6 +52,15 @@ pub(super) struct AssetSyntax {
     pub zone: Option<String>,
     #[serde(default)]
     pub criticality: Option<Spanned<String>>,
+    /// Version 2: the Ethernet addresses the asset answers from (`"00:1d:9c:12:34:56"`).
+    #[serde(default)]
+    pub macs: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Version 2: the connections per period the asset normally takes (`"6/min"`).
+    #[serde(default)]
+    pub connection_rate: Option<Spanned<String>>,
+    /// Version 2: the requests per period the asset normally answers (`"40/s"`).
+    #[serde(default)]
+    pub request_rate: Option<Spanned<String>>,
 }
 
 /// A list given as one item or many. (Untagged enums lose inner positions, so errors about an

@@ -264,7 +264,8 @@ fn each_bad_value_is_refused_with_its_field() {
             "utc_offset = \"CET\"",
             "utc_offset",
         ),
-        ("version = 1", "version = 2", "version"),
+        ("version = 1", "version = 3", "version"),
+        ("version = 1", "version = 0", "version"),
         (
             "plcs = [\"plc-1\", \"cell-2\"]",
             "plcs = [\"plc-1\", \"cell-3\"]",
@@ -442,9 +443,66 @@ fn a_span_is_covered_only_when_one_merged_range_holds_all_of_it() {
 }
 
 #[test]
+fn version_2_declares_macs_routers_and_baselines_and_version_1_refuses_them() {
+    let v2 = "version = 2\n[[asset]]\nname = \"plc\"\naddress = \"10.0.0.9\"\nmacs = [\"00:1D:9C:00:00:09\", \"00-1d-9c-00-00-99\"]\nconnection_rate = \"6/min\"\nrequest_rate = \"40/s\"\n[[asset]]\nname = \"gw\"\naddress = \"10.0.0.254\"\nrole = \"router\"\n";
+    let (p, _) = Policy::parse(v2, "p.toml").unwrap();
+    assert_eq!(p.version, 2);
+    let plc = &p.assets[0];
+    assert_eq!(
+        plc.macs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["00:1d:9c:00:00:09", "00:1d:9c:00:00:99"]
+    );
+    assert_eq!(
+        plc.connection_rate.map(|r| (r.count, r.period.as_secs())),
+        Some((6, 60))
+    );
+    assert_eq!(
+        plc.request_rate.map(|r| (r.count, r.period.as_secs())),
+        Some((40, 1))
+    );
+    assert_eq!(p.assets[1].role, Some(Role::Router));
+    for (what, field) in [
+        ("macs = [\"00:1D:9C:00:00:09\"", "asset[0].macs"),
+        ("connection_rate", "asset[0].connection_rate"),
+        ("role = \"router\"", "asset[1].role"),
+    ] {
+        // In a version 1 file, each is refused with the version it needs.
+        let mut v1 = v2.replacen("version = 2", "version = 1", 1);
+        for other in [
+            "macs = [\"00:1D:9C:00:00:09\", \"00-1d-9c-00-00-99\"]\n",
+            "connection_rate = \"6/min\"\n",
+            "request_rate = \"40/s\"\n",
+            "role = \"router\"\n",
+        ] {
+            if !other.starts_with(what) {
+                v1 = v1.replacen(other, "", 1);
+            }
+        }
+        let e = error(&v1);
+        assert_eq!(e.field, field, "{e}");
+        assert!(e.message.contains("version = 2"), "{e}");
+    }
+    for (bad, needle) in [
+        ("macs = [\"00:1d:9c:00:00\"]", "six hex bytes"),
+        ("macs = [\"01:00:5e:00:00:01\"]", "unicast"),
+        (
+            "macs = [\"00:1d:9c:00:00:09\", \"00:1D:9C:00:00:09\"]",
+            "twice",
+        ),
+        ("connection_rate = \"lots\"", "not a rate"),
+    ] {
+        let text =
+            format!("version = 2\n[[asset]]\nname = \"plc\"\naddress = \"10.0.0.9\"\n{bad}\n");
+        let e = error(&text);
+        assert!(e.field.starts_with("asset[0]."), "{e}");
+        assert!(e.message.contains(needle), "{e}");
+    }
+}
+
+#[test]
 fn a_policy_knows_its_language_version_and_who_reads_it() {
     let (p, _) = Policy::parse(GOOD, "plant.toml").unwrap();
-    assert_eq!(p.version, POLICY_VERSION);
+    assert_eq!(p.version, 1, "the version the file says");
     assert!(readable_by(p.version, POLICY_VERSION));
     assert!(readable_by(1, 2), "an agent reads every older version");
     assert!(!readable_by(2, 1), "an agent cannot read a newer version");
@@ -469,4 +527,14 @@ fn an_offset_is_hours_and_minutes_of_digits_within_a_day_and_never_overflows() {
     ] {
         assert_eq!(compile::parse_offset(bad), None, "{bad}");
     }
+}
+
+#[test]
+fn lint_warns_of_macs_on_a_network_and_a_router_without_macs() {
+    let text = "version = 2\n[[asset]]\nname = \"cell\"\naddress = \"10.0.2.0/24\"\nmacs = [\"00:1d:9c:00:00:09\"]\n\n[[asset]]\nname = \"gw\"\naddress = \"10.0.0.254\"\nrole = \"router\"\n\n[[asset]]\nname = \"plc\"\naddress = \"10.0.0.9\"\nmacs = [\"00:1d:9c:00:00:19\"]\n";
+    let (_, warnings) = Policy::parse(text, "p.toml").unwrap();
+    let said: Vec<(usize, &str)> = warnings.iter().map(|w| (w.line, w.rule.as_str())).collect();
+    assert_eq!(said, [(3, "asset cell"), (8, "asset gw")], "{warnings:?}");
+    assert!(warnings[0].message.contains("covers a network"));
+    assert!(warnings[1].message.contains("expected macs"));
 }

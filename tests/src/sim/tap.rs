@@ -65,6 +65,11 @@ impl Tap {
         self.writer.lock().map_or(true, |w| w.is_none())
     }
 
+    /// Writes a frame crafted elsewhere (an intruder's), stamped now.
+    pub fn inject(&self, bytes: &[u8]) {
+        self.frame(bytes);
+    }
+
     fn frame(&self, bytes: &[u8]) {
         let Ok(mut guard) = self.writer.lock() else {
             return;
@@ -114,7 +119,7 @@ fn seed(a: SocketAddr, b: SocketAddr) -> u32 {
 }
 
 /// A MAC address derived from an IP address, so each host keeps one.
-fn mac(ip: IpAddr) -> [u8; 6] {
+pub fn mac(ip: IpAddr) -> [u8; 6] {
     match ip {
         IpAddr::V4(v4) => {
             let o = v4.octets();

@@ -561,3 +561,43 @@ async fn a_policys_assignments_are_its_history_who_gave_it_to_which_agent_and_to
         StatusCode::BAD_REQUEST
     );
 }
+
+#[tokio::test]
+async fn a_policy_in_language_2_is_not_assigned_to_an_agent_that_reads_only_1() {
+    let f = fixture();
+    // An agent from before language 2 says it reads version 1.
+    let heartbeat = serde_json::to_string(&otwatch_rules::wire::Heartbeat {
+        agent: "a1".into(),
+        version: "old".into(),
+        policy_language: Some(1),
+        ..Default::default()
+    })
+    .unwrap();
+    let r = f
+        .send_with(
+            Method::POST,
+            "/api/v1/heartbeat",
+            &f.agent.clone(),
+            &[],
+            &heartbeat,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let with_macs = HALL.replacen("version = 1", "version = 2", 1).replacen(
+        "[[asset]]",
+        "[[asset]]\nname = \"plc-mac\"\naddress = \"10.0.0.99\"\nmacs = [\"00:1d:9c:00:00:99\"]\n\n[[asset]]",
+        1,
+    );
+    let created = f.put_policy("hall", &with_macs, None).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let r = f.assign(json!("hall")).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    let error = r.body["error"].as_str().unwrap();
+    assert!(
+        error.contains("\"a1\"") && error.contains("up to 1") && error.contains("version 2"),
+        "{error}"
+    );
+    // A language 1 policy is assigned to it as before.
+    f.put_policy("plain", HALL, None).await;
+    assert_eq!(f.assign(json!("plain")).await.status, StatusCode::OK);
+}

@@ -204,3 +204,28 @@ fn an_agents_comments_are_marked_as_its_own_and_a_bare_rule_stays_a_rule() {
     let (policy, _) = Policy::parse(&text, "plant").unwrap();
     assert_eq!(policy.allow.len(), 3, "{text}");
 }
+
+#[test]
+fn one_asset_learned_twice_keeps_every_mac_and_the_higher_rates_in_language_2() {
+    let learned = |mac: &str, requests: &str| {
+        format!(
+            "version = 2\nname = \"learned\"\n\n[[asset]]\nname = \"host-10-0-1-10\"\naddress = \"10.0.1.10\"\nunits = [1]\nrole = \"slave\"\nmacs = [\"{mac}\"]\nrequest_rate = \"{requests}\"\nconnection_rate = \"2/min\"\n"
+        )
+    };
+    let a = learned("00:1d:9c:00:00:10", "40/s");
+    let b = learned("00:1D:9C:00:00:11", "3000/min");
+    let merged = merge_learned("proposal", &[("a1", &a), ("a2", &b)]).unwrap();
+    let (p, _) = Policy::parse(&merged, "merged").unwrap();
+    assert_eq!(p.version, 2, "{merged}");
+    let plc = &p.assets[0];
+    assert_eq!(plc.macs.len(), 2, "{merged}");
+    let rate = plc.request_rate.unwrap();
+    assert_eq!(
+        (rate.count, rate.period.as_secs()),
+        (3000, 60),
+        "50/s beats 40/s: {merged}"
+    );
+    // Language 1 inputs stay language 1: an agent that reads only 1 can still be given it.
+    let v1 = merge_learned("proposal", &[("a1", HALL_1)]).unwrap();
+    assert!(v1.contains("version = 1"), "{v1}");
+}
