@@ -442,3 +442,49 @@ policy_source = "collector"
     .to_string();
     assert!(bad.contains("expected file or collector"), "{bad}");
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn network_detection_is_on_by_default_lets_arp_through_and_turns_off_anywhere() {
+    use crate::capture::bpf::Program;
+    let config = file("interface = \"eth9\"\n");
+    let filter = |s: &RunSettings| match &s.source {
+        Source::Ring(ring) => ring.filter.clone(),
+        other => panic!("expected the ring: {other:?}"),
+    };
+    let s = run(&RunFlags::default(), &no_env(), &config, None).unwrap();
+    assert!(s.network_detection);
+    assert_eq!(filter(&s), Program::tcp_udp_or_arp());
+    let off = file("interface = \"eth9\"\nnetwork_detection = false\n");
+    let s = run(&RunFlags::default(), &no_env(), &off, None).unwrap();
+    assert!(!s.network_detection);
+    assert_eq!(
+        filter(&s),
+        Program::tcp_or_udp(),
+        "no ARP when nothing reads it"
+    );
+    let env = Env::from_pairs([("OTWATCH_NETWORK_DETECTION", "false")]);
+    assert!(
+        !run(&RunFlags::default(), &env, &config, None)
+            .unwrap()
+            .network_detection
+    );
+    let mut flags = RunFlags::default();
+    flags.decoding.network_detection = Some(true);
+    assert!(
+        run(&flags, &env, &off, None).unwrap().network_detection,
+        "the flag wins"
+    );
+    let env = Env::from_pairs([("OTWATCH_NETWORK_DETECTION", "maybe")]);
+    let e = run(&RunFlags::default(), &env, &config, None)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "OTWATCH_NETWORK_DETECTION: \"maybe\" (expected true or false)"
+    );
+    // A filter of the operator's own is kept as given, ARP or not.
+    let own = file("interface = \"eth9\"\n[capture]\nfilter = \"tcp-or-udp\"\n");
+    let s = run(&RunFlags::default(), &no_env(), &own, None).unwrap();
+    assert_eq!(filter(&s), Program::tcp_or_udp());
+}

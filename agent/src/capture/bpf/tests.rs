@@ -133,3 +133,30 @@ fn the_fanout_selector_sends_both_directions_of_a_host_pair_to_one_worker_and_sp
         Some(0)
     );
 }
+
+#[test]
+fn with_network_detection_the_default_filter_also_keeps_arp_and_says_which_filters_drop_it() {
+    let p = Program::tcp_udp_or_arp();
+    let kept = |f: &[u8]| run(&p, f).expect("known instructions") > 0;
+    assert!(kept(&frame(0x0806, &[0; 28])), "ARP");
+    assert!(kept(&super::interpret::ARP_REQUEST));
+    assert!(kept(&frame(0x0800, &ipv4(6))));
+    assert!(kept(&frame(0x0800, &ipv4(17))));
+    assert!(kept(&frame(0x86dd, &ipv6(6))));
+    assert!(kept(&frame(0x86dd, &ipv6(44))));
+    assert!(kept(&frame(0x8100, &[0, 10, 0x08, 0x06])));
+    assert!(kept(&frame(0x9100, &[0, 10, 0x08, 0x00])));
+    assert!(!kept(&frame(0x0800, &ipv4(1))), "ICMP");
+    assert!(!kept(&frame(0x86dd, &ipv6(58))), "ICMPv6");
+    assert!(!kept(&frame(0x88cc, &[0; 30])), "LLDP");
+    assert_eq!(p.keeps_arp(), Some(true));
+    assert_eq!(Program::tcp_or_udp().keeps_arp(), Some(false));
+    assert_eq!(Program::everything().keeps_arp(), Some(true));
+    assert_eq!(
+        Program::from_setting("tcp-udp-or-arp").unwrap(),
+        Program::tcp_udp_or_arp()
+    );
+    // A program the interpreter cannot follow: nobody can say.
+    let odd = Program::parse("1,199 0 0 0").unwrap();
+    assert_eq!(odd.keeps_arp(), None);
+}
