@@ -26,6 +26,7 @@ use otwatch_rules::flow::{FlowEvent, FlowInfo};
 use otwatch_rules::mac::Mac;
 use otwatch_rules::network::{ArpFrame, Tap, Watch};
 use otwatch_rules::policy::Policy;
+use otwatch_rules::session::Event;
 use otwatch_rules::time::Timestamp;
 use serde::Serialize;
 
@@ -325,8 +326,18 @@ pub fn render(alert: &Alert) -> String {
 impl<W: Write> Observer for Detection<W> {
     fn flow_event(&mut self, ts: Timestamp, flow: &FlowInfo, event: &FlowEvent<'_>) {
         self.detector.flow_event(ts, flow, event);
+        // Only what the sampler counts (transactions, half of all events, go by), requests
+        // on the inlined fast path.
         if let Some(network) = self.network.as_mut() {
-            network.tap.flow_event(ts, flow, event);
+            match event {
+                FlowEvent::Session(Event::Request { .. }) => network.tap.request(ts, flow),
+                FlowEvent::Opened
+                | FlowEvent::Closed(_)
+                | FlowEvent::Session(Event::Recognised { .. }) => {
+                    network.tap.flow_event(ts, flow, event);
+                }
+                _ => {}
+            }
         }
     }
 

@@ -2,11 +2,13 @@
 //! engine with its built-in detectors and a policy made from the input (its masters, functions,
 //! ranges, bounds, rate and window), with time moving as the input says so folding and window
 //! expiry run. None may panic; every alert is one the collector takes (the one validator), and
-//! no alert comes without a flow event behind it (its flow had events).
+//! no alert comes without a flow event behind it (its flow had events). The network-level
+//! sampler and watch (floods, ARP spoofing) run on the same frames.
 #![no_main]
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use otwatch_packet::detector::Detector;
@@ -16,6 +18,7 @@ use otwatch_packet::pipeline::{Observer, Pipeline};
 use otwatch_rules::alert::Alert;
 use otwatch_rules::detect::{DetectionConfig, Engine};
 use otwatch_rules::flow::{FlowEvent, FlowInfo};
+use otwatch_rules::network::{Tap, Watch};
 use otwatch_rules::policy::Policy;
 use otwatch_rules::time::Timestamp;
 use otwatch_rules::validate;
@@ -37,9 +40,10 @@ impl Observer for Witness {
 struct Both {
     witness: Witness,
     detector: Detector<Vec<Alert>>,
+    network: Tap,
 }
 
-otwatch_packet::forward_observer!(impl [] Both { witness, detector });
+otwatch_packet::forward_observer!(impl [] Both { witness, detector, network });
 
 /// A policy from eight bytes of input.
 fn policy(p: &[u8; 8]) -> Option<Arc<Policy>> {
@@ -100,10 +104,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let policy = if head[0] & 1 == 0 { policy(head) } else { None };
-    let engine = Engine::new(DetectionConfig::default(), policy);
+    let engine = Engine::new(DetectionConfig::default(), policy.clone());
     let observer = Both {
         witness: Witness::default(),
         detector: Detector::new(engine, Vec::new()),
+        network: Tap::new(&[502]),
     };
     let config = FlowConfig {
         max_flows: 16,
@@ -136,8 +141,27 @@ fuzz_target!(|data: &[u8]| {
         rest = after;
     }
     pipeline.finish();
-    let Both { witness, detector } = pipeline.into_observer();
-    let alerts = detector.into_sink();
+    let Both {
+        witness,
+        detector,
+        mut network,
+    } = pipeline.into_observer();
+    let mut alerts = detector.into_sink();
+    // Network-level alerts (floods, ARP spoofing) come from the watch over the samples, about
+    // no one flow: checked by the one validator, their ids unique like the rest.
+    let mut watch = Watch::new(1, "otwatch-agent".into(), Duration::from_secs(60), policy);
+    let mut network_alerts = Vec::new();
+    let (samples, mark) = (network.take(), network.watermark());
+    watch.submit(0, samples, mark, &mut |a| network_alerts.push(a));
+    watch.done(0, &mut |a| network_alerts.push(a));
+    for a in &network_alerts {
+        assert_eq!(
+            validate::alert(a),
+            Ok(()),
+            "the collector would refuse {a:?}"
+        );
+        assert_eq!(a.flow, 0, "{a:?}");
+    }
     for a in &alerts {
         assert_eq!(
             validate::alert(a),
@@ -151,6 +175,7 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     assert!(alerts.is_empty() || witness.events > 0);
+    alerts.extend(network_alerts);
     // While time only goes forward, an id names one alert (after a step back, a window may
     // restart at a time an earlier one started).
     if !stepped_back {

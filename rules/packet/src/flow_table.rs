@@ -129,6 +129,10 @@ pub struct Flow {
     last_seen: Timestamp,
     tcp: Option<TcpState>,
     session: Session,
+    /// Per side (the first guess's client, then server): the Ethernet source last reported
+    /// and when the next report is due (nanoseconds), so who answers for an address is told
+    /// once a second per side rather than per frame.
+    sources: [([u8; 6], u64); 2],
 }
 
 impl Flow {
@@ -182,10 +186,26 @@ impl Flow {
                 server_mac: packet.macs.map(|(s, d)| if client == src { d } else { s }),
             },
             guessed_client: client,
+            sources: [([0; 6], 0); 2],
             last_seen: now,
             tcp,
             session: Session::new(hints, config.tracker),
         }
+    }
+
+    /// Whether the Ethernet source `mac` of a frame from `from` is due to be reported: it
+    /// changed, or a second has passed since it was.
+    #[inline]
+    fn source_due(&mut self, now: Timestamp, from: (IpAddr, u16), mac: [u8; 6]) -> bool {
+        let side = usize::from(from != self.guessed_client);
+        let Some(entry) = self.sources.get_mut(side) else {
+            return false;
+        };
+        if now.as_nanos() < entry.1 && entry.0 == mac {
+            return false;
+        }
+        *entry = (mac, next_second(now));
+        true
     }
 
     /// What observers are told about this flow.
@@ -456,6 +476,8 @@ pub struct FlowTable {
     next_id: u64,
     last_sweep: Timestamp,
     counters: FlowCounters,
+    /// The Ethernet source of the last packet, when due to be reported (VLAN, address, MAC).
+    source: Option<(u16, IpAddr, [u8; 6])>,
 }
 
 impl FlowTable {
@@ -472,6 +494,7 @@ impl FlowTable {
             next_id: 0,
             last_sweep: Timestamp::default(),
             counters: FlowCounters::default(),
+            source: None,
         }
     }
 
@@ -483,6 +506,14 @@ impl FlowTable {
     /// Whether no flow is tracked.
     pub fn is_empty(&self) -> bool {
         self.order.is_empty()
+    }
+
+    /// The Ethernet source of the packet just routed, when it is due to be reported (a side
+    /// of a flow reports its source when it changes and once a second): `(vlan, address,
+    /// MAC)`.
+    #[inline]
+    pub fn take_source(&mut self) -> Option<(u16, IpAddr, [u8; 6])> {
+        self.source.take()
     }
 
     /// The table's counters.
@@ -519,6 +550,11 @@ impl FlowTable {
                     .as_ref()
                     .is_some_and(|t| t.opening_syn != Some(packet_seq(packet)));
             if !reused {
+                if let Some((src, _)) = packet.macs
+                    && flow.source_due(now, (packet.src, packet.src_port), src)
+                {
+                    self.source = Some((packet.vlan, packet.src, src));
+                }
                 let id = flow.info.id;
                 if let Some(reason) = flow.packet(now, packet, emit) {
                     flow.close(now, reason, emit);
@@ -547,6 +583,11 @@ impl FlowTable {
         if syn_ack {
             // Picked up at the server's answer to a SYN the capture missed.
             flow.syn_ack(packet, emit);
+        }
+        if let Some((src, _)) = packet.macs
+            && flow.source_due(now, (packet.src, packet.src_port), src)
+        {
+            self.source = Some((packet.vlan, packet.src, src));
         }
         let id = flow.info.id;
         match flow.packet(now, packet, emit) {
@@ -693,6 +734,12 @@ impl FlowTable {
         self.free.push(slot);
         self.slots.get_mut(slot).and_then(Option::take)
     }
+}
+
+/// The start of the second after `now`, in nanoseconds.
+#[cold]
+fn next_second(now: Timestamp) -> u64 {
+    (now.as_nanos() / 1_000_000_000 + 1).saturating_mul(1_000_000_000)
 }
 
 fn packet_seq(packet: &Dissected<'_>) -> u32 {

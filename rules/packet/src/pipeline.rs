@@ -31,8 +31,9 @@ pub trait Observer {
     #[inline]
     fn arp(&mut self, _ts: Timestamp, _frame: &ArpFrame) {}
 
-    /// A frame of IP traffic from `ip` with Ethernet source `mac`, at capture time `ts`
-    /// (before its flow's events): who answers for which address.
+    /// IP traffic from `ip` with Ethernet source `mac`, at capture time `ts` (after the
+    /// frame's flow events): who answers for which address. Each side of a flow reports its
+    /// source when it changes and at most once a second otherwise.
     #[inline]
     fn ip_source(&mut self, _ts: Timestamp, _vlan: u16, _ip: IpAddr, _mac: Mac) {}
 
@@ -278,13 +279,14 @@ impl<O: Observer> Pipeline<O> {
         let observer = &mut self.observer;
         let flow = match dissect::dissect(packet) {
             Dissection::Packet(p) => {
-                if let Some((src, _)) = p.macs {
-                    observer.ip_source(now, p.vlan, p.src, Mac(src));
-                }
                 let mut emit = |info: &FlowInfo, event: FlowEvent<'_>| {
                     observer.flow_event(now, info, &event);
                 };
-                self.flows.packet(now, &p, &mut emit)
+                let flow = self.flows.packet(now, &p, &mut emit);
+                if let Some((vlan, ip, mac)) = self.flows.take_source() {
+                    observer.ip_source(now, vlan, ip, Mac(mac));
+                }
+                flow
             }
             Dissection::Arp(frame) => {
                 self.counters.arp += 1;

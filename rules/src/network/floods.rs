@@ -149,7 +149,13 @@ fn raise(
         },
         if sources == 1 { "" } else { "s" }
     );
-    let top = counts.top.sorted();
+    // Sources of which one each is known (spoofed ones) say nothing worth the room.
+    let top: Vec<(IpAddr, u64)> = counts
+        .top
+        .sorted()
+        .into_iter()
+        .filter(|e| e.1 > 1)
+        .collect();
     if !top.is_empty() {
         message.push_str("; top sources, at least: ");
         for (i, (ip, n)) in top.iter().take(5).enumerate() {

@@ -40,6 +40,8 @@ pub struct Tap {
     current: Sample,
     /// Whether `current` has seen anything (the first event sets its second).
     started: bool,
+    /// Where `current`'s second ends, in nanoseconds (0 before the first event).
+    end: u64,
     closed: Vec<Sample>,
     pending: Box<[Option<Pending>]>,
     recent: Box<[Option<Recent>]>,
@@ -53,6 +55,7 @@ impl Tap {
             modbus_ports: modbus_ports.to_vec(),
             current: Sample::default(),
             started: false,
+            end: 0,
             closed: Vec::new(),
             pending: vec![None; SLOTS].into_boxed_slice(),
             recent: vec![None; SLOTS].into_boxed_slice(),
@@ -62,6 +65,16 @@ impl Tap {
     /// The sample of `ts`'s second, closing the current one if `ts` is in a later second.
     #[inline]
     fn at(&mut self, ts: Timestamp) -> &mut Sample {
+        // A compare on the packet path; the division only when the second changes.
+        if ts.as_nanos() >= self.end {
+            self.roll(ts);
+        }
+        &mut self.current
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn roll(&mut self, ts: Timestamp) {
         let second = ts.as_nanos() / 1_000_000_000;
         if !self.started {
             self.started = true;
@@ -69,7 +82,11 @@ impl Tap {
         } else if second > self.current.second {
             self.close(second);
         }
-        &mut self.current
+        self.end = self
+            .current
+            .second
+            .saturating_add(1)
+            .saturating_mul(1_000_000_000);
     }
 
     /// Closes the current second (if anything happened in it) and starts `next`.
@@ -111,6 +128,7 @@ impl Tap {
             let next = self.current.second.saturating_add(1);
             self.close(next);
             self.started = false;
+            self.end = 0;
         }
     }
 
@@ -151,9 +169,10 @@ impl Tap {
         self.modbus_ports.contains(&flow.server.port())
     }
 
-    /// A request on `flow`: counted in the flow's slot, added to the sample later.
+    /// A request on `flow` (what [`Tap::flow_event`] does with one, for callers that
+    /// tell events apart themselves): counted in the flow's slot, added to the sample later.
     #[inline]
-    fn request(&mut self, ts: Timestamp, flow: &FlowInfo) {
+    pub fn request(&mut self, ts: Timestamp, flow: &FlowInfo) {
         self.at(ts);
         let slot = (flow.id as usize) & (SLOTS - 1);
         if let Some(Some(p)) = self.pending.get_mut(slot)
@@ -194,10 +213,13 @@ impl Tap {
     /// A frame of IP traffic from `ip` with Ethernet source `mac`.
     #[inline]
     pub fn ip_source(&mut self, ts: Timestamp, vlan: u16, ip: IpAddr, mac: Mac) {
-        let second = ts.as_nanos() / 1_000_000_000;
         let slot = slot_of(ip);
-        if let Some(Some(r)) = self.recent.get(slot)
-            && *r == (vlan, ip, mac, second)
+        let n = ts.as_nanos();
+        // Within the current second (an older frame, jitter, always records its time).
+        if n < self.end
+            && n >= self.end.saturating_sub(1_000_000_000)
+            && let Some(Some(r)) = self.recent.get(slot)
+            && *r == (vlan, ip, mac, self.current.second)
         {
             return;
         }
@@ -207,11 +229,12 @@ impl Tap {
     #[cold]
     #[inline(never)]
     fn claim_slow(&mut self, ts: Timestamp, key: ClaimKey, how: u8, slot: usize) {
-        let second = ts.as_nanos() / 1_000_000_000;
+        let sample = self.at(ts);
+        sample.claim(key, ts, how);
+        let second = sample.second;
         if let Some(r) = self.recent.get_mut(slot) {
             *r = Some((key.vlan, key.ip, key.mac, second));
         }
-        self.at(ts).claim(key, ts, how);
     }
 
     /// An ARP packet: its sender claims its address.

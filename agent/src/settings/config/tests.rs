@@ -24,7 +24,8 @@ fn the_example_configuration_in_deploy_parses() {
     assert_eq!(config.outbox_budget_mb, Some(256));
     assert_eq!(config.interface.as_deref(), Some("eth1"));
     assert_eq!(config.capture.backend, Some(CaptureBackend::Ring));
-    assert_eq!(config.capture.filter.as_deref(), Some("tcp-or-udp"));
+    assert_eq!(config.capture.filter.as_deref(), Some("tcp-udp-or-arp"));
+    assert_eq!(config.network_detection, Some(true));
 }
 
 #[test]
