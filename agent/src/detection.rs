@@ -382,7 +382,12 @@ impl<W: Write> Observer for Detection<W> {
     fn clock_stepped(&mut self, before: Timestamp, now: Timestamp) {
         self.detector.clock_stepped(before, now);
         if let Some(network) = self.network.as_mut() {
+            // The seconds before the step are complete; the watch starts merging afresh.
             network.tap.finish();
+            let sink = self.detector.sink_mut();
+            network.submit(sink);
+            let mut watch = network.watch.lock().unwrap_or_else(|e| e.into_inner());
+            watch.clock_stepped(network.worker, &mut |a| sink.alert(a));
         }
     }
 }

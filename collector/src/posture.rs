@@ -127,6 +127,11 @@ pub fn posture(agents: &[AgentStatus], incidents: &[Incident], assets: &[AssetRe
         };
         let state = if share < 1.0 { "acknowledged" } else { "open" };
         for (ip, role) in [(i.dst_ip, "target"), (i.src_ip, "source")] {
+            // A flood from many sources names the unspecified address, no host; an address
+            // both source and target of its incident (ARP spoofing) counts it once.
+            if ip.is_unspecified() || (role == "source" && ip == i.dst_ip) {
+                continue;
+            }
             factors.entry(ip).or_default().push(Factor {
                 factor: format!(
                     "{state} {} incident #{} ({}) as {role}",

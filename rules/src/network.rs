@@ -182,6 +182,8 @@ pub struct Watch {
     watermarks: Vec<u64>,
     /// Per worker: whether its capture ended.
     done: Vec<bool>,
+    /// Per worker: whether its capture clock stepped back since all last did.
+    stepped: Vec<bool>,
     /// Seconds waiting for a worker, merged so far.
     pending: BTreeMap<u64, Sample>,
     /// The latest second judged.
@@ -205,6 +207,7 @@ impl Watch {
             settings: Settings::new(agent, default_window, policy),
             watermarks: vec![0; workers.max(1)],
             done: vec![false; workers.max(1)],
+            stepped: vec![false; workers.max(1)],
             pending: BTreeMap::new(),
             judged: None,
             claims: claims::Claims::default(),
@@ -281,6 +284,27 @@ impl Watch {
             self.finish(out);
         } else {
             self.submit(worker, Vec::new(), 0, out);
+        }
+    }
+
+    /// `worker`'s capture clock stepped back (after its last [`Watch::submit`] of the seconds
+    /// before): it holds nothing back until it reports again, and once every worker still
+    /// running has stepped, what waits is judged, every episode closed and the seconds after
+    /// the step merge afresh (otherwise each would count as late and be judged unmerged).
+    pub fn clock_stepped(&mut self, worker: usize, out: &mut impl FnMut(Alert)) {
+        if let Some(s) = self.stepped.get_mut(worker) {
+            *s = true;
+        }
+        if let Some(w) = self.watermarks.get_mut(worker) {
+            *w = 0;
+        }
+        if self.stepped.iter().zip(&self.done).all(|(s, d)| *s || *d) {
+            while let Some((_, sample)) = self.pending.pop_first() {
+                self.judge(&sample, out);
+            }
+            self.episodes.finish(&self.settings.agent, out);
+            self.judged = None;
+            self.stepped.fill(false);
         }
     }
 

@@ -228,3 +228,56 @@ fn a_critical_asset_outranks_a_normal_one_under_the_same_incidents() {
         p.assets
     );
 }
+
+#[test]
+fn a_flood_from_many_sources_scores_no_host_and_spoofing_counts_its_address_once() {
+    let s = Store::open(MemoryKv::new()).unwrap();
+    s.ingest(
+        &IngestBatch {
+            agent: "a1".into(),
+            alerts: vec![
+                alert(
+                    1,
+                    "dos.syn_flood",
+                    Severity::High,
+                    "0.0.0.0",
+                    "10.0.1.5",
+                    "a1",
+                ),
+                alert(2, "spoof.arp", Severity::High, "10.0.2.7", "10.0.2.7", "a1"),
+            ],
+            assets: vec![asset("10.0.1.5", "cell-1", None, &[])],
+            conversations: Vec::new(),
+            evidence: Vec::new(),
+            learned: Vec::new(),
+        },
+        NOW,
+    )
+    .unwrap();
+    let p = posture(
+        &[],
+        &s.incidents(None, 100).unwrap(),
+        &s.assets(100).unwrap(),
+    );
+    assert!(
+        p.assets.iter().all(|a| !a.ip.is_unspecified()),
+        "{:?}",
+        p.assets
+    );
+    let spoofed = p
+        .assets
+        .iter()
+        .find(|a| a.ip.to_string() == "10.0.2.7")
+        .unwrap();
+    assert_eq!(spoofed.factors.len(), 1, "{:?}", spoofed.factors);
+    let flooded = p
+        .assets
+        .iter()
+        .find(|a| a.ip.to_string() == "10.0.1.5")
+        .unwrap();
+    assert!(
+        flooded.factors[0]
+            .factor
+            .ends_with("(dos.syn_flood) as target")
+    );
+}

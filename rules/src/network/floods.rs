@@ -51,7 +51,7 @@ pub(super) fn judge(
         if counts.modbus && !servers.contains(target) && servers.len() < MAX_SERVERS {
             servers.insert(*target);
         }
-        if !servers.contains(target) {
+        if !counts.modbus && !servers.contains(target) {
             // Not (yet) known to serve Modbus: a web server's connections are not ours.
             continue;
         }
@@ -74,7 +74,7 @@ pub(super) fn judge(
                 half_open * 100 / counts.attempts.max(1)
             );
             found.push((&rule::SYN_FLOOD, counts.attempts, what));
-        } else if counts.attempts >= conn_limit {
+        } else if counts.attempts >= conn_limit && half_open * 2 < counts.attempts {
             let what = format!(
                 "{} connections in one second to {}:{} (limit {conn_limit}/s)",
                 counts.attempts, target.ip, target.port

@@ -128,10 +128,18 @@ impl Sample {
         }
     }
 
-    /// The counts of `target`, if there is room for it.
+    /// The counts of `target`, if there is room for it: a server known to serve Modbus
+    /// (`modbus`) has [`MAX_TARGETS`] more places, so a scan of other ports cannot crowd it
+    /// out.
     #[inline]
-    pub fn target(&mut self, target: Target, ts: Timestamp) -> Option<&mut TargetCounts> {
-        if !self.targets.contains_key(&target) && self.targets.len() >= MAX_TARGETS {
+    pub fn target(
+        &mut self,
+        target: Target,
+        ts: Timestamp,
+        modbus: bool,
+    ) -> Option<&mut TargetCounts> {
+        let room = if modbus { 2 * MAX_TARGETS } else { MAX_TARGETS };
+        if !self.targets.contains_key(&target) && self.targets.len() >= room {
             self.overflow += 1;
             return None;
         }
@@ -144,14 +152,20 @@ impl Sample {
         Some(t)
     }
 
-    /// Records that `key` was claimed at `ts`, `how`.
+    /// Records that `key` was claimed at `ts`, `how`. A claim in ARP has [`MAX_CLAIMS`] more
+    /// places: a flood from spoofed sources cannot crowd out a poisoner's ARP.
     #[inline]
     pub fn claim(&mut self, key: ClaimKey, ts: Timestamp, how: u8) {
+        let room = if how & how::ARP != 0 {
+            2 * MAX_CLAIMS
+        } else {
+            MAX_CLAIMS
+        };
         if let Some(c) = self.claims.get_mut(&key) {
             c.first = c.first.min(ts);
             c.last = c.last.max(ts);
             c.how |= how;
-        } else if self.claims.len() < MAX_CLAIMS {
+        } else if self.claims.len() < room {
             self.claims.insert(
                 key,
                 ClaimSeen {
@@ -168,7 +182,12 @@ impl Sample {
     /// Adds another worker's sample of the same second.
     pub fn merge(&mut self, other: &Sample) {
         for (target, counts) in &other.targets {
-            let room = self.targets.len() < MAX_TARGETS;
+            let room = self.targets.len()
+                < if counts.modbus {
+                    2 * MAX_TARGETS
+                } else {
+                    MAX_TARGETS
+                };
             match self.targets.get_mut(target) {
                 Some(mine) => mine.merge(counts),
                 None if room => {

@@ -2,10 +2,10 @@
 //! capture time from flow events, the Ethernet source of IP traffic and ARP, and hands the
 //! seconds it has finished to whoever judges them ([`super::Watch`]).
 //!
-//! It sits on the packet path, so the common cases cost a compare: a request on the same flow
+//! It sits on the packet path, so the common case costs a compare: a request on the same flow
 //! as the last one in its slot only bumps a counter (the slot is flushed into the sample when
-//! another flow takes it or the second ends), and an address seen again from the same Ethernet
-//! address in the same second is skipped.
+//! another flow takes it or the second ends). Ethernet sources come from the flow table, once
+//! a second per side of a flow.
 
 use std::net::IpAddr;
 
@@ -16,7 +16,7 @@ use crate::mac::Mac;
 use crate::session::Event;
 use crate::time::Timestamp;
 
-/// Slots of the per-flow request counters and of the claim cache (a power of two).
+/// Slots of the per-flow request counters (a power of two).
 const SLOTS: usize = 1_024;
 
 /// Requests of one flow not yet added to the sample.
@@ -30,9 +30,6 @@ struct Pending {
     ts: Timestamp,
 }
 
-/// An address last seen from an Ethernet address: VLAN, address, Ethernet address, second.
-type Recent = (u16, IpAddr, Mac, u64);
-
 /// One worker's sampler.
 #[derive(Debug)]
 pub struct Tap {
@@ -44,7 +41,6 @@ pub struct Tap {
     end: u64,
     closed: Vec<Sample>,
     pending: Box<[Option<Pending>]>,
-    recent: Box<[Option<Recent>]>,
 }
 
 impl Tap {
@@ -58,7 +54,6 @@ impl Tap {
             end: 0,
             closed: Vec::new(),
             pending: vec![None; SLOTS].into_boxed_slice(),
-            recent: vec![None; SLOTS].into_boxed_slice(),
         }
     }
 
@@ -140,7 +135,7 @@ impl Tap {
             FlowEvent::Opened if flow.protocol == Protocol::Tcp && flow.handshake_seen => {
                 let client = flow.client.ip();
                 let modbus = self.on_modbus_port(flow);
-                if let Some(t) = self.at(ts).target(target(flow), ts) {
+                if let Some(t) = self.at(ts).target(target(flow), ts, modbus) {
                     t.attempts += 1;
                     t.modbus |= modbus;
                     t.sources.add(client);
@@ -148,7 +143,7 @@ impl Tap {
                 }
             }
             FlowEvent::Session(Event::Recognised { .. }) => {
-                if let Some(t) = self.at(ts).target(target(flow), ts) {
+                if let Some(t) = self.at(ts).target(target(flow), ts, true) {
                     t.modbus = true;
                 }
             }
@@ -156,7 +151,8 @@ impl Tap {
                 if flow.requests == 0 && flow.handshake_seen && flow.protocol == Protocol::Tcp =>
             {
                 // Connected and closed in order without a request: it completed.
-                if let Some(t) = self.at(ts).target(target(flow), ts) {
+                let modbus = self.on_modbus_port(flow);
+                if let Some(t) = self.at(ts).target(target(flow), ts, modbus) {
                     t.completed += 1;
                 }
             }
@@ -190,7 +186,7 @@ impl Tap {
     fn request_slow(&mut self, ts: Timestamp, flow: &FlowInfo, slot: usize) {
         if flow.requests == 1
             && flow.handshake_seen
-            && let Some(t) = self.current.target(target(flow), ts)
+            && let Some(t) = self.current.target(target(flow), ts, true)
         {
             // The first request on a connection opened with a handshake: it completed.
             t.completed += 1;
@@ -210,31 +206,12 @@ impl Tap {
         }
     }
 
-    /// A frame of IP traffic from `ip` with Ethernet source `mac`.
+    /// IP traffic from `ip` with Ethernet source `mac` (the flow table reports each side of a
+    /// flow once a second: a flow is on one worker, so the claims merged are the same whatever
+    /// the number of workers).
     #[inline]
     pub fn ip_source(&mut self, ts: Timestamp, vlan: u16, ip: IpAddr, mac: Mac) {
-        let slot = slot_of(ip);
-        let n = ts.as_nanos();
-        // Within the current second (an older frame, jitter, always records its time).
-        if n < self.end
-            && n >= self.end.saturating_sub(1_000_000_000)
-            && let Some(Some(r)) = self.recent.get(slot)
-            && *r == (vlan, ip, mac, self.current.second)
-        {
-            return;
-        }
-        self.claim_slow(ts, ClaimKey { vlan, ip, mac }, how::IP, slot);
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn claim_slow(&mut self, ts: Timestamp, key: ClaimKey, how: u8, slot: usize) {
-        let sample = self.at(ts);
-        sample.claim(key, ts, how);
-        let second = sample.second;
-        if let Some(r) = self.recent.get_mut(slot) {
-            *r = Some((key.vlan, key.ip, key.mac, second));
-        }
+        self.at(ts).claim(ClaimKey { vlan, ip, mac }, ts, how::IP);
     }
 
     /// An ARP packet: its sender claims its address.
@@ -261,19 +238,8 @@ fn target(flow: &FlowInfo) -> Target {
     }
 }
 
-fn slot_of(ip: IpAddr) -> usize {
-    let bits = match ip {
-        IpAddr::V4(v4) => u64::from(v4.to_bits()),
-        IpAddr::V6(v6) => {
-            let b = v6.to_bits();
-            (b as u64) ^ ((b >> 64) as u64)
-        }
-    };
-    (bits.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as usize & (SLOTS - 1)
-}
-
 fn add_requests(sample: &mut Sample, p: &Pending) {
-    if let Some(t) = sample.target(p.target, p.ts) {
+    if let Some(t) = sample.target(p.target, p.ts, true) {
         t.modbus = true;
         t.first = t.first.min(p.first);
         t.requests += p.requests;

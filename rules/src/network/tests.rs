@@ -464,3 +464,37 @@ fn a_policy_can_turn_a_network_rule_off_or_declare_a_router() {
     }
     assert_eq!(run.finish(), []);
 }
+
+#[test]
+fn after_the_clock_steps_back_the_seconds_merge_again_and_a_split_flood_is_still_seen() {
+    // Two workers each see half of a flood that only the merge puts over the limit, an hour
+    // after a first flood and after the capture clock stepped back by that hour.
+    let mut run = Run::new(2, None);
+    let flood = |run: &mut Run, from_ms: u64, base: u32| {
+        for n in 0..160u32 {
+            let src = IpAddr::V4(Ipv4Addr::from(base + n));
+            run.syn(
+                at(from_ms + u64::from(n) * 5),
+                u64::from(base + n),
+                src,
+                "10.0.0.9",
+            );
+        }
+    };
+    flood(&mut run, 3_600_000, 0xac10_0000);
+    for w in 0..2 {
+        run.taps[w].finish();
+        run.submit(w);
+        let alerts = &mut run.alerts;
+        run.watch.clock_stepped(w, &mut |a| alerts.push(a));
+    }
+    run.second = 0;
+    flood(&mut run, 0, 0xac20_0000);
+    let alerts = run.finish();
+    let floods: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.rule == "dos.syn_flood")
+        .collect();
+    assert_eq!(floods.len(), 2, "one per flood, each merged: {alerts:#?}");
+    assert!(floods.iter().all(|a| a.count == 160), "{floods:#?}");
+}

@@ -32,10 +32,9 @@ impl std::fmt::Display for Warning {
 /// What is odd about an asset's network-level fields (policy language 2).
 fn network_fields(asset: &Asset) -> Option<String> {
     let hosts: u128 = match &asset.addresses {
-        AddrSet::Nets(nets) => nets
-            .iter()
-            .map(|n| 1u128 << (u32::from(n.max_prefix_len() - n.prefix_len())).min(127))
-            .sum(),
+        AddrSet::Nets(nets) => nets.iter().fold(0u128, |sum, n| {
+            sum.saturating_add(1u128 << u32::from(n.max_prefix_len() - n.prefix_len()).min(127))
+        }),
         AddrSet::Any => u128::MAX,
     };
     if !asset.macs.is_empty() && hosts > 1 {

@@ -58,7 +58,7 @@ pub fn run(program: &Program, frame: &[u8], protocol: u16, pkttype: u32) -> Opti
             0x61 => x = *mem.get(ins.k as usize)?,       // ldx M[k]
             0x07 => x = a,                               // tax
             0xac => a ^= x,                              // xor x
-            0x74 => a >>= ins.k,                         // rsh #k
+            0x74 => a = a.checked_shr(ins.k)?,           // rsh #k (32 or more: unknown)
             0x94 => a = a.checked_rem(ins.k)?,           // mod #k
             0x05 => pc += ins.k as usize,                // ja
             0x06 => return Some(ins.k),                  // ret #k
