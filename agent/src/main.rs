@@ -280,11 +280,10 @@ fn run_live(args: &RunFlags, env: &Env, file: &AgentConfig) -> ExitCode {
         && let Some(path) = &resolved.policy
         && let Err(e) = policy_follow::can_keep(path)
     {
-        eprintln!(
-            "otwatch-agent: policy: {}: {e} (with policy_source = \"collector\" the agent keeps the assigned policy there: expected a file in a writable folder, such as the state folder)",
+        return fail(&format_args!(
+            "policy: {}: {e} (with policy_source = \"collector\" the agent keeps the assigned policy there: expected a file in a writable folder, such as the state folder)",
             path.display()
-        );
-        return ExitCode::from(2);
+        ));
     }
     let policy = match resolved.policy.clone() {
         Some(path) if following => cached_policy(&path).map(|p| (path, p)),

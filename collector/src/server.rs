@@ -355,6 +355,15 @@ async fn json_body<T: serde::de::DeserializeOwned, K: Kv>(
     state: &AppState<K>,
     body: Body,
 ) -> Result<T, ApiError> {
+    json_body_expecting(state, body, None).await
+}
+
+/// [`json_body`], whose refusal says what was `expected` (`{"policy": "NAME"}`).
+async fn json_body_expecting<T: serde::de::DeserializeOwned, K: Kv>(
+    state: &AppState<K>,
+    body: Body,
+    expected: Option<&str>,
+) -> Result<T, ApiError> {
     let bytes = body_bytes(state, body).await?;
     serde_json::from_slice(&bytes).map_err(|e| {
         state
@@ -362,7 +371,10 @@ async fn json_body<T: serde::de::DeserializeOwned, K: Kv>(
             .refused
             .with_label_values(&["malformed"])
             .inc();
-        ApiError::bad_request(format!("malformed JSON body: {e}"))
+        ApiError::bad_request(match expected {
+            Some(shape) => format!("malformed JSON body: {e} (expected {shape})"),
+            None => format!("malformed JSON body: {e}"),
+        })
     })
 }
 

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::session::Source;
-use super::{ApiError, Shared, authorize, blocking, body_bytes, now};
+use super::{ApiError, Shared, authorize, blocking, json_body_expecting, now};
 use crate::audit::{self, detail};
 use crate::kv::Kv;
 use crate::store::learn::LearnRecord;
@@ -68,12 +68,12 @@ pub(super) async fn ask<K: Kv>(
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     let principal = authorize(&state, &headers, Action::Change)?;
-    let bytes = body_bytes(&state, body).await?;
-    let ask: Ask = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request(format!(
-            "malformed JSON body: {e} (expected {{\"duration\": \"24h\", \"proposal\": \"NAME\"}})"
-        ))
-    })?;
+    let ask: Ask = json_body_expecting(
+        &state,
+        body,
+        Some(r#"{"duration": "24h", "proposal": "NAME"}"#),
+    )
+    .await?;
     let duration = humantime::parse_duration(&ask.duration)
         .ok()
         .filter(|d| (DURATIONS.0..=DURATIONS.1).contains(d))

@@ -31,7 +31,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::session::Source;
-use super::{ApiError, Shared, authorize, blocking, body_bytes, now};
+use super::{ApiError, Shared, authorize, blocking, body_bytes, json_body_expecting, now};
 use crate::audit::{self, detail};
 use crate::kv::Kv;
 use crate::store::Action;
@@ -508,12 +508,8 @@ pub(super) async fn rollback<K: Kv>(
     let principal = authorize(&state, &headers, Action::Change)?;
     named(&name)?;
     let wanted = if_match(&headers)?;
-    let bytes = body_bytes(&state, body).await?;
-    let request: Rollback = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request(format!(
-            "malformed JSON body: {e} (expected {{\"version\": \"HASH or NUMBER\"}})"
-        ))
-    })?;
+    let request: Rollback =
+        json_body_expecting(&state, body, Some(r#"{"version": "HASH or NUMBER"}"#)).await?;
     let store = state.store.clone();
     let (key, asked) = (name.clone(), request.version.clone());
     let (current, target) = blocking(move || {
@@ -628,12 +624,12 @@ pub(super) async fn assign<K: Kv>(
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     let principal = authorize(&state, &headers, Action::Change)?;
-    let bytes = body_bytes(&state, body).await?;
-    let request: Assignment = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request(format!(
-            "malformed JSON body: {e} (expected {{\"policy\": \"NAME\"}} or {{\"policy\": null}})"
-        ))
-    })?;
+    let request: Assignment = json_body_expecting(
+        &state,
+        body,
+        Some(r#"{"policy": "NAME"} or {"policy": null}"#),
+    )
+    .await?;
     if let Some(p) = &request.policy {
         named(p).map_err(|_| {
             ApiError::bad_request(format!(

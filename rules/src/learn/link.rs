@@ -34,18 +34,15 @@ pub(super) struct Link {
     claimed: BTreeMap<Mac, BTreeSet<Ipv4Addr>>,
     /// Per (master, server), connections opened per minute.
     connections: BTreeMap<(IpAddr, IpAddr), PerMinute>,
-    /// The last address and Ethernet address seen, to skip repeats cheaply.
-    last: Option<(IpAddr, Mac)>,
 }
 
 impl Link {
-    /// A frame of IP traffic from `ip` with Ethernet source `mac`.
+    /// IP traffic from `ip` with Ethernet source `mac` (the flow table reports it once a
+    /// second per side of a flow, not per frame).
     pub fn ip_source(&mut self, ip: IpAddr, mac: Mac) {
-        if self.last == Some((ip, mac)) || mac.is_group() || mac.is_zero() {
-            return;
+        if !mac.is_group() && !mac.is_zero() {
+            self.saw(ip, mac);
         }
-        self.last = Some((ip, mac));
-        self.saw(ip, mac);
     }
 
     fn saw(&mut self, ip: IpAddr, mac: Mac) {

@@ -14,21 +14,25 @@ impl Fixture {
         .await
     }
 
-    async fn heartbeat_reply(&self) -> Value {
+    /// A heartbeat naming agent `agent`, sent with agent a1's credential.
+    async fn heartbeat_as(&self, agent: &str) -> Reply {
         let body = serde_json::to_vec(&otwatch_rules::wire::Heartbeat {
-            agent: "a1".into(),
+            agent: agent.into(),
             version: "test".into(),
             ..Default::default()
         })
         .unwrap();
-        let r = self
-            .call(
-                Method::POST,
-                "/api/v1/heartbeat",
-                Some(&self.agent.clone()),
-                body,
-            )
-            .await;
+        self.call(
+            Method::POST,
+            "/api/v1/heartbeat",
+            Some(&self.agent.clone()),
+            body,
+        )
+        .await
+    }
+
+    async fn heartbeat_reply(&self) -> Value {
+        let r = self.heartbeat_as("a1").await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         r.body
     }
@@ -242,19 +246,6 @@ async fn a_learned_policy_that_cannot_join_the_proposal_is_kept_with_why_and_ack
     assert!(a2.received_at.is_some());
     assert!(a2.error.unwrap().starts_with("not merged: policy:"));
     // No longer asked: the admin sees why in the agents view and may ask again.
-    let body = serde_json::to_vec(&otwatch_rules::wire::Heartbeat {
-        agent: "a2".into(),
-        version: "test".into(),
-        ..Default::default()
-    })
-    .unwrap();
-    let r = f
-        .call(
-            Method::POST,
-            "/api/v1/heartbeat",
-            Some(&f.agent.clone()),
-            body,
-        )
-        .await;
+    let r = f.heartbeat_as("a2").await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
 }
