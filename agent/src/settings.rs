@@ -415,7 +415,10 @@ pub fn run(
     let (policy, policy_source) = policy(flags, env, file, delivery.as_ref())?;
     Ok(RunSettings {
         source,
-        flows: flow_config(&flags.decoding)?,
+        flows: FlowConfig {
+            ethernet_sources: network_detection,
+            ..flow_config(&flags.decoding)?
+        },
         agent_name: agent_name(flags.agent_name.clone(), env, file, host)?,
         policy,
         policy_source,
@@ -487,7 +490,10 @@ pub fn replay(
 ) -> Result<ReplaySettings, SettingsError> {
     let network_detection = network_detection(&flags.decoding, env, file)?;
     Ok(ReplaySettings {
-        flows: flow_config(&flags.decoding)?,
+        flows: FlowConfig {
+            ethernet_sources: network_detection,
+            ..flow_config(&flags.decoding)?
+        },
         agent_name: agent_name(flags.agent_name.clone(), env, file, host)?,
         policy: pick(
             POLICY,

@@ -37,6 +37,10 @@ pub struct FlowConfig {
     pub reassembly: ReassemblyLimits,
     /// Request/response matching bounds.
     pub tracker: TrackerConfig,
+    /// Whether to report the Ethernet source of each side of a flow
+    /// ([`FlowTable::take_source`]); network-level detection and `learn` want them, and
+    /// without them the per-packet check is skipped.
+    pub ethernet_sources: bool,
 }
 
 impl Default for FlowConfig {
@@ -47,6 +51,7 @@ impl Default for FlowConfig {
             modbus_ports: vec![502],
             reassembly: ReassemblyLimits::default(),
             tracker: TrackerConfig::default(),
+            ethernet_sources: true,
         }
     }
 }
@@ -197,7 +202,9 @@ impl Flow {
     /// changed, or a second has passed since it was.
     #[inline]
     fn source_due(&mut self, now: Timestamp, from: (IpAddr, u16), mac: [u8; 6]) -> bool {
-        let side = usize::from(from != self.guessed_client);
+        // Ports first: they tell the sides apart in one compare but for a flow between two
+        // equal ports.
+        let side = usize::from(from.1 != self.guessed_client.1 || from.0 != self.guessed_client.0);
         let Some(entry) = self.sources.get_mut(side) else {
             return false;
         };
@@ -550,7 +557,8 @@ impl FlowTable {
                     .as_ref()
                     .is_some_and(|t| t.opening_syn != Some(packet_seq(packet)));
             if !reused {
-                if let Some((src, _)) = packet.macs
+                if self.config.ethernet_sources
+                    && let Some((src, _)) = packet.macs
                     && flow.source_due(now, (packet.src, packet.src_port), src)
                 {
                     self.source = Some((packet.vlan, packet.src, src));
@@ -584,7 +592,8 @@ impl FlowTable {
             // Picked up at the server's answer to a SYN the capture missed.
             flow.syn_ack(packet, emit);
         }
-        if let Some((src, _)) = packet.macs
+        if self.config.ethernet_sources
+            && let Some((src, _)) = packet.macs
             && flow.source_due(now, (packet.src, packet.src_port), src)
         {
             self.source = Some((packet.vlan, packet.src, src));

@@ -128,6 +128,17 @@ impl Sample {
         }
     }
 
+    /// An empty sample of `second` with room for `targets` servers and `claims` claims
+    /// before its maps grow.
+    pub fn with_capacity(second: u64, targets: usize, claims: usize) -> Self {
+        Self {
+            second,
+            targets: FxHashMap::with_capacity_and_hasher(targets, Default::default()),
+            claims: FxHashMap::with_capacity_and_hasher(claims, Default::default()),
+            overflow: 0,
+        }
+    }
+
     /// The counts of `target`, if there is room for it: a server known to serve Modbus
     /// (`modbus`) has [`MAX_TARGETS`] more places, so a scan of other ports cannot crowd it
     /// out.

@@ -4,6 +4,8 @@
 
 use std::net::IpAddr;
 
+use smallvec::SmallVec;
+
 /// Registers of a [`Distinct`]: 256 give about 6.5 % standard error in 256 bytes.
 const REGISTERS: usize = 256;
 
@@ -13,75 +15,82 @@ const EXACT: usize = 32;
 /// How many distinct addresses were added: exact up to [`EXACT`], then estimated
 /// (HyperLogLog, 256 registers). Two merged give exactly what one fed with both inputs gives,
 /// in any order: what keeps alerts the same whatever the number of workers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The registers are a function of the set of addresses, so they are only built when the
+/// set outgrows [`EXACT`]: a server with a handful of masters, the common case, costs a short
+/// sorted list and no register work.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Distinct {
-    registers: Box<[u8; REGISTERS]>,
-    /// The addresses while there are at most [`EXACT`] (sorted), `None` past that.
-    exact: Option<Vec<IpAddr>>,
-}
-
-impl Default for Distinct {
-    fn default() -> Self {
-        Self {
-            registers: Box::new([0; REGISTERS]),
-            exact: Some(Vec::new()),
-        }
-    }
+    /// Once more than [`EXACT`] addresses were added.
+    registers: Option<Box<[u8; REGISTERS]>>,
+    /// The addresses (sorted) while there are at most [`EXACT`]; empty once `registers` is set.
+    exact: SmallVec<[IpAddr; 4]>,
 }
 
 impl Distinct {
     /// Counts `ip`.
     #[inline]
     pub fn add(&mut self, ip: IpAddr) {
-        let hash = mix(ip);
-        let index = (hash >> 56) as usize;
-        // Leading zeros of the remaining 56 bits, plus one.
-        let rank = ((hash << 8) | 0x80).leading_zeros() as u8 + 1;
-        if let Some(r) = self.registers.get_mut(index)
-            && rank > *r
-        {
-            *r = rank;
+        if let Some(registers) = &mut self.registers {
+            register(registers, ip);
+            return;
         }
-        if let Some(exact) = &mut self.exact
-            && let Err(at) = exact.binary_search(&ip)
-        {
-            if exact.len() < EXACT {
-                exact.insert(at, ip);
+        if let Err(at) = self.exact.binary_search(&ip) {
+            if self.exact.len() < EXACT {
+                self.exact.insert(at, ip);
             } else {
-                self.exact = None;
+                let mut registers = Box::new([0; REGISTERS]);
+                for known in self.exact.drain(..).chain([ip]) {
+                    register(&mut registers, known);
+                }
+                self.exact = SmallVec::new();
+                self.registers = Some(registers);
             }
         }
     }
 
     /// The addresses, when few enough to be known exactly.
     pub fn exact(&self) -> Option<&[IpAddr]> {
-        self.exact.as_deref()
+        self.registers.is_none().then_some(self.exact.as_slice())
     }
 
     /// Adds what `other` counted.
     pub fn merge(&mut self, other: &Distinct) {
-        for (r, o) in self.registers.iter_mut().zip(other.registers.iter()) {
-            *r = (*r).max(*o);
-        }
-        self.exact = match (self.exact.take(), &other.exact) {
-            (Some(mut mine), Some(theirs)) => {
-                mine.extend_from_slice(theirs);
-                mine.sort_unstable();
-                mine.dedup();
-                (mine.len() <= EXACT).then_some(mine)
+        match (&mut self.registers, &other.registers) {
+            (Some(mine), Some(theirs)) => {
+                for (r, o) in mine.iter_mut().zip(theirs.iter()) {
+                    *r = (*r).max(*o);
+                }
             }
-            _ => None,
-        };
+            (Some(_), None) => {
+                for ip in &other.exact {
+                    self.add(*ip);
+                }
+            }
+            (None, Some(theirs)) => {
+                let mut registers = theirs.clone();
+                for ip in self.exact.drain(..) {
+                    register(&mut registers, ip);
+                }
+                self.exact = SmallVec::new();
+                self.registers = Some(registers);
+            }
+            (None, None) => {
+                for ip in &other.exact {
+                    self.add(*ip);
+                }
+            }
+        }
     }
 
     /// The number of distinct addresses: exact up to 32, then within a few percent.
     pub fn estimate(&self) -> u64 {
-        if let Some(exact) = &self.exact {
-            return exact.len() as u64;
-        }
+        let Some(registers) = &self.registers else {
+            return self.exact.len() as u64;
+        };
         let m = REGISTERS as f64;
-        let zeros = self.registers.iter().filter(|r| **r == 0).count();
-        let sum: f64 = self.registers.iter().map(|r| (-f64::from(*r)).exp2()).sum();
+        let zeros = registers.iter().filter(|r| **r == 0).count();
+        let sum: f64 = registers.iter().map(|r| (-f64::from(*r)).exp2()).sum();
         let alpha = 0.7213 / (1.0 + 1.079 / m);
         let raw = alpha * m * m / sum;
         let estimate = if raw <= 2.5 * m && zeros > 0 {
@@ -91,6 +100,20 @@ impl Distinct {
             raw
         };
         estimate.round() as u64
+    }
+}
+
+/// Counts `ip` in HyperLogLog registers.
+#[inline]
+fn register(registers: &mut [u8; REGISTERS], ip: IpAddr) {
+    let hash = mix(ip);
+    let index = (hash >> 56) as usize;
+    // Leading zeros of the remaining 56 bits, plus one.
+    let rank = ((hash << 8) | 0x80).leading_zeros() as u8 + 1;
+    if let Some(r) = registers.get_mut(index)
+        && rank > *r
+    {
+        *r = rank;
     }
 }
 
@@ -116,7 +139,7 @@ pub const TOP: usize = 8;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Top {
     /// (source, count, of which possibly others').
-    entries: Vec<(IpAddr, u64, u64)>,
+    entries: SmallVec<[(IpAddr, u64, u64); 4]>,
 }
 
 impl Top {

@@ -41,6 +41,8 @@ pub struct Tap {
     end: u64,
     closed: Vec<Sample>,
     pending: Box<[Option<Pending>]>,
+    /// The slots of `pending` in use, so closing a second visits only them.
+    used: Vec<usize>,
 }
 
 impl Tap {
@@ -54,6 +56,7 @@ impl Tap {
             end: 0,
             closed: Vec::new(),
             pending: vec![None; SLOTS].into_boxed_slice(),
+            used: Vec::new(),
         }
     }
 
@@ -87,15 +90,18 @@ impl Tap {
     /// Closes the current second (if anything happened in it) and starts `next`.
     fn close(&mut self, next: u64) {
         self.flush_pending();
-        let done = std::mem::replace(&mut self.current, Sample::new(next));
+        // The next second is sized like this one: no growing the maps second after second.
+        let fresh =
+            Sample::with_capacity(next, self.current.targets.len(), self.current.claims.len());
+        let done = std::mem::replace(&mut self.current, fresh);
         if !done.targets.is_empty() || !done.claims.is_empty() || done.overflow > 0 {
             self.closed.push(done);
         }
     }
 
     fn flush_pending(&mut self) {
-        for slot in self.pending.iter_mut() {
-            if let Some(p) = slot.take() {
+        for slot in self.used.drain(..) {
+            if let Some(p) = self.pending.get_mut(slot).and_then(Option::take) {
                 add_requests(&mut self.current, &p);
             }
         }
@@ -199,10 +205,11 @@ impl Tap {
             first: ts,
             ts,
         };
-        if let Some(entry) = self.pending.get_mut(slot)
-            && let Some(old) = entry.replace(fresh)
-        {
-            add_requests(&mut self.current, &old);
+        if let Some(entry) = self.pending.get_mut(slot) {
+            match entry.replace(fresh) {
+                Some(old) => add_requests(&mut self.current, &old),
+                None => self.used.push(slot),
+            }
         }
     }
 
