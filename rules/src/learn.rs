@@ -372,7 +372,7 @@ impl Learner {
             }
             let connections = self.link.connections_to(host);
             if connections > 0 {
-                let _ = writeln!(out, "connection_rate = \"{connections}/min\"");
+                let _ = writeln!(out, "connection_rate = \"{connections}/s\"");
                 language = 2;
             }
         }

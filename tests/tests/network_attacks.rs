@@ -2,7 +2,8 @@
 //! the agent binary: a SYN flood from spoofed sources, a connection storm, a distributed
 //! request flood and ARP poisoning each raise their rule, and their nearest benign cases (an
 //! HMI reconnecting after a blip, a PLC replaced with a new MAC the policy declares, a DHCP
-//! lease change) raise none of them.
+//! lease change, a busy server whose rate `learn` wrote into the policy) raise none of
+//! them.
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 use std::collections::BTreeMap;
@@ -41,63 +42,81 @@ impl Capture {
     /// The HMI (10.0.0.10) polls the PLC on one connection every 200 ms from `from` to `to`
     /// ms, opening it with a handshake (and the ARP that comes first) at `from`.
     fn hmi_polls(&mut self, from: u64, to: u64, port: u16) {
-        let hmi = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10)), port);
-        self.at(
-            from,
-            arp_reply(
-                PLC,
-                Ipv4Addr::new(10, 0, 0, 9),
-                HMI,
-                Ipv4Addr::new(10, 0, 0, 10),
-            ),
-        );
+        self.polls((Ipv4Addr::new(10, 0, 0, 10), HMI), port, from, to, 200);
+    }
+
+    /// `master` (address, Ethernet address) reads two registers of the PLC on one connection
+    /// every `every` ms from `from` to `to` ms, opening it with a handshake (and the ARP that
+    /// comes first) at `from`.
+    fn polls(&mut self, master: (Ipv4Addr, [u8; 6]), port: u16, from: u64, to: u64, every: u64) {
+        let (ip, mac) = master;
+        let client = SocketAddr::new(IpAddr::V4(ip), port);
+        self.at(from, arp_reply(PLC, Ipv4Addr::new(10, 0, 0, 9), mac, ip));
         let (mut c, mut s) = (1_000u32, 9_000u32);
         self.at(
             from,
-            tcp_frame((HMI, PLC), hmi, plc(), c, 0, "S", &[]).unwrap(),
+            tcp_frame((mac, PLC), client, plc(), c, 0, "S", &[]).unwrap(),
         );
         self.at(
             from,
-            tcp_frame((PLC, HMI), plc(), hmi, s, c + 1, "SA", &[]).unwrap(),
+            tcp_frame((PLC, mac), plc(), client, s, c + 1, "SA", &[]).unwrap(),
         );
         c += 1;
         s += 1;
         self.at(
             from,
-            tcp_frame((HMI, PLC), hmi, plc(), c, s, "A", &[]).unwrap(),
+            tcp_frame((mac, PLC), client, plc(), c, s, "A", &[]).unwrap(),
         );
         let mut tid = 0u16;
-        for ms in (from + 10..to).step_by(200) {
+        for ms in (from + 10..to).step_by(every as usize) {
             tid = tid.wrapping_add(1);
             let [a, b] = tid.to_be_bytes();
             let request = [a, b, 0, 0, 0, 6, 1, 3, 0, 0, 0, 2];
             let response = [a, b, 0, 0, 0, 7, 1, 3, 4, 0, 1, 0, 2];
             self.at(
                 ms,
-                tcp_frame((HMI, PLC), hmi, plc(), c, s, "PA", &request).unwrap(),
+                tcp_frame((mac, PLC), client, plc(), c, s, "PA", &request).unwrap(),
             );
             c += request.len() as u32;
             self.at(
                 ms + 2,
-                tcp_frame((PLC, HMI), plc(), hmi, s, c, "PA", &response).unwrap(),
+                tcp_frame((PLC, mac), plc(), client, s, c, "PA", &response).unwrap(),
             );
             s += response.len() as u32;
         }
     }
 
-    /// Replays it through `otwatch-agent replay` (with `policy`, if any) and returns the
-    /// alerts by rule.
-    fn alerts(mut self, dir: &Path, policy: Option<&str>) -> BTreeMap<String, Vec<Alert>> {
+    /// 20,000 read requests a second from `from` ms for two seconds, each from another
+    /// address, unanswered.
+    fn request_flood(&mut self, from: u64) {
+        for n in 0..40_000u32 {
+            let client = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0a40_0000 + n)), 30_000);
+            let [a, b] = (n as u16).to_be_bytes();
+            let request = [a, b, 0, 0, 0, 6, 1, 3, 0, 0, 0, 1];
+            self.at(
+                from + u64::from(n) / 20,
+                tcp_frame((HMI, PLC), client, plc(), n, 1, "PA", &request).unwrap(),
+            );
+        }
+    }
+
+    /// The capture, as a pcap file at `path`.
+    fn write(&mut self, path: &Path) {
         self.0.sort_by_key(|f| f.0);
-        let pcap = dir.join("x.pcap");
-        let mut writer = PcapWriter::new(std::fs::File::create(&pcap).unwrap()).unwrap();
+        let mut writer = PcapWriter::new(std::fs::File::create(path).unwrap()).unwrap();
         for (ms, frame) in &self.0 {
             let ts = Duration::from_secs(T0) + Duration::from_millis(*ms);
             writer
                 .write_packet(&PcapPacket::new(ts, frame.len() as u32, frame))
                 .unwrap();
         }
-        drop(writer);
+    }
+
+    /// Replays it through `otwatch-agent replay` (with `policy`, if any) and returns the
+    /// alerts by rule.
+    fn alerts(mut self, dir: &Path, policy: Option<&str>) -> BTreeMap<String, Vec<Alert>> {
+        let pcap = dir.join("x.pcap");
+        self.write(&pcap);
         let alerts = dir.join("alerts.jsonl");
         let _ = std::fs::remove_file(&alerts);
         let mut cmd = Command::new(binary("otwatch-agent"));
@@ -210,15 +229,7 @@ fn a_connection_storm_and_a_distributed_flood_raise_theirs_and_a_reconnecting_hm
     // 20,000 read requests a second for two seconds, each from another address, unanswered.
     let mut flood = Capture::new();
     flood.hmi_polls(0, 4_000, 40_000);
-    for n in 0..40_000u32 {
-        let client = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0a40_0000 + n)), 30_000);
-        let [a, b] = (n as u16).to_be_bytes();
-        let request = [a, b, 0, 0, 0, 6, 1, 3, 0, 0, 0, 1];
-        flood.at(
-            1_000 + u64::from(n) / 20,
-            tcp_frame((HMI, PLC), client, plc(), n, 1, "PA", &request).unwrap(),
-        );
-    }
+    flood.request_flood(1_000);
     let by_rule = flood.alerts(dir.path(), None);
     assert_eq!(
         network_rules(&by_rule),
@@ -300,4 +311,66 @@ fn arp_poisoning_is_spoofing_and_a_declared_replacement_or_a_dhcp_change_is_not(
     dhcp.at(15_000, arp_announce(ws, ip(51)));
     let by_rule = dhcp.alerts(dir.path(), None);
     assert!(network_rules(&by_rule).is_empty(), "{by_rule:#?}");
+}
+
+/// Twelve masters polling the PLC 100 times a second each: 1,200 requests a second from 12
+/// sources, over the default limit for a server without a baseline.
+fn busy_plant(capture: &mut Capture, to: u64) {
+    for i in 0..12u8 {
+        let master = (Ipv4Addr::new(10, 0, 0, 20 + i), [0x00, 0x1d, 0x9c, 0, 1, i]);
+        capture.polls(master, 41_000 + u16::from(i), u64::from(i), to, 10);
+    }
+}
+
+#[test]
+fn a_learned_baseline_quiets_a_busy_server_and_still_catches_a_flood_far_above_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut busy = Capture::new();
+    busy_plant(&mut busy, 6_000);
+    let by_rule = busy.alerts(dir.path(), None);
+    assert_eq!(
+        network_rules(&by_rule),
+        ["dos.distributed_flood"],
+        "without a baseline, 1,200 requests a second from 12 masters is over the default limit"
+    );
+
+    // `learn` on a capture of the same normal traffic writes the PLC's rate into the policy.
+    let mut normal = Capture::new();
+    busy_plant(&mut normal, 20_000);
+    let pcap = dir.path().join("normal.pcap");
+    normal.write(&pcap);
+    let learned = dir.path().join("learned.toml");
+    let out = Command::new(binary("otwatch-agent"))
+        .args(["learn", "--no-progress", "--pcap"])
+        .arg(&pcap)
+        .arg("--out")
+        .arg(&learned)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let policy = std::fs::read_to_string(&learned).unwrap();
+    assert!(policy.contains("request_rate = "), "{policy}");
+
+    let mut busy = Capture::new();
+    busy_plant(&mut busy, 6_000);
+    let by_rule = busy.alerts(dir.path(), Some(&policy));
+    assert!(
+        by_rule.is_empty(),
+        "the learned plant is quiet: {by_rule:#?}"
+    );
+
+    // 20,000 requests a second is far above ten times the baseline.
+    let mut flooded = Capture::new();
+    busy_plant(&mut flooded, 6_000);
+    flooded.request_flood(2_000);
+    let by_rule = flooded.alerts(dir.path(), Some(&policy));
+    assert_eq!(
+        network_rules(&by_rule),
+        ["dos.distributed_flood"],
+        "{by_rule:#?}"
+    );
 }

@@ -1,6 +1,8 @@
 //! What learning keeps for the network-level detectors (policy language 2): the Ethernet
 //! addresses each host answered from, which Ethernet addresses are routers (they carry many
-//! hosts' traffic), and how many connections per minute each master opened to each server.
+//! hosts' traffic), and how many connections each master opened to each server in its busiest
+//! second (the unit floods are judged in: a plant whose masters all connect at once must not
+//! look like a storm against its own baseline).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -15,10 +17,10 @@ const MAX_HOSTS: usize = 4_096;
 /// call it a router).
 const MAX_PER_KEY: usize = 64;
 
-/// Connections opened in the current minute and the busiest minute so far.
+/// Connections opened in the current second and the busiest second so far.
 #[derive(Debug, Clone, Copy, Default)]
-struct PerMinute {
-    minute: u64,
+struct PerSecond {
+    second: u64,
     now: u32,
     peak: u32,
 }
@@ -32,8 +34,8 @@ pub(super) struct Link {
     carried: BTreeMap<Mac, BTreeSet<IpAddr>>,
     /// Per Ethernet address, the addresses it claimed in ARP.
     claimed: BTreeMap<Mac, BTreeSet<Ipv4Addr>>,
-    /// Per (master, server), connections opened per minute.
-    connections: BTreeMap<(IpAddr, IpAddr), PerMinute>,
+    /// Per (master, server), connections opened per second.
+    connections: BTreeMap<(IpAddr, IpAddr), PerSecond>,
 }
 
 impl Link {
@@ -81,10 +83,10 @@ impl Link {
         {
             return;
         }
-        let minute = ts.as_nanos() / 60_000_000_000;
+        let second = ts.as_nanos() / 1_000_000_000;
         let c = self.connections.entry((client, server)).or_default();
-        if c.minute != minute {
-            c.minute = minute;
+        if c.second != second {
+            c.second = second;
             c.now = 0;
         }
         c.now += 1;
@@ -144,7 +146,8 @@ impl Link {
             .collect()
     }
 
-    /// The busiest minute's connections to `server`, all masters together.
+    /// Connections to `server` in each master's busiest second, added up (an upper bound of
+    /// the busiest second).
     pub fn connections_to(&self, server: IpAddr) -> u32 {
         self.connections
             .iter()
