@@ -14,6 +14,7 @@ mod fixtures;
 pub use otwatch_kv as kv;
 pub mod listener;
 pub mod metrics;
+pub mod owner;
 pub mod pki;
 pub mod posture;
 pub mod server;

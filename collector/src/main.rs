@@ -26,15 +26,22 @@ use otwatch_collector::listener::{
     self, Limits, ServedCertificate, certificate_provider, raise_descriptor_limit, tls_acceptor,
 };
 use otwatch_collector::metrics::Metrics;
+use otwatch_collector::owner::AsOwner;
 use otwatch_collector::server::{AppState, now, router};
 use otwatch_collector::store::Store;
 use otwatch_collector::store::model::Role;
 use otwatch_collector::{export, pki};
 use otwatch_telemetry::{LogFormat, Telemetry};
 
+mod enrollment;
+
 /// Central otwatch collector: ingest, store, posture, live feed and dashboard.
 #[derive(Debug, Parser)]
-#[command(name = "otwatch-collector", version, about)]
+#[command(
+    name = "otwatch-collector",
+    version = otwatch_telemetry::build_version!(),
+    about
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -66,10 +73,15 @@ enum Command {
     Serve(ServeArgs),
 }
 
+/// Where the Debian package keeps the data folder, the default of every command but `serve`
+/// (which reads it from its configuration).
+const DEFAULT_DATA: &str = "/var/lib/otwatch-collector";
+
 #[derive(Debug, Args)]
 struct InitArgs {
-    /// The data folder to create.
-    #[arg(long, value_name = "DIR")]
+    /// The data folder to create (root running `init` on a folder of the service user's, as
+    /// the package makes it, creates every file as that user).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA)]
     data: PathBuf,
     /// Host names and addresses agents will use to reach the collector (certificate names).
     #[arg(long = "name", value_name = "HOST")]
@@ -79,7 +91,7 @@ struct InitArgs {
 #[derive(Debug, Args)]
 struct EnrollArgs {
     /// The collector's data folder.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA)]
     data: PathBuf,
     /// Enroll an agent with this name (may only ingest and send heartbeats).
     #[arg(long, value_name = "NAME", group = "who")]
@@ -93,12 +105,17 @@ struct EnrollArgs {
     /// The URL agents use to reach the collector, for the printed configuration.
     #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8443")]
     url: String,
+    /// For an agent: also write `agent.toml` (the packaged example with this enrollment's
+    /// lines), `agent.token` and `ca.pem` into this folder (created, mode 0700), ready to copy
+    /// to the sensor's `/etc/otwatch/agent/`.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 struct RevokeArgs {
     /// The collector's data folder.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA)]
     data: PathBuf,
     /// The credential's name.
     #[arg(value_name = "NAME")]
@@ -108,14 +125,14 @@ struct RevokeArgs {
 #[derive(Debug, Args)]
 struct ListArgs {
     /// The collector's data folder.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA)]
     data: PathBuf,
 }
 
 #[derive(Debug, Args)]
 struct RotateCertArgs {
     /// The collector's data folder.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA)]
     data: PathBuf,
     /// The CA's key, if it was moved out of the data folder (`serve` never needs it).
     #[arg(long, value_name = "FILE")]
@@ -189,6 +206,7 @@ fn main() -> ExitCode {
 }
 
 fn init(a: &InitArgs) -> anyhow::Result<()> {
+    let _owner = AsOwner::of(&a.data).with_context(|| a.data.display().to_string())?;
     if a.data.join("ca.pem").exists() {
         bail!(
             "{}: already initialised (remove it to start over)",
@@ -240,8 +258,15 @@ fn enroll(a: &EnrollArgs) -> anyhow::Result<()> {
         );
     }
     data_folder(&a.data)?;
-    let token = Credentials::open(&a.data)?.enroll(name, role)?;
-    audit_command(&a.data, "enroll", name, role);
+    if a.out.is_some() && role != Role::Agent {
+        bail!("--out writes an agent's files (expected --agent NAME with it)");
+    }
+    let token = {
+        let _owner = AsOwner::of(&a.data).with_context(|| a.data.display().to_string())?;
+        let token = Credentials::open(&a.data)?.enroll(name, role)?;
+        audit_command(&a.data, "enroll", name, role);
+        token
+    };
     println!(
         "enrolled {name} as {role:?} (the token is shown once)",
         role = role
@@ -253,6 +278,13 @@ fn enroll(a: &EnrollArgs) -> anyhow::Result<()> {
         println!("  collector_url = \"{}\"", a.url);
         println!("  collector_token = \"{token}\"");
         println!("  collector_ca = \"{}\"", absolute(&ca).display());
+        if let Some(out) = &a.out {
+            enrollment::write(out, name, &a.url, &token, &ca)?;
+            println!(
+                "wrote {dir}/agent.toml, agent.token and ca.pem: copy them to the sensor's /etc/otwatch/agent/ (agent.token readable by group otwatch only), then set `interface` in agent.toml",
+                dir = out.display()
+            );
+        }
     } else {
         println!("token: {token}");
     }
@@ -294,6 +326,7 @@ fn data_folder(data: &Path) -> anyhow::Result<()> {
 
 fn revoke(a: &RevokeArgs) -> anyhow::Result<()> {
     data_folder(&a.data)?;
+    let _owner = AsOwner::of(&a.data).with_context(|| a.data.display().to_string())?;
     let role = Credentials::open(&a.data)?.revoke(&a.name)?;
     audit_command(&a.data, "revoke", &a.name, role);
     println!(
@@ -320,6 +353,7 @@ fn list(a: &ListArgs) -> anyhow::Result<()> {
 
 fn rotate_cert(a: &RotateCertArgs) -> anyhow::Result<()> {
     data_folder(&a.data)?;
+    let _owner = AsOwner::of(&a.data).with_context(|| a.data.display().to_string())?;
     let ca_key = a.ca_key.clone().unwrap_or_else(|| a.data.join("ca.key"));
     if !ca_key.exists() {
         bail!(

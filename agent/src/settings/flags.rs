@@ -15,7 +15,7 @@ use otwatch_telemetry::LogFormat;
 #[derive(Debug, Parser)]
 #[command(
     name = "otwatch-agent",
-    version,
+    version = otwatch_telemetry::build_version!(),
     about,
     after_help = "Every field of agent.toml but the inline token is also a flag of `run` and \
                   `replay` and an OTWATCH_* environment variable (named after the flag: \

@@ -163,6 +163,24 @@ impl Telemetry {
     }
 }
 
+/// The version line both binaries print for `--version`: the package version, the commit it
+/// was built from and the build profile ("0.1.0 (commit 0123456789ab, release build)"), so
+/// an operator can tell exactly which build a sensor runs. Expands in the binary's crate,
+/// whose build script (`agent/build.rs`) sets `OTWATCH_COMMIT` and `OTWATCH_PROFILE`.
+#[macro_export]
+macro_rules! build_version {
+    () => {
+        concat!(
+            env!("CARGO_PKG_VERSION"),
+            " (commit ",
+            env!("OTWATCH_COMMIT"),
+            ", ",
+            env!("OTWATCH_PROFILE"),
+            " build)"
+        )
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
