@@ -24,11 +24,19 @@ fn main() {
             _ => "unknown".to_string(),
         },
     };
-    // A new commit moves HEAD's branch; rebuild the version string then.
-    if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
-        println!("cargo:rerun-if-changed={dir}/HEAD");
-        println!("cargo:rerun-if-changed={dir}/refs/heads");
-        println!("cargo:rerun-if-changed={dir}/packed-refs");
+    // A new commit moves HEAD or its branch; rebuild the version string then. Only paths
+    // that exist: cargo reruns a build script on every build for one that does not. A
+    // worktree's HEAD is its own, its branches the repository's (the common folder).
+    let common = git(&["rev-parse", "--path-format=absolute", "--git-common-dir"]);
+    let paths = [
+        git(&["rev-parse", "--absolute-git-dir"]).map(|d| format!("{d}/HEAD")),
+        common.as_ref().map(|d| format!("{d}/refs/heads")),
+        common.as_ref().map(|d| format!("{d}/packed-refs")),
+    ];
+    for path in paths.into_iter().flatten() {
+        if std::path::Path::new(&path).exists() {
+            println!("cargo:rerun-if-changed={path}");
+        }
     }
     let profile = std::env::var("PROFILE").unwrap_or_else(|_| "unknown".to_string());
     println!("cargo:rustc-env=OTWATCH_COMMIT={commit}");

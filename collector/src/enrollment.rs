@@ -4,7 +4,7 @@
 //! `ca.pem` (the collector's certificate authority).
 
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -12,28 +12,60 @@ use anyhow::{Context, bail};
 /// The agent package's `/etc/otwatch/agent/agent.toml`.
 const EXAMPLE: &str = include_str!("../../deploy/config/agent.toml");
 
-/// Writes the three files into `out` (created with mode 0700 if missing; existing files are
-/// not overwritten).
-pub fn write(out: &Path, name: &str, url: &str, token: &str, ca: &Path) -> anyhow::Result<()> {
+/// The files written, in order.
+const FILES: [&str; 3] = ["agent.toml", "agent.token", "ca.pem"];
+
+/// Makes `out` ready for [`write`]: creates it (mode 0700) if missing, and refuses a folder
+/// another user owns or others may write to (they could swap `ca.pem` before it is copied), or
+/// one that already holds any of the files (an earlier enrollment's token is never
+/// overwritten).
+pub fn prepare(out: &Path) -> anyhow::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(out)
         .with_context(|| out.display().to_string())?;
+    let meta = std::fs::symlink_metadata(out).with_context(|| out.display().to_string())?;
+    if !meta.is_dir() {
+        bail!(
+            "{}: not a folder (expected a folder for --out)",
+            out.display()
+        );
+    }
+    if meta.uid() != rustix::process::geteuid().as_raw() || meta.mode() & 0o022 != 0 {
+        bail!(
+            "{}: owned by another user or writable by others (expected a folder of your own that only you may write to)",
+            out.display()
+        );
+    }
+    if let Some(there) = FILES.iter().map(|f| out.join(f)).find(|p| p.exists()) {
+        bail!(
+            "{}: already there (remove it or choose another --out)",
+            there.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes the three files into `out`, which [`prepare`] made ready (a file that appeared
+/// since is not overwritten).
+pub fn write(out: &Path, name: &str, url: &str, token: &str, ca: &Path) -> anyhow::Result<()> {
     let config = agent_toml(name, url)?;
     let ca_pem = std::fs::read(ca).with_context(|| ca.display().to_string())?;
-    for (file, bytes, mode) in [
-        ("agent.toml", config.as_bytes(), 0o644),
-        ("agent.token", format!("{token}\n").as_bytes(), 0o600),
-        ("ca.pem", ca_pem.as_slice(), 0o644),
-    ] {
+    let token_line = format!("{token}\n");
+    let contents: [(&[u8], u32); 3] = [
+        (config.as_bytes(), 0o644),
+        (token_line.as_bytes(), 0o600),
+        (ca_pem.as_slice(), 0o644),
+    ];
+    for (file, (bytes, mode)) in FILES.iter().zip(contents) {
         let path = out.join(file);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(mode)
             .open(&path)
-            .with_context(|| format!("{} (remove it or choose another --out)", path.display()))?;
+            .with_context(|| path.display().to_string())?;
         f.write_all(bytes)
             .and_then(|()| f.sync_all())
             .with_context(|| path.display().to_string())?;

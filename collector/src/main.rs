@@ -261,6 +261,11 @@ fn enroll(a: &EnrollArgs) -> anyhow::Result<()> {
     if a.out.is_some() && role != Role::Agent {
         bail!("--out writes an agent's files (expected --agent NAME with it)");
     }
+    // Before the credential exists: a folder that cannot take the files refuses the command
+    // rather than leave a credential whose token went nowhere.
+    if let Some(out) = &a.out {
+        enrollment::prepare(out)?;
+    }
     let token = {
         let _owner = AsOwner::of(&a.data).with_context(|| a.data.display().to_string())?;
         let token = Credentials::open(&a.data)?.enroll(name, role)?;
@@ -353,7 +358,6 @@ fn list(a: &ListArgs) -> anyhow::Result<()> {
 
 fn rotate_cert(a: &RotateCertArgs) -> anyhow::Result<()> {
     data_folder(&a.data)?;
-    let _owner = AsOwner::of(&a.data).with_context(|| a.data.display().to_string())?;
     let ca_key = a.ca_key.clone().unwrap_or_else(|| a.data.join("ca.key"));
     if !ca_key.exists() {
         bail!(
@@ -361,6 +365,10 @@ fn rotate_cert(a: &RotateCertArgs) -> anyhow::Result<()> {
             ca_key.display()
         );
     }
+    // Read as the caller: a key kept offline may be root's alone.
+    let ca_key_pem =
+        std::fs::read_to_string(&ca_key).with_context(|| ca_key.display().to_string())?;
+    let _owner = AsOwner::of(&a.data).with_context(|| a.data.display().to_string())?;
     let mut names = a.names.clone();
     if !names.is_empty() {
         for n in ["localhost", "127.0.0.1", "::1"] {
@@ -369,7 +377,7 @@ fn rotate_cert(a: &RotateCertArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let names = pki::rotate(&a.data, &ca_key, &names)?;
+    let names = pki::rotate(&a.data, &ca_key_pem, &names)?;
     let served = pki::Certificate::read(&pki::Files::in_dir(&a.data).cert)?;
     AuditLog::in_dir(&a.data).note(&audit::Event {
         ts: now(),

@@ -12,16 +12,16 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use rustix::process::{Gid, Uid, getegid, geteuid, getgid, getuid};
-use rustix::thread::{set_thread_res_gid, set_thread_res_uid};
+use rustix::process::{Gid, Uid, getegid, geteuid, getgid, getgroups, getuid};
+use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid};
 
 /// Acting as a data folder's owner until dropped (a no-op unless root ran the command on a
 /// folder root does not own).
 #[derive(Debug)]
 #[must_use = "the switch ends when this is dropped"]
 pub struct AsOwner {
-    /// The ids to return to, when they were switched.
-    before: Option<(Uid, Gid)>,
+    /// The ids and supplementary groups to return to, when they were switched.
+    before: Option<(Uid, Gid, Vec<Gid>)>,
 }
 
 impl AsOwner {
@@ -40,11 +40,14 @@ impl AsOwner {
             return Ok(Self { before: None });
         }
         let (uid, gid) = (Uid::from_raw(meta.uid()), Gid::from_raw(meta.gid()));
-        let before = (geteuid(), getegid());
-        // Group first, while still allowed to; the real and saved ids stay as they were.
-        set_thread_res_gid(getgid(), gid, before.1)?;
-        if let Err(e) = set_thread_res_uid(getuid(), uid, before.0) {
-            let _ = set_thread_res_gid(getgid(), before.1, before.1);
+        let (euid, egid, groups) = (geteuid(), getegid(), getgroups()?);
+        // Groups first, while still allowed to: root's supplementary groups go too, so the
+        // command can do nothing the owner could not. The real and saved ids stay root's.
+        set_thread_groups(&[gid])?;
+        let switched = set_thread_res_gid(getgid(), gid, egid)
+            .and_then(|()| set_thread_res_uid(getuid(), uid, euid));
+        if let Err(e) = switched {
+            restore(euid, egid, &groups);
             return Err(e.into());
         }
         tracing::debug!(
@@ -53,20 +56,28 @@ impl AsOwner {
             "acting as the data folder's owner"
         );
         Ok(Self {
-            before: Some(before),
+            before: Some((euid, egid, groups)),
         })
+    }
+}
+
+/// Back to root's ids and groups; a process that cannot get back aborts rather than go on
+/// with ids nobody chose.
+fn restore(uid: Uid, gid: Gid, groups: &[Gid]) {
+    // The user first (the saved id allows it), then the groups.
+    let back = set_thread_res_uid(getuid(), uid, uid)
+        .and_then(|()| set_thread_res_gid(getgid(), gid, gid))
+        .and_then(|()| set_thread_groups(groups));
+    if let Err(e) = back {
+        tracing::error!("could not return to the command's own user: {e}");
+        std::process::abort();
     }
 }
 
 impl Drop for AsOwner {
     fn drop(&mut self) {
-        if let Some((uid, gid)) = self.before.take() {
-            // The user first (the saved id allows it), then the group.
-            let back = set_thread_res_uid(getuid(), uid, uid)
-                .and_then(|()| set_thread_res_gid(getgid(), gid, gid));
-            if let Err(e) = back {
-                tracing::error!("could not return to the command's own user: {e}");
-            }
+        if let Some((uid, gid, groups)) = self.before.take() {
+            restore(uid, gid, &groups);
         }
     }
 }

@@ -103,10 +103,11 @@ pub fn create(data: &Path, names: &[String]) -> Result<Files, PkiError> {
 }
 
 /// Replaces the server certificate and key in `data` with new ones for `names` (those of the
-/// current certificate when empty), signed by the CA whose key is in `ca_key`; returns the
-/// names. A running collector serves the new certificate within [`crate::listener`]'s reload
-/// interval, without a restart.
-pub fn rotate(data: &Path, ca_key: &Path, names: &[String]) -> Result<Vec<String>, PkiError> {
+/// current certificate when empty), signed by the CA whose key is `ca_key_pem` (read by the
+/// caller: it may be kept offline, readable by root only); returns the names. A running
+/// collector serves the new certificate within [`crate::listener`]'s reload interval, without
+/// a restart.
+pub fn rotate(data: &Path, ca_key_pem: &str, names: &[String]) -> Result<Vec<String>, PkiError> {
     let files = Files::in_dir(data);
     let read = |path: &Path| {
         std::fs::read_to_string(path).map_err(|source| PkiError::Read {
@@ -114,7 +115,7 @@ pub fn rotate(data: &Path, ca_key: &Path, names: &[String]) -> Result<Vec<String
             source,
         })
     };
-    let key = KeyPair::from_pem(&read(ca_key)?)?;
+    let key = KeyPair::from_pem(ca_key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(&read(&files.ca)?, key)?;
     let names = if names.is_empty() {
         Certificate::read(&files.cert)?.names
@@ -261,7 +262,7 @@ mod tests {
         let files = create(dir.path(), &["plant.example".into()]).unwrap();
         let ca = std::fs::read(&files.ca).unwrap();
         let before = std::fs::read(&files.cert).unwrap();
-        let key = dir.path().join("ca.key");
+        let key = std::fs::read_to_string(dir.path().join("ca.key")).unwrap();
         assert_eq!(rotate(dir.path(), &key, &[]).unwrap(), ["plant.example"]);
         assert_ne!(std::fs::read(&files.cert).unwrap(), before);
         assert_eq!(std::fs::read(&files.ca).unwrap(), ca, "the CA stays");

@@ -175,6 +175,31 @@ fn enrolling_an_agent_with_out_writes_its_agent_toml_token_and_ca_ready_to_copy(
         "{}",
         text(&again.stderr)
     );
+    let listed = text(&collector(&["list"], &data).stdout);
+    assert!(
+        !listed.contains("hall-2"),
+        "refused before a credential was made: {listed}"
+    );
+    // A folder others may write to could have its ca.pem swapped before it is copied.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let open = collector(
+        &[
+            "enroll",
+            "--agent",
+            "hall-3",
+            "--out",
+            shared.to_str().unwrap(),
+        ],
+        &data,
+    );
+    assert_eq!(open.status.code(), Some(2));
+    assert!(
+        text(&open.stderr).contains("writable by others"),
+        "{}",
+        text(&open.stderr)
+    );
     let viewer = collector(
         &[
             "enroll",

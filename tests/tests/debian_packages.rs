@@ -63,13 +63,26 @@ fn packages() -> Result<(Vec<PathBuf>, Vec<PathBuf>), String> {
     };
     for pkg in PACKAGES {
         let status = Command::new("dpkg-query")
-            .args(["-W", "-f", "${Status}", pkg])
+            .args(["-W", "-f", "${db:Status-Status}", pkg])
             .output()
             .map_err(|e| format!("dpkg-query: {e}"))?;
-        if String::from_utf8_lossy(&status.stdout).contains("installed") {
+        // Unknown to dpkg, or purged ("not-installed"): anything else is someone's install.
+        let state = String::from_utf8_lossy(&status.stdout).trim().to_string();
+        if status.status.success() && !state.is_empty() && state != "not-installed" {
             return Err(format!(
-                "{pkg} is installed on this machine: not touching it"
+                "{pkg} is on this machine ({state}): not touching it"
             ));
+        }
+    }
+    // A hand-made install's folders would be purged with the packages'.
+    for path in [
+        "/etc/otwatch",
+        "/var/lib/otwatch-agent",
+        "/var/lib/otwatch-collector",
+        "/var/log/otwatch",
+    ] {
+        if Path::new(path).exists() {
+            return Err(format!("{path} exists on this machine: not touching it"));
         }
     }
     Ok((now, next))
@@ -376,6 +389,20 @@ fn replay(pcap: &Path, drain: &str) -> Output {
     .unwrap()
 }
 
+/// Purges the packages and stops a collector left running, whatever way the test ends: a
+/// failed run leaves the machine as it found it.
+struct Cleanup(Option<Child>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = run("dpkg", &["-P", "otwatch-agent", "otwatch-collector"]);
+    }
+}
+
 #[test]
 fn the_packages_install_keep_state_and_configuration_across_an_upgrade_and_purge_cleanly() {
     let required = std::env::var("OTWATCH_PACKAGE_TEST").is_ok_and(|v| v == "1");
@@ -397,6 +424,7 @@ fn the_packages_install_keep_state_and_configuration_across_an_upgrade_and_purge
     ok("dpkg", &["--compare-versions", &v2, "gt", &v1]);
 
     // A fresh install, as the README's deployment section does it.
+    let mut cleanup = Cleanup(None);
     dpkg(&["-i"], &now);
     check_installed(&v1);
     check_units();
@@ -504,7 +532,7 @@ fn the_packages_install_keep_state_and_configuration_across_an_upgrade_and_purge
 
     // The upgraded collector opens the store init made; the upgraded agent delivers what
     // waited in its outbox (an empty capture adds nothing of its own).
-    let mut collector = serve(&addr);
+    let collector = cleanup.0.insert(serve(&addr));
     let client = Client::new(&url, Path::new("/var/lib/otwatch-collector/ca.pem"));
     let deadline = Instant::now() + Duration::from_secs(30);
     while client.get("/healthz", None).0 != 200 {
@@ -531,8 +559,10 @@ fn the_packages_install_keep_state_and_configuration_across_an_upgrade_and_purge
     std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = replay(&empty, "30");
     let (status, page) = client.get("/api/v1/alerts?limit=100", Some(&viewer));
-    let _ = collector.kill();
-    let _ = collector.wait();
+    if let Some(mut collector) = cleanup.0.take() {
+        let _ = collector.kill();
+        let _ = collector.wait();
+    }
     assert_eq!(status, 200, "{page}");
     let rules: Vec<&str> = page["alerts"]
         .as_array()
