@@ -602,3 +602,43 @@ fn the_packages_install_keep_state_and_configuration_across_an_upgrade_and_purge
         );
     }
 }
+
+/// The same packages on a booted Debian 12 with systemd (CI itself runs none):
+/// `tests/packaging/services-in-container.sh` boots a minimal bookworm in systemd-nspawn and
+/// follows deploy/README.md; both services must run, the agent with CAP_NET_RAW alone and
+/// online at the collector, an upgrade must restart them on the new version with the
+/// configuration kept, and a purge must leave nothing.
+#[test]
+fn the_packages_run_as_services_on_a_booted_debian_12_through_an_upgrade() {
+    let required = std::env::var("OTWATCH_PACKAGE_TEST").is_ok_and(|v| v == "1");
+    let dir = workspace_root().join("target/debian");
+    let why = if ok("id", &["-u"]).trim() != "0" {
+        Some("needs root (systemd-nspawn)".to_string())
+    } else if debs_in(&dir).is_none() || debs_in(&dir.join("next")).is_none() {
+        Some(format!("no packages in {}", dir.display()))
+    } else {
+        ["debootstrap", "systemd-nspawn", "curl"]
+            .into_iter()
+            .find(|tool| {
+                run("sh", &["-c", &format!("command -v {tool}")])
+                    .stdout
+                    .is_empty()
+            })
+            .map(|tool| format!("{tool} is missing (.ci/run installs it)"))
+    };
+    if let Some(why) = why {
+        assert!(!required, "OTWATCH_PACKAGE_TEST=1 but {why}");
+        println!("skipped: {why}");
+        return;
+    }
+    let out = Command::new(workspace_root().join("tests/packaging/services-in-container.sh"))
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("PASS"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
