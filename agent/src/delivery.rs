@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::delivery::outbox::{Outbox, OutboxError};
 use crate::delivery::policy_follow::PolicyFollower;
-use crate::delivery::sender::{HttpsSender, SenderSetupError};
+use crate::delivery::sender::{HttpsSender, Sender, SenderSetupError};
 use crate::delivery::shipper::{Shipper, ShipperConfig};
 use crate::detection::evidence::EvidenceOptions;
 use crate::detection::learn_requests::LearnRequests;
@@ -27,8 +27,10 @@ use otwatch_delivery::Delivered;
 /// Where and how to deliver. Its `Debug` leaves the token out.
 #[derive(Clone)]
 pub struct DeliveryOptions {
-    /// The collector, `https://host:port`.
-    pub url: String,
+    /// The collectors, `https://host:port`, the first preferred.
+    pub urls: Vec<String>,
+    /// How long after leaving the preferred collector it is tried again.
+    pub return_after: Duration,
     /// The agent's bearer token.
     pub token: String,
     /// The collector's certificate authority (`ca.pem`); the public roots when absent.
@@ -48,7 +50,7 @@ pub struct DeliveryOptions {
 impl std::fmt::Debug for DeliveryOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeliveryOptions")
-            .field("url", &self.url)
+            .field("urls", &self.urls)
             .field("token", &"<redacted>")
             .field("ca", &self.ca)
             .field("outbox", &self.outbox)
@@ -94,6 +96,8 @@ pub struct DeliveryReport {
 #[derive(Debug)]
 pub struct Delivery {
     outbox: Arc<Outbox>,
+    /// The collectors' addresses, by index (the first preferred).
+    collectors: Vec<String>,
     shipper: Shipper,
     drain_timeout: Duration,
     status: Arc<Status>,
@@ -111,7 +115,8 @@ impl Delivery {
         follower: Option<PolicyFollower>,
         learn: Option<Arc<LearnRequests>>,
     ) -> Result<Self, DeliveryError> {
-        let sender = HttpsSender::new(&options.url, &options.token, options.ca.as_deref())?;
+        let sender = HttpsSender::new(&options.urls, &options.token, options.ca.as_deref())?;
+        let collectors = (0..sender.collectors()).map(|i| sender.name(i)).collect();
         let outbox_error = |source| DeliveryError::Outbox {
             path: options.outbox.clone(),
             source,
@@ -122,17 +127,19 @@ impl Delivery {
             Arc::new(Outbox::open(Arc::new(kv), options.outbox_budget).map_err(outbox_error)?);
         let mut config = ShipperConfig::new(agent.to_string(), agent_addr);
         config.heartbeat_every = options.heartbeat_every;
+        config.return_after = options.return_after;
         config.follower = follower;
         config.learn = learn;
         let shipper = Shipper::spawn(outbox.clone(), Box::new(sender), status.clone(), config)?;
         tracing::info!(
             "delivering to {} (outbox {}, {} records waiting)",
-            options.url,
+            options.urls.join(", then "),
             options.outbox.display(),
             outbox.depth()
         );
         Ok(Self {
             outbox,
+            collectors,
             shipper,
             drain_timeout: options.drain_timeout,
             status,
@@ -142,6 +149,11 @@ impl Delivery {
     /// The outbox, for whoever produces records.
     pub fn outbox(&self) -> &Arc<Outbox> {
         &self.outbox
+    }
+
+    /// The collectors' addresses, by index (the first preferred).
+    pub fn collectors(&self) -> &[String] {
+        &self.collectors
     }
 
     /// A function reading the delivery counters, for `/metrics`.

@@ -200,6 +200,15 @@ const NETWORK_DETECTION: Field = Field::new(
     "network_detection",
 );
 const COLLECTOR: Field = Field::new("--collector", "OTWATCH_COLLECTOR_URL", "collector_url");
+const RETURN_AFTER: Field = Field::new(
+    "--collector-return-after",
+    "OTWATCH_COLLECTOR_RETURN_AFTER",
+    "collector_return_after",
+);
+/// Most collector replicas one agent lists.
+pub const MAX_COLLECTORS: usize = 16;
+/// How long after leaving the preferred collector it is tried again, by default.
+const DEFAULT_RETURN_AFTER: Duration = Duration::from_secs(30);
 const CA: Field = Field::new("--ca", "OTWATCH_COLLECTOR_CA", "collector_ca");
 const OUTBOX: Field = Field::new("--outbox", "OTWATCH_OUTBOX", "outbox");
 const OUTBOX_BUDGET: Field = Field::new(
@@ -620,14 +629,7 @@ fn delivery(
     env: &Env,
     file: &AgentConfig,
 ) -> Result<Option<DeliveryOptions>, SettingsError> {
-    let Some((url, _)) = pick(
-        COLLECTOR,
-        flags.collector.clone(),
-        env,
-        "https://HOST:PORT",
-        file.collector_url.clone(),
-    )?
-    else {
+    let Some(urls) = collectors(flags, env, file)? else {
         return Ok(None);
     };
     let token = match token(flags, env, file)? {
@@ -681,6 +683,29 @@ fn delivery(
             "0s (expected a positive duration such as \"5s\")",
         ));
     }
+    let return_after = match flags.collector_return_after {
+        Some(d) => Some((d, RETURN_AFTER.flag)),
+        None => match env.get(RETURN_AFTER.env) {
+            Some(text) => Some((
+                humantime::parse_duration(text).map_err(|e| {
+                    invalid(
+                        RETURN_AFTER.env,
+                        format!("{text:?}: {e} (expected e.g. \"30s\")"),
+                    )
+                })?,
+                RETURN_AFTER.env,
+            )),
+            None => file.collector_return_after.map(|d| (d, RETURN_AFTER.file)),
+        },
+    };
+    if let Some((d, source)) = return_after
+        && d.is_zero()
+    {
+        return Err(invalid(
+            source,
+            "0s (expected a positive duration such as \"30s\")",
+        ));
+    }
     let drain = pick(
         DRAIN,
         flags.drain_timeout,
@@ -690,7 +715,8 @@ fn delivery(
     )?;
     let evidence = evidence(flags, env, file)?;
     Ok(Some(DeliveryOptions {
-        url,
+        urls,
+        return_after: return_after.map_or(DEFAULT_RETURN_AFTER, |(d, _)| d),
         token,
         ca: pick(
             CA,
@@ -713,6 +739,60 @@ fn delivery(
         drain_timeout: drain.map_or(DEFAULT_DRAIN_TIMEOUT, |(s, _)| Duration::from_secs(s)),
         evidence,
     }))
+}
+
+/// The collectors to deliver to, the first preferred: `--collector` (repeated), else
+/// `OTWATCH_COLLECTOR_URL` (comma-separated), else `collector_urls` or `collector_url` in
+/// the file (not both); none when no collector is set.
+fn collectors(
+    flags: &DeliveryFlags,
+    env: &Env,
+    file: &AgentConfig,
+) -> Result<Option<Vec<String>>, SettingsError> {
+    let (urls, source) = if !flags.collector.is_empty() {
+        (flags.collector.clone(), COLLECTOR.flag)
+    } else if let Some(text) = env.get(COLLECTOR.env) {
+        let urls = text
+            .split(',')
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .collect();
+        (urls, COLLECTOR.env)
+    } else {
+        match (&file.collector_url, &file.collector_urls) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "collector_urls",
+                    "set together with collector_url (expected one of them)",
+                ));
+            }
+            (Some(url), None) => (vec![url.clone()], COLLECTOR.file),
+            (None, Some(urls)) => (urls.clone(), "collector_urls"),
+            (None, None) => return Ok(None),
+        }
+    };
+    if urls.is_empty() {
+        return Err(invalid(source, "empty (expected https://HOST:PORT)"));
+    }
+    if urls.len() > MAX_COLLECTORS {
+        return Err(invalid(
+            source,
+            format!(
+                "{} collectors (expected at most {MAX_COLLECTORS})",
+                urls.len()
+            ),
+        ));
+    }
+    for (i, url) in urls.iter().enumerate() {
+        let base = url.trim_end_matches('/');
+        if urls[..i].iter().any(|u| u.trim_end_matches('/') == base) {
+            return Err(invalid(
+                source,
+                format!("{url:?} listed twice (expected each collector once)"),
+            ));
+        }
+    }
+    Ok(Some(urls))
 }
 
 /// Which alerts send their packets and how many frames are kept for them; none when off.

@@ -48,6 +48,8 @@ pub const MAX_POLICY_BYTES: usize = 256 << 10;
 /// Highest policy-language version a heartbeat may claim: far above any there will be, low
 /// enough to be a plain number everywhere it is shown.
 pub const MAX_POLICY_LANGUAGE: u32 = 1000;
+/// Longest collector address a heartbeat names.
+pub const MAX_COLLECTOR_URL: usize = 256;
 
 /// A field that is not what it must be.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -445,6 +447,16 @@ pub fn heartbeat(h: &Heartbeat) -> Result<(), Invalid> {
     bounded_opt("last_error", h.last_error.as_deref(), MAX_MESSAGE)?;
     if let Some(id) = &h.learning {
         learn_id("learning", id)?;
+    }
+    if let Some(url) = &h.collector {
+        bounded("collector", url, MAX_COLLECTOR_URL)?;
+        if url.is_empty() || !url.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Invalid::new(
+                "collector",
+                url,
+                "a collector address (https://HOST:PORT, printable, no spaces)",
+            ));
+        }
     }
     if let Some(language) = h.policy_language
         && !(1..=MAX_POLICY_LANGUAGE).contains(&language)

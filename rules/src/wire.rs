@@ -153,6 +153,10 @@ pub struct Heartbeat {
     /// The learn request the agent is working on, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learning: Option<String>,
+    /// The collector the agent delivers to (its address as the agent lists it), when it lists
+    /// several replicas; agents with one collector send none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector: Option<String>,
     /// Packets per second over the last interval.
     #[serde(default)]
     pub packets_per_s: f64,

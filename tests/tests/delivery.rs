@@ -61,7 +61,7 @@ impl Site {
 
     fn sender(&self, token: &str) -> Box<dyn Sender> {
         let ca = self.site.ca();
-        Box::new(HttpsSender::new(&self.site.url(), token, Some(&ca)).unwrap())
+        Box::new(HttpsSender::new(&[self.site.url()], token, Some(&ca)).unwrap())
     }
 
     fn collector(&self) -> Collector {

@@ -18,6 +18,10 @@ use ureq::tls::{PemItem, RootCerts, TlsConfig};
 pub trait Sender: Send {
     /// How many collectors this sender can reach.
     fn collectors(&self) -> usize;
+    /// Collector `collector`'s name for logs, the heartbeat and `/metrics` (its address).
+    fn name(&self, collector: usize) -> String {
+        format!("collector {collector}")
+    }
     /// Delivers a batch to collector `collector`; `Ok` means it stored the batch durably.
     fn ingest(&mut self, collector: usize, batch: &IngestBatch) -> Result<IngestReply, Failure>;
     /// Reports the agent's health to collector `collector`, which answers with the policy
@@ -51,17 +55,18 @@ pub enum SenderSetupError {
     Url(String),
 }
 
-/// JSON over HTTPS to `otwatch-collector`.
+/// JSON over HTTPS to `otwatch-collector`: one or several replicas, by index, the first
+/// the preferred one.
 pub struct HttpsSender {
     agent: ureq::Agent,
-    base: String,
+    bases: Vec<String>,
     authorization: String,
 }
 
 impl std::fmt::Debug for HttpsSender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpsSender")
-            .field("base", &self.base)
+            .field("bases", &self.bases)
             .finish()
     }
 }
@@ -73,12 +78,25 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl HttpsSender {
-    /// A sender to the collector at `url` (`https://host:port`), presenting `token`, trusting
-    /// the certificates in `ca` (the collector's `ca.pem`) or, without one, the public roots.
-    pub fn new(url: &str, token: &str, ca: Option<&Path>) -> Result<Self, SenderSetupError> {
-        let base = url.trim_end_matches('/').to_string();
-        if !(base.starts_with("https://") || base.starts_with("http://")) || base.len() < 9 {
-            return Err(SenderSetupError::Url(url.to_string()));
+    /// A sender to the collectors at `urls` (`https://host:port`, the first preferred: at
+    /// least one), presenting `token`, trusting the certificates in `ca` (the collectors'
+    /// `ca.pem`: replicas share one certificate authority) or, without one, the public roots.
+    pub fn new<S: AsRef<str>>(
+        urls: &[S],
+        token: &str,
+        ca: Option<&Path>,
+    ) -> Result<Self, SenderSetupError> {
+        let mut bases = Vec::with_capacity(urls.len());
+        for url in urls {
+            let url = url.as_ref();
+            let base = url.trim_end_matches('/').to_string();
+            if !(base.starts_with("https://") || base.starts_with("http://")) || base.len() < 9 {
+                return Err(SenderSetupError::Url(url.to_string()));
+            }
+            bases.push(base);
+        }
+        if bases.is_empty() {
+            return Err(SenderSetupError::Url(String::new()));
         }
         let mut tls = TlsConfig::builder();
         if let Some(path) = ca {
@@ -106,7 +124,7 @@ impl HttpsSender {
             .new_agent();
         Ok(Self {
             agent,
-            base,
+            bases,
             authorization: format!("Bearer {token}"),
         })
     }
@@ -138,14 +156,24 @@ impl HttpsSender {
         Failure::from_http(status, retry_after, message)
     }
 
+    /// Collector `collector`'s address (a machine never names one past the list; the first
+    /// stands in, should it).
+    fn base(&self, collector: usize) -> &str {
+        self.bases
+            .get(collector)
+            .or_else(|| self.bases.first())
+            .map_or("", String::as_str)
+    }
+
     fn post<T: serde::Serialize, R: serde::de::DeserializeOwned>(
         &self,
+        collector: usize,
         path: &str,
         body: &T,
     ) -> Result<R, Failure> {
         let mut response = self
             .agent
-            .post(format!("{}{path}", self.base))
+            .post(format!("{}{path}", self.base(collector)))
             .header("Authorization", &self.authorization)
             .send_json(body)
             .map_err(|e| Failure::Unreachable(e.to_string()))?;
@@ -159,29 +187,35 @@ impl HttpsSender {
     }
 }
 
-/// One collector address today: several come with collector replicas.
 impl Sender for HttpsSender {
     fn collectors(&self) -> usize {
-        1
+        self.bases.len()
     }
 
-    fn ingest(&mut self, _collector: usize, batch: &IngestBatch) -> Result<IngestReply, Failure> {
-        self.post("/api/v1/ingest", batch)
+    fn name(&self, collector: usize) -> String {
+        self.base(collector).to_string()
+    }
+
+    fn ingest(&mut self, collector: usize, batch: &IngestBatch) -> Result<IngestReply, Failure> {
+        self.post(collector, "/api/v1/ingest", batch)
     }
 
     fn heartbeat(
         &mut self,
-        _collector: usize,
+        collector: usize,
         heartbeat: &Heartbeat,
     ) -> Result<HeartbeatReply, Failure> {
-        self.post("/api/v1/heartbeat", heartbeat)
+        self.post(collector, "/api/v1/heartbeat", heartbeat)
     }
 
-    fn policy(&mut self, _collector: usize, agent: &str) -> Result<Option<String>, Failure> {
+    fn policy(&mut self, collector: usize, agent: &str) -> Result<Option<String>, Failure> {
         let segment = utf8_percent_encode(agent, NON_ALPHANUMERIC);
         let mut response = self
             .agent
-            .get(format!("{}/api/v1/agents/{segment}/policy", self.base))
+            .get(format!(
+                "{}/api/v1/agents/{segment}/policy",
+                self.base(collector)
+            ))
             .header("Authorization", &self.authorization)
             .header("Accept", "application/toml")
             .call()

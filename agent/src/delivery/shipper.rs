@@ -44,6 +44,8 @@ pub struct ShipperConfig {
     pub backoff_min: Duration,
     /// Longest wait after repeated failures.
     pub backoff_max: Duration,
+    /// How long after leaving the preferred collector (the first) it is tried again.
+    pub return_after: Duration,
     /// Follows the policy the collector assigns (`policy_source = "collector"`), if set.
     pub follower: Option<PolicyFollower>,
     /// Where learn requests from the collector go, if the agent can learn (`run`).
@@ -61,6 +63,7 @@ impl ShipperConfig {
             heartbeat_every: Duration::from_secs(5),
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(60),
+            return_after: Duration::from_secs(30),
             follower: None,
             learn: None,
         }
@@ -121,6 +124,7 @@ impl Shipper {
                 backoff_min: config.backoff_min,
                 backoff_max: config.backoff_max,
                 collectors: sender.collectors(),
+                return_after: config.return_after,
                 ..Config::default()
             },
             jitter_seed(),
@@ -372,6 +376,18 @@ impl Worker {
                     RecordsSetAside { count, why: &why }.emit(&self.status)
                 }
                 Event::ReportDrops => self.report_drops(),
+                Event::Collector(collector) => {
+                    let preferred = if collector == 0 {
+                        "the preferred one"
+                    } else {
+                        "the preferred one failed"
+                    };
+                    tracing::warn!(
+                        collector = %self.sender.name(collector),
+                        "delivering to {} ({preferred})",
+                        self.sender.name(collector)
+                    );
+                }
             }
         }
         if let Some(dropped) = self.overflow.due(self.outbox.dropped_total()) {
@@ -466,6 +482,9 @@ impl Worker {
             }),
             policy_language: Some(POLICY_VERSION),
             learning: self.config.learn.as_ref().and_then(|b| b.current()),
+            // Only with replicas: a single collector (perhaps older) needs no telling.
+            collector: (self.sender.collectors() > 1)
+                .then(|| self.sender.name(self.machine.collector())),
             packets_per_s: snapshot.packets_per_s,
             packets: snapshot.packets,
             drops: snapshot.kernel_drops + snapshot.queue_drops + self.outbox.dropped_total(),

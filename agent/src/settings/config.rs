@@ -39,6 +39,11 @@ pub struct AgentConfig {
     pub agent_name: Option<String>,
     /// The collector, `https://host:port`.
     pub collector_url: Option<String>,
+    /// Several collector replicas, the first preferred (instead of `collector_url`).
+    pub collector_urls: Option<Vec<String>>,
+    /// How long after leaving the preferred collector it is tried again ("30s").
+    #[serde(default, deserialize_with = "duration")]
+    pub collector_return_after: Option<Duration>,
     /// The agent's token (prefer `collector_token_file`, readable by the agent only).
     pub collector_token: Option<Secret>,
     /// A file holding the agent's token.

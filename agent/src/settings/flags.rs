@@ -209,10 +209,14 @@ pub struct DeliveryFlags {
     /// [env: OTWATCH_AGENT_CONFIG]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Deliver alerts and asset observations to this collector (https://HOST:PORT).
-    /// [env: OTWATCH_COLLECTOR_URL]
+    /// Deliver alerts and asset observations to this collector (https://HOST:PORT); repeat it
+    /// for replicas, the first preferred. [env: OTWATCH_COLLECTOR_URL, comma-separated]
     #[arg(long, value_name = "URL")]
-    pub collector: Option<String>,
+    pub collector: Vec<String>,
+    /// How long after leaving the preferred collector (the first) it is tried again ("30s").
+    /// [env: OTWATCH_COLLECTOR_RETURN_AFTER]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub collector_return_after: Option<Duration>,
     /// The collector's certificate authority (ca.pem from `otwatch-collector init`).
     /// [env: OTWATCH_COLLECTOR_CA]
     #[arg(long, value_name = "FILE")]

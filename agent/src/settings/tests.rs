@@ -34,7 +34,8 @@ collector_ca = "/data/ca.pem"
     let s = replay(&replay_flags(), &no_env(), &config, None).unwrap();
     let d = s.delivery.unwrap();
     assert_eq!(s.agent_name, "hall-1");
-    assert_eq!(d.url, "https://127.0.0.1:8443");
+    assert_eq!(d.urls, ["https://127.0.0.1:8443"]);
+    assert_eq!(d.return_after, DEFAULT_RETURN_AFTER);
     assert_eq!(d.token, "otw_abc");
     assert_eq!(d.ca.as_deref(), Some(Path::new("/data/ca.pem")));
     assert_eq!(d.outbox_budget, DEFAULT_OUTBOX_BUDGET_MB * 1024 * 1024);
@@ -487,4 +488,62 @@ fn network_detection_is_on_by_default_lets_arp_through_and_turns_off_anywhere() 
     let own = file("interface = \"eth9\"\n[capture]\nfilter = \"tcp-or-udp\"\n");
     let s = run(&RunFlags::default(), &no_env(), &own, None).unwrap();
     assert_eq!(filter(&s), Program::tcp_or_udp());
+}
+
+#[test]
+fn replicas_come_from_repeated_flags_a_comma_list_or_the_file_and_a_bad_list_names_its_source() {
+    let token = "collector_token = \"t\"\n";
+    let urls = |flags: &ReplayFlags, env: &Env, config: &AgentConfig| {
+        replay(flags, env, config, None).map(|s| s.delivery.map(|d| d.urls))
+    };
+    let config = file(&format!(
+        "collector_urls = [\"https://a:8443\", \"https://b:8443\"]\ncollector_return_after = \"10s\"\n{token}"
+    ));
+    let s = replay(&replay_flags(), &no_env(), &config, None).unwrap();
+    let d = s.delivery.unwrap();
+    assert_eq!(d.urls, ["https://a:8443", "https://b:8443"]);
+    assert_eq!(d.return_after, Duration::from_secs(10));
+    let env = Env::from_pairs([("OTWATCH_COLLECTOR_URL", "https://c:8443, https://d:8443")]);
+    assert_eq!(
+        urls(&replay_flags(), &env, &config).unwrap().unwrap(),
+        ["https://c:8443", "https://d:8443"]
+    );
+    let mut flags = replay_flags();
+    flags.delivery.collector = vec!["https://e:8443".into(), "https://f:8443".into()];
+    assert_eq!(
+        urls(&flags, &env, &config).unwrap().unwrap(),
+        ["https://e:8443", "https://f:8443"]
+    );
+
+    let both = file(&format!(
+        "collector_url = \"https://a:8443\"\ncollector_urls = [\"https://b:8443\"]\n{token}"
+    ));
+    let e = urls(&replay_flags(), &no_env(), &both)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("collector_urls: set together with collector_url"),
+        "{e}"
+    );
+    flags.delivery.collector = vec!["https://e:8443".into(), "https://e:8443/".into()];
+    let e = urls(&flags, &no_env(), &config).unwrap_err().to_string();
+    assert!(
+        e.starts_with("--collector: ") && e.contains("listed twice"),
+        "{e}"
+    );
+    flags.delivery.collector = (0..=MAX_COLLECTORS)
+        .map(|i| format!("https://c{i}:8443"))
+        .collect();
+    let e = urls(&flags, &no_env(), &config).unwrap_err().to_string();
+    assert!(e.contains("at most 16"), "{e}");
+    let empty = file(&format!("collector_urls = []\n{token}"));
+    let e = urls(&replay_flags(), &no_env(), &empty)
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("collector_urls: empty"), "{e}");
+    let zero = Env::from_pairs([("OTWATCH_COLLECTOR_RETURN_AFTER", "0s")]);
+    let e = urls(&replay_flags(), &zero, &config)
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("OTWATCH_COLLECTOR_RETURN_AFTER: 0s"), "{e}");
 }

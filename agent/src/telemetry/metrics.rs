@@ -41,6 +41,9 @@ pub struct AgentMetrics {
     send_failures: IntCounter,
     rejected: IntCounter,
     connected: IntGauge,
+    collector_in_use: IntGaugeVec,
+    /// The collectors delivered to, by index (the first preferred).
+    collectors: Vec<String>,
     policy_reloads: IntCounterVec,
     events: IntCounterVec,
     uptime: IntGauge,
@@ -172,6 +175,18 @@ impl AgentMetrics {
                 "otwatch_agent_collector_connected",
                 "1 when the last attempt reached the collector",
             )?,
+            collector_in_use: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "otwatch_agent_collector_in_use",
+                        "1 for the collector delivered to, 0 for the other replicas listed (the first listed is preferred)",
+                    ),
+                    &["collector"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            collectors: Vec::new(),
             events: vec(
                 "otwatch_agent_internal_events_total",
                 "Things that happened to the agent itself, by event (records for set-asides and overflows)",
@@ -189,6 +204,12 @@ impl AgentMetrics {
             last: Mutex::new(Last::default()),
             registry,
         })
+    }
+
+    /// The collectors delivery uses, by index, for `otwatch_agent_collector_in_use`.
+    pub fn with_collectors(mut self, collectors: Vec<String>) -> Self {
+        self.collectors = collectors;
+        self
     }
 
     /// Brings every metric up to date and renders the text exposition.
@@ -331,6 +352,11 @@ impl AgentMetrics {
         self.outbox_bytes
             .set(outbox.map_or(0, |o| i64::try_from(o.bytes()).unwrap_or(i64::MAX)));
         self.connected.set(i64::from(delivered.connected));
+        for (i, collector) in self.collectors.iter().enumerate() {
+            self.collector_in_use
+                .with_label_values(&[collector.as_str()])
+                .set(i64::from(i == delivered.collector));
+        }
         self.uptime
             .set(i64::try_from(status.uptime().as_secs()).unwrap_or(i64::MAX));
         let mut out = Vec::new();
@@ -349,7 +375,9 @@ pub fn serve_agent(
     status: Arc<Status>,
     delivery: Option<&crate::delivery::Delivery>,
 ) -> std::io::Result<MetricsServer> {
-    let metrics = AgentMetrics::new().map_err(|e| std::io::Error::other(e.to_string()))?;
+    let metrics = AgentMetrics::new()
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+        .with_collectors(delivery.map_or_else(Vec::new, |d| d.collectors().to_vec()));
     let outbox = delivery.map(|d| d.outbox().clone());
     let delivered = delivery.map(crate::delivery::Delivery::delivered_handle);
     let render: Render = Arc::new(move || {

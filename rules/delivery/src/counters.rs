@@ -17,4 +17,7 @@ pub struct Delivered {
     pub heartbeats: u64,
     /// Whether the last attempt reached the collector.
     pub connected: bool,
+    /// The collector now delivered to: its index in the configured list (0, the first, is
+    /// the preferred one).
+    pub collector: usize,
 }

@@ -2,8 +2,9 @@
 //!
 //! Records are sent oldest first, in batches; the collector acknowledges a batch once it is
 //! durable, and only then are its records removed from the outbox. Failures back off
-//! exponentially with jitter; with several collectors, one that cannot be reached is skipped
-//! for the next before backing off. A batch the collector finds too large is halved. A single
+//! exponentially with jitter; with several collectors (replicas), one that cannot be reached
+//! or fails (timeouts and 5xx included) is skipped for the next before backing off, and the
+//! first, the preferred one, is tried again [`Config::return_after`] after it was left. A batch the collector finds too large is halved. A single
 //! record it refuses for good (422) is set aside; one it cannot read (400, a newer schema
 //! perhaps) is set aside only once the collector has taken the record after it, so one bad
 //! record cannot block everything behind it and a collector that refuses every record (an
@@ -39,6 +40,8 @@ pub struct Config {
     /// Collectors to deliver to, by index: the driver maps an index to an address. One that
     /// cannot be reached is skipped for the next.
     pub collectors: usize,
+    /// How long after leaving the first collector (the preferred one) it is tried again.
+    pub return_after: Duration,
 }
 
 impl Default for Config {
@@ -51,6 +54,7 @@ impl Default for Config {
             backoff_max: Duration::from_secs(60),
             idle_poll: Duration::from_millis(200),
             collectors: 1,
+            return_after: Duration::from_secs(30),
         }
     }
 }
@@ -138,6 +142,9 @@ pub enum Event {
     /// The collector took a batch: report the drops the outbox made meanwhile (an
     /// `agent.outbox_overflow` alert), if any.
     ReportDrops,
+    /// Delivery moved to another collector (by index): one failed, or the preferred one is
+    /// tried again.
+    Collector(usize),
 }
 
 /// What removing records will count once the outbox has done it.
@@ -193,6 +200,8 @@ pub struct Machine {
     in_pass: bool,
     next_heartbeat: Duration,
     collector: usize,
+    /// When delivery left the preferred collector (the first), while it is on another.
+    left_preferred: Option<Duration>,
     /// Collectors that failed in a row since the last one that answered.
     unreachable_in_a_row: usize,
     delivered: Delivered,
@@ -210,6 +219,7 @@ impl Machine {
             state: State::Ready,
             next_heartbeat: Duration::ZERO,
             collector: 0,
+            left_preferred: None,
             unreachable_in_a_row: 0,
             delivered: Delivered::default(),
             events: VecDeque::new(),
@@ -224,6 +234,18 @@ impl Machine {
                 lane: removal.lane,
                 through: removal.through,
             };
+        }
+        // Not in the middle of probing a refused record: that decision needs one collector.
+        if self
+            .left_preferred
+            .is_some_and(|left| now >= left + self.config.return_after)
+            && !matches!(self.state, State::Probing { .. })
+        {
+            // Back to the preferred collector; should it still fail, the next takes over
+            // again and it waits another interval.
+            self.left_preferred = None;
+            self.unreachable_in_a_row = 0;
+            self.switch_to(0);
         }
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + self.config.heartbeat_every;
@@ -500,6 +522,18 @@ impl Machine {
         self.batch_limit[lane.index()]
     }
 
+    /// Delivers to `collector` from now on, and says so when it changes.
+    fn switch_to(&mut self, collector: usize) {
+        if collector == 0 {
+            self.left_preferred = None;
+        }
+        if collector != self.collector {
+            self.collector = collector;
+            self.delivered.collector = collector;
+            self.events.push_back(Event::Collector(collector));
+        }
+    }
+
     /// A collector answered: it is the one to stay with.
     fn reached(&mut self) {
         self.unreachable_in_a_row = 0;
@@ -538,7 +572,11 @@ impl Machine {
                 self.state = State::Backoff { until: now + wait };
             }
             Failure::Unreachable(_) => {
-                self.collector = (self.collector + 1) % self.config.collectors.max(1);
+                let next = (self.collector + 1) % self.config.collectors.max(1);
+                if self.collector == 0 && next != 0 {
+                    self.left_preferred = Some(now);
+                }
+                self.switch_to(next);
                 self.unreachable_in_a_row += 1;
                 if self.unreachable_in_a_row < self.config.collectors {
                     self.state = State::Ready;

@@ -215,6 +215,16 @@ fn a_heartbeat_is_bounded_and_its_rate_is_a_number() {
     }
     h.policy_language = Some(crate::policy::POLICY_VERSION);
     assert_eq!(heartbeat(&h), Ok(()));
+    for bad in [
+        String::new(),
+        "https://a:8443\n<script>".to_string(),
+        format!("https://{}", "a".repeat(MAX_COLLECTOR_URL)),
+    ] {
+        h.collector = Some(bad);
+        assert_eq!(heartbeat(&h).unwrap_err().field, "collector");
+    }
+    h.collector = Some("https://replica-2.plant:8443".into());
+    assert_eq!(heartbeat(&h), Ok(()));
 }
 
 #[test]

@@ -786,3 +786,71 @@ fn unreadable_records_ahead_of_a_refused_one_are_counted_when_it_is_set_aside() 
     assert_eq!(sim.set_aside(), 2, "the foreign record and the refused one");
     assert!(sim.outbox().is_empty());
 }
+
+/// A collector that is down until `up` is set, then takes everything.
+fn down_until(up: &std::rc::Rc<std::cell::Cell<bool>>) -> Collector {
+    let up = up.clone();
+    Box::new(move |_: &[Rec]| {
+        if up.get() {
+            Ok(0)
+        } else {
+            Err(Failure::Unreachable("503: no database".into()))
+        }
+    })
+}
+
+#[test]
+fn the_preferred_collector_is_tried_again_after_return_after_and_kept_once_it_answers() {
+    let up = std::rc::Rc::new(std::cell::Cell::new(false));
+    let config = Config {
+        batch_records: 8,
+        collectors: 2,
+        return_after: Duration::from_secs(30),
+        ..Config::default()
+    };
+    let mut sim = Sim::with(config, vec![down_until(&up), honest()]);
+    sim.push(&[Rec::Good; 3]);
+    sim.run(100);
+    assert_eq!(sim.taken[1], vec![1, 2, 3], "the second took over at once");
+    assert_eq!(sim.machine.collector(), 1);
+    assert_eq!(sim.machine.delivered().collector, 1);
+
+    // Before the interval: the second keeps everything.
+    sim.now += Duration::from_secs(20);
+    sim.push(&[Rec::Good]);
+    sim.run(100);
+    assert_eq!(sim.taken[1], vec![1, 2, 3, 4]);
+
+    // After it, the preferred one is tried; still down, the second takes the batch at once.
+    sim.now += Duration::from_secs(15);
+    sim.push(&[Rec::Good]);
+    sim.run(100);
+    assert_eq!(sim.taken[1], vec![1, 2, 3, 4, 5]);
+    assert!(sim.taken[0].is_empty());
+    assert_eq!(sim.machine.collector(), 1);
+
+    // Back up: after another interval the preferred one gets the next batch, and keeps them.
+    up.set(true);
+    sim.now += Duration::from_secs(31);
+    sim.push(&[Rec::Good]);
+    sim.run(100);
+    assert_eq!(sim.taken[0], vec![6]);
+    sim.push(&[Rec::Good]);
+    sim.run(100);
+    assert_eq!(
+        sim.taken[0],
+        vec![6, 7],
+        "stays with the preferred collector"
+    );
+    assert_eq!(sim.machine.delivered().collector, 0);
+    let moves: Vec<usize> = sim
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Collector(c) => Some(*c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(moves, vec![1, 0, 1, 0], "every move is reported");
+    assert_eq!(sim.taken[1].len(), 5, "nothing delivered twice");
+}
