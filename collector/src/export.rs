@@ -11,6 +11,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::broadcast;
 
 use crate::config::{Syslog, SyslogTransport};
+use crate::feed::Announced;
 
 /// CEF severity (0-10) of an alert severity.
 fn cef_severity(s: Severity) -> u8 {
@@ -156,7 +157,7 @@ pub type Lost = prometheus::IntCounterVec;
 /// Sends every alert of the feed to a syslog receiver until the feed closes.
 pub async fn syslog(
     config: Syslog,
-    mut feed: broadcast::Receiver<Arc<Alert>>,
+    mut feed: broadcast::Receiver<Arc<Announced>>,
     hostname: String,
     lost: Lost,
 ) {
@@ -203,7 +204,7 @@ pub async fn syslog(
 /// Appends every alert of the feed to a JSON-lines file until the feed closes.
 pub async fn jsonl(
     path: std::path::PathBuf,
-    mut feed: broadcast::Receiver<Arc<Alert>>,
+    mut feed: broadcast::Receiver<Arc<Announced>>,
     lost: Lost,
 ) {
     loop {
@@ -221,7 +222,7 @@ pub async fn jsonl(
                 .create(true)
                 .append(true)
                 .open(&path)?;
-            let mut line = serde_json::to_vec(&*alert).map_err(std::io::Error::other)?;
+            let mut line = serde_json::to_vec(&alert.alert).map_err(std::io::Error::other)?;
             line.push(b'\n');
             f.write_all(&line)
         })

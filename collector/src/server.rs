@@ -178,6 +178,7 @@ pub fn router<K: Kv>(state: Shared<K>) -> Router {
         .route("/dashboard.js", get(dashboard_script))
         .route("/dashboard.css", get(dashboard_style))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz::<K>))
         .route("/metrics", get(metrics::<K>))
         .route("/api/v1/login", post(session::login::<K>))
         .route("/api/v1/logout", post(session::logout::<K>))
@@ -450,7 +451,7 @@ async fn ingest<K: Kv>(
                 Err(e) => return Err(e),
             }
         }
-        let (reply, fresh) = store.ingest(&batch, now())?;
+        let (reply, fresh) = store.ingest_sequenced(&batch, now())?;
         // The alerts are durable: they are reported whatever happens to their evidence.
         let kept = if packets.is_empty() {
             Ok(())
@@ -470,7 +471,7 @@ async fn ingest<K: Kv>(
     reply.duplicates += stored_before;
     state.metrics.ingested.inc_by(reply.accepted as u64);
     state.metrics.duplicates.inc_by(reply.duplicates as u64);
-    for a in &fresh {
+    for (_, a) in &fresh {
         state
             .metrics
             .alerts
@@ -649,6 +650,34 @@ async fn alert_by_id<K: Kv>(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "alert not found"))
 }
 
+/// Readiness, for a load balancer in front of replicas: 200 when the store answers a read,
+/// 503 naming why when it does not (`/healthz` stays liveness: the process runs).
+async fn readyz<K: Kv>(State(state): State<Shared<K>>) -> Response {
+    let store = state.store.clone();
+    match blocking(move || store.last_sequence()).await {
+        Ok(_) => (StatusCode::OK, axum::Json(json!({ "ready": true }))).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "ready": false, "error": e.message })),
+        )
+            .into_response(),
+    }
+}
+
+/// Most alerts a resuming live-feed subscriber is sent from the store (those stored after its
+/// `Last-Event-ID`): past this many it is told how many it missed (`lagged`) and should page
+/// through `/api/v1/alerts` for them. Bounds what one reconnect may make the collector read.
+pub const RESUME_MAX: usize = 1_000;
+
+/// The live-feed event for a stored alert: its ingest sequence number as the id.
+fn alert_event(seq: u64, alert: &otwatch_rules::alert::Alert) -> Event {
+    let data = serde_json::to_string(alert).unwrap_or_default();
+    Event::default()
+        .event("alert")
+        .id(seq.to_string())
+        .data(data)
+}
+
 async fn stream<K: Kv>(
     State(state): State<Shared<K>>,
     headers: HeaderMap,
@@ -662,15 +691,42 @@ async fn stream<K: Kv>(
     params.remove("cursor");
     params.remove("limit");
     let (filter, _, _) = filter_of(&params)?;
+    // A reconnecting subscriber (browsers send it by themselves) resumes after the last event
+    // it saw. An id that is not a sequence number (one from before sequence numbers: an alert
+    // id) resumes nothing.
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    // Subscribed before reading the store: an alert stored meanwhile is in one or the other
+    // (or both: the live part skips what was replayed).
     let rx = state.feed.subscribe();
-    let stream = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |item| {
+    let (missed, newest) = match resume {
+        Some(after) => {
+            let store = state.store.clone();
+            blocking(move || {
+                let missed = store.alerts_since(after, RESUME_MAX)?;
+                Ok((missed, store.last_sequence()?))
+            })
+            .await?
+        }
+        None => (Vec::new(), 0),
+    };
+    let replayed_through = missed.last().map(|(seq, _)| *seq).or(resume).unwrap_or(0);
+    let mut first: Vec<Result<Event, Infallible>> = missed
+        .iter()
+        .filter(|(_, a)| filter.matches(a))
+        .map(|(seq, a)| Ok(alert_event(*seq, a)))
+        .collect();
+    if missed.len() >= RESUME_MAX && newest > replayed_through {
+        first.push(Ok(Event::default()
+            .event("lagged")
+            .data((newest - replayed_through).to_string())));
+    }
+    let live = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |item| {
         let event = match item {
-            Ok(alert) if filter.matches(&alert) => {
-                let data = serde_json::to_string(&*alert).unwrap_or_default();
-                Some(Ok(Event::default()
-                    .event("alert")
-                    .id(alert.id.clone())
-                    .data(data)))
+            Ok(a) if a.seq > replayed_through && filter.matches(&a.alert) => {
+                Some(Ok(alert_event(a.seq, &a.alert)))
             }
             Ok(_) => None,
             Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
@@ -679,6 +735,7 @@ async fn stream<K: Kv>(
         };
         futures::future::ready(event)
     });
+    let stream = futures::stream::iter(first).chain(live);
     let ends = async move {
         match ends {
             Some(f) => f.await,

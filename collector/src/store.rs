@@ -188,6 +188,18 @@ impl<K: Kv> Store<K> {
         batch: &IngestBatch,
         now: Timestamp,
     ) -> Result<(IngestReply, Vec<Alert>), StoreError> {
+        self.ingest_sequenced(batch, now)
+            .map(|(reply, fresh)| (reply, fresh.into_iter().map(|(_, a)| a).collect()))
+    }
+
+    /// [`Store::ingest`], each stored alert with its ingest sequence number: numbers grow by
+    /// one per stored alert, in the order alerts were stored, and are never reused (the live
+    /// feed's event ids, which a subscriber resumes from).
+    pub fn ingest_sequenced(
+        &self,
+        batch: &IngestBatch,
+        now: Timestamp,
+    ) -> Result<(IngestReply, Vec<(u64, Alert)>), StoreError> {
         // Work that needs no lock: ids checked, keys and records encoded, postings made as if
         // every alert were new (a batch with duplicates makes them again below).
         let mut prepared = Vec::with_capacity(batch.alerts.len());
@@ -207,6 +219,7 @@ impl<K: Kv> Store<K> {
         let mut seen_in_batch = std::collections::HashSet::new();
         let mut incidents: Vec<Incident> = Vec::new();
         let first_new_incident = self.counter(b"incident")?;
+        let mut next_seq = self.counter(b"sequence")?;
         let mut next_incident = first_new_incident;
         let mut indexed: Vec<([u8; 24], &Alert)> = Vec::new();
         for (id, suffix, alert, encoded) in prepared {
@@ -215,10 +228,13 @@ impl<K: Kv> Store<K> {
                 continue;
             }
             b.put(keys::alert(&suffix), encoded);
-            b.put(
-                keys::named(keys::ID, &id),
-                alert.ts.as_nanos().to_be_bytes().to_vec(),
-            );
+            // The id's record: the alert's time (where its key is), then its sequence number
+            // (stores before sequence numbers hold the time alone).
+            next_seq += 1;
+            let mut at = alert.ts.as_nanos().to_be_bytes().to_vec();
+            at.extend_from_slice(&next_seq.to_be_bytes());
+            b.put(keys::named(keys::ID, &id), at);
+            b.put(keys::sequence(next_seq), suffix.to_vec());
             indexed.push((suffix, alert));
             self.group(alert, &mut incidents, &mut next_incident)?;
             reply.accepted += 1;
@@ -235,6 +251,10 @@ impl<K: Kv> Store<K> {
             b.put(key, posting);
         }
         self.put_incidents(&mut b, incidents, first_new_incident, next_incident)?;
+        b.put(
+            keys::named(keys::COUNTER, b"sequence"),
+            next_seq.to_be_bytes().to_vec(),
+        );
         let stored = self.counter(b"alerts")? + reply.accepted as u64;
         b.put(
             keys::named(keys::COUNTER, b"alerts"),
@@ -264,7 +284,12 @@ impl<K: Kv> Store<K> {
         }
         self.kv.apply(b)?;
         drop(writer);
-        let fresh = indexed.into_iter().map(|(_, a)| a.clone()).collect();
+        let first_seq = next_seq - indexed.len() as u64;
+        let fresh = indexed
+            .into_iter()
+            .enumerate()
+            .map(|(i, (_, a))| (first_seq + 1 + i as u64, a.clone()))
+            .collect();
         // Flushed outside the writer lock: the next batch is applied while this one reaches
         // the disk, and one flush makes both durable (group commit). A batch that found an id
         // already stored by a batch not yet flushed is acknowledged only after its own flush,
@@ -629,6 +654,35 @@ impl<K: Kv> Store<K> {
             .get(&keys::alert(&keys::order(u64_of(&ts), &bytes)))?
             .map(|v| serde_json::from_slice(&v).map_err(corrupt))
             .transpose()
+    }
+
+    /// Stored alerts with sequence numbers above `after`, in ingest order, at most `limit`
+    /// (alerts retention removed meanwhile are skipped): what a live-feed subscriber missed.
+    pub fn alerts_since(&self, after: u64, limit: usize) -> Result<Vec<(u64, Alert)>, StoreError> {
+        let mut out = Vec::new();
+        let start = keys::sequence(after);
+        let end = [keys::SEQUENCE + 1];
+        let page = self.kv.range(
+            Bound::Excluded(start.as_slice()),
+            Bound::Excluded(&end[..]),
+            Order::Ascending,
+            limit,
+        )?;
+        for (k, suffix) in page {
+            let seq = u64_of(k.get(1..).unwrap_or_default());
+            let Ok(suffix) = <[u8; 24]>::try_from(suffix.as_ref()) else {
+                continue;
+            };
+            if let Some(v) = self.kv.get(&keys::alert(&suffix))? {
+                out.push((seq, serde_json::from_slice(&v).map_err(corrupt)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest ingest sequence number given out (0 before the first alert).
+    pub fn last_sequence(&self) -> Result<u64, StoreError> {
+        self.counter(b"sequence")
     }
 
     // ---- agents ----

@@ -176,7 +176,11 @@ fn every_alert_of_an_attack_reaches_the_collector_once_and_shows_in_the_api_feed
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in feed.lines().map_while(Result::ok) {
-            if let Some(id) = line.strip_prefix("id: ") {
+            // The event id is the ingest sequence number; the alert id is in the data.
+            if let Some(data) = line.strip_prefix("data: ")
+                && let Ok(alert) = serde_json::from_str::<Value>(data)
+                && let Some(id) = alert["id"].as_str()
+            {
                 let _ = tx.send(id.to_string());
             }
         }

@@ -107,10 +107,10 @@ async fn udp_exporter_sends_one_datagram_per_alert() {
         max_message_bytes: None,
     };
     tokio::spawn(syslog(config, feed.subscribe(), "gw1".into(), lost()));
-    feed.publish(&[
+    feed.publish(&numbered(vec![
         hostile(),
         alert(8, "scan", Severity::Low, "10.0.0.9", "10.0.1.6", "a1"),
-    ]);
+    ]));
     let mut buf = vec![0u8; 4096];
     let mut got = Vec::new();
     for _ in 0..2 {
@@ -138,7 +138,7 @@ async fn tcp_exporter_frames_messages_with_their_octet_count() {
     };
     tokio::spawn(syslog(config, feed.subscribe(), "gw1".into(), lost()));
     let a = alert(3, "scan", Severity::Low, "10.0.0.9", "10.0.1.6", "a1");
-    feed.publish(std::slice::from_ref(&a));
+    feed.publish(&numbered(vec![a.clone()]));
     let (mut conn, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
         .await
         .unwrap()
@@ -165,7 +165,7 @@ async fn jsonl_exporter_appends_one_parsable_line_per_alert() {
     let alerts: Vec<Alert> = (0..3)
         .map(|n| alert(n, "scan", Severity::Low, "10.0.0.9", "10.0.1.6", "a1"))
         .collect();
-    feed.publish(&alerts);
+    feed.publish(&numbered(alerts.clone()));
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let lines = loop {
         let text = std::fs::read_to_string(&path).unwrap();
@@ -190,11 +190,16 @@ async fn a_jsonl_file_that_cannot_be_written_counts_each_alert_lost() {
     let feed = BroadcastFeed::new(16);
     let counter = lost();
     tokio::spawn(jsonl(path, feed.subscribe(), counter.clone()));
-    feed.publish(&[hostile(), hostile()]);
+    feed.publish(&numbered(vec![hostile(), hostile()]));
     let failed = counter.with_label_values(&["jsonl", "failed"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while failed.get() < 2 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(failed.get(), 2);
+}
+
+/// Alerts as the store hands them to the feed: numbered from 1.
+fn numbered(alerts: Vec<Alert>) -> Vec<(u64, Alert)> {
+    (1..).zip(alerts).collect()
 }

@@ -601,14 +601,94 @@ async fn the_stream_delivers_newly_ingested_alerts_matching_its_filter() {
         .unwrap();
     let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
     assert!(text.starts_with("event: alert\n"), "{text}");
-    assert!(text.contains(&format!("id: {}", ids[1])), "{text}");
+    assert!(text.contains(&format!("\"id\":\"{}\"", ids[1])), "{text}");
+    // The event id is the alert's ingest sequence number (the second stored).
+    assert!(text.contains("\nid: 2\n"), "{text}");
     assert!(!text.contains(&ids[0]), "{text}");
+}
+
+/// Reads the stream's frames until `want` alert events came (or 5 s passed).
+async fn alert_events(body: &mut Body, want: usize) -> String {
+    let mut text = String::new();
+    while text.matches("event: alert").count() < want {
+        let Ok(Some(Ok(frame))) = tokio::time::timeout(Duration::from_secs(5), body.frame()).await
+        else {
+            break;
+        };
+        if let Ok(data) = frame.into_data() {
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    text
+}
+
+#[tokio::test]
+async fn a_subscriber_resuming_from_last_event_id_gets_what_it_missed_once_then_the_live_feed() {
+    let f = fixture();
+    let list: Vec<Alert> = (1..=3)
+        .map(|i| alert(i, "scan", Severity::High, "10.0.0.9", "10.0.1.6", "a1"))
+        .collect();
+    let ids: Vec<String> = list.iter().map(|a| a.id.clone()).collect();
+    f.ingest(Some(&f.agent), &batch("a1", list)).await;
+    let subscribe = |last: &str| {
+        Request::builder()
+            .uri("/api/v1/alerts/stream")
+            .header("authorization", format!("Bearer {}", f.viewer))
+            .header("last-event-id", last)
+            .body(Body::empty())
+            .unwrap()
+    };
+    // It saw the first alert (sequence number 1): the other two come from the store.
+    let response = router(f.state.clone())
+        .oneshot(subscribe("1"))
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    let missed = alert_events(&mut body, 2).await;
+    assert!(!missed.contains(&ids[0]), "{missed}");
+    assert!(
+        missed.contains(&ids[1]) && missed.contains(&ids[2]),
+        "{missed}"
+    );
+    assert!(
+        missed.find(&ids[1]) < missed.find(&ids[2]),
+        "in order: {missed}"
+    );
+    // Then what is stored next, live, once.
+    let next = alert(4, "scan", Severity::High, "10.0.0.9", "10.0.1.6", "a1");
+    f.ingest(Some(&f.agent), &batch("a1", vec![next.clone()]))
+        .await;
+    let live = alert_events(&mut body, 1).await;
+    assert!(
+        live.contains(&next.id) && live.contains("\nid: 4\n"),
+        "{live}"
+    );
+    assert!(!live.contains(&ids[2]), "nothing twice: {live}");
+
+    // An id from before sequence numbers (an alert id) resumes nothing: only new alerts.
+    let response = router(f.state.clone())
+        .oneshot(subscribe(&ids[0]))
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    let later = alert(5, "scan", Severity::High, "10.0.0.9", "10.0.1.6", "a1");
+    f.ingest(Some(&f.agent), &batch("a1", vec![later.clone()]))
+        .await;
+    let text = alert_events(&mut body, 1).await;
+    assert!(text.contains(&later.id), "{text}");
+    assert!(!text.contains(&ids[1]), "{text}");
 }
 
 #[tokio::test]
 async fn health_metrics_dashboard_and_openapi_need_no_credential() {
     let f = fixture();
-    for uri in ["/healthz", "/metrics", "/", "/api/v1/openapi.json"] {
+    for uri in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/",
+        "/api/v1/openapi.json",
+    ] {
         let r = f.call(Method::GET, uri, None, Vec::new()).await;
         assert_eq!(r.status, StatusCode::OK, "{uri}");
     }

@@ -73,6 +73,9 @@ pub const ASSIGNMENT: u8 = b'B';
 pub const LEARN: u8 = b'R';
 /// What agents learned.
 pub const LEARNED: u8 = b'U';
+/// Stored alerts in ingest order: sequence number (8 bytes, big-endian) to the alert's
+/// time-and-id suffix; what a live-feed subscriber resumes from (`Last-Event-ID`).
+pub const SEQUENCE: u8 = b'O';
 
 /// A conversation's key: the master's length first, so no pair's key is another's prefix.
 pub fn conversation(master: IpAddr, slave: IpAddr) -> Vec<u8> {
@@ -135,6 +138,11 @@ pub fn order(ts_nanos: u64, id: &[u8; 16]) -> [u8; 24] {
     out[..8].copy_from_slice(&ts_nanos.to_be_bytes());
     out[8..].copy_from_slice(id);
     out
+}
+
+/// The key of ingest sequence number `seq`.
+pub fn sequence(seq: u64) -> Vec<u8> {
+    named(SEQUENCE, &seq.to_be_bytes())
 }
 
 /// The alert's key in time order.

@@ -179,7 +179,15 @@ impl<K: Kv> Store<K> {
                 }
                 b.delete(k.clone());
                 if let Some(id) = keys::alert_id(&alert.id) {
-                    b.delete(keys::named(keys::ID, &id));
+                    let id_key = keys::named(keys::ID, &id);
+                    // Its sequence number's entry goes with it (stores before sequence
+                    // numbers have none).
+                    if let Some(at) = self.kv.get(&id_key)?
+                        && let Some(seq) = at.get(8..16).and_then(|s| <[u8; 8]>::try_from(s).ok())
+                    {
+                        b.delete(keys::sequence(u64::from_be_bytes(seq)));
+                    }
+                    b.delete(id_key);
                     if alert.severity >= Severity::High {
                         let marker = keys::named(keys::EVIDENCE, &id);
                         if let Some(len) = self.kv.get(&marker)? {

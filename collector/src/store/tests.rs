@@ -733,7 +733,13 @@ fn retention_by_age_removes_old_alerts_and_their_index_entries() {
         .enforce_retention(Some(Timestamp::from_secs(2_000)), None)
         .unwrap();
     assert_eq!(removed, 5);
-    for namespace in [keys::INDEX, keys::POSTING_RECORDS, keys::ID, keys::ALERT] {
+    for namespace in [
+        keys::INDEX,
+        keys::POSTING_RECORDS,
+        keys::ID,
+        keys::ALERT,
+        keys::SEQUENCE,
+    ] {
         let left = crate::kv::scan_prefix(s.kv(), &[namespace], Order::Ascending, 10).unwrap();
         assert!(left.is_empty(), "{} left: {left:?}", namespace as char);
     }
@@ -1334,4 +1340,55 @@ fn one_agent_inventing_conversations_fills_its_own_share_and_old_ones_expire() {
         .push(polled("10.9.9.9".parse().unwrap(), "10.0.1.5", 60_000));
     s.ingest(&b, NOW).unwrap();
     assert_eq!(s.conversations(usize::MAX).unwrap().len(), 2);
+}
+
+#[test]
+fn stored_alerts_are_numbered_in_ingest_order_and_duplicates_get_no_number() {
+    let s = store();
+    let first: Vec<Alert> = (0..3)
+        .map(|n| alert(n, "r", Severity::Low, "10.0.0.1", "10.0.0.2", "a1"))
+        .collect();
+    let (_, fresh) = s
+        .ingest_sequenced(&batch("a1", first.clone()), NOW)
+        .unwrap();
+    assert_eq!(
+        fresh.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    // Older by the clock, later by ingest: numbered after, not between.
+    let mut again = first[1..].to_vec();
+    let mut older = alert(9, "r", Severity::Low, "10.0.0.1", "10.0.0.2", "a1");
+    older.ts = Timestamp::from_secs(1);
+    again.push(older.clone());
+    let (reply, fresh) = s.ingest_sequenced(&batch("a1", again), NOW).unwrap();
+    assert_eq!(reply.duplicates, 2);
+    assert_eq!(fresh, vec![(4, older.clone())]);
+    assert_eq!(s.last_sequence().unwrap(), 4);
+    let since: Vec<(u64, String)> = s
+        .alerts_since(1, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(seq, a)| (seq, a.id))
+        .collect();
+    assert_eq!(
+        since,
+        [
+            (2, first[1].id.clone()),
+            (3, first[2].id.clone()),
+            (4, older.id.clone())
+        ]
+    );
+    assert_eq!(s.alerts_since(1, 2).unwrap().len(), 2, "at most the limit");
+    assert!(s.alerts_since(4, 10).unwrap().is_empty());
+    // Retention takes an alert's number with it: what is left resumes without it.
+    s.enforce_retention(Some(Timestamp::from_secs(2)), None)
+        .unwrap();
+    let left: Vec<u64> = s
+        .alerts_since(0, 10)
+        .unwrap()
+        .iter()
+        .map(|(seq, _)| *seq)
+        .collect();
+    assert_eq!(left, [1, 2, 3]);
+    assert_eq!(keys_in(&s, keys::SEQUENCE), 3);
 }
