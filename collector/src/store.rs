@@ -228,13 +228,10 @@ impl<K: Kv> Store<K> {
                 continue;
             }
             b.put(keys::alert(&suffix), encoded);
-            // The id's record: the alert's time (where its key is), then its sequence number
-            // (stores before sequence numbers hold the time alone).
-            next_seq += 1;
-            let mut at = alert.ts.as_nanos().to_be_bytes().to_vec();
-            at.extend_from_slice(&next_seq.to_be_bytes());
-            b.put(keys::named(keys::ID, &id), at);
-            b.put(keys::sequence(next_seq), suffix.to_vec());
+            b.put(
+                keys::named(keys::ID, &id),
+                alert.ts.as_nanos().to_be_bytes().to_vec(),
+            );
             indexed.push((suffix, alert));
             self.group(alert, &mut incidents, &mut next_incident)?;
             reply.accepted += 1;
@@ -251,10 +248,21 @@ impl<K: Kv> Store<K> {
             b.put(key, posting);
         }
         self.put_incidents(&mut b, incidents, first_new_incident, next_incident)?;
-        b.put(
-            keys::named(keys::COUNTER, b"sequence"),
-            next_seq.to_be_bytes().to_vec(),
-        );
+        if !indexed.is_empty() {
+            // One record numbers the batch's alerts: the first number, then their suffixes.
+            let first = next_seq + 1;
+            next_seq += indexed.len() as u64;
+            let mut record = Vec::with_capacity(8 + 24 * indexed.len());
+            record.extend_from_slice(&first.to_be_bytes());
+            for (suffix, _) in &indexed {
+                record.extend_from_slice(suffix);
+            }
+            b.put(keys::sequence(next_seq), record);
+            b.put(
+                keys::named(keys::COUNTER, b"sequence"),
+                next_seq.to_be_bytes().to_vec(),
+            );
+        }
         let stored = self.counter(b"alerts")? + reply.accepted as u64;
         b.put(
             keys::named(keys::COUNTER, b"alerts"),
@@ -660,24 +668,39 @@ impl<K: Kv> Store<K> {
     /// (alerts retention removed meanwhile are skipped): what a live-feed subscriber missed.
     pub fn alerts_since(&self, after: u64, limit: usize) -> Result<Vec<(u64, Alert)>, StoreError> {
         let mut out = Vec::new();
-        let start = keys::sequence(after);
+        // The first record whose last number is past `after` holds the next alert.
+        let mut from = Bound::Included(keys::sequence(after.saturating_add(1)));
         let end = [keys::SEQUENCE + 1];
-        let page = self.kv.range(
-            Bound::Excluded(start.as_slice()),
-            Bound::Excluded(&end[..]),
-            Order::Ascending,
-            limit,
-        )?;
-        for (k, suffix) in page {
-            let seq = u64_of(k.get(1..).unwrap_or_default());
-            let Ok(suffix) = <[u8; 24]>::try_from(suffix.as_ref()) else {
-                continue;
-            };
-            if let Some(v) = self.kv.get(&keys::alert(&suffix))? {
-                out.push((seq, serde_json::from_slice(&v).map_err(corrupt)?));
+        loop {
+            let page = self.kv.range(
+                from.as_ref().map(Vec::as_slice),
+                Bound::Excluded(&end[..]),
+                Order::Ascending,
+                16,
+            )?;
+            for (k, record) in &page {
+                from = Bound::Excluded(k.clone());
+                let first = u64_of(record);
+                let suffixes = record.get(8..).unwrap_or_default().chunks_exact(24);
+                for (seq, suffix) in (first..).zip(suffixes) {
+                    if seq <= after {
+                        continue;
+                    }
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                    let Ok(suffix) = <[u8; 24]>::try_from(suffix) else {
+                        continue;
+                    };
+                    if let Some(v) = self.kv.get(&keys::alert(&suffix))? {
+                        out.push((seq, serde_json::from_slice(&v).map_err(corrupt)?));
+                    }
+                }
+            }
+            if page.len() < 16 {
+                return Ok(out);
             }
         }
-        Ok(out)
     }
 
     /// The newest ingest sequence number given out (0 before the first alert).

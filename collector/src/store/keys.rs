@@ -73,8 +73,11 @@ pub const ASSIGNMENT: u8 = b'B';
 pub const LEARN: u8 = b'R';
 /// What agents learned.
 pub const LEARNED: u8 = b'U';
-/// Stored alerts in ingest order: sequence number (8 bytes, big-endian) to the alert's
-/// time-and-id suffix; what a live-feed subscriber resumes from (`Last-Event-ID`).
+/// Stored alerts in ingest order, one record per ingest batch: the key holds the batch's last
+/// sequence number (8 bytes, big-endian), the value its first, then each alert's
+/// time-and-id suffix in sequence order; what a live-feed subscriber resumes from
+/// (`Last-Event-ID`). One record per batch, not per alert: ingest writes one key more, not
+/// one per alert.
 pub const SEQUENCE: u8 = b'O';
 
 /// A conversation's key: the master's length first, so no pair's key is another's prefix.
@@ -140,7 +143,7 @@ pub fn order(ts_nanos: u64, id: &[u8; 16]) -> [u8; 24] {
     out
 }
 
-/// The key of ingest sequence number `seq`.
+/// The key of the sequence record whose last number is `seq`.
 pub fn sequence(seq: u64) -> Vec<u8> {
     named(SEQUENCE, &seq.to_be_bytes())
 }

@@ -179,15 +179,7 @@ impl<K: Kv> Store<K> {
                 }
                 b.delete(k.clone());
                 if let Some(id) = keys::alert_id(&alert.id) {
-                    let id_key = keys::named(keys::ID, &id);
-                    // Its sequence number's entry goes with it (stores before sequence
-                    // numbers have none).
-                    if let Some(at) = self.kv.get(&id_key)?
-                        && let Some(seq) = at.get(8..16).and_then(|s| <[u8; 8]>::try_from(s).ok())
-                    {
-                        b.delete(keys::sequence(u64::from_be_bytes(seq)));
-                    }
-                    b.delete(id_key);
+                    b.delete(keys::named(keys::ID, &id));
                     if alert.severity >= Severity::High {
                         let marker = keys::named(keys::EVIDENCE, &id);
                         if let Some(len) = self.kv.get(&marker)? {
@@ -227,6 +219,7 @@ impl<K: Kv> Store<K> {
         }
         self.remove_spent_postings()?;
         self.remove_spent_rollups()?;
+        self.remove_spent_sequences()?;
         if let Some(t) = older_than {
             self.expire_conversations(t)?;
         }
@@ -234,6 +227,45 @@ impl<K: Kv> Store<K> {
             self.remove_dead_postings(newest.saturating_add(keys::POSTING_SPAN_NANOS))?;
         }
         Ok(removed)
+    }
+
+    /// Removes the oldest sequence records none of whose alerts is stored any more, up to the
+    /// first that still numbers one (what stays is bounded by the alerts that stay).
+    fn remove_spent_sequences(&self) -> Result<(), StoreError> {
+        loop {
+            let writer = self.writer.lock().map_err(|_| poisoned())?;
+            let page = self.kv.range(
+                Bound::Included(&[keys::SEQUENCE][..]),
+                Bound::Excluded(&[keys::SEQUENCE + 1][..]),
+                Order::Ascending,
+                16,
+            )?;
+            let mut b = Batch::new();
+            let mut spent = 0;
+            for (k, record) in &page {
+                let mut alive = false;
+                for suffix in record.get(8..).unwrap_or_default().chunks_exact(24) {
+                    if let Ok(suffix) = <[u8; 24]>::try_from(suffix)
+                        && self.kv.get(&keys::alert(&suffix))?.is_some()
+                    {
+                        alive = true;
+                        break;
+                    }
+                }
+                if alive {
+                    break;
+                }
+                b.delete(k.clone());
+                spent += 1;
+            }
+            if spent > 0 {
+                self.kv.apply(b)?;
+            }
+            drop(writer);
+            if spent < 16 || page.len() < 16 {
+                return Ok(());
+            }
+        }
     }
 
     /// Writes the counter under `key` less `n` (not below 0) into `b`.

@@ -1390,5 +1390,18 @@ fn stored_alerts_are_numbered_in_ingest_order_and_duplicates_get_no_number() {
         .map(|(seq, _)| *seq)
         .collect();
     assert_eq!(left, [1, 2, 3]);
-    assert_eq!(keys_in(&s, keys::SEQUENCE), 3);
+    assert_eq!(
+        keys_in(&s, keys::SEQUENCE),
+        2,
+        "one record per batch, kept while it numbers an alert"
+    );
+    s.enforce_retention(Some(Timestamp::from_secs(1_000_000)), None)
+        .unwrap();
+    assert_eq!(keys_in(&s, keys::SEQUENCE), 0, "spent records go");
+    assert!(s.alerts_since(0, 10).unwrap().is_empty());
+    assert_eq!(
+        s.last_sequence().unwrap(),
+        4,
+        "numbers are never given out again"
+    );
 }
