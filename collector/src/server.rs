@@ -712,7 +712,13 @@ async fn stream<K: Kv>(
         }
         None => (Vec::new(), 0),
     };
-    let replayed_through = missed.last().map(|(seq, _)| *seq).or(resume).unwrap_or(0);
+    // An id past the newest number (from a store restored from an older backup, or another
+    // site's collector) must not hold back the live feed: it resumes from the newest.
+    let replayed_through = missed
+        .last()
+        .map(|(seq, _)| *seq)
+        .or(resume.map(|after| after.min(newest)))
+        .unwrap_or(0);
     let mut first: Vec<Result<Event, Infallible>> = missed
         .iter()
         .filter(|(_, a)| filter.matches(a))

@@ -665,6 +665,18 @@ async fn a_subscriber_resuming_from_last_event_id_gets_what_it_missed_once_then_
     );
     assert!(!live.contains(&ids[2]), "nothing twice: {live}");
 
+    // A number past the newest (a store restored from an older backup) holds nothing back.
+    let response = router(f.state.clone())
+        .oneshot(subscribe("999999"))
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    let after_restore = alert(6, "scan", Severity::High, "10.0.0.9", "10.0.1.6", "a1");
+    f.ingest(Some(&f.agent), &batch("a1", vec![after_restore.clone()]))
+        .await;
+    let text = alert_events(&mut body, 1).await;
+    assert!(text.contains(&after_restore.id), "{text}");
+
     // An id from before sequence numbers (an alert id) resumes nothing: only new alerts.
     let response = router(f.state.clone())
         .oneshot(subscribe(&ids[0]))
