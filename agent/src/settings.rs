@@ -784,6 +784,19 @@ fn collectors(
         ));
     }
     for (i, url) in urls.iter().enumerate() {
+        // What the heartbeat may name (the collector checks it), one address per entry.
+        if url.len() > otwatch_rules::validate::MAX_COLLECTOR_URL
+            || !url.bytes().all(|b| b.is_ascii_graphic())
+            || url.contains(',')
+        {
+            return Err(invalid(
+                source,
+                format!(
+                    "{url:?} (expected one https://HOST:PORT per entry, printable, at most {} bytes)",
+                    otwatch_rules::validate::MAX_COLLECTOR_URL
+                ),
+            ));
+        }
         let base = url.trim_end_matches('/');
         if urls[..i].iter().any(|u| u.trim_end_matches('/') == base) {
             return Err(invalid(

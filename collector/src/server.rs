@@ -664,10 +664,8 @@ async fn readyz<K: Kv>(State(state): State<Shared<K>>) -> Response {
     }
 }
 
-/// Most alerts a resuming live-feed subscriber is sent from the store (those stored after its
-/// `Last-Event-ID`): past this many it is told how many it missed (`lagged`) and should page
-/// through `/api/v1/alerts` for them. Bounds what one reconnect may make the collector read.
-pub const RESUME_MAX: usize = 1_000;
+/// Alerts a live-feed subscriber is sent per read of the store.
+const FEED_PAGE: usize = 500;
 
 /// The live-feed event for a stored alert: its ingest sequence number as the id.
 fn alert_event(seq: u64, alert: &otwatch_rules::alert::Alert) -> Event {
@@ -676,6 +674,60 @@ fn alert_event(seq: u64, alert: &otwatch_rules::alert::Alert) -> Event {
         .event("alert")
         .id(seq.to_string())
         .data(data)
+}
+
+/// Where one subscriber's live feed stands.
+struct FeedReader<K: Kv> {
+    store: Arc<Store<K>>,
+    /// Wakes the reader when alerts are stored (the messages themselves are not used).
+    rx: tokio::sync::broadcast::Receiver<Arc<crate::feed::Announced>>,
+    filter: AlertFilter,
+    /// The sequence number read through.
+    sent: u64,
+    /// Events read and not yet sent.
+    pending: std::collections::VecDeque<Event>,
+    /// Whether to read the store again before waiting (the last read made progress).
+    read_now: bool,
+}
+
+impl<K: Kv> FeedReader<K> {
+    /// The next event: read from the store in sequence order, so a subscriber sees every
+    /// stored alert once and in order whatever order concurrent batches were announced in;
+    /// `None` when the feed or the store fails (the client reconnects and resumes).
+    async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
+        use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some((Ok(event), self));
+            }
+            if !self.read_now {
+                match self.rx.recv().await {
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return None,
+                }
+                // One read covers every announcement so far.
+                loop {
+                    match self.rx.try_recv() {
+                        Ok(_) | Err(TryRecvError::Lagged(_)) => {}
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Closed) => return None,
+                    }
+                }
+            }
+            let (store, after) = (self.store.clone(), self.sent);
+            let read = tokio::task::spawn_blocking(move || store.alerts_since(after, FEED_PAGE));
+            let Ok(Ok((alerts, through))) = read.await else {
+                return None;
+            };
+            self.read_now = through > after;
+            self.sent = through;
+            for (seq, alert) in &alerts {
+                if self.filter.matches(alert) {
+                    self.pending.push_back(alert_event(*seq, alert));
+                }
+            }
+        }
+    }
 }
 
 async fn stream<K: Kv>(
@@ -698,50 +750,21 @@ async fn stream<K: Kv>(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    // Subscribed before reading the store: an alert stored meanwhile is in one or the other
-    // (or both: the live part skips what was replayed).
+    // Subscribed before the store is read: nothing stored from here on goes unannounced.
     let rx = state.feed.subscribe();
-    let (missed, newest) = match resume {
-        Some(after) => {
-            let store = state.store.clone();
-            blocking(move || {
-                let missed = store.alerts_since(after, RESUME_MAX)?;
-                Ok((missed, store.last_sequence()?))
-            })
-            .await?
-        }
-        None => (Vec::new(), 0),
+    let store = state.store.clone();
+    let newest = blocking(move || store.last_sequence()).await?;
+    // An id past the newest number (a store restored from an older backup, another site's
+    // collector) must not hold back the live feed: it resumes from the newest.
+    let reader = FeedReader {
+        store: state.store.clone(),
+        rx,
+        filter,
+        sent: resume.map_or(newest, |after| after.min(newest)),
+        pending: std::collections::VecDeque::new(),
+        read_now: resume.is_some(),
     };
-    // An id past the newest number (from a store restored from an older backup, or another
-    // site's collector) must not hold back the live feed: it resumes from the newest.
-    let replayed_through = missed
-        .last()
-        .map(|(seq, _)| *seq)
-        .or(resume.map(|after| after.min(newest)))
-        .unwrap_or(0);
-    let mut first: Vec<Result<Event, Infallible>> = missed
-        .iter()
-        .filter(|(_, a)| filter.matches(a))
-        .map(|(seq, a)| Ok(alert_event(*seq, a)))
-        .collect();
-    if missed.len() >= RESUME_MAX && newest > replayed_through {
-        first.push(Ok(Event::default()
-            .event("lagged")
-            .data((newest - replayed_through).to_string())));
-    }
-    let live = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |item| {
-        let event = match item {
-            Ok(a) if a.seq > replayed_through && filter.matches(&a.alert) => {
-                Some(Ok(alert_event(a.seq, &a.alert)))
-            }
-            Ok(_) => None,
-            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
-                Some(Ok(Event::default().event("lagged").data(n.to_string())))
-            }
-        };
-        futures::future::ready(event)
-    });
-    let stream = futures::stream::iter(first).chain(live);
+    let stream = futures::stream::unfold(reader, FeedReader::next);
     let ends = async move {
         match ends {
             Some(f) => f.await,

@@ -665,42 +665,45 @@ impl<K: Kv> Store<K> {
     }
 
     /// Stored alerts with sequence numbers above `after`, in ingest order, at most `limit`
-    /// (alerts retention removed meanwhile are skipped): what a live-feed subscriber missed.
-    pub fn alerts_since(&self, after: u64, limit: usize) -> Result<Vec<(u64, Alert)>, StoreError> {
+    /// (alerts retention removed meanwhile are skipped), and the number they cover through: the
+    /// caller asks again after it to go on. At most 16 sequence records are read per call, so
+    /// one call costs a bounded amount however many removed alerts lie behind `after`.
+    pub fn alerts_since(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<(u64, Alert)>, u64), StoreError> {
         let mut out = Vec::new();
+        let mut through = after;
         // The first record whose last number is past `after` holds the next alert.
-        let mut from = Bound::Included(keys::sequence(after.saturating_add(1)));
+        let start = keys::sequence(after.saturating_add(1));
         let end = [keys::SEQUENCE + 1];
-        loop {
-            let page = self.kv.range(
-                from.as_ref().map(Vec::as_slice),
-                Bound::Excluded(&end[..]),
-                Order::Ascending,
-                16,
-            )?;
-            for (k, record) in &page {
-                from = Bound::Excluded(k.clone());
-                let first = u64_of(record);
-                let suffixes = record.get(8..).unwrap_or_default().chunks_exact(24);
-                for (seq, suffix) in (first..).zip(suffixes) {
-                    if seq <= after {
-                        continue;
-                    }
-                    if out.len() >= limit {
-                        return Ok(out);
-                    }
-                    let Ok(suffix) = <[u8; 24]>::try_from(suffix) else {
-                        continue;
-                    };
-                    if let Some(v) = self.kv.get(&keys::alert(&suffix))? {
-                        out.push((seq, serde_json::from_slice(&v).map_err(corrupt)?));
-                    }
+        let page = self.kv.range(
+            Bound::Included(start.as_slice()),
+            Bound::Excluded(&end[..]),
+            Order::Ascending,
+            16,
+        )?;
+        for (_, record) in &page {
+            let first = u64_of(record);
+            let suffixes = record.get(8..).unwrap_or_default().chunks_exact(24);
+            for (seq, suffix) in (first..).zip(suffixes) {
+                if seq <= after {
+                    continue;
+                }
+                if out.len() >= limit {
+                    return Ok((out, through));
+                }
+                through = seq;
+                let Ok(suffix) = <[u8; 24]>::try_from(suffix) else {
+                    continue;
+                };
+                if let Some(v) = self.kv.get(&keys::alert(&suffix))? {
+                    out.push((seq, serde_json::from_slice(&v).map_err(corrupt)?));
                 }
             }
-            if page.len() < 16 {
-                return Ok(out);
-            }
         }
+        Ok((out, through))
     }
 
     /// The newest ingest sequence number given out (0 before the first alert).

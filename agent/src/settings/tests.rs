@@ -536,6 +536,9 @@ fn replicas_come_from_repeated_flags_a_comma_list_or_the_file_and_a_bad_list_nam
         .collect();
     let e = urls(&flags, &no_env(), &config).unwrap_err().to_string();
     assert!(e.contains("at most 16"), "{e}");
+    flags.delivery.collector = vec!["https://a:8443,https://b:8443".into()];
+    let e = urls(&flags, &no_env(), &config).unwrap_err().to_string();
+    assert!(e.contains("one https://HOST:PORT per entry"), "{e}");
     let empty = file(&format!("collector_urls = []\n{token}"));
     let e = urls(&replay_flags(), &no_env(), &empty)
         .unwrap_err()

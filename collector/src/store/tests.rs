@@ -1367,6 +1367,7 @@ fn stored_alerts_are_numbered_in_ingest_order_and_duplicates_get_no_number() {
     let since: Vec<(u64, String)> = s
         .alerts_since(1, 10)
         .unwrap()
+        .0
         .into_iter()
         .map(|(seq, a)| (seq, a.id))
         .collect();
@@ -1378,14 +1379,20 @@ fn stored_alerts_are_numbered_in_ingest_order_and_duplicates_get_no_number() {
             (4, older.id.clone())
         ]
     );
-    assert_eq!(s.alerts_since(1, 2).unwrap().len(), 2, "at most the limit");
-    assert!(s.alerts_since(4, 10).unwrap().is_empty());
+    let (two, through) = s.alerts_since(1, 2).unwrap();
+    assert_eq!(
+        (two.len(), through),
+        (2, 3),
+        "at most the limit, and how far"
+    );
+    assert_eq!(s.alerts_since(4, 10).unwrap(), (Vec::new(), 4));
     // Retention takes an alert's number with it: what is left resumes without it.
     s.enforce_retention(Some(Timestamp::from_secs(2)), None)
         .unwrap();
     let left: Vec<u64> = s
         .alerts_since(0, 10)
         .unwrap()
+        .0
         .iter()
         .map(|(seq, _)| *seq)
         .collect();
@@ -1398,7 +1405,7 @@ fn stored_alerts_are_numbered_in_ingest_order_and_duplicates_get_no_number() {
     s.enforce_retention(Some(Timestamp::from_secs(1_000_000)), None)
         .unwrap();
     assert_eq!(keys_in(&s, keys::SEQUENCE), 0, "spent records go");
-    assert!(s.alerts_since(0, 10).unwrap().is_empty());
+    assert!(s.alerts_since(0, 10).unwrap().0.is_empty());
     assert_eq!(
         s.last_sequence().unwrap(),
         4,

@@ -494,9 +494,20 @@ impl Machine {
             Ok(()) => {
                 self.delivered.heartbeats += 1;
                 self.delivered.connected = true;
+                self.reached();
             }
             Err(e) => {
                 self.delivered.connected = false;
+                // An agent with nothing to send finds a failed collector by its heartbeats:
+                // the next one goes to the next collector, at once until each was tried.
+                if !e.answered() && self.config.collectors > 1 {
+                    self.move_on(now);
+                    if self.unreachable_in_a_row < self.config.collectors {
+                        self.next_heartbeat = now;
+                    } else {
+                        self.unreachable_in_a_row = 0;
+                    }
+                }
                 self.events.push_back(Event::Error(e.to_string()));
             }
         }
@@ -520,6 +531,17 @@ impl Machine {
     /// Records per batch now from `lane`.
     pub fn batch_limit(&self, lane: Lane) -> usize {
         self.batch_limit[lane.index()]
+    }
+
+    /// The collector now delivered to failed to answer: on to the next (remembering when the
+    /// preferred one was left).
+    fn move_on(&mut self, now: Duration) {
+        let next = (self.collector + 1) % self.config.collectors.max(1);
+        if self.collector == 0 && next != 0 {
+            self.left_preferred = Some(now);
+        }
+        self.switch_to(next);
+        self.unreachable_in_a_row += 1;
     }
 
     /// Delivers to `collector` from now on, and says so when it changes.
@@ -572,12 +594,7 @@ impl Machine {
                 self.state = State::Backoff { until: now + wait };
             }
             Failure::Unreachable(_) => {
-                let next = (self.collector + 1) % self.config.collectors.max(1);
-                if self.collector == 0 && next != 0 {
-                    self.left_preferred = Some(now);
-                }
-                self.switch_to(next);
-                self.unreachable_in_a_row += 1;
+                self.move_on(now);
                 if self.unreachable_in_a_row < self.config.collectors {
                     self.state = State::Ready;
                 } else {

@@ -504,8 +504,10 @@ fn an_unreachable_collector_is_skipped_for_the_next_at_once_and_the_next_kept() 
 fn when_every_collector_is_unreachable_the_machine_backs_off_then_tries_them_again() {
     let mut sim = Sim::new(vec![unreachable(), unreachable()]);
     sim.push(&[Rec::Good]);
-    sim.step(); // heartbeat
-    sim.step(); // 0 fails: on to 1
+    sim.step(); // heartbeat to 0 fails: the next goes to 1 at once
+    sim.step(); // and fails too: back to 0, heartbeats at their interval again
+    assert_eq!(sim.heartbeats, vec![0, 1]);
+    sim.step(); // the batch to 0 fails: on to 1
     assert!(matches!(
         sim.machine.poll(sim.now),
         Poll::Batch { collector: 1, .. }
@@ -853,4 +855,54 @@ fn the_preferred_collector_is_tried_again_after_return_after_and_kept_once_it_an
         .collect();
     assert_eq!(moves, vec![1, 0, 1, 0], "every move is reported");
     assert_eq!(sim.taken[1].len(), 5, "nothing delivered twice");
+}
+
+#[test]
+fn an_agent_with_nothing_to_send_moves_its_heartbeats_off_a_failed_collector_and_back() {
+    let up = std::rc::Rc::new(std::cell::Cell::new(false));
+    let config = Config {
+        collectors: 2,
+        return_after: Duration::from_secs(30),
+        ..Config::default()
+    };
+    let mut sim = Sim::with(config, vec![down_until(&up), honest()]);
+    sim.step(); // heartbeat to 0: down
+    assert_eq!(sim.heartbeats, vec![0]);
+    sim.step(); // the next heartbeat goes to 1 at once
+    assert_eq!(sim.heartbeats, vec![0, 1]);
+    assert!(sim.machine.delivered().connected);
+    for _ in 0..20 {
+        sim.step();
+    }
+    assert!(
+        sim.heartbeats[2..].iter().all(|c| *c == 1),
+        "{:?}",
+        sim.heartbeats
+    );
+    // Back up: after return_after the heartbeats go to the preferred one again.
+    up.set(true);
+    sim.now += Duration::from_secs(31);
+    sim.step();
+    assert_eq!(sim.heartbeats.last(), Some(&0));
+    assert_eq!(sim.machine.collector(), 0);
+}
+
+#[test]
+fn when_every_collector_is_down_heartbeats_keep_their_interval() {
+    let config = Config {
+        collectors: 2,
+        ..Config::default()
+    };
+    let mut sim = Sim::with(config, vec![unreachable(), unreachable()]);
+    sim.step(); // 0 fails: on to 1 at once
+    sim.step(); // 1 fails too: wait for the interval
+    assert_eq!(sim.heartbeats, vec![0, 1]);
+    while sim.heartbeats.len() < 3 {
+        sim.step();
+    }
+    assert!(
+        sim.now >= Config::default().heartbeat_every,
+        "the third heartbeat came at {:?}",
+        sim.now
+    );
 }
