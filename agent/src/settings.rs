@@ -660,52 +660,20 @@ fn delivery(
         Some((mb, _)) => mb,
         None => DEFAULT_OUTBOX_BUDGET_MB,
     };
-    let heartbeat = match flags.heartbeat_interval {
-        Some(d) => Some((d, HEARTBEAT.flag)),
-        None => match env.get(HEARTBEAT.env) {
-            Some(text) => Some((
-                humantime::parse_duration(text).map_err(|e| {
-                    invalid(
-                        HEARTBEAT.env,
-                        format!("{text:?}: {e} (expected e.g. \"5s\")"),
-                    )
-                })?,
-                HEARTBEAT.env,
-            )),
-            None => file.heartbeat_interval.map(|d| (d, HEARTBEAT.file)),
-        },
-    };
-    if let Some((d, source)) = heartbeat
-        && d.is_zero()
-    {
-        return Err(invalid(
-            source,
-            "0s (expected a positive duration such as \"5s\")",
-        ));
-    }
-    let return_after = match flags.collector_return_after {
-        Some(d) => Some((d, RETURN_AFTER.flag)),
-        None => match env.get(RETURN_AFTER.env) {
-            Some(text) => Some((
-                humantime::parse_duration(text).map_err(|e| {
-                    invalid(
-                        RETURN_AFTER.env,
-                        format!("{text:?}: {e} (expected e.g. \"30s\")"),
-                    )
-                })?,
-                RETURN_AFTER.env,
-            )),
-            None => file.collector_return_after.map(|d| (d, RETURN_AFTER.file)),
-        },
-    };
-    if let Some((d, source)) = return_after
-        && d.is_zero()
-    {
-        return Err(invalid(
-            source,
-            "0s (expected a positive duration such as \"30s\")",
-        ));
-    }
+    let heartbeat = positive_duration(
+        HEARTBEAT,
+        flags.heartbeat_interval,
+        env,
+        file.heartbeat_interval,
+        "5s",
+    )?;
+    let return_after = positive_duration(
+        RETURN_AFTER,
+        flags.collector_return_after,
+        env,
+        file.collector_return_after,
+        "30s",
+    )?;
     let drain = pick(
         DRAIN,
         flags.drain_timeout,
@@ -739,6 +707,41 @@ fn delivery(
         drain_timeout: drain.map_or(DEFAULT_DRAIN_TIMEOUT, |(s, _)| Duration::from_secs(s)),
         evidence,
     }))
+}
+
+/// A duration from the flag, else the environment (humantime text), else the file, refused
+/// when zero; `example` is what the messages suggest ("5s").
+fn positive_duration(
+    field: Field,
+    flag: Option<Duration>,
+    env: &Env,
+    file: Option<Duration>,
+    example: &str,
+) -> Result<Sourced<Duration>, SettingsError> {
+    let value = match flag {
+        Some(d) => Some((d, field.flag)),
+        None => match env.get(field.env) {
+            Some(text) => Some((
+                humantime::parse_duration(text).map_err(|e| {
+                    invalid(
+                        field.env,
+                        format!("{text:?}: {e} (expected e.g. \"{example}\")"),
+                    )
+                })?,
+                field.env,
+            )),
+            None => file.map(|d| (d, field.file)),
+        },
+    };
+    if let Some((d, source)) = value
+        && d.is_zero()
+    {
+        return Err(invalid(
+            source,
+            format!("0s (expected a positive duration such as \"{example}\")"),
+        ));
+    }
+    Ok(value)
 }
 
 /// The collectors to deliver to, the first preferred: `--collector` (repeated), else

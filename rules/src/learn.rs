@@ -13,6 +13,7 @@
 //! one rule per (master, unit), a write seen on some members allowed on all and flagged for
 //! review; `to_policy_per_device` writes one rule per (master, target, unit) instead.
 
+mod busiest;
 mod link;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -104,9 +105,8 @@ struct PairStats {
     written: Option<(u16, u16)>,
     /// Values read back per (table index, register).
     read_values: BTreeMap<(usize, u16), Envelope>,
-    second: u64,
-    in_second: u32,
-    peak_per_second: u32,
+    /// Requests per second, for the rate.
+    per_second: busiest::BusiestSecond,
 }
 
 /// Accumulates what normal traffic does.
@@ -159,13 +159,7 @@ impl Learner {
         stats.requests += 1;
         stats.first.get_or_insert(ts);
         stats.last = stats.last.max(ts);
-        let second = ts.as_nanos() / 1_000_000_000;
-        if second != stats.second {
-            stats.second = second;
-            stats.in_second = 0;
-        }
-        stats.in_second += 1;
-        stats.peak_per_second = stats.peak_per_second.max(stats.in_second);
+        stats.per_second.add(ts);
         match request {
             Request::Diagnostics { sub_function, .. } => {
                 stats.subs.insert((8, sub_function.code()));
@@ -364,7 +358,7 @@ impl Learner {
                 .pairs
                 .iter()
                 .filter(|((_, s, _), _)| *s == host)
-                .map(|(_, p)| u64::from(p.peak_per_second))
+                .map(|(_, p)| u64::from(p.per_second.peak()))
                 .sum();
             if requests > 0 {
                 let _ = writeln!(out, "request_rate = \"{requests}/s\"");
@@ -470,7 +464,7 @@ impl Learner {
                     .entry(write_summary(s))
                     .or_default()
                     .push(asset_name(*member));
-                peaks.insert(s.peak_per_second);
+                peaks.insert(s.per_second.peak());
                 merged.merge(s);
             }
             for (f, seen_on) in &writes {
@@ -574,7 +568,7 @@ impl PairStats {
                 .or_default()
                 .merge(envelope);
         }
-        self.peak_per_second = self.peak_per_second.max(other.peak_per_second);
+        self.per_second.merge(&other.per_second);
     }
 }
 
@@ -616,7 +610,7 @@ fn write_rule(out: &mut String, client: IpAddr, to: &str, unit: u8, s: &PairStat
         let _ = writeln!(out, "write_values = {{ min = {lo}, max = {hi} }}");
     }
     write_read_values(out, s);
-    let rate = s.peak_per_second.saturating_mul(3).max(10);
+    let rate = s.per_second.peak().saturating_mul(3).max(10);
     let _ = writeln!(out, "rate = \"{rate}/s\"");
 }
 

@@ -209,3 +209,15 @@ pub fn read_alerts(path: &Path) -> Vec<otwatch_rules::alert::Alert> {
         .map(|l| serde_json::from_str(l).expect("an alert per line"))
         .collect()
 }
+
+/// Polls `done` every 50 ms until it holds, panicking with `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -17,7 +17,7 @@ use otwatch_rules::detect::agent_alert;
 use otwatch_rules::time::Timestamp;
 use otwatch_tests::attack::{POLICY, record_attack, record_polling};
 use otwatch_tests::collector::{Site, free_addr};
-use otwatch_tests::{binary, packets_of, runtime};
+use otwatch_tests::{binary, packets_of, runtime, wait_for};
 use serde_json::{Value, json};
 
 /// A capture with attacks and the policy it breaks, in `dir`.
@@ -129,14 +129,6 @@ fn stored_ids(client: &otwatch_tests::collector::Client, token: &str) -> Vec<Str
             Some(next) => cursor = Some(next.to_string()),
             None => return ids,
         }
-    }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -16,20 +16,10 @@ use std::time::{Duration, Instant};
 
 use otwatch_tests::attack::{POLICY, record_attack};
 use otwatch_tests::collector::{Client, Site, free_addr};
-use otwatch_tests::{binary, packets_of, runtime};
-use serde_json::Value;
+use otwatch_tests::{binary, packets_of, read_alerts, runtime, wait_for};
 
 fn ids_in(alerts: &Path) -> BTreeSet<String> {
-    std::fs::read_to_string(alerts)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect()
+    read_alerts(alerts).into_iter().map(|a| a.id).collect()
 }
 
 /// Every alert id a collector holds (the test's alerts fit one page).
@@ -42,14 +32,6 @@ fn stored(client: &Client, viewer: &str) -> Vec<String> {
         .iter()
         .map(|a| a["id"].as_str().unwrap().to_string())
         .collect()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// `otwatch_agent_collector_in_use` for `collector`, from the agent's `/metrics`.

@@ -63,7 +63,7 @@ impl ShipperConfig {
             heartbeat_every: Duration::from_secs(5),
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(60),
-            return_after: Duration::from_secs(30),
+            return_after: Config::default().return_after,
             follower: None,
             learn: None,
         }

@@ -557,11 +557,8 @@ impl FlowTable {
                     .as_ref()
                     .is_some_and(|t| t.opening_syn != Some(packet_seq(packet)));
             if !reused {
-                if self.config.ethernet_sources
-                    && let Some((src, _)) = packet.macs
-                    && flow.source_due(now, (packet.src, packet.src_port), src)
-                {
-                    self.source = Some((packet.vlan, packet.src, src));
+                if self.config.ethernet_sources {
+                    note_source(&mut self.source, flow, now, packet);
                 }
                 let id = flow.info.id;
                 if let Some(reason) = flow.packet(now, packet, emit) {
@@ -592,11 +589,8 @@ impl FlowTable {
             // Picked up at the server's answer to a SYN the capture missed.
             flow.syn_ack(packet, emit);
         }
-        if self.config.ethernet_sources
-            && let Some((src, _)) = packet.macs
-            && flow.source_due(now, (packet.src, packet.src_port), src)
-        {
-            self.source = Some((packet.vlan, packet.src, src));
+        if self.config.ethernet_sources {
+            note_source(&mut self.source, &mut flow, now, packet);
         }
         let id = flow.info.id;
         match flow.packet(now, packet, emit) {
@@ -742,6 +736,22 @@ impl FlowTable {
         }
         self.free.push(slot);
         self.slots.get_mut(slot).and_then(Option::take)
+    }
+}
+
+/// Keeps the Ethernet source of `packet` in `source` when `flow` is due to report it (see
+/// [`FlowTable::take_source`]).
+#[inline]
+fn note_source(
+    source: &mut Option<(u16, IpAddr, [u8; 6])>,
+    flow: &mut Flow,
+    now: Timestamp,
+    packet: &Dissected<'_>,
+) {
+    if let Some((src, _)) = packet.macs
+        && flow.source_due(now, (packet.src, packet.src_port), src)
+    {
+        *source = Some((packet.vlan, packet.src, src));
     }
 }
 

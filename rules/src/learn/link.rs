@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
+use super::busiest::BusiestSecond;
 use crate::mac::Mac;
 use crate::network::{ArpFrame, ROUTER_IPS};
 use crate::time::Timestamp;
@@ -16,14 +17,6 @@ const MAX_HOSTS: usize = 4_096;
 /// Ethernet addresses remembered per host, and addresses per Ethernet address (enough to
 /// call it a router).
 const MAX_PER_KEY: usize = 64;
-
-/// Connections opened in the current second and the busiest second so far.
-#[derive(Debug, Clone, Copy, Default)]
-struct PerSecond {
-    second: u64,
-    now: u32,
-    peak: u32,
-}
 
 /// Ethernet addresses and connection rates seen.
 #[derive(Debug, Default)]
@@ -35,7 +28,7 @@ pub(super) struct Link {
     /// Per Ethernet address, the addresses it claimed in ARP.
     claimed: BTreeMap<Mac, BTreeSet<Ipv4Addr>>,
     /// Per (master, server), connections opened per second.
-    connections: BTreeMap<(IpAddr, IpAddr), PerSecond>,
+    connections: BTreeMap<(IpAddr, IpAddr), BusiestSecond>,
 }
 
 impl Link {
@@ -83,14 +76,10 @@ impl Link {
         {
             return;
         }
-        let second = ts.as_nanos() / 1_000_000_000;
-        let c = self.connections.entry((client, server)).or_default();
-        if c.second != second {
-            c.second = second;
-            c.now = 0;
-        }
-        c.now += 1;
-        c.peak = c.peak.max(c.now);
+        self.connections
+            .entry((client, server))
+            .or_default()
+            .add(ts);
     }
 
     /// Takes in another worker's share.
@@ -111,7 +100,7 @@ impl Link {
         }
         for (key, theirs) in other.connections {
             let ours = self.connections.entry(key).or_default();
-            ours.peak = ours.peak.max(theirs.peak);
+            ours.merge(&theirs);
         }
     }
 
@@ -152,7 +141,7 @@ impl Link {
         self.connections
             .iter()
             .filter(|((_, s), _)| *s == server)
-            .map(|(_, c)| c.peak)
+            .map(|(_, c)| c.peak())
             .sum()
     }
 }
