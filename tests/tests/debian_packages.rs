@@ -298,6 +298,10 @@ fn check_installed(version: &str) {
     );
     let conffiles = ok("dpkg-query", &["-W", "-f", "${Conffiles}", "otwatch-agent"]);
     assert!(
+        conffiles.contains("/etc/otwatch/agent/policies/example-plant.toml"),
+        "{conffiles}"
+    );
+    assert!(
         conffiles.contains("/etc/otwatch/agent/agent.toml"),
         "{conffiles}"
     );
