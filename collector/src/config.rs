@@ -43,6 +43,9 @@ pub struct CollectorConfig {
     /// Where else alerts go.
     #[serde(default)]
     pub export: Export,
+    /// The storage engine: sled in the data folder, or a PostgreSQL database replicas share.
+    #[serde(default)]
+    pub store: StoreSettings,
     /// How much to log ("info", "debug", or per target).
     #[serde(default)]
     pub log_level: Option<String>,
@@ -261,6 +264,7 @@ impl CollectorConfig {
             sessions: Sessions::default(),
             retention: Retention::default(),
             export: Export::default(),
+            store: StoreSettings::default(),
             log_level: None,
             log_format: None,
         }
@@ -269,6 +273,58 @@ impl CollectorConfig {
     /// Parses `collector.toml`; errors name the line and the field.
     pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
         toml::from_str(text)
+    }
+}
+
+/// `[store]`: which engine keeps the collector's data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `"sled"` (the default: one collector, its data folder) or `"postgres"` (replicas
+    /// sharing one database). A `url` alone implies postgres.
+    #[serde(default)]
+    pub backend: Option<Backend>,
+    /// The database, as a libpq URL without a password:
+    /// `postgresql://otwatch@db1:5432,db2:5432/otwatch?target_session_attrs=read-write`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A file holding the database password alone (0600 or 0640); without it, `PGPASSFILE` or
+    /// `~/.pgpass`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// The authority that signed the database's certificate (PEM): TLS to the database is then
+    /// required.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Most connections to the database (default 16).
+    #[serde(default)]
+    pub pool_size: Option<usize>,
+}
+
+/// A storage engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// sled, embedded, in `data/store`.
+    Sled,
+    /// PostgreSQL, shared by every replica.
+    Postgres,
+}
+
+impl StoreSettings {
+    /// The engine these settings choose, or what is inconsistent about them.
+    pub fn backend(&self) -> Result<Backend, String> {
+        match (self.backend, &self.url) {
+            (Some(Backend::Sled), Some(_)) => Err(
+                "store.url is set but store.backend = \"sled\" (remove one of them)".into(),
+            ),
+            (Some(Backend::Postgres), None) => Err(
+                "store.backend = \"postgres\" needs store.url (expected postgresql://USER@HOST/DATABASE)"
+                    .into(),
+            ),
+            (_, Some(_)) => Ok(Backend::Postgres),
+            (backend, None) => Ok(backend.unwrap_or(Backend::Sled)),
+        }
     }
 }
 

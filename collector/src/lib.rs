@@ -7,6 +7,7 @@ pub mod attack;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod engine;
 pub mod export;
 pub mod feed;
 #[cfg(test)]

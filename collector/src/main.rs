@@ -18,10 +18,10 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use otwatch_collector::audit::{self, AuditLog};
 use otwatch_collector::auth::Credentials;
-use otwatch_collector::config::CollectorConfig;
+use otwatch_collector::config::{Backend, CollectorConfig, StoreSettings};
+use otwatch_collector::engine::Engine;
 use otwatch_collector::feed::{BroadcastFeed, Feed};
 use otwatch_collector::kv::Kv;
-use otwatch_collector::kv::sled::SledKv;
 use otwatch_collector::listener::{
     self, Limits, ServedCertificate, certificate_provider, raise_descriptor_limit, tls_acceptor,
 };
@@ -31,6 +31,7 @@ use otwatch_collector::server::{AppState, now, router};
 use otwatch_collector::store::Store;
 use otwatch_collector::store::model::Role;
 use otwatch_collector::{export, pki};
+use otwatch_kv_postgres::Create;
 use otwatch_telemetry::{LogFormat, Telemetry};
 
 mod enrollment;
@@ -86,6 +87,44 @@ struct InitArgs {
     /// Host names and addresses agents will use to reach the collector (certificate names).
     #[arg(long = "name", value_name = "HOST")]
     names: Vec<String>,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// Where the store is, when it is a database (otherwise sled, in the data folder).
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// Keep the store in this PostgreSQL database (a libpq URL without a password, several
+    /// hosts allowed: postgresql://otwatch@db1,db2/otwatch?target_session_attrs=read-write).
+    #[arg(long, value_name = "URL", env = "OTWATCH_COLLECTOR_STORE_URL")]
+    store_url: Option<String>,
+    /// A file holding the database password alone (default: PGPASSFILE, else ~/.pgpass).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "OTWATCH_COLLECTOR_STORE_PASSWORD_FILE"
+    )]
+    store_password_file: Option<PathBuf>,
+    /// The authority that signed the database's certificate (PEM): TLS is then required.
+    #[arg(long, value_name = "FILE")]
+    store_ca: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// `settings` with these flags over them: a URL implies PostgreSQL.
+    fn over(&self, mut settings: StoreSettings) -> StoreSettings {
+        if let Some(url) = &self.store_url {
+            settings.url = Some(url.clone());
+            settings.backend = Some(Backend::Postgres);
+        }
+        if let Some(f) = &self.store_password_file {
+            settings.password_file = Some(f.clone());
+        }
+        if let Some(f) = &self.store_ca {
+            settings.ca_file = Some(f.clone());
+        }
+        settings
+    }
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +195,8 @@ struct ServeArgs {
     /// Serve plain HTTP: for a lab only, never on a plant network.
     #[arg(long)]
     insecure_http: bool,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 fn main() -> ExitCode {
@@ -227,7 +268,8 @@ fn init(a: &InitArgs) -> anyhow::Result<()> {
     ];
     names.extend(a.names.iter().cloned());
     let files = pki::create(&a.data, &names)?;
-    Store::open(SledKv::open(&a.data.join("store"))?)?;
+    let settings = a.store.over(StoreSettings::default());
+    Store::open(Engine::open(&settings, &a.data, Create::IfMissing)?)?;
     let credentials = Credentials::open(&a.data)?;
     let token = credentials.enroll("admin", Role::Admin)?;
     audit_command(&a.data, "enroll", "admin", Role::Admin);
@@ -424,13 +466,18 @@ fn serve_config(a: &ServeArgs) -> anyhow::Result<CollectorConfig> {
         config.listen = l;
     }
     config.insecure_http |= a.insecure_http;
+    config.store = a.store.over(config.store);
     Ok(config)
 }
 
 fn serve(config: CollectorConfig) -> anyhow::Result<()> {
     data_folder(&config.data)?;
     let files = pki::Files::in_dir(&config.data);
-    let store = Arc::new(Store::open(SledKv::open(&config.data.join("store"))?)?);
+    let store = Arc::new(Store::open(Engine::open(
+        &config.store,
+        &config.data,
+        Create::Never,
+    )?)?);
     let credentials = Arc::new(Credentials::open(&config.data)?);
     let feed: Arc<dyn Feed> = Arc::new(BroadcastFeed::new(4096));
     let metrics = Arc::new(Metrics::new()?);

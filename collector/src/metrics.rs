@@ -1,8 +1,8 @@
 //! The collector's Prometheus metrics, all prefixed `otwatch_collector_`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Counter, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric the collector exports.
@@ -38,6 +38,17 @@ pub struct Metrics {
     pub certificate_not_after: IntGauge,
     /// When the certificate authority agents trust ends (Unix seconds).
     pub ca_not_after: IntGauge,
+    /// Whether the store answered when last asked (1) or not (0): a replica without its
+    /// database.
+    pub store_ready: IntGauge,
+    /// Calls to a database store (absent on sled).
+    pub store_calls: IntCounter,
+    /// Calls to a database store that failed.
+    pub store_errors: IntCounter,
+    /// Time spent in calls to a database store.
+    pub store_call_seconds: Counter,
+    /// A database store's connections, by state (in_use, idle, max).
+    pub store_connections: IntGaugeVec,
 }
 
 impl Metrics {
@@ -110,6 +121,29 @@ impl Metrics {
                 "otwatch_collector_ca_not_after_timestamp_seconds",
                 "When the certificate authority agents trust (ca.pem) expires (Unix time)",
             )?,
+            store_ready: gauge(
+                "otwatch_collector_store_ready",
+                "1 when the store answered the last scrape or readiness probe, 0 when not (a replica without its database refuses ingest with 503)",
+            )?,
+            store_calls: counter(
+                "otwatch_collector_store_calls_total",
+                "Calls to the database store (PostgreSQL backend only)",
+            )?,
+            store_errors: counter(
+                "otwatch_collector_store_errors_total",
+                "Calls to the database store that failed: refused, unreachable or slower than 15 s",
+            )?,
+            store_call_seconds: Counter::with_opts(Opts::new(
+                "otwatch_collector_store_call_seconds_total",
+                "Time spent in calls to the database store (divide by calls for the mean latency)",
+            ))?,
+            store_connections: IntGaugeVec::new(
+                Opts::new(
+                    "otwatch_collector_store_connections",
+                    "Connections to the database store, by state: in_use, idle, max",
+                ),
+                &["state"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.ingested.clone()))?;
@@ -130,7 +164,35 @@ impl Metrics {
         m.registry
             .register(Box::new(m.certificate_not_after.clone()))?;
         m.registry.register(Box::new(m.ca_not_after.clone()))?;
+        m.registry.register(Box::new(m.store_ready.clone()))?;
+        m.registry.register(Box::new(m.store_calls.clone()))?;
+        m.registry.register(Box::new(m.store_errors.clone()))?;
+        m.registry
+            .register(Box::new(m.store_call_seconds.clone()))?;
+        m.registry.register(Box::new(m.store_connections.clone()))?;
         Ok(m)
+    }
+
+    /// Follows a database engine's totals (counters only ever rise) and its pool.
+    pub fn follow_engine(&self, stats: otwatch_kv::EngineStats) {
+        self.store_calls
+            .inc_by(stats.calls.saturating_sub(self.store_calls.get()));
+        self.store_errors
+            .inc_by(stats.errors.saturating_sub(self.store_errors.get()));
+        let seconds = stats.busy_micros as f64 / 1e6;
+        let grown = seconds - self.store_call_seconds.get();
+        if grown > 0.0 {
+            self.store_call_seconds.inc_by(grown);
+        }
+        for (state, n) in [
+            ("in_use", stats.pool_in_use),
+            ("idle", stats.pool_idle),
+            ("max", stats.pool_max),
+        ] {
+            self.store_connections
+                .with_label_values(&[state])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     /// The text exposition of every metric.

@@ -164,6 +164,12 @@ impl From<StoreError> for ApiError {
                 Self::new(StatusCode::NOT_FOUND, format!("{what} not found"))
             }
             StoreError::Invalid { .. } => Self::bad_request(e.to_string()),
+            // The engine failed (a database unreachable, a disk error): 503, so an agent
+            // delivers to another replica and a load balancer stops sending here.
+            StoreError::Kv(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("store unavailable: {e}"),
+            ),
             other => Self::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
         }
     }
@@ -654,7 +660,9 @@ async fn alert_by_id<K: Kv>(
 /// 503 naming why when it does not (`/healthz` stays liveness: the process runs).
 async fn readyz<K: Kv>(State(state): State<Shared<K>>) -> Response {
     let store = state.store.clone();
-    match blocking(move || store.last_sequence()).await {
+    let answer = blocking(move || store.last_sequence()).await;
+    state.metrics.store_ready.set(i64::from(answer.is_ok()));
+    match answer {
         Ok(_) => (StatusCode::OK, axum::Json(json!({ "ready": true }))).into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -666,6 +674,10 @@ async fn readyz<K: Kv>(State(state): State<Shared<K>>) -> Response {
 
 /// Alerts a live-feed subscriber is sent per read of the store.
 const FEED_PAGE: usize = 500;
+
+/// How often a live feed reads the store without being woken: the most an alert another
+/// replica stored waits before this replica's subscribers get it.
+const FEED_POLL: Duration = Duration::from_secs(1);
 
 /// The live-feed event for a stored alert: its ingest sequence number as the id.
 fn alert_event(seq: u64, alert: &otwatch_rules::alert::Alert) -> Event {
@@ -701,9 +713,14 @@ impl<K: Kv> FeedReader<K> {
                 return Some((Ok(event), self));
             }
             if !self.read_now {
-                match self.rx.recv().await {
-                    Ok(_) | Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => return None,
+                // Woken by this replica's ingest, or after a second by the clock: alerts other
+                // replicas stored in a shared store are announced only to their own feeds.
+                tokio::select! {
+                    woken = self.rx.recv() => match woken {
+                        Ok(_) | Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => return None,
+                    },
+                    () = tokio::time::sleep(FEED_POLL) => {}
                 }
                 // One read covers every announcement so far.
                 loop {
@@ -985,8 +1002,12 @@ async fn metrics<K: Kv>(State(state): State<Shared<K>>) -> Result<Response, ApiE
                 .set(s.store.open_incident_count().map_or(0, |n| n as i64));
             m.store_bytes
                 .set(s.store.kv().size_on_disk().map_or(0, |b| b as i64));
-            m.store_alerts
-                .set(s.store.alert_count().map_or(0, |n| n as i64));
+            let alerts = s.store.alert_count();
+            m.store_ready.set(i64::from(alerts.is_ok()));
+            m.store_alerts.set(alerts.map_or(0, |n| n as i64));
+            if let Some(stats) = s.store.kv().stats() {
+                m.follow_engine(stats);
+            }
             // A counter that follows the store's: only ever raised.
             let dropped = s.store.asset_entries_dropped().unwrap_or(0);
             m.asset_entries_dropped

@@ -17,6 +17,8 @@
 //! agents can be enrolled while the collector runs.
 
 mod asset;
+#[cfg(test)]
+mod conformance;
 pub mod conversation;
 mod keys;
 pub mod learn;
@@ -138,6 +140,24 @@ impl<K: Kv> Store<K> {
     /// Opens a store, writing the schema version if it is new, upgrading it if it is older and
     /// refusing it if it is unknown.
     pub fn open(kv: K) -> Result<Self, StoreError> {
+        {
+            // Replicas opening one shared store together upgrade it once.
+            let _section = kv.section()?;
+            Self::prepare_schema(&kv)?;
+        }
+        let store = Self {
+            kv,
+            writer: Mutex::new(()),
+        };
+        store.remove_spent_postings()?;
+        store.count_open_incidents()?;
+        store.count_stored_by_agent()?;
+        Ok(store)
+    }
+
+    /// Writes the schema version of a new store, upgrades an older one and refuses one it
+    /// does not know.
+    fn prepare_schema(kv: &K) -> Result<(), StoreError> {
         let key = keys::named(keys::META, b"schema");
         match kv.get(&key)? {
             Some(v) => {
@@ -147,13 +167,13 @@ impl<K: Kv> Store<K> {
                     .map(u32::from_be_bytes)
                     .unwrap_or(0);
                 if found == migrate::V1 {
-                    migrate::from_v1(&kv, key.clone(), migrate::V2)?;
+                    migrate::from_v1(kv, key.clone(), migrate::V2)?;
                 }
                 if found == migrate::V1 || found == migrate::V2 {
-                    migrate::from_v2(&kv, key.clone(), migrate::V3)?;
+                    migrate::from_v2(kv, key.clone(), migrate::V3)?;
                 }
                 if (migrate::V1..=migrate::V3).contains(&found) {
-                    migrate::from_v3(&kv, key, SCHEMA_VERSION)?;
+                    migrate::from_v3(kv, key, SCHEMA_VERSION)?;
                 } else if found != SCHEMA_VERSION {
                     return Err(StoreError::Schema { found });
                 }
@@ -165,14 +185,7 @@ impl<K: Kv> Store<K> {
                 kv.flush()?;
             }
         }
-        let store = Self {
-            kv,
-            writer: Mutex::new(()),
-        };
-        store.remove_spent_postings()?;
-        store.count_open_incidents()?;
-        store.count_stored_by_agent()?;
-        Ok(store)
+        Ok(())
     }
 
     /// The engine underneath.
@@ -213,7 +226,7 @@ impl<K: Kv> Store<K> {
         }
         let mut postings = keys::postings(prepared.iter().map(|(_, s, a, _)| (s, *a)));
 
-        let writer = self.writer.lock().map_err(|_| poisoned())?;
+        let writer = self.write_lock()?;
         let mut reply = IngestReply::default();
         let mut b = Batch::new();
         let mut seen_in_batch = std::collections::HashSet::new();
@@ -222,8 +235,15 @@ impl<K: Kv> Store<K> {
         let mut next_seq = self.counter(b"sequence")?;
         let mut next_incident = first_new_incident;
         let mut indexed: Vec<([u8; 24], &Alert)> = Vec::new();
-        for (id, suffix, alert, encoded) in prepared {
-            if !seen_in_batch.insert(id) || self.kv.get(&keys::named(keys::ID, &id))?.is_some() {
+        // Which ids are stored already, asked at once (one round trip to a database).
+        let id_keys: Vec<Vec<u8>> = prepared
+            .iter()
+            .map(|(id, ..)| keys::named(keys::ID, id))
+            .collect();
+        let id_refs: Vec<&[u8]> = id_keys.iter().map(Vec::as_slice).collect();
+        let stored_already = self.kv.get_many(&id_refs)?;
+        for ((id, suffix, alert, encoded), stored) in prepared.into_iter().zip(stored_already) {
+            if !seen_in_batch.insert(id) || stored.is_some() {
                 reply.duplicates += 1;
                 continue;
             }
@@ -499,7 +519,7 @@ impl<K: Kv> Store<K> {
         agent: &str,
         records: &[(String, Vec<u8>)],
     ) -> Result<(), StoreError> {
-        let writer = self.writer.lock().map_err(|_| poisoned())?;
+        let writer = self.write_lock()?;
         let mut b = Batch::new();
         let key = evidence_bytes_key(agent);
         let mut held = self.kv.get(&key)?.map_or(0, |v| u64_of(&v));
@@ -715,7 +735,7 @@ impl<K: Kv> Store<K> {
 
     /// Records a heartbeat received at `now`.
     pub fn heartbeat(&self, hb: &Heartbeat, now: Timestamp) -> Result<(), StoreError> {
-        let _writer = self.writer.lock().map_err(|_| poisoned())?;
+        let _writer = self.write_lock()?;
         let record = match self.agent(&hb.agent)? {
             Some(mut r) => {
                 r.heartbeat = hb.clone();
@@ -833,7 +853,7 @@ impl<K: Kv> Store<K> {
                 ),
             });
         }
-        let _writer = self.writer.lock().map_err(|_| poisoned())?;
+        let _writer = self.write_lock()?;
         let mut incident = self
             .incident(id)?
             .ok_or_else(|| StoreError::NotFound(format!("incident {id}")))?;
@@ -900,7 +920,7 @@ impl<K: Kv> Store<K> {
         if self.kv.get(&key)?.is_some() {
             return Ok(());
         }
-        let _writer = self.writer.lock().map_err(|_| poisoned())?;
+        let _writer = self.write_lock()?;
         let open = self.incidents(Some(IncidentState::Open), usize::MAX)?.len() as u64;
         let mut b = Batch::new();
         b.put(key, open.to_be_bytes().to_vec());
@@ -931,6 +951,27 @@ fn u64_of(bytes: &[u8]) -> u64 {
 
 fn poisoned() -> StoreError {
     StoreError::Corrupt("a writer panicked while holding the store".into())
+}
+
+/// A writer's turn: this process's writers one at a time, and, on an engine that replicas
+/// share, one writer across all of them (the engine's section). Held while a writer reads,
+/// decides and applies.
+pub(crate) struct WriteLock<'a> {
+    // Dropped in order: the engine's section ends before the local lock is released.
+    _section: crate::kv::Section<'a>,
+    _local: std::sync::MutexGuard<'a, ()>,
+}
+
+impl<K: Kv> Store<K> {
+    /// Waits for the writer's turn (see [`WriteLock`]).
+    pub(crate) fn write_lock(&self) -> Result<WriteLock<'_>, StoreError> {
+        let local = self.writer.lock().map_err(|_| poisoned())?;
+        let section = self.kv.section()?;
+        Ok(WriteLock {
+            _section: section,
+            _local: local,
+        })
+    }
 }
 
 /// Whether a role may do an action; kept here so every entry point shares one definition.

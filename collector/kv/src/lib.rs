@@ -11,10 +11,15 @@
 //! 3. **Ordered keys.** Keys are bytes compared lexicographically; [`Kv::range`] returns entries
 //!    in that order (or its reverse), so big-endian numbers in keys sort numerically.
 //! 4. **Bounded reads.** Every scan takes a limit: no call reads an unbounded number of entries.
+//! 5. **One writer section at a time.** While a [`Section`] from [`Kv::section`] is held, no
+//!    other section over the same data is, in this process or (for an engine that processes
+//!    share, such as PostgreSQL) any other. A writer that reads, decides and then applies does
+//!    so inside a section, so two collector replicas never interleave their read-modify-write.
 //!
-//! [`sled::SledKv`] is the engine; [`memory::MemoryKv`] is a plain model of the same contract,
-//! used to check the engine in a model-based test.
+//! [`sled::SledKv`] is the embedded engine; [`memory::MemoryKv`] is a plain model of the same
+//! contract; [`conformance`] checks any engine against that model.
 
+pub mod conformance;
 pub mod memory;
 pub mod sled;
 
@@ -100,6 +105,74 @@ pub trait Kv: Send + Sync + 'static {
     ) -> Result<Vec<Entry>, KvError>;
     /// Bytes the store occupies on disk (an estimate for in-memory stores).
     fn size_on_disk(&self) -> Result<u64, KvError>;
+
+    /// The values of `keys`, in the same order: one round trip for an engine across a
+    /// network, a loop of [`Kv::get`] otherwise.
+    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
+
+    /// Enters a writer section (invariant 5), waiting for any other to end. Callers serialize
+    /// their own threads first (a mutex): a section is not reentrant. Engines used by one
+    /// process only need nothing more, which is the default.
+    fn section(&self) -> Result<Section<'_>, KvError> {
+        Ok(Section::default())
+    }
+
+    /// Calls and connections, for an engine across a network (metrics); `None` for an
+    /// embedded one.
+    fn stats(&self) -> Option<EngineStats> {
+        None
+    }
+}
+
+/// What an engine across a network reports for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Calls made since the engine opened.
+    pub calls: u64,
+    /// Calls that failed.
+    pub errors: u64,
+    /// Time spent in calls, in microseconds.
+    pub busy_micros: u64,
+    /// Connections in use now.
+    pub pool_in_use: u64,
+    /// Connections open and idle now.
+    pub pool_idle: u64,
+    /// Most connections the engine opens.
+    pub pool_max: u64,
+}
+
+/// A writer section: held until dropped (see [`Kv::section`]).
+#[derive(Default)]
+#[must_use = "the section ends when this is dropped"]
+pub struct Section<'a> {
+    end: Option<Box<dyn FnOnce() + 'a>>,
+}
+
+impl<'a> Section<'a> {
+    /// A section that runs `end` when it is dropped (an engine releasing its lock).
+    pub fn ending_with(end: impl FnOnce() + 'a) -> Self {
+        Self {
+            end: Some(Box::new(end)),
+        }
+    }
+}
+
+impl Drop for Section<'_> {
+    fn drop(&mut self) {
+        if let Some(end) = self.end.take() {
+            end();
+        }
+    }
+}
+
+impl std::fmt::Debug for Section<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Section")
+            .field("shared", &self.end.is_some())
+            .finish()
+    }
 }
 
 /// The smallest key greater than every key that starts with `prefix` (for prefix ranges).

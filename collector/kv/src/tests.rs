@@ -127,3 +127,16 @@ fn child_writes_then_aborts() {
 }
 
 use std::path::Path;
+
+#[test]
+fn sled_passes_the_conformance_suite() {
+    for seed in 0..4 {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || SledKv::open(dir.path()).unwrap();
+        let reopen = |kv: SledKv| {
+            drop(kv);
+            SledKv::open(dir.path()).unwrap()
+        };
+        conformance::check(open, reopen, seed, 400).unwrap();
+    }
+}

@@ -12,7 +12,7 @@ use otwatch_rules::wire::LearnedPolicy;
 use serde::{Deserialize, Serialize};
 
 use super::keys::{LEARN, LEARNED, named};
-use super::{Store, StoreError, corrupt, poisoned};
+use super::{Store, StoreError, corrupt};
 use crate::kv::{Batch, Kv, Order};
 
 /// Most agents with a learn request kept.
@@ -54,7 +54,7 @@ fn invalid(field: &str, message: String) -> StoreError {
 impl<K: Kv> Store<K> {
     /// Keeps a learn request (its agent's, replacing any earlier one).
     pub fn request_learning(&self, record: &LearnRecord) -> Result<(), StoreError> {
-        let _writer = self.writer.lock().map_err(|_| poisoned())?;
+        let _writer = self.write_lock()?;
         let key = named(LEARN, record.agent.as_bytes());
         if self.kv.get(&key)?.is_none() && self.learn_records()?.len() >= MAX_LEARN_REQUESTS {
             return Err(invalid(
@@ -133,7 +133,7 @@ impl<K: Kv> Store<K> {
         now: Timestamp,
         error: Option<String>,
     ) -> Result<(), StoreError> {
-        let _writer = self.writer.lock().map_err(|_| poisoned())?;
+        let _writer = self.write_lock()?;
         let mut record = self.answered(agent, learned)?;
         record.received_at = Some(now);
         record.requests = Some(learned.requests);

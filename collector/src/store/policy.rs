@@ -19,7 +19,7 @@ use otwatch_rules::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::keys::{ASSIGNMENT, POLICY, named};
-use super::{Store, StoreError, corrupt, poisoned};
+use super::{Store, StoreError, corrupt};
 use crate::kv::{Batch, Kv, Order};
 
 /// Most policies kept.
@@ -192,7 +192,7 @@ impl<K: Kv> Store<K> {
                 ),
             });
         }
-        let _writer = self.writer.lock().map_err(|_| poisoned())?;
+        let _writer = self.write_lock()?;
         let head = self.policy_head(name)?;
         match (&head, if_match) {
             (Some(h), Some(wanted)) if h.hash == wanted => {}
@@ -365,7 +365,7 @@ impl<K: Kv> Store<K> {
             field: e.field,
             message: format!("{} is not valid (expected {})", e.found, e.expected),
         })?;
-        let _writer = self.writer.lock().map_err(|_| poisoned())?;
+        let _writer = self.write_lock()?;
         let key = named(ASSIGNMENT, agent.as_bytes());
         let mut b = Batch::new();
         match policy {

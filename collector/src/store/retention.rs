@@ -9,7 +9,7 @@ use otwatch_rules::alert::{Alert, Severity};
 use otwatch_rules::time::Timestamp;
 
 use super::conversation::ConversationRecord;
-use super::{Store, StoreError, corrupt, keys, poisoned, rollup, u64_of};
+use super::{Store, StoreError, corrupt, keys, rollup, u64_of};
 use crate::kv::{Batch, Kv, Order, scan_prefix};
 
 /// The prefix of the per-agent stored-alert counters (`C` + this + agent name).
@@ -86,7 +86,7 @@ impl<K: Kv> Store<K> {
         if self.kv.get(&marker)?.is_some() {
             return Ok(());
         }
-        let _writer = self.writer.lock().map_err(|_| poisoned())?;
+        let _writer = self.write_lock()?;
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
         let mut from = Bound::Included(vec![keys::ALERT]);
         loop {
@@ -143,7 +143,7 @@ impl<K: Kv> Store<K> {
         let mut newest_shared: Option<u64> = None;
         let mut from = Bound::Included(vec![keys::ALERT]);
         'pages: loop {
-            let writer = self.writer.lock().map_err(|_| poisoned())?;
+            let writer = self.write_lock()?;
             let page = self.kv.range(
                 from.as_ref().map(Vec::as_slice),
                 Bound::Excluded(&[keys::ALERT + 1][..]),
@@ -233,7 +233,7 @@ impl<K: Kv> Store<K> {
     /// first that still numbers one (what stays is bounded by the alerts that stay).
     fn remove_spent_sequences(&self) -> Result<(), StoreError> {
         loop {
-            let writer = self.writer.lock().map_err(|_| poisoned())?;
+            let writer = self.write_lock()?;
             let page = self.kv.range(
                 Bound::Included(&[keys::SEQUENCE][..]),
                 Bound::Excluded(&[keys::SEQUENCE + 1][..]),
@@ -284,7 +284,7 @@ impl<K: Kv> Store<K> {
     fn expire_conversations(&self, older_than: Timestamp) -> Result<(), StoreError> {
         let mut from = Bound::Included(vec![keys::CONVERSATION]);
         loop {
-            let writer = self.writer.lock().map_err(|_| poisoned())?;
+            let writer = self.write_lock()?;
             let page = self.kv.range(
                 from.as_ref().map(Vec::as_slice),
                 Bound::Excluded(&[keys::CONVERSATION + 1][..]),
@@ -327,7 +327,7 @@ impl<K: Kv> Store<K> {
         let end = keys::named(keys::POSTING_RECORDS, &until.to_be_bytes());
         let mut from = Bound::Included(vec![keys::POSTING_RECORDS]);
         loop {
-            let writer = self.writer.lock().map_err(|_| poisoned())?;
+            let writer = self.write_lock()?;
             let page = self.kv.range(
                 from.as_ref().map(Vec::as_slice),
                 Bound::Excluded(end.as_slice()),
@@ -386,7 +386,7 @@ impl<K: Kv> Store<K> {
     /// open (a crash may have come between removing alerts and this).
     pub(super) fn remove_spent_postings(&self) -> Result<(), StoreError> {
         loop {
-            let writer = self.writer.lock().map_err(|_| poisoned())?;
+            let writer = self.write_lock()?;
             let oldest = scan_prefix(&self.kv, &[keys::ALERT], Order::Ascending, 1)?;
             let end = match oldest.first().and_then(|(k, _)| keys::suffix_of(k)) {
                 Some(suffix) => keys::named(keys::POSTING_RECORDS, &suffix),

@@ -455,7 +455,7 @@ impl<K: Kv> Store<K> {
         for span in Span::BOTH {
             for dim in Dimension::ALL {
                 loop {
-                    let writer = self.writer.lock().map_err(|_| super::poisoned())?;
+                    let writer = self.write_lock()?;
                     let oldest =
                         crate::kv::scan_prefix(&self.kv, &[keys::ALERT], Order::Ascending, 1)?;
                     let end = match oldest.first().and_then(|(k, _)| keys::suffix_of(k)) {
