@@ -65,8 +65,15 @@ pub fn free_addr() -> SocketAddr {
 impl Site {
     /// Initialises a data folder in `dir` and picks a port.
     pub fn init(dir: &Path) -> Self {
+        Self::init_with(dir, &[])
+    }
+
+    /// [`Site::init`] with extra `init` arguments (`--store-url`, say).
+    pub fn init_with(dir: &Path, args: &[&str]) -> Self {
         let data = dir.join("collector");
-        let admin = token_in(&run(&["init"], &data));
+        let mut all = vec!["init"];
+        all.extend_from_slice(args);
+        let admin = token_in(&run(&all, &data));
         Self {
             data,
             addr: free_addr(),
