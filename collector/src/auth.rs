@@ -1,16 +1,22 @@
-//! Credentials: random bearer tokens, each with a name and a role, kept hashed (SHA-256) in
-//! `credentials.json` in the data folder; and finding what a request presents (an
-//! `Authorization: Bearer` token, or the dashboard's session cookie).
+//! Credentials: random bearer tokens, each with a name and a role, kept hashed (SHA-256); and
+//! finding what a request presents (an `Authorization: Bearer` token, or the dashboard's
+//! session cookie).
 //!
-//! The file is separate from the store so `otwatch-collector enroll` and `revoke` work while
-//! the collector runs: the server rereads it when it changes and tells whoever listens
-//! ([`Credentials::changes`]), so a revoked credential's sessions and live feeds end at once. It
-//! is written atomically (a temporary file renamed over it, under a lock) and readable by its
-//! owner only.
+//! Where they are kept follows the store:
+//! - With sled, in `credentials.json` in the data folder, apart from the store (which one
+//!   process holds open) so `otwatch-collector enroll` and `revoke` work while the collector
+//!   runs. It is written atomically (a temporary file renamed over it, under a lock) and
+//!   readable by its owner only.
+//! - With a database, in one record of it ([`crate::store::CREDENTIALS_KEY`]), changed inside a
+//!   writer section, so every replica knows every agent as soon as it is enrolled.
+//!
+//! Either way the server rereads them when they change (checking every second) and tells
+//! whoever listens ([`Credentials::changes`]), so a revoked credential's sessions and live
+//! feeds end at once.
 
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, COOKIE};
@@ -19,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use otwatch_rules::time::Timestamp;
 
+use crate::kv::{Batch, Kv};
 use crate::store::model::{Principal, Role};
 
 /// The dashboard's session cookie over HTTPS: a random session id, never the token itself.
@@ -66,6 +73,9 @@ pub enum CredentialError {
     /// No credential has that name.
     #[error("name: {0:?} is not enrolled (expected a name `list` shows)")]
     Unknown(String),
+    /// The shared store failed.
+    #[error("credentials in the store: {0}")]
+    Store(String),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,11 +123,49 @@ impl FileStamp {
     }
 }
 
-/// The credentials file, cached and reread when it changes.
+/// Where credentials are kept (see the module documentation).
+enum Backing {
+    /// `credentials.json` in the data folder.
+    File(PathBuf),
+    /// A record of a store replicas share.
+    Shared(Arc<dyn Kv>),
+}
+
+impl std::fmt::Debug for Backing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => f.debug_tuple("File").field(path).finish(),
+            Self::Shared(_) => f.write_str("Shared"),
+        }
+    }
+}
+
+/// Which version of the credentials the cache holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Version {
+    /// The file's stamp (`None`: no file).
+    File(Option<FileStamp>),
+    /// The record's bytes (`None`: no record).
+    Shared(Option<Vec<u8>>),
+}
+
+/// How often a lookup rereads credentials kept in a shared store (the server also rereads
+/// them every second on its own).
+const SHARED_RECHECK: Duration = Duration::from_secs(1);
+
+/// How often a lookup that found nobody rereads them: a credential just enrolled on another
+/// replica works at once, and a stream of unknown tokens costs the database at most this.
+const SHARED_RECHECK_ON_MISS: Duration = Duration::from_millis(100);
+
+/// The credentials, cached and reread when they change.
 #[derive(Debug)]
 pub struct Credentials {
-    path: PathBuf,
-    cache: RwLock<(Option<FileStamp>, Vec<Entry>)>,
+    backing: Backing,
+    cache: RwLock<(Version, Vec<Entry>)>,
+    /// When a shared record was last reread.
+    checked: Mutex<Option<Instant>>,
+    /// Changes made by this process, one at a time (the store's section orders processes).
+    writer: Mutex<()>,
     /// Bumped whenever the cached credentials change.
     changed: tokio::sync::watch::Sender<u64>,
 }
@@ -125,56 +173,115 @@ pub struct Credentials {
 impl Credentials {
     /// The credentials in `data/credentials.json` (an absent file means none yet).
     pub fn open(data: &Path) -> Result<Self, CredentialError> {
+        Self::with(Backing::File(data.join("credentials.json")))
+    }
+
+    /// The credentials in a store replicas share.
+    pub fn shared(kv: Arc<dyn Kv>) -> Result<Self, CredentialError> {
+        Self::with(Backing::Shared(kv))
+    }
+
+    fn with(backing: Backing) -> Result<Self, CredentialError> {
         let this = Self {
-            path: data.join("credentials.json"),
-            cache: RwLock::new((None, Vec::new())),
+            backing,
+            cache: RwLock::new((Version::File(None), Vec::new())),
+            checked: Mutex::new(None),
+            writer: Mutex::new(()),
             changed: tokio::sync::watch::Sender::new(0),
         };
         this.reload()?;
         Ok(this)
     }
 
-    fn read(&self) -> Result<Vec<Entry>, CredentialError> {
-        match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| CredentialError::Corrupt {
-                path: self.path.clone(),
-                message: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(source) => Err(CredentialError::Io {
-                path: self.path.clone(),
-                source,
-            }),
+    /// The credentials as kept now, with their version.
+    fn load(&self) -> Result<(Version, Vec<Entry>), CredentialError> {
+        match &self.backing {
+            Backing::File(path) => {
+                let version = Version::File(FileStamp::of(path));
+                let entries = match std::fs::read(path) {
+                    Ok(bytes) => parse(&bytes, path)?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                    Err(source) => {
+                        return Err(CredentialError::Io {
+                            path: path.clone(),
+                            source,
+                        });
+                    }
+                };
+                Ok((version, entries))
+            }
+            Backing::Shared(kv) => {
+                let bytes = kv
+                    .get(crate::store::CREDENTIALS_KEY)
+                    .map_err(|e| CredentialError::Store(e.to_string()))?;
+                let entries = match &bytes {
+                    Some(b) => parse(b, Path::new("the store's credentials record"))?,
+                    None => Vec::new(),
+                };
+                Ok((Version::Shared(bytes), entries))
+            }
         }
     }
 
-    fn modified(&self) -> Option<FileStamp> {
-        FileStamp::of(&self.path)
+    fn read(&self) -> Result<Vec<Entry>, CredentialError> {
+        self.load().map(|(_, entries)| entries)
     }
 
     fn reload(&self) -> Result<(), CredentialError> {
-        let modified = self.modified();
-        let entries = self.read()?;
-        if let Ok(mut cache) = self.cache.write() {
-            *cache = (modified, entries);
-        }
-        self.changed.send_modify(|n| *n += 1);
+        let loaded = self.load()?;
+        self.replace(loaded);
         Ok(())
     }
 
-    /// Rereads the file if it changed since it was last read; returns whether it did. The
-    /// server calls this every second, so a `revoke` from another process takes effect at
-    /// once even with no request arriving.
+    fn replace(&self, loaded: (Version, Vec<Entry>)) {
+        if let Ok(mut cache) = self.cache.write() {
+            *cache = loaded;
+        }
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Rereads the credentials if they changed since they were last read; returns whether
+    /// they did. The server calls this every second, so a `revoke` from another process (or
+    /// replica) takes effect at once even with no request arriving.
     pub fn refresh(&self) -> Result<bool, CredentialError> {
-        let stale = self
-            .cache
-            .read()
-            .map(|c| c.0 != self.modified())
-            .unwrap_or(true);
+        let cached = self.cache.read().map(|c| c.0.clone()).ok();
+        let stale = match &self.backing {
+            Backing::File(path) => cached != Some(Version::File(FileStamp::of(path))),
+            Backing::Shared(_) => {
+                let loaded = self.load()?;
+                if let Ok(mut checked) = self.checked.lock() {
+                    *checked = Some(Instant::now());
+                }
+                if cached.as_ref() == Some(&loaded.0) {
+                    return Ok(false);
+                }
+                self.replace(loaded);
+                return Ok(true);
+            }
+        };
         if stale {
             self.reload()?;
         }
         Ok(stale)
+    }
+
+    /// [`Credentials::refresh`] for a lookup: a file is checked every time (one `stat`), a
+    /// shared record at most every `within`.
+    fn refresh_for_lookup(&self, within: Duration) {
+        if matches!(self.backing, Backing::Shared(_)) {
+            let recent = self
+                .checked
+                .lock()
+                .ok()
+                .and_then(|c| *c)
+                .is_some_and(|at| at.elapsed() < within);
+            if recent {
+                return;
+            }
+        }
+        if let Err(e) = self.refresh() {
+            tracing::warn!(error = %e, "credentials not reread; the last ones read still hold");
+        }
     }
 
     /// A receiver that sees every change of the credentials.
@@ -230,31 +337,55 @@ impl Credentials {
         Ok(all)
     }
 
-    /// Reads, changes and replaces the file under an exclusive lock on `credentials.lock`,
-    /// through a temporary file of this call's own, so no concurrent change in another process
-    /// can lose this one's or be lost.
+    /// Reads, changes and writes the credentials so that no concurrent change in another
+    /// process (or replica) can lose this one's or be lost.
     fn update(
         &self,
         change: impl FnOnce(&mut Vec<Entry>) -> Result<(), CredentialError>,
     ) -> Result<(), CredentialError> {
+        match &self.backing {
+            Backing::File(path) => self.update_file(path, change),
+            Backing::Shared(kv) => {
+                let store = |e: crate::kv::KvError| CredentialError::Store(e.to_string());
+                let _local = self
+                    .writer
+                    .lock()
+                    .map_err(|_| CredentialError::Store("writer poisoned".into()))?;
+                let _section = kv.section().map_err(store)?;
+                let mut entries = self.read()?;
+                change(&mut entries)?;
+                let mut b = Batch::new();
+                b.put(crate::store::CREDENTIALS_KEY.to_vec(), json_of(&entries)?);
+                kv.apply(b).map_err(store)?;
+                kv.flush().map_err(store)?;
+                self.reload()
+            }
+        }
+    }
+
+    /// [`Credentials::update`] of the file, under an exclusive lock on `credentials.lock`,
+    /// through a temporary file of this call's own.
+    fn update_file(
+        &self,
+        path: &Path,
+        change: impl FnOnce(&mut Vec<Entry>) -> Result<(), CredentialError>,
+    ) -> Result<(), CredentialError> {
         let io = |source| CredentialError::Io {
-            path: self.path.clone(),
+            path: path.to_path_buf(),
             source,
         };
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(self.path.with_extension("lock"))
+            .open(path.with_extension("lock"))
             .map_err(io)?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| io(e.into()))?;
         let mut entries = self.read()?;
         change(&mut entries)?;
         let unique = &new_token()?[4..20];
-        let tmp = self
-            .path
-            .with_extension(format!("json.{}.{unique}.tmp", std::process::id()));
+        let tmp = path.with_extension(format!("json.{}.{unique}.tmp", std::process::id()));
         {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
@@ -265,15 +396,10 @@ impl Credentials {
                 .mode(0o600)
                 .open(&tmp)
                 .map_err(io)?;
-            let text =
-                serde_json::to_vec_pretty(&entries).map_err(|e| CredentialError::Corrupt {
-                    path: tmp.clone(),
-                    message: e.to_string(),
-                })?;
-            f.write_all(&text).map_err(io)?;
+            f.write_all(&json_of(&entries)?).map_err(io)?;
             f.sync_all().map_err(io)?;
         }
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)?;
         // The lock goes with `lock` when it is dropped, after the file is replaced.
         self.reload()
     }
@@ -286,7 +412,17 @@ impl Credentials {
     /// Who holds the token whose hash ([`hash`]) is `wanted`, if anyone: how a session finds
     /// the credential that opened it, so revoking the credential ends the session.
     pub fn principal_of_hash(&self, wanted: &str) -> Option<Principal> {
-        let _ = self.refresh();
+        self.refresh_for_lookup(SHARED_RECHECK);
+        self.cached(wanted).or_else(|| {
+            if !matches!(self.backing, Backing::Shared(_)) {
+                return None;
+            }
+            self.refresh_for_lookup(SHARED_RECHECK_ON_MISS);
+            self.cached(wanted)
+        })
+    }
+
+    fn cached(&self, wanted: &str) -> Option<Principal> {
         let cache = self.cache.read().ok()?;
         cache
             .1
@@ -297,6 +433,20 @@ impl Credentials {
                 role: e.role,
             })
     }
+}
+
+fn parse(bytes: &[u8], path: &Path) -> Result<Vec<Entry>, CredentialError> {
+    serde_json::from_slice(bytes).map_err(|e| CredentialError::Corrupt {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+fn json_of(entries: &[Entry]) -> Result<Vec<u8>, CredentialError> {
+    serde_json::to_vec_pretty(entries).map_err(|e| CredentialError::Corrupt {
+        path: PathBuf::from("credentials"),
+        message: e.to_string(),
+    })
 }
 
 /// SHA-256 of a token or session id, hex: what is kept instead of the secret.

@@ -110,9 +110,21 @@ struct StoreArgs {
     store_ca: Option<PathBuf>,
 }
 
+/// The file in a data folder naming the database `init --store-url` prepared, so the other
+/// commands (and replicas given a copy of the folder) find it without `--store-url`.
+const STORE_URL_FILE: &str = "store.url";
+
 impl StoreArgs {
-    /// `settings` with these flags over them: a URL implies PostgreSQL.
-    fn over(&self, mut settings: StoreSettings) -> StoreSettings {
+    /// `settings` with these flags over them: a URL implies PostgreSQL. Without a URL anywhere,
+    /// the one `init` left in `data` ([`STORE_URL_FILE`]).
+    fn over(&self, mut settings: StoreSettings, data: &Path) -> anyhow::Result<StoreSettings> {
+        let remembered = data.join(STORE_URL_FILE);
+        if self.store_url.is_none() && settings.url.is_none() && remembered.exists() {
+            let url = std::fs::read_to_string(&remembered)
+                .with_context(|| remembered.display().to_string())?;
+            settings.url = Some(url.trim().to_string());
+            settings.backend = Some(Backend::Postgres);
+        }
         if let Some(url) = &self.store_url {
             settings.url = Some(url.clone());
             settings.backend = Some(Backend::Postgres);
@@ -123,7 +135,20 @@ impl StoreArgs {
         if let Some(f) = &self.store_ca {
             settings.ca_file = Some(f.clone());
         }
-        settings
+        Ok(settings)
+    }
+
+    /// The credentials of the store these flags (or the data folder) name: a record of the
+    /// database, or the data folder's file.
+    fn credentials(&self, data: &Path) -> anyhow::Result<Credentials> {
+        let settings = self.over(StoreSettings::default(), data)?;
+        match settings.backend().map_err(anyhow::Error::msg)? {
+            Backend::Sled => Ok(Credentials::open(data)?),
+            Backend::Postgres => {
+                let engine: Arc<dyn Kv> = Arc::new(Engine::open(&settings, data, Create::Never)?);
+                Ok(Credentials::shared(engine)?)
+            }
+        }
     }
 }
 
@@ -149,6 +174,8 @@ struct EnrollArgs {
     /// to the sensor's `/etc/otwatch/agent/`.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +186,8 @@ struct RevokeArgs {
     /// The credential's name.
     #[arg(value_name = "NAME")]
     name: String,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +195,8 @@ struct ListArgs {
     /// The collector's data folder.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA)]
     data: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -268,9 +299,19 @@ fn init(a: &InitArgs) -> anyhow::Result<()> {
     ];
     names.extend(a.names.iter().cloned());
     let files = pki::create(&a.data, &names)?;
-    let settings = a.store.over(StoreSettings::default());
-    Store::open(Engine::open(&settings, &a.data, Create::IfMissing)?)?;
-    let credentials = Credentials::open(&a.data)?;
+    let settings = a.store.over(StoreSettings::default(), &a.data)?;
+    let engine = Arc::new(Engine::open(&settings, &a.data, Create::IfMissing)?);
+    Store::open(engine.clone())?;
+    let credentials = match engine.postgres() {
+        Some(_) => {
+            let url = settings.url.clone().unwrap_or_default();
+            std::fs::write(a.data.join(STORE_URL_FILE), format!("{url}\n"))
+                .with_context(|| a.data.join(STORE_URL_FILE).display().to_string())?;
+            let shared: Arc<dyn Kv> = engine.clone();
+            Credentials::shared(shared)?
+        }
+        None => Credentials::open(&a.data)?,
+    };
     let token = credentials.enroll("admin", Role::Admin)?;
     audit_command(&a.data, "enroll", "admin", Role::Admin);
     println!("initialised {}", a.data.display());
@@ -310,7 +351,7 @@ fn enroll(a: &EnrollArgs) -> anyhow::Result<()> {
     }
     let token = {
         let _owner = AsOwner::of(&a.data).with_context(|| a.data.display().to_string())?;
-        let token = Credentials::open(&a.data)?.enroll(name, role)?;
+        let token = a.store.credentials(&a.data)?.enroll(name, role)?;
         audit_command(&a.data, "enroll", name, role);
         token
     };
@@ -374,7 +415,7 @@ fn data_folder(data: &Path) -> anyhow::Result<()> {
 fn revoke(a: &RevokeArgs) -> anyhow::Result<()> {
     data_folder(&a.data)?;
     let _owner = AsOwner::of(&a.data).with_context(|| a.data.display().to_string())?;
-    let role = Credentials::open(&a.data)?.revoke(&a.name)?;
+    let role = a.store.credentials(&a.data)?.revoke(&a.name)?;
     audit_command(&a.data, "revoke", &a.name, role);
     println!(
         "revoked {} ({role:?}): a running collector refuses it, and ends its sessions and live feeds, within a second",
@@ -385,7 +426,7 @@ fn revoke(a: &RevokeArgs) -> anyhow::Result<()> {
 
 fn list(a: &ListArgs) -> anyhow::Result<()> {
     data_folder(&a.data)?;
-    let all = Credentials::open(&a.data)?.list()?;
+    let all = a.store.credentials(&a.data)?.list()?;
     println!("{:<32} {:<8} enrolled", "name", "role");
     for e in all {
         let created = e.created.map_or("-".to_string(), |t| t.to_string());
@@ -466,19 +507,22 @@ fn serve_config(a: &ServeArgs) -> anyhow::Result<CollectorConfig> {
         config.listen = l;
     }
     config.insecure_http |= a.insecure_http;
-    config.store = a.store.over(config.store);
+    config.store = a.store.over(config.store, &config.data)?;
     Ok(config)
 }
 
 fn serve(config: CollectorConfig) -> anyhow::Result<()> {
     data_folder(&config.data)?;
     let files = pki::Files::in_dir(&config.data);
-    let store = Arc::new(Store::open(Engine::open(
-        &config.store,
-        &config.data,
-        Create::Never,
-    )?)?);
-    let credentials = Arc::new(Credentials::open(&config.data)?);
+    let engine = Arc::new(Engine::open(&config.store, &config.data, Create::Never)?);
+    let store = Arc::new(Store::open(engine.clone())?);
+    let credentials = Arc::new(match engine.postgres() {
+        Some(_) => {
+            let shared: Arc<dyn Kv> = engine.clone();
+            Credentials::shared(shared)?
+        }
+        None => Credentials::open(&config.data)?,
+    });
     let feed: Arc<dyn Feed> = Arc::new(BroadcastFeed::new(4096));
     let metrics = Arc::new(Metrics::new()?);
     let runtime = tokio::runtime::Builder::new_multi_thread()

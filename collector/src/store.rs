@@ -13,8 +13,9 @@
 //! - The schema version is written on first open and checked on every open; an older store is
 //!   upgraded in place before anything else reads it.
 //!
-//! Credentials are not here: they live in a small file of their own ([`crate::auth`]), so
-//! agents can be enrolled while the collector runs.
+//! Credentials are here only when the store is shared by replicas ([`CREDENTIALS_KEY`]); with
+//! sled they live in a small file of their own ([`crate::auth`]), so agents can be enrolled
+//! while the collector runs.
 
 mod asset;
 #[cfg(test)]
@@ -50,6 +51,10 @@ pub use query::{AlertFilter, AlertPage};
 /// alert and value, before postings), 2 (index keys not prefix-free) or 3 (before the
 /// [`rollup`] counts) is upgraded in place when opened.
 pub const SCHEMA_VERSION: u32 = 4;
+
+/// The record holding the credentials when the store is shared by replicas
+/// ([`crate::auth`]); with sled they are a file of their own.
+pub const CREDENTIALS_KEY: &[u8] = b"Mcredentials";
 
 /// Longest note on an incident change, in bytes.
 pub const MAX_NOTE: usize = 4096;

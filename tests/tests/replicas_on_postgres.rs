@@ -26,6 +26,15 @@ use otwatch_tests::{binary, packets_of, read_alerts, runtime, wait_for};
 use serde_json::Value;
 
 /// Every alert id a replica holds, in the order its pages give them.
+/// The token in `enroll`'s output.
+fn token_in(output: &str) -> String {
+    output
+        .split(|c: char| c.is_whitespace() || c == '"')
+        .find(|w| w.starts_with("otw_"))
+        .unwrap_or_else(|| panic!("no token in {output}"))
+        .to_string()
+}
+
 fn stored(client: &Client, viewer: &str) -> Vec<String> {
     let mut ids = Vec::new();
     let mut path = "/api/v1/alerts?limit=500".to_string();
@@ -231,10 +240,9 @@ fn replicas_on_postgres_lose_and_repeat_nothing_through_a_replica_kill_and_a_fai
     let (header, packets) = packets_of(&pcap);
 
     // One site, initialised once into the database; each replica gets a copy of its folder
-    // (certificate authority, server certificate, credentials).
+    // (certificate authority, server certificate, the database's URL), made before anyone is
+    // enrolled: credentials live in the database, so every replica knows every agent at once.
     let site = Site::init_with(&dir.path().join("r1"), &store);
-    let tokens = [site.enroll_agent("hall-1"), site.enroll_agent("hall-2")];
-    let viewer = site.enroll_viewer("soc");
     let mut replicas = vec![site];
     for name in ["r2", "r3"] {
         let copy = dir.path().join(name).join("collector");
@@ -252,10 +260,46 @@ fn replicas_on_postgres_lose_and_repeat_nothing_through_a_replica_kill_and_a_fai
             admin: replicas[0].admin.clone(),
         });
     }
+    // The replicas read the URL `init` left in their folders.
+    let pass = ["--store-password-file", password.as_str()];
     let mut running: Vec<Option<Collector>> = replicas
         .iter()
-        .map(|r| Some(r.serve_with_args(&store)))
+        .map(|r| Some(r.serve_with_args(&pass)))
         .collect();
+    let enroll = |site: &Site, args: &[&str]| {
+        let mut all = vec!["enroll"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&pass);
+        token_in(&site.run(&all))
+    };
+    let tokens = [
+        enroll(&replicas[0], &["--agent", "hall-1"]),
+        enroll(&replicas[2], &["--agent", "hall-2"]),
+    ];
+    let viewer = enroll(&replicas[1], &["--viewer", "soc"]);
+    let leaving = enroll(&replicas[0], &["--viewer", "leaving"]);
+    let listed = replicas[2].run(&["list", "--store-password-file", &password]);
+    for name in ["admin", "hall-1", "hall-2", "soc", "leaving"] {
+        assert!(
+            listed.contains(name),
+            "{name} listed from r3's folder: {listed}"
+        );
+    }
+    // A credential enrolled from one folder works on every replica at once; revoked from
+    // another, it is refused by every replica within seconds.
+    for r in &running {
+        let client = &r.as_ref().unwrap().client;
+        assert_eq!(client.get("/api/v1/agents", Some(&leaving)).0, 200);
+    }
+    replicas[1].run(&["revoke", "leaving", "--store-password-file", &password]);
+    for r in &running {
+        let client = &r.as_ref().unwrap().client;
+        wait_for(
+            "a replica to refuse the revoked viewer",
+            Duration::from_secs(10),
+            || client.get("/api/v1/agents", Some(&leaving)).0 == 401,
+        );
+    }
     let urls: Vec<String> = replicas.iter().map(Site::url).collect();
     let ca = replicas[0].ca();
 
@@ -344,7 +388,7 @@ fn replicas_on_postgres_lose_and_repeat_nothing_through_a_replica_kill_and_a_fai
     );
 
     // r1 comes back on the same URL and serves the same answers.
-    running[0] = Some(replicas[0].serve_with_args(&store));
+    running[0] = Some(replicas[0].serve_with_args(&pass));
     let clients: Vec<&Client> = running
         .iter()
         .map(|r| &r.as_ref().unwrap().client)

@@ -113,8 +113,8 @@ pub trait Kv: Send + Sync + 'static {
     }
 
     /// Enters a writer section (invariant 5), waiting for any other to end. Callers serialize
-    /// their own threads first (a mutex): a section is not reentrant. Engines used by one
-    /// process only need nothing more, which is the default.
+    /// their own threads first (a mutex); a thread holding a section must not ask for another.
+    /// Engines used by one process only need nothing more, which is the default.
     fn section(&self) -> Result<Section<'_>, KvError> {
         Ok(Section::default())
     }
@@ -141,6 +141,48 @@ pub struct EngineStats {
     pub pool_idle: u64,
     /// Most connections the engine opens.
     pub pool_max: u64,
+}
+
+/// An engine shared between owners (the store and the credentials of one collector) is the
+/// engine itself.
+impl<K: Kv + ?Sized> Kv for std::sync::Arc<K> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        (**self).get(key)
+    }
+
+    fn apply(&self, batch: Batch) -> Result<(), KvError> {
+        (**self).apply(batch)
+    }
+
+    fn flush(&self) -> Result<(), KvError> {
+        (**self).flush()
+    }
+
+    fn range(
+        &self,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<Entry>, KvError> {
+        (**self).range(start, end, order, limit)
+    }
+
+    fn size_on_disk(&self) -> Result<u64, KvError> {
+        (**self).size_on_disk()
+    }
+
+    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+        (**self).get_many(keys)
+    }
+
+    fn section(&self) -> Result<Section<'_>, KvError> {
+        (**self).section()
+    }
+
+    fn stats(&self) -> Option<EngineStats> {
+        (**self).stats()
+    }
 }
 
 /// A writer section: held until dropped (see [`Kv::section`]).

@@ -137,7 +137,9 @@ pub struct PgKv {
     /// another runtime's thread panics).
     runtime: Option<tokio::runtime::Runtime>,
     pool: Pool,
-    section: Mutex<Option<Held>>,
+    /// The sections held, by the thread holding each (one per thread: a store and the
+    /// credentials of one process may each hold one, one after the other across replicas).
+    sections: Mutex<Vec<Held>>,
     stats: Stats,
     target: String,
 }
@@ -241,7 +243,7 @@ impl PgKv {
         let kv = Self {
             runtime: Some(runtime),
             pool,
-            section: Mutex::new(None),
+            sections: Mutex::new(Vec::new()),
             stats: Stats::default(),
             target,
         };
@@ -318,9 +320,8 @@ impl PgKv {
     /// The connection this thread's calls go through: its section's, or one from the pool.
     fn via(&self) -> Via {
         let here = std::thread::current().id();
-        if let Ok(section) = self.section.lock()
-            && let Some(held) = section.as_ref()
-            && held.thread == here
+        if let Ok(sections) = self.sections.lock()
+            && let Some(held) = sections.iter().find(|h| h.thread == here)
         {
             return Via::Held(Arc::clone(&held.conn), Arc::clone(&held.broken));
         }
@@ -330,8 +331,12 @@ impl PgKv {
     /// Ends this thread's section: unlocks and returns the connection to the pool, or closes
     /// the connection (which drops the lock too) if anything went wrong on it.
     fn end_section(&self) {
-        let held = match self.section.lock() {
-            Ok(mut section) => section.take(),
+        let here = std::thread::current().id();
+        let held = match self.sections.lock() {
+            Ok(mut sections) => sections
+                .iter()
+                .position(|h| h.thread == here)
+                .map(|at| sections.swap_remove(at)),
             Err(_) => None,
         };
         let Some(held) = held else { return };
@@ -651,8 +656,8 @@ impl Kv for PgKv {
             conn: Arc::new(conn),
             broken: Arc::new(AtomicBool::new(false)),
         };
-        match self.section.lock() {
-            Ok(mut section) => *section = Some(held),
+        match self.sections.lock() {
+            Ok(mut sections) => sections.push(held),
             Err(_) => return Err(KvError::Engine("postgres: section state poisoned".into())),
         }
         Ok(Section::ending_with(move || self.end_section()))

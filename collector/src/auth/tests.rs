@@ -120,3 +120,25 @@ fn concurrent_enrolls_each_keep_their_entry() {
         assert!(c.principal(token).is_some(), "an enroll was lost");
     }
 }
+
+#[test]
+fn credentials_in_a_shared_store_are_seen_by_every_replica_and_kept_there_only() {
+    let kv: Arc<dyn Kv> = Arc::new(crate::kv::memory::MemoryKv::new());
+    let one = Credentials::shared(kv.clone()).unwrap();
+    let other = Credentials::shared(kv.clone()).unwrap();
+    let token = one.enroll("hall-1", Role::Agent).unwrap();
+    // A token the other replica has not seen yet is looked up again at once.
+    assert_eq!(other.principal(&token).map(|p| p.role), Some(Role::Agent));
+    assert!(matches!(
+        other.enroll("hall-1", Role::Viewer),
+        Err(CredentialError::Taken(_))
+    ));
+    let record = kv.get(crate::store::CREDENTIALS_KEY).unwrap().unwrap();
+    assert!(!String::from_utf8_lossy(&record).contains(&token[4..]));
+    let mut changes = one.changes();
+    changes.mark_unchanged();
+    other.revoke("hall-1").unwrap();
+    assert!(one.refresh().unwrap(), "the revocation is seen");
+    assert!(changes.has_changed().unwrap());
+    assert_eq!(one.principal(&token), None);
+}
