@@ -138,17 +138,40 @@ impl StoreArgs {
         Ok(settings)
     }
 
-    /// The credentials of the store these flags (or the data folder) name: a record of the
-    /// database, or the data folder's file.
-    fn credentials(&self, data: &Path) -> anyhow::Result<Credentials> {
+    /// The database these flags (or the data folder) name, or `None` for sled (whose store
+    /// the commands leave alone: a running collector holds it).
+    fn shared(&self, data: &Path) -> anyhow::Result<Option<Arc<dyn Kv>>> {
         let settings = self.over(StoreSettings::default(), data)?;
         match settings.backend().map_err(anyhow::Error::msg)? {
-            Backend::Sled => Ok(Credentials::open(data)?),
-            Backend::Postgres => {
-                let engine: Arc<dyn Kv> = Arc::new(Engine::open(&settings, data, Create::Never)?);
-                Ok(Credentials::shared(engine)?)
-            }
+            Backend::Sled => Ok(None),
+            Backend::Postgres => Ok(Some(Arc::new(Engine::open(
+                &settings,
+                data,
+                Create::Never,
+            )?))),
         }
+    }
+}
+
+/// Where a command's credentials and audit events go: the database replicas share, or the data
+/// folder's files.
+struct Keeping {
+    credentials: Credentials,
+    audit: AuditLog,
+}
+
+impl Keeping {
+    fn of(data: &Path, shared: Option<Arc<dyn Kv>>) -> anyhow::Result<Self> {
+        Ok(match shared {
+            Some(kv) => Self {
+                credentials: Credentials::shared(kv.clone())?,
+                audit: AuditLog::shared(kv),
+            },
+            None => Self {
+                credentials: Credentials::open(data)?,
+                audit: AuditLog::in_dir(data),
+            },
+        })
     }
 }
 
@@ -210,6 +233,8 @@ struct RotateCertArgs {
     /// Host names and addresses for the new certificate (default: those of the current one).
     #[arg(long = "name", value_name = "HOST")]
     names: Vec<String>,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -302,18 +327,18 @@ fn init(a: &InitArgs) -> anyhow::Result<()> {
     let settings = a.store.over(StoreSettings::default(), &a.data)?;
     let engine = Arc::new(Engine::open(&settings, &a.data, Create::IfMissing)?);
     Store::open(engine.clone())?;
-    let credentials = match engine.postgres() {
+    let shared: Option<Arc<dyn Kv>> = match engine.postgres() {
         Some(_) => {
             let url = settings.url.clone().unwrap_or_default();
             std::fs::write(a.data.join(STORE_URL_FILE), format!("{url}\n"))
                 .with_context(|| a.data.join(STORE_URL_FILE).display().to_string())?;
-            let shared: Arc<dyn Kv> = engine.clone();
-            Credentials::shared(shared)?
+            Some(engine.clone())
         }
-        None => Credentials::open(&a.data)?,
+        None => None,
     };
-    let token = credentials.enroll("admin", Role::Admin)?;
-    audit_command(&a.data, "enroll", "admin", Role::Admin);
+    let keeping = Keeping::of(&a.data, shared)?;
+    let token = keeping.credentials.enroll("admin", Role::Admin)?;
+    audit_command(&keeping.audit, "enroll", "admin", Role::Admin);
     println!("initialised {}", a.data.display());
     println!(
         "  certificate authority (give to agents): {}",
@@ -351,8 +376,9 @@ fn enroll(a: &EnrollArgs) -> anyhow::Result<()> {
     }
     let token = {
         let _owner = AsOwner::of(&a.data).with_context(|| a.data.display().to_string())?;
-        let token = a.store.credentials(&a.data)?.enroll(name, role)?;
-        audit_command(&a.data, "enroll", name, role);
+        let keeping = Keeping::of(&a.data, a.store.shared(&a.data)?)?;
+        let token = keeping.credentials.enroll(name, role)?;
+        audit_command(&keeping.audit, "enroll", name, role);
         token
     };
     println!(
@@ -380,8 +406,8 @@ fn enroll(a: &EnrollArgs) -> anyhow::Result<()> {
 }
 
 /// Writes a credential change made from the command line to the audit log.
-fn audit_command(data: &Path, event: &'static str, name: &str, role: Role) {
-    AuditLog::in_dir(data).note(&audit::Event {
+fn audit_command(log: &AuditLog, event: &'static str, name: &str, role: Role) {
+    log.note(&audit::Event {
         ts: now(),
         event,
         who: None,
@@ -415,8 +441,9 @@ fn data_folder(data: &Path) -> anyhow::Result<()> {
 fn revoke(a: &RevokeArgs) -> anyhow::Result<()> {
     data_folder(&a.data)?;
     let _owner = AsOwner::of(&a.data).with_context(|| a.data.display().to_string())?;
-    let role = a.store.credentials(&a.data)?.revoke(&a.name)?;
-    audit_command(&a.data, "revoke", &a.name, role);
+    let keeping = Keeping::of(&a.data, a.store.shared(&a.data)?)?;
+    let role = keeping.credentials.revoke(&a.name)?;
+    audit_command(&keeping.audit, "revoke", &a.name, role);
     println!(
         "revoked {} ({role:?}): a running collector refuses it, and ends its sessions and live feeds, within a second",
         a.name
@@ -426,7 +453,9 @@ fn revoke(a: &RevokeArgs) -> anyhow::Result<()> {
 
 fn list(a: &ListArgs) -> anyhow::Result<()> {
     data_folder(&a.data)?;
-    let all = a.store.credentials(&a.data)?.list()?;
+    let all = Keeping::of(&a.data, a.store.shared(&a.data)?)?
+        .credentials
+        .list()?;
     println!("{:<32} {:<8} enrolled", "name", "role");
     for e in all {
         let created = e.created.map_or("-".to_string(), |t| t.to_string());
@@ -462,17 +491,19 @@ fn rotate_cert(a: &RotateCertArgs) -> anyhow::Result<()> {
     }
     let names = pki::rotate(&a.data, &ca_key_pem, &names)?;
     let served = pki::Certificate::read(&pki::Files::in_dir(&a.data).cert)?;
-    AuditLog::in_dir(&a.data).note(&audit::Event {
-        ts: now(),
-        event: "rotate_cert",
-        who: None,
-        source: None,
-        detail: audit::detail([
-            ("names", serde_json::json!(names)),
-            ("not_after", serde_json::json!(served.not_after)),
-            ("by", serde_json::json!(operator())),
-        ]),
-    });
+    Keeping::of(&a.data, a.store.shared(&a.data)?)?
+        .audit
+        .note(&audit::Event {
+            ts: now(),
+            event: "rotate_cert",
+            who: None,
+            source: None,
+            detail: audit::detail([
+                ("names", serde_json::json!(names)),
+                ("not_after", serde_json::json!(served.not_after)),
+                ("by", serde_json::json!(operator())),
+            ]),
+        });
     println!(
         "new server certificate for {} (valid {} days); a running collector serves it within seconds",
         names.join(", "),
@@ -516,13 +547,12 @@ fn serve(config: CollectorConfig) -> anyhow::Result<()> {
     let files = pki::Files::in_dir(&config.data);
     let engine = Arc::new(Engine::open(&config.store, &config.data, Create::Never)?);
     let store = Arc::new(Store::open(engine.clone())?);
-    let credentials = Arc::new(match engine.postgres() {
-        Some(_) => {
-            let shared: Arc<dyn Kv> = engine.clone();
-            Credentials::shared(shared)?
-        }
-        None => Credentials::open(&config.data)?,
-    });
+    let shared: Option<Arc<dyn Kv>> = match engine.postgres() {
+        Some(_) => Some(engine.clone()),
+        None => None,
+    };
+    let Keeping { credentials, audit } = Keeping::of(&config.data, shared)?;
+    let credentials = Arc::new(credentials);
     let feed: Arc<dyn Feed> = Arc::new(BroadcastFeed::new(4096));
     let metrics = Arc::new(Metrics::new()?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -630,7 +660,9 @@ fn serve(config: CollectorConfig) -> anyhow::Result<()> {
         let insecure = config.insecure_http;
         let limits = Limits::new(&config.connections, raise_descriptor_limit());
         let metrics_for_listener = metrics.clone();
-        let state = Arc::new(AppState::new(store.clone(), credentials, feed, metrics, config));
+        let state = Arc::new(
+            AppState::new(store.clone(), credentials, feed, metrics, config).with_audit(audit),
+        );
         let app = router(state);
         let shutdown = async {
             let mut term =

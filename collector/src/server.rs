@@ -44,6 +44,7 @@ use crate::store::{Action, AlertFilter, Store, StoreError, allowed};
 pub const FEED_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 mod allow_rule;
+mod audit_log;
 mod browser;
 mod detail;
 mod download;
@@ -109,6 +110,13 @@ impl<K: Kv> AppState<K> {
             map_cache: Mutex::new(None),
             map_build: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The state with its audit log kept elsewhere than the data folder's file (the shared
+    /// store of replicas).
+    pub fn with_audit(mut self, audit: AuditLog) -> Self {
+        self.audit = Arc::new(audit);
+        self
     }
 }
 
@@ -208,6 +216,7 @@ pub fn router<K: Kv>(state: Shared<K>) -> Router {
         .route("/api/v1/assets/{ip}", get(detail::asset::<K>))
         .route("/api/v1/agents", get(agents::<K>))
         .route("/api/v1/posture", get(posture_route::<K>))
+        .route("/api/v1/audit", get(audit_log::audit::<K>))
         .route("/api/v1/map", get(map::map::<K>))
         .route("/api/v1/policies", get(policies::list::<K>))
         .route("/api/v1/agents/{agent}/learn", post(learn::ask::<K>))

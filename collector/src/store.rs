@@ -56,6 +56,9 @@ pub const SCHEMA_VERSION: u32 = 4;
 /// ([`crate::auth`]); with sled they are a file of their own.
 pub const CREDENTIALS_KEY: &[u8] = b"Mcredentials";
 
+/// The prefix of the audit records when the store is shared by replicas ([`crate::audit`]).
+pub const AUDIT_PREFIX: &[u8] = &[keys::AUDIT];
+
 /// Longest note on an incident change, in bytes.
 pub const MAX_NOTE: usize = 4096;
 

@@ -300,6 +300,35 @@ fn replicas_on_postgres_lose_and_repeat_nothing_through_a_replica_kill_and_a_fai
             || client.get("/api/v1/agents", Some(&leaving)).0 == 401,
         );
     }
+    // The audit log is the database's: commands run from any folder show on every replica.
+    for r in &running {
+        let (status, audit) = r
+            .as_ref()
+            .unwrap()
+            .client
+            .get("/api/v1/audit?limit=100", Some(&replicas[0].admin));
+        assert_eq!(status, 200, "{audit}");
+        let events: Vec<(String, String)> = audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let name = e["name"].as_str().unwrap_or_default().to_string();
+                (e["event"].as_str().unwrap().to_string(), name)
+            })
+            .collect();
+        assert_eq!(
+            events.first(),
+            Some(&("revoke".to_string(), "leaving".to_string())),
+            "{events:?}"
+        );
+        for name in ["admin", "hall-1", "hall-2", "soc", "leaving"] {
+            assert!(
+                events.contains(&("enroll".to_string(), name.to_string())),
+                "{events:?}"
+            );
+        }
+    }
     let urls: Vec<String> = replicas.iter().map(Site::url).collect();
     let ca = replicas[0].ca();
 

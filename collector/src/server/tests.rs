@@ -799,3 +799,43 @@ fn every_api_route_is_in_the_openapi_document() {
         );
     }
 }
+
+#[tokio::test]
+async fn admins_read_the_audit_log_newest_first_and_nobody_else_does() {
+    let f = fixture();
+    f.ingest(Some(&f.agent), &batch("a1", alerts(2))).await;
+    let id = f.get("/api/v1/incidents?state=open", &f.viewer).await.body[0]["id"]
+        .as_u64()
+        .unwrap();
+    for action in ["ack", "resolve"] {
+        let r = f
+            .call(
+                Method::POST,
+                &format!("/api/v1/incidents/{id}/{action}"),
+                Some(&f.admin),
+                Vec::new(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let r = f.get("/api/v1/audit?limit=10", &f.admin).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let events: Vec<&str> = r.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["incident_resolved", "incident_acknowledged"]);
+    assert_eq!(
+        f.get("/api/v1/audit", &f.viewer).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let r = f.get("/api/v1/audit?limit=0", &f.admin).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.body["error"].as_str().unwrap().starts_with("limit:"),
+        "{}",
+        r.body
+    );
+}

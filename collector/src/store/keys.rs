@@ -71,6 +71,9 @@ pub const POLICY: u8 = b'L';
 pub const ASSIGNMENT: u8 = b'B';
 /// Learn requests.
 pub const LEARN: u8 = b'R';
+/// Audit events, in a store replicas share (written by [`crate::audit`], which owns the layout
+/// of these keys; listed here so no namespace takes the byte).
+pub const AUDIT: u8 = b'W';
 /// What agents learned.
 pub const LEARNED: u8 = b'U';
 /// Stored alerts in ingest order, one record per ingest batch: the key holds the batch's last
