@@ -1,17 +1,23 @@
 //! Forwarding alerts to what SIEMs ingest today: syslog (RFC 5424) carrying a CEF payload, over
-//! UDP or TCP, and a JSON-lines file. Exporters listen on the live feed: best effort, after the
-//! alert is stored (the store stays the record).
+//! UDP or TCP, and a JSON-lines file.
+//!
+//! An exporter reads stored alerts in ingest order from a cursor kept in the store ([`relay`]),
+//! so it sends each alert once in normal operation and, across a crash or a move to another
+//! replica, at least once, never skipping one; one replica at a time exports (a lease in the
+//! store). Every record carries the alert id, so a SIEM can drop a repeat. UDP syslog cannot
+//! promise delivery: a datagram the system refused is counted lost.
 
-use std::io::Write as _;
-use std::sync::Arc;
+mod relay;
+mod sink;
+
+pub use relay::{Exporting, relay};
+
+/// How long an exporter's lease runs unless renewed: how long exports wait when the replica
+/// exporting dies before another takes over.
+pub const LEASE: std::time::Duration = std::time::Duration::from_secs(15);
+pub use sink::{Outcome, Sink};
 
 use otwatch_rules::alert::{Alert, Severity};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpStream, UdpSocket};
-use tokio::sync::broadcast;
-
-use crate::config::{Syslog, SyslogTransport};
-use crate::feed::Announced;
 
 /// CEF severity (0-10) of an alert severity.
 fn cef_severity(s: Severity) -> u8 {
@@ -148,89 +154,6 @@ pub fn syslog_line(alert: &Alert, hostname: &str, max: usize) -> String {
         cef(alert)
     );
     fit(line, max)
-}
-
-/// Alerts an exporter could not forward, by reason (`lagged`: it fell more than the feed's
-/// capacity behind; `failed`: the send or write failed). Best effort, but never silent.
-pub type Lost = prometheus::IntCounterVec;
-
-/// Sends every alert of the feed to a syslog receiver until the feed closes.
-pub async fn syslog(
-    config: Syslog,
-    mut feed: broadcast::Receiver<Arc<Announced>>,
-    hostname: String,
-    lost: Lost,
-) {
-    let mut tcp: Option<TcpStream> = None;
-    let udp = match config.transport {
-        SyslogTransport::Udp => UdpSocket::bind("0.0.0.0:0").await.ok(),
-        SyslogTransport::Tcp => None,
-    };
-    loop {
-        let alert = match feed.recv().await {
-            Ok(a) => a,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                lost.with_label_values(&["syslog", "lagged"]).inc_by(n);
-                continue;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        let line = syslog_line(&alert, &hostname, config.max_message_bytes());
-        let failed = || lost.with_label_values(&["syslog", "failed"]).inc();
-        match config.transport {
-            SyslogTransport::Udp => match &udp {
-                Some(sock) if sock.send_to(line.as_bytes(), &config.address).await.is_ok() => {}
-                _ => failed(),
-            },
-            SyslogTransport::Tcp => {
-                if tcp.is_none() {
-                    tcp = TcpStream::connect(&config.address).await.ok();
-                }
-                match tcp.as_mut() {
-                    Some(stream) => {
-                        let frame = format!("{} {line}", line.len());
-                        if stream.write_all(frame.as_bytes()).await.is_err() {
-                            tcp = None;
-                            failed();
-                        }
-                    }
-                    None => failed(),
-                }
-            }
-        }
-    }
-}
-
-/// Appends every alert of the feed to a JSON-lines file until the feed closes.
-pub async fn jsonl(
-    path: std::path::PathBuf,
-    mut feed: broadcast::Receiver<Arc<Announced>>,
-    lost: Lost,
-) {
-    loop {
-        let alert = match feed.recv().await {
-            Ok(a) => a,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                lost.with_label_values(&["jsonl", "lagged"]).inc_by(n);
-                continue;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        let path = path.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)?;
-            let mut line = serde_json::to_vec(&alert.alert).map_err(std::io::Error::other)?;
-            line.push(b'\n');
-            f.write_all(&line)
-        })
-        .await;
-        if !matches!(written, Ok(Ok(()))) {
-            lost.with_label_values(&["jsonl", "failed"]).inc();
-        }
-    }
 }
 
 #[cfg(test)]

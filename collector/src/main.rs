@@ -512,6 +512,18 @@ fn rotate_cert(a: &RotateCertArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long this replica's turn at retention runs unless renewed (each pass, every minute).
+const RETENTION_LEASE: Duration = Duration::from_secs(180);
+
+/// This process as a lease holder: host, port and a random part, so two replicas (or one
+/// restarted) never take each other's leases for their own.
+fn replica_name(listen: SocketAddr) -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let mut random = [0u8; 4];
+    let _ = getrandom::fill(&mut random);
+    format!("{}:{}:{}", host.trim(), listen.port(), hex::encode(random))
+}
+
 fn absolute(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
@@ -559,20 +571,32 @@ fn serve(config: CollectorConfig) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        // Exporters read the store from their cursors; one replica at a time runs each. A new
+        // one starts from the alerts stored from now on, placed before any can arrive.
+        let holder = replica_name(config.listen);
+        for (configured, name) in [
+            (config.export.syslog.is_some(), "syslog"),
+            (config.export.jsonl.is_some(), "jsonl"),
+        ] {
+            if configured {
+                store.start_export_cursor(name)?;
+            }
+        }
         if let Some(s) = config.export.syslog.clone() {
             let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-            tokio::spawn(export::syslog(
-                s,
+            tokio::spawn(export::relay(
+                export::Sink::syslog(s, host.trim().to_string()),
+                store.clone(),
                 feed.subscribe(),
-                host.trim().to_string(),
-                metrics.export_lost.clone(),
+                metrics.exporting(holder.clone()),
             ));
         }
         if let Some(j) = config.export.jsonl.clone() {
-            tokio::spawn(export::jsonl(
-                j.path,
+            tokio::spawn(export::relay(
+                export::Sink::jsonl(j.path),
+                store.clone(),
                 feed.subscribe(),
-                metrics.export_lost.clone(),
+                metrics.exporting(holder.clone()),
             ));
         }
         // Retention always runs: the size limit has a default (10 GiB, at most half the
@@ -585,12 +609,18 @@ fn serve(config: CollectorConfig) -> anyhow::Result<()> {
                 max_age.map_or(String::new(), |a| format!(", alerts older than {a:?} removed"))
             );
             let store = store.clone();
+            let holder = holder.clone();
             tokio::spawn(async move {
                 loop {
                     let cutoff = max_age.map(|age| now().saturating_sub(age));
-                    let s = store.clone();
+                    let (s, holder) = (store.clone(), holder.clone());
+                    // One replica at a time (a lease in the store; with sled, always this one).
                     let outcome = tokio::task::spawn_blocking(move || {
-                        s.enforce_retention(cutoff, Some(max_bytes))
+                        if s.lease("retention", &holder, RETENTION_LEASE, now())? {
+                            s.enforce_retention(cutoff, Some(max_bytes)).map(Some)
+                        } else {
+                            Ok(None)
+                        }
                     })
                     .await;
                     match outcome {
@@ -629,7 +659,9 @@ fn serve(config: CollectorConfig) -> anyhow::Result<()> {
                 let mut n: u64 = 0;
                 loop {
                     tick.tick().await;
-                    if let Err(e) = credentials.refresh() {
+                    // Off the async workers: with a database, a read of it.
+                    let c = credentials.clone();
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || c.refresh()).await {
                         tracing::error!("credentials: {e}");
                     }
                     n += 1;

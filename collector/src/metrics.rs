@@ -28,6 +28,12 @@ pub struct Metrics {
     pub latency: HistogramVec,
     /// Alerts the exporters could not forward, by exporter and reason.
     pub export_lost: IntCounterVec,
+    /// Exporter sends that failed and are tried again, by exporter.
+    pub export_retries: IntCounterVec,
+    /// Alerts stored and not yet exported, by exporter.
+    pub export_behind: IntGaugeVec,
+    /// 1 on the replica that exports, by exporter.
+    pub export_leader: IntGaugeVec,
     /// Connections open.
     pub connections_open: IntGauge,
     /// Idle connections closed to make room for a new one.
@@ -100,9 +106,30 @@ impl Metrics {
             export_lost: IntCounterVec::new(
                 Opts::new(
                     "otwatch_collector_export_lost_total",
-                    "Alerts an exporter could not forward, by exporter and reason (lagged, failed)",
+                    "Alerts an exporter lost for good, by exporter and reason (failed: a UDP datagram the system refused)",
                 ),
                 &["exporter", "reason"],
+            )?,
+            export_retries: IntCounterVec::new(
+                Opts::new(
+                    "otwatch_collector_export_retries_total",
+                    "Exporter sends that failed (receiver down, file not writable) and are tried again from the same alert",
+                ),
+                &["exporter"],
+            )?,
+            export_behind: IntGaugeVec::new(
+                Opts::new(
+                    "otwatch_collector_export_behind",
+                    "Alerts stored and not yet exported, by exporter (reported by the replica exporting)",
+                ),
+                &["exporter"],
+            )?,
+            export_leader: IntGaugeVec::new(
+                Opts::new(
+                    "otwatch_collector_export_leader",
+                    "1 on the replica that holds the exporter's lease and exports, 0 elsewhere",
+                ),
+                &["exporter"],
             )?,
             connections_open: gauge("otwatch_collector_connections_open", "Connections open")?,
             connections_evicted: counter(
@@ -156,6 +183,9 @@ impl Metrics {
         m.registry.register(Box::new(m.refused.clone()))?;
         m.registry.register(Box::new(m.latency.clone()))?;
         m.registry.register(Box::new(m.export_lost.clone()))?;
+        m.registry.register(Box::new(m.export_retries.clone()))?;
+        m.registry.register(Box::new(m.export_behind.clone()))?;
+        m.registry.register(Box::new(m.export_leader.clone()))?;
         m.registry.register(Box::new(m.connections_open.clone()))?;
         m.registry
             .register(Box::new(m.connections_evicted.clone()))?;
@@ -171,6 +201,19 @@ impl Metrics {
             .register(Box::new(m.store_call_seconds.clone()))?;
         m.registry.register(Box::new(m.store_connections.clone()))?;
         Ok(m)
+    }
+
+    /// How exporters run on this replica: `holder` names it in the store's leases.
+    pub fn exporting(&self, holder: String) -> crate::export::Exporting {
+        crate::export::Exporting {
+            holder,
+            lease: crate::export::LEASE,
+            page: 500,
+            lost: self.export_lost.clone(),
+            retries: self.export_retries.clone(),
+            behind: self.export_behind.clone(),
+            leader: self.export_leader.clone(),
+        }
     }
 
     /// Follows a database engine's totals (counters only ever rise) and its pool.

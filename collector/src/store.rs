@@ -23,6 +23,7 @@ mod conformance;
 pub mod conversation;
 mod keys;
 pub mod learn;
+mod lease;
 mod migrate;
 pub mod model;
 pub mod policy;
@@ -712,23 +713,29 @@ impl<K: Kv> Store<K> {
             Order::Ascending,
             16,
         )?;
-        for (_, record) in &page {
+        // The alerts' keys first, then one read for all of them (one round trip to a database).
+        let mut wanted: Vec<(u64, Vec<u8>)> = Vec::new();
+        'records: for (_, record) in &page {
             let first = u64_of(record);
             let suffixes = record.get(8..).unwrap_or_default().chunks_exact(24);
             for (seq, suffix) in (first..).zip(suffixes) {
                 if seq <= after {
                     continue;
                 }
-                if out.len() >= limit {
-                    return Ok((out, through));
+                if wanted.len() >= limit {
+                    break 'records;
                 }
                 through = seq;
-                let Ok(suffix) = <[u8; 24]>::try_from(suffix) else {
-                    continue;
-                };
-                if let Some(v) = self.kv.get(&keys::alert(&suffix))? {
-                    out.push((seq, serde_json::from_slice(&v).map_err(corrupt)?));
+                if let Ok(suffix) = <[u8; 24]>::try_from(suffix) {
+                    wanted.push((seq, keys::alert(&suffix)));
                 }
+            }
+        }
+        let refs: Vec<&[u8]> = wanted.iter().map(|(_, k)| k.as_slice()).collect();
+        for ((seq, _), value) in wanted.iter().zip(self.kv.get_many(&refs)?) {
+            // Absent: removed by retention since.
+            if let Some(v) = value {
+                out.push((*seq, serde_json::from_slice(&v).map_err(corrupt)?));
             }
         }
         Ok((out, through))

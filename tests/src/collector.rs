@@ -140,16 +140,30 @@ impl Site {
     }
 
     /// Starts `serve` with `settings` (lines of `collector.toml` besides `data`, written to a
-    /// configuration file) and extra `args`, and, with `max_open_files`, under that limit on
-    /// open files (as a plant's host or a unit's `LimitNOFILE` may set it).
+    /// configuration file) and extra `args`.
+    pub fn serve_with_settings(&self, settings: &str, args: &[&str]) -> Collector {
+        self.serve_configured(None, settings, args)
+    }
+
+    /// [`Site::serve_with_settings`] under a limit of `max_open_files` open files (as a
+    /// plant's host or a unit's `LimitNOFILE` may set it).
     pub fn serve_limited(&self, max_open_files: u64, settings: &str, args: &[&str]) -> Collector {
+        self.serve_configured(Some(max_open_files), settings, args)
+    }
+
+    fn serve_configured(
+        &self,
+        max_open_files: Option<u64>,
+        settings: &str,
+        args: &[&str],
+    ) -> Collector {
         let config = self.data.join("collector.toml");
         let text = format!("data = {:?}\n{settings}\n", self.data.display().to_string());
         std::fs::write(&config, text).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
         let mut all = vec!["--config".to_string(), config.display().to_string()];
         all.extend(args.iter().map(|a| a.to_string()));
         let all: Vec<&str> = all.iter().map(String::as_str).collect();
-        self.serve_with(Some(max_open_files), &all)
+        self.serve_with(max_open_files, &all)
     }
 
     fn serve_with(&self, max_open_files: Option<u64>, args: &[&str]) -> Collector {
@@ -193,8 +207,9 @@ impl Site {
         while collector.client.get("/healthz", None).0 != 200 {
             assert!(
                 Instant::now() < deadline,
-                "the collector did not start on {}",
-                self.addr
+                "the collector did not start on {}; serve.log:\n{}",
+                self.addr,
+                std::fs::read_to_string(self.data.join("serve.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -146,6 +146,41 @@ impl Subscriber {
     }
 }
 
+/// A TCP syslog receiver (RFC 6587 octet counting): the alert id of every message.
+fn syslog_receiver() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let all = ids.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let ids = all.clone();
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(conn);
+                loop {
+                    let mut len = Vec::new();
+                    if reader.read_until(b' ', &mut len).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let Ok(n) = String::from_utf8_lossy(&len).trim().parse::<usize>() else {
+                        return;
+                    };
+                    let mut message = vec![0; n];
+                    if std::io::Read::read_exact(&mut reader, &mut message).is_err() {
+                        return;
+                    }
+                    let text = String::from_utf8_lossy(&message);
+                    if let Some(id) = text.split(' ').find_map(|w| w.strip_prefix("externalId=")) {
+                        ids.lock().unwrap().push(id.to_string());
+                    }
+                }
+            });
+        }
+    });
+    (port, ids)
+}
+
 /// An agent replaying `packets` into the collectors at `urls`, in that order of preference.
 struct Agent {
     child: Child,
@@ -260,12 +295,14 @@ fn replicas_on_postgres_lose_and_repeat_nothing_through_a_replica_kill_and_a_fai
             admin: replicas[0].admin.clone(),
         });
     }
-    // The replicas read the URL `init` left in their folders.
+    // The replicas read the URL `init` left in their folders. Each is configured to export to
+    // one syslog receiver: one replica at a time does.
     let pass = ["--store-password-file", password.as_str()];
-    let mut running: Vec<Option<Collector>> = replicas
-        .iter()
-        .map(|r| Some(r.serve_with_args(&pass)))
-        .collect();
+    let (syslog_port, exported) = syslog_receiver();
+    let settings =
+        format!("[export.syslog]\naddress = \"127.0.0.1:{syslog_port}\"\ntransport = \"tcp\"");
+    let serve = |site: &Site| site.serve_with_settings(&settings, &pass);
+    let mut running: Vec<Option<Collector>> = replicas.iter().map(|r| Some(serve(r))).collect();
     let enroll = |site: &Site, args: &[&str]| {
         let mut all = vec!["enroll"];
         all.extend_from_slice(args);
@@ -417,7 +454,7 @@ fn replicas_on_postgres_lose_and_repeat_nothing_through_a_replica_kill_and_a_fai
     );
 
     // r1 comes back on the same URL and serves the same answers.
-    running[0] = Some(replicas[0].serve_with_args(&pass));
+    running[0] = Some(serve(&replicas[0]));
     let clients: Vec<&Client> = running
         .iter()
         .map(|r| &r.as_ref().unwrap().client)
@@ -463,8 +500,19 @@ fn replicas_on_postgres_lose_and_repeat_nothing_through_a_replica_kill_and_a_fai
         seen.windows(2).all(|w| w[0].0 < w[1].0),
         "event ids rise: {seen:?}"
     );
+    // The syslog receiver got every alert from whichever replica exported: at least once,
+    // once unless the exporting replica was the one killed mid-page.
+    wait_for(
+        "every alert to be exported",
+        Duration::from_secs(60),
+        || {
+            let got: BTreeSet<String> = exported.lock().unwrap().iter().cloned().collect();
+            got == raised
+        },
+    );
+    let sent = exported.lock().unwrap().len();
     println!(
-        "{} alerts; the subscriber reconnected {} times",
+        "{} alerts; the subscriber reconnected {} times; {sent} syslog messages",
         raised.len(),
         subscriber.reconnects.lock().unwrap()
     );

@@ -1,18 +1,99 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use otwatch_rules::alert::Severity;
 use tokio::io::AsyncReadExt;
 
 use super::*;
+use crate::config::{Syslog, SyslogTransport};
 use crate::feed::{BroadcastFeed, Feed};
-use crate::fixtures::alert;
+use crate::fixtures::{alert, batch};
+use crate::kv::memory::MemoryKv;
+use crate::server::now;
+use crate::store::Store;
 
-fn lost() -> Lost {
-    Lost::new(
-        prometheus::Opts::new("lost", "lost"),
-        &["exporter", "reason"],
-    )
-    .unwrap()
+/// How a test's exporter runs: as replica `holder`, with a short lease.
+fn exporting(holder: &str) -> Exporting {
+    let vec = |name: &str, labels: &[&str]| {
+        prometheus::IntCounterVec::new(prometheus::Opts::new(name, name), labels).unwrap()
+    };
+    let gauge = |name: &str| {
+        prometheus::IntGaugeVec::new(prometheus::Opts::new(name, name), &["exporter"]).unwrap()
+    };
+    Exporting {
+        holder: holder.into(),
+        lease: Duration::from_millis(600),
+        page: 2,
+        lost: vec("lost", &["exporter", "reason"]),
+        retries: vec("retries", &["exporter"]),
+        behind: gauge("behind"),
+        leader: gauge("leader"),
+    }
+}
+
+/// A store, its feed, and an exporter on `sink` that has saved its starting place.
+struct Rig {
+    store: Arc<Store<MemoryKv>>,
+    feed: BroadcastFeed,
+}
+
+impl Rig {
+    fn new() -> Self {
+        Self {
+            store: Arc::new(Store::open(MemoryKv::new()).unwrap()),
+            feed: BroadcastFeed::new(16),
+        }
+    }
+
+    /// Starts an exporter as `holder` and waits until it runs.
+    async fn export(&self, sink: Sink, how: Exporting) -> tokio::task::JoinHandle<()> {
+        let name = sink.name();
+        let task = tokio::spawn(relay(sink, self.store.clone(), self.feed.subscribe(), how));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.store.export_cursor(name).unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the exporter did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        task
+    }
+
+    /// Stores alerts as ingest does and announces them.
+    fn ingest(&self, alerts: Vec<Alert>) {
+        let (_, fresh) = self
+            .store
+            .ingest_sequenced(&batch("a1", alerts), now())
+            .unwrap();
+        self.feed.publish(&fresh);
+    }
+}
+
+/// The lines of `path` once it has `n` (or after five seconds).
+async fn lines_of(path: &std::path::Path, n: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.lines().count() >= n || std::time::Instant::now() > deadline {
+            return text.lines().map(str::to_string).collect();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn ids_in(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Alert>(l).ok())
+        .map(|a| a.id)
+        .collect()
+}
+
+fn scans(range: std::ops::Range<u64>) -> Vec<Alert> {
+    range
+        .map(|n| alert(n, "scan", Severity::Low, "10.0.0.9", "10.0.1.6", "a1"))
+        .collect()
 }
 
 fn hostile() -> Alert {
@@ -100,17 +181,18 @@ fn a_message_over_the_receivers_size_is_cut_with_a_marker_not_lost() {
 #[tokio::test]
 async fn udp_exporter_sends_one_datagram_per_alert() {
     let receiver = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let feed = BroadcastFeed::new(16);
+    let rig = Rig::new();
     let config = Syslog {
         address: receiver.local_addr().unwrap().to_string(),
         transport: SyslogTransport::Udp,
         max_message_bytes: None,
     };
-    tokio::spawn(syslog(config, feed.subscribe(), "gw1".into(), lost()));
-    feed.publish(&numbered(vec![
+    rig.export(Sink::syslog(config, "gw1".into()), exporting("r1"))
+        .await;
+    rig.ingest(vec![
         hostile(),
         alert(8, "scan", Severity::Low, "10.0.0.9", "10.0.1.6", "a1"),
-    ]));
+    ]);
     let mut buf = vec![0u8; 4096];
     let mut got = Vec::new();
     for _ in 0..2 {
@@ -130,15 +212,16 @@ async fn udp_exporter_sends_one_datagram_per_alert() {
 #[tokio::test]
 async fn tcp_exporter_frames_messages_with_their_octet_count() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let feed = BroadcastFeed::new(16);
+    let rig = Rig::new();
     let config = Syslog {
         address: listener.local_addr().unwrap().to_string(),
         transport: SyslogTransport::Tcp,
         max_message_bytes: None,
     };
-    tokio::spawn(syslog(config, feed.subscribe(), "gw1".into(), lost()));
+    rig.export(Sink::syslog(config, "gw1".into()), exporting("r1"))
+        .await;
     let a = alert(3, "scan", Severity::Low, "10.0.0.9", "10.0.1.6", "a1");
-    feed.publish(&numbered(vec![a.clone()]));
+    rig.ingest(vec![a.clone()]);
     let (mut conn, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
         .await
         .unwrap()
@@ -160,21 +243,11 @@ async fn jsonl_exporter_appends_one_parsable_line_per_alert() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("alerts.jsonl");
     std::fs::write(&path, "{\"earlier\":true}\n").unwrap();
-    let feed = BroadcastFeed::new(16);
-    tokio::spawn(jsonl(path.clone(), feed.subscribe(), lost()));
-    let alerts: Vec<Alert> = (0..3)
-        .map(|n| alert(n, "scan", Severity::Low, "10.0.0.9", "10.0.1.6", "a1"))
-        .collect();
-    feed.publish(&numbered(alerts.clone()));
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let lines = loop {
-        let text = std::fs::read_to_string(&path).unwrap();
-        if text.lines().count() == 4 || std::time::Instant::now() > deadline {
-            break text;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    let lines: Vec<&str> = lines.lines().collect();
+    let rig = Rig::new();
+    rig.export(Sink::jsonl(path.clone()), exporting("r1")).await;
+    let alerts = scans(0..3);
+    rig.ingest(alerts.clone());
+    let lines = lines_of(&path, 4).await;
     assert_eq!(lines.len(), 4);
     assert_eq!(lines[0], "{\"earlier\":true}");
     for (line, a) in lines[1..].iter().zip(&alerts) {
@@ -184,22 +257,82 @@ async fn jsonl_exporter_appends_one_parsable_line_per_alert() {
 }
 
 #[tokio::test]
-async fn a_jsonl_file_that_cannot_be_written_counts_each_alert_lost() {
+async fn a_file_that_cannot_be_written_is_retried_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("missing-folder").join("alerts.jsonl");
-    let feed = BroadcastFeed::new(16);
-    let counter = lost();
-    tokio::spawn(jsonl(path, feed.subscribe(), counter.clone()));
-    feed.publish(&numbered(vec![hostile(), hostile()]));
-    let failed = counter.with_label_values(&["jsonl", "failed"]);
+    let folder = dir.path().join("missing-folder");
+    let path = folder.join("alerts.jsonl");
+    let rig = Rig::new();
+    let how = exporting("r1");
+    let retries = how.retries.with_label_values(&["jsonl"]);
+    rig.export(Sink::jsonl(path.clone()), how.clone()).await;
+    rig.ingest(scans(0..3));
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while failed.get() < 2 && std::time::Instant::now() < deadline {
+    while retries.get() < 2 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(failed.get(), 2);
+    assert!(retries.get() >= 2, "the failed write is tried again");
+    std::fs::create_dir(&folder).unwrap();
+    let lines = lines_of(&path, 3).await;
+    assert_eq!(
+        ids_in(&lines),
+        scans(0..3).into_iter().map(|a| a.id).collect::<Vec<_>>()
+    );
+    assert_eq!(how.lost.with_label_values(&["jsonl", "failed"]).get(), 0);
 }
 
-/// Alerts as the store hands them to the feed: numbered from 1.
-fn numbered(alerts: Vec<Alert>) -> Vec<(u64, Alert)> {
-    (1..).zip(alerts).collect()
+#[tokio::test]
+async fn an_exporter_restarted_elsewhere_resumes_where_the_last_one_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alerts.jsonl");
+    let rig = Rig::new();
+    let first = rig.export(Sink::jsonl(path.clone()), exporting("r1")).await;
+    rig.ingest(scans(0..4));
+    assert_eq!(lines_of(&path, 4).await.len(), 4);
+    // Killed: its lease runs out, and alerts keep arriving meanwhile.
+    first.abort();
+    rig.ingest(scans(4..9));
+    let second = exporting("r2");
+    let leader = second.leader.with_label_values(&["jsonl"]);
+    tokio::spawn(relay(
+        Sink::jsonl(path.clone()),
+        rig.store.clone(),
+        rig.feed.subscribe(),
+        second,
+    ));
+    let lines = lines_of(&path, 9).await;
+    assert_eq!(
+        ids_in(&lines),
+        scans(0..9).into_iter().map(|a| a.id).collect::<Vec<_>>(),
+        "each alert once, in order"
+    );
+    assert_eq!(leader.get(), 1);
+}
+
+#[tokio::test]
+async fn of_two_replicas_one_exports_and_each_alert_goes_out_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alerts.jsonl");
+    let rig = Rig::new();
+    let (one, two) = (exporting("r1"), exporting("r2"));
+    let leaders = [
+        one.leader.with_label_values(&["jsonl"]),
+        two.leader.with_label_values(&["jsonl"]),
+    ];
+    rig.export(Sink::jsonl(path.clone()), one).await;
+    tokio::spawn(relay(
+        Sink::jsonl(path.clone()),
+        rig.store.clone(),
+        rig.feed.subscribe(),
+        two,
+    ));
+    for n in 0..5 {
+        rig.ingest(scans(n * 4..n * 4 + 4));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lines = lines_of(&path, 20).await;
+    assert_eq!(
+        ids_in(&lines),
+        scans(0..20).into_iter().map(|a| a.id).collect::<Vec<_>>()
+    );
+    assert_eq!((leaders[0].get(), leaders[1].get()), (1, 0));
 }
