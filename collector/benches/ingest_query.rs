@@ -8,11 +8,15 @@
 //!
 //! Last, the chart endpoints (`/api/v1/stats/...`) over the whole span of the alerts.
 //!
-//! `cargo bench -p otwatch-collector --bench ingest_query [-- ALERTS] [days=N] [evidence=K]`
+//! `cargo bench -p otwatch-collector --bench ingest_query [-- ALERTS] [days=N] [evidence=K]
+//! [store=postgres] [replicas=R]`
 //! (default 1,000,000 alerts, 1 ms apart; `days=N` spreads them over N days, as a week of a
 //! plant's alerts is spread over the chart's hours; `evidence=K` follows each batch with the
 //! packets behind K of its high and critical alerts, a 32-frame pcap each, in batches of up to 64
-//! as an agent's evidence lane sends them, and counts their time in the ingest rate).
+//! as an agent's evidence lane sends them, and counts their time in the ingest rate;
+//! `store=postgres` keeps the store in a throwaway PostgreSQL cluster started for the run, and
+//! `replicas=R` serves it from R collectors sharing that database, the clients spreading their
+//! batches and queries over them).
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::net::{SocketAddr, TcpListener};
@@ -22,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use otwatch_collector::auth::Credentials;
 use otwatch_collector::config::{CollectorConfig, Connections};
+use otwatch_collector::engine::Engine;
 use otwatch_collector::feed::BroadcastFeed;
 use otwatch_collector::kv::Kv;
 use otwatch_collector::kv::sled::SledKv;
@@ -31,6 +36,8 @@ use otwatch_collector::pki;
 use otwatch_collector::server::{AppState, router};
 use otwatch_collector::store::Store;
 use otwatch_collector::store::model::Role;
+use otwatch_kv_postgres::throwaway::Cluster;
+use otwatch_kv_postgres::{Create, PgKv};
 use otwatch_rules::alert::{Alert, SCHEMA_VERSION, Severity};
 use otwatch_rules::time::Timestamp;
 use otwatch_rules::wire::{EvidenceRecord, IngestBatch};
@@ -140,47 +147,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
-fn main() {
-    let total: u64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
-    let days: u64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.strip_prefix("days=")?.parse().ok())
-        .unwrap_or(0);
-    let evidence_per_batch: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.strip_prefix("evidence=")?.parse().ok())
-        .unwrap_or(0);
-    let pcap = evidence_pcap();
-    let step_nanos = if days == 0 {
-        1_000_000
-    } else {
-        days * 86_400_000_000_000 / total.max(1)
-    };
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let data = dir.path();
-    let files = pki::create(data, &["127.0.0.1".to_string()]).unwrap();
-    let credentials = Credentials::open(data).unwrap();
-    let tokens: Vec<String> = (0..AGENTS)
-        .map(|i| {
-            credentials
-                .enroll(&format!("agent-{i}"), Role::Agent)
-                .unwrap()
-        })
-        .collect();
-    let viewer = credentials.enroll("viewer", Role::Viewer).unwrap();
-    let store = Arc::new(Store::open(SledKv::open(&data.join("store")).unwrap()).unwrap());
-    let mut config = CollectorConfig::with_data(data.to_path_buf());
-    config.agent_rate_per_s = 10_000;
-    let state = Arc::new(AppState::new(
-        store.clone(),
-        Arc::new(credentials),
-        Arc::new(BroadcastFeed::new(4096)),
-        Arc::new(Metrics::new().unwrap()),
-        config,
-    ));
+/// Serves `state` as `serve` does (the collector's own listener, HTTPS) on a free loopback
+/// port, on a runtime of its own; returns the address once it accepts connections.
+fn serve(state: Arc<AppState<Arc<Engine>>>, files: &pki::Files) -> SocketAddr {
     let addr: SocketAddr = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -193,7 +162,6 @@ fn main() {
             .build()
             .unwrap();
         rt.block_on(async move {
-            // The collector's own listener, as `serve` runs it.
             let served =
                 listener::ServedCertificate::load(&cert, &key, listener::certificate_provider())
                     .unwrap();
@@ -216,15 +184,108 @@ fn main() {
     while std::net::TcpStream::connect(addr).is_err() {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let base = format!("https://{addr}");
+    addr
+}
+
+fn main() {
+    let total: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let days: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.strip_prefix("days=")?.parse().ok())
+        .unwrap_or(0);
+    let evidence_per_batch: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.strip_prefix("evidence=")?.parse().ok())
+        .unwrap_or(0);
+    let postgres = std::env::args().skip(1).any(|a| a == "store=postgres");
+    let replicas: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.strip_prefix("replicas=")?.parse().ok())
+        .unwrap_or(1);
+    assert!(
+        replicas == 1 || postgres,
+        "replicas share a database: add store=postgres"
+    );
+    let pcap = evidence_pcap();
+    let step_nanos = if days == 0 {
+        1_000_000
+    } else {
+        days * 86_400_000_000_000 / total.max(1)
+    };
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let data = dir.path();
+    let files = pki::create(data, &["127.0.0.1".to_string()]).unwrap();
+    // The engine: sled in the data folder, or a database every replica opens.
+    let cluster = postgres.then(|| {
+        let cluster = Cluster::start()
+            .unwrap()
+            .expect("PostgreSQL is not installed");
+        cluster.create_database("bench").unwrap();
+        cluster
+    });
+    let open = |create: Create| -> Arc<Engine> {
+        Arc::new(match &cluster {
+            Some(c) => Engine::Postgres(PgKv::open(&c.options("bench"), create).unwrap()),
+            None => Engine::Sled(SledKv::open(&data.join("store")).unwrap()),
+        })
+    };
+    let engines: Vec<Arc<Engine>> = (0..replicas)
+        .map(|i| {
+            open(if i == 0 {
+                Create::IfMissing
+            } else {
+                Create::Never
+            })
+        })
+        .collect();
+    let credentials_of = |engine: &Arc<Engine>| match engine.postgres() {
+        Some(_) => {
+            let shared: Arc<dyn Kv> = engine.clone();
+            Credentials::shared(shared).unwrap()
+        }
+        None => Credentials::open(data).unwrap(),
+    };
+    let credentials = credentials_of(&engines[0]);
+    let tokens: Vec<String> = (0..AGENTS)
+        .map(|i| {
+            credentials
+                .enroll(&format!("agent-{i}"), Role::Agent)
+                .unwrap()
+        })
+        .collect();
+    let viewer = credentials.enroll("viewer", Role::Viewer).unwrap();
+    let stores: Vec<_> = engines
+        .iter()
+        .map(|e| Arc::new(Store::open(e.clone()).unwrap()))
+        .collect();
+    let store = stores[0].clone();
+    let bases: Vec<String> = stores
+        .iter()
+        .zip(&engines)
+        .map(|(store, engine)| {
+            let mut config = CollectorConfig::with_data(data.to_path_buf());
+            config.agent_rate_per_s = 10_000;
+            let state = Arc::new(AppState::new(
+                store.clone(),
+                Arc::new(credentials_of(engine)),
+                Arc::new(BroadcastFeed::new(4096)),
+                Arc::new(Metrics::new().unwrap()),
+                config,
+            ));
+            format!("https://{}", serve(state, &files))
+        })
+        .collect();
 
     // Ingest.
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..2)
         .map(|_| {
-            let (next, base, tokens, pcap) =
-                (next.clone(), base.clone(), tokens.clone(), pcap.clone());
+            let (next, bases, tokens, pcap) =
+                (next.clone(), bases.clone(), tokens.clone(), pcap.clone());
             let http = client(&files.ca);
             std::thread::spawn(move || {
                 let mut latencies = Vec::new();
@@ -234,6 +295,7 @@ fn main() {
                         return latencies;
                     }
                     let agent_index = (first / BATCH) as usize % AGENTS;
+                    let base = &bases[(first / BATCH) as usize % bases.len()];
                     let agent = format!("agent-{agent_index}");
                     let alerts: Vec<Alert> = (first..(first + BATCH).min(total))
                         .map(|n| alert(n, &agent, step_nanos))
@@ -299,13 +361,17 @@ fn main() {
     batch_latencies.sort();
     let stored = store.alert_count().unwrap();
     assert_eq!(stored, total);
+    let bytes = store.kv().size_on_disk().unwrap();
     println!(
-        "ingest: {total} alerts in {:.1} s = {:.0} alerts/s durable (batches of {BATCH}, 2 clients, HTTPS); batch latency p50 {:.1} ms p99 {:.1} ms; store {:.0} MB",
+        "ingest ({}, {replicas} replica{}): {total} alerts in {:.1} s = {:.0} alerts/s durable (batches of {BATCH}, 2 clients, HTTPS); batch latency p50 {:.1} ms p99 {:.1} ms; store {:.0} MB = {:.0} bytes per alert",
+        if postgres { "PostgreSQL" } else { "sled" },
+        if replicas == 1 { "" } else { "s" },
         elapsed.as_secs_f64(),
         total as f64 / elapsed.as_secs_f64(),
         percentile(&batch_latencies, 0.5).as_secs_f64() * 1e3,
         percentile(&batch_latencies, 0.99).as_secs_f64() * 1e3,
-        store.kv().size_on_disk().unwrap() as f64 / 1e6,
+        bytes as f64 / 1e6,
+        bytes as f64 / total.max(1) as f64,
     );
     if evidence_per_batch > 0 {
         let bytes: u64 = (0..AGENTS)
@@ -393,7 +459,8 @@ fn main() {
         let mut times = Vec::new();
         let mut returned = 0;
         let mut cursor: Option<String> = None;
-        for _ in 0..200 {
+        for run in 0..200 {
+            let base = &bases[run % bases.len()];
             let url = match &cursor {
                 Some(c) if path.contains("alerts") => format!("{base}{path}&cursor={c}"),
                 _ => format!("{base}{path}"),

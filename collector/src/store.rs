@@ -251,6 +251,7 @@ impl<K: Kv> Store<K> {
             .collect();
         let id_refs: Vec<&[u8]> = id_keys.iter().map(Vec::as_slice).collect();
         let stored_already = self.kv.get_many(&id_refs)?;
+        let mut known = self.incidents_of_keys(prepared.iter().map(|(_, _, a, _)| *a))?;
         for ((id, suffix, alert, encoded), stored) in prepared.into_iter().zip(stored_already) {
             if !seen_in_batch.insert(id) || stored.is_some() {
                 reply.duplicates += 1;
@@ -262,7 +263,7 @@ impl<K: Kv> Store<K> {
                 alert.ts.as_nanos().to_be_bytes().to_vec(),
             );
             indexed.push((suffix, alert));
-            self.group(alert, &mut incidents, &mut next_incident)?;
+            self.group(alert, &mut incidents, &mut next_incident, &mut known);
             reply.accepted += 1;
         }
         if reply.duplicates > 0 {
@@ -592,15 +593,49 @@ impl<K: Kv> Store<K> {
         self.counter(CONVERSATIONS_DROPPED)
     }
 
+    /// The incidents stored as the current ones of the keys (rule, source, destination) of
+    /// `alerts`, read at once (two round trips to a database), for [`Store::group`].
+    fn incidents_of_keys<'a>(
+        &self,
+        alerts: impl Iterator<Item = &'a Alert>,
+    ) -> Result<HashMap<Vec<u8>, Incident>, StoreError> {
+        let mut wanted: Vec<Vec<u8>> = alerts
+            .map(|a| keys::incident_key(&a.rule, &a.src_ip.to_string(), &a.dst_ip.to_string()))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let refs: Vec<&[u8]> = wanted.iter().map(Vec::as_slice).collect();
+        let ids = self.kv.get_many(&refs)?;
+        let found: Vec<(Vec<u8>, Vec<u8>)> = wanted
+            .into_iter()
+            .zip(ids)
+            .filter_map(|(key, id)| {
+                let id = id?;
+                Some((key, keys::named(keys::INCIDENT, &u64_of(&id).to_be_bytes())))
+            })
+            .collect();
+        let refs: Vec<&[u8]> = found.iter().map(|(_, k)| k.as_slice()).collect();
+        let records = self.kv.get_many(&refs)?;
+        let mut known = HashMap::with_capacity(found.len());
+        for ((key, _), record) in found.into_iter().zip(records) {
+            if let Some(v) = record {
+                known.insert(key, serde_json::from_slice(&v).map_err(corrupt)?);
+            }
+        }
+        Ok(known)
+    }
+
     /// Puts an alert into its incident: the open one for its (rule, source, destination) if the
-    /// last alert came within the incident window, a new one otherwise. `pending` holds the
-    /// incidents changed by this batch, not yet written.
+    /// last alert came within the incident window, a new one (numbered after `next`)
+    /// otherwise. `pending` holds the incidents changed by this batch, not yet written;
+    /// `known`, the stored ones of the batch's keys, read before.
     fn group(
         &self,
         alert: &Alert,
         pending: &mut Vec<Incident>,
         next: &mut u64,
-    ) -> Result<(), StoreError> {
+        known: &mut HashMap<Vec<u8>, Incident>,
+    ) {
         let (src, dst) = (alert.src_ip.to_string(), alert.dst_ip.to_string());
         let same = |i: &Incident| {
             i.rule == alert.rule && i.src_ip == alert.src_ip && i.dst_ip == alert.dst_ip
@@ -614,10 +649,7 @@ impl<K: Kv> Store<K> {
             .map(|(index, _)| index);
         let current = match newest {
             Some(i) => Some(pending.swap_remove(i)),
-            None => match self.kv.get(&keys::incident_key(&alert.rule, &src, &dst))? {
-                Some(id) => self.incident(u64_of(&id))?,
-                None => None,
-            },
+            None => known.remove(&keys::incident_key(&alert.rule, &src, &dst)),
         };
         let joinable = |i: &Incident| {
             i.state != IncidentState::Resolved
@@ -667,7 +699,6 @@ impl<K: Kv> Store<K> {
             }
         };
         pending.push(incident);
-        Ok(())
     }
 
     fn counter(&self, name: &[u8]) -> Result<u64, StoreError> {

@@ -533,22 +533,16 @@ impl Kv for PgKv {
         let via = self.via();
         self.call(async move {
             let conn = via.lease().await?;
-            conn.batch_execute("BEGIN").await.map_err(db)?;
-            if !removed.is_empty() {
-                conn.execute("DELETE FROM otwatch_kv WHERE key = ANY($1)", &[&removed])
-                    .await
-                    .map_err(db)?;
-            }
-            if !keys.is_empty() {
-                conn.execute(
-                    "INSERT INTO otwatch_kv (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    &[&keys, &values],
-                )
-                .await
-                .map_err(db)?;
-            }
-            conn.batch_execute("COMMIT").await.map_err(db)?;
+            // One statement, so one round trip and atomic by itself: the removals and the
+            // writes touch different keys (the last operation on each key decided it).
+            conn.execute(
+                "WITH removed AS (DELETE FROM otwatch_kv WHERE key = ANY($1)) \
+                 INSERT INTO otwatch_kv (key, value) SELECT * FROM unnest($2::bytea[], $3::bytea[]) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&removed, &keys, &values],
+            )
+            .await
+            .map_err(db)?;
             conn.done();
             Ok(())
         })

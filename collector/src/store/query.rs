@@ -243,33 +243,51 @@ impl<K: Kv> Store<K> {
         let mut alerts = Vec::new();
         let mut scanned = 0;
         loop {
-            // The newest head among the sources.
-            let mut best: Option<(usize, [u8; 24])> = None;
-            for (i, s) in sources.iter_mut().enumerate() {
-                if let Some(h) = s.head(&self.kv, &floor, &start)?
-                    && best.is_none_or(|(_, b)| h > b)
-                {
-                    best = Some((i, h));
+            // The next candidates, newest first, as many as could still be needed: read at once
+            // (one round trip to a database), then judged in order.
+            let want = limit
+                .saturating_sub(alerts.len())
+                .clamp(1, 256)
+                .min(MAX_SCAN.saturating_sub(scanned).max(1));
+            let mut candidates: Vec<[u8; 24]> = Vec::with_capacity(want);
+            while candidates.len() < want {
+                // The newest head among the sources.
+                let mut best: Option<(usize, [u8; 24])> = None;
+                for (i, s) in sources.iter_mut().enumerate() {
+                    if let Some(h) = s.head(&self.kv, &floor, &start)?
+                        && best.is_none_or(|(_, b)| h > b)
+                    {
+                        best = Some((i, h));
+                    }
+                }
+                let Some((i, suffix)) = best else {
+                    break;
+                };
+                if let Some(s) = sources.get_mut(i) {
+                    s.pending.remove(&suffix);
+                }
+                candidates.push(suffix);
+            }
+            let exhausted = candidates.len() < want;
+            let keys: Vec<Vec<u8>> = candidates.iter().map(|s| keys::alert(s)).collect();
+            let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+            for (suffix, value) in candidates.iter().zip(self.kv.get_many(&refs)?) {
+                scanned += 1;
+                if let Some(v) = value {
+                    let alert: Alert = serde_json::from_slice(&v).map_err(corrupt)?;
+                    if filter.matches(&alert) {
+                        alerts.push(alert);
+                    }
+                }
+                if alerts.len() >= limit || scanned >= MAX_SCAN {
+                    return Ok(AlertPage {
+                        alerts,
+                        next: Some(hex::encode(suffix)),
+                    });
                 }
             }
-            let Some((i, suffix)) = best else {
+            if exhausted {
                 return Ok(AlertPage { alerts, next: None });
-            };
-            if let Some(s) = sources.get_mut(i) {
-                s.pending.remove(&suffix);
-            }
-            scanned += 1;
-            if let Some(v) = self.kv.get(&keys::alert(&suffix))? {
-                let alert: Alert = serde_json::from_slice(&v).map_err(corrupt)?;
-                if filter.matches(&alert) {
-                    alerts.push(alert);
-                }
-            }
-            if alerts.len() >= limit || scanned >= MAX_SCAN {
-                return Ok(AlertPage {
-                    alerts,
-                    next: Some(hex::encode(suffix)),
-                });
             }
         }
     }

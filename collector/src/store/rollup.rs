@@ -188,10 +188,43 @@ impl Changes {
         // bucket fills up does not depend on hashing.
         let mut deltas: Vec<_> = self.deltas.into_iter().filter(|(_, d)| *d != 0).collect();
         deltas.sort_unstable();
-        for ((span, dim, bucket, value), delta) in deltas {
-            let mut key = bucket_key(span, dim, bucket, TAG_VALUE);
-            key.extend_from_slice(&value);
-            let held = kv.get(&key)?.map(|v| u64_of(&v));
+        // Every count this batch touches, read at once (one round trip to a database).
+        let value_keys: Vec<Vec<u8>> = deltas
+            .iter()
+            .map(|((span, dim, bucket, value), _)| {
+                let mut key = bucket_key(*span, *dim, *bucket, TAG_VALUE);
+                key.extend_from_slice(value);
+                key
+            })
+            .collect();
+        let refs: Vec<&[u8]> = value_keys.iter().map(Vec::as_slice).collect();
+        let values_held = kv.get_many(&refs)?;
+        let mut buckets: Vec<(Span, Dimension, u64)> = deltas
+            .iter()
+            .map(|((span, dim, bucket, _), _)| (*span, *dim, *bucket))
+            .collect();
+        buckets.dedup();
+        let bucket_keys: Vec<[Vec<u8>; 2]> = buckets
+            .iter()
+            .map(|(span, dim, bucket)| {
+                [
+                    bucket_key(*span, *dim, *bucket, TAG_DISTINCT),
+                    bucket_key(*span, *dim, *bucket, TAG_OTHER),
+                ]
+            })
+            .collect();
+        let refs: Vec<&[u8]> = bucket_keys.iter().flatten().map(Vec::as_slice).collect();
+        let bucket_counts: HashMap<&[u8], u64> = refs
+            .iter()
+            .copied()
+            .zip(kv.get_many(&refs)?)
+            .map(|(k, v)| (k, v.map_or(0, |v| u64_of(&v))))
+            .collect();
+        let counted = |key: &[u8]| bucket_counts.get(key).copied().unwrap_or(0);
+        for ((((span, dim, bucket, _), delta), key), held) in
+            deltas.into_iter().zip(value_keys).zip(values_held)
+        {
+            let held = held.map(|v| u64_of(&v));
             let counted_alone = match held {
                 Some(_) => true,
                 // Five severities: never a reason to count one under `other`.
@@ -199,10 +232,9 @@ impl Changes {
                 None if delta > 0 => {
                     let n = match distinct.entry((span, dim, bucket)) {
                         Entry::Occupied(e) => e.into_mut(),
-                        Entry::Vacant(e) => e.insert(
-                            kv.get(&bucket_key(span, dim, bucket, TAG_DISTINCT))?
-                                .map_or(0, |v| u64_of(&v)),
-                        ),
+                        Entry::Vacant(e) => {
+                            e.insert(counted(&bucket_key(span, dim, bucket, TAG_DISTINCT)))
+                        }
                     };
                     if *n < MAX_VALUES {
                         *n += 1;
@@ -228,7 +260,7 @@ impl Changes {
         }
         for ((span, dim, bucket), delta) in other {
             let key = bucket_key(span, dim, bucket, TAG_OTHER);
-            let held = kv.get(&key)?.map_or(0, |v| u64_of(&v));
+            let held = counted(&key);
             put_count(b, key, held, delta);
         }
         Ok(())
