@@ -269,7 +269,7 @@ impl<K: Kv> Store<K> {
                 candidates.push(suffix);
             }
             let exhausted = candidates.len() < want;
-            let keys: Vec<Vec<u8>> = candidates.iter().map(|s| keys::alert(s)).collect();
+            let keys: Vec<Vec<u8>> = candidates.iter().map(keys::alert).collect();
             let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
             for (suffix, value) in candidates.iter().zip(self.kv.get_many(&refs)?) {
                 scanned += 1;
