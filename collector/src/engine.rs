@@ -130,3 +130,64 @@ impl Kv for Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use otwatch_kv_postgres::throwaway::Cluster;
+
+    use super::*;
+
+    #[test]
+    fn the_database_is_reached_over_tls_with_its_authority_and_refused_without_it() {
+        let Some(cluster) = Cluster::for_test("the_database_is_reached_over_tls") else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // A certificate authority and a server certificate for 127.0.0.1, as `init` makes them.
+        let server = crate::pki::create(dir.path(), &["127.0.0.1".to_string()]).unwrap();
+        cluster.enable_tls(&server.cert, &server.key).unwrap();
+        cluster.create_database("tls").unwrap();
+        let options = cluster.options("tls");
+        let settings = StoreSettings {
+            url: Some(options.url.clone()),
+            password_file: options.password_file.clone(),
+            ca_file: Some(server.ca.clone()),
+            ..StoreSettings::default()
+        };
+        let engine = Engine::open(&settings, dir.path(), Create::IfMissing).unwrap();
+        let mut b = Batch::new();
+        b.put(b"k".to_vec(), b"v".to_vec());
+        engine.apply(b).unwrap();
+        let over_tls = cluster
+            .query(
+                "tls",
+                "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                 WHERE a.application_name = 'otwatch-collector' AND s.ssl",
+            )
+            .unwrap();
+        assert_ne!(over_tls, "0", "the engine's connections use TLS");
+        drop(engine);
+
+        // An authority that did not sign the server's certificate: refused, saying why.
+        let other = tempfile::tempdir().unwrap();
+        let stranger = crate::pki::create(other.path(), &["127.0.0.1".to_string()]).unwrap();
+        let settings = StoreSettings {
+            ca_file: Some(stranger.ca),
+            ..settings
+        };
+        let err = Engine::open(&settings, dir.path(), Create::Never)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("certificate"), "{err}");
+        // And sslmode=require without an authority is refused before connecting.
+        let settings = StoreSettings {
+            url: Some(format!("{}?sslmode=require", options.url)),
+            ca_file: None,
+            ..settings
+        };
+        let err = Engine::open(&settings, dir.path(), Create::Never)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sslmode=require needs store.ca_file"), "{err}");
+    }
+}

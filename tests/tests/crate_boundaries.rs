@@ -53,6 +53,15 @@ fn the_agent_links_rules_and_the_storage_engine_never_the_collector() {
     assert_eq!(ours, ["otwatch-rules"], "{packet:?}");
     let collector = dependencies("collector/Cargo.toml");
     assert!(!collector.contains("otwatch-agent"), "{collector:?}");
+    // The PostgreSQL engine builds on the storage trait alone, and only the collector uses it.
+    let postgres = dependencies("collector/postgres/Cargo.toml");
+    let ours: Vec<_> = postgres
+        .iter()
+        .filter(|d| d.starts_with("otwatch-"))
+        .collect();
+    assert_eq!(ours, ["otwatch-kv"], "{postgres:?}");
+    assert!(collector.contains("otwatch-kv-postgres"), "{collector:?}");
+    assert!(!agent.contains("otwatch-kv-postgres"), "{agent:?}");
 }
 
 #[test]
@@ -130,6 +139,8 @@ fn cargo_tree_of_the_agent_shows_no_collector_crate_not_even_for_its_tests() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!text.contains("otwatch-collector"), "{text}");
+    // Nor the database driver the collector's replicas use.
+    assert!(!text.contains("postgres"), "{text}");
 }
 
 /// Every (name, version) a `Cargo.lock` lists.

@@ -195,6 +195,44 @@ impl Cluster {
         check("psql", &output)
     }
 
+    /// Runs `sql` in database `dbname` and returns what it printed (unaligned, tuples only).
+    pub fn query(&self, dbname: &str, sql: &str) -> Result<String, String> {
+        let output = self
+            .command("psql")
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(self.dir.path())
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                USER,
+                "-d",
+                dbname,
+                "-c",
+                sql,
+            ])
+            .output()
+            .map_err(|e| format!("psql: {e}"))?;
+        check("psql", &output)?;
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    }
+
+    /// Serves TLS with the certificate and key at `cert` and `key` (PEM), from now on.
+    pub fn enable_tls(&self, cert: &Path, key: &Path) -> Result<(), String> {
+        let (to_cert, to_key) = (self.data.join("server.crt"), self.data.join("server.key"));
+        std::fs::copy(cert, &to_cert).map_err(|e| e.to_string())?;
+        std::fs::copy(key, &to_key).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&to_key, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| e.to_string())?;
+        if let Some((uid, gid)) = self.run_as {
+            for path in [&to_cert, &to_key] {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+            }
+        }
+        self.sql("postgres", "ALTER SYSTEM SET ssl = on")?;
+        self.sql("postgres", "SELECT pg_reload_conf()")
+    }
+
     /// Promotes a standby to primary.
     pub fn promote(&self) -> Result<(), String> {
         self.run(
