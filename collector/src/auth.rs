@@ -10,13 +10,14 @@
 //! - With a database, in one record of it ([`crate::store::CREDENTIALS_KEY`]), changed inside a
 //!   writer section, so every replica knows every agent as soon as it is enrolled.
 //!
-//! Either way the server rereads them when they change (checking every second) and tells
-//! whoever listens ([`Credentials::changes`]), so a revoked credential's sessions and live
-//! feeds end at once.
+//! Either way the server rereads them when they change (checking every second, off the request
+//! path) and tells whoever listens ([`Credentials::changes`]), so a credential enrolled or
+//! revoked anywhere takes effect on every replica within a second, and a revoked credential's
+//! sessions and live feeds end then.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, COOKIE};
@@ -149,21 +150,11 @@ enum Version {
     Shared(Option<Vec<u8>>),
 }
 
-/// How often a lookup rereads credentials kept in a shared store (the server also rereads
-/// them every second on its own).
-const SHARED_RECHECK: Duration = Duration::from_secs(1);
-
-/// How often a lookup that found nobody rereads them: a credential just enrolled on another
-/// replica works at once, and a stream of unknown tokens costs the database at most this.
-const SHARED_RECHECK_ON_MISS: Duration = Duration::from_millis(100);
-
 /// The credentials, cached and reread when they change.
 #[derive(Debug)]
 pub struct Credentials {
     backing: Backing,
     cache: RwLock<(Version, Vec<Entry>)>,
-    /// When a shared record was last reread.
-    checked: Mutex<Option<Instant>>,
     /// Changes made by this process, one at a time (the store's section orders processes).
     writer: Mutex<()>,
     /// Bumped whenever the cached credentials change.
@@ -185,7 +176,6 @@ impl Credentials {
         let this = Self {
             backing,
             cache: RwLock::new((Version::File(None), Vec::new())),
-            checked: Mutex::new(None),
             writer: Mutex::new(()),
             changed: tokio::sync::watch::Sender::new(0),
         };
@@ -249,9 +239,6 @@ impl Credentials {
             Backing::File(path) => cached != Some(Version::File(FileStamp::of(path))),
             Backing::Shared(_) => {
                 let loaded = self.load()?;
-                if let Ok(mut checked) = self.checked.lock() {
-                    *checked = Some(Instant::now());
-                }
                 if cached.as_ref() == Some(&loaded.0) {
                     return Ok(false);
                 }
@@ -265,19 +252,12 @@ impl Credentials {
         Ok(stale)
     }
 
-    /// [`Credentials::refresh`] for a lookup: a file is checked every time (one `stat`), a
-    /// shared record at most every `within`.
-    fn refresh_for_lookup(&self, within: Duration) {
+    /// [`Credentials::refresh`] for a lookup: a file is checked every time (one `stat`); a
+    /// shared record never here (a lookup runs on the request path, which must not wait for a
+    /// database): the server rereads it every second.
+    fn refresh_for_lookup(&self) {
         if matches!(self.backing, Backing::Shared(_)) {
-            let recent = self
-                .checked
-                .lock()
-                .ok()
-                .and_then(|c| *c)
-                .is_some_and(|at| at.elapsed() < within);
-            if recent {
-                return;
-            }
+            return;
         }
         if let Err(e) = self.refresh() {
             tracing::warn!(error = %e, "credentials not reread; the last ones read still hold");
@@ -412,14 +392,8 @@ impl Credentials {
     /// Who holds the token whose hash ([`hash`]) is `wanted`, if anyone: how a session finds
     /// the credential that opened it, so revoking the credential ends the session.
     pub fn principal_of_hash(&self, wanted: &str) -> Option<Principal> {
-        self.refresh_for_lookup(SHARED_RECHECK);
-        self.cached(wanted).or_else(|| {
-            if !matches!(self.backing, Backing::Shared(_)) {
-                return None;
-            }
-            self.refresh_for_lookup(SHARED_RECHECK_ON_MISS);
-            self.cached(wanted)
-        })
+        self.refresh_for_lookup();
+        self.cached(wanted)
     }
 
     fn cached(&self, wanted: &str) -> Option<Principal> {

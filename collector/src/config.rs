@@ -277,32 +277,32 @@ impl CollectorConfig {
 }
 
 /// `[store]`: which engine keeps the collector's data.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
     /// `"sled"` (the default: one collector, its data folder) or `"postgres"` (replicas
     /// sharing one database). A `url` alone implies postgres.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<Backend>,
     /// The database, as a libpq URL without a password:
     /// `postgresql://otwatch@db1:5432,db2:5432/otwatch?target_session_attrs=read-write`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// A file holding the database password alone (0600 or 0640); without it, `PGPASSFILE` or
     /// `~/.pgpass`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
     /// The authority that signed the database's certificate (PEM): TLS to the database is then
     /// required.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
     /// Most connections to the database (default 16).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_size: Option<usize>,
 }
 
 /// A storage engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// sled, embedded, in `data/store`.

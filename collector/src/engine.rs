@@ -109,6 +109,13 @@ impl Kv for Engine {
         }
     }
 
+    fn live_bytes(&self) -> Result<u64, KvError> {
+        match self {
+            Self::Sled(kv) => kv.live_bytes(),
+            Self::Postgres(kv) => kv.live_bytes(),
+        }
+    }
+
     fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
         match self {
             Self::Sled(kv) => kv.get_many(keys),

@@ -110,20 +110,42 @@ struct StoreArgs {
     store_ca: Option<PathBuf>,
 }
 
-/// The file in a data folder naming the database `init --store-url` prepared, so the other
-/// commands (and replicas given a copy of the folder) find it without `--store-url`.
-const STORE_URL_FILE: &str = "store.url";
+/// The file in a data folder naming the database it is kept in (the `[store]` settings, no
+/// secret): written by `init --store-url` and by `serve` on a database, so the other commands
+/// (and replicas given a copy of the folder) use the same database without being told.
+const STORE_SETTINGS_FILE: &str = "store.toml";
+
+/// The `[store]` settings remembered in `data`, if any.
+fn remembered_store(data: &Path) -> anyhow::Result<Option<StoreSettings>> {
+    let path = data.join(STORE_SETTINGS_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(
+            toml::from_str(&text).with_context(|| path.display().to_string())?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| path.display().to_string()),
+    }
+}
+
+/// Remembers `settings` in `data` when they name a database and differ from what is there.
+fn remember_store(data: &Path, settings: &StoreSettings) -> anyhow::Result<()> {
+    if settings.url.is_none() || remembered_store(data)?.as_ref() == Some(settings) {
+        return Ok(());
+    }
+    let path = data.join(STORE_SETTINGS_FILE);
+    let text = toml::to_string(settings).context("store settings")?;
+    std::fs::write(&path, text).with_context(|| path.display().to_string())
+}
 
 impl StoreArgs {
     /// `settings` with these flags over them: a URL implies PostgreSQL. Without a URL anywhere,
-    /// the one `init` left in `data` ([`STORE_URL_FILE`]).
+    /// the settings remembered in `data` ([`STORE_SETTINGS_FILE`]).
     fn over(&self, mut settings: StoreSettings, data: &Path) -> anyhow::Result<StoreSettings> {
-        let remembered = data.join(STORE_URL_FILE);
-        if self.store_url.is_none() && settings.url.is_none() && remembered.exists() {
-            let url = std::fs::read_to_string(&remembered)
-                .with_context(|| remembered.display().to_string())?;
-            settings.url = Some(url.trim().to_string());
-            settings.backend = Some(Backend::Postgres);
+        if self.store_url.is_none()
+            && settings.url.is_none()
+            && let Some(remembered) = remembered_store(data)?
+        {
+            settings = remembered;
         }
         if let Some(url) = &self.store_url {
             settings.url = Some(url.clone());
@@ -329,9 +351,7 @@ fn init(a: &InitArgs) -> anyhow::Result<()> {
     Store::open(engine.clone())?;
     let shared: Option<Arc<dyn Kv>> = match engine.postgres() {
         Some(_) => {
-            let url = settings.url.clone().unwrap_or_default();
-            std::fs::write(a.data.join(STORE_URL_FILE), format!("{url}\n"))
-                .with_context(|| a.data.join(STORE_URL_FILE).display().to_string())?;
+            remember_store(&a.data, &settings)?;
             Some(engine.clone())
         }
         None => None,
@@ -560,7 +580,11 @@ fn serve(config: CollectorConfig) -> anyhow::Result<()> {
     let engine = Arc::new(Engine::open(&config.store, &config.data, Create::Never)?);
     let store = Arc::new(Store::open(engine.clone())?);
     let shared: Option<Arc<dyn Kv>> = match engine.postgres() {
-        Some(_) => Some(engine.clone()),
+        Some(_) => {
+            // So `enroll`, `revoke` and `list` on this folder reach the same database.
+            remember_store(&config.data, &config.store)?;
+            Some(engine.clone())
+        }
         None => None,
     };
     let Keeping { credentials, audit } = Keeping::of(&config.data, shared)?;
@@ -603,7 +627,15 @@ fn serve(config: CollectorConfig) -> anyhow::Result<()> {
         // disk), the age limit only when configured.
         {
             let max_age = config.retention.max_age;
-            let max_bytes = config.retention.max_bytes_for(&config.data);
+            // A database's size has nothing to do with this host's disk: the configured limit,
+            // else the default.
+            let max_bytes = match engine.postgres() {
+                Some(_) => config
+                    .retention
+                    .max_bytes
+                    .unwrap_or(otwatch_collector::config::DEFAULT_MAX_BYTES),
+                None => config.retention.max_bytes_for(&config.data),
+            };
             tracing::info!(
                 "retention: store kept under {max_bytes} bytes (oldest alerts of the agents holding the most go first){}",
                 max_age.map_or(String::new(), |a| format!(", alerts older than {a:?} removed"))

@@ -831,7 +831,10 @@ async fn incidents<K: Kv>(
         }
     };
     let limit = q.limit.unwrap_or(200).clamp(1, 1000);
-    Ok(axum::Json(state.store.incidents(filter, limit)?))
+    let store = state.store.clone();
+    Ok(axum::Json(
+        blocking(move || store.incidents(filter, limit)).await?,
+    ))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -919,7 +922,8 @@ async fn assets<K: Kv>(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&state, &headers, Action::Read)?;
-    Ok(axum::Json(state.store.assets(100_000)?))
+    let store = state.store.clone();
+    Ok(axum::Json(blocking(move || store.assets(100_000)).await?))
 }
 
 async fn agents<K: Kv>(
@@ -927,27 +931,29 @@ async fn agents<K: Kv>(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&state, &headers, Action::Read)?;
-    let list = agent_status(
-        state.store.agents(10_000)?,
-        now(),
-        state.config.agent_offline_after,
-    );
-    // Each agent's assigned policy and the hash of its version in force, beside the hash the
-    // agent reports applying: assigned vs applied.
-    let assigned: HashMap<String, String> = state.store.assignments()?.into_iter().collect();
-    let mut hashes: HashMap<&str, Option<String>> = HashMap::new();
-    for policy in assigned.values() {
-        if !hashes.contains_key(policy.as_str()) {
-            hashes.insert(policy, state.store.policy_hash(policy)?);
+    // Read off the async workers: with a database, every read is a round trip.
+    let store = state.store.clone();
+    let (records, assigned, hashes, mut learning) = blocking(move || {
+        let records = store.agents(10_000)?;
+        // Each agent's assigned policy and the hash of its version in force, beside the hash
+        // the agent reports applying: assigned vs applied.
+        let assigned: HashMap<String, String> = store.assignments()?.into_iter().collect();
+        let mut hashes: HashMap<String, Option<String>> = HashMap::new();
+        for policy in assigned.values() {
+            if !hashes.contains_key(policy.as_str()) {
+                hashes.insert(policy.clone(), store.policy_hash(policy)?);
+            }
         }
-    }
-    // Each agent's latest learn request (what it learned is in the proposal).
-    let mut learning: HashMap<String, serde_json::Value> = state
-        .store
-        .learn_records()?
-        .into_iter()
-        .map(|r| (r.agent.clone(), json!(r)))
-        .collect();
+        // Each agent's latest learn request (what it learned is in the proposal).
+        let learning: HashMap<String, serde_json::Value> = store
+            .learn_records()?
+            .into_iter()
+            .map(|r| (r.agent.clone(), json!(r)))
+            .collect();
+        Ok((records, assigned, hashes, learning))
+    })
+    .await?;
+    let list = agent_status(records, now(), state.config.agent_offline_after);
     let list: Vec<serde_json::Value> = list
         .into_iter()
         .map(|a| {
@@ -971,13 +977,16 @@ async fn posture_route<K: Kv>(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&state, &headers, Action::Read)?;
-    let agents = agent_status(
-        state.store.agents(10_000)?,
-        now(),
-        state.config.agent_offline_after,
-    );
-    let incidents = state.store.incidents(None, 10_000)?;
-    let assets = state.store.assets(100_000)?;
+    let store = state.store.clone();
+    let (records, incidents, assets) = blocking(move || {
+        Ok((
+            store.agents(10_000)?,
+            store.incidents(None, 10_000)?,
+            store.assets(100_000)?,
+        ))
+    })
+    .await?;
+    let agents = agent_status(records, now(), state.config.agent_offline_after);
     Ok(axum::Json(posture::posture(&agents, &incidents, &assets)))
 }
 

@@ -106,6 +106,13 @@ pub trait Kv: Send + Sync + 'static {
     /// Bytes the store occupies on disk (an estimate for in-memory stores).
     fn size_on_disk(&self) -> Result<u64, KvError>;
 
+    /// Bytes the entries kept take, what a size limit is held to: the size on disk for an
+    /// engine whose files shrink as entries go, an estimate of the live rows for one whose
+    /// files keep the space (PostgreSQL).
+    fn live_bytes(&self) -> Result<u64, KvError> {
+        self.size_on_disk()
+    }
+
     /// The values of `keys`, in the same order: one round trip for an engine across a
     /// network, a loop of [`Kv::get`] otherwise.
     fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
@@ -170,6 +177,10 @@ impl<K: Kv + ?Sized> Kv for std::sync::Arc<K> {
 
     fn size_on_disk(&self) -> Result<u64, KvError> {
         (**self).size_on_disk()
+    }
+
+    fn live_bytes(&self) -> Result<u64, KvError> {
+        (**self).live_bytes()
     }
 
     fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, KvError> {

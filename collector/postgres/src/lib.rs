@@ -197,6 +197,16 @@ impl PgKv {
         }
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
+        // The server must notice a replica that vanished (power, network) as fast as the
+        // replica notices the server: a dead replica's writer section (a session lock) is held
+        // until the server drops its connection, about two hours by the kernel's defaults.
+        let server_side = "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 \
+                           -c tcp_keepalives_count=3 -c tcp_user_timeout=60000";
+        let startup = match config.get_options() {
+            Some(given) => format!("{given} {server_side}"),
+            None => server_side.to_string(),
+        };
+        config.options(&startup);
         if config.get_application_name().is_none() {
             config.application_name("otwatch-collector");
         }
@@ -341,26 +351,32 @@ impl PgKv {
         };
         let Some(held) = held else { return };
         let Ok(conn) = Arc::try_unwrap(held.conn) else {
-            // A call still holds it (cannot happen: calls are synchronous). Closing is safe.
+            // A call still holds it (cannot happen: calls are synchronous); the lock stays
+            // until that call's connection closes.
             return;
         };
+        // Closed (dropping the lock with it) unless unlocked cleanly: a connection that may
+        // still hold the lock never goes back to the pool.
+        let conn = CallConn {
+            conn: Some(Conn::Pooled(Box::new(conn))),
+            clean: false,
+        };
         if held.broken.load(Ordering::Relaxed) {
-            drop(Object::take(conn));
             return;
         }
         let unlocked = self.block(async move {
             let done = conn
                 .query_one("SELECT pg_advisory_unlock($1)", &[&SECTION_LOCK])
                 .await
-                .map(|row| row.get::<_, bool>(0));
+                .map(|row| row.try_get::<_, bool>(0));
             match done {
-                Ok(true) => Ok(()),
-                other => {
-                    drop(Object::take(conn));
-                    Err(KvError::Engine(format!(
-                        "postgres: writer section not released cleanly ({other:?}); its connection was closed"
-                    )))
+                Ok(Ok(true)) => {
+                    conn.done();
+                    Ok(())
                 }
+                other => Err(KvError::Engine(format!(
+                    "postgres: writer section not released cleanly ({other:?}); its connection was closed"
+                ))),
             }
         });
         if let Err(e) = unlocked {
@@ -384,10 +400,15 @@ enum Via {
 }
 
 impl Via {
-    async fn lease(self) -> Result<Lease, KvError> {
+    async fn lease(self) -> Result<CallConn, KvError> {
         match self {
             Via::Pool(pool) => lease(&pool).await,
-            Via::Held(conn, broken) => Ok(Lease {
+            // A section whose connection failed once stays failed: its later calls must not
+            // run as if the lock were still held.
+            Via::Held(_, broken) if broken.load(Ordering::Relaxed) => Err(KvError::Engine(
+                "postgres: the writer section's connection failed; the section is over".into(),
+            )),
+            Via::Held(conn, broken) => Ok(CallConn {
                 conn: Some(Conn::Held(conn, broken)),
                 clean: false,
             }),
@@ -403,18 +424,18 @@ enum Conn {
 /// A connection for one call. Unless the call marks it clean, it is closed (a pooled one) or
 /// its section is marked broken (a held one) when dropped: a call cut short in the middle of a
 /// transaction never leaves that transaction to the next user.
-struct Lease {
+struct CallConn {
     conn: Option<Conn>,
     clean: bool,
 }
 
-impl Lease {
+impl CallConn {
     fn done(mut self) {
         self.clean = true;
     }
 }
 
-impl std::ops::Deref for Lease {
+impl std::ops::Deref for CallConn {
     type Target = tokio_postgres::Client;
 
     fn deref(&self) -> &tokio_postgres::Client {
@@ -426,7 +447,7 @@ impl std::ops::Deref for Lease {
     }
 }
 
-impl Drop for Lease {
+impl Drop for CallConn {
     fn drop(&mut self) {
         if self.clean {
             return;
@@ -439,15 +460,23 @@ impl Drop for Lease {
     }
 }
 
-async fn lease(pool: &Pool) -> Result<Lease, KvError> {
+async fn lease(pool: &Pool) -> Result<CallConn, KvError> {
     let conn = pool
         .get()
         .await
         .map_err(|e| KvError::Engine(format!("postgres: no connection: {}", explain(&e))))?;
-    Ok(Lease {
+    Ok(CallConn {
         conn: Some(Conn::Pooled(Box::new(conn))),
         clean: false,
     })
+}
+
+/// A row's key and value.
+fn entry(row: &tokio_postgres::Row) -> Result<Entry, KvError> {
+    Ok((
+        row.try_get::<_, Vec<u8>>(0).map_err(db)?,
+        row.try_get::<_, Vec<u8>>(1).map_err(db)?,
+    ))
 }
 
 fn db(e: tokio_postgres::Error) -> KvError {
@@ -478,7 +507,8 @@ impl Kv for PgKv {
                 .await
                 .map_err(db)?;
             conn.done();
-            Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
+            row.map(|r| r.try_get::<_, Vec<u8>>(0).map_err(db))
+                .transpose()
         })
     }
 
@@ -498,10 +528,8 @@ impl Kv for PgKv {
                 .await
                 .map_err(db)?;
             conn.done();
-            let found: std::collections::HashMap<Vec<u8>, Vec<u8>> = rows
-                .into_iter()
-                .map(|r| (r.get::<_, Vec<u8>>(0), r.get::<_, Vec<u8>>(1)))
-                .collect();
+            let found: std::collections::HashMap<Vec<u8>, Vec<u8>> =
+                rows.iter().map(entry).collect::<Result<_, _>>()?;
             // A key asked twice is answered twice.
             Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
         })
@@ -598,10 +626,7 @@ impl Kv for PgKv {
             refs.push(&limit);
             let rows = conn.query(sql.as_str(), &refs).await.map_err(db)?;
             conn.done();
-            Ok(rows
-                .into_iter()
-                .map(|r| (r.get::<_, Vec<u8>>(0), r.get::<_, Vec<u8>>(1)))
-                .collect())
+            rows.iter().map(entry).collect()
         })
     }
 
@@ -614,7 +639,29 @@ impl Kv for PgKv {
                 .await
                 .map_err(db)?;
             conn.done();
-            Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+            Ok(u64::try_from(row.try_get::<_, i64>(0).map_err(db)?).unwrap_or(0))
+        })
+    }
+
+    fn live_bytes(&self) -> Result<u64, KvError> {
+        // The table's files do not shrink when rows are removed (vacuum keeps the space for
+        // new rows), so retention measures the rows kept: all of them in a small table, a 1 %
+        // sample of its pages, scaled, in a large one.
+        let via = self.via();
+        self.call(async move {
+            let conn = via.lease().await?;
+            let row = conn
+                .query_one(
+                    "SELECT CASE WHEN pg_relation_size('otwatch_kv') < 134217728 \
+                       THEN (SELECT coalesce(sum(pg_column_size(t.*)), 0)::bigint FROM otwatch_kv t) \
+                       ELSE (SELECT coalesce(sum(pg_column_size(t.*)), 0)::bigint * 100 \
+                             FROM otwatch_kv t TABLESAMPLE SYSTEM (1)) END",
+                    &[],
+                )
+                .await
+                .map_err(db)?;
+            conn.done();
+            Ok(u64::try_from(row.try_get::<_, i64>(0).map_err(db)?).unwrap_or(0))
         })
     }
 
@@ -631,6 +678,19 @@ impl Kv for PgKv {
     }
 
     fn section(&self) -> Result<Section<'_>, KvError> {
+        let here = std::thread::current().id();
+        if self
+            .sections
+            .lock()
+            .map_err(|_| KvError::Engine("postgres: section state poisoned".into()))?
+            .iter()
+            .any(|h| h.thread == here)
+        {
+            return Err(KvError::Engine(
+                "postgres: this thread already holds a writer section (sections do not nest)"
+                    .into(),
+            ));
+        }
         let pool = self.pool.clone();
         let conn = self.call(async move {
             let mut lease = lease(&pool).await?;

@@ -15,7 +15,7 @@ pub fn read_password_file(path: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let password = text.trim_end_matches(['\n', '\r']);
     if password.is_empty() {
-        return Err("is empty (expected the password on its first line)".into());
+        return Err("is empty (expected the password, alone in the file)".into());
     }
     Ok(password.to_owned())
 }
@@ -97,7 +97,7 @@ fn check_private(path: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .permissions()
         .mode();
-    if mode & 0o007 != 0 {
+    if mode & 0o004 != 0 {
         return Err(format!(
             "others may read it (mode {:o}); expected 0600 or 0640",
             mode & 0o777

@@ -4,7 +4,7 @@
 
 use otwatch_kv::KvError;
 
-use super::{Create, Lease, db};
+use super::{CallConn, Create, db};
 
 /// The table layout this build reads and writes.
 pub const ENGINE_VERSION: i32 = 1;
@@ -19,7 +19,7 @@ const MIGRATIONS: [&str; ENGINE_VERSION as usize] = [
 const SCHEMA_LOCK: i64 = 0x006f_7477_7363_686d;
 
 /// Checks the layout, creating or upgrading it as `create` allows.
-pub(super) async fn prepare(conn: Lease, create: Create) -> Result<(), KvError> {
+pub(super) async fn prepare(conn: CallConn, create: Create) -> Result<(), KvError> {
     conn.batch_execute("BEGIN").await.map_err(db)?;
     conn.query_one("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
         .await
@@ -28,15 +28,24 @@ pub(super) async fn prepare(conn: Lease, create: Create) -> Result<(), KvError> 
         .query_one("SELECT to_regclass('otwatch_engine') IS NOT NULL", &[])
         .await
         .map_err(db)?
-        .get(0);
+        .try_get(0)
+        .map_err(db)?;
     let found: i32 = if exists {
         conn.query_one("SELECT version FROM otwatch_engine", &[])
             .await
             .map_err(db)?
-            .get(0)
+            .try_get(0)
+            .map_err(db)?
     } else {
         0
     };
+    if found < 0 {
+        conn.batch_execute("ROLLBACK").await.map_err(db)?;
+        conn.done();
+        return Err(KvError::Engine(format!(
+            "the database's otwatch tables say version {found}, which no build wrote"
+        )));
+    }
     if found > ENGINE_VERSION {
         conn.batch_execute("ROLLBACK").await.map_err(db)?;
         conn.done();
@@ -60,7 +69,8 @@ pub(super) async fn prepare(conn: Lease, create: Create) -> Result<(), KvError> 
         .await
         .map_err(db)?;
     }
-    for migration in &MIGRATIONS[found as usize..] {
+    let from = usize::try_from(found).unwrap_or(0);
+    for migration in MIGRATIONS.get(from..).unwrap_or_default() {
         conn.batch_execute(migration).await.map_err(db)?;
     }
     if found < ENGINE_VERSION {

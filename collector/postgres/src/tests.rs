@@ -83,6 +83,8 @@ fn a_section_whose_connection_dies_fails_instead_of_writing_unlocked() {
     let kv = PgKv::open(&options, Create::IfMissing).unwrap();
     let other = PgKv::open(&options, Create::Never).unwrap();
     let section = kv.section().unwrap();
+    let nested = kv.section().map(|_| ()).unwrap_err().to_string();
+    assert!(nested.contains("do not nest"), "{nested}");
     // The section's backend is killed, as a network partition would end it.
     cluster
         .sql(
@@ -93,6 +95,8 @@ fn a_section_whose_connection_dies_fails_instead_of_writing_unlocked() {
     let mut b = Batch::new();
     b.put(b"k".to_vec(), b"v".to_vec());
     assert!(kv.apply(b).is_err(), "a write after losing the lock fails");
+    // And every later call of the section, even one that would find a new connection.
+    assert!(kv.get(b"k").is_err(), "the section stays failed");
     drop(section);
     // The lock went with the connection: another replica enters at once, and so does this one.
     drop(other.section().unwrap());
@@ -184,4 +188,36 @@ fn a_multi_host_url_finds_the_primary_after_a_promotion() {
     b.put(b"after".to_vec(), b"2".to_vec());
     kv.apply(b).unwrap();
     assert_eq!(kv.get(b"after").unwrap(), Some(b"2".to_vec()));
+}
+
+#[test]
+fn live_bytes_fall_when_rows_go_while_the_files_keep_their_size() {
+    let Some(cluster) = Cluster::for_test("live_bytes_fall_when_rows_go") else {
+        return;
+    };
+    let kv = PgKv::open(&database(&cluster, "sizes"), Create::IfMissing).unwrap();
+    let mut b = Batch::new();
+    for n in 0u32..4_000 {
+        b.put(n.to_be_bytes().to_vec(), vec![7u8; 1_000]);
+    }
+    kv.apply(b).unwrap();
+    let (live, disk) = (kv.live_bytes().unwrap(), kv.size_on_disk().unwrap());
+    assert!(
+        live >= 4_000_000 && disk >= live,
+        "{live} live, {disk} on disk"
+    );
+    let mut b = Batch::new();
+    for n in 0u32..3_900 {
+        b.delete(n.to_be_bytes().to_vec());
+    }
+    kv.apply(b).unwrap();
+    let live_after = kv.live_bytes().unwrap();
+    assert!(
+        live_after < 200_000,
+        "{live_after} live after removing 39/40 of the rows"
+    );
+    assert!(
+        kv.size_on_disk().unwrap() >= disk,
+        "the files keep their space"
+    );
 }

@@ -127,7 +127,9 @@ fn credentials_in_a_shared_store_are_seen_by_every_replica_and_kept_there_only()
     let one = Credentials::shared(kv.clone()).unwrap();
     let other = Credentials::shared(kv.clone()).unwrap();
     let token = one.enroll("hall-1", Role::Agent).unwrap();
-    // A token the other replica has not seen yet is looked up again at once.
+    // The other replica knows it from its next reread (every second in the server).
+    assert_eq!(other.principal(&token), None);
+    assert!(other.refresh().unwrap());
     assert_eq!(other.principal(&token).map(|p| p.role), Some(Role::Agent));
     assert!(matches!(
         other.enroll("hall-1", Role::Viewer),

@@ -18,8 +18,10 @@ use crate::kv::Kv;
 use crate::server::now;
 use crate::store::{Store, StoreError};
 
-/// How long to wait before trying a failed send again, at first and at most.
+/// How long to wait before trying a failed send again at first (doubled at each failure).
 const RETRY_MIN: Duration = Duration::from_millis(500);
+
+/// The longest wait between tries.
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// How often an exporter with nothing to send looks at the store without being woken.
@@ -69,7 +71,9 @@ pub async fn relay<K: Kv>(
                 }
             }
             Ok(false) => {
+                // Another replica exports: its figures are the ones that count.
                 leader.set(0);
+                how.behind.with_label_values(&[name]).set(0);
                 tokio::time::sleep(how.lease / 3).await;
                 continue;
             }
@@ -96,7 +100,10 @@ pub async fn relay<K: Kv>(
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RETRY_MAX);
             }
-            Ok(Step::LostLease) => leader.set(0),
+            Ok(Step::LostLease) => {
+                leader.set(0);
+                how.behind.with_label_values(&[name]).set(0);
+            }
             Err(e) => {
                 tracing::warn!(exporter = name, error = %e, "export paused: the store failed");
                 tokio::time::sleep(backoff).await;
@@ -132,7 +139,15 @@ async fn step<K: Kv>(
     let (alerts, through) = off(store, move |s| s.alerts_since(cursor, page)).await?;
     let mut done = cursor;
     let mut retry = false;
+    // A slow receiver must not keep a page past a third of the lease: the cursor moves and the
+    // lease is renewed before the rest.
+    let started = std::time::Instant::now();
+    let mut cut = false;
     for (seq, alert) in &alerts {
+        if started.elapsed() > how.lease / 3 {
+            cut = true;
+            break;
+        }
         match sink.send(alert).await {
             Outcome::Sent => done = *seq,
             Outcome::Lost => {
@@ -145,14 +160,14 @@ async fn step<K: Kv>(
             }
         }
     }
-    if !retry {
+    if !retry && !cut {
         // Past alerts retention removed too.
         done = through;
     }
     if done > cursor {
         let (lease, holder) = (lease.to_string(), how.holder.clone());
         let held = off(store, move |s| {
-            s.advance_export_cursor(name, &lease, &holder, done, now())
+            s.advance_export_cursor(name, &lease, &holder, done)
         })
         .await?;
         if !held {

@@ -89,9 +89,10 @@ impl<K: Kv> Store<K> {
         Ok(self.kv.get(&cursor_key(name))?.map(|v| u64_of(&v)))
     }
 
-    /// Gives exporter `name` its starting place if it has none: the newest alert now, so it
-    /// sends what is stored from here on (not the history before it existed). Called before
-    /// the collector accepts alerts, so none slips in between.
+    /// Exporter `name`'s place, given one if it has none: the newest alert now, so a new
+    /// exporter sends what is stored from then on (not the history before it existed). `serve`
+    /// calls it before it accepts alerts, so none slips in between; the exporter reads its
+    /// place through it.
     pub fn start_export_cursor(&self, name: &str) -> Result<u64, StoreError> {
         let _writer = self.write_lock()?;
         if let Some(at) = self.export_cursor(name)? {
@@ -105,20 +106,20 @@ impl<K: Kv> Store<K> {
         Ok(at)
     }
 
-    /// Records that exporter `name` sent through `through`, if `holder` still holds lease
-    /// `lease` at `now`; `false` (nothing written) when it does not.
+    /// Records that exporter `name` sent through `through`, if lease `lease` is still
+    /// `holder`'s (run out or not: nobody else took it, so nobody else sent meanwhile);
+    /// `false` (nothing written) when another holds it.
     pub fn advance_export_cursor(
         &self,
         name: &str,
         lease: &str,
         holder: &str,
         through: u64,
-        now: Timestamp,
     ) -> Result<bool, StoreError> {
         let _writer = self.write_lock()?;
         let holds = self
             .held(&lease_key(lease))?
-            .is_some_and(|h| h.holder == holder && h.until > now);
+            .is_some_and(|h| h.holder == holder);
         if !holds {
             return Ok(false);
         }
@@ -156,14 +157,21 @@ mod tests {
         let gone = later.saturating_add(Duration::from_secs(11));
         assert!(s.lease("export:syslog", "b", TTL, gone).unwrap());
         assert!(
-            !s.advance_export_cursor("syslog", "export:syslog", "a", 5, gone)
+            !s.advance_export_cursor("syslog", "export:syslog", "a", 5)
                 .unwrap()
         );
         assert!(
-            s.advance_export_cursor("syslog", "export:syslog", "b", 5, gone)
+            s.advance_export_cursor("syslog", "export:syslog", "b", 5)
                 .unwrap()
         );
-        assert_eq!(s.export_cursor("syslog").unwrap(), Some(5));
+        // Run out but not taken: still its holder's to move on.
+        let much_later = gone.saturating_add(Duration::from_secs(60));
+        assert!(
+            s.advance_export_cursor("syslog", "export:syslog", "b", 6)
+                .unwrap()
+        );
+        assert!(s.lease("export:syslog", "b", TTL, much_later).unwrap());
+        assert_eq!(s.export_cursor("syslog").unwrap(), Some(6));
         // Released, free at once.
         s.release("export:syslog", "b").unwrap();
         assert!(s.lease("export:syslog", "a", TTL, gone).unwrap());

@@ -127,7 +127,7 @@ impl<K: Kv> Store<K> {
         max_bytes: Option<u64>,
     ) -> Result<u64, StoreError> {
         let over = match max_bytes {
-            Some(max) => self.kv.size_on_disk()? > max,
+            Some(max) => self.kv.live_bytes()? > max,
             None => false,
         };
         let mut quota = if over {
