@@ -11,6 +11,7 @@ pub mod conversations;
 pub mod detect;
 pub mod flow;
 pub mod framing;
+pub mod guard;
 pub mod inventory;
 pub mod learn;
 pub mod mac;
