@@ -256,6 +256,25 @@ pub(crate) fn evidence(raw: &[u8]) -> Option<String> {
     Some(out)
 }
 
+/// A finding of the event [`Engine::observe_judged`] examined.
+#[derive(Debug, Clone, Copy)]
+pub enum Judged<'a> {
+    /// Of a built-in rule (policy violations included: `policy.unauthorized_write`, ...).
+    Builtin(&'static RuleMeta),
+    /// Of one of the policy's `[[alert]]` rules.
+    Custom(&'a AlertRule),
+}
+
+impl Judged<'_> {
+    /// The rule id its alert carries.
+    pub fn rule_id(&self) -> String {
+        match self {
+            Self::Builtin(meta) => meta.id.to_string(),
+            Self::Custom(rule) => AlertRule::rule_id_of(&rule.name),
+        }
+    }
+}
+
 /// Built-in detectors plus policy evaluation, with thresholds and folding.
 pub struct Engine {
     config: DetectionConfig,
@@ -325,6 +344,21 @@ impl Engine {
         flow: &FlowInfo,
         event: &FlowEvent<'_>,
         out: &mut impl FnMut(Alert),
+    ) {
+        self.observe_judged(ts, flow, event, out, &mut |_| {});
+    }
+
+    /// [`Engine::observe`], also telling `judged` of every finding of this event itself, before
+    /// thresholds and folding decide which become alerts: what an inline guard needs to decide
+    /// on the request in hand. With a `judged` that does nothing this is `observe`.
+    #[inline(always)]
+    pub fn observe_judged(
+        &mut self,
+        ts: Timestamp,
+        flow: &FlowInfo,
+        event: &FlowEvent<'_>,
+        out: &mut impl FnMut(Alert),
+        judged: &mut impl FnMut(Judged<'_>),
     ) {
         if ts.passed(self.last_flush, Duration::from_secs(1)) {
             self.flush(ts, out);
@@ -404,6 +438,16 @@ impl Engine {
             pair.remember();
         }
         if !findings.is_empty() {
+            for pending in &findings {
+                match pending {
+                    Pending::Builtin(meta, _) => judged(Judged::Builtin(meta)),
+                    Pending::Custom(index, _) => {
+                        if let Some(rule) = policy.and_then(|p| p.alerts.get(*index)) {
+                            judged(Judged::Custom(rule));
+                        }
+                    }
+                }
+            }
             raise_findings((fold, config, policy), findings, ts, flow, out);
         }
     }

@@ -1135,3 +1135,43 @@ fn a_unit_id_scan_alert_lists_every_unit_its_detector_counted() {
     assert!(units.len() >= 10, "{units:?}");
     assert!(units.contains(&first.unit_id.unwrap()));
 }
+
+#[test]
+fn observe_judged_names_the_findings_of_the_request_in_hand_as_each_comes() {
+    let mut b = Bench::with_policy(Some(&format!(
+        "{POLICY}\n[[alert]]\nname = \"setpoint-writes\"\nfrom = \"scada\"\nto = \"plc\"\nfunctions = [\"write_single_register\"]\n"
+    )));
+    let judge = |pdu: &[u8], b: &mut Bench| {
+        let (request, _) = Request::decode_prefix(pdu).unwrap();
+        let event = request_event(1, request, pdu, 1);
+        let mut found = Vec::new();
+        let alerts = &mut b.alerts;
+        b.engine.observe_judged(
+            at(0.0),
+            &b.flow,
+            &FlowEvent::Session(&event),
+            &mut |a| alerts.push(a),
+            &mut |j| found.push(j.rule_id()),
+        );
+        found.sort();
+        found
+    };
+    // An allowed poll: nothing.
+    assert!(judge(&[3, 0, 0, 0, 10], &mut b).is_empty());
+    // A setpoint out of bounds: the violation and the policy's alert rule, at once; and again
+    // for the same request a second later, though folding makes that no new alert.
+    for _ in 0..2 {
+        assert_eq!(
+            judge(&[6, 1, 0x90, 0x07, 0xd0], &mut b),
+            [
+                "policy.alert.setpoint-writes",
+                "policy.setpoint_out_of_bounds"
+            ]
+        );
+    }
+    // A built-in detector's finding (force listen only) for the same master.
+    assert_eq!(
+        judge(&[8, 0, 4, 0, 0], &mut b),
+        ["diag.force_listen_only", "policy.unauthorized_function"]
+    );
+}
