@@ -60,6 +60,34 @@ pub struct FlowInfo {
 }
 
 impl FlowInfo {
+    /// A flow from `client` to `server` first seen at `first_seen`, with nothing else known of
+    /// it yet: no VLAN, no encapsulation, no requests or answers, no handshake, no MACs.
+    pub fn new(
+        id: u64,
+        protocol: Protocol,
+        client: SocketAddr,
+        server: SocketAddr,
+        first_seen: Timestamp,
+    ) -> Self {
+        Self {
+            id,
+            vlan: 0,
+            protocol,
+            client,
+            server,
+            encapsulation: None,
+            requests: 0,
+            first_seen,
+            last_gap: None,
+            first_answer: None,
+            last_answer: None,
+            answered_requests: 0,
+            handshake_seen: false,
+            client_mac: None,
+            server_mac: None,
+        }
+    }
+
     /// Whether a request to `unit_id` on this flow waits for an answer: not unit 0 on a
     /// serial line (RTU), a broadcast no device answers.
     #[inline]

@@ -20,11 +20,14 @@
 //! (gateway target device failed to respond). A frame whose header cannot be read ends the
 //! connection: nothing after it can be framed with certainty.
 
+mod judge;
+
 use std::collections::VecDeque;
 
 use crate::Direction;
 use crate::framing::{Encapsulation, Frame, Framer};
 use crate::modbus::Request;
+pub use judge::{Asked, BlockSet, EngineJudge};
 
 /// Whether the guard enforces its verdicts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -10,21 +10,16 @@ use crate::time::Timestamp;
 /// MACs.
 pub(crate) fn tcp_flow(client: &str, server: &str) -> FlowInfo {
     FlowInfo {
-        id: 1,
-        vlan: 0,
-        protocol: Protocol::Tcp,
-        client: format!("{client}:40000").parse().expect("a client address"),
-        server: format!("{server}:502").parse().expect("a server address"),
         encapsulation: Some(Encapsulation::Mbap),
         requests: 1,
-        first_seen: Timestamp::from_secs(1),
-        last_gap: None,
-        first_answer: None,
-        last_answer: None,
-        answered_requests: 0,
         handshake_seen: true,
-        client_mac: None,
-        server_mac: None,
+        ..FlowInfo::new(
+            1,
+            Protocol::Tcp,
+            format!("{client}:40000").parse().expect("a client address"),
+            format!("{server}:502").parse().expect("a server address"),
+            Timestamp::from_secs(1),
+        )
     }
 }
 
@@ -38,3 +33,39 @@ pub(crate) fn request_event(unit: u8, pdu: &[u8]) -> Event<'_> {
         outstanding: 1,
     }
 }
+
+/// A plant's policy: scada (10.0.0.9) polls and sets setpoints on the PLC (10.0.0.3, unit 1)
+/// within registers 0-99 and 400-403 and values 0-1500; the hmi (10.0.0.20) only reads.
+pub(crate) const PLANT_POLICY: &str = r#"
+version = 1
+
+[[asset]]
+name = "scada"
+address = "10.0.0.9"
+role = "master"
+
+[[asset]]
+name = "hmi"
+address = "10.0.0.20"
+role = "master"
+
+[[asset]]
+name = "plc"
+address = "10.0.0.3"
+units = [1]
+role = "slave"
+
+[[allow]]
+name = "scada polls and sets setpoints"
+from = "scada"
+to = "plc"
+functions = ["read", "write_single_register"]
+holding_registers = ["0-99", "400-403"]
+write_values = { min = 0, max = 1500 }
+
+[[allow]]
+name = "hmi reads"
+from = "hmi"
+to = "plc"
+functions = ["read"]
+"#;

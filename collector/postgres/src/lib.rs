@@ -442,7 +442,7 @@ impl std::ops::Deref for CallConn {
         match &self.conn {
             Some(Conn::Pooled(o)) => o,
             Some(Conn::Held(o, _)) => o,
-            None => unreachable!("a lease's connection is taken only when it drops"),
+            None => unreachable!("a call's connection is taken only when it drops"),
         }
     }
 }

@@ -7,6 +7,7 @@ use crate::Direction;
 use crate::flow::Protocol;
 use crate::framing::Encapsulation;
 use crate::modbus::{DecodeError, Response};
+use crate::test_flow::PLANT_POLICY as POLICY;
 use crate::transaction::Transaction;
 
 const CLIENT: &str = "10.0.0.9:40000";
@@ -14,21 +15,16 @@ const SERVER: &str = "10.0.0.3:502";
 
 fn flow() -> FlowInfo {
     FlowInfo {
-        id: 1,
-        vlan: 0,
-        protocol: Protocol::Tcp,
-        client: CLIENT.parse().unwrap(),
-        server: SERVER.parse().unwrap(),
         encapsulation: Some(Encapsulation::Mbap),
         requests: 1,
-        first_seen: Timestamp::from_secs(1_000),
-        last_gap: None,
-        first_answer: None,
-        last_answer: None,
-        answered_requests: 0,
         handshake_seen: true,
-        client_mac: None,
-        server_mac: None,
+        ..FlowInfo::new(
+            1,
+            Protocol::Tcp,
+            CLIENT.parse().unwrap(),
+            SERVER.parse().unwrap(),
+            Timestamp::from_secs(1_000),
+        )
     }
 }
 
@@ -608,40 +604,6 @@ fn alert_round_trips_through_json_with_rfc3339_times() {
 }
 
 // ---- policy ----
-
-const POLICY: &str = r#"
-version = 1
-
-[[asset]]
-name = "scada"
-address = "10.0.0.9"
-role = "master"
-
-[[asset]]
-name = "hmi"
-address = "10.0.0.20"
-role = "master"
-
-[[asset]]
-name = "plc"
-address = "10.0.0.3"
-units = [1]
-role = "slave"
-
-[[allow]]
-name = "scada polls and sets setpoints"
-from = "scada"
-to = "plc"
-functions = ["read", "write_single_register"]
-holding_registers = ["0-99", "400-403"]
-write_values = { min = 0, max = 1500 }
-
-[[allow]]
-name = "hmi reads"
-from = "hmi"
-to = "plc"
-functions = ["read"]
-"#;
 
 /// `POLICY` with `line` added to its rule for the scada master.
 fn with_scada_rule(line: &str) -> String {
