@@ -149,7 +149,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// Serves `state` as `serve` does (the collector's own listener, HTTPS) on a free loopback
 /// port, on a runtime of its own; returns the address once it accepts connections.
-fn serve(state: Arc<AppState<Arc<Engine>>>, files: &pki::Files) -> SocketAddr {
+fn serve(state: Arc<AppState<Engine>>, files: &pki::Files) -> SocketAddr {
     let addr: SocketAddr = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -226,13 +226,13 @@ fn main() {
         cluster.create_database("bench").unwrap();
         cluster
     });
-    let open = |create: Create| -> Arc<Engine> {
-        Arc::new(match &cluster {
-            Some(c) => Engine::Postgres(PgKv::open(&c.options("bench"), create).unwrap()),
-            None => Engine::Sled(SledKv::open(&data.join("store")).unwrap()),
-        })
+    let open = |create: Create| -> Engine {
+        match &cluster {
+            Some(c) => Arc::new(PgKv::open(&c.options("bench"), create).unwrap()),
+            None => Arc::new(SledKv::open(&data.join("store")).unwrap()),
+        }
     };
-    let engines: Vec<Arc<Engine>> = (0..replicas)
+    let engines: Vec<Engine> = (0..replicas)
         .map(|i| {
             open(if i == 0 {
                 Create::IfMissing
@@ -241,12 +241,12 @@ fn main() {
             })
         })
         .collect();
-    let credentials_of = |engine: &Arc<Engine>| match engine.postgres() {
-        Some(_) => {
-            let shared: Arc<dyn Kv> = engine.clone();
-            Credentials::shared(shared).unwrap()
+    let credentials_of = |engine: &Engine| {
+        if postgres {
+            Credentials::shared(engine.clone()).unwrap()
+        } else {
+            Credentials::open(data).unwrap()
         }
-        None => Credentials::open(data).unwrap(),
     };
     let credentials = credentials_of(&engines[0]);
     let tokens: Vec<String> = (0..AGENTS)

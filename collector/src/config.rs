@@ -312,6 +312,12 @@ pub enum Backend {
 }
 
 impl StoreSettings {
+    /// Whether the store is a database replicas share (credentials and the audit log then live
+    /// in it too).
+    pub fn is_shared(&self) -> bool {
+        self.backend() == Ok(Backend::Postgres)
+    }
+
     /// The engine these settings choose, or what is inconsistent about them.
     pub fn backend(&self) -> Result<Backend, String> {
         match (self.backend, &self.url) {

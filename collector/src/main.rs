@@ -19,7 +19,7 @@ use clap::{Args, Parser, Subcommand};
 use otwatch_collector::audit::{self, AuditLog};
 use otwatch_collector::auth::Credentials;
 use otwatch_collector::config::{Backend, CollectorConfig, StoreSettings};
-use otwatch_collector::engine::Engine;
+use otwatch_collector::engine;
 use otwatch_collector::feed::{BroadcastFeed, Feed};
 use otwatch_collector::kv::Kv;
 use otwatch_collector::listener::{
@@ -166,11 +166,7 @@ impl StoreArgs {
         let settings = self.over(StoreSettings::default(), data)?;
         match settings.backend().map_err(anyhow::Error::msg)? {
             Backend::Sled => Ok(None),
-            Backend::Postgres => Ok(Some(Arc::new(Engine::open(
-                &settings,
-                data,
-                Create::Never,
-            )?))),
+            Backend::Postgres => Ok(Some(engine::open(&settings, data, Create::Never)?)),
         }
     }
 }
@@ -347,14 +343,13 @@ fn init(a: &InitArgs) -> anyhow::Result<()> {
     names.extend(a.names.iter().cloned());
     let files = pki::create(&a.data, &names)?;
     let settings = a.store.over(StoreSettings::default(), &a.data)?;
-    let engine = Arc::new(Engine::open(&settings, &a.data, Create::IfMissing)?);
+    let engine = engine::open(&settings, &a.data, Create::IfMissing)?;
     Store::open(engine.clone())?;
-    let shared: Option<Arc<dyn Kv>> = match engine.postgres() {
-        Some(_) => {
-            remember_store(&a.data, &settings)?;
-            Some(engine.clone())
-        }
-        None => None,
+    let shared = if settings.is_shared() {
+        remember_store(&a.data, &settings)?;
+        Some(engine.clone())
+    } else {
+        None
     };
     let keeping = Keeping::of(&a.data, shared)?;
     let token = keeping.credentials.enroll("admin", Role::Admin)?;
@@ -577,15 +572,14 @@ fn serve_config(a: &ServeArgs) -> anyhow::Result<CollectorConfig> {
 fn serve(config: CollectorConfig) -> anyhow::Result<()> {
     data_folder(&config.data)?;
     let files = pki::Files::in_dir(&config.data);
-    let engine = Arc::new(Engine::open(&config.store, &config.data, Create::Never)?);
+    let engine = engine::open(&config.store, &config.data, Create::Never)?;
     let store = Arc::new(Store::open(engine.clone())?);
-    let shared: Option<Arc<dyn Kv>> = match engine.postgres() {
-        Some(_) => {
-            // So `enroll`, `revoke` and `list` on this folder reach the same database.
-            remember_store(&config.data, &config.store)?;
-            Some(engine.clone())
-        }
-        None => None,
+    let shared = if config.store.is_shared() {
+        // So `enroll`, `revoke` and `list` on this folder reach the same database.
+        remember_store(&config.data, &config.store)?;
+        Some(engine.clone())
+    } else {
+        None
     };
     let Keeping { credentials, audit } = Keeping::of(&config.data, shared)?;
     let credentials = Arc::new(credentials);
@@ -629,12 +623,13 @@ fn serve(config: CollectorConfig) -> anyhow::Result<()> {
             let max_age = config.retention.max_age;
             // A database's size has nothing to do with this host's disk: the configured limit,
             // else the default.
-            let max_bytes = match engine.postgres() {
-                Some(_) => config
+            let max_bytes = if config.store.is_shared() {
+                config
                     .retention
                     .max_bytes
-                    .unwrap_or(otwatch_collector::config::DEFAULT_MAX_BYTES),
-                None => config.retention.max_bytes_for(&config.data),
+                    .unwrap_or(otwatch_collector::config::DEFAULT_MAX_BYTES)
+            } else {
+                config.retention.max_bytes_for(&config.data)
             };
             tracing::info!(
                 "retention: store kept under {max_bytes} bytes (oldest alerts of the agents holding the most go first){}",

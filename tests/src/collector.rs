@@ -47,7 +47,7 @@ fn run(args: &[&str], data: &Path) -> String {
 
 /// The token in a line like `  admin token (shown once): otw_...` or
 /// `  collector_token = "otw_..."`.
-fn token_in(output: &str) -> String {
+pub fn token_in(output: &str) -> String {
     output
         .split(|c: char| c.is_whitespace() || c == '"')
         .find(|w| w.starts_with("otw_"))

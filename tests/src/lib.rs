@@ -210,6 +210,18 @@ pub fn read_alerts(path: &Path) -> Vec<otwatch_rules::alert::Alert> {
         .collect()
 }
 
+/// Waits for `child` to exit and checks it succeeded, panicking with `what` after `timeout`.
+pub fn wait_success(child: &mut std::process::Child, what: &str, timeout: std::time::Duration) {
+    let mut status = None;
+    wait_for(&format!("{what} to finish"), timeout, || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    if let Some(status) = status {
+        assert!(status.success(), "{what} ended with {status}");
+    }
+}
+
 /// Polls `done` every 50 ms until it holds, panicking with `what` after `timeout`.
 pub fn wait_for(what: &str, timeout: std::time::Duration, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + timeout;

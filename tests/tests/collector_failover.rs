@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use otwatch_tests::attack::{POLICY, record_attack};
 use otwatch_tests::collector::{Client, Site, free_addr};
-use otwatch_tests::{binary, packets_of, read_alerts, runtime, wait_for};
+use otwatch_tests::{binary, packets_of, read_alerts, runtime, wait_for, wait_success};
 
 fn ids_in(alerts: &Path) -> BTreeSet<String> {
     read_alerts(alerts).into_iter().map(|a| a.id).collect()
@@ -160,15 +160,7 @@ fn an_agent_fails_over_to_the_next_collector_and_returns_to_the_preferred_one_wh
         stream.write_packet(packet).unwrap();
     }
     drop(stream);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = agent.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the agent did not finish");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "the agent ended with {status}");
+    wait_success(&mut agent, "the agent", Duration::from_secs(120));
 
     let logged = ids_in(&log);
     let on_a = stored(&collector_a.client, &viewer);

@@ -21,20 +21,11 @@ use std::time::{Duration, Instant};
 
 use otwatch_kv_postgres::throwaway::Cluster;
 use otwatch_tests::attack::{POLICY, record_attack};
-use otwatch_tests::collector::{Client, Collector, Site, free_addr, https_agent};
-use otwatch_tests::{binary, packets_of, read_alerts, runtime, wait_for};
+use otwatch_tests::collector::{Client, Collector, Site, free_addr, https_agent, token_in};
+use otwatch_tests::{binary, packets_of, read_alerts, runtime, wait_for, wait_success};
 use serde_json::Value;
 
 /// Every alert id a replica holds, in the order its pages give them.
-/// The token in `enroll`'s output.
-fn token_in(output: &str) -> String {
-    output
-        .split(|c: char| c.is_whitespace() || c == '"')
-        .find(|w| w.starts_with("otw_"))
-        .unwrap_or_else(|| panic!("no token in {output}"))
-        .to_string()
-}
-
 fn stored(client: &Client, viewer: &str) -> Vec<String> {
     let mut ids = Vec::new();
     let mut path = "/api/v1/alerts?limit=500".to_string();
@@ -234,15 +225,7 @@ impl Agent {
     fn finish(self) -> BTreeSet<String> {
         drop(self.stream);
         let mut child = self.child;
-        let deadline = Instant::now() + Duration::from_secs(180);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "an agent did not finish");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert!(status.success(), "an agent ended with {status}");
+        wait_success(&mut child, "an agent", Duration::from_secs(180));
         read_alerts(&self.log).into_iter().map(|a| a.id).collect()
     }
 }

@@ -176,23 +176,7 @@ impl Cluster {
 
     /// Runs `sql` in database `dbname` with psql, over the local socket.
     pub fn sql(&self, dbname: &str, sql: &str) -> Result<(), String> {
-        let output = self
-            .command("psql")
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
-            .arg(self.dir.path())
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                USER,
-                "-d",
-                dbname,
-                "-c",
-                sql,
-            ])
-            .output()
-            .map_err(|e| format!("psql: {e}"))?;
-        check("psql", &output)
+        self.query(dbname, sql).map(drop)
     }
 
     /// Runs `sql` in database `dbname` and returns what it printed (unaligned, tuples only).
