@@ -488,6 +488,33 @@ fn replicas_on_postgres_lose_and_repeat_nothing_through_a_replica_kill_and_a_fai
         seen.windows(2).all(|w| w[0].0 < w[1].0),
         "event ids rise: {seen:?}"
     );
+    // A subscriber that moves to another replica resumes there from its last event id: the
+    // rest, in the same order, nothing twice.
+    let (resume_at, rest) = (seen[4].0, &seen[5..]);
+    let response = https_agent(&ca, Duration::from_secs(30))
+        .get(format!("{}/api/v1/alerts/stream", urls[1]))
+        .header("Authorization", format!("Bearer {viewer}"))
+        .header("Last-Event-ID", resume_at.to_string())
+        .call()
+        .unwrap();
+    let mut resumed = Vec::new();
+    let mut id = None;
+    for line in std::io::BufReader::new(response.into_body().into_reader()).lines() {
+        let line = line.unwrap();
+        if let Some(v) = line.strip_prefix("id:") {
+            id = v.trim().parse::<u64>().ok();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            let alert: Value = serde_json::from_str(v.trim()).unwrap();
+            resumed.push((
+                id.take().unwrap(),
+                alert["id"].as_str().unwrap().to_string(),
+            ));
+            if resumed.len() == rest.len() {
+                break;
+            }
+        }
+    }
+    assert_eq!(resumed, rest, "resumed on r2 after event {resume_at}");
     // The syslog receiver got every alert from whichever replica exported: at least once,
     // once unless the exporting replica was the one killed mid-page.
     wait_for(
